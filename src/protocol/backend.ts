@@ -1,0 +1,193 @@
+// Backend (server -> client) messages: encoders for what the ambassador itself sends to clients,
+// and decoders for the few server messages it inspects (R, E/N, S, K, Z, v).
+// Pure: no sockets, timers or logging.
+
+import { MessageWriter, PayloadReader } from './writer.ts';
+
+export const BackendType = {
+  Authentication: 0x52, // R
+  BackendKeyData: 0x4b, // K
+  ParameterStatus: 0x53, // S
+  ReadyForQuery: 0x5a, // Z
+  ErrorResponse: 0x45, // E
+  NoticeResponse: 0x4e, // N
+  NegotiateProtocolVersion: 0x76, // v
+  NotificationResponse: 0x41, // A
+  CopyInResponse: 0x47, // G
+  CopyOutResponse: 0x48, // H
+  CopyBothResponse: 0x57, // W
+  DataRow: 0x44, // D
+  CommandComplete: 0x43, // C
+} as const;
+
+export const AuthCode = {
+  Ok: 0,
+  KerberosV5: 2,
+  CleartextPassword: 3,
+  MD5Password: 5,
+  GSS: 7,
+  GSSContinue: 8,
+  SSPI: 9,
+  SASL: 10,
+  SASLContinue: 11,
+  SASLFinal: 12,
+} as const;
+
+/** Transaction status carried by ReadyForQuery: idle, in a transaction block, in a failed one. */
+export type TransactionStatus = 'I' | 'T' | 'E';
+
+export interface ErrorFields {
+  severity: 'ERROR' | 'FATAL' | 'PANIC' | 'WARNING' | 'NOTICE' | 'DEBUG' | 'INFO' | 'LOG';
+  code: string;
+  message: string;
+  detail?: string | undefined;
+  hint?: string | undefined;
+}
+
+// ---- encoders (ambassador -> client) ----
+
+export function encodeErrorResponse(fields: ErrorFields): Buffer {
+  return encodeNoticeLike(BackendType.ErrorResponse, fields);
+}
+
+export function encodeNoticeResponse(fields: ErrorFields): Buffer {
+  return encodeNoticeLike(BackendType.NoticeResponse, fields);
+}
+
+function encodeNoticeLike(type: number, fields: ErrorFields): Buffer {
+  const w = new MessageWriter();
+  w.byte(0x53).cstring(fields.severity); // S
+  w.byte(0x56).cstring(fields.severity); // V (non-localized)
+  w.byte(0x43).cstring(fields.code); // C
+  w.byte(0x4d).cstring(fields.message); // M
+  if (fields.detail) w.byte(0x44).cstring(fields.detail); // D
+  if (fields.hint) w.byte(0x48).cstring(fields.hint); // H
+  w.byte(0);
+  return w.finish(type);
+}
+
+export function encodeAuthenticationOk(): Buffer {
+  return new MessageWriter().int32(AuthCode.Ok).finish(BackendType.Authentication);
+}
+
+export function encodeAuthenticationCleartext(): Buffer {
+  return new MessageWriter().int32(AuthCode.CleartextPassword).finish(BackendType.Authentication);
+}
+
+export function encodeAuthenticationMD5(salt: Buffer): Buffer {
+  return new MessageWriter().int32(AuthCode.MD5Password).bytes(salt).finish(BackendType.Authentication);
+}
+
+export function encodeAuthenticationSASL(mechanisms: readonly string[]): Buffer {
+  const w = new MessageWriter().int32(AuthCode.SASL);
+  for (const m of mechanisms) w.cstring(m);
+  return w.byte(0).finish(BackendType.Authentication);
+}
+
+export function encodeAuthenticationSASLContinue(data: Buffer): Buffer {
+  return new MessageWriter().int32(AuthCode.SASLContinue).bytes(data).finish(BackendType.Authentication);
+}
+
+export function encodeAuthenticationSASLFinal(data: Buffer): Buffer {
+  return new MessageWriter().int32(AuthCode.SASLFinal).bytes(data).finish(BackendType.Authentication);
+}
+
+export function encodeParameterStatus(name: string, value: string): Buffer {
+  return new MessageWriter().cstring(name).cstring(value).finish(BackendType.ParameterStatus);
+}
+
+export function encodeBackendKeyData(processId: number, secretKey: number): Buffer {
+  return new MessageWriter().int32(processId).int32(secretKey).finish(BackendType.BackendKeyData);
+}
+
+export function encodeReadyForQuery(status: TransactionStatus): Buffer {
+  return new MessageWriter().byte(status.charCodeAt(0)).finish(BackendType.ReadyForQuery);
+}
+
+export function encodeNegotiateProtocolVersion(newestMinor: number, unsupportedOptions: readonly string[]): Buffer {
+  const w = new MessageWriter().int32((3 << 16) | newestMinor).int32(unsupportedOptions.length);
+  for (const option of unsupportedOptions) w.cstring(option);
+  return w.finish(BackendType.NegotiateProtocolVersion);
+}
+
+// ---- decoders (server -> ambassador) ----
+
+export type AuthenticationRequest =
+  | { code: typeof AuthCode.Ok }
+  | { code: typeof AuthCode.CleartextPassword }
+  | { code: typeof AuthCode.MD5Password; salt: Buffer }
+  | { code: typeof AuthCode.SASL; mechanisms: string[] }
+  | { code: typeof AuthCode.SASLContinue; data: Buffer }
+  | { code: typeof AuthCode.SASLFinal; data: Buffer }
+  | { code: number; unsupported: true };
+
+/** Decodes an 'R' payload. Throws RangeError on a malformed message. */
+export function decodeAuthentication(payload: Buffer): AuthenticationRequest {
+  const r = new PayloadReader(payload);
+  const code = r.int32();
+  switch (code) {
+    case AuthCode.Ok:
+      return { code: AuthCode.Ok };
+    case AuthCode.CleartextPassword:
+      return { code: AuthCode.CleartextPassword };
+    case AuthCode.MD5Password:
+      return { code, salt: Buffer.from(r.bytes(4)) };
+    case AuthCode.SASL: {
+      const mechanisms: string[] = [];
+      for (;;) {
+        const m = r.cstring();
+        if (m === '') break;
+        mechanisms.push(m);
+        if (mechanisms.length > 32) throw new RangeError('too many SASL mechanisms');
+      }
+      return { code, mechanisms };
+    }
+    case AuthCode.SASLContinue:
+      return { code: AuthCode.SASLContinue, data: Buffer.from(r.rest()) };
+    case AuthCode.SASLFinal:
+      return { code: AuthCode.SASLFinal, data: Buffer.from(r.rest()) };
+    default:
+      return { code, unsupported: true };
+  }
+}
+
+/** Decodes the fields of an ErrorResponse or NoticeResponse payload, keyed by field letter. */
+export function decodeErrorFields(payload: Buffer): Map<string, string> {
+  const fields = new Map<string, string>();
+  const r = new PayloadReader(payload);
+  while (r.remaining > 0) {
+    const code = r.byte();
+    if (code === 0) break;
+    fields.set(String.fromCharCode(code), r.cstring());
+  }
+  return fields;
+}
+
+/** Reads severity, SQLSTATE and message of an error payload, with safe fallbacks. */
+export function summarizeError(payload: Buffer): { severity: string; code: string; message: string } {
+  try {
+    const f = decodeErrorFields(payload);
+    return { severity: f.get('V') ?? f.get('S') ?? 'ERROR', code: f.get('C') ?? 'XX000', message: f.get('M') ?? '' };
+  } catch {
+    return { severity: 'ERROR', code: 'XX000', message: 'malformed error message from server' };
+  }
+}
+
+export function decodeParameterStatus(payload: Buffer): { name: string; value: string } {
+  const r = new PayloadReader(payload);
+  return { name: r.cstring(), value: r.cstring() };
+}
+
+export function decodeBackendKeyData(payload: Buffer): { processId: number; secretKey: Buffer } {
+  const r = new PayloadReader(payload);
+  const processId = r.int32();
+  const secretKey = Buffer.from(r.rest());
+  if (secretKey.length < 4 || secretKey.length > 256) throw new RangeError(`invalid cancel key length ${secretKey.length}`);
+  return { processId, secretKey };
+}
+
+export function decodeReadyForQuery(payload: Buffer): TransactionStatus {
+  const status = payload.length === 1 ? String.fromCharCode(payload[0]!) : '';
+  if (status !== 'I' && status !== 'T' && status !== 'E') throw new RangeError(`invalid transaction status '${status}'`);
+  return status;
+}
