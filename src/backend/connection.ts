@@ -1,0 +1,273 @@
+// One upstream server connection: connect (via a Connector), send the StartupMessage,
+// authenticate as a client (cleartext, MD5, SCRAM-SHA-256 with channel binding when TLS allows),
+// and collect ParameterStatus and BackendKeyData up to the first ReadyForQuery. After that the
+// connection is handed to a session, which forwards raw bytes; this class then only knows the
+// socket, the server's identity and how to cancel or close it.
+
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { AmbassadorError } from '../errors.ts';
+import {
+  AuthCode,
+  BackendType,
+  decodeAuthentication,
+  decodeBackendKeyData,
+  decodeErrorFields,
+  decodeParameterStatus,
+  decodeReadyForQuery,
+  type TransactionStatus,
+} from '../protocol/backend.ts';
+import { ALL_TYPES, Framer, FramingError } from '../protocol/framer.ts';
+import { encodePasswordMessage, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
+import { md5AuthResponse } from '../protocol/md5.ts';
+import { certificateChannelBindingHash, ScramClient } from '../protocol/scram.ts';
+import { encodeCancelRequest, encodeStartupMessage } from '../protocol/startup.ts';
+import type { Connector, UpstreamTarget, UpstreamTlsSettings } from './connector.ts';
+
+export interface BackendConnectOptions {
+  connector: Connector;
+  target: UpstreamTarget;
+  tls: UpstreamTlsSettings;
+  connectTimeoutMs: number;
+  user: string;
+  database: string;
+  /** Further startup parameters carried from the client (application_name, options, DateStyle, ...). */
+  params: ReadonlyMap<string, string>;
+  /** The upstream password (rotating credentials are a function); null when none is configured. */
+  password: () => Promise<string | null>;
+  maxMessageSize: number;
+}
+
+/** The server refused the login with an ErrorResponse: its payload is relayed to the client. */
+export class UpstreamLoginError extends AmbassadorError {
+  readonly serverPayload: Buffer;
+  readonly serverCode: string;
+
+  constructor(payload: Buffer, target: UpstreamTarget) {
+    const fields = safeFields(payload);
+    const serverCode = fields.get('C') ?? 'XX000';
+    const message = fields.get('M') ?? 'server refused the connection';
+    const authProblem = serverCode.startsWith('28');
+    super(
+      authProblem ? 'UPSTREAM_AUTH_FAILED' : 'UPSTREAM_CONNECT_FAILED',
+      authProblem ? `upstream authentication to ${target.host}:${target.port} failed: ${message}` : message,
+      authProblem ? { hint: 'The ambassador could not log in upstream: check upstream.credentials.' } : {},
+    );
+    this.serverPayload = Buffer.from(payload);
+    this.serverCode = serverCode;
+  }
+}
+
+function safeFields(payload: Buffer): Map<string, string> {
+  try {
+    return decodeErrorFields(payload);
+  } catch {
+    return new Map();
+  }
+}
+
+export class BackendConnection {
+  readonly parameters = new Map<string, string>();
+  processId = 0;
+  secretKey: Buffer = Buffer.alloc(0);
+  transactionStatus: TransactionStatus = 'I';
+  /** Bytes the server sent after its first ReadyForQuery, to be forwarded first. */
+  leftover: Buffer | null = null;
+  private closed = false;
+
+  private constructor(
+    readonly socket: net.Socket,
+    readonly tlsSocket: tls.TLSSocket | null,
+    readonly options: BackendConnectOptions,
+  ) {}
+
+  get target(): UpstreamTarget {
+    return this.options.target;
+  }
+
+  static async connect(options: BackendConnectOptions): Promise<BackendConnection> {
+    const { socket, tls } = await options.connector.connect(options.target, options.tls, options.connectTimeoutMs);
+    const conn = new BackendConnection(socket, tls, options);
+    try {
+      await conn.handshake();
+      return conn;
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  }
+
+  private handshake(): Promise<void> {
+    const { socket, options } = this;
+    const params = new Map(options.params);
+    params.set('user', options.user);
+    params.set('database', options.database);
+    const framer = new Framer(Math.min(options.maxMessageSize, 1 << 20), ALL_TYPES);
+    let scram: ScramClient | null = null;
+
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(
+        () => finish(new AmbassadorError('UPSTREAM_CONNECT_TIMEOUT', `login to ${options.target.host}:${options.target.port} did not finish within ${options.connectTimeoutMs} ms`)),
+        options.connectTimeoutMs,
+      );
+      const finish = (err?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.off('data', onData);
+        socket.off('error', onError);
+        socket.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onError = (err: Error): void =>
+        finish(new AmbassadorError('UPSTREAM_CONNECT_FAILED', `connection to ${options.target.host}:${options.target.port} failed during login: ${err.message}`));
+      const onClose = (): void =>
+        finish(new AmbassadorError('UPSTREAM_CONNECT_FAILED', `server ${options.target.host}:${options.target.port} closed the connection during login`));
+
+      const onMessage = (type: number, payload: Buffer | null): boolean => {
+        const body = payload!;
+        switch (type) {
+          case BackendType.Authentication:
+            void this.answerAuth(body, () => scram, (s) => (scram = s)).catch(finish);
+            return true;
+          case BackendType.ParameterStatus: {
+            const { name, value } = decodeParameterStatus(body);
+            this.parameters.set(name, value);
+            return true;
+          }
+          case BackendType.BackendKeyData: {
+            const key = decodeBackendKeyData(body);
+            this.processId = key.processId;
+            this.secretKey = key.secretKey;
+            return true;
+          }
+          case BackendType.ReadyForQuery:
+            this.transactionStatus = decodeReadyForQuery(body);
+            finish();
+            return false;
+          case BackendType.ErrorResponse:
+            finish(new UpstreamLoginError(body, options.target));
+            return false;
+          case BackendType.NoticeResponse:
+          case BackendType.NegotiateProtocolVersion:
+            return true;
+          default:
+            finish(new AmbassadorError('UPSTREAM_PROTOCOL', `unexpected message type 0x${type.toString(16)} from server during login`));
+            return false;
+        }
+      };
+      const onData = (chunk: Buffer): void => {
+        try {
+          const stopped = framer.push(chunk, onMessage);
+          if (settled && stopped < chunk.length) this.leftover = Buffer.from(chunk.subarray(stopped));
+        } catch (err) {
+          finish(
+            err instanceof FramingError || err instanceof RangeError
+              ? new AmbassadorError('UPSTREAM_PROTOCOL', `malformed message from server during login: ${err.message}`)
+              : err,
+          );
+        }
+      };
+      socket.on('data', onData);
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.write(encodeStartupMessage(params));
+    });
+  }
+
+  private async answerAuth(payload: Buffer, getScram: () => ScramClient | null, setScram: (s: ScramClient) => void): Promise<void> {
+    const request = decodeAuthentication(payload);
+    const where = `${this.target.host}:${this.target.port}`;
+    switch (request.code) {
+      case AuthCode.Ok:
+        return;
+      case AuthCode.CleartextPassword:
+        this.socket.write(encodePasswordMessage(await this.requirePassword()));
+        return;
+      case AuthCode.MD5Password: {
+        const { salt } = request as { salt: Buffer };
+        this.socket.write(encodePasswordMessage(md5AuthResponse(this.options.user, await this.requirePassword(), salt)));
+        return;
+      }
+      case AuthCode.SASL: {
+        const { mechanisms } = request as { mechanisms: string[] };
+        const binding = this.channelBinding();
+        const usePlus = binding !== null && mechanisms.includes('SCRAM-SHA-256-PLUS');
+        if (!usePlus && !mechanisms.includes('SCRAM-SHA-256')) {
+          throw new AmbassadorError('UPSTREAM_AUTH_FAILED', `server ${where} offers no supported SASL mechanism (${mechanisms.join(', ')})`);
+        }
+        const client = new ScramClient({
+          password: await this.requirePassword(),
+          channelBinding: usePlus ? binding : null,
+        });
+        setScram(client);
+        this.socket.write(encodeSASLInitialResponse(usePlus ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256', client.clientFirst()));
+        return;
+      }
+      case AuthCode.SASLContinue: {
+        const client = getScram();
+        if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLContinue before SASL started`);
+        this.socket.write(encodeSASLResponse(client.handleServerFirst((request as { data: Buffer }).data)));
+        return;
+      }
+      case AuthCode.SASLFinal: {
+        const client = getScram();
+        if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLFinal before SASL started`);
+        client.verifyServerFinal((request as { data: Buffer }).data);
+        return;
+      }
+      default:
+        throw new AmbassadorError('UPSTREAM_AUTH_FAILED', `server ${where} asked for an unsupported authentication method (code ${request.code})`, {
+          hint: 'The ambassador authenticates upstream with password, md5 or scram-sha-256.',
+        });
+    }
+  }
+
+  private async requirePassword(): Promise<string> {
+    const password = await this.options.password();
+    if (password === null) {
+      throw new AmbassadorError('UPSTREAM_AUTH_FAILED', `server ${this.target.host}:${this.target.port} asks for a password and none is configured`, {
+        hint: 'Set upstream.credentials (or UPSTREAM_PASSWORD).',
+      });
+    }
+    return password;
+  }
+
+  private channelBinding(): { type: 'tls-server-end-point'; data: Buffer } | null {
+    const cert = this.tlsSocket?.getPeerX509Certificate();
+    if (!cert) return null;
+    return { type: 'tls-server-end-point', data: certificateChannelBindingHash(cert.raw) };
+  }
+
+  /** Asks the server to cancel whatever this connection is running, over a new connection. */
+  async cancel(): Promise<void> {
+    const { socket } = await this.options.connector.connect(this.target, this.options.tls, this.options.connectTimeoutMs);
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.once('error', () => resolve());
+      socket.end(encodeCancelRequest(this.processId, this.secretKey));
+      setTimeout(() => {
+        socket.destroy();
+        resolve();
+      }, this.options.connectTimeoutMs).unref();
+    });
+  }
+
+  /** Ends the connection politely (Terminate), or at once when `force`. */
+  close(force = false): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (force || this.socket.destroyed) {
+      this.socket.destroy();
+      return;
+    }
+    this.socket.end(encodeTerminate());
+    setTimeout(() => this.socket.destroy(), 5_000).unref();
+  }
+
+  get isClosed(): boolean {
+    return this.closed || this.socket.destroyed;
+  }
+}

@@ -1,0 +1,168 @@
+// The forwarding phase of a session: raw chunks relayed between the client and its server.
+//
+// Hot path: each chunk is scanned by message headers only (a Framer that inspects just the
+// few types it must see) and written on as the same Buffer; nothing is decoded or re-encoded.
+// Backpressure is honoured both ways: when one side's write buffer is full, the other side's
+// socket stops being read until 'drain', so memory stays bounded whatever the result size.
+//
+// Accounting: requests that end in ReadyForQuery (Query, Sync, FunctionCall) are counted going
+// out and matched by ReadyForQuery coming back; together with the transaction status this tells
+// when the client is idle between transactions (graceful shutdown waits for that moment).
+
+import type net from 'node:net';
+import { AmbassadorError } from '../errors.ts';
+import type { BackendConnection } from '../backend/connection.ts';
+import { BackendType, encodeErrorResponse, type TransactionStatus } from '../protocol/backend.ts';
+import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
+import { FrontendType } from '../protocol/frontend.ts';
+
+export interface ForwarderOptions {
+  maxMessageSize: number;
+  /** The session is over; `error` says whether the server connection must not be reused. */
+  onEnd: (reason: string, error: boolean) => void;
+  /** Called after each ReadyForQuery that leaves the client idle. */
+  onIdle: () => void;
+}
+
+const CLIENT_INSPECT = typeSet('');
+const SERVER_INSPECT = typeSet('Z');
+/** Server messages can be as large as Postgres makes them (1 GB fields); only Z is inspected. */
+const SERVER_MAX_MESSAGE = 0x7fffffff;
+
+export class Forwarder {
+  private readonly clientFramer: Framer;
+  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
+  private pendingRequests = 0;
+  private status: TransactionStatus;
+  private stopped = false;
+  private terminating = false;
+
+  constructor(
+    private readonly client: net.Socket,
+    private readonly server: BackendConnection,
+    private readonly options: ForwarderOptions,
+  ) {
+    this.clientFramer = new Framer(options.maxMessageSize, CLIENT_INSPECT);
+    this.status = server.transactionStatus;
+  }
+
+  get idle(): boolean {
+    return this.pendingRequests === 0 && this.status === 'I';
+  }
+
+  /** Whether an ambassador-made message can be written to the client without splitting one. */
+  get clientAtBoundary(): boolean {
+    return this.serverFramer.atBoundary;
+  }
+
+  start(held: Buffer[]): void {
+    const { client } = this;
+    const serverSocket = this.server.socket;
+    client.on('data', this.onClientData);
+    client.on('drain', this.onClientDrain);
+    serverSocket.on('data', this.onServerData);
+    serverSocket.on('drain', this.onServerDrain);
+    serverSocket.on('close', this.onServerClose);
+    serverSocket.on('error', this.onServerError);
+    if (this.server.leftover) this.onServerData(this.server.leftover);
+    for (const chunk of held) this.onClientData(chunk);
+    client.resume();
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    const serverSocket = this.server.socket;
+    this.client.off('data', this.onClientData);
+    this.client.off('drain', this.onClientDrain);
+    serverSocket.off('data', this.onServerData);
+    serverSocket.off('drain', this.onServerDrain);
+    serverSocket.off('close', this.onServerClose);
+    serverSocket.off('error', this.onServerError);
+  }
+
+  private readonly onClientMessage = (type: number): boolean => {
+    if (type === FrontendType.Query || type === FrontendType.Sync || type === FrontendType.FunctionCall) {
+      this.pendingRequests++;
+    } else if (type === FrontendType.Terminate) {
+      this.terminating = true;
+      return false;
+    }
+    return true;
+  };
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    if (this.stopped) return;
+    let end: number;
+    try {
+      end = this.clientFramer.push(chunk, this.onClientMessage);
+    } catch (err) {
+      const message = err instanceof FramingError ? err.message : String(err);
+      this.failClient(new AmbassadorError(err instanceof FramingError && err.reason === 'message-too-large' ? 'MESSAGE_TOO_LARGE' : 'PROTOCOL_VIOLATION', message));
+      return;
+    }
+    if (this.terminating) {
+      // Everything up to Terminate still goes to the server; the session then ends cleanly.
+      if (end > 0) this.server.socket.write(chunk.subarray(0, end));
+      this.options.onEnd('client sent Terminate', false);
+      return;
+    }
+    if (!this.server.socket.write(chunk)) this.client.pause();
+  };
+
+  private readonly onServerMessage = (type: number, payload: Buffer | null): boolean => {
+    if (type === BackendType.ReadyForQuery && payload !== null && payload.length === 1) {
+      this.status = String.fromCharCode(payload[0]!) as TransactionStatus;
+      if (this.pendingRequests > 0) this.pendingRequests--;
+      this.server.transactionStatus = this.status;
+    }
+    return true;
+  };
+
+  private readonly onServerData = (chunk: Buffer): void => {
+    if (this.stopped) return;
+    const wasIdle = this.idle;
+    try {
+      this.serverFramer.push(chunk, this.onServerMessage);
+    } catch (err) {
+      this.client.destroy();
+      this.options.onEnd(`malformed data from server: ${String(err)}`, true);
+      return;
+    }
+    if (!this.client.write(chunk)) this.server.socket.pause();
+    if (!wasIdle && this.idle) this.options.onIdle();
+  };
+
+  private readonly onClientDrain = (): void => {
+    if (!this.stopped) this.server.socket.resume();
+  };
+
+  private readonly onServerDrain = (): void => {
+    if (!this.stopped) this.client.resume();
+  };
+
+  private readonly onServerClose = (): void => {
+    if (this.stopped) return;
+    if (this.serverFramer.atBoundary && !this.client.destroyed) {
+      this.client.write(
+        encodeErrorResponse({
+          severity: 'FATAL',
+          code: '08006',
+          message: `server connection to ${this.server.target.host}:${this.server.target.port} was lost`,
+        }),
+      );
+    }
+    this.options.onEnd('server closed the connection', true);
+  };
+
+  private readonly onServerError = (): void => {
+    // 'close' follows and ends the session.
+  };
+
+  private failClient(err: AmbassadorError): void {
+    if (this.serverFramer.atBoundary && !this.client.destroyed) {
+      this.client.write(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
+    }
+    this.options.onEnd(err.message, true);
+  }
+}

@@ -1,0 +1,101 @@
+// The client-facing TCP listener: accepts connections, enforces the client connection limit,
+// creates a ClientSession per socket with its own child logger, and runs graceful shutdown
+// (stop accepting, let sessions finish their transaction, then end the rest with 57P01).
+
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { AmbassadorError } from '../errors.ts';
+import type { ServerPool } from '../pool/server-pool.ts';
+import { CancelRegistry } from './cancel-registry.ts';
+import { ClientSession, type FrontendSettings } from './session.ts';
+import { errorResponseFor } from './wire-errors.ts';
+
+export interface ListenerOptions {
+  host: string;
+  port: number;
+  maxClientConnections: number;
+  settings: () => FrontendSettings;
+  pool: ServerPool;
+  logger: Logger;
+}
+
+export class Listener {
+  readonly sessions = new Set<ClientSession>();
+  readonly cancels = new CancelRegistry();
+  private readonly server: net.Server;
+  private nextId = 1;
+  private accepting = true;
+  private allClosed: (() => void) | null = null;
+
+  constructor(private readonly options: ListenerOptions) {
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+  }
+
+  /** Starts listening; rejects with a clear error when the address is taken. */
+  listen(): Promise<net.AddressInfo> {
+    const { host, port } = this.options;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const taken = err.code === 'EADDRINUSE';
+        reject(
+          new AmbassadorError('INTERNAL', taken ? `${host}:${port} is already in use` : `cannot listen on ${host}:${port}: ${err.message}`, {
+            hint: taken ? 'Stop whatever listens there, or choose another port (--port, LISTEN_PORT or listen.port).' : undefined,
+            cause: err,
+          }),
+        );
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.options.logger.error({ err: err.message }, 'listener error'));
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  private accept(socket: net.Socket): void {
+    if (!this.accepting) {
+      socket.end(errorResponseFor(new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down')));
+      return;
+    }
+    if (this.sessions.size >= this.options.maxClientConnections) {
+      socket.on('error', () => {});
+      socket.end(errorResponseFor(new AmbassadorError('TOO_MANY_CLIENTS', `sorry, too many clients already (limit ${this.options.maxClientConnections})`)));
+      return;
+    }
+    const id = this.nextId++;
+    const session = new ClientSession(socket, {
+      id,
+      logger: this.options.logger.child({ session: id }),
+      settings: this.options.settings(),
+      pool: this.options.pool,
+      cancels: this.cancels,
+      onClose: (s) => {
+        this.sessions.delete(s);
+        if (this.sessions.size === 0) this.allClosed?.();
+      },
+    });
+    this.sessions.add(session);
+  }
+
+  /**
+   * Graceful shutdown: stops accepting, asks every session to end between transactions, and
+   * after `timeoutMs` ends the remaining ones with 57P01. Resolves when all are closed.
+   */
+  async shutdown(timeoutMs: number): Promise<void> {
+    this.accepting = false;
+    this.server.close();
+    if (this.sessions.size > 0) {
+      const done = new Promise<void>((resolve) => (this.allClosed = resolve));
+      for (const session of this.sessions) session.drain();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+      const outcome = await Promise.race([done, timedOut]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        this.options.logger.warn({ sessions: this.sessions.size }, 'shutdown timeout reached: terminating remaining sessions');
+        for (const session of [...this.sessions]) session.terminate();
+      }
+    }
+  }
+}

@@ -1,0 +1,365 @@
+// One client connection, from its first byte to its close.
+//
+// States: startup -> (tls) -> auth -> connecting -> forwarding -> closed.
+// - startup: untyped packets; SSLRequest answered 'S' (then TLS) or 'N'; GSSENCRequest 'N';
+//   CancelRequest handled and the socket closed; bytes sent after an encryption request and
+//   before our answer are a protocol violation (never processed).
+// - auth: trust / md5 / SCRAM against clientAuth.users; nothing upstream is opened before the
+//   client has proven who it is.
+// - connecting: a server connection is acquired; client bytes arriving meanwhile are held
+//   (bounded: the client socket is paused past a limit).
+// - forwarding: raw chunks relayed both ways (see forwarder.ts).
+// Every failure ends in one ErrorResponse (when the stream is at a message boundary) and a close.
+
+import type net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'pino';
+import { AmbassadorError, asAmbassadorError } from '../errors.ts';
+import type { BackendConnection } from '../backend/connection.ts';
+import { UpstreamLoginError } from '../backend/connection.ts';
+import {
+  BackendType,
+  encodeAuthenticationOk,
+  encodeBackendKeyData,
+  encodeNegotiateProtocolVersion,
+  encodeParameterStatus,
+  encodeReadyForQuery,
+} from '../protocol/backend.ts';
+import { ALL_TYPES, Framer, FramingError } from '../protocol/framer.ts';
+import { frameMessage } from '../protocol/writer.ts';
+import { StartupError, StartupReader, SUPPORTED_MINOR, type StartupLimits, type StartupPacket } from '../protocol/startup.ts';
+import type { ServerPool } from '../pool/server-pool.ts';
+import type { CancelRegistry } from './cancel-registry.ts';
+import { authenticateClient, type ClientAuthSettings } from './client-auth.ts';
+import { Forwarder } from './forwarder.ts';
+import { errorResponseFor } from './wire-errors.ts';
+
+export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'closed';
+
+export interface FrontendSettings {
+  loginTimeoutMs: number;
+  maxMessageSize: number;
+  startupLimits: StartupLimits;
+  /** The listener's TLS context, or null when client TLS is not configured. */
+  tlsContext: tls.SecureContext | null;
+  tlsRequired: boolean;
+  auth: ClientAuthSettings;
+  upstreamUser: string | undefined;
+  upstreamDatabase: string | undefined;
+}
+
+export interface SessionDeps {
+  id: number;
+  logger: Logger;
+  settings: FrontendSettings;
+  pool: ServerPool;
+  cancels: CancelRegistry;
+  onClose: (session: ClientSession) => void;
+}
+
+/** Startup parameters that describe the connection itself rather than session settings. */
+const NOT_CARRIED = new Set(['user', 'database', 'replication']);
+/** Client bytes held while the server connection is being set up before the client is paused. */
+const MAX_HELD_BYTES = 256 * 1024;
+/** Messages during authentication are small; anything larger is hostile. */
+const MAX_AUTH_MESSAGE = 64 * 1024;
+
+export class ClientSession {
+  state: SessionState = 'startup';
+  user = '';
+  database = '';
+  readonly connectedAt = Date.now();
+  private socket: net.Socket;
+  private readonly startup: StartupReader;
+  private readonly loginTimer: NodeJS.Timeout;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private authInbox: Buffer[] = [];
+  private authWaiter: (() => void) | null = null;
+  private authFramer = new Framer(MAX_AUTH_MESSAGE, ALL_TYPES);
+  private forwarder: Forwarder | null = null;
+  private server: BackendConnection | null = null;
+  private cancelKey: { processId: number; secretKey: number } | null = null;
+  private draining = false;
+  private readonly log: Logger;
+
+  constructor(
+    socket: net.Socket,
+    private readonly deps: SessionDeps,
+  ) {
+    this.socket = socket;
+    this.log = deps.logger;
+    this.startup = new StartupReader(deps.settings.startupLimits);
+    socket.setNoDelay(true);
+    this.loginTimer = setTimeout(() => this.fail(new AmbassadorError('LOGIN_TIMEOUT', 'login timed out: the client did not complete authentication in time')), deps.settings.loginTimeoutMs);
+    this.attach(socket);
+  }
+
+  get id(): number {
+    return this.deps.id;
+  }
+
+  get remoteAddress(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+  }
+
+  /** Read through a getter so TypeScript does not narrow it across awaits. */
+  private get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** Whether the client is between transactions with nothing in flight. */
+  get idle(): boolean {
+    return this.forwarder === null ? this.state !== 'connecting' : this.forwarder.idle;
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    socket.on('close', () => this.close('client closed the connection'));
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      switch (this.state) {
+        case 'startup':
+          return this.onStartupData(chunk);
+        case 'auth':
+          this.authInbox.push(chunk);
+          this.authWaiter?.();
+          return;
+        case 'connecting':
+          return this.hold(chunk);
+        case 'forwarding':
+        case 'closed':
+          return;
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private onStartupData(chunk: Buffer): void {
+    let result: { packet: StartupPacket; rest: Buffer } | null;
+    try {
+      result = this.startup.push(chunk);
+    } catch (err) {
+      if (err instanceof StartupError) {
+        const code = err.reason === 'unsupported-protocol' ? 'UNSUPPORTED_PROTOCOL' : 'STARTUP_INVALID';
+        throw new AmbassadorError(code, err.message);
+      }
+      throw err;
+    }
+    if (result === null) return;
+    const { packet, rest } = result;
+    switch (packet.kind) {
+      case 'ssl':
+      case 'gssenc':
+        if (rest.length > 0) {
+          throw new AmbassadorError('PROTOCOL_VIOLATION', `received unencrypted data after ${packet.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
+        }
+        return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
+      case 'cancel':
+        this.deps.cancels.cancel(packet.processId, packet.secretKey);
+        this.state = 'closed';
+        this.socket.destroy();
+        return;
+      case 'startup':
+        return this.begin(packet, rest);
+    }
+  }
+
+  private answerSslRequest(): void {
+    const context = this.deps.settings.tlsContext;
+    if (context === null || this.socket instanceof tls.TLSSocket) {
+      this.socket.write('N');
+      return;
+    }
+    this.socket.write('S');
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: context });
+    this.socket = secure;
+    secure.on('error', (err) => {
+      this.log.debug({ err: err.message }, 'client TLS error');
+      this.close('client TLS failed');
+    });
+    secure.on('close', () => this.close('client closed the connection'));
+    secure.on('data', (chunk: Buffer) => this.onData(chunk));
+  }
+
+  private begin(packet: Extract<StartupPacket, { kind: 'startup' }>, rest: Buffer): void {
+    const settings = this.deps.settings;
+    if (settings.tlsRequired && !(this.socket instanceof tls.TLSSocket)) {
+      throw new AmbassadorError('TLS_REQUIRED', 'this ambassador accepts TLS connections only', { hint: 'Connect with sslmode=require.' });
+    }
+    if (packet.params.has('replication') && !['false', 'off', '0', 'no'].includes(packet.params.get('replication')!)) {
+      throw new AmbassadorError('UNSUPPORTED_PROTOCOL', 'replication connections are not supported through the ambassador');
+    }
+    const user = packet.params.get('user');
+    if (!user) throw new AmbassadorError('STARTUP_INVALID', 'no PostgreSQL user name specified in startup packet');
+    this.user = user;
+    this.database = packet.params.get('database') || user;
+    const carried = new Map<string, string>();
+    for (const [name, value] of packet.params) if (!NOT_CARRIED.has(name)) carried.set(name, value);
+    if (packet.minor > SUPPORTED_MINOR || packet.protocolOptions.length > 0) {
+      this.socket.write(encodeNegotiateProtocolVersion(SUPPORTED_MINOR, packet.protocolOptions));
+    }
+    this.state = 'auth';
+    if (rest.length > 0) this.authInbox.push(rest);
+    void this.authenticateThenConnect(carried);
+  }
+
+  private async authenticateThenConnect(params: Map<string, string>): Promise<void> {
+    try {
+      const certificate = this.socket instanceof tls.TLSSocket ? (this.socket.getX509Certificate()?.raw ?? null) : null;
+      await authenticateClient(
+        { send: (m) => this.socket.write(m), next: () => this.nextAuthMessage(), serverCertificate: certificate },
+        this.user,
+        this.deps.settings.auth,
+      );
+      if (this.closed) return;
+      this.socket.write(encodeAuthenticationOk());
+      this.state = 'connecting';
+      for (const chunk of this.remainingAuthBytes()) this.hold(chunk);
+      if (this.draining) throw new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down');
+      const settings = this.deps.settings;
+      this.server = await this.deps.pool.acquire({
+        user: settings.upstreamUser ?? this.user,
+        database: settings.upstreamDatabase ?? this.database,
+        params,
+      });
+      if (this.closed) {
+        this.deps.pool.release(this.server, 'reusable');
+        return;
+      }
+      this.startForwarding(this.server);
+    } catch (err) {
+      this.logLoginFailure(err);
+      // A server's own refusal (database does not exist, too many connections) reaches the
+      // client as the server worded it; upstream auth problems are the ambassador's to explain.
+      const relay = err instanceof UpstreamLoginError && !err.serverCode.startsWith('28');
+      this.fail(relay ? frameMessage(BackendType.ErrorResponse, err.serverPayload) : err);
+    }
+  }
+
+  private logLoginFailure(err: unknown): void {
+    const e = asAmbassadorError(err);
+    const fields = { user: this.user, database: this.database, code: e.code, sqlstate: e.sqlstate, reason: e.message };
+    if (e.code === 'AUTH_FAILED' || e.code === 'PROTOCOL_VIOLATION' || e.code === 'LOGIN_TIMEOUT') this.log.info(fields, 'client login failed');
+    else this.log.warn(fields, 'client could not be connected upstream');
+  }
+
+  /** The next complete message of the auth phase; bytes after it stay queued. */
+  private async nextAuthMessage(): Promise<{ type: number; payload: Buffer }> {
+    for (;;) {
+      if (this.closed) throw new AmbassadorError('AUTH_FAILED', 'client disconnected during authentication');
+      while (this.authInbox.length > 0) {
+        const chunk = this.authInbox[0]!;
+        let message: { type: number; payload: Buffer } | null = null;
+        const stopped = this.authFramer.push(chunk, (type, payload) => {
+          message = { type, payload: Buffer.from(payload!) };
+          return false;
+        });
+        if (stopped >= chunk.length) this.authInbox.shift();
+        else this.authInbox[0] = chunk.subarray(stopped);
+        if (message !== null) return message;
+      }
+      await new Promise<void>((resolve) => (this.authWaiter = resolve));
+      this.authWaiter = null;
+    }
+  }
+
+  private remainingAuthBytes(): Buffer[] {
+    if (!this.authFramer.atBoundary) throw new AmbassadorError('PROTOCOL_VIOLATION', 'partial message after authentication');
+    const rest = this.authInbox;
+    this.authInbox = [];
+    return rest;
+  }
+
+  private hold(chunk: Buffer): void {
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
+  }
+
+  private startForwarding(server: BackendConnection): void {
+    clearTimeout(this.loginTimer);
+    this.cancelKey = this.deps.cancels.register(this);
+    const hello: Buffer[] = [];
+    for (const [name, value] of server.parameters) hello.push(encodeParameterStatus(name, value));
+    hello.push(encodeBackendKeyData(this.cancelKey.processId, this.cancelKey.secretKey));
+    hello.push(encodeReadyForQuery(server.transactionStatus));
+    this.socket.write(Buffer.concat(hello));
+    this.state = 'forwarding';
+    this.forwarder = new Forwarder(this.socket, server, {
+      maxMessageSize: this.deps.settings.maxMessageSize,
+      onEnd: (reason, error) => {
+        if (error) this.log.warn({ reason }, 'session ended with an error');
+        this.close(reason, error ? 'broken' : 'reusable');
+      },
+      onIdle: () => {
+        if (this.draining) this.endForShutdown();
+      },
+    });
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    this.socket.removeAllListeners('data');
+    this.forwarder.start(held);
+    this.log.debug({ user: this.user, database: this.database, server: `${server.target.host}:${server.target.port}` }, 'client session ready');
+  }
+
+  /** From the cancel registry: forward a cancel to this session's server. */
+  cancelUpstream(): void {
+    const server = this.server;
+    if (server === null || this.state !== 'forwarding') return;
+    server.cancel().catch((err) => this.log.debug({ err: String(err) }, 'cancel request to server failed'));
+  }
+
+  /** Graceful shutdown: end the session as soon as it is between transactions. */
+  drain(): void {
+    this.draining = true;
+    if (this.state === 'forwarding') {
+      if (this.idle) this.endForShutdown();
+    } else if (this.state !== 'connecting') {
+      this.fail(new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down'));
+    }
+  }
+
+  /** Ends the session now with 57P01, whatever it is doing. */
+  terminate(): void {
+    this.endForShutdown();
+  }
+
+  private endForShutdown(): void {
+    this.fail(new AmbassadorError('SHUTTING_DOWN', 'terminating connection due to administrator command'));
+  }
+
+  /** Sends the error when the client stream is at a message boundary, then closes. */
+  private fail(err: unknown): void {
+    if (this.state === 'closed') return;
+    if (err instanceof FramingError) err = new AmbassadorError('MESSAGE_TOO_LARGE', err.message);
+    const canSpeak = this.state !== 'startup' || err instanceof AmbassadorError;
+    if (canSpeak && (this.forwarder === null || this.forwarder.clientAtBoundary) && !this.socket.destroyed) {
+      this.socket.write(Buffer.isBuffer(err) ? err : errorResponseFor(err));
+    }
+    this.close(Buffer.isBuffer(err) ? 'upstream refused the login' : asAmbassadorError(err).message, 'broken');
+  }
+
+  close(reason: string, outcome: 'reusable' | 'broken' = 'reusable'): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.loginTimer);
+    this.authWaiter?.();
+    if (this.cancelKey) this.deps.cancels.unregister(this.cancelKey.processId);
+    this.forwarder?.stop();
+    if (this.server) this.deps.pool.release(this.server, outcome);
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1_000).unref();
+    this.log.debug({ reason }, 'client session closed');
+    this.deps.onClose(this);
+  }
+}

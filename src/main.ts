@@ -1,0 +1,129 @@
+// Process entry: parses argv, loads the config, starts the ambassador, and maps signals and
+// failures to exit codes.
+//
+// Exit codes: 0 clean exit (including graceful shutdown on SIGTERM/SIGINT), 1 invalid config,
+// 2 bad command line, 3 could not start (port taken, unreadable TLS material, ...).
+
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { startAmbassador, type Ambassador } from './app.ts';
+import { formatConfig, loadConfig, type Config } from './config/index.ts';
+import { ConfigError } from './errors.ts';
+
+const EXIT_CONFIG = 1;
+const EXIT_USAGE = 2;
+const EXIT_START = 3;
+
+const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+
+interface RunFlags {
+  config?: string;
+  host?: string;
+  port?: string;
+  logLevel?: string;
+}
+
+function load(flags: RunFlags): Config {
+  const overrides: Record<string, unknown> = {};
+  if (flags.host !== undefined || flags.port !== undefined) {
+    overrides.listen = { ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.port !== undefined ? { port: flags.port } : {}) };
+  }
+  if (flags.logLevel !== undefined) overrides.logging = { level: flags.logLevel };
+  return loadConfig({ file: flags.config ?? process.env.PG_AMBASSADOR_CONFIG, env: process.env, flags: overrides as never });
+}
+
+function fail(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`pg-ambassador: invalid configuration: ${err.message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  const e = err as Error & { hint?: string };
+  process.stderr.write(`pg-ambassador: ${e.message ?? String(err)}\n${e.hint ? `hint: ${e.hint}\n` : ''}`);
+  process.exit(EXIT_START);
+}
+
+/** Graceful shutdown on SIGTERM/SIGINT; a second signal exits at once. */
+export function handleSignals(ambassador: Ambassador, extraCleanup: () => Promise<void> = async () => {}): void {
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled) {
+      ambassador.logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    signalled = true;
+    ambassador.logger.info({ signal }, 'signal received: draining');
+    ambassador
+      .shutdown()
+      .then(extraCleanup)
+      .then(() => ambassador.logger.flush?.())
+      .then(() => process.exit(0))
+      .catch((err) => {
+        ambassador.logger.error({ err: String(err) }, 'shutdown failed');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => ambassador.logger.info('SIGHUP received: upstream credentials are re-read for every new server connection'));
+}
+
+async function run(flags: RunFlags): Promise<void> {
+  let config: Config;
+  try {
+    config = load(flags);
+  } catch (err) {
+    fail(err);
+  }
+  try {
+    const ambassador = await startAmbassador(config);
+    handleSignals(ambassador);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+function checkConfig(flags: { config?: string }): void {
+  try {
+    const config = loadConfig({ file: flags.config, env: process.env });
+    process.stdout.write(formatConfig(config));
+    process.stderr.write(`${flags.config ?? 'environment'}: configuration is valid\n`);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+export function buildCli(): Command {
+  const program = new Command('pg-ambassador')
+    .description('PostgreSQL wire-protocol ambassador: connect to it as if it were Postgres on localhost')
+    .version(version, '-v, --version')
+    .option('-c, --config <file>', 'YAML config file (default: $PG_AMBASSADOR_CONFIG, else environment variables alone)')
+    .option('--host <host>', 'listen address (overrides listen.host)')
+    .option('-p, --port <port>', 'listen port (overrides listen.port)')
+    .option('--log-level <level>', 'trace | debug | info | warn | error (overrides logging.level)')
+    .action((flags: RunFlags) => run(flags));
+  program
+    .command('check-config')
+    .description('validate a config and print the effective configuration, secrets redacted')
+    .option('-c, --config <file>', 'YAML config file (without one: environment variables alone)')
+    .action((flags: { config?: string }, cmd: Command) => checkConfig({ config: flags.config ?? cmd.parent?.opts().config }));
+  program
+    .command('demo')
+    .description('start a local primary + replica and the ambassador in front of them')
+    .option('-p, --port <port>', 'ambassador listen port', '5432')
+    .action(async (flags: { port: string }) => {
+      const { runDemo } = await import('./demo/run.ts');
+      await runDemo({ port: Number(flags.port) });
+    });
+  program.exitOverride();
+  return program;
+}
+
+const isEntry = process.argv[1] !== undefined && /main\.(ts|js)$/.test(process.argv[1]);
+if (isEntry || process.argv[1]?.endsWith('pg-ambassador') || process.argv[1]?.endsWith('pg-ambassador.js')) {
+  buildCli()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+      fail(err);
+    });
+}

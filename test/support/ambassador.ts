@@ -1,0 +1,174 @@
+// Starting a real ambassador for integration tests, in front of the test topology.
+// - startTestAmbassador: in-process, with captured log lines and an optional Connector wrapper
+//   (e.g. counting upstream connections). Most tests use this.
+// - spawnAmbassador: a child process running the real CLI, for RSS measurements and signals.
+// Both take config as a plain object merged over a default that points at the topology's
+// primary with scram client auth and verify-full upstream TLS.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { pino } from 'pino';
+import YAML from 'yaml';
+import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
+import { startAmbassador, type Ambassador } from '../../src/app.ts';
+import { parseConfigText } from '../../src/config/index.ts';
+import type { Topology } from './topology.ts';
+
+/** The password clients use to log in to the ambassador in tests (not the upstream one). */
+export const CLIENT_PASSWORD = 'client-side-secret-8f3a';
+
+type ConfigObject = Record<string, unknown>;
+
+/** Default test config: scram clients, the primary upstream as `app`, verify-full TLS. */
+export function baseConfig(topology: Topology, overrides: ConfigObject = {}): ConfigObject {
+  const base: ConfigObject = {
+    listen: { host: '127.0.0.1', port: 0, loginTimeout: '5s' },
+    clientAuth: { method: 'scram-sha-256', users: [{ name: 'app', password: CLIENT_PASSWORD }] },
+    upstream: {
+      hosts: [{ host: topology.primary.host, port: topology.primary.port, role: 'primary' }],
+      credentials: { type: 'password', password: topology.users.app.password },
+      tls: { mode: 'verify-full', ca: topology.certs.caCert, serverName: 'localhost' },
+      connectTimeout: '5s',
+    },
+    shutdown: { timeout: '5s' },
+    admin: { port: 0 },
+    logging: { level: 'debug' },
+  };
+  return merge(base, overrides);
+}
+
+function merge(base: ConfigObject, overrides: ConfigObject): ConfigObject {
+  const out: ConfigObject = { ...base };
+  for (const [key, value] of Object.entries(overrides)) {
+    const current = out[key];
+    const bothObjects = value && typeof value === 'object' && !Array.isArray(value) && current && typeof current === 'object' && !Array.isArray(current);
+    out[key] = bothObjects ? merge(current as ConfigObject, value as ConfigObject) : value;
+  }
+  return out;
+}
+
+export interface TestAmbassador {
+  ambassador: Ambassador;
+  port: number;
+  /** Every log line so far, parsed. */
+  logs(): Array<Record<string, unknown>>;
+  /** Raw log text so far (for secret scans). */
+  logText(): string;
+  /** Upstream connections opened so far. */
+  upstreamConnects(): number;
+  stop(): Promise<void>;
+}
+
+export async function startTestAmbassador(topology: Topology, overrides: ConfigObject = {}, connector?: Connector): Promise<TestAmbassador> {
+  const config = parseConfigText(YAML.stringify(baseConfig(topology, overrides)), { file: 'test-config.yaml', env: {} });
+  const sink = new PassThrough();
+  let text = '';
+  sink.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+  const logger = pino({ level: config.logging.level, redact: { paths: ['password', '*.password'], censor: '[redacted]' } }, sink);
+  let connects = 0;
+  const inner = connector ?? new TcpConnector();
+  const counting: Connector = {
+    connect: (target, tls, timeout) => {
+      connects++;
+      return inner.connect(target, tls, timeout);
+    },
+  };
+  const ambassador = await startAmbassador(config, { logger, connector: counting });
+  let stopped = false;
+  return {
+    ambassador,
+    port: ambassador.address.port,
+    logText: () => text,
+    logs: () =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    upstreamConnects: () => connects,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await ambassador.shutdown();
+    },
+  };
+}
+
+export interface SpawnedAmbassador {
+  process: ChildProcess;
+  pid: number;
+  port: number;
+  configFile: string;
+  output(): string;
+  /** Resident set size of the ambassador process in bytes (from /proc). */
+  rss(): number;
+  /** Sends a signal and resolves with the exit code. */
+  signal(sig: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** Runs `pg-ambassador --config <file>` as a child; resolves once it listens. */
+export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}): Promise<SpawnedAmbassador> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
+  const configFile = path.join(dir, 'ambassador.yaml');
+  writeFileSync(configFile, YAML.stringify(baseConfig(topology, overrides)));
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), '--config', configFile], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PG_AMBASSADOR_CONFIG: '' },
+  });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`ambassador did not start: ${output}`)), 20_000);
+    const onData = (): void => {
+      const match = /"listen":"[^"]*:(\d+)"/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout!.on('data', onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`ambassador exited with ${code} before listening: ${output}`));
+    });
+  });
+  const pid = child.pid!;
+  return {
+    process: child,
+    pid,
+    port,
+    configFile,
+    output: () => output,
+    rss: () => {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+    },
+    signal: async (sig) => {
+      child.kill(sig);
+      return exited;
+    },
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Connection settings for a `pg` client talking to an ambassador. */
+export function viaAmbassador(port: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { host: '127.0.0.1', port, user: 'app', password: CLIENT_PASSWORD, database: 'app', ...extra };
+}
