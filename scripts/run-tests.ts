@@ -1,0 +1,129 @@
+// Test runner behind `npm test`:
+//   node --import tsx scripts/run-tests.ts                 unit + integration
+//   node --import tsx scripts/run-tests.ts unit            test/unit/**/*.test.ts
+//   node --import tsx scripts/run-tests.ts integration     test/integration/**/*.test.ts
+//   node --import tsx scripts/run-tests.ts FILE...         those files
+// When an integration file is selected, one shared cluster (primary + 2 streaming replicas) is
+// started first and described to the test processes in PG_AMBASSADOR_TOPOLOGY; it is always
+// stopped afterwards, also on SIGINT/SIGTERM (forwarded to the test process). Exits with the
+// test process's exit code. Missing Postgres binaries are a failure, never a silent skip.
+
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
+import { findPgBinaries, PG_BINARIES_LOOKUP_ORDER } from '../src/demo/pg-binaries.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const TOPOLOGY_ENV = 'PG_AMBASSADOR_TOPOLOGY';
+
+function testFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const found: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...testFiles(full));
+    else if (entry.isFile() && entry.name.endsWith('.test.ts')) found.push(full);
+  }
+  return found.sort();
+}
+
+function selectFiles(args: string[]): string[] {
+  const unit = (): string[] => testFiles(path.join(root, 'test', 'unit'));
+  const integration = (): string[] => testFiles(path.join(root, 'test', 'integration'));
+  if (args.length === 0) return [...unit(), ...integration()];
+  const files: string[] = [];
+  for (const arg of args) {
+    if (arg === 'unit') files.push(...unit());
+    else if (arg === 'integration') files.push(...integration());
+    else {
+      const file = path.resolve(arg);
+      if (!existsSync(file)) throw new Error(`test file not found: ${arg}`);
+      files.push(file);
+    }
+  }
+  return [...new Set(files)];
+}
+
+function isIntegration(file: string): boolean {
+  return path.relative(path.join(root, 'test', 'integration'), file).split(path.sep)[0] !== '..';
+}
+
+async function startSharedCluster(): Promise<LocalCluster> {
+  try {
+    await findPgBinaries();
+  } catch (error) {
+    throw new Error(
+      `integration tests need PostgreSQL server binaries and none were usable.\n` +
+        `Lookup order: ${PG_BINARIES_LOOKUP_ORDER}.\n${(error as Error).message}`,
+    );
+  }
+  const startedAt = Date.now();
+  const cluster = await startCluster({ replicas: 2 });
+  const ports = cluster.servers().map((server) => `${server.name}:${server.port}`).join(' ');
+  process.stdout.write(
+    `run-tests: shared cluster (PostgreSQL ${cluster.binaries.version}, ${cluster.binaries.source}) ` +
+      `started in ${Date.now() - startedAt} ms: ${ports}\n`,
+  );
+  return cluster;
+}
+
+function runNodeTest(files: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const args = ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files];
+  const child = spawn(process.execPath, args, { cwd: root, env, stdio: 'inherit' });
+  let received: NodeJS.Signals | undefined;
+  const forward = (signal: NodeJS.Signals) => (): void => {
+    received ??= signal;
+    child.kill(signal);
+  };
+  const onInt = forward('SIGINT');
+  const onTerm = forward('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return new Promise((resolve) => {
+    child.once('error', (error) => {
+      process.stderr.write(`run-tests: could not start node --test: ${error.message}\n`);
+      resolve(1);
+    });
+    child.once('exit', (code, signal) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      const bySignal = received ?? signal;
+      resolve(bySignal ? 128 + os.constants.signals[bySignal] : code ?? 1);
+    });
+  });
+}
+
+async function main(): Promise<number> {
+  const files = selectFiles(process.argv.slice(2));
+  if (files.length === 0) {
+    process.stderr.write('run-tests: no test files selected\n');
+    return 1;
+  }
+  let cluster: LocalCluster | undefined;
+  try {
+    const env = { ...process.env };
+    if (files.some(isIntegration)) {
+      cluster = await startSharedCluster();
+      env[TOPOLOGY_ENV] = JSON.stringify(cluster.describe());
+    }
+    return await runNodeTest(files, env);
+  } finally {
+    if (cluster) {
+      const stoppedAt = Date.now();
+      await cluster.stop();
+      process.stdout.write(`run-tests: shared cluster stopped in ${Date.now() - stoppedAt} ms\n`);
+    }
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`run-tests: ${(error as Error).message}\n`);
+    process.exit(1);
+  },
+);
