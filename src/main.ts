@@ -29,7 +29,7 @@ function load(flags: RunFlags): Config {
     overrides.listen = { ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.port !== undefined ? { port: flags.port } : {}) };
   }
   if (flags.logLevel !== undefined) overrides.logging = { level: flags.logLevel };
-  return loadConfig({ file: flags.config ?? process.env.PG_AMBASSADOR_CONFIG, env: process.env, flags: overrides as never });
+  return loadConfig({ file: flags.config ?? (process.env.PG_AMBASSADOR_CONFIG || undefined), env: process.env, flags: overrides as never });
 }
 
 function fail(err: unknown): never {
@@ -84,7 +84,7 @@ async function run(flags: RunFlags): Promise<void> {
 
 function checkConfig(flags: { config?: string }): void {
   try {
-    const config = loadConfig({ file: flags.config, env: process.env });
+    const config = loadConfig({ file: flags.config ?? (process.env.PG_AMBASSADOR_CONFIG || undefined), env: process.env });
     process.stdout.write(formatConfig(config));
     process.stderr.write(`${flags.config ?? 'environment'}: configuration is valid\n`);
   } catch (err) {
@@ -94,6 +94,7 @@ function checkConfig(flags: { config?: string }): void {
 
 export function buildCli(): Command {
   const program = new Command('pg-ambassador')
+    .enablePositionalOptions()
     .description('PostgreSQL wire-protocol ambassador: connect to it as if it were Postgres on localhost')
     .version(version, '-v, --version')
     .option('-c, --config <file>', 'YAML config file (default: $PG_AMBASSADOR_CONFIG, else environment variables alone)')

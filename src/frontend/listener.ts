@@ -54,12 +54,12 @@ export class Listener {
   }
 
   private accept(socket: net.Socket): void {
+    socket.on('error', () => {});
     if (!this.accepting) {
       socket.end(errorResponseFor(new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down')));
       return;
     }
     if (this.sessions.size >= this.options.maxClientConnections) {
-      socket.on('error', () => {});
       socket.end(errorResponseFor(new AmbassadorError('TOO_MANY_CLIENTS', `sorry, too many clients already (limit ${this.options.maxClientConnections})`)));
       return;
     }

@@ -161,7 +161,8 @@ export class ClientSession {
         return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
       case 'cancel':
         this.deps.cancels.cancel(packet.processId, packet.secretKey);
-        this.state = 'closed';
+        // Through close(), so the session leaves the registry and its login timer stops.
+        this.close('cancel request handled');
         this.socket.destroy();
         return;
       case 'startup':
@@ -236,6 +237,8 @@ export class ClientSession {
         return;
       }
       this.startForwarding(this.server);
+      // A drain that began while this client was logging in ends it as soon as it is ready.
+      if (this.draining && this.idle) this.endForShutdown();
     } catch (err) {
       this.logLoginFailure(err);
       // A server's own refusal (database does not exist, too many connections) reaches the
