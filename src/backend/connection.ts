@@ -181,8 +181,14 @@ export class BackendConnection {
     const request = decodeAuthentication(payload);
     const where = `${this.target.host}:${this.target.port}`;
     switch (request.code) {
-      case AuthCode.Ok:
+      case AuthCode.Ok: {
+        // A server that skips SCRAM's final step would never prove it knows the password.
+        const client = getScram();
+        if (client !== null && client.state !== 'done') {
+          throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} reported success before completing SCRAM authentication`);
+        }
         return;
+      }
       case AuthCode.CleartextPassword:
         this.socket.write(encodePasswordMessage(await this.requirePassword()));
         return;
@@ -201,6 +207,9 @@ export class BackendConnection {
         const client = new ScramClient({
           password: await this.requirePassword(),
           channelBinding: usePlus ? binding : null,
+          // On TLS without -PLUS offered, say so ('y'), so a server that does support binding
+          // can detect a stripped mechanism list (libpq does the same).
+          channelBindingSupported: binding !== null && !usePlus,
         });
         setScram(client);
         this.socket.write(encodeSASLInitialResponse(usePlus ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256', client.clientFirst()));

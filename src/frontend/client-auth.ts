@@ -13,7 +13,16 @@ import {
 } from '../protocol/backend.ts';
 import { decodePasswordMessage, decodeSASLInitialResponse, FrontendType } from '../protocol/frontend.ts';
 import { md5PasswordHash, verifyMd5Response } from '../protocol/md5.ts';
-import { certificateChannelBindingHash, mockScramVerifier, parseScramVerifier, ScramError, ScramServer, buildScramVerifier, type ScramVerifier } from '../protocol/scram.ts';
+import {
+  buildScramVerifier,
+  certificateChannelBindingHash,
+  mockScramVerifier,
+  parseScramVerifier,
+  scramMechanisms,
+  ScramError,
+  ScramServer,
+  type ScramVerifier,
+} from '../protocol/scram.ts';
 
 export type ClientAuthMethod = 'trust' | 'scram-sha-256' | 'md5';
 
@@ -86,8 +95,7 @@ async function scramExchange(exchange: AuthExchange, user: string, verifier: Scr
   const binding = exchange.serverCertificate
     ? { type: 'tls-server-end-point' as const, data: certificateChannelBindingHash(exchange.serverCertificate) }
     : null;
-  exchange.send(encodeAuthenticationSASL(binding ? ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-256'] : ['SCRAM-SHA-256']));
-  const server = new ScramServer({ verifier, channelBinding: binding });
+  exchange.send(encodeAuthenticationSASL(scramMechanisms(binding)));
   try {
     let initial: { mechanism: string; data: Buffer };
     try {
@@ -96,23 +104,22 @@ async function scramExchange(exchange: AuthExchange, user: string, verifier: Scr
       if (err instanceof AmbassadorError) throw err;
       throw new AmbassadorError('PROTOCOL_VIOLATION', 'malformed SASL initial response');
     }
-    const plus = initial.mechanism === 'SCRAM-SHA-256-PLUS';
-    if (!(plus && binding) && initial.mechanism !== 'SCRAM-SHA-256') {
-      throw new AmbassadorError('PROTOCOL_VIOLATION', `client selected an invalid SASL authentication mechanism "${initial.mechanism.slice(0, 64)}"`);
-    }
-    // The gs2 flag must agree with the mechanism: 'p' exactly when -PLUS was chosen.
-    if ((initial.data[0] === 0x70) !== plus) {
-      throw new AmbassadorError('PROTOCOL_VIOLATION', 'channel binding flag does not match the selected SASL mechanism');
-    }
+    // The server checks that the gs2 flag agrees with the mechanism and refuses a downgrade
+    // ('y' when -PLUS was offered).
+    const server = new ScramServer({ verifier, channelBinding: binding, mechanism: initial.mechanism });
     exchange.send(encodeAuthenticationSASLContinue(server.handleClientFirst(initial.data)));
     const final = server.handleClientFinal(await expectPasswordMessage(exchange));
     if (unknownUser) throw authFailed(user);
     exchange.send(encodeAuthenticationSASLFinal(final));
   } catch (err) {
-    if (err instanceof ScramError) {
-      if (err.reason === 'bad-proof') throw authFailed(user);
-      throw new AmbassadorError('PROTOCOL_VIOLATION', `malformed SCRAM message: ${err.message}`);
-    }
+    if (err instanceof ScramError) throw scramFailure(err, user);
     throw err;
   }
+}
+
+/** SQLSTATEs as PostgreSQL gives them: a bad proof is 28P01; everything else, channel
+ *  binding problems included, is a protocol violation (08P01). */
+function scramFailure(err: ScramError, user: string): AmbassadorError {
+  if (err.reason === 'bad-proof') return authFailed(user);
+  return new AmbassadorError('PROTOCOL_VIOLATION', `malformed SCRAM message: ${err.message}`);
 }
