@@ -19,6 +19,8 @@ import { findPgBinaries, PG_BINARIES_LOOKUP_ORDER } from '../src/demo/pg-binarie
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TOPOLOGY_ENV = 'PG_AMBASSADOR_TOPOLOGY';
+/** Tells test/support/ambassador.ts that dist/ is fresh (keep in sync with BUILT_ENV there). */
+const BUILT_ENV = 'PG_AMBASSADOR_BUILT';
 
 function testFiles(dir: string): string[] {
   if (!existsSync(dir)) return [];
@@ -71,6 +73,21 @@ async function startSharedCluster(): Promise<LocalCluster> {
   return cluster;
 }
 
+function build(): Promise<void> {
+  const startedAt = Date.now();
+  const tsc = spawn(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  return new Promise((resolve, reject) => {
+    tsc.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`npm run build failed (tsc exit ${code})`));
+      process.stdout.write(`run-tests: built dist/ in ${Date.now() - startedAt} ms\n`);
+      resolve();
+    });
+  });
+}
+
 function runNodeTest(files: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files];
   const child = spawn(process.execPath, args, { cwd: root, env, stdio: 'inherit' });
@@ -107,6 +124,9 @@ async function main(): Promise<number> {
   try {
     const env = { ...process.env };
     if (files.some(isIntegration)) {
+      // Child-process tests run the production build (dist/): build it once, fresh, first.
+      await build();
+      env[BUILT_ENV] = '1';
       cluster = await startSharedCluster();
       env[TOPOLOGY_ENV] = JSON.stringify(cluster.describe());
     }

@@ -15,9 +15,12 @@ import type { BackendConnection } from '../backend/connection.ts';
 import { BackendType, encodeErrorResponse, type TransactionStatus } from '../protocol/backend.ts';
 import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
+import type { GarbageBound } from '../lib/garbage-bound.ts';
 
 export interface ForwarderOptions {
   maxMessageSize: number;
+  /** Bounds dead forwarded buffers (shared by every session). */
+  garbage: GarbageBound;
   /** The session is over; `error` says whether the server connection must not be reused. */
   onEnd: (reason: string, error: boolean) => void;
   /** Called after each ReadyForQuery that leaves the client idle. */
@@ -108,6 +111,7 @@ export class Forwarder {
       return;
     }
     if (!this.server.socket.write(chunk)) this.client.pause();
+    this.options.garbage.account(chunk.length);
   };
 
   private readonly onServerMessage = (type: number, payload: Buffer | null): boolean => {
@@ -130,6 +134,7 @@ export class Forwarder {
       return;
     }
     if (!this.client.write(chunk)) this.server.socket.pause();
+    this.options.garbage.account(chunk.length);
     if (!wasIdle && this.idle) this.options.onIdle();
   };
 

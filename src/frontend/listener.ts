@@ -6,6 +6,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { AmbassadorError } from '../errors.ts';
 import type { ServerPool } from '../pool/server-pool.ts';
+import { GarbageBound } from '../lib/garbage-bound.ts';
 import { CancelRegistry } from './cancel-registry.ts';
 import { ClientSession, type FrontendSettings } from './session.ts';
 import { errorResponseFor } from './wire-errors.ts';
@@ -24,6 +25,8 @@ export class Listener {
   readonly cancels = new CancelRegistry();
   private readonly server: net.Server;
   private nextId = 1;
+  /** Forwarded-buffer garbage is collected every 8 MB (see lib/garbage-bound.ts). */
+  private readonly garbage = new GarbageBound(8 * 1024 * 1024);
   private accepting = true;
   private allClosed: (() => void) | null = null;
 
@@ -66,6 +69,7 @@ export class Listener {
     const id = this.nextId++;
     const session = new ClientSession(socket, {
       id,
+      garbage: this.garbage,
       logger: this.options.logger.child({ session: id }),
       settings: this.options.settings(),
       pool: this.options.pool,

@@ -29,6 +29,7 @@ import { ALL_TYPES, Framer, FramingError } from '../protocol/framer.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import { StartupError, StartupReader, SUPPORTED_MINOR, type StartupLimits, type StartupPacket } from '../protocol/startup.ts';
 import type { ServerPool } from '../pool/server-pool.ts';
+import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { authenticateClient, type ClientAuthSettings } from './client-auth.ts';
 import { Forwarder } from './forwarder.ts';
@@ -50,6 +51,7 @@ export interface FrontendSettings {
 
 export interface SessionDeps {
   id: number;
+  garbage: GarbageBound;
   logger: Logger;
   settings: FrontendSettings;
   pool: ServerPool;
@@ -299,6 +301,7 @@ export class ClientSession {
     this.state = 'forwarding';
     this.forwarder = new Forwarder(this.socket, server, {
       maxMessageSize: this.deps.settings.maxMessageSize,
+      garbage: this.deps.garbage,
       onEnd: (reason, error) => {
         if (error) this.log.warn({ reason }, 'session ended with an error');
         this.close(reason, error ? 'broken' : 'reusable');

@@ -111,16 +111,34 @@ export interface SpawnedAmbassador {
 }
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
+export const BUILT_ENV = 'PG_AMBASSADOR_BUILT';
+let built: Promise<void> | undefined;
 
-/** Runs `pg-ambassador --config <file>` as a child; resolves once it listens. */
+/**
+ * Child-process tests run the production build (`node bin/pg-ambassador.js` -> dist/), so what
+ * they measure (RSS, signals, exit codes) is what users run. The test runner builds once and sets
+ * PG_AMBASSADOR_BUILT; a test file run on its own builds here, once per process.
+ */
+export function ensureBuilt(): Promise<void> {
+  built ??= process.env[BUILT_ENV]
+    ? Promise.resolve()
+    : new Promise<void>((resolve, reject) => {
+        const tsc = spawn(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' });
+        tsc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build failed with exit code ${code}`))));
+      });
+  return built;
+}
+
+/** Runs the built `pg-ambassador --config <file>` as a child; resolves once it listens. */
 export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}): Promise<SpawnedAmbassador> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   writeFileSync(configFile, YAML.stringify(baseConfig(topology, overrides)));
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), '--config', configFile], {
+  await ensureBuilt();
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, PG_AMBASSADOR_CONFIG: '' },
+    env: { ...process.env, PG_AMBASSADOR_CONFIG: '', NODE_OPTIONS: '' },
   });
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
