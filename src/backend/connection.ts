@@ -79,7 +79,14 @@ export class BackendConnection {
     readonly socket: net.Socket,
     readonly tlsSocket: tls.TLSSocket | null,
     readonly options: BackendConnectOptions,
-  ) {}
+  ) {
+    // Whoever uses the connection learns of failures through 'close'; an 'error' with no
+    // listener (say, a reset after the session let go of it) must not crash the process.
+    socket.on('error', (err) => (this.lastError = err));
+  }
+
+  /** The last socket error, for diagnostics. */
+  lastError: Error | null = null;
 
   get target(): UpstreamTarget {
     return this.options.target;

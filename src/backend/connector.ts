@@ -136,6 +136,8 @@ function startTls(raw: net.Socket, target: UpstreamTarget, settings: UpstreamTls
     ...(net.isIP(name) ? {} : { servername: name }),
     checkServerIdentity: settings.mode === 'verify-full' ? (_host, cert) => tls.checkServerIdentity(name, cert) : () => undefined,
   };
+  // Errors of the wrapped socket surface on the TLS socket; this keeps them from going unheard.
+  raw.on('error', () => {});
   return new Promise((resolve, reject) => {
     const secure = tls.connect(options);
     const timer = setTimeout(() => {

@@ -55,13 +55,17 @@ export function storedCredential(user: string, password: string): StoredCredenti
   return { scram: buildScramVerifier(password), md5: md5PasswordHash(user, password) };
 }
 
-/** Resolves when the client proved its identity; throws AmbassadorError AUTH_FAILED otherwise. */
-export async function authenticateClient(exchange: AuthExchange, user: string, settings: ClientAuthSettings): Promise<void> {
-  if (settings.method === 'trust') return;
+/** How a client proved who it is (a log field). */
+export type AuthMechanism = 'trust' | 'md5' | 'SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS';
+
+/** Resolves with the mechanism used once the client proved its identity; throws AUTH_FAILED otherwise. */
+export async function authenticateClient(exchange: AuthExchange, user: string, settings: ClientAuthSettings): Promise<AuthMechanism> {
+  if (settings.method === 'trust') return 'trust';
   const stored = settings.users.get(user);
   // Like PostgreSQL: a SCRAM-only stored password upgrades an md5 method to SCRAM.
   if (settings.method === 'md5' && (stored === undefined || stored.md5 !== null)) {
-    return md5Exchange(exchange, user, stored?.md5 ?? null);
+    await md5Exchange(exchange, user, stored?.md5 ?? null);
+    return 'md5';
   }
   return scramExchange(exchange, user, stored?.scram ?? mockScramVerifier(user, settings.mockSecret), stored === undefined);
 }
@@ -91,7 +95,7 @@ async function md5Exchange(exchange: AuthExchange, user: string, storedHash: str
   if (storedHash === null || !verifyMd5Response(storedHash, salt, response)) throw authFailed(user);
 }
 
-async function scramExchange(exchange: AuthExchange, user: string, verifier: ScramVerifier, unknownUser: boolean): Promise<void> {
+async function scramExchange(exchange: AuthExchange, user: string, verifier: ScramVerifier, unknownUser: boolean): Promise<AuthMechanism> {
   const binding = exchange.serverCertificate
     ? { type: 'tls-server-end-point' as const, data: certificateChannelBindingHash(exchange.serverCertificate) }
     : null;
@@ -111,6 +115,7 @@ async function scramExchange(exchange: AuthExchange, user: string, verifier: Scr
     const final = server.handleClientFinal(await expectPasswordMessage(exchange));
     if (unknownUser) throw authFailed(user);
     exchange.send(encodeAuthenticationSASLFinal(final));
+    return server.mechanism;
   } catch (err) {
     if (err instanceof ScramError) throw scramFailure(err, user);
     throw err;

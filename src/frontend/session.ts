@@ -31,7 +31,7 @@ import { StartupError, StartupReader, SUPPORTED_MINOR, type StartupLimits, type 
 import type { ServerPool } from '../pool/server-pool.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
-import { authenticateClient, type ClientAuthSettings } from './client-auth.ts';
+import { authenticateClient, type AuthMechanism, type ClientAuthSettings } from './client-auth.ts';
 import { Forwarder } from './forwarder.ts';
 import { errorResponseFor } from './wire-errors.ts';
 
@@ -83,6 +83,7 @@ export class ClientSession {
   private server: BackendConnection | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
   private draining = false;
+  authMechanism: AuthMechanism | null = null;
   private readonly log: Logger;
 
   constructor(
@@ -183,6 +184,7 @@ export class ClientSession {
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
+    plain.on('error', () => {}); // reported through the TLS socket
     const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: context });
     this.socket = secure;
     secure.on('error', (err) => {
@@ -218,7 +220,7 @@ export class ClientSession {
   private async authenticateThenConnect(params: Map<string, string>): Promise<void> {
     try {
       const certificate = this.socket instanceof tls.TLSSocket ? (this.socket.getX509Certificate()?.raw ?? null) : null;
-      await authenticateClient(
+      this.authMechanism = await authenticateClient(
         { send: (m) => this.socket.write(m), next: () => this.nextAuthMessage(), serverCertificate: certificate },
         this.user,
         this.deps.settings.auth,
@@ -315,7 +317,17 @@ export class ClientSession {
     this.heldBytes = 0;
     this.socket.removeAllListeners('data');
     this.forwarder.start(held);
-    this.log.debug({ user: this.user, database: this.database, server: `${server.target.host}:${server.target.port}` }, 'client session ready');
+    this.log.debug(
+      {
+        user: this.user,
+        database: this.database,
+        auth: this.authMechanism,
+        tls: this.socket instanceof tls.TLSSocket,
+        client: this.remoteAddress,
+        server: `${server.target.host}:${server.target.port}`,
+      },
+      'client session ready',
+    );
   }
 
   /** From the cancel registry: forward a cancel to this session's server. */

@@ -40,11 +40,13 @@ export function baseConfig(topology: Topology, overrides: ConfigObject = {}): Co
   return merge(base, overrides);
 }
 
+/** Deep merge; an object with a `type` discriminator (credentials) replaces the old one whole. */
 function merge(base: ConfigObject, overrides: ConfigObject): ConfigObject {
   const out: ConfigObject = { ...base };
   for (const [key, value] of Object.entries(overrides)) {
     const current = out[key];
-    const bothObjects = value && typeof value === 'object' && !Array.isArray(value) && current && typeof current === 'object' && !Array.isArray(current);
+    const bothObjects =
+      value && typeof value === 'object' && !Array.isArray(value) && !('type' in value) && current && typeof current === 'object' && !Array.isArray(current);
     out[key] = bothObjects ? merge(current as ConfigObject, value as ConfigObject) : value;
   }
   return out;
