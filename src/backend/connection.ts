@@ -180,6 +180,7 @@ export class BackendConnection {
       socket.on('data', onData);
       socket.on('error', onError);
       socket.on('close', onClose);
+      socket.resume(); // the connector leaves a plaintext socket paused after TLS negotiation
       socket.write(encodeStartupMessage(params));
     });
   }

@@ -64,7 +64,10 @@ function describe(target: UpstreamTarget): string {
 
 function openTcp(target: UpstreamTarget, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port });
+    // A host starting with '/' is a Unix socket directory, as in libpq.
+    const socket = target.host.startsWith('/')
+      ? net.connect({ path: `${target.host}/.s.PGSQL.${target.port}` })
+      : net.connect({ host: target.host, port: target.port });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new AmbassadorError('UPSTREAM_CONNECT_TIMEOUT', `connecting to ${describe(target)} timed out after ${timeoutMs} ms`));
@@ -72,8 +75,10 @@ function openTcp(target: UpstreamTarget, timeoutMs: number): Promise<net.Socket>
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
-      socket.setNoDelay(true);
-      socket.setKeepAlive(true, 30_000);
+      if (!target.host.startsWith('/')) {
+        socket.setNoDelay(true);
+        socket.setKeepAlive(true, 30_000);
+      }
       resolve(socket);
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
@@ -97,6 +102,8 @@ function requestTls(socket: net.Socket, timeoutMs: number, target: UpstreamTarge
       reject(err);
     };
     const onData = (chunk: Buffer): void => {
+      // Paused so no byte flows unheard until the next reader (TLS or the login) takes over;
+      // that reader resumes the socket.
       socket.pause();
       const answer = String.fromCharCode(chunk[0]!);
       if (chunk.length > 1) {

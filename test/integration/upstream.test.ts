@@ -148,6 +148,15 @@ describe('what the client sees of the upstream', () => {
     assert.equal(info.datestyle, 'SQL, DMY');
   });
 
+  test('a Unix socket directory as the upstream host', async () => {
+    const amb = await ambassador({
+      upstream: { hosts: [{ host: `${topology.baseDir}/sockets`, port: topology.primary.port, role: 'primary' }], tls: { mode: 'prefer', ca: null, serverName: null } },
+    });
+    const info = await probe(amb);
+    assert.equal(info.user, 'app');
+    assert.equal(info.ssl, false);
+  });
+
   test('a database that does not exist is reported as the server words it (3D000)', async () => {
     const amb = await ambassador({});
     const err = await refused(amb, { database: 'no_such_database_here' });
