@@ -128,6 +128,8 @@ export class ClientSession {
         case 'startup':
           return this.onStartupData(chunk);
         case 'auth':
+          // Each step of the exchange consumes the next message as it arrives, and a message
+          // out of place fails the login, so this queue stays small.
           this.authInbox.push(chunk);
           this.authWaiter?.();
           return;
@@ -227,6 +229,8 @@ export class ClientSession {
       );
       if (this.closed) return;
       this.socket.write(encodeAuthenticationOk());
+      // The client has done its part; the upstream connect has its own timeout.
+      clearTimeout(this.loginTimer);
       this.state = 'connecting';
       for (const chunk of this.remainingAuthBytes()) this.hold(chunk);
       if (this.draining) throw new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down');

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
 import { startTestAmbassador, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { freePort, getTopology, type Topology } from '../support/topology.ts';
 
@@ -18,8 +19,8 @@ after(async () => {
   await Promise.all(started.map((a) => a.stop()));
 });
 
-async function ambassador(overrides: Record<string, unknown>): Promise<TestAmbassador> {
-  const amb = await startTestAmbassador(topology, overrides);
+async function ambassador(overrides: Record<string, unknown>, connector?: Connector): Promise<TestAmbassador> {
+  const amb = await startTestAmbassador(topology, overrides, connector);
   started.push(amb);
   return amb;
 }
@@ -162,6 +163,18 @@ describe('what the client sees of the upstream', () => {
     const err = await refused(amb, { database: 'no_such_database_here' });
     assert.equal(err.code, '3D000');
     assert.match(err.message, /database "no_such_database_here" does not exist/);
+  });
+
+  test('a slow upstream connect is not blamed on the client as a login timeout', async () => {
+    const tcp = new TcpConnector();
+    const slow: Connector = {
+      connect: async (target, tls, timeoutMs) => {
+        await new Promise((resolve) => setTimeout(resolve, 800));
+        return tcp.connect(target, tls, timeoutMs);
+      },
+    };
+    const amb = await ambassador({ listen: { loginTimeout: '300ms' } }, slow);
+    assert.equal((await probe(amb)).user, 'app');
   });
 
   test('an upstream that refuses TCP gives 08001 naming the address', async () => {
