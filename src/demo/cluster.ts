@@ -69,7 +69,8 @@ export interface ClusterDescription {
   ssl: boolean;
 }
 
-export interface LocalCluster {
+/** What a started cluster is made of: its servers, logins and certificates. */
+interface ClusterData {
   baseDir: string;
   binaries: PgBinaries;
   primary: PgServer;
@@ -77,9 +78,12 @@ export interface LocalCluster {
   superuser: Login;
   replication: Login;
   users: ClusterUsers;
-  database: 'app';
   certs: ClusterCerts;
   ssl: boolean;
+}
+
+export interface LocalCluster extends ClusterData {
+  database: 'app';
   /** Primary first, then the replicas. */
   servers(): PgServer[];
   describe(): ClusterDescription;
@@ -289,16 +293,7 @@ export async function startCluster(options: StartClusterOptions): Promise<LocalC
   }
 }
 
-interface ClusterParts {
-  baseDir: string;
-  binaries: PgBinaries;
-  primary: PgServer;
-  replicas: PgServer[];
-  superuser: Login;
-  replication: Login;
-  users: ClusterUsers;
-  certs: ClusterCerts;
-  ssl: boolean;
+interface ClusterParts extends ClusterData {
   reaper: ProcessReaper;
   log: (line: string) => void;
 }

@@ -5,13 +5,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import pg from 'pg';
 import YAML from 'yaml';
-import { freePort, getTopology } from '../support/topology.ts';
+import { freePort, getTopology, occupyPort } from '../support/topology.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const MAIN = path.join(ROOT, 'src/main.ts');
@@ -148,12 +147,8 @@ test('--help lists the check-config and demo commands and exits 0', async () => 
 });
 
 test('starting on a port already in use exits 3 and names the address with a hint', async () => {
-  const blocker = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    blocker.once('error', reject);
-    blocker.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
-  });
-  const port = (blocker.address() as net.AddressInfo).port;
+  const blocker = await occupyPort();
+  const port = blocker.port;
   try {
     const file = writeConfig(
       'port-taken.yaml',
@@ -165,7 +160,7 @@ test('starting on a port already in use exits 3 and names the address with a hin
     assert.match(stderr, /in use/);
     assert.match(stderr, /hint: .*port/i);
   } finally {
-    await new Promise((resolve) => blocker.close(resolve));
+    await blocker.close();
   }
 });
 

@@ -9,25 +9,18 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { md5PasswordHash } from '../../src/protocol/md5.ts';
 import { buildScramVerifier, formatScramVerifier } from '../../src/protocol/scram.ts';
-import { CLIENT_PASSWORD, startTestAmbassador, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
+import { ambassadorsFor, CLIENT_PASSWORD, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 
 const run = promisify(execFile);
 let topology: Topology;
-const started: TestAmbassador[] = [];
+const ambassadors = ambassadorsFor(() => topology);
+const ambassador = ambassadors.start;
 
 before(async () => {
   topology = await getTopology();
 });
-after(async () => {
-  await Promise.all(started.map((a) => a.stop()));
-});
-
-async function ambassador(overrides: Record<string, unknown>): Promise<TestAmbassador> {
-  const amb = await startTestAmbassador(topology, overrides);
-  started.push(amb);
-  return amb;
-}
+after(() => ambassadors.stopAll());
 
 const listenTls = () => ({ listen: { tls: { cert: topology.certs.serverCert, key: topology.certs.serverKey } } });
 

@@ -5,13 +5,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { eventually, freePort } from '../support/topology.ts';
+import { eventually, freePort, occupyPort } from '../support/topology.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const START_TIMEOUT_MS = 120_000;
@@ -201,12 +200,8 @@ test('demo shutdown lets a transaction in flight finish before stopping the clus
 });
 
 test('demo on a port already in use exits 1, names the port, suggests --port, starts no postgres', { timeout: 60_000 }, async () => {
-  const blocker = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    blocker.once('error', reject);
-    blocker.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
-  });
-  const port = (blocker.address() as net.AddressInfo).port;
+  const blocker = await occupyPort();
+  const port = blocker.port;
   try {
     const demo = startDemo(port);
     assert.equal(await demo.exitCode(), 1, `exit code; output:\n${demo.output()}`);
@@ -215,6 +210,6 @@ test('demo on a port already in use exits 1, names the port, suggests --port, st
     assert.match(output, /npm run demo -- --port \d+/);
     await assertCleanedUp(demo);
   } finally {
-    await new Promise((resolve) => blocker.close(resolve));
+    await blocker.close();
   }
 });

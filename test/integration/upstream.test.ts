@@ -6,24 +6,17 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
-import { startTestAmbassador, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
+import { ambassadorsFor, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { freePort, getTopology, type Topology } from '../support/topology.ts';
 
 let topology: Topology;
-const started: TestAmbassador[] = [];
+const ambassadors = ambassadorsFor(() => topology);
+const ambassador = ambassadors.start;
 
 before(async () => {
   topology = await getTopology();
 });
-after(async () => {
-  await Promise.all(started.map((a) => a.stop()));
-});
-
-async function ambassador(overrides: Record<string, unknown>, connector?: Connector): Promise<TestAmbassador> {
-  const amb = await startTestAmbassador(topology, overrides, connector);
-  started.push(amb);
-  return amb;
-}
+after(() => ambassadors.stopAll());
 
 /** Connects through the ambassador and returns what the server says about the session. */
 async function probe(amb: TestAmbassador, extra: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
@@ -187,7 +180,7 @@ describe('what the client sees of the upstream', () => {
 
   test('no password of any test reached the logs', () => {
     const secrets = [topology.users.app.password, topology.users.app_md5.password, topology.users.app_clear.password, topology.superuser.password];
-    const text = started.map((a) => a.logText()).join('\n');
+    const text = ambassadors.all().map((a) => a.logText()).join('\n');
     assert.ok(text.length > 0);
     for (const secret of secrets) assert.ok(!text.includes(secret), 'a password appeared in the ambassador logs');
   });

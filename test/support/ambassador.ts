@@ -192,3 +192,26 @@ export async function spawnAmbassador(topology: Topology, overrides: ConfigObjec
 export function viaAmbassador(port: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { host: '127.0.0.1', port, user: 'app', password: CLIENT_PASSWORD, database: 'app', ...extra };
 }
+
+/**
+ * For test files that start several differently configured ambassadors: `start` creates one and
+ * remembers it; `stopAll` (for after()) stops every one; `all` lists them (e.g. for log scans).
+ */
+export function ambassadorsFor(topology: () => Topology): {
+  start(overrides: ConfigObject, connector?: Connector): Promise<TestAmbassador>;
+  stopAll(): Promise<void>;
+  all(): readonly TestAmbassador[];
+} {
+  const started: TestAmbassador[] = [];
+  return {
+    async start(overrides, connector) {
+      const amb = await startTestAmbassador(topology(), overrides, connector);
+      started.push(amb);
+      return amb;
+    },
+    stopAll: async () => {
+      await Promise.all(started.map((a) => a.stop()));
+    },
+    all: () => started,
+  };
+}

@@ -114,3 +114,17 @@ export async function eventually<T>(
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 50));
   }
 }
+
+/** Holds a loopback port open (for "address in use" cases); close() releases it. */
+export async function occupyPort(): Promise<{ port: number; close(): Promise<void> }> {
+  const { createServer } = await import('node:net');
+  const blocker = createServer();
+  await new Promise<void>((resolve, reject) => {
+    blocker.once('error', reject);
+    blocker.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+  });
+  return {
+    port: (blocker.address() as import('node:net').AddressInfo).port,
+    close: () => new Promise<void>((resolve) => blocker.close(() => resolve())),
+  };
+}
