@@ -13,6 +13,10 @@ export const ERROR_CATALOGUE = {
   AUTH_FAILED: { sqlstate: '28P01', retryable: false, severity: 'FATAL' },
   AUTH_METHOD_REJECTED: { sqlstate: '28000', retryable: false, severity: 'FATAL' },
   TOO_MANY_CLIENTS: { sqlstate: '53300', retryable: true, severity: 'FATAL' },
+  /** No server connection became free within pool.acquireTimeout; the client stays connected. */
+  POOL_TIMEOUT: { sqlstate: '53300', retryable: true, severity: 'ERROR' },
+  /** The pool is closing (shutdown, host removed). */
+  POOL_CLOSED: { sqlstate: '57P01', retryable: true, severity: 'ERROR' },
   UPSTREAM_CONNECT_FAILED: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_CONNECT_TIMEOUT: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_TLS_FAILED: { sqlstate: '08001', retryable: false, severity: 'FATAL' },
