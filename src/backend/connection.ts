@@ -17,7 +17,7 @@ import {
   decodeReadyForQuery,
   type TransactionStatus,
 } from '../protocol/backend.ts';
-import { ALL_TYPES, Framer, FramingError } from '../protocol/framer.ts';
+import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { encodePasswordMessage, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
 import { md5AuthResponse } from '../protocol/md5.ts';
 import { certificateChannelBindingHash, ScramClient } from '../protocol/scram.ts';
@@ -66,8 +66,15 @@ function safeFields(payload: Buffer): Map<string, string> {
   }
 }
 
+const SERVER_MAX_MESSAGE = 0x7fffffff;
+const ERROR_AND_READY = typeSet('EZ');
+
 export class BackendConnection {
   readonly parameters = new Map<string, string>();
+  /** Pooling state: prepared statements this server holds (LRU order) and the session state applied. */
+  readonly statements = new Map<string, true>();
+  stateKey = '';
+  readonly createdAt = Date.now();
   processId = 0;
   secretKey: Buffer = Buffer.alloc(0);
   transactionStatus: TransactionStatus = 'I';
@@ -256,6 +263,54 @@ export class BackendConnection {
     const cert = this.tlsSocket?.getPeerX509Certificate();
     if (!cert) return null;
     return { type: 'tls-server-end-point', data: certificateChannelBindingHash(cert.raw) };
+  }
+
+  /**
+   * A short exchange of the ambassador's own (state sync, statement replay, ROLLBACK, DISCARD
+   * ALL) while no session reads this socket: writes `messages`, reads until `readyCount`
+   * ReadyForQuery messages, and resolves with the first ErrorResponse payload (or null).
+   * Rejects when the connection fails or the server takes longer than `timeoutMs`.
+   */
+  exchange(messages: Buffer[], readyCount: number, timeoutMs: number): Promise<{ error: Buffer | null }> {
+    const socket = this.socket;
+    const framer = new Framer(SERVER_MAX_MESSAGE, ERROR_AND_READY);
+    return new Promise((resolve, reject) => {
+      let seen = 0;
+      let error: Buffer | null = null;
+      const done = (err?: Error): void => {
+        clearTimeout(timer);
+        socket.off('data', onData);
+        socket.off('close', onClose);
+        if (err) {
+          this.close(true);
+          reject(err);
+        } else resolve({ error });
+      };
+      const onMessage = (type: number, payload: Buffer | null): boolean => {
+        if (type === BackendType.ErrorResponse && error === null) error = Buffer.from(payload!);
+        if (type === BackendType.ReadyForQuery) {
+          this.transactionStatus = decodeReadyForQuery(payload!);
+          if (++seen === readyCount) {
+            done();
+            return false;
+          }
+        }
+        return true;
+      };
+      const onData = (chunk: Buffer): void => {
+        try {
+          framer.push(chunk, onMessage);
+        } catch (err) {
+          done(new AmbassadorError('UPSTREAM_PROTOCOL', `malformed data from server: ${String(err)}`));
+        }
+      };
+      const onClose = (): void => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} closed the connection`));
+      const timer = setTimeout(() => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      socket.on('data', onData);
+      socket.on('close', onClose);
+      socket.resume();
+      socket.write(messages.length === 1 ? messages[0]! : Buffer.concat(messages));
+    });
   }
 
   /** Asks the server to cancel whatever this connection is running, over a new connection. */

@@ -32,10 +32,11 @@ export class FramingError extends Error {
 
 /**
  * Called once per complete message. `payload` is the message body (without the 5-byte header)
- * when the type is inspected, otherwise null. Return false to stop processing the current chunk:
- * push() then returns the offset of the first byte not consumed.
+ * when the type is inspected, otherwise null; `end` is the offset in the current chunk just
+ * past the message. Return false to stop processing the current chunk: push() then returns
+ * the offset of the first byte not consumed.
  */
-export type MessageHandler = (type: number, payload: Buffer | null, length: number) => boolean | void;
+export type MessageHandler = (type: number, payload: Buffer | null, length: number, end: number) => boolean | void;
 
 /** A 256-entry table of message types whose payloads the caller needs to see. */
 export function typeSet(types: string): Uint8Array {
@@ -97,14 +98,14 @@ export class Framer {
           this.beginMessage(this.header[0]!, this.header.readInt32BE(1));
         }
         if (this.remaining === 0) {
-          if (this.finish(onMessage, this.inspect[this.type] ? EMPTY : null) === false) return pos;
+          if (this.finish(onMessage, this.inspect[this.type] ? EMPTY : null, pos) === false) return pos;
           continue;
         }
         if (this.inspect[this.type]) {
           if (end - pos >= this.remaining) {
             const payload = chunk.subarray(pos, pos + this.remaining);
             pos += this.remaining;
-            if (this.finish(onMessage, payload) === false) return pos;
+            if (this.finish(onMessage, payload, pos) === false) return pos;
             continue;
           }
           this.assembly = Buffer.allocUnsafe(this.remaining);
@@ -121,7 +122,7 @@ export class Framer {
       if (this.remaining === 0) {
         const payload = this.assembly;
         this.assembly = null;
-        if (this.finish(onMessage, payload) === false) return pos;
+        if (this.finish(onMessage, payload, pos) === false) return pos;
       }
     }
     return pos;
@@ -135,9 +136,9 @@ export class Framer {
     this.remaining = length - 4;
   }
 
-  private finish(onMessage: MessageHandler, payload: Buffer | null): boolean | void {
+  private finish(onMessage: MessageHandler, payload: Buffer | null, end: number): boolean | void {
     this.remaining = -1;
-    return onMessage(this.type, payload, this.length);
+    return onMessage(this.type, payload, this.length, end);
   }
 }
 

@@ -59,3 +59,62 @@ export function encodeTerminate(): Buffer {
 export function encodeQuery(sql: string): Buffer {
   return new MessageWriter().cstring(sql).finish(FrontendType.Query);
 }
+
+// ---- extended-protocol messages the pooler rewrites (statement names) ----
+
+export interface ParseMessage {
+  name: string;
+  query: string;
+  /** The parameter-type section as sent (int16 count + int32 OIDs), kept raw for re-encoding. */
+  paramTypes: Buffer;
+}
+
+export function decodeParse(payload: Buffer): ParseMessage {
+  const r = new PayloadReader(payload);
+  const name = r.cstring();
+  const query = r.cstring();
+  const paramTypes = Buffer.from(r.rest());
+  if (paramTypes.length < 2 || paramTypes.length !== 2 + 4 * paramTypes.readInt16BE(0)) {
+    throw new RangeError('malformed parameter types in Parse');
+  }
+  return { name, query, paramTypes };
+}
+
+export function encodeParse(name: string, query: string, paramTypes: Buffer): Buffer {
+  return new MessageWriter().cstring(name).cstring(query).bytes(paramTypes).finish(FrontendType.Parse);
+}
+
+/** A Bind's portal and statement names, and where the rest of its payload starts. */
+export function decodeBindNames(payload: Buffer): { portal: string; statement: string; restOffset: number } {
+  const portalEnd = payload.indexOf(0);
+  const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
+  if (statementEnd < 0) throw new RangeError('malformed Bind');
+  return {
+    portal: payload.toString('utf8', 0, portalEnd),
+    statement: payload.toString('utf8', portalEnd + 1, statementEnd),
+    restOffset: statementEnd + 1,
+  };
+}
+
+/** The same Bind aimed at another statement name; everything else is copied as it came. */
+export function rebindStatement(payload: Buffer, statement: string): Buffer {
+  const { portal, restOffset } = decodeBindNames(payload);
+  return new MessageWriter().cstring(portal).cstring(statement).bytes(payload.subarray(restOffset)).finish(FrontendType.Bind);
+}
+
+/** Describe and Close: a target kind ('S' statement, 'P' portal) and a name. */
+export function decodeTarget(payload: Buffer): { kind: 'S' | 'P'; name: string } {
+  const kind = String.fromCharCode(payload[0] ?? 0);
+  if (kind !== 'S' && kind !== 'P') throw new RangeError(`invalid Describe/Close target '${kind}'`);
+  const end = payload.indexOf(0, 1);
+  if (end !== payload.length - 1) throw new RangeError('malformed Describe/Close');
+  return { kind, name: payload.toString('utf8', 1, end) };
+}
+
+export function encodeTarget(type: typeof FrontendType.Describe | typeof FrontendType.Close, kind: 'S' | 'P', name: string): Buffer {
+  return new MessageWriter().byte(kind.charCodeAt(0)).cstring(name).finish(type);
+}
+
+export function encodeSync(): Buffer {
+  return new MessageWriter().finish(FrontendType.Sync);
+}

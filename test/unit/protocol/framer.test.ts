@@ -113,6 +113,16 @@ test('returning false stops processing and reports where', () => {
   assert.ok(framer.atBoundary);
 });
 
+test('the handler learns where each message ends in the current chunk', () => {
+  const ends: number[] = [];
+  const framer = new Framer(1 << 20, typeSet('Z'));
+  const onMessage = (_t: number, _p: Buffer | null, _l: number, end: number): void => void ends.push(end);
+  framer.push(stream.subarray(0, 20), onMessage);
+  framer.push(stream.subarray(20), onMessage);
+  // Q (14 bytes) and S (5) end in the first 20 bytes; D (305), Z (6), d (10) in the second chunk.
+  assert.deepEqual(ends, [14, 19, 19 + 305 - 20, 19 + 305 + 6 - 20, 19 + 305 + 6 + 10 - 20]);
+});
+
 test('atBoundary is false in the middle of a message', () => {
   const framer = new Framer(1000, ALL_TYPES);
   const m = message('Q', Buffer.from('select 1\0'));
