@@ -20,7 +20,11 @@ import { storedCredential, type StoredCredential } from './frontend/client-auth.
 import { Listener } from './frontend/listener.ts';
 import type { FrontendSettings } from './frontend/session.ts';
 import { createLogger } from './lib/logger.ts';
-import { SessionPool, type HostEntry } from './pool/server-pool.ts';
+import { Pooler } from './pool/pooler.ts';
+import type { HostEntry } from './pool/server-pool.ts';
+
+/** Prepared statements kept per server connection in transaction mode (as PgBouncer's default order). */
+const PREPARED_STATEMENTS_PER_SERVER = 256;
 
 export interface AmbassadorOptions {
   logger?: Logger;
@@ -41,13 +45,21 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
   const credentials = credentialProvider(config, options.env ?? process.env);
   const upstreamTls = upstreamTlsSettings(config);
   const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role }));
-  const pool = new SessionPool({
+  const pool = new Pooler({
     connector: options.connector ?? new TcpConnector(),
     hosts: () => hosts,
     tls: () => upstreamTls,
     connectTimeoutMs: config.upstream.connectTimeout,
     password: credentials ? async () => (await credentials.get()).password : async () => null,
     maxMessageSize: config.listen.maxMessageSize,
+    pool: {
+      size: config.pool.size,
+      minIdle: config.pool.minIdle,
+      idleTimeoutMs: config.pool.idleTimeout,
+      maxLifetimeMs: config.pool.maxLifetime,
+      acquireTimeoutMs: config.pool.acquireTimeout,
+      retry: { max: config.upstream.retry.max, initialDelayMs: config.upstream.retry.initialDelay, maxDelayMs: config.upstream.retry.maxDelay },
+    },
   });
   const settings = frontendSettings(config);
   const listener = new Listener({
@@ -100,6 +112,9 @@ function frontendSettings(config: Config): FrontendSettings {
     auth: { method: config.clientAuth.method, users, mockSecret: randomBytes(32) },
     upstreamUser: config.upstream.user,
     upstreamDatabase: config.upstream.database,
+    poolMode: config.pool.mode,
+    statementCapacity: PREPARED_STATEMENTS_PER_SERVER,
+    exchangeTimeoutMs: config.upstream.connectTimeout,
   };
 }
 

@@ -67,7 +67,7 @@ function safeFields(payload: Buffer): Map<string, string> {
 }
 
 const SERVER_MAX_MESSAGE = 0x7fffffff;
-const ERROR_AND_READY = typeSet('EZ');
+const EXCHANGE_INSPECT = typeSet('EZS');
 
 export class BackendConnection {
   readonly parameters = new Map<string, string>();
@@ -273,7 +273,7 @@ export class BackendConnection {
    */
   exchange(messages: Buffer[], readyCount: number, timeoutMs: number): Promise<{ error: Buffer | null }> {
     const socket = this.socket;
-    const framer = new Framer(SERVER_MAX_MESSAGE, ERROR_AND_READY);
+    const framer = new Framer(SERVER_MAX_MESSAGE, EXCHANGE_INSPECT);
     return new Promise((resolve, reject) => {
       let seen = 0;
       let error: Buffer | null = null;
@@ -288,6 +288,10 @@ export class BackendConnection {
       };
       const onMessage = (type: number, payload: Buffer | null): boolean => {
         if (type === BackendType.ErrorResponse && error === null) error = Buffer.from(payload!);
+        if (type === BackendType.ParameterStatus) {
+          const { name, value } = decodeParameterStatus(payload!);
+          this.parameters.set(name, value);
+        }
         if (type === BackendType.ReadyForQuery) {
           this.transactionStatus = decodeReadyForQuery(payload!);
           if (++seen === readyCount) {

@@ -53,6 +53,11 @@ export class Forwarder {
     return this.pendingRequests === 0 && this.status === 'I';
   }
 
+  /** No request in flight and the server stream at a message boundary: safe to clean and reuse. */
+  get quiet(): boolean {
+    return this.pendingRequests === 0 && this.serverFramer.atBoundary;
+  }
+
   /** Whether an ambassador-made message can be written to the client without splitting one. */
   get clientAtBoundary(): boolean {
     return this.serverFramer.atBoundary;

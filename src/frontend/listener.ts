@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { AmbassadorError } from '../errors.ts';
 import type { ServerPool } from '../pool/server-pool.ts';
 import { GarbageBound } from '../lib/garbage-bound.ts';
+import { SessionEffectsCache } from '../router/session-effects.ts';
 import { CancelRegistry } from './cancel-registry.ts';
 import { ClientSession, type FrontendSettings } from './session.ts';
 import { errorResponseFor } from './wire-errors.ts';
@@ -27,6 +28,8 @@ export class Listener {
   private nextId = 1;
   /** Forwarded-buffer garbage is collected every 8 MB (see lib/garbage-bound.ts). */
   private readonly garbage = new GarbageBound(8 * 1024 * 1024);
+  /** Session effects of SQL texts, shared by every session (pure, cached by exact text). */
+  private readonly effects = new SessionEffectsCache();
   private accepting = true;
   private allClosed: (() => void) | null = null;
 
@@ -70,6 +73,7 @@ export class Listener {
     const session = new ClientSession(socket, {
       id,
       garbage: this.garbage,
+      effects: this.effects,
       logger: this.options.logger.child({ session: id }),
       settings: this.options.settings(),
       pool: this.options.pool,

@@ -28,11 +28,16 @@ import {
 import { ALL_TYPES, Framer, FramingError } from '../protocol/framer.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import { StartupError, StartupReader, SUPPORTED_MINOR, type StartupLimits, type StartupPacket } from '../protocol/startup.ts';
-import type { ServerPool } from '../pool/server-pool.ts';
+import type { ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { authenticateClient, type AuthMechanism, type ClientAuthSettings } from './client-auth.ts';
 import { Forwarder } from './forwarder.ts';
+import { ClientSessionState } from './session-state.ts';
+import { TxnForwarder } from './txn-forwarder.ts';
+import { returnServer } from '../pool/server-return.ts';
+import type { SessionEffectsCache } from '../router/session-effects.ts';
+import { encodeQuery } from '../protocol/frontend.ts';
 import { errorResponseFor } from './wire-errors.ts';
 
 export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'closed';
@@ -47,10 +52,16 @@ export interface FrontendSettings {
   auth: ClientAuthSettings;
   upstreamUser: string | undefined;
   upstreamDatabase: string | undefined;
+  poolMode: 'session' | 'transaction';
+  /** Prepared statements kept per server connection in transaction mode (LRU beyond). */
+  statementCapacity: number;
+  /** Deadline for the ambassador's own exchanges with a server (state sync, cleanup). */
+  exchangeTimeoutMs: number;
 }
 
 export interface SessionDeps {
   id: number;
+  effects: SessionEffectsCache;
   garbage: GarbageBound;
   logger: Logger;
   settings: FrontendSettings;
@@ -79,7 +90,8 @@ export class ClientSession {
   private authInbox: Buffer[] = [];
   private authWaiter: (() => void) | null = null;
   private authFramer = new Framer(MAX_AUTH_MESSAGE, ALL_TYPES);
-  private forwarder: Forwarder | null = null;
+  private forwarder: Forwarder | TxnForwarder | null = null;
+  private sessionState: ClientSessionState | null = null;
   private server: BackendConnection | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
   private draining = false;
@@ -235,16 +247,17 @@ export class ClientSession {
       for (const chunk of this.remainingAuthBytes()) this.hold(chunk);
       if (this.draining) throw new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down');
       const settings = this.deps.settings;
-      this.server = await this.deps.pool.acquire({
-        user: settings.upstreamUser ?? this.user,
-        database: settings.upstreamDatabase ?? this.database,
-        params,
-      });
+      const request = { user: settings.upstreamUser ?? this.user, database: settings.upstreamDatabase ?? this.database, params };
+      this.sessionState = new ClientSessionState(params);
+      // Logging in takes a server even in transaction mode: it proves the upstream login works
+      // and gives the client real ParameterStatus values for its settings.
+      this.server = await this.deps.pool.acquire(request);
+      await this.syncState(this.server, this.sessionState);
       if (this.closed) {
         this.deps.pool.release(this.server, 'reusable');
         return;
       }
-      this.startForwarding(this.server);
+      this.startForwarding(this.server, request);
       // A drain that began while this client was logging in ends it as soon as it is ready.
       if (this.draining && this.idle) this.endForShutdown();
     } catch (err) {
@@ -296,7 +309,20 @@ export class ClientSession {
     if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
   }
 
-  private startForwarding(server: BackendConnection): void {
+  /** Makes a pooled server carry the client's startup settings (RESET ALL, then SETs). */
+  private async syncState(server: BackendConnection, state: ClientSessionState): Promise<void> {
+    if (server.stateKey === state.stateKey) return;
+    const sql = ['RESET ALL', ...state.syncStatements].join(';\n');
+    const { error } = await server.exchange([encodeQuery(sql)], 1, this.deps.settings.exchangeTimeoutMs);
+    if (error) {
+      this.deps.pool.release(server, 'reusable');
+      this.server = null;
+      throw new UpstreamLoginError(error, server.target);
+    }
+    server.stateKey = state.stateKey;
+  }
+
+  private startForwarding(server: BackendConnection, request: ServerRequest): void {
     clearTimeout(this.loginTimer);
     this.cancelKey = this.deps.cancels.register(this);
     const hello: Buffer[] = [];
@@ -305,7 +331,34 @@ export class ClientSession {
     hello.push(encodeReadyForQuery(server.transactionStatus));
     this.socket.write(Buffer.concat(hello));
     this.state = 'forwarding';
-    this.forwarder = new Forwarder(this.socket, server, {
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    this.socket.removeAllListeners('data');
+    if (this.deps.settings.poolMode === 'transaction') {
+      this.deps.pool.release(server, 'reusable');
+      this.server = null;
+      this.forwarder = this.transactionForwarder(request);
+    } else {
+      this.forwarder = this.sessionForwarder(server);
+    }
+    this.forwarder.start(held);
+    this.log.debug(
+      {
+        user: this.user,
+        database: this.database,
+        auth: this.authMechanism,
+        tls: this.socket instanceof tls.TLSSocket,
+        client: this.remoteAddress,
+        server: `${server.target.host}:${server.target.port}`,
+        mode: this.deps.settings.poolMode,
+      },
+      'client session ready',
+    );
+  }
+
+  private sessionForwarder(server: BackendConnection): Forwarder {
+    return new Forwarder(this.socket, server, {
       maxMessageSize: this.deps.settings.maxMessageSize,
       garbage: this.deps.garbage,
       onEnd: (reason, error) => {
@@ -316,27 +369,30 @@ export class ClientSession {
         if (this.draining) this.endForShutdown();
       },
     });
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    this.socket.removeAllListeners('data');
-    this.forwarder.start(held);
-    this.log.debug(
-      {
-        user: this.user,
-        database: this.database,
-        auth: this.authMechanism,
-        tls: this.socket instanceof tls.TLSSocket,
-        client: this.remoteAddress,
-        server: `${server.target.host}:${server.target.port}`,
+  }
+
+  private transactionForwarder(request: ServerRequest): TxnForwarder {
+    const settings = this.deps.settings;
+    return new TxnForwarder(this.socket, {
+      pool: this.deps.pool,
+      request,
+      state: this.sessionState!,
+      effects: this.deps.effects,
+      maxMessageSize: settings.maxMessageSize,
+      statementCapacity: settings.statementCapacity,
+      exchangeTimeoutMs: settings.exchangeTimeoutMs,
+      garbage: this.deps.garbage,
+      log: this.log,
+      onEnd: (reason) => this.close(reason),
+      onIdle: () => {
+        if (this.draining) this.endForShutdown();
       },
-      'client session ready',
-    );
+    });
   }
 
   /** From the cancel registry: forward a cancel to this session's server. */
   cancelUpstream(): void {
-    const server = this.server;
+    const server = this.forwarder instanceof TxnForwarder ? this.forwarder.server : this.server;
     if (server === null || this.state !== 'forwarding') return;
     server.cancel().catch((err) => this.log.debug({ err: String(err) }, 'cancel request to server failed'));
   }
@@ -377,8 +433,15 @@ export class ClientSession {
     clearTimeout(this.loginTimer);
     this.authWaiter?.();
     if (this.cancelKey) this.deps.cancels.unregister(this.cancelKey.processId);
-    this.forwarder?.stop();
-    if (this.server) this.deps.pool.release(this.server, outcome);
+    const forwarder = this.forwarder;
+    forwarder?.stop();
+    if (this.server) {
+      // Session mode: the server goes back to the pool reset (DISCARD ALL), or closed when the
+      // session broke or a response was still coming.
+      const quiet = outcome === 'reusable' && forwarder instanceof Forwarder && forwarder.quiet;
+      returnServer(this.deps.pool, this.server, { quiet, reset: true, timeoutMs: this.deps.settings.exchangeTimeoutMs });
+      this.server = null;
+    }
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1_000).unref();
     this.log.debug({ reason }, 'client session closed');

@@ -1,0 +1,115 @@
+// What the server will answer to the messages sent for a client, in order, so that responses
+// can be matched to requests while they stream by: where a synthesized ParseComplete belongs,
+// which Parse failed, and what an ErrorResponse skips (in the extended protocol the server
+// ignores everything after an error up to the next Sync).
+//
+// Asynchronous messages (NoticeResponse, NotificationResponse, ParameterStatus) belong to no
+// request and never advance the plan. Pure bookkeeping: no sockets.
+
+export type PlanEntry =
+  | { kind: 'parse'; onError?: () => void }
+  | { kind: 'synthesized-parse' }
+  | { kind: 'bind' }
+  | { kind: 'close' }
+  | { kind: 'describe-statement'; sawParameters?: boolean }
+  | { kind: 'describe-portal' }
+  | { kind: 'execute' }
+  | { kind: 'sync' }
+  /** A simple Query or FunctionCall: everything up to ReadyForQuery. */
+  | { kind: 'query' };
+
+const T = (c: string): number => c.charCodeAt(0);
+const ParseComplete = T('1');
+const BindComplete = T('2');
+const CloseComplete = T('3');
+const ParameterDescription = T('t');
+const RowDescription = T('T');
+const NoData = T('n');
+const CommandComplete = T('C');
+const EmptyQueryResponse = T('I');
+const PortalSuspended = T('s');
+const ReadyForQuery = T('Z');
+
+export class ResponsePlan {
+  private entries: PlanEntry[] = [];
+  private head = 0;
+
+  get empty(): boolean {
+    return this.head >= this.entries.length;
+  }
+
+  push(entries: readonly PlanEntry[]): void {
+    if (this.head > 64 && this.head === this.entries.length) {
+      this.entries = [];
+      this.head = 0;
+    }
+    for (const entry of entries) this.entries.push(entry);
+  }
+
+  /** Whether the next expected response is one the ambassador makes itself. */
+  get synthesizedPending(): boolean {
+    return this.entries[this.head]?.kind === 'synthesized-parse';
+  }
+
+  /** Pops the synthesized entries at the head; returns how many ParseCompletes to emit. */
+  takeSynthesized(): number {
+    let count = 0;
+    while (this.entries[this.head]?.kind === 'synthesized-parse') {
+      this.head++;
+      count++;
+    }
+    return count;
+  }
+
+  /** A server message other than ErrorResponse arrived. */
+  complete(type: number): void {
+    const entry = this.entries[this.head];
+    if (entry === undefined) return;
+    if (type === ReadyForQuery) {
+      // Ends the Sync or Query at the head (anything before it was skipped by an error).
+      while (this.head < this.entries.length) {
+        const e = this.entries[this.head++]!;
+        if (e.kind === 'sync' || e.kind === 'query') return;
+      }
+      return;
+    }
+    if (ends(entry, type)) this.head++;
+  }
+
+  /** An ErrorResponse arrived: the head failed, and the server skips to the next Sync. */
+  fail(): void {
+    const entry = this.entries[this.head];
+    if (entry === undefined || entry.kind === 'query' || entry.kind === 'sync') return;
+    while (this.head < this.entries.length) {
+      const e = this.entries[this.head];
+      if (e!.kind === 'sync') return;
+      if (e!.kind === 'parse') e!.onError?.();
+      this.head++;
+    }
+  }
+
+  clear(): void {
+    this.entries = [];
+    this.head = 0;
+  }
+}
+
+function ends(entry: PlanEntry, type: number): boolean {
+  switch (entry.kind) {
+    case 'parse':
+      return type === ParseComplete;
+    case 'bind':
+      return type === BindComplete;
+    case 'close':
+      return type === CloseComplete;
+    case 'describe-portal':
+      return type === RowDescription || type === NoData;
+    case 'describe-statement':
+      if (type === ParameterDescription) entry.sawParameters = true;
+      return type === RowDescription || type === NoData;
+    case 'execute':
+      return type === CommandComplete || type === EmptyQueryResponse || type === PortalSuspended;
+    default:
+      return false;
+  }
+}

@@ -1,0 +1,204 @@
+// What a client's session looks like to the server it happens to be on, in transaction mode:
+// the settings to make true on each leased server (startup parameters, SET), and the state that
+// cannot be carried from server to server and so pins the client to its server (advisory locks,
+// LISTEN, temp tables, WITH HOLD cursors, SQL PREPARE, PREPARE TRANSACTION), each with a named
+// reason.
+//
+// Effects of a request are staged, then committed when its transaction commits or discarded
+// when it rolls back (a SET inside a rolled-back transaction is undone by Postgres too). Pins
+// take effect at once: holding a server a little longer than needed is safe; releasing it
+// while a lock or LISTEN lives on it is not.
+
+import type { PinReason, SessionEffect } from '../router/session-effects.ts';
+
+/** Startup parameters that are not session settings. */
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication', 'client_encoding']);
+
+export class ClientSessionState {
+  /** name -> replayable statement; startup parameters first, then SETs. */
+  private readonly settings = new Map<string, string>();
+  private readonly startup = new Map<string, string>();
+  private staged: SessionEffect[] = [];
+  private key: string | null = null;
+  private readonly pins = new Map<PinReason, number>();
+  private readonly listening = new Set<string>();
+  private readonly holdCursors = new Set<string>();
+  private readonly sqlPrepared = new Set<string>();
+  private advisoryLocks = 0;
+
+  constructor(startupParams: ReadonlyMap<string, string>) {
+    for (const [name, value] of startupParams) {
+      if (NOT_SETTINGS.has(name)) continue;
+      this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+    }
+    for (const [name, value] of parseOptions(startupParams.get('options') ?? '')) {
+      this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+    }
+    this.resetSettings();
+  }
+
+  /** A string that is equal for two clients exactly when their settings are. */
+  get stateKey(): string {
+    this.key ??= [...this.settings.values()].join(';\n');
+    return this.key;
+  }
+
+  /** The statements that make a freshly reset server look like this client's session. */
+  get syncStatements(): string[] {
+    return [...this.settings.values()];
+  }
+
+  get pinned(): boolean {
+    return this.pins.size > 0;
+  }
+
+  get pinReasons(): PinReason[] {
+    return [...this.pins.keys()];
+  }
+
+  /** Records a request's effects; pins apply now, the rest when its transaction commits. */
+  stage(effects: readonly SessionEffect[]): void {
+    for (const effect of effects) {
+      if (effect.kind === 'pin') this.pin(effect.reason);
+      else if (effect.kind === 'listen') this.listen(effect.channel);
+      else if (effect.kind === 'advisory-lock') this.lockAdvisory();
+      else if (effect.kind === 'cursor-with-hold') this.holdCursor(effect.name);
+      else if (effect.kind === 'sql-prepare') this.prepareSql(effect.name);
+      else this.staged.push(effect);
+    }
+  }
+
+  get hasStaged(): boolean {
+    return this.staged.length > 0;
+  }
+
+  /** The transaction that staged effects committed. */
+  commit(): void {
+    const effects = this.staged;
+    this.staged = [];
+    for (const effect of effects) this.applyCommitted(effect);
+  }
+
+  /** The transaction rolled back: what it staged never happened. */
+  discard(): void {
+    this.staged = [];
+  }
+
+  private applyCommitted(effect: SessionEffect): void {
+    switch (effect.kind) {
+      case 'set':
+      case 'set-config':
+        this.settings.delete(effect.name);
+        this.settings.set(effect.name, effect.statement);
+        this.key = null;
+        return;
+      case 'reset': {
+        this.settings.delete(effect.name);
+        const original = this.startup.get(effect.name);
+        if (original) this.settings.set(effect.name, original);
+        this.key = null;
+        return;
+      }
+      case 'reset-all':
+        return this.resetSettings();
+      case 'discard':
+        if (effect.what === 'all') return this.discardAll();
+        if (effect.what === 'temp') this.unpin('temp-table');
+        return;
+      case 'unlisten':
+        if (effect.channel === '*') this.listening.clear();
+        else this.listening.delete(effect.channel);
+        if (this.listening.size === 0) this.unpin('listen');
+        return;
+      case 'advisory-unlock':
+        this.advisoryLocks = Math.max(0, this.advisoryLocks - 1);
+        if (this.advisoryLocks === 0) this.unpin('advisory-lock');
+        return;
+      case 'advisory-unlock-all':
+        this.advisoryLocks = 0;
+        return this.unpin('advisory-lock');
+      case 'close-cursor':
+        if (effect.name === 'ALL') this.holdCursors.clear();
+        else this.holdCursors.delete(effect.name);
+        if (this.holdCursors.size === 0) this.unpin('with-hold-cursor');
+        return;
+      case 'sql-deallocate':
+        if (effect.name === 'ALL') this.sqlPrepared.clear();
+        else this.sqlPrepared.delete(effect.name);
+        if (this.sqlPrepared.size === 0) this.unpin('sql-prepare');
+        return;
+      case 'unpin':
+        return this.unpin(effect.reason);
+      default:
+        return;
+    }
+  }
+
+  private resetSettings(): void {
+    this.settings.clear();
+    for (const [name, statement] of this.startup) this.settings.set(name, statement);
+    this.key = null;
+  }
+
+  private discardAll(): void {
+    this.resetSettings();
+    this.listening.clear();
+    this.holdCursors.clear();
+    this.sqlPrepared.clear();
+    this.advisoryLocks = 0;
+    // PREPARE TRANSACTION and LOAD stay: DISCARD ALL does not undo them.
+    for (const reason of ['listen', 'advisory-lock', 'temp-table', 'with-hold-cursor', 'sql-prepare', 'session-state'] as const) this.unpin(reason);
+  }
+
+  private pin(reason: PinReason): void {
+    this.pins.set(reason, (this.pins.get(reason) ?? 0) + 1);
+  }
+
+  private unpin(reason: PinReason): void {
+    this.pins.delete(reason);
+  }
+
+  private listen(channel: string): void {
+    this.listening.add(channel);
+    this.pin('listen');
+  }
+
+  private lockAdvisory(): void {
+    this.advisoryLocks++;
+    this.pin('advisory-lock');
+  }
+
+  private holdCursor(name: string): void {
+    this.holdCursors.add(name);
+    this.pin('with-hold-cursor');
+  }
+
+  private prepareSql(name: string): void {
+    this.sqlPrepared.add(name);
+    this.pin('sql-prepare');
+  }
+}
+
+/** `-c name=value` and `--name=value` pairs of the startup `options` parameter. */
+export function parseOptions(options: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const words = options.match(/(?:\\.|\S)+/g) ?? [];
+  for (let i = 0; i < words.length; i++) {
+    let word = words[i]!.replace(/\\(.)/g, '$1');
+    if (word === '-c' && i + 1 < words.length) word = words[++i]!.replace(/\\(.)/g, '$1');
+    else if (word.startsWith('-c')) word = word.slice(2);
+    else if (word.startsWith('--')) word = word.slice(2);
+    else continue;
+    const eq = word.indexOf('=');
+    if (eq > 0) out.push([word.slice(0, eq).replaceAll('-', '_'), word.slice(eq + 1)]);
+  }
+  return out;
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
