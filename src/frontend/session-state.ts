@@ -25,6 +25,8 @@ export class ClientSessionState {
   private readonly holdCursors = new Set<string>();
   private readonly sqlPrepared = new Set<string>();
   private advisoryLocks = 0;
+  /** The lock count reached zero: the server must confirm before the advisory pin goes. */
+  advisoryRecheck = false;
 
   constructor(startupParams: ReadonlyMap<string, string>) {
     for (const [name, value] of startupParams) {
@@ -111,11 +113,14 @@ export class ClientSessionState {
         if (this.listening.size === 0) this.unpin('listen');
         return;
       case 'advisory-unlock':
+        // One call in the text may have taken many locks (select pg_advisory_lock(id) from t):
+        // when the count says none are left, the server is asked before the pin goes.
         this.advisoryLocks = Math.max(0, this.advisoryLocks - 1);
-        if (this.advisoryLocks === 0) this.unpin('advisory-lock');
+        if (this.advisoryLocks === 0 && this.pins.has('advisory-lock')) this.advisoryRecheck = true;
         return;
       case 'advisory-unlock-all':
         this.advisoryLocks = 0;
+        this.advisoryRecheck = false;
         return this.unpin('advisory-lock');
       case 'close-cursor':
         if (effect.name === 'ALL') this.holdCursors.clear();
@@ -146,8 +151,16 @@ export class ClientSessionState {
     this.holdCursors.clear();
     this.sqlPrepared.clear();
     this.advisoryLocks = 0;
+    this.advisoryRecheck = false;
     // PREPARE TRANSACTION and LOAD stay: DISCARD ALL does not undo them.
     for (const reason of ['listen', 'advisory-lock', 'temp-table', 'with-hold-cursor', 'sql-prepare', 'session-state'] as const) this.unpin(reason);
+  }
+
+  /** The server confirmed this session holds no advisory lock any more (or still does). */
+  advisoryChecked(released: boolean): void {
+    this.advisoryRecheck = false;
+    if (released) this.unpin('advisory-lock');
+    else this.advisoryLocks = Math.max(this.advisoryLocks, 1);
   }
 
   private pin(reason: PinReason): void {

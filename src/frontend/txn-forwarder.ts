@@ -489,15 +489,41 @@ export class TxnForwarder {
   }
 
   private onReady(): boolean {
-    if (this.status === 'E' && this.options.state.hasStaged) this.options.state.discard();
+    const state = this.options.state;
+    if (this.status === 'E' && state.hasStaged) state.discard();
     if (this.inFlight > 0) this.inFlight--;
-    if (this.status === 'I' && this.inFlight === 0 && this.options.state.hasStaged) this.options.state.commit();
+    if (this.status === 'I' && this.inFlight === 0 && state.hasStaged) state.commit();
+    if (state.advisoryRecheck && this.inFlight === 0 && this.status === 'I' && this.ready.length === 0 && this.lease) {
+      this.forwardUpTo(this.chunk?.length ?? 0);
+      void this.recheckAdvisoryLocks(this.lease);
+      return false;
+    }
     if (this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned) {
       if (this.ready.length === 0) this.releaseLease();
       this.options.onIdle();
     }
     queueMicrotask(() => this.pump());
     return true;
+  }
+
+  /** Asks the server whether this session still holds advisory locks before unpinning. */
+  private async recheckAdvisoryLocks(server: BackendConnection): Promise<void> {
+    this.busy = true;
+    this.chunk = null;
+    this.detachServer(server);
+    try {
+      const { error } = await server.exchange([encodeQuery(ADVISORY_LOCKS_HELD)], 1, this.options.exchangeTimeoutMs);
+      this.options.state.advisoryChecked(error === null);
+    } catch (err) {
+      this.lease = null;
+      this.busy = false;
+      this.options.pool.release(server, 'broken');
+      return this.answerWithError(err);
+    }
+    this.busy = false;
+    if (this.stopped) return;
+    this.attachServer(server);
+    this.onReady();
   }
 
   private releaseLease(): void {
@@ -574,6 +600,8 @@ export class TxnForwarder {
 }
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+/** Fails exactly when the session still holds a session-level advisory lock. */
+const ADVISORY_LOCKS_HELD = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted) THEN RAISE EXCEPTION 'advisory locks held'; END IF; END $$`;
 const COPY_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail]);
 
 function isRollback(payload: Buffer): boolean {

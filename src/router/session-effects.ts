@@ -1,0 +1,412 @@
+// Which statements of one SQL text (a simple Query, or a Parse's query) change SESSION state,
+// so that transaction pooling can replay settings on the next server and pin a client to its
+// server while it holds state that cannot be replayed (PURE: no I/O).
+//
+// Conservative by design: when a form is not understood, the answer is a pin ('session-state'),
+// never silence. A text the lexer could not make sense of (unterminated quote or comment, a
+// string whose end depends on standard_conforming_strings, unbalanced parentheses or routine
+// body) is `uncertain` and also carries a 'session-state' pin, so callers that only read
+// `effects` stay safe. Effects come in statement order; whether they took effect (the
+// transaction committed, no error) is the caller's business.
+
+import { isSignificant, splitStatements, tokenize, type Token } from './sql-lexer.ts';
+
+export type PinReason = 'advisory-lock' | 'listen' | 'temp-table' | 'with-hold-cursor' | 'prepare-transaction' | 'sql-prepare' | 'session-state';
+
+export type SessionEffect =
+  | { kind: 'set'; name: string; statement: string }
+  | { kind: 'set-config'; name: string; statement: string }
+  | { kind: 'reset'; name: string }
+  | { kind: 'reset-all' }
+  | { kind: 'discard'; what: 'all' | 'temp' | 'plans' | 'sequences' }
+  | { kind: 'pin'; reason: PinReason }
+  /** Part of the contract but not produced: releases are told by discard, unlisten, advisory-unlock*, close-cursor and sql-deallocate. */
+  | { kind: 'unpin'; reason: PinReason; target?: string }
+  | { kind: 'listen'; channel: string } | { kind: 'unlisten'; channel: string | '*' }
+  | { kind: 'advisory-lock' } | { kind: 'advisory-unlock' } | { kind: 'advisory-unlock-all' }
+  | { kind: 'cursor-with-hold'; name: string } | { kind: 'close-cursor'; name: string | 'ALL' }
+  | { kind: 'sql-prepare'; name: string } | { kind: 'sql-deallocate'; name: string | 'ALL' }
+  | { kind: 'transaction'; action: 'begin' | 'commit' | 'rollback' | 'prepare-transaction' | 'savepoint' | 'release' | 'rollback-to' };
+
+export interface StatementEffects {
+  effects: SessionEffect[];
+  /** Statements that are not empty (only whitespace and comments). */
+  statements: number;
+  /** Set when the lexer could not make sense of the text: callers pin conservatively. */
+  uncertain: boolean;
+}
+
+type Effects = SessionEffect[];
+type Handler = (tokens: Token[], sql: string) => Effects;
+
+const PIN_SESSION: SessionEffect = Object.freeze({ kind: 'pin', reason: 'session-state' });
+const PIN_TEMP: SessionEffect = Object.freeze({ kind: 'pin', reason: 'temp-table' });
+/** GUCs whose SET arguments are quoted as identifiers (GUC_LIST_QUOTE): SET 'a, b' is one element. */
+const LIST_QUOTE_GUCS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries']);
+const ADVISORY_CALLS: Record<string, SessionEffect> = {
+  pg_advisory_lock: Object.freeze({ kind: 'advisory-lock' }),
+  pg_try_advisory_lock: Object.freeze({ kind: 'advisory-lock' }),
+  pg_advisory_lock_shared: Object.freeze({ kind: 'advisory-lock' }),
+  pg_try_advisory_lock_shared: Object.freeze({ kind: 'advisory-lock' }),
+  pg_advisory_unlock: Object.freeze({ kind: 'advisory-unlock' }),
+  pg_advisory_unlock_shared: Object.freeze({ kind: 'advisory-unlock' }),
+  pg_advisory_unlock_all: Object.freeze({ kind: 'advisory-unlock-all' }),
+};
+/** Heads whose function names are not calls (DROP FUNCTION pg_advisory_lock(bigint)). */
+const NOT_EXECUTED_HEADS = new Set(['drop', 'comment', 'grant', 'revoke', 'security']);
+/** CREATE <these>: bodies, defaults and queries are stored, not run now. */
+const STORED_DEFINITIONS = new Set(['function', 'procedure', 'view', 'rule', 'trigger', 'policy', 'domain']);
+const CREATE_MODIFIERS = new Set(['or', 'replace', 'global', 'local', 'temp', 'temporary', 'recursive', 'constraint', 'trusted', 'procedural']);
+
+/** The unquoted keyword a token spells, lower-cased; undefined for anything else. */
+const word = (token: Token | undefined): string | undefined => (token?.kind === 'identifier' ? token.value : undefined);
+/** An identifier's name, quoted or not. */
+const nameOf = (token: Token | undefined): string | undefined =>
+  token?.kind === 'identifier' || token?.kind === 'quoted-identifier' ? token.value : undefined;
+/** Punctuation or an operator spelled exactly `text`. */
+const isText = (token: Token | undefined, text: string): boolean =>
+  (token?.kind === 'punctuation' || token?.kind === 'operator') && token.text === text;
+const isAssign = (token: Token | undefined): boolean => word(token) === 'to' || isText(token, '=');
+const foldAscii = (name: string): string => name.replace(/[A-Z]+/g, (upper) => upper.toLowerCase());
+const isPgTempName = (name: string | undefined): boolean => name !== undefined && /^pg_temp(?:_[0-9]+)?$/.test(name);
+const source = (sql: string, tokens: Token[]): string => sql.slice(tokens[0]!.start, tokens[tokens.length - 1]!.end);
+
+/** `a.b.c` starting at `from`: the folded, dotted name and the index after it. */
+function dottedName(tokens: Token[], from: number): { name: string; next: number } | undefined {
+  const first = nameOf(tokens[from]);
+  if (first === undefined) return undefined;
+  const parts = [first];
+  let next = from + 1;
+  while (isText(tokens[next], '.') && nameOf(tokens[next + 1]) !== undefined) {
+    parts.push(nameOf(tokens[next + 1])!);
+    next += 2;
+  }
+  return { name: foldAscii(parts.join('.')), next };
+}
+
+/** First element of a search_path value as SplitIdentifierString reads it. */
+function firstListElement(value: string): string {
+  const match = /^\s*(?:"((?:[^"]|"")*)"|([^\s,]*))/.exec(value)!;
+  return match[1] !== undefined ? match[1].replaceAll('""', '"') : foldAscii(match[2] ?? '');
+}
+
+/** A search_path whose first element is pg_temp makes unqualified CREATE TABLE temporary. */
+function searchPathPins(name: string, first: string | undefined): Effects {
+  return name === 'search_path' && isPgTempName(first) ? [PIN_TEMP] : [];
+}
+
+/** SET name value / SET name TO DEFAULT, with `values` the tokens after the name (and TO/=). */
+function assignment(name: string, values: Token[], tokens: Token[], sql: string, resetWords: string[]): Effects {
+  if (values.length === 0) return name === 'client_encoding' ? [{ kind: 'reset', name }] : [PIN_SESSION];
+  if (values.length === 1 && resetWords.includes(word(values[0]) ?? '')) return [{ kind: 'reset', name }];
+  const first = values[0]!.kind === 'string' || nameOf(values[0]) !== undefined ? values[0]!.value : undefined;
+  return [{ kind: 'set', name, statement: source(sql, tokens) }, ...searchPathPins(name, first)];
+}
+
+/** The SET forms with their own grammar (SET TIME ZONE, SET ROLE, ...); null for generic SET. */
+function specialSet(tokens: Token[], at: number, sql: string): Effects | null {
+  if (isAssign(tokens[at + 1])) return null;
+  const [head, next] = [word(tokens[at]), word(tokens[at + 1])];
+  const set = (name: string, from: number, resetWords: string[] = []): Effects => assignment(name, tokens.slice(from), tokens, sql, resetWords);
+  if (head === 'time' && next === 'zone') return set('timezone', at + 2, ['local', 'default']);
+  if (head === 'role') return set('role', at + 1);
+  if (head === 'session' && next === 'authorization') return set('session_authorization', at + 2, ['default']);
+  if (head === 'session' && next === 'characteristics') return set('default_transaction_characteristics', at + 2);
+  if (head === 'schema') return set('search_path', at + 1);
+  if (head === 'names') return set('client_encoding', at + 1, ['default']);
+  if (head === 'xml' && next === 'option') return set('xmloption', at + 2);
+  if (head === 'transaction' || head === 'constraints' || head === 'catalog') return []; // transaction-scoped, or an error
+  return null;
+}
+
+function setEffects(tokens: Token[], sql: string): Effects {
+  let at = 1;
+  if (word(tokens[at]) === 'local') return [];
+  if (word(tokens[at]) === 'session' && !['authorization', 'characteristics'].includes(word(tokens[at + 1]) ?? '')) at++;
+  const special = specialSet(tokens, at, sql);
+  if (special) return special;
+  const parsed = dottedName(tokens, at);
+  if (!parsed) return [PIN_SESSION];
+  if (word(tokens[parsed.next]) === 'from' && word(tokens[parsed.next + 1]) === 'current') return []; // keeps the value it has
+  if (!isAssign(tokens[parsed.next])) return [PIN_SESSION];
+  return assignment(parsed.name, tokens.slice(parsed.next + 1), tokens, sql, ['default']);
+}
+
+function resetEffects(tokens: Token[]): Effects {
+  const [first, second] = [word(tokens[1]), word(tokens[2])];
+  if (first === 'all') return [{ kind: 'reset-all' }];
+  if (first === 'time' && second === 'zone') return [{ kind: 'reset', name: 'timezone' }];
+  if (first === 'session' && second === 'authorization') return [{ kind: 'reset', name: 'session_authorization' }];
+  if (first === 'transaction' && second === 'isolation') return [{ kind: 'reset', name: 'transaction_isolation' }];
+  const parsed = dottedName(tokens, 1);
+  return parsed ? [{ kind: 'reset', name: parsed.name }] : [PIN_SESSION];
+}
+
+function discardEffects(tokens: Token[]): Effects {
+  const what = word(tokens[1]);
+  if (what === 'all' || what === 'plans' || what === 'sequences') return [{ kind: 'discard', what }];
+  if (what === 'temp' || what === 'temporary') return [{ kind: 'discard', what: 'temp' }];
+  return [PIN_SESSION];
+}
+
+function declareEffects(tokens: Token[]): Effects {
+  const name = nameOf(tokens[1]);
+  let at = 2;
+  while (['binary', 'asensitive', 'insensitive', 'no', 'scroll'].includes(word(tokens[at]) ?? '')) at++;
+  if (name === undefined || word(tokens[at]) !== 'cursor') return [PIN_SESSION];
+  const [hold, after] = [word(tokens[at + 1]), word(tokens[at + 2])];
+  if (hold === 'with' && after === 'hold') return [{ kind: 'cursor-with-hold', name }];
+  return hold === 'for' || (hold === 'without' && after === 'hold') ? [] : [PIN_SESSION];
+}
+
+/** CLOSE x / DEALLOCATE x: unquoted ALL means every one; a quoted "ALL" cannot be told apart, so it releases nothing. */
+function releaseTarget(token: Token | undefined): string | null | undefined {
+  if (word(token) === 'all') return 'ALL';
+  const name = nameOf(token);
+  return name === 'ALL' ? null : name;
+}
+
+function closeEffects(tokens: Token[]): Effects {
+  const name = releaseTarget(tokens[1]);
+  return name === null ? [] : name === undefined ? [PIN_SESSION] : [{ kind: 'close-cursor', name }];
+}
+
+function deallocateEffects(tokens: Token[]): Effects {
+  const name = releaseTarget(tokens[word(tokens[1]) === 'prepare' && tokens.length > 2 ? 2 : 1]);
+  return name === null ? [] : name === undefined ? [PIN_SESSION] : [{ kind: 'sql-deallocate', name }];
+}
+
+/** PREPARE TRANSACTION 'gid', or PREPARE name [(types)] AS statement (whose effects happen at EXECUTE: pin). */
+function prepareEffects(tokens: Token[], sql: string): Effects {
+  if (word(tokens[1]) === 'transaction' && tokens[2]?.kind === 'string') {
+    return [{ kind: 'transaction', action: 'prepare-transaction' }, { kind: 'pin', reason: 'prepare-transaction' }];
+  }
+  const name = nameOf(tokens[1]);
+  let depth = 0;
+  let at = 2;
+  for (; at < tokens.length && !(depth === 0 && word(tokens[at]) === 'as'); at++) depth += isText(tokens[at], '(') ? 1 : isText(tokens[at], ')') ? -1 : 0;
+  if (name === undefined || at + 1 >= tokens.length) return [PIN_SESSION];
+  const body = statementEffects(tokens.slice(at + 1), sql);
+  return [{ kind: 'sql-prepare', name }, ...(body.length > 0 ? [PIN_SESSION] : [])];
+}
+
+function chained(tokens: Token[]): boolean {
+  return tokens.some((token, i) => word(token) === 'chain' && word(tokens[i - 1]) === 'and');
+}
+
+function endEffects(action: 'commit' | 'rollback'): Handler {
+  return (tokens) => {
+    if (word(tokens[1]) === 'prepared') return [];
+    if (action === 'rollback' && tokens.slice(1, 4).some((token) => word(token) === 'to')) return [{ kind: 'transaction', action: 'rollback-to' }];
+    const effects: Effects = [{ kind: 'transaction', action }];
+    if (chained(tokens)) effects.push({ kind: 'transaction', action: 'begin' });
+    return effects;
+  };
+}
+
+/** CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP ..., or anything created in pg_temp. */
+function createEffects(tokens: Token[]): Effects {
+  let at = 1;
+  if (word(tokens[at]) === 'or' && word(tokens[at + 1]) === 'replace') at += 2;
+  if (word(tokens[at]) === 'global' || word(tokens[at]) === 'local') at++;
+  const temporary = word(tokens[at]) === 'temp' || word(tokens[at]) === 'temporary';
+  const inPgTemp = tokens.some((token, i) => isPgTempName(nameOf(token)) && isText(tokens[i + 1], '.'));
+  if (!temporary && !inPgTemp) return [];
+  const dropsAtCommit = tokens.some((token, i) => word(token) === 'drop' && word(tokens[i - 1]) === 'commit' && word(tokens[i - 2]) === 'on');
+  return dropsAtCommit ? [] : [PIN_TEMP];
+}
+
+/** EXPLAIN [ANALYZE] [VERBOSE] | EXPLAIN (options): the explained statement's effects (EXPLAIN DECLARE opens no cursor). */
+function explainEffects(tokens: Token[], sql: string): Effects {
+  let at = 1;
+  if (isText(tokens[1], '(')) {
+    while (at < tokens.length && !isText(tokens[at], ')')) at++;
+    at++;
+  } else while (['analyze', 'analyse', 'verbose'].includes(word(tokens[at]) ?? '')) at++;
+  if (at >= tokens.length) return [];
+  return statementEffects(tokens.slice(at), sql).filter((effect) => effect.kind !== 'cursor-with-hold');
+}
+
+const HANDLERS: Record<string, Handler> = {
+  set: setEffects,
+  reset: resetEffects,
+  discard: discardEffects,
+  listen: (tokens) => (nameOf(tokens[1]) === undefined ? [PIN_SESSION] : [{ kind: 'listen', channel: nameOf(tokens[1])! }]),
+  unlisten: (tokens) => {
+    if (isText(tokens[1], '*')) return [{ kind: 'unlisten', channel: '*' }];
+    const channel = nameOf(tokens[1]);
+    return channel === undefined ? [PIN_SESSION] : channel === '*' ? [] : [{ kind: 'unlisten', channel }];
+  },
+  load: () => [PIN_SESSION],
+  declare: declareEffects,
+  close: closeEffects,
+  prepare: prepareEffects,
+  deallocate: deallocateEffects,
+  begin: () => [{ kind: 'transaction', action: 'begin' }],
+  start: (tokens) => (word(tokens[1]) === 'transaction' ? [{ kind: 'transaction', action: 'begin' }] : []),
+  commit: endEffects('commit'),
+  end: endEffects('commit'),
+  rollback: endEffects('rollback'),
+  abort: endEffects('rollback'),
+  savepoint: () => [{ kind: 'transaction', action: 'savepoint' }],
+  release: () => [{ kind: 'transaction', action: 'release' }],
+  create: createEffects,
+  explain: explainEffects,
+};
+
+function isStoredDefinition(tokens: Token[]): boolean {
+  const head = word(tokens[0]) ?? '';
+  if (NOT_EXECUTED_HEADS.has(head)) return true;
+  if (head !== 'create') return false;
+  let at = 1;
+  while (CREATE_MODIFIERS.has(word(tokens[at]) ?? '')) at++;
+  return STORED_DEFINITIONS.has(word(tokens[at]) ?? '');
+}
+
+/** Arguments of the call whose `(` is at `open`, split at top-level commas. */
+function callArguments(tokens: Token[], open: number): Token[][] {
+  const args: Token[][] = [[]];
+  let depth = 0;
+  for (let i = open + 1; i < tokens.length; i++) {
+    const text = tokens[i]!.kind === 'punctuation' ? tokens[i]!.text : '';
+    if ((text === ')' || text === ']') && depth-- === 0) break;
+    if (text === '(' || text === '[') depth++;
+    if (text === ',' && depth === 0) args.push([]);
+    else args[args.length - 1]!.push(tokens[i]!);
+  }
+  return args.length === 1 && args[0]!.length === 0 ? [] : args;
+}
+
+/** A string literal, optionally cast to text or varchar, whose value is known. */
+function literalText(arg: Token[] | undefined): string | undefined {
+  if (!arg || arg[0]?.kind !== 'string') return undefined;
+  const cast = arg.length === 3 && isText(arg[1], '::') && ['text', 'varchar'].includes(word(arg[2]) ?? '');
+  return arg.length === 1 || cast ? arg[0].value : undefined;
+}
+
+/** Postgres's parse_bool: unique prefixes of true/false/yes/no, on/off, 1/0, around whitespace. */
+function parseBoolean(text: string): boolean | undefined {
+  const value = text.trim().toLowerCase();
+  if (value === '') return undefined;
+  if ('true'.startsWith(value) || 'yes'.startsWith(value) || value === 'on' || value === '1') return true;
+  if ('false'.startsWith(value) || 'no'.startsWith(value) || value === 'of' || value === 'off' || value === '0') return false;
+  return undefined;
+}
+
+function literalBoolean(arg: Token[] | undefined): boolean | undefined {
+  if (!arg) return undefined;
+  const cast = arg.length === 3 && isText(arg[1], '::') && ['bool', 'boolean'].includes(word(arg[2]) ?? '');
+  if (arg.length !== 1 && !cast) return undefined;
+  const keyword = word(arg[0]);
+  if (keyword === 'true' || keyword === 'false') return keyword === 'true';
+  return arg[0]?.kind === 'string' && arg[0].value !== undefined ? parseBoolean(arg[0].value) : undefined;
+}
+
+/** A literal that reads the same whatever standard_conforming_strings is. */
+function quoteLiteral(value: string): string {
+  const doubled = value.replaceAll("'", "''");
+  return value.includes('\\') ? `E'${doubled.replaceAll('\\', '\\\\')}'` : `'${doubled}'`;
+}
+
+/** set_config(name, value, is_local): session-level with literal arguments → a replayable statement. */
+function setConfigEffects(args: Token[][]): Effects {
+  const local = literalBoolean(args[2]);
+  if (args.length === 3 && local === true) return [];
+  const [name, value] = [literalText(args[0]), literalText(args[1])];
+  if (args.length !== 3 || local === undefined || name === undefined || value === undefined) return [PIN_SESSION];
+  const key = foldAscii(name);
+  const statement = LIST_QUOTE_GUCS.has(key)
+    ? `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`
+    : `SET "${name.replaceAll('"', '""')}" TO ${quoteLiteral(value)}`;
+  return [{ kind: 'set-config', name: key, statement }, ...searchPathPins(key, firstListElement(value))];
+}
+
+/** SELECT ... INTO [GLOBAL|LOCAL] TEMP[ORARY] x, or INTO pg_temp.x. */
+function selectsIntoTemp(tokens: Token[], at: number): boolean {
+  if (word(tokens[at]) !== 'into' || ['insert', 'merge'].includes(word(tokens[at - 1]) ?? '')) return false;
+  const next = word(tokens[at + 1]) === 'global' || word(tokens[at + 1]) === 'local' ? at + 2 : at + 1;
+  const target = word(tokens[next]);
+  return target === 'temp' || target === 'temporary' || (isPgTempName(nameOf(tokens[next])) && isText(tokens[next + 1], '.'));
+}
+
+/** set_config and advisory lock calls anywhere in the statement, and SELECT INTO TEMP. */
+function scannedEffects(tokens: Token[]): Effects {
+  const effects: Effects = [];
+  for (let i = 0; i < tokens.length; i++) {
+    if (selectsIntoTemp(tokens, i)) effects.push(PIN_TEMP);
+    const name = nameOf(tokens[i]);
+    if (name === undefined || !isText(tokens[i + 1], '(')) continue;
+    const before = isText(tokens[i - 1], '.') ? tokens[i - 3] : tokens[i - 1];
+    if (['function', 'procedure', 'routine', 'aggregate'].includes(word(before) ?? '')) continue;
+    if (name === 'set_config') effects.push(...setConfigEffects(callArguments(tokens, i + 1)));
+    else if (Object.hasOwn(ADVISORY_CALLS, name)) effects.push(ADVISORY_CALLS[name]!);
+  }
+  return effects;
+}
+
+/** Effects of one statement, given its significant tokens. */
+function statementEffects(tokens: Token[], sql: string): Effects {
+  const head = word(tokens[0]) ?? '';
+  const handler = Object.hasOwn(HANDLERS, head) ? HANDLERS[head] : undefined;
+  const effects = handler ? handler(tokens, sql) : [];
+  if (head === 'explain' || head === 'prepare' || isStoredDefinition(tokens)) return effects;
+  return [...effects, ...scannedEffects(tokens)];
+}
+
+/** Keeps the first pin of each reason. */
+function withoutRepeatedPins(effects: Effects): Effects {
+  const seen = new Set<PinReason>();
+  return effects.filter((effect) => {
+    if (effect.kind !== 'pin') return true;
+    if (seen.has(effect.reason)) return false;
+    seen.add(effect.reason);
+    return true;
+  });
+}
+
+export function analyzeSessionEffects(sql: string): StatementEffects {
+  const tokens = tokenize(sql);
+  const statements = splitStatements(sql, tokens);
+  const effects: Effects = [];
+  let uncertain = tokens.some((token) => token.uncertain !== undefined);
+  for (const statement of statements) {
+    uncertain ||= statement.unbalanced;
+    effects.push(...statementEffects(statement.tokens.filter(isSignificant), sql));
+  }
+  if (uncertain) effects.push(PIN_SESSION);
+  return { effects: withoutRepeatedPins(effects), statements: statements.length, uncertain };
+}
+
+/** Results by exact text, least recently used first out; results are frozen and shared. */
+export class SessionEffectsCache {
+  private readonly entries = new Map<string, StatementEffects>();
+
+  constructor(
+    private readonly maxEntries = 5000,
+    private readonly maxSqlLength = 64 * 1024,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(sql: string): StatementEffects {
+    const cached = this.entries.get(sql);
+    if (cached) {
+      this.entries.delete(sql);
+      this.entries.set(sql, cached);
+      return cached;
+    }
+    const result = freeze(analyzeSessionEffects(sql));
+    if (sql.length > this.maxSqlLength || this.maxEntries <= 0) return result;
+    this.entries.set(sql, result);
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    return result;
+  }
+}
+
+function freeze(result: StatementEffects): StatementEffects {
+  for (const effect of result.effects) Object.freeze(effect);
+  Object.freeze(result.effects);
+  return Object.freeze(result);
+}

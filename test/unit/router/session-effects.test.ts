@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { analyzeSessionEffects, SessionEffectsCache, type SessionEffect } from '../../../src/router/session-effects.ts';
+import { CORPUS } from './session-effects-corpus.ts';
+
+test('the corpus is large enough to mean something', () => {
+  assert.ok(CORPUS.length >= 120, `only ${CORPUS.length} cases`);
+  assert.equal(new Set(CORPUS.map((c) => c.sql)).size, CORPUS.length, 'duplicate SQL in the corpus');
+});
+
+for (const { sql, effects, statements = 1, uncertain = false } of CORPUS) {
+  test(`effects of ${JSON.stringify(sql)}`, () => {
+    const result = analyzeSessionEffects(sql);
+    assert.deepEqual(result.effects, effects);
+    assert.equal(result.statements, statements, 'statements');
+    assert.equal(result.uncertain, uncertain, 'uncertain');
+  });
+}
+
+test('a set statement is replayable verbatim: no trailing comment or semicolon swallows the next one', () => {
+  const { effects } = analyzeSessionEffects("SET x = 'a' -- note\n;\n/* c */ SET y TO 2 /* tail */;");
+  const statements = effects.map((effect) => (effect as Extract<SessionEffect, { kind: 'set' }>).statement);
+  assert.deepEqual(statements, ["SET x = 'a'", 'SET y TO 2']);
+  // Joined as the session sync does, each still stands alone.
+  assert.deepEqual(analyzeSessionEffects(statements.join(';\n')).effects, effects);
+});
+
+test('a set_config replay statement reproduces the setting it came from', () => {
+  const call = `select set_config('my.Name"x', E'it''s a \\\\ "test"', false)`;
+  const [effect] = analyzeSessionEffects(call).effects;
+  assert.equal(effect?.kind, 'set-config');
+  const replay = (effect as Extract<SessionEffect, { kind: 'set-config' }>).statement;
+  assert.equal(replay, `SET "my.Name""x" TO E'it''s a \\\\ "test"'`);
+  // The replay text, analyzed again, is a plain SET of the same (case-folded) name.
+  assert.deepEqual(analyzeSessionEffects(replay).effects, [{ kind: 'set', name: 'my.name"x', statement: replay }]);
+});
+
+test('identifiers fold like Postgres: ASCII only, quoted kept, 63 bytes at most', () => {
+  const long = 'A'.repeat(70);
+  assert.deepEqual(analyzeSessionEffects(`listen ${long}`).effects, [{ kind: 'listen', channel: 'a'.repeat(63) }]);
+  assert.deepEqual(analyzeSessionEffects('listen "Ünï"').effects, [{ kind: 'listen', channel: 'Ünï' }]);
+  assert.deepEqual(analyzeSessionEffects('listen ÄBC').effects, [{ kind: 'listen', channel: 'Äbc' }]);
+  // 'é' is two bytes in UTF-8: 31 of them (62 bytes) fit, the 32nd would make 64.
+  assert.deepEqual(analyzeSessionEffects(`listen "${'é'.repeat(40)}"`).effects, [{ kind: 'listen', channel: 'é'.repeat(31) }]);
+});
+
+test('effects of several statements come in statement order', () => {
+  const sql = "begin; select pg_advisory_lock(7); listen jobs; set x = 1; select set_config('a.b', 'c', false); commit";
+  assert.deepEqual(
+    analyzeSessionEffects(sql).effects.map((effect) => effect.kind),
+    ['transaction', 'advisory-lock', 'listen', 'set', 'set-config', 'transaction'],
+  );
+});
+
+test('pins of one reason are reported once per text', () => {
+  const { effects } = analyzeSessionEffects("load 'a'; load 'b'; select set_config('x.y', $1, false)");
+  assert.deepEqual(effects, [{ kind: 'pin', reason: 'session-state' }]);
+});
+
+test('a very long text is analyzed without trouble', () => {
+  const sql = `select ${Array.from({ length: 20_000 }, (_, i) => `'v${i}'`).join(', ')}; set x = 1`;
+  const result = analyzeSessionEffects(sql);
+  assert.deepEqual(result.effects, [{ kind: 'set', name: 'x', statement: 'set x = 1' }]);
+  assert.equal(result.statements, 2);
+});
+
+test('SessionEffectsCache returns the same frozen result for the same text', () => {
+  const cache = new SessionEffectsCache();
+  const first = cache.get('set x = 1');
+  assert.equal(cache.get('set x = 1'), first);
+  assert.equal(cache.size, 1);
+  assert.ok(Object.isFrozen(first) && Object.isFrozen(first.effects) && Object.isFrozen(first.effects[0]));
+  assert.throws(() => (first.effects as SessionEffect[]).push({ kind: 'reset-all' }));
+  assert.deepEqual(first, analyzeSessionEffects('set x = 1'));
+});
+
+test('SessionEffectsCache evicts the least recently used text', () => {
+  const cache = new SessionEffectsCache(2);
+  const a = cache.get('set a = 1');
+  cache.get('set b = 1');
+  assert.equal(cache.get('set a = 1'), a); // a is now the most recent
+  cache.get('set c = 1'); // evicts b
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get('set a = 1'), a);
+  const b = cache.get('set b = 1');
+  assert.equal(cache.get('set b = 1'), b);
+  assert.notEqual(cache.get('set c = 1'), undefined);
+  assert.equal(cache.size, 2);
+});
+
+test('SessionEffectsCache analyzes but does not keep texts over the size limit', () => {
+  const cache = new SessionEffectsCache(10, 16);
+  const long = 'set x = 1 /* padding */';
+  const first = cache.get(long);
+  assert.deepEqual(first.effects, [{ kind: 'set', name: 'x', statement: 'set x = 1' }]);
+  assert.equal(cache.size, 0);
+  assert.notEqual(cache.get(long), first);
+  cache.get('set y = 1');
+  assert.equal(cache.size, 1);
+});
