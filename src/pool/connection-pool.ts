@@ -1,0 +1,455 @@
+// The mechanics of one pool of server connections for one (host, database, user): idle and
+// active connections, connects in flight, a FIFO of waiters, lifetimes and idle timeouts. Which
+// host a request goes to is policy and lives elsewhere; this file never chooses.
+//
+// States as queues (after postgres.js): a connection is `idle` (a stack: acquire takes the most
+// recently used, warm one; the bottom goes cold and is reaped first), `active` (leased), or
+// `gone`; every transition goes through `move`. Connects in flight are `CreateJob`s. Invariants:
+//   - idle + active + connecting <= size (active may exceed a size lowered by `resize` until those
+//     connections come back, when they are retired);
+//   - waiters exist only while idle is empty (a connection coming back goes to the head waiter).
+// Every waiter is a request; the pool starts one job per waiter while there is room. A job
+// belongs to at most one waiter: it makes 1 + retry.max attempts for its owner, then rejects the
+// owner with the factory's own error. A job whose owner went away (served by a release, timed
+// out) is taken over by the next waiter without one; unowned, it finishes its attempt, pools the
+// connection, and does not retry (the minIdle refill, unowned too, tries again on its next tick).
+// Connect attempts share one backoff per pool: after failures every attempt, by any request or
+// the minIdle refill, first waits its jittered delay; a success resets it. So a refusing host sees
+// at most `size` attempts in flight, each after its delay.
+
+import { AmbassadorError } from '../errors.ts';
+import { FailureBackoff } from '../lib/backoff.ts';
+import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
+
+export interface PoolOptions {
+  size: number; // max connections: idle + active + connecting
+  minIdle: number; // idle connections kept open (created in the background) when below
+  idleTimeoutMs: number; // idle connections beyond minIdle are closed after this; 0 = never
+  maxLifetimeMs: number; // retired after this, jittered to 85-100% per connection; 0 = unlimited
+  acquireTimeoutMs: number; // a waiter gets POOL_TIMEOUT after this; 0 = waits without limit
+  retry: { max: number; initialDelayMs: number; maxDelayMs: number }; // 1 + max attempts per acquire
+}
+
+export interface ConnectionFactory<T> {
+  create(): Promise<T>; // opens and logs in; throws on failure
+  destroy(conn: T): void; // closes (idempotent)
+  isAlive(conn: T): boolean; // false when the socket closed under us
+  onClosed(conn: T, cb: () => void): void; // cb runs when the connection dies by itself
+}
+
+export interface PoolStats {
+  key: string;
+  size: number;
+  idle: number;
+  active: number;
+  connecting: number;
+  waiting: number;
+  maxWaitMs: number; // how long the oldest waiter has waited so far
+  totalCreated: number;
+  connectAttempts: number;
+  connectFailures: number;
+  lastConnectError: string | null;
+}
+
+export type DestroyReason = 'idle-timeout' | 'lifetime' | 'broken' | 'closed' | 'pool-closed' | 'resized';
+
+export type PoolEvent =
+  | { type: 'created'; key: string }
+  | { type: 'destroyed'; key: string; reason: DestroyReason }
+  | { type: 'connect-failed'; key: string; error: string; attempt: number }
+  | { type: 'acquired'; key: string; waitMs: number }
+  | { type: 'timeout'; key: string; waitMs: number };
+
+export interface PoolDeps {
+  clock?: Clock;
+  random?: () => number;
+  /** Observers only (metrics, logs); an exception thrown here is ignored. */
+  onEvent?: (event: PoolEvent) => void;
+}
+
+interface Entry<T> {
+  readonly conn: T;
+  readonly expiresAt: number;
+  state: 'new' | 'idle' | 'active' | 'gone';
+  idleSince: number;
+  dead: boolean; // the factory reported that it died by itself
+}
+
+interface Waiter<T> {
+  readonly resolve: (conn: T) => void;
+  readonly reject: (err: unknown) => void;
+  readonly enqueuedAt: number;
+  timer: Timer | null;
+  job: CreateJob<T> | null;
+}
+
+interface CreateJob<T> {
+  owner: Waiter<T> | null;
+  ownerAttempts: number; // attempts made for the current owner
+  sleep: { timer: Timer; wake: () => void } | null; // pending backoff delay, cut short by close()
+}
+
+const MAINTENANCE_MAX_INTERVAL_MS = 1000;
+const MAINTENANCE_MIN_INTERVAL_MS = 10;
+
+export class ConnectionPool<T> {
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly onEvent: ((event: PoolEvent) => void) | undefined;
+  private readonly backoff: FailureBackoff;
+  /** Oldest first; acquire takes from the end (LIFO), the idle timeout reaps from the start. */
+  private readonly idle: Entry<T>[] = [];
+  private readonly active = new Map<T, Entry<T>>();
+  private readonly jobs = new Set<CreateJob<T>>();
+  /** FIFO: index 0 is the oldest. */
+  private readonly waiters: Waiter<T>[] = [];
+  private maintenanceTimer: Timer | null = null;
+  private closed = false;
+  private readonly counts = { totalCreated: 0, connectAttempts: 0, connectFailures: 0 };
+  private lastConnectError: string | null = null;
+
+  constructor(readonly key: string, private options: PoolOptions, private readonly factory: ConnectionFactory<T>, deps: PoolDeps = {}) {
+    this.clock = deps.clock ?? systemClock;
+    this.random = deps.random ?? Math.random;
+    this.onEvent = deps.onEvent;
+    this.backoff = new FailureBackoff(options.retry, this.random);
+    this.scheduleMaintenance();
+    this.refill();
+  }
+
+  acquire(): Promise<T> {
+    if (this.closed) return Promise.reject(this.closedError());
+    const entry = this.takeIdle();
+    if (entry) {
+      this.move(entry, 'active');
+      this.emit({ type: 'acquired', key: this.key, waitMs: 0 });
+      return Promise.resolve(entry.conn);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter<T> = { resolve, reject, enqueuedAt: this.clock.now(), timer: null, job: null };
+      if (this.options.acquireTimeoutMs > 0) {
+        waiter.timer = this.clock.setTimeout(() => this.timeOut(waiter), this.options.acquireTimeoutMs);
+      }
+      this.waiters.push(waiter);
+      this.pump();
+    });
+  }
+
+  release(conn: T, outcome: 'reusable' | 'broken'): void {
+    const entry = this.active.get(conn);
+    if (!entry) {
+      throw new AmbassadorError('INTERNAL', `pool ${this.key}: release of a connection it has not leased (released twice?)`);
+    }
+    const reason = this.retireReason(entry, outcome);
+    if (!reason) return this.offer(entry);
+    this.move(entry, 'gone', reason);
+    this.pump();
+  }
+
+  stats(): PoolStats {
+    const oldest = this.waiters[0];
+    return {
+      key: this.key,
+      size: this.options.size,
+      idle: this.idle.length,
+      active: this.active.size,
+      connecting: this.jobs.size,
+      waiting: this.waiters.length,
+      maxWaitMs: oldest ? this.clock.now() - oldest.enqueuedAt : 0,
+      ...this.counts,
+      lastConnectError: this.lastConnectError,
+    };
+  }
+
+  /** Config reload: new limits from now on; extra idle connections closed, waiters served if size grew. */
+  resize(options: PoolOptions): void {
+    this.options = options;
+    this.backoff.setPolicy(options.retry);
+    if (this.closed) return;
+    while (this.total() > options.size && this.idle[0]) this.move(this.idle[0], 'gone', 'resized');
+    this.scheduleMaintenance();
+    this.pump();
+    this.refill();
+  }
+
+  /** Rejects waiters with POOL_CLOSED and destroys idle connections now, active ones when released. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.maintenanceTimer) this.clock.clearTimeout(this.maintenanceTimer);
+    this.maintenanceTimer = null;
+    for (const waiter of [...this.waiters]) {
+      this.removeWaiter(waiter);
+      waiter.reject(this.closedError());
+    }
+    while (this.idle[0]) this.move(this.idle[0], 'gone', 'pool-closed');
+    for (const job of this.jobs) {
+      if (!job.sleep) continue;
+      this.clock.clearTimeout(job.sleep.timer);
+      job.sleep.wake();
+    }
+  }
+
+  // ---- states ---------------------------------------------------------------------------------
+
+  private move(entry: Entry<T>, to: 'idle' | 'active'): void;
+  private move(entry: Entry<T>, to: 'gone', reason: DestroyReason): void;
+  private move(entry: Entry<T>, to: 'idle' | 'active' | 'gone', reason?: DestroyReason): void {
+    if (entry.state === 'idle') this.idle.splice(this.idle.lastIndexOf(entry), 1);
+    else if (entry.state === 'active') this.active.delete(entry.conn);
+    entry.state = to;
+    if (to === 'idle') {
+      entry.idleSince = this.clock.now();
+      this.idle.push(entry);
+    } else if (to === 'active') {
+      this.active.set(entry.conn, entry);
+    } else {
+      try {
+        this.factory.destroy(entry.conn);
+      } catch {
+        // destroy is best effort: the connection is out of the pool either way.
+      }
+      this.emit({ type: 'destroyed', key: this.key, reason: reason ?? 'closed' });
+    }
+  }
+
+  private total(): number {
+    return this.idle.length + this.active.size + this.jobs.size;
+  }
+
+  /** The most recently used idle connection that is still usable; dead or expired ones are destroyed. */
+  private takeIdle(): Entry<T> | null {
+    for (let entry = this.idle.at(-1); entry; entry = this.idle.at(-1)) {
+      const reason = this.unusableReason(entry, this.clock.now());
+      if (!reason) return entry;
+      this.move(entry, 'gone', reason);
+    }
+    return null;
+  }
+
+  private unusableReason(entry: Entry<T>, now: number): DestroyReason | null {
+    if (entry.dead || !this.factory.isAlive(entry.conn)) return 'closed';
+    if (now >= entry.expiresAt) return 'lifetime';
+    return null;
+  }
+
+  private retireReason(entry: Entry<T>, outcome: 'reusable' | 'broken'): DestroyReason | null {
+    if (this.closed) return 'pool-closed';
+    if (outcome === 'broken') return 'broken';
+    const unusable = this.unusableReason(entry, this.clock.now());
+    if (unusable) return unusable;
+    return this.total() > this.options.size ? 'resized' : null;
+  }
+
+  /** A usable connection is free: the head waiter gets it directly, else it goes idle. */
+  private offer(entry: Entry<T>): void {
+    const head = this.waiters[0];
+    if (head) this.deliver(head, entry);
+    else this.move(entry, 'idle');
+  }
+
+  private deliver(waiter: Waiter<T>, entry: Entry<T>): void {
+    this.removeWaiter(waiter);
+    this.move(entry, 'active');
+    this.emit({ type: 'acquired', key: this.key, waitMs: this.clock.now() - waiter.enqueuedAt });
+    waiter.resolve(entry.conn);
+    this.pump();
+  }
+
+  // ---- waiters --------------------------------------------------------------------------------
+
+  /** Takes a waiter out of the queue; a job it owned is left for another waiter (see pump). */
+  private removeWaiter(waiter: Waiter<T>): void {
+    const at = this.waiters.indexOf(waiter);
+    if (at >= 0) this.waiters.splice(at, 1);
+    if (waiter.timer) this.clock.clearTimeout(waiter.timer);
+    waiter.timer = null;
+    if (waiter.job) waiter.job.owner = null;
+    waiter.job = null;
+  }
+
+  private timeOut(waiter: Waiter<T>): void {
+    waiter.timer = null;
+    this.removeWaiter(waiter);
+    const waitedMs = this.clock.now() - waiter.enqueuedAt;
+    this.emit({ type: 'timeout', key: this.key, waitMs: waitedMs });
+    waiter.reject(this.timeoutError(waitedMs));
+    this.pump();
+  }
+
+  /** Gives every waiter without a connect in flight one: an unowned job, or a new one while there is room. */
+  private pump(): void {
+    if (this.closed) return;
+    for (const waiter of this.waiters) {
+      if (waiter.job) continue;
+      const unowned = this.unownedJob();
+      if (unowned) {
+        unowned.owner = waiter;
+        unowned.ownerAttempts = 0;
+        waiter.job = unowned;
+      } else if (this.total() < this.options.size) {
+        this.startJob(waiter);
+      } else {
+        return;
+      }
+    }
+  }
+
+  // ---- connecting -----------------------------------------------------------------------------
+
+  private unownedJob(): CreateJob<T> | null {
+    for (const job of this.jobs) if (job.owner === null) return job;
+    return null;
+  }
+
+  private startJob(owner: Waiter<T> | null): void {
+    const job: CreateJob<T> = { owner, ownerAttempts: 0, sleep: null };
+    if (owner) owner.job = job;
+    this.jobs.add(job);
+    // A rejection here is a bug or a throwing factory callback: the owner learns why.
+    this.runJob(job).catch((err: unknown) => this.failJob(job, err));
+  }
+
+  private async runJob(job: CreateJob<T>): Promise<void> {
+    for (;;) {
+      const delay = this.backoff.delay();
+      if (delay > 0) await this.sleep(job, delay);
+      if (this.closed) return this.endJob(job);
+      job.ownerAttempts += 1;
+      this.counts.connectAttempts += 1;
+      let conn: T;
+      try {
+        conn = await this.factory.create();
+      } catch (err) {
+        if (this.connectFailed(job, err)) continue;
+        return;
+      }
+      this.backoff.succeed();
+      const owner = job.owner;
+      this.endJob(job);
+      return this.landConnection(conn, owner);
+    }
+  }
+
+  private sleep(job: CreateJob<T>, ms: number): Promise<void> {
+    return new Promise((wake) => {
+      const timer = this.clock.setTimeout(() => {
+        job.sleep = null;
+        wake();
+      }, ms);
+      job.sleep = { timer, wake };
+    });
+  }
+
+  /** Records a failed attempt; true when the job should try again for its owner. */
+  private connectFailed(job: CreateJob<T>, err: unknown): boolean {
+    const message = err instanceof Error ? err.message : String(err);
+    this.backoff.fail();
+    this.counts.connectFailures += 1;
+    this.lastConnectError = message;
+    this.emit({ type: 'connect-failed', key: this.key, error: message, attempt: job.ownerAttempts });
+    const owner = job.owner;
+    if (!this.closed && owner && job.ownerAttempts < 1 + this.options.retry.max) return true;
+    this.failJob(job, err);
+    return false;
+  }
+
+  /** Ends a job for good: its owner is rejected with the error as thrown (the real connect error). */
+  private failJob(job: CreateJob<T>, err: unknown): void {
+    const owner = job.owner;
+    this.endJob(job);
+    if (owner) {
+      this.removeWaiter(owner);
+      owner.reject(err);
+    }
+    this.pump();
+  }
+
+  private endJob(job: CreateJob<T>): void {
+    this.jobs.delete(job);
+    if (job.owner) job.owner.job = null;
+    job.owner = null;
+    job.sleep = null;
+  }
+
+  private landConnection(conn: T, owner: Waiter<T> | null): void {
+    this.counts.totalCreated += 1;
+    const now = this.clock.now();
+    const lifetime = this.options.maxLifetimeMs;
+    const expiresAt = lifetime > 0 ? now + lifetime * (0.85 + 0.15 * this.random()) : Infinity;
+    const entry: Entry<T> = { conn, expiresAt, state: 'new', idleSince: now, dead: false };
+    this.emit({ type: 'created', key: this.key });
+    if (this.closed) return this.move(entry, 'gone', 'pool-closed');
+    this.factory.onClosed(conn, () => this.died(entry));
+    if (owner) this.deliver(owner, entry);
+    else this.offer(entry);
+  }
+
+  /** The connection died by itself: removed now when idle, when released when active. */
+  private died(entry: Entry<T>): void {
+    entry.dead = true;
+    if (entry.state === 'idle') this.move(entry, 'gone', 'closed');
+  }
+
+  // ---- maintenance ----------------------------------------------------------------------------
+
+  private scheduleMaintenance(): void {
+    if (this.maintenanceTimer) this.clock.clearTimeout(this.maintenanceTimer);
+    const idleTimeout = this.options.idleTimeoutMs;
+    const wanted = idleTimeout > 0 ? Math.min(MAINTENANCE_MAX_INTERVAL_MS, idleTimeout / 2) : MAINTENANCE_MAX_INTERVAL_MS;
+    const timer = this.clock.setTimeout(() => this.maintain(), Math.max(MAINTENANCE_MIN_INTERVAL_MS, wanted));
+    timer.unref();
+    this.maintenanceTimer = timer;
+  }
+
+  /** Retires dead, expired and timed-out idle connections (oldest first), then refills minIdle. */
+  private maintain(): void {
+    this.maintenanceTimer = null;
+    if (this.closed) return;
+    const now = this.clock.now();
+    const { minIdle, idleTimeoutMs } = this.options;
+    for (const entry of [...this.idle]) {
+      const reason =
+        this.unusableReason(entry, now) ??
+        (idleTimeoutMs > 0 && this.idle.length > minIdle && now - entry.idleSince >= idleTimeoutMs ? 'idle-timeout' : null);
+      if (reason) this.move(entry, 'gone', reason);
+    }
+    this.refill();
+    this.scheduleMaintenance();
+  }
+
+  /** Background connects up to minIdle; they share the backoff and never reject anyone. */
+  private refill(): void {
+    if (this.closed) return;
+    while (this.idle.length + this.jobs.size < this.options.minIdle && this.total() < this.options.size) {
+      this.startJob(null);
+    }
+  }
+
+  // ---- errors and events ----------------------------------------------------------------------
+
+  private timeoutError(waitedMs: number): AmbassadorError {
+    const { size, acquireTimeoutMs } = this.options;
+    const busy = `${this.active.size} active, ${this.jobs.size} connecting, ${this.waiters.length} waiting`;
+    const failing = this.backoff.failures > 0 && this.lastConnectError ? `; connecting upstream fails: ${this.lastConnectError}` : '';
+    return new AmbassadorError(
+      'POOL_TIMEOUT',
+      `no server connection from pool ${this.key} after waiting ${waitedMs} ms (pool.size ${size}: ${busy})${failing}; ` +
+        `raise pool.size or pool.acquireTimeout (${acquireTimeoutMs} ms), or shorten transactions`,
+      { hint: `Raise pool.size if the server accepts more connections, or pool.acquireTimeout if clients may wait longer.` },
+    );
+  }
+
+  private closedError(): AmbassadorError {
+    return new AmbassadorError('POOL_CLOSED', `pool ${this.key} is closed (shutdown or host removed); reconnect and retry`);
+  }
+
+  private emit(event: PoolEvent): void {
+    if (!this.onEvent) return;
+    try {
+      this.onEvent(event);
+    } catch {
+      // Observers must not break the pool's state.
+    }
+  }
+}

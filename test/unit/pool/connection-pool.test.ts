@@ -1,0 +1,213 @@
+// ConnectionPool leases over a fake factory and a FakeClock: the size limit, FIFO waiters, direct
+// hand-off, acquire timeouts, broken and dead connections, LIFO idle reuse, resize and close.
+// `check()` asserts the pool's invariants after each step.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { AmbassadorError } from '../../../src/errors.ts';
+import { BASE, settle, setup, track } from './pool-fakes.ts';
+
+test('size is respected under 100 concurrent acquires; every one is served in turn', async () => {
+  const { pool, factory, check } = setup({ size: 10 });
+  const letGo = factory.hold();
+  const served: number[] = [];
+  const acquires = Array.from({ length: 100 }, (_, i) => track(pool.acquire().then((conn) => (served.push(i), conn))));
+  await settle();
+  check();
+  assert.equal(factory.attemptTimes.length, 10);
+  assert.deepEqual([pool.stats().connecting, pool.stats().waiting], [10, 100]);
+  letGo();
+  await settle();
+  check();
+  assert.deepEqual([pool.stats().active, pool.stats().waiting], [10, 90]);
+  for (const [i, acquire] of acquires.entries()) {
+    assert.ok(acquire.value, `acquire ${i} is served in turn`);
+    pool.release(acquire.value, 'reusable');
+    await settle();
+    check();
+  }
+  assert.deepEqual(served, Array.from({ length: 100 }, (_, i) => i));
+  assert.deepEqual([factory.conns.length, pool.stats().idle], [10, 10]);
+});
+
+test('waiters are served first in, first out as connections come back', async () => {
+  const { pool, check } = setup({ size: 1 });
+  const first = await pool.acquire();
+  const order: string[] = [];
+  const names = ['b', 'c', 'd'];
+  const waiting = names.map((name) => track(pool.acquire().then((conn) => (order.push(name), conn))));
+  await settle();
+  check();
+  let conn = first;
+  for (const [i, waiter] of waiting.entries()) {
+    pool.release(conn, 'reusable');
+    await settle();
+    assert.deepEqual(order, names.slice(0, i + 1));
+    assert.equal(waiter.value, first);
+    conn = waiter.value;
+    check();
+  }
+});
+
+test('a released connection goes straight to the head waiter, never through idle', async () => {
+  const { pool, check, events } = setup({ size: 1 });
+  const conn = await pool.acquire();
+  const waiter = track(pool.acquire());
+  await settle();
+  pool.release(conn, 'reusable');
+  assert.deepEqual([pool.stats().idle, pool.stats().active, pool.stats().waiting], [0, 1, 0]);
+  await settle();
+  assert.equal(waiter.value, conn);
+  check();
+  assert.deepEqual(
+    events.filter((e) => e.type !== 'created').map((e) => e.type),
+    ['acquired', 'acquired'],
+  );
+});
+
+test('acquireTimeout rejects with POOL_TIMEOUT at exactly the configured time and drops the waiter', async () => {
+  const { pool, clock, check, events } = setup({ size: 1, acquireTimeoutMs: 1000 });
+  const conn = await pool.acquire();
+  const waiter = track(pool.acquire());
+  await clock.advanceAsync(999);
+  assert.equal(waiter.settled, false);
+  assert.equal(pool.stats().maxWaitMs, 999);
+  await clock.advanceAsync(1);
+  assert.ok(waiter.error instanceof AmbassadorError, `expected an AmbassadorError, got ${String(waiter.error)}`);
+  assert.equal(waiter.error.code, 'POOL_TIMEOUT');
+  assert.equal(waiter.error.sqlstate, '53300');
+  assert.match(waiter.error.message, /after waiting 1000 ms/);
+  assert.match(waiter.error.message, /db1:5432\/app\/alice/);
+  assert.match(waiter.error.message, /pool\.size 1/);
+  assert.match(waiter.error.message, /pool\.acquireTimeout/);
+  assert.equal(pool.stats().waiting, 0);
+  assert.deepEqual(events.at(-1), { type: 'timeout', key: 'db1:5432/app/alice', waitMs: 1000 });
+  pool.release(conn, 'reusable');
+  assert.deepEqual([pool.stats().idle, pool.stats().active], [1, 0]);
+  check();
+});
+
+test('a broken release is destroyed and a replacement is created for the waiter', async () => {
+  const { pool, factory, check, destroyReasons } = setup({ size: 1 });
+  const conn = await pool.acquire();
+  const waiter = track(pool.acquire());
+  await settle();
+  pool.release(conn, 'broken');
+  assert.deepEqual(factory.destroyed, [conn]);
+  assert.deepEqual(destroyReasons(), ['broken']);
+  await settle();
+  assert.equal(factory.conns.length, 2, 'a replacement was created');
+  assert.equal(waiter.value, factory.conns[1]);
+  check();
+});
+
+test('a connection that died while active is destroyed on release', async () => {
+  const { pool, factory, check, destroyReasons } = setup();
+  const conn = await pool.acquire();
+  factory.kill(conn);
+  assert.equal(pool.stats().active, 1);
+  pool.release(conn, 'reusable');
+  assert.deepEqual(destroyReasons(), ['closed']);
+  check();
+});
+
+test('a dead idle connection is skipped; otherwise acquire takes the most recently used (LIFO)', async () => {
+  const { pool, factory, check, destroyReasons } = setup();
+  const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+  pool.release(a, 'reusable');
+  pool.release(b, 'reusable');
+  const again = await pool.acquire();
+  assert.equal(again, b);
+  pool.release(b, 'reusable');
+  b.alive = false; // the socket closed, no callback yet
+  assert.equal(await pool.acquire(), a);
+  assert.deepEqual(destroyReasons(), ['closed']);
+  assert.deepEqual(factory.destroyed, [b]);
+  check();
+});
+
+test('resize up serves waiters; resize down closes extra idle and retires extra active on release', async () => {
+  const { pool, factory, check, destroyReasons } = setup({ size: 1 });
+  const first = await pool.acquire();
+  const waiters = [track(pool.acquire()), track(pool.acquire())];
+  await settle();
+  pool.resize({ ...BASE, size: 3 });
+  await settle();
+  assert.ok(waiters.every((w) => w.value), 'every waiter was served');
+  assert.equal(factory.conns.length, 3);
+  check();
+  pool.release(waiters[0]!.value!, 'reusable');
+  pool.release(waiters[1]!.value!, 'reusable');
+  pool.resize({ ...BASE, size: 2 });
+  assert.deepEqual([pool.stats().idle, pool.stats().active, destroyReasons()], [1, 1, ['resized']]);
+  check();
+  pool.resize({ ...BASE, size: 1 });
+  assert.deepEqual([pool.stats().idle, pool.stats().active], [0, 1]);
+  pool.release(first, 'reusable');
+  assert.equal(pool.stats().active, 0);
+  check();
+  pool.release(await pool.acquire(), 'reusable');
+  assert.equal(pool.stats().idle, 1);
+  pool.release(await pool.acquire(), 'reusable');
+  assert.deepEqual(destroyReasons(), ['resized', 'resized']);
+  check();
+});
+
+test('close rejects waiters with POOL_CLOSED; active connections and late creates are destroyed', async () => {
+  const { pool, clock, factory, destroyReasons } = setup({ size: 2, idleTimeoutMs: 1000 });
+  const active = await pool.acquire();
+  const letGo = factory.hold();
+  const waiters = [track(pool.acquire()), track(pool.acquire())]; // one create in flight, one queued
+  await settle();
+  assert.deepEqual([pool.stats().connecting, pool.stats().waiting], [1, 2]);
+  await pool.close();
+  await settle();
+  for (const waiter of waiters) {
+    assert.ok(waiter.error instanceof AmbassadorError, `expected an AmbassadorError, got ${String(waiter.error)}`);
+    assert.equal(waiter.error.code, 'POOL_CLOSED');
+    assert.equal(waiter.error.sqlstate, '57P01');
+  }
+  assert.equal(active.destroyed, false);
+  pool.release(active, 'reusable');
+  assert.equal(active.destroyed, true);
+  letGo();
+  await settle();
+  assert.equal(factory.conns.length, 2);
+  assert.deepEqual(factory.open(), []);
+  assert.deepEqual(destroyReasons(), ['pool-closed', 'pool-closed']);
+  assert.deepEqual([pool.stats().connecting, clock.pending()], [0, []]);
+  await assert.rejects(pool.acquire(), (err: unknown) => err instanceof AmbassadorError && err.code === 'POOL_CLOSED');
+});
+
+test('close destroys idle connections at once', async () => {
+  const { pool, factory, destroyReasons } = setup({ size: 2, minIdle: 1 });
+  const [a, b] = await Promise.all([pool.acquire(), pool.acquire()]);
+  pool.release(b, 'reusable');
+  const closing = pool.close();
+  assert.deepEqual(factory.destroyed, [b]);
+  await closing;
+  pool.release(a, 'reusable');
+  assert.deepEqual(factory.destroyed, [b, a]);
+  assert.deepEqual(destroyReasons(), ['pool-closed', 'pool-closed']);
+});
+
+test('close ends connects sleeping in backoff and leaves no timer behind', async () => {
+  const { pool, clock, factory } = setup({ size: 1 });
+  factory.failNext(1);
+  const waiter = track(pool.acquire());
+  await settle();
+  assert.equal(factory.attemptTimes.length, 1);
+  assert.ok(clock.pending().length > 0, 'a backoff timer is pending');
+  await pool.close();
+  await clock.advanceAsync(10_000);
+  assert.equal(factory.attemptTimes.length, 1);
+  assert.equal((waiter.error as AmbassadorError).code, 'POOL_CLOSED');
+  assert.deepEqual([pool.stats().connecting, clock.pending()], [0, []]);
+});
+
+test('releasing a connection the pool did not lease throws', async () => {
+  const { pool } = setup();
+  const conn = await pool.acquire();
+  pool.release(conn, 'reusable');
+  assert.throws(() => pool.release(conn, 'reusable'), /has not leased/);
+});
