@@ -12,7 +12,7 @@
 import type { PinReason, SessionEffect } from '../router/session-effects.ts';
 
 /** Startup parameters that are not session settings. */
-const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication', 'client_encoding']);
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 
 export class ClientSessionState {
   /** name -> replayable statement; startup parameters first, then SETs. */
