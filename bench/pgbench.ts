@@ -79,6 +79,13 @@ export function parsePgbenchOutput(stdout: string, stderr: string): PgbenchSumma
   };
 }
 
+/** pgbench's stderr for the report: null when empty, else at most `max` characters (the first errors are the telling ones). */
+export function stderrExcerpt(stderr: string, max = 8000): string | null {
+  const text = stderr.trim();
+  if (text === '') return null;
+  return text.length <= max ? text : `${text.slice(0, max)}\n… (${text.length - max} more characters)`;
+}
+
 /** Why a run does not count, or null when it does. */
 export function pgbenchProblem(exitCode: number | null, summary: PgbenchSummary): string | null {
   if (summary.abortedClients > 0 || summary.runAborted) {

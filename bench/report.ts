@@ -3,8 +3,10 @@
 //
 // Ratios compare like with like: within one round, a target's run is divided by the baseline's
 // run of the same workload and mode (they ran back to back), and the summary is the median of
-// those per-round ratios, not a ratio of medians. Failed runs count in `runs` but in no median or
-// ratio. A run of a target with no measured process has null CPU and RSS.
+// those per-round ratios, not a ratio of medians. The same holds for the named comparisons
+// (ambassador-txn / pgbouncer, ...): each is computed in every group where both targets ran.
+// Failed runs count in `runs` but in no median or ratio. A run of a target with no measured
+// process has null CPU and RSS.
 
 export interface RunRow {
   round: number;
@@ -31,6 +33,8 @@ export interface RunRow {
   rssBytes: number | null;
   /** The machine's 1-minute load average right after the run (noise from other work shows here). */
   loadAvg1: number;
+  /** pgbench's stderr (an excerpt when long), null when empty. */
+  stderr: string | null;
 }
 
 export interface TargetSummary {
@@ -46,12 +50,29 @@ export interface TargetSummary {
   medianRatio: number | null;
 }
 
+/** numerator / denominator, as named in a Comparison. */
+export interface ComparisonSpec {
+  numerator: string;
+  denominator: string;
+  note: string;
+}
+
+export interface ComparisonSummary extends ComparisonSpec {
+  /** numerator tps / denominator tps per round where both runs are ok (in round order). */
+  ratios: number[];
+  medianRatio: number | null;
+  /** Rounds in which both targets ran (ok or not). */
+  rounds: number;
+}
+
 export interface GroupSummary {
   workload: string;
   mode: string;
   clients: number;
   baseline: string;
   targets: TargetSummary[];
+  /** The comparisons whose two targets both ran in this group, in the order given. */
+  comparisons: ComparisonSummary[];
 }
 
 export interface MachineFacts {
@@ -80,12 +101,24 @@ export interface BenchSettings {
   notes: string[];
 }
 
+/** A target that could not be measured (not installed, did not start) or died during the runs. */
+export interface TargetProblem {
+  target: string;
+  reason: string;
+}
+
 export interface BenchReport {
   facts: MachineFacts;
   settings: BenchSettings;
   summary: GroupSummary[];
   failedRuns: number;
+  /** Targets left out: their prepare or start failed. */
+  unavailableTargets: TargetProblem[];
+  /** Targets whose process exited during verification or the measured runs (their later runs were skipped). */
+  deadTargets: TargetProblem[];
   wallTimeS: number;
+  /** The 1 s runs (round 0) before the measured ones; they also warm up. Failures here do not stop the bench. */
+  verification: RunRow[];
   runs: RunRow[];
 }
 
@@ -137,8 +170,20 @@ function summarizeTarget(rows: readonly RunRow[], target: string, baseline: stri
   };
 }
 
+function summarizeComparison(rows: readonly RunRow[], comparison: ComparisonSpec): ComparisonSummary {
+  const roundsOf = (target: string): Set<number> => new Set(rows.filter((row) => row.target === target).map((row) => row.round));
+  const denominatorRounds = roundsOf(comparison.denominator);
+  const ratios = pairRatios(rows, comparison.numerator, comparison.denominator);
+  return {
+    ...comparison,
+    ratios,
+    medianRatio: median(ratios),
+    rounds: [...roundsOf(comparison.numerator)].filter((round) => denominatorRounds.has(round)).length,
+  };
+}
+
 /** One summary per (workload, mode, clients), in the order the rows first appear; targets likewise. */
-export function summarize(rows: readonly RunRow[], baseline: string): GroupSummary[] {
+export function summarize(rows: readonly RunRow[], baseline: string, comparisons: readonly ComparisonSpec[] = []): GroupSummary[] {
   const groups = new Map<string, RunRow[]>();
   for (const row of rows) {
     const key = JSON.stringify([row.workload, row.mode, row.clients]);
@@ -155,6 +200,9 @@ export function summarize(rows: readonly RunRow[], baseline: string): GroupSumma
       clients: first.clients,
       baseline,
       targets: targets.map((target) => summarizeTarget(group, target, baseline)),
+      comparisons: comparisons
+        .filter((comparison) => targets.includes(comparison.numerator) && targets.includes(comparison.denominator))
+        .map((comparison) => summarizeComparison(group, comparison)),
     };
   });
 }
@@ -187,6 +235,39 @@ export function renderTable(summary: readonly GroupSummary[]): string {
   return lines.join('\n');
 }
 
+function comparisonCell(comparison: ComparisonSummary): string {
+  if (comparison.medianRatio === null) return `– (no round with both runs ok, of ${comparison.rounds})`;
+  const rounds = comparison.ratios.length < comparison.rounds ? `; ${comparison.ratios.length} of ${comparison.rounds} rounds with both runs ok` : '';
+  return `**${comparison.medianRatio.toFixed(3)}** (${comparison.ratios.map((ratio) => ratio.toFixed(3)).join(', ')}${rounds})`;
+}
+
+/** The named comparisons: one line per (workload, mode, pair) where both targets ran. */
+export function renderComparisons(summary: readonly GroupSummary[]): string {
+  const lines = ['| workload | mode | clients | ratio | tps ratio: median (per round) | compares |', '|---|---|---:|---|---|---|'];
+  for (const group of summary) {
+    for (const comparison of group.comparisons) {
+      lines.push(
+        `| ${group.workload} | ${group.mode} | ${group.clients} | ${comparison.numerator} / ${comparison.denominator} | ` +
+          `${comparisonCell(comparison)} | ${comparison.note} |`,
+      );
+    }
+  }
+  return lines.length > 2 ? lines.join('\n') : '(no comparison: no pair of compared targets ran in the same mode)';
+}
+
+/** The first `max` lines of a text, as an indented block for a markdown list item. */
+function indentedLines(text: string, max: number): string[] {
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  const shown = lines.slice(0, max).map((line) => `      ${line}`);
+  if (lines.length > max) shown.push(`      … (${lines.length - max} more lines)`);
+  return shown;
+}
+
+function failedRunLines(row: RunRow): string[] {
+  const head = `- ${row.round === 0 ? 'verification' : `round ${row.round}`} ${row.target} ${row.workload} ${row.mode}: ${row.problem}`;
+  return row.stderr ? [head, '', '      pgbench stderr:', ...indentedLines(row.stderr, 6), ''] : [head];
+}
+
 function loadRange(runs: readonly RunRow[]): string {
   if (runs.length === 0) return '–';
   const loads = runs.map((row) => row.loadAvg1);
@@ -213,10 +294,31 @@ export function renderMarkdown(report: BenchReport): string {
     '',
     renderTable(report.summary),
     '',
+    '## Comparisons',
+    '',
+    renderComparisons(report.summary),
+    '',
   ];
+  const targetProblems = (title: string, problems: readonly TargetProblem[]): void => {
+    if (problems.length === 0) return;
+    out.push(`## ${title} (${problems.length})`, '');
+    for (const problem of problems) {
+      const [first = '', ...rest] = problem.reason.split('\n');
+      out.push(`- ${problem.target}: ${first}`, ...(rest.some((line) => line.trim() !== '') ? ['', ...indentedLines(rest.join('\n'), 20), ''] : []));
+    }
+    out.push('');
+  };
+  targetProblems('Unavailable targets', report.unavailableTargets);
+  targetProblems('Targets that died', report.deadTargets);
+  const failedVerification = report.verification.filter((row) => !row.ok);
+  if (failedVerification.length > 0) {
+    out.push(`## Failed verification runs (${failedVerification.length}; 1 s each, before the measured runs)`, '');
+    for (const row of failedVerification) out.push(...failedRunLines(row));
+    out.push('');
+  }
   if (failed.length > 0) {
     out.push(`## Failed runs (${failed.length})`, '');
-    for (const row of failed) out.push(`- round ${row.round} ${row.target} ${row.workload} ${row.mode}: ${row.problem}`);
+    for (const row of failed) out.push(...failedRunLines(row));
     out.push('');
   }
   return out.join('\n');

@@ -1,78 +1,35 @@
-// `npm run bench`: pgbench against each target (direct Postgres, the ambassador, ...) on a
-// throwaway local cluster, with the results in bench/results/latest.{json,md} and on stdout.
+// `npm run bench`: pgbench against each target (direct Postgres, the ambassador in session and
+// transaction pooling, PgBouncer in both) on a throwaway local cluster, with the results in
+// bench/results/latest.{json,md} and on stdout. Options: see USAGE in cli.ts.
 //
-//   npm run bench -- [--duration S | --quick] [--repeat N] [--clients N] [--threads N] [--scale N]
-//                    [--targets direct,ambassador] [--modes simple,extended,prepared]
+// Order of work: prepare targets (build the ambassador, install pgbouncer if missing), start the
+// cluster (primary only), pgbench -i once (direct), start every target, a 1 s verification run per
+// target and mode (also a warm-up), then the measured runs: for each round, workload and mode,
+// every target that runs in that mode back to back, so machine noise hits the targets alike and
+// each round gives one ratio per pair (target/baseline, and the COMPARISONS such as
+// ambassador-txn / pgbouncer). The baseline is the first target.
 //
-// Order of work: prepare targets (build), start the cluster (primary only), pgbench -i once
-// (direct), start every target, a 1 s verification run per target and mode (also a warm-up), then
-// the measured runs: for each round, workload and mode, every target back to back, so machine
-// noise hits the targets alike and each round gives one target/baseline ratio. The baseline is the
-// first target. A run with an error (failed transactions, an aborted client, a non-zero exit)
-// counts as failed and makes the exit code 1; a target process that dies ends the bench.
-// Targets and cluster are stopped in every case, also on SIGINT/SIGTERM.
+// Nothing about one target stops the others: a target that cannot be prepared or started is
+// reported as unavailable; a run with an error (failed transactions, an aborted client, a non-zero
+// exit), in verification or measured, is reported as a failed run with pgbench's stderr in the
+// JSON; a target whose process dies is reported, and its remaining runs are skipped. Any of these
+// makes the exit code 1. Targets and cluster are stopped in every case, also on SIGINT/SIGTERM.
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
-import { initPgbench, pgbenchVersion, QUERY_MODES, runPgbench, WORKLOADS, type Endpoint, type QueryMode, type Workload } from './pgbench.ts';
+import { parseCli, targetModes, USAGE, type BenchOptions } from './cli.ts';
+import { initPgbench, pgbenchVersion, runPgbench, stderrExcerpt, WORKLOADS, type Endpoint, type QueryMode, type Workload } from './pgbench.ts';
 import { readCpuSeconds, readRssBytes } from './proc.ts';
-import { cpuMicrosPerTransaction, renderMarkdown, renderTable, summarize, type BenchReport, type MachineFacts, type RunRow } from './report.ts';
-import { ROOT, TARGETS, type RunningTarget, type TargetSpec } from './targets.ts';
-
-const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat N] [--clients N] [--threads N] [--scale N]
-                        [--targets ${TARGETS.map((t) => t.name).join(',')}] [--modes ${QUERY_MODES.join(',')}]`;
-
-interface BenchOptions {
-  durationS: number;
-  repeats: number;
-  clients: number;
-  threads: number;
-  scale: number;
-  targets: TargetSpec[];
-  modes: QueryMode[];
-}
-
-function positiveInt(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} expects a positive integer, got ${JSON.stringify(text)}`);
-  return value;
-}
-
-function pick<T>(name: string, text: string | undefined, all: readonly T[], key: (item: T) => string): T[] {
-  if (text === undefined) return [...all];
-  return text.split(',').map((wanted) => {
-    const found = all.find((item) => key(item) === wanted.trim());
-    if (!found) throw new Error(`--${name}: unknown ${JSON.stringify(wanted)}; expected some of ${all.map(key).join(', ')}`);
-    return found;
-  });
-}
-
-function parseCli(argv: string[]): BenchOptions | null {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      duration: { type: 'string' }, quick: { type: 'boolean' }, repeat: { type: 'string' }, clients: { type: 'string' },
-      threads: { type: 'string' }, scale: { type: 'string' }, targets: { type: 'string' }, modes: { type: 'string' }, help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
-  if (values.help) return null;
-  return {
-    durationS: positiveInt('duration', values.duration, values.quick ? 5 : 15),
-    repeats: positiveInt('repeat', values.repeat, 3),
-    clients: positiveInt('clients', values.clients, 32),
-    threads: positiveInt('threads', values.threads, 2),
-    scale: positiveInt('scale', values.scale, 10),
-    targets: pick('targets', values.targets, TARGETS, (target) => target.name),
-    modes: pick('modes', values.modes, QUERY_MODES, (mode) => mode),
-  };
-}
+import {
+  cpuMicrosPerTransaction, renderComparisons, renderMarkdown, renderTable, summarize,
+  type BenchReport, type MachineFacts, type RunRow, type TargetProblem,
+} from './report.ts';
+import { COMPARISONS, ROOT, type RunningTarget } from './targets.ts';
 
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -144,19 +101,45 @@ interface RunPlan {
   durationS: number;
 }
 
+/** Targets whose process died, by name (the first reason is kept). */
+type Deaths = Map<string, string>;
+
+function firstLine(text: string): string {
+  return text.split('\n')[0] ?? text;
+}
+
+/** A /proc reading, or null when the process is gone (its death is reported by deathReason()). */
+function tryRead(read: () => number): number | null {
+  try {
+    return read();
+  } catch {
+    return null;
+  }
+}
+
 /** One pgbench run against one target, with the target process's CPU and RSS around it. */
-async function measure(plan: RunPlan, options: BenchOptions, pgbenchBin: string, signal: AbortSignal): Promise<RunRow> {
+async function measure(plan: RunPlan, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow> {
   const { target, workload, mode, durationS } = plan;
   const startedAt = new Date().toISOString();
-  const cpuBefore = target.pid === null ? null : readCpuSeconds(target.pid);
+  const cpuBefore = target.pid === null ? null : tryRead(() => readCpuSeconds(target.pid!));
   const run = await runPgbench(pgbenchBin, { endpoint: target.endpoint, workload, mode, clients: options.clients, threads: options.threads, durationS, signal });
-  target.assertAlive();
-  const cpuSeconds = target.pid === null || cpuBefore === null ? null : readCpuSeconds(target.pid) - cpuBefore;
+  // A target killed mid-run fails pgbench before its own exit event arrives: give it a moment to show.
+  if (run.problem !== null && target.pid !== null) await sleep(250);
+  const death = target.deathReason();
+  let cpuSeconds: number | null = null;
+  let rssBytes: number | null = null;
+  if (death === null && target.pid !== null && cpuBefore !== null) {
+    const cpuAfter = tryRead(() => readCpuSeconds(target.pid!));
+    cpuSeconds = cpuAfter === null ? null : cpuAfter - cpuBefore;
+    rssBytes = tryRead(() => readRssBytes(target.pid!));
+  }
+  if (death !== null && !deaths.has(target.name)) deaths.set(target.name, `during ${plan.round === 0 ? 'verification' : `round ${plan.round}`} (${workload.name}, -M ${mode}): ${death}`);
   const { summary } = run;
+  const problem = death !== null ? `target process died: ${firstLine(death)}${run.problem ? `; pgbench: ${run.problem}` : ''}` : run.problem;
   return {
     round: plan.round, target: target.name, workload: workload.name, mode, clients: options.clients, threads: options.threads, durationS, startedAt,
-    ok: run.problem === null,
-    problem: run.problem,
+    ok: problem === null,
+    problem,
     tps: summary.tps,
     latencyAvgMs: summary.latencyAvgMs,
     initialConnectionMs: summary.initialConnectionMs,
@@ -165,8 +148,9 @@ async function measure(plan: RunPlan, options: BenchOptions, pgbenchBin: string,
     abortedClients: summary.abortedClients,
     cpuSeconds,
     cpuUsPerTxn: cpuMicrosPerTransaction(cpuSeconds, summary.transactions),
-    rssBytes: target.pid === null ? null : readRssBytes(target.pid),
+    rssBytes,
     loadAvg1: os.loadavg()[0]!,
+    stderr: stderrExcerpt(run.stderr),
   };
 }
 
@@ -177,26 +161,34 @@ function describeRow(row: RunRow): string {
     : `FAILED: ${row.problem}`;
 }
 
-/** 1 s per target, workload and mode: proves each path works before anything is measured, and warms up. */
-async function verifyTargets(targets: RunningTarget[], options: BenchOptions, pgbenchBin: string, signal: AbortSignal): Promise<void> {
-  for (const target of targets) {
-    for (const workload of WORKLOADS) {
-      for (const mode of workload.modes.filter((m) => options.modes.includes(m))) {
-        const row = await measure({ round: 0, target, workload, mode, durationS: 1 }, options, pgbenchBin, signal);
-        log(`verify ${target.name} ${workload.name} ${mode}: ${describeRow(row)}`);
-        if (!row.ok) throw new Error(`verification run through ${target.name} (${workload.name}, -M ${mode}) failed: ${row.problem}`);
-      }
-    }
-  }
+/** The (workload, mode) pairs a target runs in, in run order. */
+function workOf(target: RunningTarget, modesOf: Map<string, QueryMode[]>): Array<{ workload: Workload; mode: QueryMode }> {
+  const modes = modesOf.get(target.name) ?? [];
+  return WORKLOADS.flatMap((workload) => workload.modes.filter((mode) => modes.includes(mode)).map((mode) => ({ workload, mode })));
 }
 
-async function measureAll(targets: RunningTarget[], options: BenchOptions, pgbenchBin: string, signal: AbortSignal): Promise<RunRow[]> {
+/** 1 s per target, workload and mode: shows each path works before anything is measured, and warms up. Failures are recorded, not fatal. */
+async function verifyTargets(targets: RunningTarget[], modesOf: Map<string, QueryMode[]>, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow[]> {
+  const rows: RunRow[] = [];
+  for (const target of targets) {
+    for (const { workload, mode } of workOf(target, modesOf)) {
+      if (deaths.has(target.name)) break;
+      const row = await measure({ round: 0, target, workload, mode, durationS: 1 }, options, pgbenchBin, deaths, signal);
+      log(`verify ${target.name} ${workload.name} ${mode}: ${describeRow(row)}`);
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+async function measureAll(targets: RunningTarget[], modesOf: Map<string, QueryMode[]>, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow[]> {
   const rows: RunRow[] = [];
   for (let round = 1; round <= options.repeats; round++) {
     for (const workload of WORKLOADS) {
       for (const mode of workload.modes.filter((m) => options.modes.includes(m))) {
         for (const target of targets) {
-          const row = await measure({ round, target, workload, mode, durationS: options.durationS }, options, pgbenchBin, signal);
+          if (!modesOf.get(target.name)?.includes(mode) || deaths.has(target.name)) continue;
+          const row = await measure({ round, target, workload, mode, durationS: options.durationS }, options, pgbenchBin, deaths, signal);
           log(`round ${round}/${options.repeats} ${target.name} ${workload.name} ${mode}: ${describeRow(row)}`);
           rows.push(row);
         }
@@ -231,11 +223,27 @@ async function main(): Promise<number> {
   const resources = new Resources();
   installSignalHandlers(resources);
   const signal = resources.abort.signal;
+  const unavailable: TargetProblem[] = [];
+  const deaths: Deaths = new Map();
+  const modesOf = new Map(options.targets.map((target) => [target.name, targetModes(target, options)]));
+  const details = new Map<string, string>();
+  let verification: RunRow[];
   let rows: RunRow[];
   let facts: MachineFacts;
   try {
     const loadAvgAtStart = os.loadavg();
-    for (const spec of options.targets) await spec.prepare?.(log);
+    log(`load average at start: ${loadAvgAtStart.map((load) => load.toFixed(2)).join(' ')} (${os.availableParallelism()} CPUs)`);
+    const prepared = [];
+    for (const spec of options.targets) {
+      try {
+        await spec.prepare?.(log);
+        prepared.push(spec);
+      } catch (error) {
+        const reason = `prepare failed: ${(error as Error).message}`;
+        log(`${spec.name}: unavailable (${reason}); continuing without it`);
+        unavailable.push({ target: spec.name, reason });
+      }
+    }
     const cluster = (resources.cluster = await startCluster({ replicas: 0, log }));
     const pgbenchBin = cluster.binaries.has('pgbench') ? cluster.binaries.path('pgbench') : 'pgbench';
     const { user, password } = cluster.users.app;
@@ -243,13 +251,25 @@ async function main(): Promise<number> {
     log(`pgbench -i -s ${options.scale} (direct)`);
     await initPgbench(pgbenchBin, direct, options.scale, signal);
     facts = await machineFacts(cluster, pgbenchBin, loadAvgAtStart);
-    for (const spec of options.targets) resources.targets.push(await spec.start({ cluster, clients: options.clients, log }));
-    await verifyTargets(resources.targets, options, pgbenchBin, signal);
-    rows = await measureAll(resources.targets, options, pgbenchBin, signal);
+    for (const spec of prepared) {
+      try {
+        const target = await spec.start({ cluster, clients: options.clients, poolSize: options.poolSize, log });
+        resources.targets.push(target);
+        if (target.details) details.set(target.name, target.details);
+        log(`${spec.name}: runs in ${modesOf.get(spec.name)!.join(', ')}`);
+      } catch (error) {
+        const reason = `start failed: ${(error as Error).message}`;
+        log(`${spec.name}: unavailable (${firstLine(reason)}); continuing without it`);
+        unavailable.push({ target: spec.name, reason });
+      }
+    }
+    verification = await verifyTargets(resources.targets, modesOf, options, pgbenchBin, deaths, signal);
+    rows = await measureAll(resources.targets, modesOf, options, pgbenchBin, deaths, signal);
   } finally {
     await resources.cleanup();
   }
   const baseline = options.targets[0]!.name;
+  const deadTargets = [...deaths].map(([target, reason]) => ({ target, reason }));
   const report: BenchReport = {
     facts,
     settings: {
@@ -258,21 +278,32 @@ async function main(): Promise<number> {
       baseline,
       workloads: WORKLOADS.map((w) => ({ name: w.name, description: w.description, modes: w.modes.filter((m) => options.modes.includes(m)) })),
       notes: [
-        ...options.targets.map((target) => `${target.name}: ${target.description}`),
+        ...options.targets.map(
+          (target) =>
+            `${target.name}: ${target.description}${details.has(target.name) ? ` [${details.get(target.name)}]` : ''}; modes: ${modesOf.get(target.name)!.join(', ')}`,
+        ),
+        `--pool-size ${options.poolSize}: server connections of the transaction-pooling targets; session-pooling targets get max(${options.poolSize}, clients) = ${Math.max(options.poolSize, options.clients)}`,
         'every run: one connection per client for the whole run (no -C), --no-vacuum, no progress reports, PGSSLMODE=disable',
-        'CPU µs/txn: user+system CPU of the target process (/proc/<pid>/stat) during the run / transactions processed; RSS: VmRSS after the run',
+        'CPU µs/txn: user+system CPU of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; RSS: VmRSS after the run',
       ],
     },
-    summary: summarize(rows, baseline),
+    summary: summarize(rows, baseline, COMPARISONS),
     failedRuns: rows.filter((row) => !row.ok).length,
+    unavailableTargets: unavailable,
+    deadTargets,
     wallTimeS: (Date.now() - startedMs) / 1000,
+    verification,
     runs: rows,
   };
   const files = writeResults(report);
-  process.stdout.write(`\n${renderTable(report.summary)}\n\n`);
+  process.stdout.write(`\n${renderTable(report.summary)}\n\n${renderComparisons(report.summary)}\n\n`);
   log(`wrote ${files.map((file) => path.relative(ROOT, file)).join(', ')}; wall time ${report.wallTimeS.toFixed(1)} s`);
+  const failedVerification = verification.filter((row) => !row.ok).length;
+  if (failedVerification > 0) log(`${failedVerification} verification run(s) failed; see bench/results/latest.md`);
   if (report.failedRuns > 0) log(`${report.failedRuns} run(s) failed; see bench/results/latest.md`);
-  return report.failedRuns > 0 ? 1 : 0;
+  for (const { target, reason } of unavailable) log(`${target} unavailable: ${firstLine(reason)}`);
+  for (const { target, reason } of deadTargets) log(`${target} died ${firstLine(reason)}`);
+  return report.failedRuns > 0 || failedVerification > 0 || unavailable.length > 0 || deadTargets.length > 0 ? 1 : 0;
 }
 
 main().then(

@@ -1,23 +1,34 @@
-// What pgbench can be pointed at: the target table. Each entry prepares once (e.g. builds), then
-// starts in front of the bench cluster and hands back an Endpoint plus, when it runs a process of
-// its own, that pid (its CPU and RSS are charged to the runs). Adding a target (pgbouncer, the
-// ambassador in transaction mode) is adding an entry.
+// What pgbench can be pointed at: the target table. Each entry prepares once (e.g. builds, or
+// installs pgbouncer), then starts in front of the bench cluster and hands back an Endpoint plus,
+// when it runs a process of its own, that pid (its CPU and RSS are charged to the runs). Adding a
+// target is adding an entry; COMPARISONS says which pairs of targets the report divides per round.
+//
+// Targets and query modes: by default each target runs in its `defaultModes` (pgbouncer, in
+// transaction mode, cannot run -M prepared in 1.18, so pgbouncer-session stands in for it there);
+// a target named in --targets runs in every selected mode it supports.
+//
+// Pool sizes: the transaction-pooling targets (ambassador-txn, pgbouncer) get --pool-size server
+// connections (default 20, fewer than the 32 clients: that is the point of transaction pooling).
+// Session pooling holds a server connection per client for the whole run, so the session targets
+// get max(--pool-size, clients) or the clients beyond the pool would wait for the entire run.
 //
 // The ambassador runs from the production build (`node bin/pg-ambassador.js`, i.e. dist/) as a
 // child process with a generated config in a private temp dir: loopback, OS-chosen port (read
 // from its "listening" log line), scram-sha-256 clients, plaintext upstream (pgbench direct runs
 // without TLS too), and an environment stripped to PATH so no UPSTREAM_* or POOL_* variable of
-// ours leaks into its config.
+// ours leaks into its config. PgBouncer: see pgbouncer.ts.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
-import type { Endpoint } from './pgbench.ts';
+import { supervise } from './child.ts';
+import { QUERY_MODES, type Endpoint, type QueryMode } from './pgbench.ts';
+import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -25,6 +36,8 @@ export interface TargetContext {
   cluster: LocalCluster;
   /** Connections pgbench will open at once (a pooler must allow at least this many). */
   clients: number;
+  /** Server connections of the transaction-pooling targets (--pool-size). */
+  poolSize: number;
   log: (line: string) => void;
 }
 
@@ -33,8 +46,10 @@ export interface RunningTarget {
   endpoint: Endpoint;
   /** The process whose CPU and RSS are measured, if the target has one. */
   pid: number | null;
-  /** Throws when the target's process has exited (with its last output). */
-  assertAlive(): void;
+  /** What exactly runs (version, pool mode and size), for the report's notes. */
+  details?: string;
+  /** Why the target is gone (its process exited, with its last output), or null while it runs. */
+  deathReason(): string | null;
   /** Stops the process (graceful, then SIGKILL) and removes its files. Idempotent. */
   stop(): Promise<void>;
   /** Last-resort synchronous kill, for process exit. */
@@ -44,30 +59,43 @@ export interface RunningTarget {
 export interface TargetSpec {
   name: string;
   description: string;
+  /** Query modes it runs in when --targets is not given. */
+  defaultModes: readonly QueryMode[];
+  /** Query modes it can run in at all (when named in --targets). */
+  supportedModes: readonly QueryMode[];
   prepare?(log: (line: string) => void): Promise<void>;
   start(context: TargetContext): Promise<RunningTarget>;
+}
+
+/** Session pooling needs a server connection per client for the whole run. */
+export function sessionPoolSize(context: Pick<TargetContext, 'clients' | 'poolSize'>): number {
+  return Math.max(context.poolSize, context.clients);
 }
 
 const direct: TargetSpec = {
   name: 'direct',
   description: 'pgbench straight to the primary (no TLS)',
+  defaultModes: QUERY_MODES,
+  supportedModes: QUERY_MODES,
   async start({ cluster }) {
     const { user, password } = cluster.users.app;
     return {
       name: 'direct',
       endpoint: { host: cluster.primary.host, port: cluster.primary.port, user, password, database: cluster.database },
       pid: null,
-      assertAlive: () => {},
+      details: 'no proxy',
+      deathReason: () => null,
       stop: async () => {},
       killNow: () => {},
     };
   },
 };
 
-/** tsc -p tsconfig.build.json (dist/ is what bin/pg-ambassador.js runs). */
+/** tsc -p tsconfig.build.json (dist/ is what bin/pg-ambassador.js runs); once per bench. */
+let built: Promise<void> | undefined;
 function buildAmbassador(log: (line: string) => void): Promise<void> {
-  log('build: tsc -p tsconfig.build.json');
-  return new Promise((resolve, reject) => {
+  built ??= new Promise((resolve, reject) => {
+    log('build: tsc -p tsconfig.build.json');
     const tsc = spawn(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], {
       cwd: ROOT,
       stdio: 'inherit',
@@ -75,9 +103,12 @@ function buildAmbassador(log: (line: string) => void): Promise<void> {
     tsc.once('error', reject);
     tsc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build failed: tsc exited with ${code}`))));
   });
+  return built;
 }
 
-function ambassadorConfig(context: TargetContext, clientPassword: string): Record<string, unknown> {
+export type AmbassadorPoolMode = 'session' | 'transaction';
+
+export function ambassadorConfig(context: Omit<TargetContext, 'log'>, clientPassword: string, pool: { mode: AmbassadorPoolMode; size: number }): Record<string, unknown> {
   const { cluster } = context;
   return {
     listen: { host: '127.0.0.1', port: 0, maxClientConnections: Math.max(1000, context.clients * 2) },
@@ -87,7 +118,7 @@ function ambassadorConfig(context: TargetContext, clientPassword: string): Recor
       credentials: { type: 'password', password: cluster.users.app.password },
       tls: { mode: 'disable' },
     },
-    pool: { mode: 'session', size: Math.max(20, context.clients * 2) },
+    pool,
     shutdown: { timeout: '2s' },
     admin: { port: 0 },
     // info: the "listening" line carries the port; nothing is logged per message or per session at info.
@@ -95,54 +126,19 @@ function ambassadorConfig(context: TargetContext, clientPassword: string): Recor
   };
 }
 
-const OUTPUT_KEPT = 64 * 1024;
-
-function spawnAmbassador(context: TargetContext, name: string): Promise<RunningTarget> {
+function spawnAmbassador(context: TargetContext, name: string, pool: { mode: AmbassadorPoolMode; size: number }): Promise<RunningTarget> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   const clientPassword = randomBytes(18).toString('base64url');
-  writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword)), { mode: 0o600 });
+  writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, pool)), { mode: 0o600 });
 
-  const child: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
-  let output = '';
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString('utf8')).slice(-OUTPUT_KEPT);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  let exitInfo: string | null = null;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exitInfo ??= `exit code ${code}, signal ${signal}`;
-      resolve();
-    });
-    child.once('error', (error) => {
-      exitInfo ??= `spawn error: ${error.message}`;
-      resolve();
-    });
-  });
-
-  let stopping: Promise<void> | undefined;
-  const killNow = (): void => {
-    if (exitInfo === null) child.kill('SIGKILL');
-  };
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (exitInfo === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dir, { recursive: true, force: true });
-      context.log(`${name}: stopped (${exitInfo})`);
-    })();
-    return stopping;
-  };
+  const supervised = supervise(child, name, dir, context.log);
+  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}`;
 
   return new Promise<RunningTarget>((resolve, reject) => {
     let settled = false;
@@ -150,38 +146,92 @@ function spawnAmbassador(context: TargetContext, name: string): Promise<RunningT
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      void stop().then(() => reject(new Error(`${name} did not start: ${why}\n${output}`)));
+      void supervised.stop().then(() => reject(new Error(`${name} did not start: ${why}\n${supervised.output()}`)));
     };
     const timer = setTimeout(() => fail('no "listening" log line within 20 s'), 20_000);
     const onData = (): void => {
-      const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(output)?.[1];
+      const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(supervised.output())?.[1];
       if (!port || settled) return;
       settled = true;
       clearTimeout(timer);
       child.stdout!.off('data', onData);
-      context.log(`${name}: pid ${child.pid} listening on 127.0.0.1:${port}`);
+      context.log(`${name}: pid ${child.pid} listening on 127.0.0.1:${port} (${details})`);
       resolve({
         name,
         endpoint: { host: '127.0.0.1', port: Number(port), user: context.cluster.users.app.user, password: clientPassword, database: context.cluster.database },
         pid: child.pid!,
-        assertAlive: () => {
-          if (exitInfo !== null) throw new Error(`${name} (pid ${child.pid}) died: ${exitInfo}\n${output}`);
+        details,
+        deathReason: () => {
+          const exit = supervised.exitInfo();
+          return exit === null ? null : `${name} (pid ${child.pid}) died: ${exit}\n${supervised.output()}`;
         },
-        stop,
-        killNow,
+        stop: supervised.stop,
+        killNow: supervised.killNow,
       });
     };
     child.stdout!.on('data', onData);
-    void exited.then(() => fail(`exited before listening (${exitInfo})`));
+    void supervised.exited.then(() => fail(`exited before listening (${supervised.exitInfo()})`));
   });
 }
 
 const ambassadorSession: TargetSpec = {
   name: 'ambassador',
-  description: 'pg-ambassador (production build), session pooling, scram-sha-256 clients, upstream without TLS',
+  description: 'pg-ambassador (production build), session pooling (pool.size = max(--pool-size, clients)), scram-sha-256 clients, upstream without TLS',
+  defaultModes: QUERY_MODES,
+  supportedModes: QUERY_MODES,
   prepare: buildAmbassador,
-  start: (context) => spawnAmbassador(context, 'ambassador'),
+  start: (context) => spawnAmbassador(context, 'ambassador', { mode: 'session', size: sessionPoolSize(context) }),
 };
 
-/** Every target the bench knows, in run order within a round; the first is the baseline. */
-export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession];
+const ambassadorTransaction: TargetSpec = {
+  name: 'ambassador-txn',
+  description: 'pg-ambassador (production build), transaction pooling (pool.size = --pool-size), scram-sha-256 clients, upstream without TLS',
+  defaultModes: QUERY_MODES,
+  supportedModes: QUERY_MODES,
+  prepare: buildAmbassador,
+  start: (context) => spawnAmbassador(context, 'ambassador-txn', { mode: 'transaction', size: context.poolSize }),
+};
+
+const pgbouncerTransaction: TargetSpec = {
+  name: 'pgbouncer',
+  description:
+    "PgBouncer (Debian's package), pool_mode = transaction (default_pool_size = --pool-size), scram-sha-256 clients, upstream without TLS; " +
+    'not run with -M prepared (1.18 has no prepared statements in transaction mode)',
+  defaultModes: ['simple', 'extended'],
+  supportedModes: ['simple', 'extended'],
+  prepare: async (log) => void (await ensurePgbouncer(log)),
+  start: (context) => spawnPgbouncer(context, { name: 'pgbouncer', poolMode: 'transaction', poolSize: context.poolSize }),
+};
+
+const pgbouncerSession: TargetSpec = {
+  name: 'pgbouncer-session',
+  description:
+    "PgBouncer (Debian's package), pool_mode = session (default_pool_size = max(--pool-size, clients)), scram-sha-256 clients, upstream without TLS; " +
+    "by default only with -M prepared, where it stands in for the transaction-mode pgbouncer",
+  defaultModes: ['prepared'],
+  supportedModes: QUERY_MODES,
+  prepare: async (log) => void (await ensurePgbouncer(log)),
+  start: (context) => spawnPgbouncer(context, { name: 'pgbouncer-session', poolMode: 'session', poolSize: sessionPoolSize(context) }),
+};
+
+/** Every target the bench knows, in run order within a round; the first selected is the baseline. */
+export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, pgbouncerTransaction, pgbouncerSession];
+
+/** A pair of targets whose tps the report divides round by round (when both ran in a group). */
+export interface Comparison {
+  numerator: string;
+  denominator: string;
+  note: string;
+}
+
+export const COMPARISONS: readonly Comparison[] = [
+  { numerator: 'ambassador', denominator: 'direct', note: 'session pooling vs no proxy' },
+  { numerator: 'ambassador-txn', denominator: 'direct', note: 'transaction pooling vs no proxy' },
+  { numerator: 'ambassador-txn', denominator: 'pgbouncer', note: 'same pool mode (transaction)' },
+  { numerator: 'ambassador', denominator: 'pgbouncer-session', note: 'same pool mode (session)' },
+  {
+    numerator: 'ambassador-txn',
+    denominator: 'pgbouncer-session',
+    note: 'transaction vs session pooling: PgBouncer 1.18 cannot run prepared statements in transaction mode',
+  },
+];

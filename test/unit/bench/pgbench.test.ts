@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parsePgbenchOutput, pgbenchArgs, pgbenchProblem, WORKLOADS } from '../../../bench/pgbench.ts';
+import { parsePgbenchOutput, pgbenchArgs, pgbenchProblem, stderrExcerpt, WORKLOADS } from '../../../bench/pgbench.ts';
 
 const SELECT_ONLY_SIMPLE = `pgbench (15.18 (Debian 15.18-0+deb12u1))
 transaction type: <builtin: select only>
@@ -98,4 +98,12 @@ test('measured runs keep one connection per client, skip vacuum and pass the mod
   assert.deepEqual(args, ['-h', '127.0.0.1', '-p', '6000', '-U', 'app', '-S', '-M', 'prepared', '-c', '32', '-j', '2', '-T', '15', '--no-vacuum', 'app']);
   assert.ok(!args.includes('-C'));
   assert.ok(!args.includes('secret'), 'the password travels in PGPASSWORD, not argv');
+});
+
+test('stderr excerpt: null when empty, kept whole when short, cut with a count when long', () => {
+  assert.equal(stderrExcerpt(''), null);
+  assert.equal(stderrExcerpt(' \n'), null);
+  assert.equal(stderrExcerpt(`${ABORTED_STDERR}\n`), ABORTED_STDERR.trim());
+  const long = 'x'.repeat(50);
+  assert.equal(stderrExcerpt(long, 20), `${'x'.repeat(20)}\n… (30 more characters)`);
 });

@@ -1,10 +1,12 @@
-// The bench's arithmetic: medians, per-round ratios against the baseline, CPU per transaction,
-// and /proc parsing.
+// The bench's arithmetic: medians, per-round ratios against the baseline and between named
+// targets, CPU per transaction, /proc parsing, and the markdown report's problem sections.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseProcStatTicks, parseVmRssBytes } from '../../../bench/proc.ts';
-import { cpuMicrosPerTransaction, median, pairRatios, renderTable, summarize, type RunRow } from '../../../bench/report.ts';
+import {
+  cpuMicrosPerTransaction, median, pairRatios, renderComparisons, renderMarkdown, renderTable, summarize, type BenchReport, type RunRow,
+} from '../../../bench/report.ts';
 
 function row(round: number, target: string, tps: number | null, extra: Partial<RunRow> = {}): RunRow {
   return {
@@ -12,6 +14,7 @@ function row(round: number, target: string, tps: number | null, extra: Partial<R
     ok: tps !== null, problem: tps === null ? '1 client(s) aborted' : null,
     tps, latencyAvgMs: tps ? 32_000 / tps : null, initialConnectionMs: 10, transactions: tps ? tps * 5 : 0,
     failedTransactions: 0, abortedClients: tps === null ? 1 : 0, cpuSeconds: null, cpuUsPerTxn: null, rssBytes: null, loadAvg1: 1.5,
+    stderr: tps === null ? 'pgbench: error: client 3 script 0 aborted in command 1 query 0: ERROR:  boom' : null,
     ...extra,
   };
 }
@@ -84,4 +87,90 @@ test('/proc/<pid>/status: VmRSS in bytes', () => {
   const status = 'Name:\tnode\nVmPeak:\t 1200000 kB\nVmRSS:\t   57272 kB\nRssAnon:\t   30000 kB\n';
   assert.equal(parseVmRssBytes(status), 57272 * 1024);
   assert.throws(() => parseVmRssBytes('Name:\tzombie\n'), /no VmRSS/);
+});
+
+const COMPARED = [
+  { numerator: 'ambassador', denominator: 'direct', note: 'session vs none' },
+  { numerator: 'ambassador-txn', denominator: 'pgbouncer', note: 'same pool mode (transaction)' },
+  { numerator: 'ambassador-txn', denominator: 'pgbouncer-session', note: 'txn vs session' },
+];
+
+test('comparisons: per-round pairs of named targets, only in groups where both ran', () => {
+  const prepared = { mode: 'prepared' };
+  const rows = [
+    row(1, 'direct', 1000), row(1, 'ambassador', 500), row(1, 'ambassador-txn', 600), row(1, 'pgbouncer', 800),
+    row(2, 'direct', 1000), row(2, 'ambassador', 700), row(2, 'ambassador-txn', null), row(2, 'pgbouncer', 900),
+    row(3, 'direct', 1000), row(3, 'ambassador', 600), row(3, 'ambassador-txn', 500), row(3, 'pgbouncer', 1000),
+    row(1, 'direct', 2000, prepared), row(1, 'ambassador-txn', 100, prepared), row(1, 'pgbouncer-session', 1000, prepared),
+  ];
+  const [simple, prep] = summarize(rows, 'direct', COMPARED);
+  assert.deepEqual(simple!.comparisons.map((c) => `${c.numerator}/${c.denominator}`), ['ambassador/direct', 'ambassador-txn/pgbouncer']);
+  const txn = simple!.comparisons[1]!;
+  assert.deepEqual(txn.ratios, [0.75, 0.5]);
+  assert.equal(txn.medianRatio, 0.625);
+  assert.equal(txn.rounds, 3);
+  assert.equal(txn.note, 'same pool mode (transaction)');
+  assert.equal(simple!.comparisons[0]!.medianRatio, 0.6);
+  // In prepared mode there is no ambassador and no transaction-mode pgbouncer.
+  assert.deepEqual(prep!.comparisons.map((c) => `${c.numerator}/${c.denominator}`), ['ambassador-txn/pgbouncer-session']);
+  assert.deepEqual(prep!.comparisons[0]!.ratios, [0.1]);
+  // The baseline column still works for every target, the ones without a baseline pair included.
+  assert.equal(prep!.targets.find((t) => t.target === 'pgbouncer-session')!.medianRatio, 0.5);
+  assert.deepEqual(summarize(rows, 'direct').map((group) => group.comparisons), [[], []]);
+
+  const table = renderComparisons([simple!, prep!]);
+  assert.match(table, /\| select-only \| simple \| 32 \| ambassador-txn \/ pgbouncer \| \*\*0\.625\*\* \(0\.750, 0\.500; 2 of 3 rounds with both runs ok\) \| same pool mode \(transaction\) \|/);
+  assert.match(table, /\| select-only \| prepared \| 32 \| ambassador-txn \/ pgbouncer-session \| \*\*0\.100\*\* \(0\.100\) \| txn vs session \|/);
+});
+
+test('comparisons with no round where both runs are ok say so', () => {
+  const rows = [row(1, 'ambassador-txn', null), row(1, 'pgbouncer', 900)];
+  const [group] = summarize(rows, 'direct', COMPARED);
+  assert.equal(group!.comparisons[0]!.medianRatio, null);
+  assert.match(renderComparisons([group!]), /ambassador-txn \/ pgbouncer \| – \(no round with both runs ok, of 1\)/);
+  assert.match(renderComparisons([]), /no comparison/);
+});
+
+function report(rows: RunRow[], extra: Partial<BenchReport> = {}): BenchReport {
+  return {
+    facts: {
+      date: '2025-01-01T00:00:00Z', nproc: 2, cpuModel: 'cpu', memoryGiB: 8, kernel: '6', node: 'v20', postgres: '15', pgbench: 'pgbench 15',
+      gitCommit: null, loadAvgAtStart: [0.5, 0.4, 0.3],
+    },
+    settings: {
+      durationS: 5, repeats: 2, clients: 32, threads: 2, scale: 10, targets: ['direct', 'ambassador-txn', 'pgbouncer'], baseline: 'direct',
+      workloads: [{ name: 'select-only', description: 'pgbench -S', modes: ['simple'] }], notes: ['a note'],
+    },
+    summary: summarize(rows, 'direct', COMPARED),
+    failedRuns: rows.filter((r) => !r.ok).length,
+    unavailableTargets: [],
+    deadTargets: [],
+    wallTimeS: 42,
+    verification: [],
+    runs: rows,
+    ...extra,
+  };
+}
+
+test('markdown: comparisons, unavailable and dead targets, failed runs with pgbench stderr', () => {
+  const rows = [row(1, 'direct', 1000), row(1, 'ambassador-txn', null), row(1, 'pgbouncer', 900)];
+  const markdown = renderMarkdown(
+    report(rows, {
+      unavailableTargets: [{ target: 'pgbouncer-session', reason: 'prepare failed: apt-get install -y pgbouncer failed (exit code 100, signal null)' }],
+      deadTargets: [{ target: 'ambassador', reason: 'during round 1 (select-only, -M simple): ambassador (pid 7) died: exit code 1\n{"msg":"crash"}' }],
+      verification: [row(0, 'ambassador-txn', null, { problem: '32 client(s) aborted: prepared statement "P0_1" does not exist' })],
+    }),
+  );
+  assert.match(markdown, /## Comparisons\n\n\| workload \| mode \|/);
+  assert.match(markdown, /ambassador-txn \/ pgbouncer \| – \(no round with both runs ok, of 1\)/);
+  assert.match(markdown, /## Unavailable targets \(1\)\n\n- pgbouncer-session: prepare failed: apt-get install/);
+  assert.match(markdown, /## Targets that died \(1\)\n\n- ambassador: during round 1 .*\n\n {6}\{"msg":"crash"\}/);
+  assert.match(markdown, /## Failed verification runs \(1; .*\n\n- verification ambassador-txn select-only simple: 32 client\(s\) aborted: prepared statement "P0_1"/);
+  assert.match(markdown, /## Failed runs \(1\)\n\n- round 1 ambassador-txn select-only simple: 1 client\(s\) aborted\n\n {6}pgbench stderr:\n {6}pgbench: error: client 3 script 0 aborted/);
+});
+
+test('markdown of a clean run has no problem sections', () => {
+  const markdown = renderMarkdown(report([row(1, 'direct', 1000), row(1, 'pgbouncer', 900)]));
+  assert.doesNotMatch(markdown, /Unavailable|died|Failed/);
+  assert.match(markdown, /Wall time 42 s/);
 });

@@ -1,0 +1,72 @@
+// A target's process, supervised: its last output kept for error reports, its exit recorded, and a
+// stop that is graceful first (SIGTERM, or the signal given, e.g. SIGINT for pgbouncer, whose
+// SIGTERM is a "fast exit" with status 1; SIGKILL after 5 s) and then removes the target's private
+// directory. Every signal goes to the child's own pid; nothing is looked up by name.
+
+import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+
+const OUTPUT_KEPT = 64 * 1024;
+
+export interface SupervisedChild {
+  readonly pid: number | undefined;
+  /** The last 64 KiB of stdout and stderr, interleaved. */
+  output(): string;
+  /** How the process ended ("exit code 1, signal null", "spawn error: ..."), or null while it runs. */
+  exitInfo(): string | null;
+  /** Resolves when the process has exited (or failed to spawn). */
+  readonly exited: Promise<void>;
+  /** Graceful stop (stopSignal), SIGKILL after 5 s, then the directory is removed. Idempotent. */
+  stop(): Promise<void>;
+  /** SIGKILL now if still running (for process exit). */
+  killNow(): void;
+}
+
+export function supervise(
+  child: ChildProcess,
+  name: string,
+  dir: string,
+  log: (line: string) => void,
+  stopSignal: NodeJS.Signals = 'SIGTERM',
+): SupervisedChild {
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString('utf8')).slice(-OUTPUT_KEPT);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let exitInfo: string | null = null;
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitInfo ??= `exit code ${code}, signal ${signal}`;
+      resolve();
+    });
+    child.once('error', (error) => {
+      exitInfo ??= `spawn error: ${error.message}`;
+      resolve();
+    });
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    pid: child.pid,
+    output: () => output,
+    exitInfo: () => exitInfo,
+    exited,
+    killNow: () => {
+      if (exitInfo === null) child.kill('SIGKILL');
+    },
+    stop: () => {
+      stopping ??= (async () => {
+        if (exitInfo === null) {
+          child.kill(stopSignal);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await exited;
+          clearTimeout(timer);
+        }
+        rmSync(dir, { recursive: true, force: true });
+        log(`${name}: stopped (${exitInfo})`);
+      })();
+      return stopping;
+    },
+  };
+}
