@@ -73,6 +73,8 @@ export class BackendConnection {
   readonly parameters = new Map<string, string>();
   /** Pooling state: prepared statements this server holds (LRU order) and the session state applied. */
   readonly statements = new Map<string, true>();
+  /** Statements the server still holds in an outdated form (cached plan changed): close first. */
+  readonly staleStatements = new Set<string>();
   stateKey = '';
   readonly createdAt = Date.now();
   processId = 0;

@@ -28,6 +28,7 @@ export interface ForwarderOptions {
 }
 
 const CLIENT_INSPECT = typeSet('');
+const TERMINATE_LENGTH = 5;
 const SERVER_INSPECT = typeSet('Z');
 /** Server messages can be as large as Postgres makes them (1 GB fields); only Z is inspected. */
 const SERVER_MAX_MESSAGE = 0x7fffffff;
@@ -110,9 +111,11 @@ export class Forwarder {
       return;
     }
     if (this.terminating) {
-      // Everything up to Terminate still goes to the server; the session then ends cleanly.
-      if (end > 0) this.server.socket.write(chunk.subarray(0, end));
-      this.options.onEnd('client sent Terminate', false);
+      // Everything before Terminate still goes to the server; Terminate itself does not: the
+      // server connection goes back to the pool.
+      if (end > TERMINATE_LENGTH) this.server.socket.write(chunk.subarray(0, end - TERMINATE_LENGTH));
+      // A Terminate split across reads had its first bytes forwarded already: not reusable.
+      this.options.onEnd('client sent Terminate', end < TERMINATE_LENGTH);
       return;
     }
     if (!this.server.socket.write(chunk)) this.client.pause();

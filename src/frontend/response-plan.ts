@@ -9,7 +9,7 @@
 export type PlanEntry =
   | { kind: 'parse'; onError?: () => void }
   | { kind: 'synthesized-parse' }
-  | { kind: 'bind' }
+  | { kind: 'bind'; statement?: string }
   | { kind: 'close' }
   | { kind: 'describe-statement'; sawParameters?: boolean }
   | { kind: 'describe-portal' }
@@ -44,6 +44,11 @@ export class ResponsePlan {
       this.head = 0;
     }
     for (const entry of entries) this.entries.push(entry);
+  }
+
+  /** The entry the next response belongs to. */
+  get current(): PlanEntry | undefined {
+    return this.entries[this.head];
   }
 
   /** Whether the next expected response is one the ambassador makes itself. */

@@ -66,19 +66,31 @@ export class ClientSessionState {
       else if (effect.kind === 'advisory-lock') this.lockAdvisory();
       else if (effect.kind === 'cursor-with-hold') this.holdCursor(effect.name);
       else if (effect.kind === 'sql-prepare') this.prepareSql(effect.name);
-      else this.staged.push(effect);
+      else if (effect.kind !== 'transaction' || this.staged.length > 0 || effect.action === 'savepoint') this.staged.push(effect);
     }
   }
 
+  /** Whether anything staged would change the session's settings when committed. */
   get hasStaged(): boolean {
-    return this.staged.length > 0;
+    return this.staged.some((e) => e.kind !== 'transaction');
   }
 
-  /** The transaction that staged effects committed. */
+  /**
+   * The transaction that staged effects committed. Savepoints are honoured: what was staged
+   * after a savepoint and undone by ROLLBACK TO is not applied.
+   */
   commit(): void {
-    const effects = this.staged;
+    const applied: SessionEffect[] = [];
+    const savepoints: number[] = [];
+    for (const effect of this.staged) {
+      if (effect.kind !== 'transaction') applied.push(effect);
+      else if (effect.action === 'savepoint') savepoints.push(applied.length);
+      else if (effect.action === 'rollback-to') applied.length = savepoints.at(-1) ?? 0;
+      else if (effect.action === 'release') savepoints.pop();
+      else if (effect.action === 'rollback') applied.length = 0;
+    }
     this.staged = [];
-    for (const effect of effects) this.applyCommitted(effect);
+    for (const effect of applied) this.applyCommitted(effect);
   }
 
   /** The transaction rolled back: what it staged never happened. */
@@ -159,7 +171,8 @@ export class ClientSessionState {
   /** The server confirmed this session holds no advisory lock any more (or still does). */
   advisoryChecked(released: boolean): void {
     this.advisoryRecheck = false;
-    if (released) this.unpin('advisory-lock');
+    // A lock staged since the check was asked keeps the pin whatever the answer.
+    if (released && this.advisoryLocks === 0) this.unpin('advisory-lock');
     else this.advisoryLocks = Math.max(this.advisoryLocks, 1);
   }
 

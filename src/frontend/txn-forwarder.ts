@@ -24,7 +24,7 @@ import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import { returnServer } from '../pool/server-return.ts';
-import type { SessionEffectsCache } from '../router/session-effects.ts';
+import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { clientStatement, CLOSED_STATEMENT, evictionsFor, touchStatement, type ClientStatement } from './statements.ts';
@@ -52,6 +52,8 @@ type Item =
 
 interface Request {
   items: Item[];
+  /** Session effects of what the request runs (Query text, or the statements its Executes run). */
+  effects: SessionEffect[];
   /** Ends in Sync, Query or FunctionCall: a ReadyForQuery will answer it. */
   completes: boolean;
   /** The first message is a Bind of a named statement: eligible for the cached-plan retry. */
@@ -71,7 +73,16 @@ export class TxnForwarder {
   private readonly plan = new ResponsePlan();
   private readonly statements = new Map<string, ClientStatement>();
   private unnamedParse: Buffer | null = null;
+  /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
+  private readonly statementEffects = new Map<string, SessionEffect[]>();
+  private readonly portalEffects = new Map<string, SessionEffect[]>();
   private current: Item[] = [];
+  private currentEffects: SessionEffect[] = [];
+  /** How the transaction now ending ended, from CommandComplete tags; and whether it saw an error. */
+  private endTag: 'COMMIT' | 'ROLLBACK' | null = null;
+  private sawError = false;
+  /** A RESET or DISCARD ran on the lease: it reset to the pooled connection's defaults, not the client's. */
+  private serverReset = false;
   private readonly ready: Request[] = [];
   private queuedBytes = 0;
   private inFlight = 0;
@@ -137,7 +148,7 @@ export class TxnForwarder {
       case FrontendType.Close:
         return this.onTarget(type, body);
       case FrontendType.Query:
-        this.options.state.stage(this.options.effects.get(body.toString('utf8', 0, Math.max(0, body.length - 1))).effects);
+        this.addEffects(this.options.effects.get(body.toString('utf8', 0, Math.max(0, body.length - 1))).effects);
         return this.endRequest(type, body, { kind: 'query' }, true);
       case FrontendType.FunctionCall:
         return this.endRequest(type, body, { kind: 'query' }, true);
@@ -145,9 +156,12 @@ export class TxnForwarder {
         return this.endRequest(type, body, { kind: 'sync' }, true);
       case FrontendType.Flush:
         return this.endRequest(type, body, null, false);
-      case FrontendType.Execute:
+      case FrontendType.Execute: {
+        const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
+        this.addEffects(this.portalEffects.get(portal));
         this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: { kind: 'execute' } });
         return true;
+      }
       case FrontendType.CopyData:
       case FrontendType.CopyDone:
       case FrontendType.CopyFail:
@@ -165,7 +179,9 @@ export class TxnForwarder {
 
   private onParse(payload: Buffer): boolean {
     const parse = decodeParse(payload);
-    this.options.state.stage(this.options.effects.get(parse.query).effects);
+    const effects = this.options.effects.get(parse.query).effects;
+    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
+    else this.statementEffects.delete(parse.name);
     if (parse.name === '') {
       const message = frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message;
@@ -179,7 +195,10 @@ export class TxnForwarder {
   }
 
   private onBind(payload: Buffer): boolean {
-    const { statement } = decodeBindNames(payload);
+    const { portal, statement } = decodeBindNames(payload);
+    const effects = this.statementEffects.get(statement);
+    if (effects) this.portalEffects.set(portal, effects);
+    else this.portalEffects.delete(portal);
     if (statement === '') {
       const parsedHere = this.current.some((i) => i.kind === 'raw' && i.type === FrontendType.Parse);
       this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: parsedHere ? null : this.unnamedParse });
@@ -205,14 +224,23 @@ export class TxnForwarder {
     return true;
   }
 
+  private addEffects(effects: readonly SessionEffect[] | undefined): void {
+    if (effects && effects.length > 0) this.currentEffects.push(...effects);
+  }
+
   private endRequest(type: number, body: Buffer, entry: PlanEntry | null, completes: boolean): boolean {
     const message = frameMessage(type, body);
     this.current.push({ kind: 'raw', type, message, entry });
     const items = this.current;
+    const effects = this.currentEffects;
     this.current = [];
+    this.currentEffects = [];
     const first = items[0];
-    const retryable = first?.kind === 'bind' && first.serverName !== null && completes;
-    this.ready.push({ items, completes, retryable });
+    // Retrying is only invisible when the request itself describes the portal again: a client
+    // that relies on its cached row description (postgres.js) must see the error instead.
+    const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
+    const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
+    this.ready.push({ items, effects, completes, retryable });
     for (const item of items) this.queuedBytes += item.kind === 'raw' ? item.message.length : 64;
     return true;
   }
@@ -271,6 +299,7 @@ export class TxnForwarder {
 
   private needsPreparation(server: BackendConnection, request: Request): boolean {
     if (server.stateKey !== this.options.state.stateKey && this.inFlight === 0 && this.status === 'I') return true;
+    if (request.items.some((i) => i.kind === 'parse' && server.staleStatements.has(i.statement.serverName))) return true;
     const parses = request.items.reduce((n, i) => n + (i.kind === 'parse' && !server.statements.has(i.statement.serverName) ? 1 : 0), 0);
     if (server.statements.size + parses > this.options.statementCapacity) return true;
     return this.missingStatements(server, request).length > 0;
@@ -310,13 +339,16 @@ export class TxnForwarder {
       const incoming = names.length + request.items.filter((i) => i.kind === 'parse' && !server.statements.has(i.statement.serverName)).length;
       const keep = new Set([...names, ...request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []))]);
       const evictions = evictionsFor(server, incoming, this.options.statementCapacity, keep);
-      if (parses.length > 0 || evictions.length > 0) {
-        // A statement being re-created may still exist in an outdated form (after a cached-plan
-        // error): closing a name the server does not hold is a harmless no-op.
-        const recreate = names.map((name) => encodeTarget(FrontendType.Close, 'S', name));
-        messages.push(...evictions, ...recreate, ...parses, encodeSync());
+      // A statement being re-created, or about to be parsed by the client, may still exist in
+      // an outdated form (after a cached-plan error): close it first. Closing a name the server
+      // does not hold is a harmless no-op.
+      const stale = request.items.flatMap((i) => (i.kind === 'parse' && server.staleStatements.has(i.statement.serverName) ? [i.statement.serverName] : []));
+      const closes = [...new Set([...names, ...stale])].map((name) => encodeTarget(FrontendType.Close, 'S', name));
+      if (parses.length > 0 || evictions.length > 0 || closes.length > 0) {
+        messages.push(...evictions, ...closes, ...parses, encodeSync());
         readies++;
       }
+      for (const name of [...names, ...stale]) server.staleStatements.delete(name);
       const { error } = await server.exchange(messages, readies, this.options.exchangeTimeoutMs);
       if (error) {
         // The server refused to set up the client's state or statements: the request fails
@@ -346,6 +378,7 @@ export class TxnForwarder {
 
   /** Binds a request to the server and writes it; the plan learns what to expect. */
   private send(server: BackendConnection, request: Request): void {
+    if (request.effects.length > 0) this.applyAtSend(server, request.effects);
     const out: Buffer[] = [];
     const entries: PlanEntry[] = [];
     for (const item of request.items) this.materialize(server, item, out, entries);
@@ -365,6 +398,17 @@ export class TxnForwarder {
       this.options.garbage.account(bytes.length);
     }
     this.flushSynthesized();
+  }
+
+  /** Stages the request's session effects; forgets server statements the request will drop. */
+  private applyAtSend(server: BackendConnection, effects: readonly SessionEffect[]): void {
+    this.options.state.stage(effects);
+    if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
+    const dropsStatements = effects.some(
+      (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
+    );
+    // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
+    if (dropsStatements) server.statements.clear();
   }
 
   private materialize(server: BackendConnection, item: Item, out: Buffer[], entries: PlanEntry[]): void {
@@ -388,7 +432,7 @@ export class TxnForwarder {
       case 'bind':
         if (item.serverName !== null) touchStatement(server, item.serverName);
         out.push(item.serverName === null ? frameMessage(FrontendType.Bind, item.payload) : rebindStatement(item.payload, item.serverName));
-        entries.push({ kind: 'bind' });
+        entries.push(item.serverName === null ? { kind: 'bind' } : { kind: 'bind', statement: item.serverName });
         return;
       case 'describe':
         out.push(encodeTarget(FrontendType.Describe, 'S', item.serverName));
@@ -440,14 +484,17 @@ export class TxnForwarder {
   private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
+      this.sawError = true;
+      this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
       this.status = String.fromCharCode(payload![0]!) as TransactionStatus;
       this.plan.complete(type);
       this.forwardUpTo(end);
       return this.onReady();
-    } else if (type === BackendType.CommandComplete && this.options.state.hasStaged && payload !== null && isRollback(payload)) {
-      this.options.state.discard();
+    } else if (type === BackendType.CommandComplete && payload !== null) {
+      const tag = transactionEndTag(payload);
+      if (tag !== null) this.endTag = tag;
       this.plan.complete(type);
     } else {
       this.plan.complete(type);
@@ -458,6 +505,18 @@ export class TxnForwarder {
     }
     return true;
   };
+
+  /**
+   * A Bind failed because the statement's result type changed (DDL): the server still holds it
+   * in the old form, so whoever prepares it next (the client re-preparing, as postgres.js does
+   * on this error) gets it closed and created again.
+   */
+  private noteStaleStatement(payload: Buffer): void {
+    const entry = this.plan.current;
+    if (entry?.kind !== 'bind' || entry.statement === undefined || this.lease === null || !isCachedPlanError(payload)) return;
+    this.lease.statements.delete(entry.statement);
+    this.lease.staleStatements.add(entry.statement);
+  }
 
   /** The cached-plan retry: watches the first response of a retryable request. */
   private watchRetry(type: number, payload: Buffer | null, end: number): boolean {
@@ -490,9 +549,8 @@ export class TxnForwarder {
 
   private onReady(): boolean {
     const state = this.options.state;
-    if (this.status === 'E' && state.hasStaged) state.discard();
     if (this.inFlight > 0) this.inFlight--;
-    if (this.status === 'I' && this.inFlight === 0 && state.hasStaged) state.commit();
+    if (this.status === 'I') this.endTransaction();
     if (state.advisoryRecheck && this.inFlight === 0 && this.status === 'I' && this.ready.length === 0 && this.lease) {
       this.forwardUpTo(this.chunk?.length ?? 0);
       void this.recheckAdvisoryLocks(this.lease);
@@ -504,6 +562,25 @@ export class TxnForwarder {
     }
     queueMicrotask(() => this.pump());
     return true;
+  }
+
+  /**
+   * A transaction ended (ReadyForQuery 'I'): its staged settings count if it committed. It rolled
+   * back when its last COMMIT/ROLLBACK tag said ROLLBACK (COMMIT of a failed transaction says so
+   * too), or when it was implicit and failed. The lease's settings follow.
+   */
+  private endTransaction(): void {
+    const state = this.options.state;
+    const changed = state.hasStaged;
+    const rolledBack = this.endTag === 'ROLLBACK' || (this.endTag === null && this.sawError);
+    if (rolledBack) state.discard();
+    else state.commit();
+    // After a rollback (possibly to a savepoint) or a RESET run on the server, its settings are
+    // not known to match: the next request on it replays them.
+    if ((changed || this.serverReset) && this.lease) this.lease.stateKey = rolledBack || this.serverReset ? '' : state.stateKey;
+    this.serverReset = false;
+    this.endTag = null;
+    this.sawError = false;
   }
 
   /** Asks the server whether this session still holds advisory locks before unpinning. */
@@ -604,8 +681,12 @@ const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
 const ADVISORY_LOCKS_HELD = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted) THEN RAISE EXCEPTION 'advisory locks held'; END IF; END $$`;
 const COPY_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail]);
 
-function isRollback(payload: Buffer): boolean {
-  return payload.length >= 8 && payload.toString('latin1', 0, 8) === 'ROLLBACK';
+/** COMMIT or ROLLBACK from a CommandComplete tag (ROLLBACK TO SAVEPOINT also says ROLLBACK,
+ *  but never ends a transaction: the tag that counts is the last one before 'I'). */
+function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
+  if (payload.length === 7 && payload.toString('latin1', 0, 6) === 'COMMIT') return 'COMMIT';
+  if (payload.length === 9 && payload.toString('latin1', 0, 8) === 'ROLLBACK') return 'ROLLBACK';
+  return null;
 }
 
 function isCachedPlanError(payload: Buffer): boolean {

@@ -1,0 +1,714 @@
+// Transaction pooling against real Postgres: many clients share a small pool (size 3 unless a
+// test says otherwise) and each transaction may land on a different server connection. What a
+// client sees must be what it would see on a server of its own: its named prepared statements
+// (replayed under shared names), its settings (replayed with RESET ALL; SET ...), and, while it
+// holds state that cannot move (advisory locks, LISTEN, temp tables, SQL PREPARE), the same
+// server. Failures: a client killed mid-transaction, a pool that stays full (53300, client kept),
+// a host that refuses (bounded retries with backoff), a cancel routed to the right server.
+//
+// Everything runs in a private database so pg_stat_activity can be filtered exactly.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import postgres from 'postgres';
+import { ambassadorsFor, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
+import {
+  ambassadorClient,
+  createTestDatabase,
+  directConfig,
+  dropTestDatabase,
+  RecordingConnector,
+  sendCancel,
+  serverBackends,
+  startChurn,
+  superuserConfig,
+  withClient,
+} from '../support/pooling.ts';
+import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
+
+const DB = 'pa_txn_pool';
+
+let topology: Topology;
+let admin: pg.Client;
+const ambassadors = ambassadorsFor(() => topology);
+
+before(async () => {
+  topology = await getTopology();
+  await createTestDatabase(topology, DB);
+  admin = new pg.Client(superuserConfig(topology));
+  admin.on('error', () => {});
+  await admin.connect();
+});
+
+after(async () => {
+  await ambassadors.stopAll();
+  await admin?.end().catch(() => {});
+  // When this file started its own cluster, that cluster may already be gone.
+  await dropTestDatabase(topology, DB).catch(() => {});
+});
+
+interface Pooled {
+  amb: TestAmbassador;
+  connector: RecordingConnector;
+}
+
+async function txnAmbassador(pool: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<Pooled> {
+  const connector = new RecordingConnector();
+  const amb = await ambassadors.start({ pool: { mode: 'transaction', size: 3, ...pool }, logging: { level: 'debug' }, ...extra }, connector);
+  return { amb, connector };
+}
+
+function client(amb: TestAmbassador, extra: Record<string, unknown> = {}): Promise<pg.Client> {
+  return ambassadorClient(amb.port, DB, extra);
+}
+
+/** Polls the server connections the ambassador holds in DB; returns the largest count seen. */
+function sampleServers(): { stop(): Promise<number> } {
+  let max = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      max = Math.max(max, (await serverBackends(admin, DB)).length);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return max;
+    },
+  };
+}
+
+const pidOf = (result: pg.QueryResult): number => Number(result.rows[0].pid);
+
+describe('prepared statements under transaction pooling', () => {
+  test('named statements reused across 100 transactions while 10 clients churn give right answers on at most size servers', async () => {
+    const { amb, connector } = await txnAmbassador();
+    const main = await client(amb);
+    const churn = await startChurn(amb.port, DB, 10);
+    const sampler = sampleServers();
+    const pids = new Set<number>();
+    try {
+      for (let i = 0; i < 100; i++) {
+        const inTransaction = i % 5 === 0;
+        if (inTransaction) await main.query('begin');
+        const square = await main.query({ name: 'square', text: 'select $1::int * $1::int as v, pg_backend_pid() as pid', values: [i] });
+        assert.equal(square.rows[0].v, i * i, `transaction ${i}: square`);
+        pids.add(pidOf(square));
+        const joined = await main.query({ name: 'joined', text: `select $1::text || '-' || $2::text as v, pg_backend_pid() as pid`, values: [`a${i}`, `b${i}`] });
+        assert.equal(joined.rows[0].v, `a${i}-b${i}`, `transaction ${i}: joined`);
+        // The same client name as the churners use, with other text: names are per client.
+        const churnName = await main.query({ name: 'churn', text: 'select $1::int - 1 as v', values: [i] });
+        assert.equal(churnName.rows[0].v, i - 1, `transaction ${i}: 'churn' named by this client`);
+        if (inTransaction) {
+          assert.equal(pidOf(joined), pidOf(square), 'one transaction, one server');
+          await main.query('commit');
+        }
+      }
+    } finally {
+      const report = await churn.stop();
+      const maxServers = await sampler.stop();
+      await main.end();
+      assert.deepEqual(report.errors, []);
+      assert.ok(report.iterations >= 10, `churners made ${report.iterations} rounds`);
+      assert.ok(maxServers <= 3, `pg_stat_activity showed ${maxServers} server connections for 11 clients, pool.size is 3`);
+      const allPids = new Set([...pids, ...report.pids]);
+      assert.ok(allPids.size <= 3, `clients ran on ${allPids.size} distinct backends: ${[...allPids].join(', ')}`);
+      assert.ok(connector.records.filter((r) => r.ok).length <= 3, `the ambassador opened ${connector.records.length} server connections`);
+    }
+    // Otherwise the statements were never replayed on a server the client had not parsed them on.
+    assert.ok(pids.size > 1, `the client's transactions all ran on one server (${[...pids].join(', ')})`);
+  });
+
+  test('SQL PREPARE / EXECUTE pin the client; DEALLOCATE releases it', async () => {
+    const { amb } = await txnAmbassador();
+    const main = await client(amb);
+    const churn = await startChurn(amb.port, DB, 6);
+    try {
+      await main.query('prepare p_add(int) as select $1 + 1 as v, pg_backend_pid() as pid');
+      const pids = new Set<number>();
+      for (let i = 0; i < 20; i++) {
+        const result = await main.query(`execute p_add(${i})`);
+        assert.equal(result.rows[0].v, i + 1);
+        pids.add(pidOf(result));
+      }
+      assert.equal(pids.size, 1, `EXECUTE ran on several servers: ${[...pids].join(', ')}`);
+      const pinnedPid = [...pids][0]!;
+      await main.query('deallocate p_add');
+      await assert.rejects(main.query('execute p_add(1)'), (err: { code?: string }) => err.code === '26000');
+      await eventually(
+        async () => {
+          const pid = pidOf(await main.query('select pg_backend_pid() as pid'));
+          return pid !== pinnedPid ? pid : undefined;
+        },
+        { what: 'the client to move to another server after DEALLOCATE', timeoutMs: 15_000, intervalMs: 5 },
+      );
+      // PREPARE again after DEALLOCATE works (and pins again).
+      await main.query('prepare p_add(int) as select $1 + 2 as v');
+      assert.equal((await main.query('execute p_add(1)')).rows[0].v, 3);
+      await main.query('deallocate p_add');
+    } finally {
+      const report = await churn.stop();
+      await main.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  // The ambassador's own statements (pa_<hash>) live on shared servers: a client's DEALLOCATE ALL
+  // or DISCARD ALL drops them there too, and the ambassador must notice.
+  for (const statement of ['deallocate all', 'discard all']) {
+    test(`${statement.toUpperCase()} by one client does not break other clients' named statements (pool size 1)`, async () => {
+      const { amb } = await txnAmbassador({ size: 1 });
+      const user = await client(amb);
+      const resetter = await client(amb);
+      try {
+        const named = { name: 'one', text: 'select $1::int as v' };
+        assert.equal((await user.query({ ...named, values: [1] })).rows[0].v, 1);
+        await resetter.query(statement);
+        for (let i = 2; i <= 4; i++) assert.equal((await user.query({ ...named, values: [i] })).rows[0].v, i, `execution ${i} after ${statement}`);
+        // Its own named statements keep working after its reset too.
+        assert.equal((await resetter.query({ ...named, values: [5] })).rows[0].v, 5);
+      } finally {
+        await user.end();
+        await resetter.end();
+      }
+    });
+  }
+});
+
+describe('session settings under transaction pooling', () => {
+  test('a SET by one client does not reach the next client on the same server (pool size 1)', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    const setter = await client(amb);
+    const next = await client(amb);
+    try {
+      await setter.query(`set statement_timeout = '1234ms'`);
+      assert.equal((await next.query('show statement_timeout')).rows[0].statement_timeout, '0', 'the SET leaked to another client');
+      assert.equal((await setter.query('show statement_timeout')).rows[0].statement_timeout, '1234ms');
+      assert.equal((await next.query('show statement_timeout')).rows[0].statement_timeout, '0', 'the SET leaked to another client');
+    } finally {
+      await setter.end();
+      await next.end();
+    }
+  });
+
+  /** One client SETs statement_timeout then runs 50 transactions while 8 others churn. */
+  async function setReplayWorkload(): Promise<{ pids: Set<number>; statementTimeouts: Set<string> }> {
+    const { amb } = await txnAmbassador();
+    const main = await client(amb);
+    const churn = await startChurn(amb.port, DB, 8);
+    const pids = new Set<number>();
+    try {
+      await main.query(`set statement_timeout = '1234ms'`);
+      for (let i = 0; i < 50; i++) {
+        let shown: string;
+        let pid: number;
+        if (i % 2 === 0) {
+          // One Query message, one implicit transaction.
+          const [show, who] = (await main.query('show statement_timeout; select pg_backend_pid() as pid')) as unknown as pg.QueryResult[];
+          shown = show!.rows[0].statement_timeout;
+          pid = pidOf(who!);
+        } else {
+          await main.query('begin');
+          shown = (await main.query('show statement_timeout')).rows[0].statement_timeout;
+          pid = pidOf(await main.query('select pg_backend_pid() as pid'));
+          await main.query('commit');
+        }
+        assert.equal(shown, '1234ms', `transaction ${i} on backend ${pid}`);
+        pids.add(pid);
+      }
+    } finally {
+      const report = await churn.stop();
+      await main.end();
+      assert.deepEqual(report.errors, []);
+    }
+    return { pids, statementTimeouts: churn.report.statementTimeouts };
+  }
+
+  test('SET statement_timeout is replayed on every server the client lands on', async () => {
+    const { pids } = await setReplayWorkload();
+    assert.ok(pids.size > 1, `all 50 transactions ran on one server (${[...pids].join(', ')}): the replay was not exercised`);
+  });
+
+  test('a SET never reaches the other clients churning through the same servers', async () => {
+    const { statementTimeouts } = await setReplayWorkload();
+    assert.deepEqual([...statementTimeouts], ['0'], 'another client saw a statement_timeout it never set');
+  });
+
+  test('SET then RESET ALL (and RESET name) go back to the defaults on every server', async () => {
+    const defaults = await withClient(directConfig(topology, DB), async (c) => ({
+      statementTimeout: (await c.query('show statement_timeout')).rows[0].statement_timeout as string,
+      searchPath: (await c.query('show search_path')).rows[0].search_path as string,
+    }));
+    const { amb } = await txnAmbassador();
+    const main = await client(amb);
+    const churn = await startChurn(amb.port, DB, 6);
+    const settings = async (): Promise<{ statementTimeout: string; searchPath: string }> => {
+      const [st, sp] = (await main.query('show statement_timeout; show search_path')) as unknown as pg.QueryResult[];
+      return { statementTimeout: st!.rows[0].statement_timeout, searchPath: sp!.rows[0].search_path };
+    };
+    try {
+      await main.query(`set statement_timeout = '4321ms'`);
+      await main.query('set search_path = pg_catalog, public');
+      for (let i = 0; i < 10; i++) assert.deepEqual(await settings(), { statementTimeout: '4321ms', searchPath: 'pg_catalog, public' });
+      await main.query('reset statement_timeout');
+      for (let i = 0; i < 10; i++) assert.deepEqual(await settings(), { statementTimeout: defaults.statementTimeout, searchPath: 'pg_catalog, public' });
+      await main.query(`set statement_timeout = '4321ms'`);
+      await main.query('reset all');
+      for (let i = 0; i < 20; i++) assert.deepEqual(await settings(), defaults, `transaction ${i} after RESET ALL`);
+    } finally {
+      const report = await churn.stop();
+      await main.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  test('RESET ALL goes back to the settings given at connection start, as on a direct connection (pool size 1)', async () => {
+    const startup = { application_name: 'pa-startup', options: '-c statement_timeout=2500ms' };
+    const trace = async (c: pg.Client): Promise<string[]> => {
+      const seen: string[] = [];
+      const show = async (): Promise<void> => {
+        const [st, app] = (await c.query('show statement_timeout; show application_name')) as unknown as pg.QueryResult[];
+        seen.push(`${st!.rows[0].statement_timeout}/${app!.rows[0].application_name}`);
+      };
+      await show();
+      await c.query(`set statement_timeout = '1s'`);
+      await c.query(`set application_name = 'changed'`);
+      await show();
+      await c.query('reset all');
+      await show();
+      await show();
+      return seen;
+    };
+    const expected = await withClient(directConfig(topology, DB, startup), trace);
+    assert.deepEqual(expected, ['2500ms/pa-startup', '1s/changed', '2500ms/pa-startup', '2500ms/pa-startup']);
+    const { amb } = await txnAmbassador({ size: 1 });
+    const main = await client(amb, startup);
+    try {
+      assert.deepEqual(await trace(main), expected);
+    } finally {
+      await main.end();
+    }
+  });
+
+  /** Runs `steps` on a client; after each step, `show statement_timeout` in `probes` separate transactions. */
+  async function settingsTrace(c: pg.Client, steps: string[][], probes: number): Promise<string[][]> {
+    const trace: string[][] = [];
+    for (const step of steps) {
+      for (const sql of step) await c.query(sql).catch((err: Error & { code?: string }) => trace.push([`${sql} -> ${err.code}`]));
+      const seen: string[] = [];
+      for (let i = 0; i < probes; i++) seen.push((await c.query('show statement_timeout')).rows[0].statement_timeout);
+      trace.push([...new Set(seen)]);
+    }
+    return trace;
+  }
+
+  async function compareWithPostgres(steps: string[][]): Promise<void> {
+    const expected = await withClient(directConfig(topology, DB), (c) => settingsTrace(c, steps, 1));
+    const { amb } = await txnAmbassador();
+    const main = await client(amb);
+    const churn = await startChurn(amb.port, DB, 6);
+    let actual: string[][];
+    try {
+      actual = await settingsTrace(main, steps, 10);
+    } finally {
+      const report = await churn.stop();
+      await main.end();
+      assert.deepEqual(report.errors, []);
+    }
+    assert.deepEqual(actual, expected);
+  }
+
+  test('a SET inside a rolled-back (or failed) transaction is not kept; a committed one is; SET LOCAL ends with its transaction', async () => {
+    await compareWithPostgres([
+      ['begin', `set statement_timeout = '777ms'`, 'rollback'],
+      ['begin', `set statement_timeout = '888ms'`, 'commit'],
+      ['begin', `set local statement_timeout = '999ms'`, 'commit'],
+      ['begin', `set statement_timeout = '3333ms'`, 'select 1/0', 'rollback'],
+      ['begin', `set statement_timeout = '4444ms'`, 'select 1/0', 'commit'],
+    ]);
+  });
+
+  test('a SET in a one-Query implicit transaction that fails is rolled back, as in Postgres', async () => {
+    await compareWithPostgres([
+      [`set statement_timeout = '888ms'`],
+      // One Query, one implicit transaction: the error rolls the SET back.
+      [`set statement_timeout = '6666ms'; select 1/0`],
+    ]);
+  });
+
+  test('ROLLBACK TO SAVEPOINT undoes only the SETs after the savepoint, as in Postgres', async () => {
+    await compareWithPostgres([
+      ['begin', `set statement_timeout = '1111ms'`, 'savepoint s1', 'select 1', 'rollback to savepoint s1', 'commit'],
+      ['begin', 'savepoint s2', `set statement_timeout = '2222ms'`, 'rollback to savepoint s2', 'commit'],
+      ['begin', `set statement_timeout = '5555ms'`, 'savepoint s3', 'select 1/0', 'rollback to savepoint s3', 'commit'],
+    ]);
+  });
+
+  test('postgres.js: SET, RESET ALL and the same SET again (a cached prepared statement) are all replayed', async () => {
+    const { amb } = await txnAmbassador();
+    const sql = postgres({ ...(viaAmbassador(amb.port, { database: DB }) as postgres.Options<{}>), username: 'app', max: 1, prepare: true, onnotice: () => {} });
+    const churn = await startChurn(amb.port, DB, 6);
+    const pids = new Set<number>();
+    const probe = async (expected: string, what: string): Promise<void> => {
+      for (let i = 0; i < 15; i++) {
+        const [row] = await sql`select current_setting('statement_timeout') as st, pg_backend_pid() as pid`;
+        pids.add(row!.pid);
+        assert.equal(row!.st, expected, `${what}, probe ${i} on backend ${row!.pid}`);
+      }
+    };
+    try {
+      await sql`set statement_timeout = '1234ms'`;
+      await probe('1234ms', 'after SET');
+      await sql`reset all`;
+      await probe('0', 'after RESET ALL');
+      await sql`set statement_timeout = '1234ms'`;
+      await probe('1234ms', 'after the same SET again');
+    } finally {
+      const report = await churn.stop();
+      await sql.end({ timeout: 5 });
+      assert.deepEqual(report.errors, []);
+    }
+    assert.ok(pids.size > 1, 'every probe ran on one server: the replay was not exercised');
+  });
+});
+
+describe('pinned sessions', () => {
+  test('an advisory lock pins the client to its server until unlocked; others get the lock only after', async () => {
+    const { amb } = await txnAmbassador();
+    const holder = await client(amb);
+    const other = await client(amb);
+    const churn = await startChurn(amb.port, DB, 4);
+    try {
+      const lockPid = pidOf(await holder.query('select pg_advisory_lock(42), pg_backend_pid() as pid'));
+      for (let i = 0; i < 10; i++) {
+        assert.equal(pidOf(await holder.query('select pg_backend_pid() as pid')), lockPid, `transaction ${i} moved while the lock was held`);
+        const trial = await other.query('select pg_try_advisory_lock(42) as got, pg_backend_pid() as pid');
+        assert.equal(trial.rows[0].got, false, 'another client took the advisory lock while it was held');
+        assert.notEqual(pidOf(trial), lockPid);
+      }
+      await holder.query('begin');
+      assert.equal(pidOf(await holder.query('select pg_backend_pid() as pid')), lockPid);
+      await holder.query('commit');
+      const unlocked = await holder.query('select pg_advisory_unlock(42) as released');
+      assert.equal(unlocked.rows[0].released, true, 'the unlock ran on a server that does not hold the lock');
+      await eventually(
+        async () => {
+          const pid = pidOf(await holder.query('select pg_backend_pid() as pid'));
+          return pid !== lockPid ? pid : undefined;
+        },
+        { what: 'the unlocked client to move to another server', timeoutMs: 15_000, intervalMs: 5 },
+      );
+      const taken = await other.query('select pg_try_advisory_lock(42) as got');
+      assert.equal(taken.rows[0].got, true, 'the lock was not free after pg_advisory_unlock');
+      assert.equal((await other.query('select pg_advisory_unlock(42) as released')).rows[0].released, true);
+    } finally {
+      const report = await churn.stop();
+      await holder.end();
+      await other.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  // Drivers with statement caches (pg named statements, postgres.js, JDBC) run a cached statement
+  // with Bind/Execute only: the second lock through the same statement must pin again.
+  test('an advisory lock taken again through a cached named statement pins again', async () => {
+    const { amb } = await txnAmbassador();
+    const holder = await client(amb);
+    const other = await client(amb);
+    const churn = await startChurn(amb.port, DB, 4);
+    const lock = { name: 'lock', text: 'select pg_advisory_lock($1::bigint), pg_backend_pid() as pid' };
+    const unlock = { name: 'unlock', text: 'select pg_advisory_unlock($1::bigint) as released' };
+    try {
+      for (let round = 1; round <= 2; round++) {
+        const lockPid = pidOf(await holder.query({ ...lock, values: [43] }));
+        for (let i = 0; i < 10; i++) {
+          assert.equal(pidOf(await holder.query('select pg_backend_pid() as pid')), lockPid, `round ${round}, transaction ${i}: moved while holding the lock`);
+        }
+        assert.equal((await other.query('select pg_try_advisory_lock(43) as got')).rows[0].got, false, `round ${round}: the lock was free`);
+        assert.equal((await holder.query({ ...unlock, values: [43] })).rows[0].released, true, `round ${round}: unlock ran on a server without the lock`);
+      }
+    } finally {
+      const report = await churn.stop();
+      await holder.end();
+      await other.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  // After the last unlock the ambassador asks the server whether any advisory lock is left before
+  // it unpins; a lock the client takes meanwhile must keep the pin.
+  test('a lock taken right after an unlock (while the ambassador re-checks) keeps the client pinned', async () => {
+    const { amb } = await txnAmbassador();
+    const holder = await client(amb);
+    const other = await client(amb);
+    const churn = await startChurn(amb.port, DB, 4);
+    try {
+      let lockPid = pidOf(await holder.query('select pg_advisory_lock(44), pg_backend_pid() as pid'));
+      for (let round = 1; round <= 20; round++) {
+        // Queued together: pg sends the lock the moment the unlock's ReadyForQuery arrives.
+        const [released, relocked] = await Promise.all([
+          holder.query('select pg_advisory_unlock(44) as released'),
+          holder.query('select pg_advisory_lock(44), pg_backend_pid() as pid'),
+        ]);
+        assert.equal(released.rows[0].released, true, `round ${round}: the unlock ran on a server without the lock`);
+        lockPid = pidOf(relocked);
+        for (let i = 0; i < 3; i++) {
+          assert.equal(pidOf(await holder.query('select pg_backend_pid() as pid')), lockPid, `round ${round}, transaction ${i}: moved while holding the lock`);
+        }
+        assert.equal((await other.query('select pg_try_advisory_lock(44) as got')).rows[0].got, false, `round ${round}: another client took the held lock`);
+      }
+      assert.equal((await holder.query('select pg_advisory_unlock(44) as released')).rows[0].released, true);
+    } finally {
+      const report = await churn.stop();
+      await holder.end();
+      await other.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  test('LISTEN pins the client: notifications arrive between and after its transactions', async () => {
+    const { amb } = await txnAmbassador();
+    const listener = await client(amb);
+    const notifier = await client(amb);
+    const churn = await startChurn(amb.port, DB, 4);
+    const received: pg.Notification[] = [];
+    listener.on('notification', (n) => received.push(n));
+    try {
+      await listener.query('listen pa_txn_channel');
+      const listenPid = pidOf(await listener.query('select pg_backend_pid() as pid'));
+      await withClient(directConfig(topology, DB), (direct) => direct.query(`notify pa_txn_channel, 'direct-1'`));
+      await eventually(async () => (received.length >= 1 ? true : undefined), { what: 'the first notification' });
+      for (let i = 0; i < 5; i++) assert.equal(pidOf(await listener.query('select pg_backend_pid() as pid')), listenPid);
+      // From another client of the same ambassador, inside a transaction (delivered at commit).
+      await notifier.query('begin');
+      await notifier.query(`notify pa_txn_channel, 'pooled-2'`);
+      await notifier.query('commit');
+      await eventually(async () => (received.length >= 2 ? true : undefined), { what: 'the second notification' });
+      assert.deepEqual(
+        received.map((n) => [n.channel, n.payload]),
+        [
+          ['pa_txn_channel', 'direct-1'],
+          ['pa_txn_channel', 'pooled-2'],
+        ],
+      );
+      await listener.query('select 1');
+    } finally {
+      const report = await churn.stop();
+      await listener.end();
+      await notifier.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+
+  test('a temp table stays visible to its session across transactions (pinned) and to no one else', async () => {
+    const { amb } = await txnAmbassador();
+    const owner = await client(amb);
+    const other = await client(amb);
+    const churn = await startChurn(amb.port, DB, 4);
+    try {
+      await owner.query('create temp table pa_scratch (n int)');
+      const pid = pidOf(await owner.query('select pg_backend_pid() as pid'));
+      for (let i = 1; i <= 10; i++) {
+        await owner.query('insert into pa_scratch values ($1)', [i]);
+        const row = await owner.query('select count(*)::int as n, sum(n)::int as total, pg_backend_pid() as pid from pa_scratch');
+        assert.deepEqual([row.rows[0].n, row.rows[0].total], [i, (i * (i + 1)) / 2], `transaction ${i}`);
+        assert.equal(pidOf(row), pid);
+      }
+      await assert.rejects(other.query('select * from pa_scratch'), (err: { code?: string }) => err.code === '42P01');
+      await owner.query('drop table pa_scratch');
+    } finally {
+      const report = await churn.stop();
+      await owner.end();
+      await other.end();
+      assert.deepEqual(report.errors, []);
+    }
+  });
+});
+
+describe('cached plan must not change result type', () => {
+  // Pool size 1: the second execute lands on the server holding the outdated statement.
+  test('pg: a named statement executed again after ALTER TABLE returns the new column', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    await withClient(directConfig(topology, DB), (c) => c.query('drop table if exists pa_cp_pg; create table pa_cp_pg (a int); insert into pa_cp_pg values (1)'));
+    const main = await client(amb);
+    try {
+      const first = await main.query({ name: 'sel', text: 'select * from pa_cp_pg' });
+      assert.deepEqual(first.rows, [{ a: 1 }]);
+      await withClient(directConfig(topology, DB), (c) => c.query('alter table pa_cp_pg add column b int default 7'));
+      const second = await main.query({ name: 'sel', text: 'select * from pa_cp_pg' });
+      assert.deepEqual(second.rows, [{ a: 1, b: 7 }]);
+      assert.deepEqual(second.fields.map((f) => f.name), ['a', 'b']);
+      assert.deepEqual((await main.query({ name: 'sel', text: 'select * from pa_cp_pg' })).rows, [{ a: 1, b: 7 }]);
+    } finally {
+      await main.end();
+    }
+    assert.ok(amb.logText().includes('cached plan changed result type'), 'the retry path was not taken (is the test still exercising it?)');
+  });
+
+  test('postgres.js: a prepared query executed again after ALTER TABLE returns the new column', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    await withClient(directConfig(topology, DB), (c) => c.query('drop table if exists pa_cp_js; create table pa_cp_js (a int); insert into pa_cp_js values (1)'));
+    const sql = postgres({ ...(viaAmbassador(amb.port, { database: DB }) as postgres.Options<{}>), username: 'app', max: 1, prepare: true, onnotice: () => {} });
+    try {
+      const first = await sql`select * from pa_cp_js`;
+      assert.deepEqual([...first], [{ a: 1 }]);
+      await withClient(directConfig(topology, DB), (c) => c.query('alter table pa_cp_js add column b int default 7'));
+      const second = await sql`select * from pa_cp_js`;
+      assert.deepEqual([...second], [{ a: 1, b: 7 }]);
+      assert.deepEqual([...(await sql`select * from pa_cp_js`)], [{ a: 1, b: 7 }]);
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
+  });
+});
+
+describe('failures under transaction pooling', () => {
+  test('a client killed mid-transaction leaves no open transaction on any server and its insert is not visible', async () => {
+    const { amb } = await txnAmbassador();
+    await withClient(directConfig(topology, DB), (c) => c.query('drop table if exists pa_killed; create table pa_killed (n int)'));
+    const victim = await client(amb);
+    await victim.query('begin');
+    await victim.query('insert into pa_killed values (1)');
+    // The transaction is really open upstream (so the checks below can fail).
+    const open = await serverBackends(admin, DB);
+    assert.equal(open.filter((b) => b.state === 'idle in transaction').length, 1, JSON.stringify(open));
+    (victim as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    await eventually(
+      async () => ((await serverBackends(admin, DB)).some((b) => b.state === 'idle in transaction' || b.xact_start !== null) ? undefined : true),
+      { what: 'no server backend left inside a transaction' },
+    );
+    const rows = await withClient(directConfig(topology, DB), (c) => c.query('select count(*)::int as n from pa_killed'));
+    assert.equal(rows.rows[0].n, 0, 'the killed client’s insert became visible');
+    // The server comes back usable (or is replaced): others keep working.
+    const next = await client(amb);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await next.query('select count(*)::int as n, current_setting($1) as st from pa_killed', ['statement_timeout']);
+        assert.deepEqual(r.rows[0], { n: 0, st: '0' });
+      }
+    } finally {
+      await next.end();
+    }
+  });
+
+  test('a full pool answers waiting clients with 53300 after acquireTimeout; they stay connected', async () => {
+    const { amb } = await txnAmbassador({ size: 2, acquireTimeout: '500ms' });
+    const clients = await Promise.all(Array.from({ length: 5 }, () => client(amb)));
+    const [h1, h2, ...waiters] = clients as [pg.Client, pg.Client, ...pg.Client[]];
+    try {
+      await h1.query('begin');
+      await h1.query('select 1');
+      await h2.query('begin');
+      await h2.query('select 2');
+      const outcomes = await Promise.all(
+        waiters.map(async (w) => {
+          const started = Date.now();
+          try {
+            await w.query('begin');
+            return { code: 'none', ms: Date.now() - started, message: '' };
+          } catch (err) {
+            const e = err as Error & { code?: string; severity?: string };
+            return { code: e.code ?? '?', ms: Date.now() - started, message: `${e.severity}: ${e.message}` };
+          }
+        }),
+      );
+      for (const o of outcomes) {
+        assert.equal(o.code, '53300', `waiter got ${o.code} after ${o.ms} ms: ${o.message}`);
+        assert.ok(o.ms >= 400 && o.ms < 5_000, `53300 came after ${o.ms} ms (acquireTimeout 500ms)`);
+        assert.match(o.message, /^ERROR: /);
+      }
+      await h1.query('commit');
+      await h2.query('commit');
+      for (const w of waiters) assert.equal((await w.query('select 1 as one')).rows[0].one, 1);
+      // Still the same sessions: nobody was disconnected.
+      assert.equal(amb.ambassador.listener.sessions.size, 5);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    }
+  });
+
+  test('a host refusing connections: 1 + retry.max attempts with growing, capped backoff; the client learns ECONNREFUSED', async () => {
+    const port = await freePort();
+    const runs = 8;
+    const ceilings = [50, 100, 200]; // initialDelay 50ms doubling, capped at maxDelay 400ms
+    const results = await Promise.all(
+      Array.from({ length: runs }, async () => {
+        const connector = new RecordingConnector();
+        const amb = await ambassadors.start(
+          {
+            upstream: {
+              hosts: [{ host: '127.0.0.1', port, role: 'primary' }],
+              tls: { mode: 'disable' },
+              retry: { max: 3, initialDelay: '50ms', maxDelay: '400ms' },
+            },
+            pool: { mode: 'transaction', size: 3, acquireTimeout: '10s' },
+          },
+          connector,
+        );
+        const c = new pg.Client(viaAmbassador(amb.port, { database: DB }) as pg.ClientConfig);
+        c.on('error', () => {});
+        const error = await c.connect().then(
+          () => null,
+          (err: Error) => err,
+        );
+        await c.end().catch(() => {});
+        return { error, records: [...connector.records], counted: amb.upstreamConnects() };
+      }),
+    );
+    const gaps: number[][] = [];
+    for (const { error, records, counted } of results) {
+      assert.ok(error, 'the login succeeded against a closed port');
+      assert.match(error.message, /ECONNREFUSED/);
+      assert.equal(records.length, 4, `connect attempts: ${records.length} (retry.max 3)`);
+      assert.equal(counted, 4);
+      assert.ok(records.every((r) => !r.ok && /ECONNREFUSED/.test(r.error ?? '')));
+      const runGaps = records.slice(1).map((r, i) => r.at - records[i]!.endedAt);
+      runGaps.forEach((gap, i) => assert.ok(gap <= ceilings[i]! + 150, `gap ${i + 1} was ${gap.toFixed(1)} ms, above its ceiling ${ceilings[i]} ms`));
+      gaps.push(runGaps);
+    }
+    const mean = (i: number): number => gaps.reduce((sum, g) => sum + g[i]!, 0) / runs;
+    const means = [mean(0), mean(1), mean(2)];
+    // Full jitter: expected 25, 50, 100 ms; averaged over the runs they must grow.
+    assert.ok(means[2]! > means[0]!, `backoff did not grow: mean gaps ${means.map((m) => m.toFixed(1)).join(', ')} ms`);
+    const meanTotal = means.reduce((a, b) => a + b, 0);
+    assert.ok(meanTotal >= 70, `mean total backoff ${meanTotal.toFixed(1)} ms (expected ~175 ms): retries were not delayed`);
+  });
+
+  test('a cancel of pg_sleep(30) reaches that client’s server only', async () => {
+    const { amb } = await txnAmbassador();
+    const sleeper = await client(amb);
+    const bystander = await client(amb);
+    try {
+      const { processID, secretKey } = sleeper as unknown as { processID: number; secretKey: number };
+      const long = sleeper.query('select pg_sleep(30) /* pa-cancel-long */').then(
+        () => null,
+        (err: Error & { code?: string }) => err,
+      );
+      await eventually(async () => ((await serverBackends(admin, DB)).some((b) => b.state === 'active' && b.query.includes('pa-cancel-long')) ? true : undefined), {
+        what: 'pg_sleep(30) running upstream',
+      });
+      const shortStarted = Date.now();
+      const short = bystander.query('select pg_sleep(1) as slept, pg_backend_pid() as pid /* pa-cancel-short */');
+      await eventually(async () => ((await serverBackends(admin, DB)).some((b) => b.state === 'active' && b.query.includes('pa-cancel-short')) ? true : undefined), {
+        what: 'pg_sleep(1) running upstream',
+      });
+      const cancelledAt = Date.now();
+      await sendCancel(amb.port, processID, secretKey);
+      const error = await long;
+      assert.ok(error, 'pg_sleep(30) was not cancelled');
+      assert.equal(error.code, '57014', error.message);
+      assert.ok(Date.now() - cancelledAt < 10_000);
+      const shortResult = await short;
+      assert.equal(shortResult.rowCount, 1, 'the other client’s query was cancelled');
+      assert.ok(Date.now() - shortStarted >= 1_000);
+      assert.equal((await sleeper.query('select 1 as one')).rows[0].one, 1);
+    } finally {
+      await sleeper.end();
+      await bystander.end();
+    }
+  });
+});
