@@ -250,8 +250,11 @@ export class TxnForwarder {
   private pump(): void {
     if (this.busy || this.stopped) return;
     while (this.ready.length > 0 && !this.stopped) {
-      if (this.lease === null) return void this.acquire();
       const request = this.ready[0]!;
+      if (this.lease === null) {
+        if (!this.answerLocally(request)) return void this.acquire();
+        continue;
+      }
       const needsPrep = this.needsPreparation(this.lease, request);
       if (needsPrep) {
         if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
@@ -261,6 +264,27 @@ export class TxnForwarder {
       this.send(this.lease, request);
     }
     if (this.queuedBytes <= MAX_QUEUED_BYTES) this.client.resume();
+  }
+
+  /**
+   * A request that only prepares named statements (libpq's PQprepare: Parse, Sync) needs no
+   * server: the statements are recorded and created on a server when first used. Answering it
+   * here keeps a client that prepares while every lease is taken from waiting on the pool (with
+   * pgbench -M prepared, a thread blocked in PQprepare holds up its own clients' transactions,
+   * and nothing moves). A mistake in such a statement is reported when it is first executed.
+   */
+  private answerLocally(request: Request): boolean {
+    const last = request.items.at(-1);
+    const endsWithSync = last?.kind === 'raw' && last.type === FrontendType.Sync;
+    const endsWithFlush = last?.kind === 'raw' && last.type === FrontendType.Flush;
+    if (!(endsWithSync || endsWithFlush) || request.items.length < 2) return false;
+    if (!request.items.slice(0, -1).every((i) => i.kind === 'parse')) return false;
+    this.ready.shift();
+    for (const item of request.items) this.queuedBytes -= item.kind === 'raw' ? item.message.length : 64;
+    const answers = Array<Buffer>(request.items.length - 1).fill(PARSE_COMPLETE);
+    if (endsWithSync) answers.push(encodeReadyForQuery(this.status));
+    this.client.write(Buffer.concat(answers));
+    return true;
   }
 
   private acquire(): void {

@@ -26,6 +26,9 @@ import {
   withClient,
 } from '../support/pooling.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
+import { loginScram } from '../support/raw-client.ts';
+import { encodeParse, encodeSync } from '../../src/protocol/frontend.ts';
+import { CLIENT_PASSWORD } from '../support/ambassador.ts';
 
 const DB = 'pa_txn_pool';
 
@@ -565,6 +568,56 @@ describe('cached plan must not change result type', () => {
     }
   });
 });
+
+describe('prepare without a server', () => {
+  test('a lone Parse+Sync is answered without a lease; a bad statement fails when first executed', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    const holder = await client(amb);
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      // The only server is held inside a transaction: preparing must not wait for it.
+      await holder.query('begin');
+      await holder.query('select 1');
+      raw.write([encodeParse('good', 'select $1::int + 1', Buffer.from([0, 1, 0, 0, 0, 23])), encodeParse('bad', 'selec oops', Buffer.from([0, 0])), encodeSync()]);
+      const prepared = await raw.readUntil('Z', 2_000);
+      assert.deepEqual(prepared.map((m) => m.type), ['1', '1', 'Z']);
+      await holder.query('commit');
+      raw.write([bind('good', [Buffer.from('41')]), execute(), encodeSync()]);
+      const good = await raw.readUntil('Z');
+      assert.deepEqual(good.map((m) => m.type), ['2', 'D', 'C', 'Z']);
+      raw.write([bind('bad', []), execute(), encodeSync()]);
+      const bad = [await raw.nextMessage(), await raw.nextMessage()];
+      assert.deepEqual(bad.map((m) => [m.type, m.error?.code]), [['E', '42601'], ['Z', undefined]]);
+    } finally {
+      raw.destroy();
+      await holder.end();
+    }
+  });
+});
+
+function bind(statement: string, params: Buffer[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(`\0${statement}\0`), Buffer.from([0, 0]), Buffer.alloc(2)];
+  parts[2]!.writeInt16BE(params.length);
+  for (const p of params) {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(p.length);
+    parts.push(len, p);
+  }
+  parts.push(Buffer.from([0, 0]));
+  return frame('B', Buffer.concat(parts));
+}
+
+function execute(): Buffer {
+  return frame('E', Buffer.from([0, 0, 0, 0, 0]));
+}
+
+function frame(type: string, body: Buffer): Buffer {
+  const out = Buffer.alloc(5 + body.length);
+  out.write(type, 0, 'latin1');
+  out.writeInt32BE(body.length + 4, 1);
+  body.copy(out, 5);
+  return out;
+}
 
 describe('failures under transaction pooling', () => {
   test('a client killed mid-transaction leaves no open transaction on any server and its insert is not visible', async () => {
