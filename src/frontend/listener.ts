@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { AmbassadorError } from '../errors.ts';
 import type { ServerPool } from '../pool/server-pool.ts';
 import { GarbageBound } from '../lib/garbage-bound.ts';
-import { SessionEffectsCache } from '../router/session-effects.ts';
+import { SessionEffectsCache, type PinReason } from '../router/session-effects.ts';
 import { CancelRegistry } from './cancel-registry.ts';
 import { ClientSession, type FrontendSettings } from './session.ts';
 import { errorResponseFor } from './wire-errors.ts';
@@ -30,6 +30,8 @@ export class Listener {
   private readonly garbage = new GarbageBound(8 * 1024 * 1024);
   /** Session effects of SQL texts, shared by every session (pure, cached by exact text). */
   private readonly effects = new SessionEffectsCache();
+  /** How many times sessions became pinned, per reason (transaction mode). */
+  readonly pinCounts = new Map<PinReason, number>();
   private accepting = true;
   private allClosed: (() => void) | null = null;
 
@@ -74,6 +76,7 @@ export class Listener {
       id,
       garbage: this.garbage,
       effects: this.effects,
+      onPin: (reason) => this.pinCounts.set(reason, (this.pinCounts.get(reason) ?? 0) + 1),
       logger: this.options.logger.child({ session: id }),
       settings: this.options.settings(),
       pool: this.options.pool,

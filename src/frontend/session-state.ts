@@ -28,13 +28,22 @@ export class ClientSessionState {
   /** The lock count reached zero: the server must confirm before the advisory pin goes. */
   advisoryRecheck = false;
 
-  constructor(startupParams: ReadonlyMap<string, string>) {
+  /**
+   * @param onPin called each time the session becomes pinned for a reason it was not pinned for
+   *   (counted per reason by the listener; the metrics work exports them).
+   */
+  constructor(
+    startupParams: ReadonlyMap<string, string>,
+    private readonly onPin: (reason: PinReason) => void = () => {},
+  ) {
+    // A startup value is a configuration string, parsed as Postgres parses startup options:
+    // set_config() does the same (SET ... TO 'a,b' would make one search_path entry "a,b").
     for (const [name, value] of startupParams) {
       if (NOT_SETTINGS.has(name)) continue;
-      this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+      this.startup.set(name.toLowerCase(), setConfig(name, value));
     }
     for (const [name, value] of parseOptions(startupParams.get('options') ?? '')) {
-      this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+      this.startup.set(name.toLowerCase(), setConfig(name, value));
     }
     this.resetSettings();
   }
@@ -177,7 +186,9 @@ export class ClientSessionState {
   }
 
   private pin(reason: PinReason): void {
-    this.pins.set(reason, (this.pins.get(reason) ?? 0) + 1);
+    const count = this.pins.get(reason) ?? 0;
+    if (count === 0) this.onPin(reason);
+    this.pins.set(reason, count + 1);
   }
 
   private unpin(reason: PinReason): void {
@@ -221,9 +232,10 @@ export function parseOptions(options: string): Array<[string, string]> {
   return out;
 }
 
-export function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
+function setConfig(name: string, value: string): string {
+  return `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
 }
+
 
 export function quoteLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;

@@ -36,7 +36,7 @@ import { Forwarder } from './forwarder.ts';
 import { ClientSessionState } from './session-state.ts';
 import { TxnForwarder } from './txn-forwarder.ts';
 import { returnServer } from '../pool/server-return.ts';
-import type { SessionEffectsCache } from '../router/session-effects.ts';
+import type { PinReason, SessionEffectsCache } from '../router/session-effects.ts';
 import { encodeQuery } from '../protocol/frontend.ts';
 import { errorResponseFor } from './wire-errors.ts';
 
@@ -62,6 +62,7 @@ export interface FrontendSettings {
 export interface SessionDeps {
   id: number;
   effects: SessionEffectsCache;
+  onPin: (reason: PinReason) => void;
   garbage: GarbageBound;
   logger: Logger;
   settings: FrontendSettings;
@@ -248,7 +249,7 @@ export class ClientSession {
       if (this.draining) throw new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down');
       const settings = this.deps.settings;
       const request = { user: settings.upstreamUser ?? this.user, database: settings.upstreamDatabase ?? this.database, params };
-      this.sessionState = new ClientSessionState(params);
+      this.sessionState = new ClientSessionState(params, this.deps.onPin);
       // Logging in takes a server even in transaction mode: it proves the upstream login works
       // and gives the client real ParameterStatus values for its settings.
       this.server = await this.deps.pool.acquire(request);

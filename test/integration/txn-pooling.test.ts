@@ -482,6 +482,7 @@ describe('pinned sessions', () => {
     listener.on('notification', (n) => received.push(n));
     try {
       await listener.query('listen pa_txn_channel');
+      assert.equal(amb.ambassador.listener.pinCounts.get('listen'), 1, 'pins are counted per reason');
       const listenPid = pidOf(await listener.query('select pg_backend_pid() as pid'));
       await withClient(directConfig(topology, DB), (direct) => direct.query(`notify pa_txn_channel, 'direct-1'`));
       await eventually(async () => (received.length >= 1 ? true : undefined), { what: 'the first notification' });

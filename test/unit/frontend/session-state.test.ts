@@ -15,12 +15,13 @@ test('startup parameters, client_encoding included, become replayable SETs; opti
       ['options', '-c search_path=a,b --statement-timeout=5s -c x\\ y=1'],
     ]),
   );
+  const set = (name: string, value: string): string => `SELECT pg_catalog.set_config('${name}', '${value}', false)`;
   assert.deepEqual(state.syncStatements, [
-    `SET "client_encoding" TO 'LATIN1'`,
-    `SET "application_name" TO 'it''s me'`,
-    `SET "search_path" TO 'a,b'`,
-    `SET "statement_timeout" TO '5s'`,
-    `SET "x y" TO '1'`,
+    set('client_encoding', 'LATIN1'),
+    set('application_name', "it''s me"),
+    set('search_path', 'a,b'),
+    set('statement_timeout', '5s'),
+    set('x y', '1'),
   ]);
   assert.deepEqual(parseOptions('-cwork_mem=64MB'), [['work_mem', '64MB']]);
 });
@@ -45,7 +46,7 @@ test('RESET brings back the startup value; RESET ALL and DISCARD ALL all of them
   state.commit();
   state.stage(effects('reset application_name'));
   state.commit();
-  assert.deepEqual(state.syncStatements, ["set work_mem = '1MB'", `SET "application_name" TO 'app'`]);
+  assert.deepEqual(state.syncStatements, ["set work_mem = '1MB'", "SELECT pg_catalog.set_config('application_name', 'app', false)"]);
   state.stage(effects('reset all'));
   state.commit();
   assert.equal(state.stateKey, initial);
@@ -64,6 +65,16 @@ test('pins have named reasons and come off with what releases them', () => {
   state.stage(effects('discard all'));
   state.commit();
   assert.equal(state.pinned, false);
+});
+
+test('each time a session becomes pinned for a reason is reported once', () => {
+  const seen: string[] = [];
+  const state = new ClientSessionState(new Map(), (reason) => seen.push(reason));
+  state.stage(effects('listen a; listen b; select pg_advisory_lock(1)'));
+  state.stage(effects('unlisten *'));
+  state.commit();
+  state.stage(effects('listen c'));
+  assert.deepEqual(seen, ['listen', 'advisory-lock', 'listen']);
 });
 
 test('advisory locks: the count reaching zero asks the server before unpinning', () => {
