@@ -8,7 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
-import { encodeParse, encodeTarget, FrontendType, type ParseMessage } from '../protocol/frontend.ts';
+import { encodeParse, type ParseMessage } from '../protocol/frontend.ts';
 
 export interface ClientStatement {
   serverName: string;
@@ -33,21 +33,4 @@ export const CLOSED_STATEMENT = 'pa_closed';
 export function touchStatement(server: BackendConnection, name: string): void {
   server.statements.delete(name);
   server.statements.set(name, true);
-}
-
-/**
- * Close messages that make room for `incoming` more statements on `server` within `capacity`
- * (least recently used first), and forgets them. Statements in `keep` are never evicted.
- */
-export function evictionsFor(server: BackendConnection, incoming: number, capacity: number, keep: ReadonlySet<string>): Buffer[] {
-  const closes: Buffer[] = [];
-  let excess = server.statements.size + incoming - capacity;
-  for (const name of server.statements.keys()) {
-    if (excess <= 0) break;
-    if (keep.has(name)) continue;
-    server.statements.delete(name);
-    closes.push(encodeTarget(FrontendType.Close, 'S', name));
-    excess--;
-  }
-  return closes;
 }

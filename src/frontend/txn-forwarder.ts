@@ -1,8 +1,8 @@
 // Transaction pooling for one client: a server connection is leased per transaction.
 //
 // Client side: messages are framed whole and collected into a request (up to Sync, Flush,
-// Query or FunctionCall) before anything is sent; named statements are renamed to their
-// shared server names (statements.ts). A request is dispatched on the lease, acquiring one
+// Query or FunctionCall) before anything is sent (request-builder.ts); named statements are
+// renamed to their shared server names (statements.ts). A request is dispatched on the lease, acquiring one
 // first when the client holds none. Before the first request on a lease, the server is made to
 // look like the client's session (settings replayed when they differ) and the statements the
 // request uses are created there if missing (one short exchange, only when needed).
@@ -19,15 +19,17 @@ import type { BackendConnection } from '../backend/connection.ts';
 import { AmbassadorError, asAmbassadorError } from '../errors.ts';
 import { BackendType, decodeErrorFields, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
-import { decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeSync, encodeTarget, FrontendType, rebindStatement } from '../protocol/frontend.ts';
+import { encodeQuery, encodeTarget, FrontendType, rebindStatement } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
+import { RequestBuilder, type Item, type Request } from './request-builder.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
-import { clientStatement, CLOSED_STATEMENT, evictionsFor, touchStatement, type ClientStatement } from './statements.ts';
+import { preparationFor, type Preparation } from './preparation.ts';
+import { touchStatement } from './statements.ts';
 
 export interface TxnForwarderOptions {
   pool: ServerPool;
@@ -43,23 +45,6 @@ export interface TxnForwarderOptions {
   onIdle: () => void;
 }
 
-/** One message of a pending request, before it is bound to a server. */
-type Item =
-  | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
-  | { kind: 'parse'; statement: ClientStatement }
-  | { kind: 'bind'; payload: Buffer; serverName: string | null; unnamedParse: Buffer | null }
-  | { kind: 'describe'; serverName: string };
-
-interface Request {
-  items: Item[];
-  /** Session effects of what the request runs (Query text, or the statements its Executes run). */
-  effects: SessionEffect[];
-  /** Ends in Sync, Query or FunctionCall: a ReadyForQuery will answer it. */
-  completes: boolean;
-  /** The first message is a Bind of a named statement: eligible for the cached-plan retry. */
-  retryable: boolean;
-}
-
 const SERVER_INSPECT = typeSet('EZC');
 const SERVER_MAX_MESSAGE = 0x7fffffff;
 /** Client bytes queued while a lease is being acquired, before the client socket is paused. */
@@ -71,13 +56,7 @@ export class TxnForwarder {
   private lease: BackendConnection | null = null;
   private acquiring = false;
   private readonly plan = new ResponsePlan();
-  private readonly statements = new Map<string, ClientStatement>();
-  private unnamedParse: Buffer | null = null;
-  /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
-  private readonly statementEffects = new Map<string, SessionEffect[]>();
-  private readonly portalEffects = new Map<string, SessionEffect[]>();
-  private current: Item[] = [];
-  private currentEffects: SessionEffect[] = [];
+  private readonly requests: RequestBuilder;
   /** How the transaction now ending ended, from CommandComplete tags; and whether it saw an error. */
   private endTag: 'COMMIT' | 'ROLLBACK' | null = null;
   private sawError = false;
@@ -100,6 +79,7 @@ export class TxnForwarder {
     private readonly options: TxnForwarderOptions,
   ) {
     this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES);
+    this.requests = new RequestBuilder(options.effects);
   }
 
   /** The server connection leased right now, if any (for cancel). */
@@ -108,7 +88,7 @@ export class TxnForwarder {
   }
 
   get idle(): boolean {
-    return this.inFlight === 0 && this.ready.length === 0 && this.current.length === 0 && this.status === 'I';
+    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status === 'I';
   }
 
   get clientAtBoundary(): boolean {
@@ -124,6 +104,19 @@ export class TxnForwarder {
 
   // ---- client side ----
 
+  private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
+    const request = this.requests.add(type, payload!);
+    if (request === null) return true;
+    if (request === 'terminate') {
+      this.stopped = true;
+      this.options.onEnd('client sent Terminate');
+      return false;
+    }
+    this.ready.push(request);
+    for (const item of request.items) this.queuedBytes += item.kind === 'raw' ? item.message.length : 64;
+    return true;
+  };
+
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
     try {
@@ -137,114 +130,6 @@ export class TxnForwarder {
     this.pump();
   };
 
-  private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
-    const body = payload!;
-    switch (type) {
-      case FrontendType.Parse:
-        return this.onParse(body);
-      case FrontendType.Bind:
-        return this.onBind(body);
-      case FrontendType.Describe:
-      case FrontendType.Close:
-        return this.onTarget(type, body);
-      case FrontendType.Query:
-        this.addEffects(this.options.effects.get(body.toString('utf8', 0, Math.max(0, body.length - 1))).effects);
-        return this.endRequest(type, body, { kind: 'query' }, true);
-      case FrontendType.FunctionCall:
-        return this.endRequest(type, body, { kind: 'query' }, true);
-      case FrontendType.Sync:
-        return this.endRequest(type, body, { kind: 'sync' }, true);
-      case FrontendType.Flush:
-        return this.endRequest(type, body, null, false);
-      case FrontendType.Execute: {
-        const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
-        this.addEffects(this.portalEffects.get(portal));
-        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: { kind: 'execute' } });
-        return true;
-      }
-      case FrontendType.CopyData:
-      case FrontendType.CopyDone:
-      case FrontendType.CopyFail:
-        // Part of a COPY already under way on the lease: sent as soon as its turn comes.
-        return this.endRequest(type, body, null, false);
-      case FrontendType.Terminate:
-        this.stopped = true;
-        this.options.onEnd('client sent Terminate');
-        return false;
-      default:
-        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: null });
-        return true;
-    }
-  };
-
-  private onParse(payload: Buffer): boolean {
-    const parse = decodeParse(payload);
-    const effects = this.options.effects.get(parse.query).effects;
-    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
-    else this.statementEffects.delete(parse.name);
-    if (parse.name === '') {
-      const message = frameMessage(FrontendType.Parse, payload);
-      this.unnamedParse = message;
-      this.current.push({ kind: 'raw', type: FrontendType.Parse, message, entry: { kind: 'parse' } });
-      return true;
-    }
-    const statement = clientStatement(parse);
-    this.statements.set(parse.name, statement);
-    this.current.push({ kind: 'parse', statement });
-    return true;
-  }
-
-  private onBind(payload: Buffer): boolean {
-    const { portal, statement } = decodeBindNames(payload);
-    const effects = this.statementEffects.get(statement);
-    if (effects) this.portalEffects.set(portal, effects);
-    else this.portalEffects.delete(portal);
-    if (statement === '') {
-      const parsedHere = this.current.some((i) => i.kind === 'raw' && i.type === FrontendType.Parse);
-      this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: parsedHere ? null : this.unnamedParse });
-    } else {
-      // An unknown name is sent as it is: the server answers 26000 as Postgres would.
-      this.current.push({ kind: 'bind', payload, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
-    }
-    return true;
-  }
-
-  private onTarget(type: number, payload: Buffer): boolean {
-    const { kind, name } = decodeTarget(payload);
-    if (kind === 'P' || name === '') {
-      const entry: PlanEntry = type === FrontendType.Close ? { kind: 'close' } : { kind: kind === 'P' ? 'describe-portal' : 'describe-statement' };
-      this.current.push({ kind: 'raw', type, message: frameMessage(type, payload), entry });
-    } else if (type === FrontendType.Describe) {
-      this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.serverName ?? name });
-    } else {
-      // Other clients may share the server statement: forget the client's name, close nothing.
-      this.statements.delete(name);
-      this.current.push({ kind: 'raw', type, message: encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), entry: { kind: 'close' } });
-    }
-    return true;
-  }
-
-  private addEffects(effects: readonly SessionEffect[] | undefined): void {
-    if (effects && effects.length > 0) this.currentEffects.push(...effects);
-  }
-
-  private endRequest(type: number, body: Buffer, entry: PlanEntry | null, completes: boolean): boolean {
-    const message = frameMessage(type, body);
-    this.current.push({ kind: 'raw', type, message, entry });
-    const items = this.current;
-    const effects = this.currentEffects;
-    this.current = [];
-    this.currentEffects = [];
-    const first = items[0];
-    // Retrying is only invisible when the request itself describes the portal again: a client
-    // that relies on its cached row description (postgres.js) must see the error instead.
-    const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
-    const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
-    this.ready.push({ items, effects, completes, retryable });
-    for (const item of items) this.queuedBytes += item.kind === 'raw' ? item.message.length : 64;
-    return true;
-  }
-
   // ---- dispatch ----
 
   private pump(): void {
@@ -255,10 +140,10 @@ export class TxnForwarder {
         if (!this.answerLocally(request)) return void this.acquire();
         continue;
       }
-      const needsPrep = this.needsPreparation(this.lease, request);
-      if (needsPrep) {
+      const plan = this.preparation(this.lease, request);
+      if (plan !== null) {
         if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
-        return void this.prepareThenPump(this.lease, request);
+        return void this.prepareThenPump(this.lease, plan);
       }
       this.ready.shift();
       this.send(this.lease, request);
@@ -321,59 +206,25 @@ export class TxnForwarder {
     if (out.length > 0) this.client.write(Buffer.concat(out));
   }
 
-  private needsPreparation(server: BackendConnection, request: Request): boolean {
-    if (server.stateKey !== this.options.state.stateKey && this.inFlight === 0 && this.status === 'I') return true;
-    if (request.items.some((i) => i.kind === 'parse' && server.staleStatements.has(i.statement.serverName))) return true;
-    const parses = request.items.reduce((n, i) => n + (i.kind === 'parse' && !server.statements.has(i.statement.serverName) ? 1 : 0), 0);
-    if (server.statements.size + parses > this.options.statementCapacity) return true;
-    return this.missingStatements(server, request).length > 0;
-  }
-
-  /** Parse messages the request relies on that the server does not hold. */
-  private missingStatements(server: BackendConnection, request: Request): Buffer[] {
-    const missing: Buffer[] = [];
-    const created = new Set<string>();
-    for (const item of request.items) {
-      if (item.kind === 'parse') created.add(item.statement.serverName);
-      const name = item.kind === 'bind' ? item.serverName : item.kind === 'describe' ? item.serverName : null;
-      if (item.kind === 'bind' && item.unnamedParse) missing.push(item.unnamedParse);
-      if (name === null || created.has(name) || server.statements.has(name)) continue;
-      const known = [...this.statements.values()].find((s) => s.serverName === name);
-      if (known) {
-        missing.push(known.parse);
-        created.add(name);
-      }
-    }
-    return missing;
+  private preparation(server: BackendConnection, request: Request): Preparation | null {
+    const state = this.options.state;
+    return preparationFor(server, request, {
+      stateKey: state.stateKey,
+      syncStatements: state.syncStatements,
+      canSyncState: this.inFlight === 0 && this.status === 'I',
+      capacity: this.options.statementCapacity,
+      statementFor: (name) => this.requests.statementFor(name),
+    });
   }
 
   /** Makes the server match the client's settings and hold the request's statements. */
-  private async prepareThenPump(server: BackendConnection, request: Request): Promise<void> {
+  private async prepareThenPump(server: BackendConnection, plan: Preparation): Promise<void> {
     this.busy = true;
     this.detachServer(server);
     try {
-      const messages: Buffer[] = [];
-      let readies = 0;
-      if (server.stateKey !== this.options.state.stateKey) {
-        messages.push(encodeQuery(['RESET ALL', ...this.options.state.syncStatements].join(';\n')));
-        readies++;
-      }
-      const parses = this.missingStatements(server, request);
-      const names = parses.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
-      const incoming = names.length + request.items.filter((i) => i.kind === 'parse' && !server.statements.has(i.statement.serverName)).length;
-      const keep = new Set([...names, ...request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []))]);
-      const evictions = evictionsFor(server, incoming, this.options.statementCapacity, keep);
-      // A statement being re-created, or about to be parsed by the client, may still exist in
-      // an outdated form (after a cached-plan error): close it first. Closing a name the server
-      // does not hold is a harmless no-op.
-      const stale = request.items.flatMap((i) => (i.kind === 'parse' && server.staleStatements.has(i.statement.serverName) ? [i.statement.serverName] : []));
-      const closes = [...new Set([...names, ...stale])].map((name) => encodeTarget(FrontendType.Close, 'S', name));
-      if (parses.length > 0 || evictions.length > 0 || closes.length > 0) {
-        messages.push(...evictions, ...closes, ...parses, encodeSync());
-        readies++;
-      }
-      for (const name of [...names, ...stale]) server.staleStatements.delete(name);
-      const { error } = await server.exchange(messages, readies, this.options.exchangeTimeoutMs);
+      for (const name of plan.evicted) server.statements.delete(name);
+      const { error } = await server.exchange(plan.messages, plan.readies, this.options.exchangeTimeoutMs);
+      for (const name of plan.refreshed) server.staleStatements.delete(name);
       if (error) {
         // The server refused to set up the client's state or statements: the request fails
         // with that error, as it would have failed directly.
@@ -381,11 +232,8 @@ export class TxnForwarder {
         this.ready.shift();
         this.client.write(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
       } else {
-        server.stateKey = this.options.state.stateKey;
-        for (const p of parses) {
-          const name = decodeParse(p.subarray(5)).name;
-          if (name !== '') touchStatement(server, name);
-        }
+        if (plan.syncsState) server.stateKey = this.options.state.stateKey;
+        for (const name of plan.created) touchStatement(server, name);
       }
     } catch (err) {
       this.lease = null;

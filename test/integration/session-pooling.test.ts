@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ambassadorsFor, type TestAmbassador } from '../support/ambassador.ts';
-import { ambassadorClient, createTestDatabase, directConfig, dropTestDatabase, serverBackends, superuserConfig, withClient } from '../support/pooling.ts';
+import { ambassadorClient, prepareTestDatabase, directConfig, dropTestDatabase, serverBackends, withClient } from '../support/pooling.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
 
 const DB = 'pa_session_pool';
@@ -20,10 +20,7 @@ const ambassadors = ambassadorsFor(() => topology);
 
 before(async () => {
   topology = await getTopology();
-  await createTestDatabase(topology, DB);
-  admin = new pg.Client(superuserConfig(topology));
-  admin.on('error', () => {});
-  await admin.connect();
+  admin = await prepareTestDatabase(topology, DB);
   await withClient(directConfig(topology, DB), async (c) => {
     await c.query('create schema foo; create table pa_rows (n int)');
     defaults = {

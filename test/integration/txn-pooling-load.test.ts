@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
-import { createTestDatabase, directConfig, dropTestDatabase, serverBackends, superuserConfig, withClient } from '../support/pooling.ts';
+import { prepareTestDatabase, directConfig, dropTestDatabase, serverBackends, withClient } from '../support/pooling.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 
 const run = promisify(execFile);
@@ -27,10 +27,7 @@ let amb: SpawnedAmbassador;
 
 before(async () => {
   topology = await getTopology();
-  await createTestDatabase(topology, DB);
-  admin = new pg.Client(superuserConfig(topology));
-  admin.on('error', () => {});
-  await admin.connect();
+  admin = await prepareTestDatabase(topology, DB);
   amb = await spawnAmbassador(topology, {
     listen: { maxClientConnections: 2000, loginTimeout: '30s' },
     pool: { mode: 'transaction', size: POOL_SIZE, acquireTimeout: '30s' },

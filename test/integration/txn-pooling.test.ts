@@ -15,19 +15,20 @@ import postgres from 'postgres';
 import { ambassadorsFor, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import {
   ambassadorClient,
-  createTestDatabase,
+  prepareTestDatabase,
   directConfig,
   dropTestDatabase,
   RecordingConnector,
   sendCancel,
   serverBackends,
   startChurn,
-  superuserConfig,
+  
   withClient,
 } from '../support/pooling.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
 import { loginScram } from '../support/raw-client.ts';
 import { encodeParse, encodeSync } from '../../src/protocol/frontend.ts';
+import { frameMessage } from '../../src/protocol/writer.ts';
 import { CLIENT_PASSWORD } from '../support/ambassador.ts';
 
 const DB = 'pa_txn_pool';
@@ -38,10 +39,7 @@ const ambassadors = ambassadorsFor(() => topology);
 
 before(async () => {
   topology = await getTopology();
-  await createTestDatabase(topology, DB);
-  admin = new pg.Client(superuserConfig(topology));
-  admin.on('error', () => {});
-  await admin.connect();
+  admin = await prepareTestDatabase(topology, DB);
 });
 
 after(async () => {
@@ -605,20 +603,13 @@ function bind(statement: string, params: Buffer[]): Buffer {
     parts.push(len, p);
   }
   parts.push(Buffer.from([0, 0]));
-  return frame('B', Buffer.concat(parts));
+  return frameMessage(0x42, Buffer.concat(parts));
 }
 
 function execute(): Buffer {
-  return frame('E', Buffer.from([0, 0, 0, 0, 0]));
+  return frameMessage(0x45, Buffer.from([0, 0, 0, 0, 0]));
 }
 
-function frame(type: string, body: Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out.write(type, 0, 'latin1');
-  out.writeInt32BE(body.length + 4, 1);
-  body.copy(out, 5);
-  return out;
-}
 
 describe('failures under transaction pooling', () => {
   test('a client killed mid-transaction leaves no open transaction on any server and its insert is not visible', async () => {

@@ -55,6 +55,15 @@ export async function createTestDatabase(topology: Topology, name: string): Prom
   });
 }
 
+/** Creates the test's database, and returns a connected superuser client for inspecting servers. */
+export async function prepareTestDatabase(topology: Topology, name: string): Promise<pg.Client> {
+  await createTestDatabase(topology, name);
+  const admin = new pg.Client(superuserConfig(topology));
+  admin.on('error', () => {});
+  await admin.connect();
+  return admin;
+}
+
 export async function dropTestDatabase(topology: Topology, name: string): Promise<void> {
   await withClient(superuserConfig(topology), (admin) => admin.query(`drop database if exists ${name} with (force)`));
 }

@@ -1,0 +1,88 @@
+// What a leased server must be told before a client's request can go (transaction pooling):
+// its settings replayed when they differ from the client's, the statements the request relies
+// on created when the server lacks them (closing an outdated form first), and room made in the
+// server's statement cache. Pure planning: nothing is sent and nothing is changed here.
+
+import type { BackendConnection } from '../backend/connection.ts';
+import { decodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import type { Request } from './request-builder.ts';
+import type { ClientStatement } from './statements.ts';
+
+export interface PreparationContext {
+  /** The client's settings, and whether they may be replayed now (nothing in flight, idle). */
+  stateKey: string;
+  syncStatements: readonly string[];
+  canSyncState: boolean;
+  /** Most statements a server connection keeps. */
+  capacity: number;
+  /** The client's statement with this server name, if it prepared one. */
+  statementFor: (serverName: string) => ClientStatement | undefined;
+}
+
+export interface Preparation {
+  messages: Buffer[];
+  /** ReadyForQuery messages that answer `messages`. */
+  readies: number;
+  syncsState: boolean;
+  /** Statements the server holds once this succeeds. */
+  created: string[];
+  /** Statements closed to make room, and outdated ones closed before being re-created. */
+  evicted: string[];
+  refreshed: string[];
+}
+
+/** The preparation `request` needs on `server`, or null when it can go as it is. */
+export function preparationFor(server: BackendConnection, request: Request, context: PreparationContext): Preparation | null {
+  const syncsState = context.canSyncState && server.stateKey !== context.stateKey;
+  const replays = missingStatements(server, request, context.statementFor);
+  const created = replays.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
+  const clientParses = request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []));
+  const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
+  const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length;
+  // Never close what this request creates, parses or uses.
+  const used = request.items.flatMap((i) => (i.kind === 'bind' && i.serverName !== null ? [i.serverName] : i.kind === 'describe' ? [i.serverName] : []));
+  const evicted = evictable(server, incoming, context.capacity, new Set([...created, ...clientParses, ...used]));
+  const statementMessages = [
+    ...evicted.map((name) => encodeTarget(FrontendType.Close, 'S', name)),
+    // Closing a name the server does not hold is a harmless no-op.
+    ...refreshed.map((name) => encodeTarget(FrontendType.Close, 'S', name)),
+    ...replays,
+  ];
+  if (!syncsState && statementMessages.length === 0) return null;
+  const messages: Buffer[] = [];
+  if (syncsState) messages.push(encodeQuery(['RESET ALL', ...context.syncStatements].join(';\n')));
+  if (statementMessages.length > 0) messages.push(...statementMessages, encodeSync());
+  const readies = (syncsState ? 1 : 0) + (statementMessages.length > 0 ? 1 : 0);
+  return { messages, readies, syncsState, created, evicted, refreshed };
+}
+
+/** Parse messages the request relies on (Bind, Describe) that the server does not hold. */
+function missingStatements(server: BackendConnection, request: Request, statementFor: PreparationContext['statementFor']): Buffer[] {
+  const missing: Buffer[] = [];
+  const created = new Set<string>();
+  for (const item of request.items) {
+    if (item.kind === 'parse') created.add(item.statement.serverName);
+    if (item.kind === 'bind' && item.unnamedParse) missing.push(item.unnamedParse);
+    const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
+    if (name === null || created.has(name) || server.statements.has(name)) continue;
+    const known = statementFor(name);
+    if (known) {
+      missing.push(known.parse);
+      created.add(name);
+    }
+  }
+  return missing;
+}
+
+/** Least recently used statements to close so `incoming` more fit within `capacity`. */
+function evictable(server: BackendConnection, incoming: number, capacity: number, keep: ReadonlySet<string>): string[] {
+  const names: string[] = [];
+  let excess = server.statements.size + incoming - capacity;
+  for (const name of server.statements.keys()) {
+    if (excess <= 0) break;
+    if (keep.has(name)) continue;
+    names.push(name);
+    excess--;
+  }
+  return names;
+}

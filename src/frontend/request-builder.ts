@@ -1,0 +1,160 @@
+// Client side of transaction pooling: whole client messages are assembled into requests (up
+// to Sync, Flush, Query, FunctionCall or a COPY message), with named statements mapped to
+// their shared server names and the session effects of what each request runs collected.
+// Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
+
+import { decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import { frameMessage } from '../protocol/writer.ts';
+import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
+import type { PlanEntry } from './response-plan.ts';
+import { clientStatement, CLOSED_STATEMENT, type ClientStatement } from './statements.ts';
+
+/** One message of a pending request, before it is bound to a server. */
+export type Item =
+  | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
+  | { kind: 'parse'; statement: ClientStatement }
+  | { kind: 'bind'; payload: Buffer; serverName: string | null; unnamedParse: Buffer | null }
+  | { kind: 'describe'; serverName: string };
+
+export interface Request {
+  items: Item[];
+  /** Session effects of what the request runs (Query text, or the statements its Executes run). */
+  effects: SessionEffect[];
+  /** Ends in Sync, Query or FunctionCall: a ReadyForQuery will answer it. */
+  completes: boolean;
+  /** The first message is a Bind of a named statement: eligible for the cached-plan retry. */
+  retryable: boolean;
+}
+
+
+export class RequestBuilder {
+  private readonly statements = new Map<string, ClientStatement>();
+  /** The same statements by server name (several client names may share one). */
+  private readonly byServerName = new Map<string, ClientStatement>();
+  private unnamedParse: Buffer | null = null;
+  /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
+  private readonly statementEffects = new Map<string, SessionEffect[]>();
+  private readonly portalEffects = new Map<string, SessionEffect[]>();
+  private current: Item[] = [];
+  private currentEffects: SessionEffect[] = [];
+
+  constructor(private readonly effects: SessionEffectsCache) {}
+
+  /** Whether a request is partly assembled (messages received, no Sync yet). */
+  get pending(): boolean {
+    return this.current.length > 0;
+  }
+
+  /** A statement this client prepared, by its server name (for re-creating it elsewhere). */
+  statementFor(serverName: string): ClientStatement | undefined {
+    return this.byServerName.get(serverName);
+  }
+
+  /**
+   * Takes one whole client message; returns a finished request when this message completes
+   * one, 'terminate' for Terminate, or null while a request is still being assembled.
+   */
+  add(type: number, body: Buffer): Request | 'terminate' | null {
+    switch (type) {
+      case FrontendType.Parse:
+        return this.onParse(body);
+      case FrontendType.Bind:
+        return this.onBind(body);
+      case FrontendType.Describe:
+      case FrontendType.Close:
+        return this.onTarget(type, body);
+      case FrontendType.Query:
+        this.addEffects(this.effects.get(body.toString('utf8', 0, Math.max(0, body.length - 1))).effects);
+        return this.endRequest(type, body, { kind: 'query' }, true);
+      case FrontendType.FunctionCall:
+        return this.endRequest(type, body, { kind: 'query' }, true);
+      case FrontendType.Sync:
+        return this.endRequest(type, body, { kind: 'sync' }, true);
+      case FrontendType.Flush:
+        return this.endRequest(type, body, null, false);
+      case FrontendType.Execute: {
+        const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
+        this.addEffects(this.portalEffects.get(portal));
+        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: { kind: 'execute' } });
+        return null;
+      }
+      case FrontendType.CopyData:
+      case FrontendType.CopyDone:
+      case FrontendType.CopyFail:
+        // Part of a COPY already under way on the lease: sent as soon as its turn comes.
+        return this.endRequest(type, body, null, false);
+      case FrontendType.Terminate:
+        return 'terminate';
+      default:
+        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: null });
+        return null;
+    }
+  }
+
+  private onParse(payload: Buffer): null {
+    const parse = decodeParse(payload);
+    const effects = this.effects.get(parse.query).effects;
+    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
+    else this.statementEffects.delete(parse.name);
+    if (parse.name === '') {
+      const message = frameMessage(FrontendType.Parse, payload);
+      this.unnamedParse = message;
+      this.current.push({ kind: 'raw', type: FrontendType.Parse, message, entry: { kind: 'parse' } });
+      return null;
+    }
+    const statement = clientStatement(parse);
+    this.statements.set(parse.name, statement);
+    this.byServerName.set(statement.serverName, statement);
+    this.current.push({ kind: 'parse', statement });
+    return null;
+  }
+
+  private onBind(payload: Buffer): null {
+    const { portal, statement } = decodeBindNames(payload);
+    const effects = this.statementEffects.get(statement);
+    if (effects) this.portalEffects.set(portal, effects);
+    else this.portalEffects.delete(portal);
+    if (statement === '') {
+      const parsedHere = this.current.some((i) => i.kind === 'raw' && i.type === FrontendType.Parse);
+      this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: parsedHere ? null : this.unnamedParse });
+    } else {
+      // An unknown name is sent as it is: the server answers 26000 as Postgres would.
+      this.current.push({ kind: 'bind', payload, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
+    }
+    return null;
+  }
+
+  private onTarget(type: number, payload: Buffer): null {
+    const { kind, name } = decodeTarget(payload);
+    if (kind === 'P' || name === '') {
+      const entry: PlanEntry = type === FrontendType.Close ? { kind: 'close' } : { kind: kind === 'P' ? 'describe-portal' : 'describe-statement' };
+      this.current.push({ kind: 'raw', type, message: frameMessage(type, payload), entry });
+    } else if (type === FrontendType.Describe) {
+      this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.serverName ?? name });
+    } else {
+      // Other clients may share the server statement: forget the client's name, close nothing.
+      this.statements.delete(name);
+      this.current.push({ kind: 'raw', type, message: encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), entry: { kind: 'close' } });
+    }
+    return null;
+  }
+
+  private addEffects(effects: readonly SessionEffect[] | undefined): void {
+    if (effects && effects.length > 0) this.currentEffects.push(...effects);
+  }
+
+  private endRequest(type: number, body: Buffer, entry: PlanEntry | null, completes: boolean): Request {
+    const message = frameMessage(type, body);
+    this.current.push({ kind: 'raw', type, message, entry });
+    const items = this.current;
+    const effects = this.currentEffects;
+    this.current = [];
+    this.currentEffects = [];
+    const first = items[0];
+    // Retrying is only invisible when the request itself describes the portal again: a client
+    // that relies on its cached row description (postgres.js) must see the error instead.
+    const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
+    const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
+    return { items, effects, completes, retryable };
+  }
+}

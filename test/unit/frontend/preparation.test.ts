@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { BackendConnection } from '../../../src/backend/connection.ts';
+import { decodeParse, decodeTarget, encodeParse, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
+import { preparationFor, type PreparationContext } from '../../../src/frontend/preparation.ts';
+import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
+import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
+
+function server(statements: string[] = [], stateKey = ''): BackendConnection {
+  return { statements: new Map(statements.map((s) => [s, true])), staleStatements: new Set<string>(), stateKey } as unknown as BackendConnection;
+}
+
+/** Feeds whole client messages to a RequestBuilder; returns every finished request. */
+function requests(builder: RequestBuilder, ...messages: Buffer[]): Request[] {
+  const out: Request[] = [];
+  for (const m of messages) {
+    const r = builder.add(m[0]!, m.subarray(5));
+    if (r !== null && r !== 'terminate') out.push(r);
+  }
+  return out;
+}
+
+function bind(statement: string): Buffer {
+  const body = Buffer.concat([Buffer.from(`\0${statement}\0`), Buffer.from([0, 0, 0, 0, 0, 0])]);
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = FrontendType.Bind;
+  out.writeInt32BE(body.length + 4, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+const noTypes = Buffer.from([0, 0]);
+function context(builder: RequestBuilder, overrides: Partial<PreparationContext> = {}): PreparationContext {
+  return { stateKey: '', syncStatements: [], canSyncState: true, capacity: 10, statementFor: (n) => builder.statementFor(n), ...overrides };
+}
+
+test('nothing to do: null', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, encodeParse('s1', 'select 1', noTypes), encodeSync());
+  assert.equal(preparationFor(server(), request!, context(builder)), null);
+});
+
+test('a statement prepared earlier is re-created where the client lands, closed first in case it is outdated', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [first] = requests(builder, encodeParse('s1', 'select 1', noTypes), encodeSync());
+  const serverName = first!.items[0]!.kind === 'parse' ? first!.items[0]!.statement.serverName : '';
+  const [second] = requests(builder, bind('s1'), encodeSync());
+  const plan = preparationFor(server(), second!, context(builder))!;
+  assert.deepEqual(plan.created, [serverName]);
+  assert.equal(plan.readies, 1);
+  assert.deepEqual(plan.messages.map((m) => String.fromCharCode(m[0]!)), ['C', 'P', 'S']);
+  assert.deepEqual(decodeTarget(plan.messages[0]!.subarray(5)), { kind: 'S', name: serverName });
+  assert.equal(decodeParse(plan.messages[1]!.subarray(5)).name, serverName);
+  assert.equal(preparationFor(server([serverName]), second!, context(builder)), null, 'the server holds it');
+});
+
+test('settings are replayed only when they differ and may be replayed now', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, encodeSync());
+  const ctx = context(builder, { stateKey: 'k', syncStatements: ['set a = 1'] });
+  const plan = preparationFor(server([], ''), request!, ctx)!;
+  assert.equal(plan.syncsState, true);
+  assert.equal(plan.readies, 1);
+  assert.match(plan.messages[0]!.subarray(5).toString(), /^RESET ALL;\nset a = 1/);
+  assert.equal(preparationFor(server([], 'k'), request!, ctx), null);
+  assert.equal(preparationFor(server([], ''), request!, { ...ctx, canSyncState: false }), null);
+});
+
+test('a full cache makes room (least recently used first), keeping what the request needs', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, encodeParse('new', 'select 2', noTypes), encodeSync());
+  const plan = preparationFor(server(['old1', 'old2', 'old3']), request!, context(builder, { capacity: 3 }))!;
+  assert.deepEqual(plan.evicted, ['old1']);
+  assert.deepEqual(plan.messages.map((m) => String.fromCharCode(m[0]!)), ['C', 'S']);
+});
+
+test('making room never closes a statement the same request executes', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [first] = requests(builder, encodeParse('x', 'select 1', noTypes), encodeSync());
+  const x = first!.items[0]!.kind === 'parse' ? first!.items[0]!.statement.serverName : '';
+  // The server is full with x; the request executes x and prepares y.
+  const [request] = requests(builder, bind('x'), encodeParse('y', 'select 2', noTypes), encodeSync());
+  assert.equal(preparationFor(server([x]), request!, context(builder, { capacity: 1 })), null, 'nothing may be closed: it goes as it is');
+  const plan = preparationFor(server(['z', x]), request!, context(builder, { capacity: 2 }))!;
+  assert.deepEqual(plan.evicted, ['z']);
+});
