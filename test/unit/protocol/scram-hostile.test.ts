@@ -2,6 +2,7 @@
 // ScramError with the expected reason, never a TypeError/RangeError, and never a success where the
 // message was changed.
 
+import { seededRandom } from '../../support/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -37,15 +38,6 @@ function scramOrResult<T>(fn: () => T): T | null {
   }
 }
 
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const server = (opts: Partial<ScramServerOptions> = {}): ScramServer =>
   new ScramServer({ verifier: VERIFIER, nonce: SERVER_NONCE, ...opts });
@@ -242,7 +234,7 @@ function mutate(random: () => number, text: string): string {
 }
 
 test('thousands of seeded random client-first messages: only ScramError, and no random final passes', () => {
-  const random = mulberry32(5802);
+  const random = seededRandom(5802);
   let accepted = 0;
   for (let i = 0; i < 3000; i++) {
     const scram = server({ channelBinding: i % 2 ? BINDING : null, mechanism: i % 3 ? 'SCRAM-SHA-256' : undefined });
@@ -255,7 +247,7 @@ test('thousands of seeded random client-first messages: only ScramError, and no 
 });
 
 test('every one of thousands of random edits to a valid client-final is rejected with ScramError', () => {
-  const random = mulberry32(7677);
+  const random = seededRandom(7677);
   for (let i = 0; i < 3000; i++) {
     const scram = server();
     scram.handleClientFirst(b(VALID.clientFirst));
@@ -352,7 +344,7 @@ test('client calls out of order fail with out-of-order', () => {
 });
 
 test('thousands of seeded random server-first and server-final messages: only ScramError', () => {
-  const random = mulberry32(4013);
+  const random = seededRandom(4013);
   const base = `r=${NONCE},s=${SALT},i=16`;
   for (let i = 0; i < 3000; i++) {
     const scram = client({ maxIterations: 64 });

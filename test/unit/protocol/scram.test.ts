@@ -2,6 +2,7 @@
 // trips with and without channel binding, tls-server-end-point hashes, and the mock verifier.
 // Hostile and malformed input lives in scram-hostile.test.ts.
 
+import { seededRandom } from '../../support/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
@@ -38,15 +39,6 @@ function exchange(client: ScramClient, server: ScramServer): Buffer {
   return serverFinal;
 }
 
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const fixture = (name: string): Buffer => readFileSync(new URL(`../../fixtures/scram/${name}.pem`, import.meta.url));
 const binding = (name: string): ChannelBinding => ({ type: 'tls-server-end-point', data: certificateChannelBindingHash(fixture(name)) });
@@ -204,7 +196,7 @@ test('buildScramVerifier defaults to 4096 iterations and a fresh 16-byte salt, a
 });
 
 test('client and server agree for random passwords, plain and with channel binding', () => {
-  const random = mulberry32(7677);
+  const random = seededRandom(7677);
   const cb = binding('rsa-sha256');
   for (let i = 0; i < 60; i++) {
     let password = '';
