@@ -1,0 +1,181 @@
+// Which host serves a request: the policy half of "mechanics apart from policy". Pure and
+// synchronous: it reads a snapshot of host health (HostView[], published by the health loop) and
+// returns a host plus a short named reason (a log field and metric label). It never probes.
+//
+// Invariants:
+// - Writes go to the single up primary; two or more up primaries (split brain) are refused.
+// - Reads go to an up replica with weight > 0, lag within every configured bound (unknown lag
+//   counts as lagging when a bound is set) and, when asked, replayLsn >= minLsn (unknown replayLsn
+//   counts as not replayed). Weight applies to replica choice only; readsFromPrimary governs reads
+//   from the primary.
+// - The only state is the smooth weighted round-robin counters per host id, so round-robin is
+//   deterministic for a given sequence of snapshots.
+
+export type LoadBalance = 'round-robin' | 'random' | 'least-connections';
+
+export interface HostView {
+  /** "host:port" */
+  id: string;
+  role: 'primary' | 'replica' | 'unknown';
+  up: boolean;
+  /** >= 0; 0 = never chosen for reads. */
+  weight: number;
+  /** For least-connections. */
+  activeConnections: number;
+  /** Replicas: replay lag. */
+  lagBytes?: number;
+  lagMs?: number;
+  /** Replicas: last replayed LSN (for read-your-writes). */
+  replayLsn?: bigint;
+}
+
+export interface ChoiceOptions {
+  loadBalance: LoadBalance;
+  /** A replica lagging more than either bound is skipped. */
+  maxReplicaLag: { bytes?: number; ms?: number };
+  readsFromPrimary: 'fallback' | 'never' | 'always';
+  /** Injectable source of [0, 1) numbers for 'random'; defaults to Math.random. */
+  random?: () => number;
+}
+
+export type Choice = { host: HostView; reason: string } | { host: null; reason: string };
+
+/** Why no replica could serve a read, in filter order: the first stage that left none. */
+export type NoReplicaReason = 'no-replica-up' | 'all-weight-zero' | 'all-lagging' | 'lsn-not-replayed';
+
+export class HostChooser {
+  private options: ChoiceOptions;
+  /** Smooth weighted round-robin: current weight per host id (nginx's `current_weight`). */
+  private readonly current = new Map<string, number>();
+
+  constructor(options: ChoiceOptions) {
+    this.options = options;
+  }
+
+  /** Config reload: new policy; round-robin counters are kept so the rotation carries on. */
+  setOptions(options: ChoiceOptions): void {
+    this.options = options;
+  }
+
+  /** The one up host with role primary. */
+  primary(hosts: readonly HostView[]): Choice {
+    const primaries = hosts.filter((host) => host.up && host.role === 'primary');
+    const [only] = primaries;
+    if (only === undefined) return { host: null, reason: 'no-primary' };
+    if (primaries.length > 1) return { host: null, reason: 'two-primaries' };
+    return { host: only, reason: 'primary' };
+  }
+
+  /** A host for a read, per loadBalance and readsFromPrimary. */
+  replica(hosts: readonly HostView[], need: { minLsn?: bigint } = {}): Choice {
+    this.forgetAbsent(hosts);
+    const { readsFromPrimary } = this.options;
+    if (readsFromPrimary === 'always') return this.withReason(this.primary(hosts), 'always-primary');
+    const usable = this.usableReplicas(hosts, need.minLsn);
+    if (Array.isArray(usable)) return { host: this.pick(usable), reason: 'replica' };
+    if (readsFromPrimary === 'never') return { host: null, reason: `no-replica:${usable}` };
+    const primary = this.primary(hosts);
+    if (primary.host === null) return { host: null, reason: `no-replica:${usable},${primary.reason}` };
+    return { host: primary.host, reason: `fallback:${usable}` };
+  }
+
+  /** Replicas that may serve the read (non-empty), or why there are none. */
+  private usableReplicas(hosts: readonly HostView[], minLsn: bigint | undefined): HostView[] | NoReplicaReason {
+    const up = hosts.filter((host) => host.up && host.role === 'replica');
+    if (up.length === 0) return 'no-replica-up';
+    const weighted = up.filter((host) => Number.isFinite(host.weight) && host.weight > 0);
+    if (weighted.length === 0) return 'all-weight-zero';
+    const fresh = weighted.filter((host) => this.lagWithinBounds(host));
+    if (fresh.length === 0) return 'all-lagging';
+    if (minLsn === undefined) return fresh;
+    const caughtUp = fresh.filter((host) => host.replayLsn !== undefined && host.replayLsn >= minLsn);
+    return caughtUp.length === 0 ? 'lsn-not-replayed' : caughtUp;
+  }
+
+  private lagWithinBounds(host: HostView): boolean {
+    const { bytes, ms } = this.options.maxReplicaLag;
+    if (bytes !== undefined && !(host.lagBytes !== undefined && host.lagBytes <= bytes)) return false;
+    if (ms !== undefined && !(host.lagMs !== undefined && host.lagMs <= ms)) return false;
+    return true;
+  }
+
+  private pick(candidates: readonly HostView[]): HostView {
+    switch (this.options.loadBalance) {
+      case 'round-robin':
+        return this.smoothRoundRobin(candidates);
+      case 'random':
+        return weightedRandom(candidates, this.options.random ?? Math.random);
+      case 'least-connections':
+        return this.smoothRoundRobin(leastLoaded(candidates));
+    }
+  }
+
+  /**
+   * nginx's smooth weighted round-robin: every candidate's current weight grows by its weight,
+   * the largest (first on ties) is chosen and loses the total. Weights 5,1,1 give a,a,b,a,c,a,a.
+   */
+  private smoothRoundRobin(candidates: readonly HostView[]): HostView {
+    let best: HostView | undefined;
+    let bestCurrent = -Infinity;
+    let total = 0;
+    for (const host of candidates) {
+      const current = (this.current.get(host.id) ?? 0) + host.weight;
+      this.current.set(host.id, current);
+      total += host.weight;
+      if (current > bestCurrent) [best, bestCurrent] = [host, current];
+    }
+    if (best === undefined) throw new Error('smoothRoundRobin needs at least one candidate');
+    this.current.set(best.id, bestCurrent - total);
+    return best;
+  }
+
+  /** Drops round-robin counters of hosts no longer in the snapshot, so removed hosts don't leak. */
+  private forgetAbsent(hosts: readonly HostView[]): void {
+    if (this.current.size <= hosts.length) return;
+    const present = new Set(hosts.map((host) => host.id));
+    for (const id of this.current.keys()) if (!present.has(id)) this.current.delete(id);
+  }
+
+  private withReason(choice: Choice, reason: string): Choice {
+    return choice.host === null ? choice : { host: choice.host, reason };
+  }
+}
+
+function weightedRandom(candidates: readonly HostView[], random: () => number): HostView {
+  const total = candidates.reduce((sum, host) => sum + host.weight, 0);
+  let point = random() * total;
+  for (const host of candidates) {
+    point -= host.weight;
+    if (point < 0) return host;
+  }
+  return candidates[candidates.length - 1]!; // random() returned 1 or rounding: the last one
+}
+
+/** Candidates with the fewest activeConnections per unit weight (compared without division). */
+function leastLoaded(candidates: readonly HostView[]): HostView[] {
+  let least: HostView[] = [];
+  for (const host of candidates) {
+    const first = least[0];
+    const order = first === undefined ? -1 : host.activeConnections * first.weight - first.activeConnections * host.weight;
+    if (order < 0) least = [host];
+    else if (order === 0) least.push(host);
+  }
+  return least;
+}
+
+const LSN_TEXT = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
+const MAX_LSN = (1n << 64n) - 1n;
+
+/** '16/B374D848' -> 0x16_B374D848n. Accepts zero-padded halves; throws on anything else. */
+export function parseLsn(text: string): bigint {
+  const match = LSN_TEXT.exec(text);
+  if (match === null) throw new Error(`invalid LSN ${JSON.stringify(text)}: expected two hex numbers like 16/B374D848`);
+  return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`);
+}
+
+/** 0x16_B374D848n -> '16/B374D848' (Postgres's %X/%X). */
+export function formatLsn(lsn: bigint): string {
+  if (lsn < 0n || lsn > MAX_LSN) throw new RangeError(`LSN out of range: ${lsn}`);
+  const hex = (part: bigint): string => part.toString(16).toUpperCase();
+  return `${hex(lsn >> 32n)}/${hex(lsn & 0xffffffffn)}`;
+}
