@@ -1,0 +1,212 @@
+// SQL -> read/write classification with a named reason (PURE: no I/O, no logger).
+//
+// The real PostgreSQL 18 parser (libpg-query, WASM) decides; nothing here regex-classifies SQL.
+// Invariants, each a safety net for "no write ever reaches a replica":
+//   - text over `maxParseBytes` is not parsed and goes to the primary ('too-large');
+//   - a parse error goes to the primary ('parse-error');
+//   - a multi-statement text is a read only when every statement is a read (transaction ends,
+//     FETCH/CLOSE and the like are neutral but never make a text a read by themselves);
+//   - anything unknown (statement type, function, EXECUTE of a prepared name) is a write.
+// Leading-comment hints: `route=primary` forces a write; `route=replica` only overrides the
+// conservative function verdicts ('unknown-function:*', 'volatile-function:*') of a single
+// statement, never a parse error, an oversize text or a statement that certainly writes.
+// Results are cached by exact text (about-LRU, bounded by entries and characters); classify() is
+// synchronous: build through createClassifier(), which loads the WASM module once.
+
+import { loadModule, parseSync } from 'libpg-query';
+import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
+import { TextCache } from './classifier-cache.ts';
+import { readHints, type StatementHints } from './classifier-hints.ts';
+import {
+  judgeStatement,
+  type Directive,
+  type RouteReason,
+  type StatementKind,
+  type StatementVerdict,
+  type TransactionEffect,
+} from './classifier-statements.ts';
+
+export type { FunctionCatalog } from './classifier-functions.ts';
+export { InMemoryFunctionCatalog, EMPTY_FUNCTION_CATALOG } from './classifier-functions.ts';
+export type { Directive, RouteReason, StatementKind, TransactionEffect } from './classifier-statements.ts';
+
+export interface Classification {
+  route: 'read' | 'write';
+  reason: RouteReason;
+  kind: StatementKind;
+  hint?: 'primary' | 'replica';
+  retry?: 'off';
+  /** The last transaction effect among the statements (the state the text leaves behind). */
+  transaction?: TransactionEffect;
+  /** SET/RESET ambassador.route / ambassador.min_lsn, merged over the statements. */
+  directive?: Directive;
+  /** Statements parsed; 0 when the text was empty, too large or did not parse. */
+  statements: number;
+  /** Each statement's reason, for multi-statement texts. */
+  parts?: RouteReason[];
+}
+
+export interface ClassifierOptions {
+  /** Texts longer than this (UTF-8 bytes) are not parsed and go to the primary. Default 64 KiB. */
+  maxParseBytes?: number;
+  /** Cached classifications (at most). Default 10000. */
+  cacheEntries?: number;
+  /** Characters of cached texts (about, at most). Default 16 Mi. */
+  cacheChars?: number;
+  functions: FunctionCatalog;
+  /** Functions known safe even if volatile (`name` or `schema.name`). */
+  allow?: string[];
+  /** Functions that always write (`name` or `schema.name`). */
+  deny?: string[];
+}
+
+export interface ClassifierStats {
+  hits: number;
+  misses: number;
+  parseErrors: number;
+  tooLarge: number;
+  cached: number;
+}
+
+/** 16 KiB parses in ~10 ms (blocking); larger statements go to the primary unparsed. */
+export const CLASSIFIER_DEFAULTS = { maxParseBytes: 16 * 1024, cacheEntries: 10_000, cacheChars: 16 * 1024 * 1024 } as const;
+
+const NEUTRAL: ReadonlySet<TransactionEffect | undefined> = new Set<TransactionEffect | undefined>([
+  'commit', 'rollback', 'savepoint', 'release', 'rollback-to', 'follow',
+]);
+const OVERRIDABLE = /^(unknown|volatile)-function:/;
+
+let moduleReady = false;
+
+/** Loads the parser's WASM module (once per process). */
+export async function loadClassifierModule(): Promise<void> {
+  if (moduleReady) return;
+  await loadModule();
+  moduleReady = true;
+}
+
+/** Loads the parser, then builds a Classifier whose classify() is synchronous. */
+export async function createClassifier(options: ClassifierOptions): Promise<Classifier> {
+  await loadClassifierModule();
+  return new Classifier(options);
+}
+
+function exceedsBytes(sql: string, maxBytes: number): boolean {
+  if (sql.length > maxBytes) return true; // UTF-8 never has fewer bytes than UTF-16 units
+  if (sql.length * 3 <= maxBytes) return false;
+  return Buffer.byteLength(sql, 'utf8') > maxBytes;
+}
+
+function fromVerdict(verdict: StatementVerdict, statements: number): Classification {
+  const result: Classification = { route: verdict.route, reason: verdict.reason, kind: verdict.kind, statements };
+  if (verdict.transaction !== undefined) result.transaction = verdict.transaction;
+  if (verdict.directive !== undefined) result.directive = { ...verdict.directive };
+  return result;
+}
+
+/** Combines the verdicts of a multi-statement text. */
+function combine(verdicts: StatementVerdict[]): Classification {
+  if (verdicts.length === 1 && verdicts[0] !== undefined) return fromVerdict(verdicts[0], 1);
+  const reads = verdicts.filter((verdict) => verdict.route === 'read').length;
+  const writes = verdicts.filter((verdict) => verdict.route === 'write' && !NEUTRAL.has(verdict.transaction)).length;
+  const isRead = writes === 0 && reads > 0;
+  const result: Classification = {
+    route: isRead ? 'read' : 'write',
+    reason: isRead ? 'multi-statement-read' : 'multi-statement-write',
+    kind: 'query',
+    statements: verdicts.length,
+    parts: verdicts.map((verdict) => verdict.reason),
+  };
+  for (const verdict of verdicts) {
+    if (verdict.transaction !== undefined) result.transaction = verdict.transaction;
+    if (verdict.directive !== undefined) result.directive = { ...result.directive, ...verdict.directive };
+  }
+  return result;
+}
+
+function applyHints(result: Classification, hints: StatementHints): Classification {
+  if (hints.retry !== undefined) result.retry = hints.retry;
+  if (hints.hint === undefined) return result;
+  result.hint = hints.hint;
+  if (hints.hint === 'primary' && result.route === 'read') {
+    result.route = 'write';
+    result.reason = 'hint';
+  } else if (hints.hint === 'replica' && result.statements === 1 && OVERRIDABLE.test(result.reason)) {
+    result.route = 'read';
+    result.reason = 'hint';
+  }
+  return result;
+}
+
+export class Classifier {
+  private readonly maxParseBytes: number;
+  private readonly policy: FunctionPolicy;
+  private readonly cache: TextCache<Readonly<Classification>>;
+  private counters = { hits: 0, misses: 0, parseErrors: 0, tooLarge: 0 };
+
+  /** Throws unless the parser module is loaded (use createClassifier()). */
+  constructor(options: ClassifierOptions) {
+    this.maxParseBytes = options.maxParseBytes ?? CLASSIFIER_DEFAULTS.maxParseBytes;
+    this.cache = new TextCache(
+      options.cacheEntries ?? CLASSIFIER_DEFAULTS.cacheEntries,
+      options.cacheChars ?? CLASSIFIER_DEFAULTS.cacheChars,
+    );
+    this.policy = functionPolicy(options.functions, options.allow, options.deny);
+    try {
+      parseSync('select 1');
+    } catch (error) {
+      throw new Error(`libpg-query is not loaded (${String(error)}); build the classifier with createClassifier()`);
+    }
+  }
+
+  /** Classifies a whole query text (one or more statements); cached by exact text. */
+  classify(sql: string): Readonly<Classification> {
+    const cached = this.cache.get(sql);
+    if (cached !== undefined) {
+      this.counters.hits += 1;
+      return cached;
+    }
+    this.counters.misses += 1;
+    const result = Object.freeze(applyHints(this.classifyText(sql), readHints(sql)));
+    if (result.reason !== 'too-large') this.cache.set(sql, result);
+    return result;
+  }
+
+  stats(): ClassifierStats {
+    return { ...this.counters, cached: this.cache.size };
+  }
+
+  private classifyText(sql: string): Classification {
+    if (exceedsBytes(sql, this.maxParseBytes)) {
+      this.counters.tooLarge += 1;
+      return { route: 'write', reason: 'too-large', kind: 'query', statements: 0 };
+    }
+    if (sql.trim() === '') return { route: 'read', reason: 'empty', kind: 'query', statements: 0 };
+    let stmts: Array<{ stmt?: unknown }>;
+    try {
+      stmts = parseSync(sql).stmts ?? [];
+    } catch {
+      this.counters.parseErrors += 1;
+      return { route: 'write', reason: 'parse-error', kind: 'query', statements: 0 };
+    }
+    if (stmts.length === 0) return { route: 'read', reason: 'empty', kind: 'query', statements: 0 };
+    return combine(stmts.map((entry) => judgeStatement((entry.stmt ?? {}) as Record<string, unknown>, this.policy)));
+  }
+}
+
+/** One line, e.g. `write reason=dml kind=query statements=1 hint=primary`. */
+export function describeClassification(classification: Classification): string {
+  const fields = [
+    classification.route,
+    `reason=${classification.reason}`,
+    `kind=${classification.kind}`,
+    `statements=${classification.statements}`,
+  ];
+  if (classification.parts !== undefined) fields.push(`parts=${classification.parts.join(',')}`);
+  if (classification.transaction !== undefined) fields.push(`transaction=${classification.transaction}`);
+  if (classification.directive?.route !== undefined) fields.push(`directive.route=${classification.directive.route}`);
+  if (classification.directive?.minLsn !== undefined) fields.push(`directive.min_lsn=${classification.directive.minLsn}`);
+  if (classification.hint !== undefined) fields.push(`hint=${classification.hint}`);
+  if (classification.retry !== undefined) fields.push(`retry=${classification.retry}`);
+  return fields.join(' ');
+}
