@@ -108,6 +108,17 @@ export function buildCli(): Command {
     .option('-c, --config <file>', 'YAML config file (without one: environment variables alone)')
     .action((flags: { config?: string }, cmd: Command) => checkConfig({ config: flags.config ?? cmd.parent?.opts().config }));
   program
+    .command('route')
+    .description('print how a statement would be routed (primary or replica) and why')
+    .argument('<sql>', 'the SQL text, as a client would send it')
+    .action(async (sql: string) => {
+      const { createClassifier, describeClassification, EMPTY_FUNCTION_CATALOG } = await import('./router/classifier.ts');
+      // Without a live catalog, user-defined functions count as writing (as before the
+      // primary's pg_proc is loaded): the answer errs toward the primary.
+      const classification = (await createClassifier({ functions: EMPTY_FUNCTION_CATALOG })).classify(sql);
+      process.stdout.write(`${classification.route === 'read' ? 'replica' : 'primary'}: ${describeClassification(classification)}\n`);
+    });
+  program
     .command('demo')
     .description('start a local primary + replica and the ambassador in front of them')
     .option('-p, --port <port>', 'ambassador listen port', '5432')

@@ -1,5 +1,5 @@
 // The command line as users meet it: `node --import tsx src/main.ts ...` as a child process.
-// check-config (redaction, file:line errors), --version, --help, exit code 3 on a port in use,
+// check-config (redaction, file:line errors), route, --version, --help, exit code 3 on a port in use,
 // and a start from environment variables alone that serves queries from the shared primary.
 
 import assert from 'node:assert/strict';
@@ -129,6 +129,21 @@ test('check-config rejects a bad value with exit 1, naming file:line, the key pa
   assert.ok(stderr.includes(`${file}:3`), `stderr names ${file}:3: ${stderr}`);
   assert.match(stderr, /pool\.size/);
   assert.match(stderr, /lots/);
+});
+
+test('route prints where a statement goes and why', async () => {
+  const cases: Array<[string, RegExp]> = [
+    ['select * from t where id = 1', /^replica: read reason=select /],
+    ['select * from t for update', /^primary: write reason=locking-clause /],
+    ["select nextval('s')", /^primary: write reason=writing-function:nextval /],
+    ['/* ambassador:route=primary */ select 1', /^primary: write reason=hint .*hint=primary/],
+    ['selec oops', /^primary: write reason=parse-error /],
+  ];
+  for (const [sql, expected] of cases) {
+    const { code, stdout } = await runCli(['route', sql]);
+    assert.equal(code, 0, sql);
+    assert.match(stdout, expected, sql);
+  }
 });
 
 test('--version prints the package.json version and exits 0', async () => {
