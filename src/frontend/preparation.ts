@@ -34,6 +34,7 @@ export interface Preparation {
 /** The preparation `request` needs on `server`, or null when it can go as it is. */
 export function preparationFor(server: BackendConnection, request: Request, context: PreparationContext): Preparation | null {
   const syncsState = context.canSyncState && server.stateKey !== context.stateKey;
+  if (!syncsState && readyAsItIs(server, request)) return null;
   const replays = missingStatements(server, request, context.statementFor);
   const created = replays.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
   const clientParses = request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []));
@@ -54,6 +55,20 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   if (statementMessages.length > 0) messages.push(...statementMessages, encodeSync());
   const readies = (syncsState ? 1 : 0) + (statementMessages.length > 0 ? 1 : 0);
   return { messages, readies, syncsState, created, evicted, refreshed };
+}
+
+/**
+ * The common case, checked without allocating: no Parse, and every statement the request
+ * uses is on the server (every request of a client executing prepared statements in a loop).
+ */
+function readyAsItIs(server: BackendConnection, request: Request): boolean {
+  for (const item of request.items) {
+    if (item.kind === 'parse') return false;
+    if (item.kind === 'bind' && item.unnamedParse !== null) return false;
+    const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
+    if (name !== null && !server.statements.has(name)) return false;
+  }
+  return true;
 }
 
 /** Parse messages the request relies on (Bind, Describe) that the server does not hold. */
