@@ -4,16 +4,18 @@
 //   1. config `deny`                          -> write   ('writing-function:<name>')
 //   2. built-in writing / primary-only list    -> write   ('writing-function:<name>')
 //   3. config `allow`                          -> read
-//   4. built-in volatile-but-harmless list     -> read    (random, clock_timestamp, ...)
+//   4. built-in harmless-on-a-standby list     -> read    (random, now, pg_is_in_recovery, ...)
 //   5. the injected FunctionCatalog            -> 'write' ('volatile-function:<name>') or read
 //   6. built-in read-only / stable list        -> read
 //   7. anything else                           -> write   ('unknown-function:<name>')
 // Built-in lists apply only to unqualified names and `pg_catalog.` ones: pg_catalog comes first
 // on the default search_path, so an unqualified `random()` is the catalog's. Names compare
 // exactly as the parser hands them over (unquoted identifiers are already lower case; a quoted
-// "NextVal" is a different, unknown function and so writes).
+// "NextVal" is a different, unknown function and so writes). List 4 comes before the catalog
+// because a real pg_proc marks many introspection functions VOLATILE (pg_is_in_recovery,
+// pg_relation_size, ...): judged by the catalog alone they would all go to the primary.
 
-/** Injected by the caller; the health loop fills one from `pg_proc.provolatile = 'v'`. */
+/** Injected by the caller; catalogFromRows() builds one from the primary's pg_proc. */
 export interface FunctionCatalog {
   isWriting(name: string, schema?: string): 'write' | 'read' | 'unknown';
 }
@@ -40,6 +42,35 @@ export class InMemoryFunctionCatalog implements FunctionCatalog {
 /** A catalog that knows nothing: every function not on a built-in list is treated as writing. */
 export const EMPTY_FUNCTION_CATALOG: FunctionCatalog = { isWriting: () => 'unknown' };
 
+/** One row of `SELECT n.nspname, p.proname, p.provolatile = 'v' FROM pg_proc p JOIN pg_namespace n ...`. */
+export interface ProcRow {
+  schema: string;
+  name: string;
+  volatile: boolean;
+}
+
+/**
+ * A catalog of every function of a database. The search_path is not known here, so an
+ * unqualified name writes when any overload in any schema is volatile and reads when it is known
+ * and none is; `schema.name` looks at that schema's overloads only. Unknown names are 'unknown'.
+ */
+export function catalogFromRows(rows: Iterable<ProcRow>): FunctionCatalog {
+  const anySchema = new Map<string, boolean>();
+  const bySchema = new Map<string, Map<string, boolean>>();
+  for (const { schema, name, volatile } of rows) {
+    anySchema.set(name, anySchema.get(name) === true || volatile);
+    const names = bySchema.get(schema) ?? new Map<string, boolean>();
+    names.set(name, names.get(name) === true || volatile);
+    bySchema.set(schema, names);
+  }
+  return {
+    isWriting(name: string, schema?: string): 'write' | 'read' | 'unknown' {
+      const volatile = schema === undefined ? anySchema.get(name) : bySchema.get(schema)?.get(name);
+      return volatile === undefined ? 'unknown' : volatile ? 'write' : 'read';
+    },
+  };
+}
+
 // Functions that write, take locks, change server or session state, or fail on a standby.
 const WRITING_NAMES = new Set([
   'nextval', 'setval', 'currval', 'lastval', 'pg_notify', 'set_config', 'setseed',
@@ -50,6 +81,8 @@ const WRITING_NAMES = new Set([
   'pg_truncate_visibility_map', 'gin_clean_pending_list', 'pg_stat_clear_snapshot',
   'pg_stat_force_next_flush', 'pg_walfile_name', 'pg_walfile_name_offset',
   'pg_sync_replication_slots',
+  // run a query given as text: a volatile function called in it may write
+  'ts_stat', 'ts_rewrite',
 ]);
 
 // Prefixes: every function whose name starts with one of these is treated as writing.
@@ -60,10 +93,26 @@ const WRITING_PREFIXES = [
   'pg_logical_', 'brin_', 'pg_restore_', 'pg_clear_', 'pg_set_', 'pg_file_',
 ];
 
-// VOLATILE in pg_proc, yet they neither write nor depend on the server's role.
-const HARMLESS_VOLATILE = new Set([
-  'random', 'random_normal', 'clock_timestamp', 'timeofday', 'gen_random_uuid', 'uuidv4',
-  'uuidv7', 'uuid_generate_v1', 'uuid_generate_v4', 'pg_sleep', 'pg_sleep_for', 'pg_sleep_until',
+// Neither write nor fail on a standby, though many are VOLATILE in pg_proc (judged before the
+// catalog). Some answer for the server that runs them (pg_is_in_recovery, the replay LSNs,
+// inet_server_port): a replica's answer is what a read through the proxy gets.
+const HARMLESS_ON_STANDBY = new Set([
+  // random values, sleeping and the clock
+  'random', 'random_normal', 'gen_random_uuid', 'uuidv4', 'uuidv7', 'uuid_generate_v1',
+  'uuid_generate_v4', 'pg_sleep', 'pg_sleep_for', 'pg_sleep_until', 'clock_timestamp', 'timeofday',
+  'now', 'statement_timestamp', 'transaction_timestamp',
+  // server, session and replication introspection
+  'version', 'current_setting', 'current_query', 'pg_backend_pid', 'pg_blocking_pids',
+  'pg_postmaster_start_time', 'pg_conf_load_time', 'pg_current_logfile', 'pg_jit_available',
+  'inet_client_addr', 'inet_client_port', 'inet_server_addr', 'inet_server_port',
+  'pg_is_in_recovery', 'pg_is_wal_replay_paused', 'pg_get_wal_replay_pause_state',
+  'pg_last_wal_receive_lsn', 'pg_last_wal_replay_lsn', 'pg_last_xact_replay_timestamp',
+  'pg_last_committed_xact', 'pg_xact_status', 'txid_status', 'pg_xact_commit_timestamp',
+  'pg_control_checkpoint', 'pg_control_init', 'pg_control_recovery', 'pg_control_system',
+  'pg_notification_queue_usage', 'pg_collation_actual_version',
+  // sizes and partitions
+  'pg_database_size', 'pg_relation_size', 'pg_total_relation_size', 'pg_table_size',
+  'pg_indexes_size', 'pg_tablespace_size', 'pg_partition_tree', 'pg_partition_ancestors',
 ]);
 
 // Common immutable/stable built-ins; reads that a catalog without them must not send to primary.
@@ -91,7 +140,7 @@ const READ_ONLY_NAMES = new Set([
   'cbrt', 'exp', 'ln', 'log', 'log10', 'sign', 'pi', 'degrees', 'radians', 'sin', 'cos', 'tan',
   'asin', 'acos', 'atan', 'atan2', 'width_bucket', 'scale', 'gcd', 'lcm', 'factorial',
   // date and time
-  'now', 'statement_timestamp', 'transaction_timestamp', 'date_trunc', 'date_part', 'extract',
+  'date_trunc', 'date_part', 'extract',
   'date_bin', 'age', 'make_date', 'make_time', 'make_timestamp', 'make_timestamptz',
   'make_interval', 'justify_days', 'justify_hours', 'justify_interval', 'isfinite', 'timezone',
   'overlaps', 'date_add', 'date_subtract',
@@ -100,15 +149,11 @@ const READ_ONLY_NAMES = new Set([
   'lower_inf', 'upper_inf', 'isempty', 'int4range', 'int8range', 'numrange', 'tsrange',
   'tstzrange', 'daterange', 'range_merge', 'row_to_json', 'to_json', 'to_jsonb',
   // session and catalog information (stable, role-independent)
-  'current_setting', 'current_database', 'current_schema', 'current_schemas', 'current_user',
-  'session_user', 'version', 'pg_backend_pid', 'pg_is_in_recovery', 'pg_postmaster_start_time',
+  'current_database', 'current_schema', 'current_schemas', 'current_user', 'session_user',
   'pg_typeof', 'format_type', 'pg_size_pretty', 'pg_size_bytes', 'pg_column_size',
-  'pg_database_size', 'pg_relation_size', 'pg_total_relation_size', 'pg_table_size',
-  'pg_indexes_size', 'pg_tablespace_size', 'pg_table_is_visible', 'pg_type_is_visible',
-  'pg_function_is_visible', 'obj_description', 'col_description', 'shobj_description',
-  'pg_encoding_to_char', 'pg_char_to_encoding', 'pg_relation_filenode', 'pg_relation_filepath',
-  'pg_last_wal_receive_lsn', 'pg_last_wal_replay_lsn', 'pg_last_xact_replay_timestamp',
-  'pg_wal_lsn_diff', 'pg_jit_available', 'inet_client_addr', 'inet_server_addr', 'row', 'exists',
+  'pg_table_is_visible', 'pg_type_is_visible', 'pg_function_is_visible', 'obj_description',
+  'col_description', 'shobj_description', 'pg_encoding_to_char', 'pg_char_to_encoding',
+  'pg_relation_filenode', 'pg_relation_filepath', 'pg_wal_lsn_diff', 'row', 'exists',
   'hashtext', 'hashtextextended', 'to_tsvector', 'to_tsquery', 'plainto_tsquery',
   'phraseto_tsquery', 'websearch_to_tsquery', 'setweight', 'strip', 'numnode', 'querytree',
 ]);
@@ -149,10 +194,10 @@ export function isBuiltinWriting(name: string, schema?: string): boolean {
   return WRITING_NAMES.has(name) || startsWithAny(name, WRITING_PREFIXES);
 }
 
-/** Built-in read-only list (immutable/stable built-ins and harmless volatile ones). */
+/** Built-in read-only list (immutable/stable built-ins and the harmless-on-a-standby ones). */
 export function isBuiltinReadOnly(name: string, schema?: string): boolean {
   if (schema !== undefined && schema !== 'pg_catalog') return false;
-  return HARMLESS_VOLATILE.has(name) || READ_ONLY_NAMES.has(name) || startsWithAny(name, READ_ONLY_PREFIXES);
+  return HARMLESS_ON_STANDBY.has(name) || READ_ONLY_NAMES.has(name) || startsWithAny(name, READ_ONLY_PREFIXES);
 }
 
 /** Decides whether one call (by name and optional schema) makes its statement a write. */
@@ -162,7 +207,7 @@ export function judgeFunction(policy: FunctionPolicy, name: string, schema?: str
   }
   if (listed(policy.allow, name, schema)) return READ;
   const builtin = schema === undefined || schema === 'pg_catalog';
-  if (builtin && HARMLESS_VOLATILE.has(name)) return READ;
+  if (builtin && HARMLESS_ON_STANDBY.has(name)) return READ;
   const verdict = policy.catalog.isWriting(name, schema);
   if (verdict === 'write') return { writes: true, reason: `volatile-function:${name}` };
   if (verdict === 'read') return READ;

@@ -10,9 +10,13 @@ import { judgeFunction, type FunctionPolicy } from './classifier-functions.ts';
 
 export type RouteReason = string;
 
-/** What a transaction-control or transaction-characteristics statement does. */
+/**
+ * What a transaction-control or transaction-characteristics statement does. 'begin' is BEGIN /
+ * START TRANSACTION without a read mode (the session's default_transaction_read_only decides);
+ * 'begin-read-write' and 'begin-read-only' name the mode the statement itself sets.
+ */
 export type TransactionEffect =
-  | 'begin-read-only' | 'begin-read-write' | 'set-read-only' | 'set-read-write'
+  | 'begin' | 'begin-read-only' | 'begin-read-write' | 'set-read-only' | 'set-read-write'
   | 'session-read-only' | 'session-read-write' | 'commit' | 'rollback' | 'savepoint' | 'release'
   | 'rollback-to' | 'prepare-transaction' | 'commit-prepared' | 'rollback-prepared' | 'follow';
 
@@ -151,8 +155,9 @@ function readOnlyOption(options: unknown): boolean | undefined {
 function judgeTransaction(body: AstObject): StatementVerdict {
   const kind = String(body['kind']);
   if (kind === 'TRANS_STMT_BEGIN' || kind === 'TRANS_STMT_START') {
-    const readOnly = readOnlyOption(body['options']) === true;
-    return { route: readOnly ? 'read' : 'write', reason: 'transaction-control', kind: 'transaction', transaction: readOnly ? 'begin-read-only' : 'begin-read-write' };
+    const readOnly = readOnlyOption(body['options']);
+    if (readOnly === true) return { route: 'read', reason: 'transaction-control', kind: 'transaction', transaction: 'begin-read-only' };
+    return { route: 'write', reason: 'transaction-control', kind: 'transaction', transaction: readOnly === undefined ? 'begin' : 'begin-read-write' };
   }
   return { route: 'write', reason: 'transaction-control', kind: 'transaction', transaction: TRANSACTION_KINDS[kind] ?? 'follow' };
 }

@@ -3,19 +3,25 @@
 // The real PostgreSQL 18 parser (libpg-query, WASM) decides; nothing here regex-classifies SQL.
 // Invariants, each a safety net for "no write ever reaches a replica":
 //   - text over `maxParseBytes` is not parsed and goes to the primary ('too-large');
-//   - a parse error goes to the primary ('parse-error');
+//   - a parse error goes to the primary ('parse-error'); the one text rescued is the documented
+//     `SET ambassador.route = primary` typed unquoted (PRIMARY is a reserved word), judged as if
+//     the value were quoted;
 //   - a multi-statement text is a read only when every statement is a read (transaction ends,
 //     FETCH/CLOSE and the like are neutral but never make a text a read by themselves);
-//   - anything unknown (statement type, function, EXECUTE of a prepared name) is a write.
+//   - anything unknown (statement type, function, EXECUTE of a prepared name) is a write;
+//   - a text learned as a write (learnWrite(), after a replica refused it) stays a write.
 // Leading-comment hints: `route=primary` forces a write; `route=replica` only overrides the
 // conservative function verdicts ('unknown-function:*', 'volatile-function:*') of a single
-// statement, never a parse error, an oversize text or a statement that certainly writes.
-// Results are cached by exact text (about-LRU, bounded by entries and characters); classify() is
-// synchronous: build through createClassifier(), which loads the WASM module once.
+// statement, never a parse error, an oversize text, a learned write or a statement that
+// certainly writes.
+// Results are cached by exact text (about-LRU, bounded by entries and characters); learned writes
+// are kept apart from the cache (bounded, oldest first), so they survive eviction and
+// setCatalog(), which swaps the function catalog and clears the cache. classify() is synchronous:
+// build through createClassifier(), which loads the WASM module once.
 
-import { loadModule, parseSync } from 'libpg-query';
+import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
-import { TextCache } from './classifier-cache.ts';
+import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
 import {
   judgeStatement,
@@ -26,8 +32,8 @@ import {
   type TransactionEffect,
 } from './classifier-statements.ts';
 
-export type { FunctionCatalog } from './classifier-functions.ts';
-export { InMemoryFunctionCatalog, EMPTY_FUNCTION_CATALOG } from './classifier-functions.ts';
+export type { FunctionCatalog, ProcRow } from './classifier-functions.ts';
+export { InMemoryFunctionCatalog, EMPTY_FUNCTION_CATALOG, catalogFromRows } from './classifier-functions.ts';
 export type { Directive, RouteReason, StatementKind, TransactionEffect } from './classifier-statements.ts';
 
 export interface Classification {
@@ -53,6 +59,10 @@ export interface ClassifierOptions {
   cacheEntries?: number;
   /** Characters of cached texts (about, at most). Default 16 Mi. */
   cacheChars?: number;
+  /** Texts learned as writes (at most; the oldest are forgotten first). Default 10000. */
+  learnedEntries?: number;
+  /** Characters of learned texts (at most). Default 4 Mi. */
+  learnedChars?: number;
   functions: FunctionCatalog;
   /** Functions known safe even if volatile (`name` or `schema.name`). */
   allow?: string[];
@@ -66,15 +76,25 @@ export interface ClassifierStats {
   parseErrors: number;
   tooLarge: number;
   cached: number;
+  /** Texts held as learned writes. */
+  learned: number;
 }
 
 /** 16 KiB parses in ~10 ms (blocking); larger statements go to the primary unparsed. */
-export const CLASSIFIER_DEFAULTS = { maxParseBytes: 16 * 1024, cacheEntries: 10_000, cacheChars: 16 * 1024 * 1024 } as const;
+export const CLASSIFIER_DEFAULTS = {
+  maxParseBytes: 16 * 1024,
+  cacheEntries: 10_000,
+  cacheChars: 16 * 1024 * 1024,
+  learnedEntries: 10_000,
+  learnedChars: 4 * 1024 * 1024,
+} as const;
 
 const NEUTRAL: ReadonlySet<TransactionEffect | undefined> = new Set<TransactionEffect | undefined>([
   'commit', 'rollback', 'savepoint', 'release', 'rollback-to', 'follow',
 ]);
 const OVERRIDABLE = /^(unknown|volatile)-function:/;
+/** The reserved word PRIMARY as one whole token (identifiers continue with these characters). */
+const PRIMARY_WORD = /^primary(?![A-Za-z0-9_$\u0080-\uffff])/i;
 
 let moduleReady = false;
 
@@ -124,6 +144,36 @@ function combine(verdicts: StatementVerdict[]): Classification {
   return result;
 }
 
+/** UTF-16 index of the `points`-th code point (the parser reports positions in characters). */
+function codeUnitIndex(text: string, points: number): number {
+  let index = 0;
+  for (let point = 0; point < points && index < text.length; point += 1) {
+    index += (text.codePointAt(index) ?? 0) > 0xffff ? 2 : 1;
+  }
+  return index;
+}
+
+/**
+ * `SET [SESSION|LOCAL] ambassador.route {=|TO} primary` as users type it: PRIMARY is a reserved
+ * word, so the parser rejects it. When the error points at that word, parse again with the word
+ * quoted; the text is the directive only if that gives exactly one SET ambassador.route = 'primary'.
+ */
+function unquotedPrimaryDirective(sql: string, error: unknown, policy: FunctionPolicy): Classification | undefined {
+  const position = hasSqlDetails(error) ? error.sqlDetails?.cursorPosition : undefined;
+  if (position === undefined) return undefined;
+  const at = codeUnitIndex(sql, position);
+  if (!PRIMARY_WORD.test(sql.slice(at, at + 'primary'.length + 1))) return undefined;
+  let stmts: Array<{ stmt?: unknown }>;
+  try {
+    stmts = parseSync(`${sql.slice(0, at)}'primary'${sql.slice(at + 'primary'.length)}`).stmts ?? [];
+  } catch {
+    return undefined;
+  }
+  if (stmts.length !== 1) return undefined;
+  const verdict = judgeStatement((stmts[0]?.stmt ?? {}) as Record<string, unknown>, policy);
+  return verdict.directive?.route === 'primary' ? fromVerdict(verdict, 1) : undefined;
+}
+
 function applyHints(result: Classification, hints: StatementHints): Classification {
   if (hints.retry !== undefined) result.retry = hints.retry;
   if (hints.hint === undefined) return result;
@@ -140,8 +190,9 @@ function applyHints(result: Classification, hints: StatementHints): Classificati
 
 export class Classifier {
   private readonly maxParseBytes: number;
-  private readonly policy: FunctionPolicy;
+  private policy: FunctionPolicy;
   private readonly cache: TextCache<Readonly<Classification>>;
+  private readonly learned: TextStore<Readonly<Classification>>;
   private counters = { hits: 0, misses: 0, parseErrors: 0, tooLarge: 0 };
 
   /** Throws unless the parser module is loaded (use createClassifier()). */
@@ -150,6 +201,10 @@ export class Classifier {
     this.cache = new TextCache(
       options.cacheEntries ?? CLASSIFIER_DEFAULTS.cacheEntries,
       options.cacheChars ?? CLASSIFIER_DEFAULTS.cacheChars,
+    );
+    this.learned = new TextStore(
+      options.learnedEntries ?? CLASSIFIER_DEFAULTS.learnedEntries,
+      options.learnedChars ?? CLASSIFIER_DEFAULTS.learnedChars,
     );
     this.policy = functionPolicy(options.functions, options.allow, options.deny);
     try {
@@ -167,13 +222,36 @@ export class Classifier {
       return cached;
     }
     this.counters.misses += 1;
-    const result = Object.freeze(applyHints(this.classifyText(sql), readHints(sql)));
+    const result = this.learned.get(sql) ?? this.judge(sql);
     if (result.reason !== 'too-large') this.cache.set(sql, result);
     return result;
   }
 
+  /** Judges with `functions` from now on (allow/deny kept) and drops every cached classification. */
+  setCatalog(functions: FunctionCatalog): void {
+    this.policy = { ...this.policy, catalog: functions };
+    this.cache.clear();
+  }
+
+  /**
+   * From now on this exact text is a write ('learned-write') whatever the parser says; the other
+   * fields (kind, transaction, directive, hints) stay those of its classification. For a text a
+   * replica refused (SQLSTATE 25006). A text over maxParseBytes already writes and is not kept.
+   */
+  learnWrite(sql: string): void {
+    if (exceedsBytes(sql, this.maxParseBytes)) return;
+    const original = this.cache.get(sql) ?? this.judge(sql);
+    const learned: Readonly<Classification> = Object.freeze({ ...original, route: 'write', reason: 'learned-write' });
+    this.learned.set(sql, learned);
+    this.cache.set(sql, learned);
+  }
+
   stats(): ClassifierStats {
-    return { ...this.counters, cached: this.cache.size };
+    return { ...this.counters, cached: this.cache.size, learned: this.learned.size };
+  }
+
+  private judge(sql: string): Readonly<Classification> {
+    return Object.freeze(applyHints(this.classifyText(sql), readHints(sql)));
   }
 
   private classifyText(sql: string): Classification {
@@ -185,7 +263,9 @@ export class Classifier {
     let stmts: Array<{ stmt?: unknown }>;
     try {
       stmts = parseSync(sql).stmts ?? [];
-    } catch {
+    } catch (error) {
+      const directive = unquotedPrimaryDirective(sql, error, this.policy);
+      if (directive !== undefined) return directive;
       this.counters.parseErrors += 1;
       return { route: 'write', reason: 'parse-error', kind: 'query', statements: 0 };
     }

@@ -1,8 +1,11 @@
 // Classifier corpus, part 1: reads, transactions, hints, directives, session statements.
 // Each entry is a statement and its expected route (and reason / flags where they matter).
-// The catalog and lists the corpus assumes are in CORPUS_FUNCTIONS; part 2 (writes) lives in
-// classifier-corpus-writes.ts and is merged into CORPUS here.
+// The catalog and lists the corpus assumes are in CORPUS_FUNCTIONS, the same catalog as pg_proc
+// rows in CORPUS_PROC_ROWS (the corpus must pass with either); the texts in LEARNED_WRITES are
+// learned as writes before the corpus runs. Part 2 (writes) lives in classifier-corpus-writes.ts
+// and is merged into CORPUS here.
 
+import type { ProcRow } from '../../../src/router/classifier-functions.ts';
 import { WRITE_CORPUS } from './classifier-corpus-writes.ts';
 
 export interface CorpusEntry {
@@ -14,6 +17,7 @@ export interface CorpusEntry {
   retry?: 'off';
   directive?: { route?: string; minLsn?: string };
   statements?: number;
+  kind?: string;
 }
 
 /** Catalog contents, allow and deny lists the corpus is written against. */
@@ -23,6 +27,32 @@ export const CORPUS_FUNCTIONS = {
   allow: ['my_safe_volatile'],
   deny: ['send_email'],
 };
+
+/**
+ * CORPUS_FUNCTIONS as `SELECT n.nspname, p.proname, p.provolatile = 'v'` would return them:
+ * add_order is plpgsql VOLATILE and inserts into orders (two overloads), audit_log has a STABLE
+ * and a VOLATILE overload (so it writes), price_of is STABLE, is_active IMMUTABLE.
+ */
+export const CORPUS_PROC_ROWS: ProcRow[] = [
+  { schema: 'public', name: 'add_order', volatile: true },
+  { schema: 'public', name: 'add_order', volatile: true },
+  { schema: 'public', name: 'audit_log', volatile: false },
+  { schema: 'public', name: 'audit_log', volatile: true },
+  { schema: 'billing', name: 'charge', volatile: true },
+  { schema: 'public', name: 'my_safe_volatile', volatile: true },
+  { schema: 'public', name: 'price_of', volatile: false },
+  { schema: 'reporting', name: 'order_total', volatile: false },
+  { schema: 'public', name: 'is_active', volatile: false },
+];
+
+/** Reads by the parser that a replica refused (SQLSTATE 25006): learned before the corpus runs. */
+export const LEARNED_WRITES: readonly string[] = [
+  'select price_of(13) /* catalog was stale: price_of now inserts */',
+  'select * from t where is_active(t) -- refused by a replica',
+  '/* ambassador:route=replica */ select legacy_touch(1)',
+  'begin read only; select price_of(14); commit',
+  'declare learned_c cursor for select price_of(15)',
+];
 
 export function read(sql: string, reason?: string, extra: Partial<CorpusEntry> = {}): CorpusEntry {
   return { sql, route: 'read', ...(reason === undefined ? {} : { reason }), ...extra };
@@ -155,12 +185,25 @@ const TRANSACTIONS: CorpusEntry[] = [
   read('start transaction read only', undefined, { transaction: 'begin-read-only' }),
   read('start transaction isolation level serializable, read only', 'transaction-control', { transaction: 'begin-read-only' }),
   read('start transaction isolation level serializable read only deferrable', undefined, { transaction: 'begin-read-only' }),
-  write('begin', 'transaction-control', { transaction: 'begin-read-write' }),
-  write('BEGIN WORK', 'transaction-control', { transaction: 'begin-read-write' }),
+  // No read mode: the session default decides (a plain BEGIN may go to a replica whose session
+  // is default_transaction_read_only); an explicit READ WRITE never.
+  write('begin', 'transaction-control', { transaction: 'begin', statements: 1 }),
+  write('BEGIN WORK', 'transaction-control', { transaction: 'begin' }),
+  write('BEGIN TRANSACTION', 'transaction-control', { transaction: 'begin' }),
+  write('begin;', 'transaction-control', { transaction: 'begin' }),
+  write('/* app=web */ begin', 'transaction-control', { transaction: 'begin' }),
+  write('begin isolation level read committed', 'transaction-control', { transaction: 'begin' }),
+  write('begin deferrable', 'transaction-control', { transaction: 'begin' }),
+  write('start transaction', 'transaction-control', { transaction: 'begin' }),
+  write('START TRANSACTION ISOLATION LEVEL SERIALIZABLE', undefined, { transaction: 'begin' }),
+  write('/* ambassador:route=replica */ begin', 'transaction-control', { transaction: 'begin', hint: 'replica' }),
   write('begin read write', 'transaction-control', { transaction: 'begin-read-write' }),
-  write('start transaction', 'transaction-control', { transaction: 'begin-read-write' }),
-  write('start transaction isolation level serializable', undefined, { transaction: 'begin-read-write' }),
+  write('BEGIN TRANSACTION READ WRITE', 'transaction-control', { transaction: 'begin-read-write' }),
+  write('start transaction read write', 'transaction-control', { transaction: 'begin-read-write' }),
+  write('begin isolation level serializable, read write, deferrable', undefined, { transaction: 'begin-read-write' }),
   write('begin read only, read write', undefined, { transaction: 'begin-read-write' }),
+  // Postgres lets the last mention win (read only); one READ WRITE anywhere keeps it a write.
+  write('begin read write, read only', undefined, { transaction: 'begin-read-write' }),
   write('commit', 'transaction-control', { transaction: 'commit' }),
   write('COMMIT AND CHAIN', undefined, { transaction: 'commit' }),
   write('end', undefined, { transaction: 'commit' }),
@@ -212,9 +255,30 @@ const HINTS_AND_DIRECTIVES: CorpusEntry[] = [
   write('select my_fn() /* ambassador:route=replica */', 'unknown-function:my_fn', { hint: undefined }),
   read('/* ambassador:route=sideways */ select 1', 'select', { hint: undefined }),
   write('set ambassador.route = replica', 'directive', { directive: { route: 'replica' } }),
+  write('SET ambassador.route TO REPLICA', 'directive', { directive: { route: 'replica' } }),
+  write('set ambassador.route = auto', 'directive', { directive: { route: 'auto' } }),
   write("SET ambassador.route = 'primary'", 'directive', { directive: { route: 'primary' } }),
-  // PRIMARY is a reserved word: Postgres itself rejects it unquoted, so the server would too.
-  write('set ambassador.route = primary', 'parse-error'),
+  write('set ambassador.route = "primary"', 'directive', { directive: { route: 'primary' } }),
+  // PRIMARY is a reserved word: the parser rejects the documented unquoted form, which is
+  // judged as if quoted; anything else around it stays a parse error.
+  write('set ambassador.route = primary', 'directive', { directive: { route: 'primary' }, statements: 1, kind: 'directive' }),
+  write('SET AMBASSADOR.ROUTE TO PRIMARY', 'directive', { directive: { route: 'primary' } }),
+  write('set session ambassador.route = Primary;', 'directive', { directive: { route: 'primary' } }),
+  write('set local ambassador.route to primary ; ', 'directive', { directive: { route: 'primary' } }),
+  write('set "ambassador".route = primary', 'directive', { directive: { route: 'primary' } }),
+  write('/* pin */ set ambassador.route =\n-- the primary, please\n  primary -- done', 'directive', { directive: { route: 'primary' } }),
+  write('/* 😀 é */ set ambassador.route = primary', 'directive', { directive: { route: 'primary' } }),
+  write('/* ambassador:route=replica */ set ambassador.route = primary', 'directive', { directive: { route: 'primary' }, hint: 'replica' }),
+  write('set ambassador.route = primary; select 1', 'parse-error', { directive: undefined }),
+  write('select 1; set ambassador.route = primary', 'parse-error', { directive: undefined }),
+  write('set ambassador.route = primary; delete from t', 'parse-error'),
+  write('set ambassador.route = primary key', 'parse-error'),
+  write('set ambassador.route = primary, replica', 'parse-error'),
+  write('set ambassador.min_lsn = primary', 'parse-error'),
+  write('set search_path = primary', 'parse-error'),
+  write('select primary', 'parse-error'),
+  write('select primary from t', 'parse-error'),
+  write('set ambassador.route = primaryx', 'invalid-directive'),
   write("set ambassador.route to 'auto'", 'directive', { directive: { route: 'auto' } }),
   write('reset ambassador.route', 'directive', { directive: { route: 'auto' } }),
   write("set ambassador.min_lsn = '0/16B3748'", 'directive', { directive: { minLsn: '0/16B3748' } }),
@@ -240,8 +304,16 @@ const SESSION: CorpusEntry[] = [
   write('prepare p2(int) as insert into t values ($1)', 'prepare-write'),
   write('execute p1(1)', 'execute'),
   write('listen chan', 'listen-notify'),
+  write('LISTEN "Order Events"', 'listen-notify'),
+  write('unlisten chan', 'listen-notify'),
   write('unlisten *', 'listen-notify'),
   write("notify chan, 'payload'", 'listen-notify'),
+  write('NOTIFY chan', 'listen-notify'),
+  write('set work_mem = 65536', 'session-state'),
+  write("SET application_name TO 'billing'", 'session-state'),
+  write('set session search_path to default', 'session-state'),
+  write('set local statement_timeout = 0', 'session-state'),
+  write("set session authorization 'alice'", 'session-state'),
 ];
 
 const MULTI_AND_EMPTY: CorpusEntry[] = [
@@ -252,7 +324,12 @@ const MULTI_AND_EMPTY: CorpusEntry[] = [
   write('select 1; insert into t values (1)', 'multi-statement-write'),
   write('insert into t values (1); select 1', 'multi-statement-write'),
   write('select 1; select nextval(\'s\')', 'multi-statement-write'),
-  write('begin; select 1; commit', 'multi-statement-write'),
+  write('begin; select 1; commit', 'multi-statement-write', { transaction: 'commit' }),
+  write('begin; select 1', 'multi-statement-write', { transaction: 'begin', statements: 2 }),
+  write('select 1; begin', 'multi-statement-write', { transaction: 'begin' }),
+  write('start transaction; select * from t', 'multi-statement-write', { transaction: 'begin' }),
+  write('begin read write; select 1', 'multi-statement-write', { transaction: 'begin-read-write' }),
+  read('begin read only; select 1', 'multi-statement-read', { transaction: 'begin-read-only' }),
   write('select 1; set search_path = x', 'multi-statement-write'),
   write('commit; rollback', 'multi-statement-write'),
   write('select 1; select * from t for share', 'multi-statement-write'),
@@ -262,8 +339,19 @@ const MULTI_AND_EMPTY: CorpusEntry[] = [
   read(';', 'empty'),
 ];
 
+const LEARNED: CorpusEntry[] = [
+  write('select price_of(13) /* catalog was stale: price_of now inserts */', 'learned-write', { statements: 1 }),
+  write('select * from t where is_active(t) -- refused by a replica', 'learned-write'),
+  write('/* ambassador:route=replica */ select legacy_touch(1)', 'learned-write', { hint: 'replica' }),
+  write('begin read only; select price_of(14); commit', 'learned-write', { transaction: 'commit', statements: 3 }),
+  write('declare learned_c cursor for select price_of(15)', 'learned-write', { kind: 'cursor' }),
+  // Exact text only: the same statements written differently are judged afresh.
+  read('select price_of(13)', 'select'),
+  read('select * from t where is_active(t)', 'select'),
+];
+
 export const READ_CORPUS: CorpusEntry[] = [
-  ...SELECTS, ...SHOW_EXPLAIN_COPY, ...TRANSACTIONS, ...HINTS_AND_DIRECTIVES, ...SESSION, ...MULTI_AND_EMPTY,
+  ...SELECTS, ...SHOW_EXPLAIN_COPY, ...TRANSACTIONS, ...HINTS_AND_DIRECTIVES, ...SESSION, ...MULTI_AND_EMPTY, ...LEARNED,
 ];
 
 export const CORPUS: CorpusEntry[] = [...READ_CORPUS, ...WRITE_CORPUS];

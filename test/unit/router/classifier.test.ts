@@ -1,22 +1,34 @@
-// Classifier: the corpus (every entry's route, and reason / flags where given), the "zero writes
-// routed to read" safety property, caching, hints, directives and the function policy.
+// Classifier: the corpus (every entry's route, and reason / flags where given) with an in-memory
+// catalog and with the same catalog as pg_proc rows, the "zero writes routed to read" safety
+// property, caching, hints, directives and the function policy.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
+  catalogFromRows,
   Classifier,
   createClassifier,
   describeClassification,
   EMPTY_FUNCTION_CATALOG,
   InMemoryFunctionCatalog,
   type Classification,
+  type FunctionCatalog,
 } from '../../../src/router/classifier.ts';
 import { judgeFunction, functionPolicy } from '../../../src/router/classifier-functions.ts';
-import { CORPUS, CORPUS_FUNCTIONS, type CorpusEntry } from './classifier-corpus.ts';
+import { CORPUS, CORPUS_FUNCTIONS, CORPUS_PROC_ROWS, LEARNED_WRITES, type CorpusEntry } from './classifier-corpus.ts';
+import { pg15VolatileRows } from './classifier-pg-proc.ts';
 
 const catalog = new InMemoryFunctionCatalog({ volatile: CORPUS_FUNCTIONS.volatile, readOnly: CORPUS_FUNCTIONS.readOnly });
-const classifier = await createClassifier({ functions: catalog, allow: CORPUS_FUNCTIONS.allow, deny: CORPUS_FUNCTIONS.deny });
+const procCatalog = catalogFromRows([...CORPUS_PROC_ROWS, ...pg15VolatileRows()]);
+const classifier = corpusClassifier(await createClassifier({ functions: catalog, allow: CORPUS_FUNCTIONS.allow, deny: CORPUS_FUNCTIONS.deny }));
+
+/** A classifier over `functions` with the corpus's allow/deny lists and learned writes. */
+function corpusClassifier(existing?: Classifier, functions: FunctionCatalog = catalog): Classifier {
+  const built = existing ?? new Classifier({ functions, allow: CORPUS_FUNCTIONS.allow, deny: CORPUS_FUNCTIONS.deny });
+  for (const sql of LEARNED_WRITES) built.learnWrite(sql);
+  return built;
+}
 
 function label(sql: string): string {
   return JSON.stringify(sql.length > 100 ? `${sql.slice(0, 100)}... (${sql.length} chars)` : sql);
@@ -30,6 +42,20 @@ function checkEntry(entry: CorpusEntry, result: Classification): void {
   if ('retry' in entry) assert.equal(result.retry, entry.retry, 'retry');
   if ('directive' in entry) assert.deepEqual(result.directive, entry.directive, 'directive');
   if (entry.statements !== undefined) assert.equal(result.statements, entry.statements, 'statements');
+  if (entry.kind !== undefined) assert.equal(result.kind, entry.kind, 'kind');
+}
+
+/** The entries whose classification differs from what the corpus expects, one line each. */
+function mismatches(local: Classifier): string[] {
+  return CORPUS.flatMap((entry) => {
+    const result = local.classify(entry.sql);
+    try {
+      checkEntry(entry, result);
+      return [];
+    } catch (error) {
+      return [`${label(entry.sql)}: ${(error as Error).message}`];
+    }
+  });
 }
 
 test('the corpus is large, has no duplicates and covers both routes', () => {
@@ -45,11 +71,17 @@ for (const entry of CORPUS) {
   });
 }
 
-test('zero writes routed to read: every write of the corpus classifies as write, fresh and cached', () => {
-  const fresh = new Classifier({ functions: catalog, allow: CORPUS_FUNCTIONS.allow, deny: CORPUS_FUNCTIONS.deny });
-  for (const pass of ['fresh', 'cached']) {
-    const leaked = CORPUS.filter((entry) => entry.route === 'write' && fresh.classify(entry.sql).route !== 'write');
-    assert.deepEqual(leaked.map((entry) => entry.sql), [], `${pass}: writes routed to read`);
+test('the corpus passes with the catalog loaded from pg_proc rows (corpus functions + PostgreSQL 15 built-ins)', () => {
+  assert.deepEqual(mismatches(corpusClassifier(undefined, procCatalog)), []);
+});
+
+test('zero writes routed to read: every write of the corpus classifies as write, fresh and cached, with either catalog', () => {
+  for (const [name, functions] of [['in-memory', catalog], ['pg_proc rows', procCatalog]] as const) {
+    const fresh = corpusClassifier(undefined, functions);
+    for (const pass of ['fresh', 'cached']) {
+      const leaked = CORPUS.filter((entry) => entry.route === 'write' && fresh.classify(entry.sql).route !== 'write');
+      assert.deepEqual(leaked.map((entry) => entry.sql), [], `${name}, ${pass}: writes routed to read`);
+    }
   }
 });
 
@@ -64,11 +96,21 @@ test('without a catalog every user function is a write, built-in reads stay read
 test('same text is served from the cache; different text (even whitespace) is not', () => {
   const local = new Classifier({ functions: catalog });
   const first = local.classify('select * from t where id = $1');
-  assert.deepEqual(local.stats(), { hits: 0, misses: 1, parseErrors: 0, tooLarge: 0, cached: 1 });
+  assert.deepEqual(local.stats(), { hits: 0, misses: 1, parseErrors: 0, tooLarge: 0, cached: 1, learned: 0 });
   assert.equal(local.classify('select * from t where id = $1'), first, 'same frozen object');
   assert.equal(local.classify('select * from t where id = $1 '), local.classify('select * from t where id = $1 '));
-  assert.deepEqual(local.stats(), { hits: 2, misses: 2, parseErrors: 0, tooLarge: 0, cached: 2 });
+  assert.deepEqual(local.stats(), { hits: 2, misses: 2, parseErrors: 0, tooLarge: 0, cached: 2, learned: 0 });
   assert.ok(Object.isFrozen(first));
+});
+
+test('an unquoted SET ambassador.route = primary is a directive, not a parse error', () => {
+  const local = new Classifier({ functions: catalog });
+  assert.deepEqual(local.classify('SET ambassador.route = primary'), {
+    route: 'write', reason: 'directive', kind: 'directive', statements: 1, directive: { route: 'primary' },
+  });
+  assert.deepEqual(local.classify('set ambassador.route = primary'), local.classify("set ambassador.route = 'primary'"));
+  assert.equal(local.classify('select primary').reason, 'parse-error');
+  assert.equal(local.stats().parseErrors, 1);
 });
 
 test('parse errors are counted and cached; oversize texts are counted and never cached', () => {
@@ -78,7 +120,7 @@ test('parse errors are counted and cached; oversize texts are counted and never 
   const big = `select ${'1,'.repeat(20)}1`;
   assert.equal(local.classify(big).reason, 'too-large');
   assert.equal(local.classify(big).reason, 'too-large');
-  assert.deepEqual(local.stats(), { hits: 1, misses: 3, parseErrors: 1, tooLarge: 2, cached: 1 });
+  assert.deepEqual(local.stats(), { hits: 1, misses: 3, parseErrors: 1, tooLarge: 2, cached: 1, learned: 0 });
 });
 
 test('the size cap counts UTF-8 bytes, not characters', () => {
@@ -110,7 +152,7 @@ test('the cache also respects its character budget', () => {
 
 test('describeClassification prints one line with every field that is set', () => {
   const line = describeClassification(classifier.classify('/* ambassador:route=primary ambassador:retry=off */ begin; select 1'));
-  assert.equal(line, 'write reason=multi-statement-write kind=query statements=2 parts=transaction-control,select transaction=begin-read-write hint=primary retry=off');
+  assert.equal(line, 'write reason=multi-statement-write kind=query statements=2 parts=transaction-control,select transaction=begin hint=primary retry=off');
   assert.equal(describeClassification(classifier.classify("set ambassador.min_lsn = '0/16B3748'")), 'write reason=directive kind=directive statements=1 directive.min_lsn=0/16B3748');
   assert.ok(!describeClassification(classifier.classify('select 1')).includes('\n'));
 });
