@@ -21,6 +21,9 @@ import { Listener } from './frontend/listener.ts';
 import type { FrontendSettings } from './frontend/session.ts';
 import { createLogger } from './lib/logger.ts';
 import { Pooler } from './pool/pooler.ts';
+import { CATALOG_SQL, FunctionCatalogs } from './health/function-catalogs.ts';
+import type { HostState } from './health/monitor.ts';
+import { loadClassifierModule } from './router/classifier.ts';
 import type { HostEntry } from './pool/server-pool.ts';
 
 /** Prepared statements kept per server connection in transaction mode (as PgBouncer's default order). */
@@ -36,6 +39,8 @@ export interface Ambassador {
   readonly address: net.AddressInfo;
   readonly logger: Logger;
   readonly listener: Listener;
+  /** The health snapshot routing reads: each host's role, state, lag and replayed WAL position. */
+  hosts(): readonly HostState[];
   /** Graceful shutdown: drain sessions up to shutdown.timeout, then close the pool. */
   shutdown(): Promise<void>;
 }
@@ -44,10 +49,11 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
   const logger = options.logger ?? createLogger({ level: config.logging.level });
   const credentials = credentialProvider(config, options.env ?? process.env);
   const upstreamTls = upstreamTlsSettings(config);
-  const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role }));
+  const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role, weight: h.weight }));
+  const routingConfig = config.routing;
   const pool = new Pooler({
     connector: options.connector ?? new TcpConnector(),
-    hosts: () => hosts,
+    hosts,
     tls: () => upstreamTls,
     connectTimeoutMs: config.upstream.connectTimeout,
     password: credentials ? async () => (await credentials.get()).password : async () => null,
@@ -60,7 +66,16 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
       acquireTimeoutMs: config.pool.acquireTimeout,
       retry: { max: config.upstream.retry.max, initialDelayMs: config.upstream.retry.initialDelay, maxDelayMs: config.upstream.retry.maxDelay },
     },
+    choice: {
+      loadBalance: routingConfig.loadBalance,
+      maxReplicaLag: { ...routingConfig.maxReplicaLag },
+      readsFromPrimary: routingConfig.readsFromPrimary,
+    },
+    health: { intervalMs: config.health.interval, timeoutMs: config.health.timeout, failureThreshold: config.health.failureThreshold },
+    probeLogin: { user: config.upstream.user, database: config.upstream.database },
+    log: logger,
   });
+  const catalogs = await functionCatalogs(config, pool, logger);
   const settings = frontendSettings(config);
   const listener = new Listener({
     host: config.listen.host,
@@ -68,11 +83,18 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
     maxClientConnections: config.listen.maxClientConnections,
     settings: () => settings,
     pool,
+    routing: { catalogs, readYourWrites: routingConfig.readYourWrites },
     logger,
   });
+  pool.startHealth();
   const address = await listener.listen();
   logger.info(
-    { listen: `${address.address}:${address.port}`, upstream: hosts.map((h) => `${h.host}:${h.port}`), poolMode: config.pool.mode },
+    {
+      listen: `${address.address}:${address.port}`,
+      upstream: hosts.map((h) => `${h.host}:${h.port}`),
+      poolMode: config.pool.mode,
+      readWriteSplit: catalogs !== null,
+    },
     'pg-ambassador listening',
   );
   let stopping: Promise<void> | null = null;
@@ -80,16 +102,48 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
     address,
     logger,
     listener,
+    hosts: () => pool.hosts,
     shutdown() {
       stopping ??= (async () => {
         logger.info({ sessions: listener.sessions.size, timeoutMs: config.shutdown.timeout }, 'shutting down');
         await listener.shutdown(config.shutdown.timeout);
+        catalogs?.stop();
         await pool.close();
         logger.info('shutdown complete');
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * Read/write splitting needs transaction pooling (a session-mode client keeps one server) and
+ * the parser; each database's classifier learns its functions from the primary's pg_proc.
+ */
+async function functionCatalogs(config: Config, pool: Pooler, logger: Logger): Promise<FunctionCatalogs | null> {
+  const routing = config.routing;
+  if (!routing.readWriteSplit) return null;
+  if (config.pool.mode !== 'transaction') {
+    logger.warn('routing.readWriteSplit needs pool.mode transaction: in session mode a session stays on one server (target_session_attrs still chooses it)');
+    return null;
+  }
+  await loadClassifierModule();
+  return new FunctionCatalogs({
+    classifier: { allow: [...routing.functions.allow], deny: [...routing.functions.deny] },
+    refreshIntervalMs: routing.functions.refreshInterval,
+    read: async (request) => {
+      const server = await pool.acquire(request);
+      try {
+        const rows = await server.query(CATALOG_SQL, config.upstream.connectTimeout);
+        pool.release(server, 'reusable');
+        return rows;
+      } catch (err) {
+        pool.release(server, server.isClosed ? 'broken' : 'reusable');
+        throw err;
+      }
+    },
+    log: logger.child({ component: 'catalog' }),
+  });
 }
 
 function frontendSettings(config: Config): FrontendSettings {

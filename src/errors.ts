@@ -17,12 +17,18 @@ export const ERROR_CATALOGUE = {
   POOL_TIMEOUT: { sqlstate: '53300', retryable: true, severity: 'ERROR' },
   /** The pool is closing (shutdown, host removed). */
   POOL_CLOSED: { sqlstate: '57P01', retryable: true, severity: 'ERROR' },
+  /** No host can take writes now (none known to be the primary, or two claim to be). */
+  NO_PRIMARY: { sqlstate: '08001', retryable: true, severity: 'ERROR' },
+  /** A read found no replica it may use and readsFromPrimary forbids the primary. */
+  NO_REPLICA: { sqlstate: '08001', retryable: true, severity: 'ERROR' },
   UPSTREAM_CONNECT_FAILED: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_CONNECT_TIMEOUT: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_TLS_FAILED: { sqlstate: '08001', retryable: false, severity: 'FATAL' },
   UPSTREAM_AUTH_FAILED: { sqlstate: '08001', retryable: false, severity: 'FATAL' },
   UPSTREAM_PROTOCOL: { sqlstate: '08P01', retryable: false, severity: 'FATAL' },
   UPSTREAM_LOST: { sqlstate: '08006', retryable: true, severity: 'FATAL' },
+  /** A statement of the ambassador's own (probe, catalog read) failed on the server. */
+  UPSTREAM_QUERY_FAILED: { sqlstate: '08000', retryable: true, severity: 'ERROR' },
   SHUTTING_DOWN: { sqlstate: '57P01', retryable: true, severity: 'FATAL' },
   CREDENTIALS_UNAVAILABLE: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   INTERNAL: { sqlstate: 'XX000', retryable: false, severity: 'FATAL' },

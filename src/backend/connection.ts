@@ -12,13 +12,15 @@ import {
   BackendType,
   decodeAuthentication,
   decodeBackendKeyData,
+  decodeDataRow,
   decodeErrorFields,
   decodeParameterStatus,
   decodeReadyForQuery,
+  summarizeError,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
-import { encodePasswordMessage, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
+import { encodePasswordMessage, encodeQuery, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
 import { md5AuthResponse } from '../protocol/md5.ts';
 import { certificateChannelBindingHash, ScramClient } from '../protocol/scram.ts';
 import { encodeCancelRequest, encodeStartupMessage } from '../protocol/startup.ts';
@@ -67,7 +69,7 @@ function safeFields(payload: Buffer): Map<string, string> {
 }
 
 const SERVER_MAX_MESSAGE = 0x7fffffff;
-const EXCHANGE_INSPECT = typeSet('EZS');
+const EXCHANGE_INSPECT = typeSet('EZSD');
 
 export class BackendConnection {
   readonly parameters = new Map<string, string>();
@@ -273,7 +275,7 @@ export class BackendConnection {
    * ReadyForQuery messages, and resolves with the first ErrorResponse payload (or null).
    * Rejects when the connection fails or the server takes longer than `timeoutMs`.
    */
-  exchange(messages: Buffer[], readyCount: number, timeoutMs: number): Promise<{ error: Buffer | null }> {
+  exchange(messages: Buffer[], readyCount: number, timeoutMs: number, rows?: Array<Array<string | null>>): Promise<{ error: Buffer | null }> {
     const socket = this.socket;
     const framer = new Framer(SERVER_MAX_MESSAGE, EXCHANGE_INSPECT);
     return new Promise((resolve, reject) => {
@@ -290,6 +292,7 @@ export class BackendConnection {
       };
       const onMessage = (type: number, payload: Buffer | null): boolean => {
         if (type === BackendType.ErrorResponse && error === null) error = Buffer.from(payload!);
+        if (type === BackendType.DataRow && rows !== undefined) rows.push(decodeDataRow(payload!));
         if (type === BackendType.ParameterStatus) {
           const { name, value } = decodeParameterStatus(payload!);
           this.parameters.set(name, value);
@@ -317,6 +320,20 @@ export class BackendConnection {
       socket.resume();
       socket.write(messages.length === 1 ? messages[0]! : Buffer.concat(messages));
     });
+  }
+
+  /**
+   * Runs one statement of the ambassador's own (health probe, catalog read) and returns its rows
+   * as text; a server error rejects with UPSTREAM_QUERY_FAILED carrying the server's message.
+   */
+  async query(sql: string, timeoutMs: number): Promise<Array<Array<string | null>>> {
+    const rows: Array<Array<string | null>> = [];
+    const { error } = await this.exchange([encodeQuery(sql)], 1, timeoutMs, rows);
+    if (error !== null) {
+      const { code, message } = summarizeError(error);
+      throw new AmbassadorError('UPSTREAM_QUERY_FAILED', `${this.target.host}:${this.target.port} refused the ambassador's query: ${message} (${code})`);
+    }
+    return rows;
   }
 
   /** Asks the server to cancel whatever this connection is running, over a new connection. */

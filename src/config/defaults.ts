@@ -108,6 +108,14 @@ export const DEFAULTS = {
     maxReplicaLag: '10s',
     /** Reads go to the primary: fallback (when no replica qualifies) | never | always. */
     readsFromPrimary: 'fallback',
+    functions: {
+      /** Functions that never write although the catalog marks them VOLATILE (name or schema.name). */
+      allow: [],
+      /** Functions that always send a statement to the primary (name or schema.name). */
+      deny: [],
+      /** How often each database's function catalog (pg_proc) is re-read; DDL also triggers a read. */
+      refreshInterval: '5m',
+    },
   },
   health: {
     /** Time between health probes of each host. */

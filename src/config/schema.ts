@@ -281,12 +281,23 @@ const pool = z
     if (value.minIdle > value.size) issue(ctx, ['minIdle'], `must not exceed pool.size (${value.size})`);
   });
 
+const functionName = scalar<string>('expected a function name (name or schema.name)', (value) =>
+  typeof value === 'string' && /^[^\s.]+(\.[^\s.]+)?$/.test(value) ? value : undefined,
+);
+
+const routingFunctions = z.strictObject({
+  allow: z.array(functionName).prefault(() => [...D.routing.functions.allow]),
+  deny: z.array(functionName).prefault(() => [...D.routing.functions.deny]),
+  refreshInterval: duration(1).prefault(D.routing.functions.refreshInterval),
+});
+
 const routing = z.strictObject({
   readWriteSplit: bool.prefault(D.routing.readWriteSplit),
   loadBalance: oneOf(LOAD_BALANCE_POLICIES).prefault(D.routing.loadBalance),
   readYourWrites: oneOf(READ_YOUR_WRITES_MODES).prefault(D.routing.readYourWrites),
   maxReplicaLag: replicaLag.prefault(D.routing.maxReplicaLag),
   readsFromPrimary: oneOf(READS_FROM_PRIMARY).prefault(D.routing.readsFromPrimary),
+  functions: routingFunctions.prefault({}),
 });
 
 const health = z.strictObject({

@@ -53,11 +53,13 @@ function reportPortTaken(port: number): void {
   err(`choose another port, e.g.: npm run demo -- --port ${other}   (or: pg-ambassador demo --port ${other})`);
 }
 
-/** The ambassador's config: scram clients (app/app), primary + replica upstream, verify-full TLS. */
+/**
+ * The ambassador's config: scram clients (app/app), primary + replica upstream (roles found by
+ * the health loop), verify-full TLS, transaction pooling with read/write splitting and
+ * read-your-writes.
+ */
 export function demoConfig(cluster: LocalCluster, port: number): Config {
-  const [replica] = cluster.replicas;
-  const hosts = [{ host: cluster.primary.host, port: cluster.primary.port, role: 'primary' }];
-  if (replica) hosts.push({ host: replica.host, port: replica.port, role: 'replica' });
+  const hosts = cluster.servers().map((server) => ({ host: server.host, port: server.port, role: 'auto' }));
   const input = {
     listen: { host: HOST, port },
     clientAuth: { method: 'scram-sha-256', users: [{ name: DEMO_USER, password: DEMO_PASSWORD }] },
@@ -66,6 +68,8 @@ export function demoConfig(cluster: LocalCluster, port: number): Config {
       credentials: { type: 'password', password: cluster.users.app.password },
       tls: { mode: 'verify-full', ca: cluster.certs.caCert, serverName: 'localhost' },
     },
+    pool: { mode: 'transaction' },
+    routing: { readWriteSplit: true, readYourWrites: 'lsn' },
     shutdown: { timeout: '5s' },
     logging: { level: 'warn' },
   };

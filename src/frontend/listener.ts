@@ -10,6 +10,7 @@ import { GarbageBound } from '../lib/garbage-bound.ts';
 import { SessionEffectsCache, type PinReason } from '../router/session-effects.ts';
 import { CancelRegistry } from './cancel-registry.ts';
 import { ClientSession, type FrontendSettings } from './session.ts';
+import type { RoutingContext } from './client-routing.ts';
 import { errorResponseFor } from './wire-errors.ts';
 
 export interface ListenerOptions {
@@ -18,6 +19,7 @@ export interface ListenerOptions {
   maxClientConnections: number;
   settings: () => FrontendSettings;
   pool: ServerPool;
+  routing: RoutingContext;
   logger: Logger;
 }
 
@@ -80,6 +82,7 @@ export class Listener {
       logger: this.options.logger.child({ session: id }),
       settings: this.options.settings(),
       pool: this.options.pool,
+      routing: this.options.routing,
       cancels: this.cancels,
       onClose: (s) => {
         this.sessions.delete(s);

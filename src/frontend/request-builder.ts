@@ -24,6 +24,12 @@ export interface Request {
   completes: boolean;
   /** The first message is a Bind of a named statement: eligible for the cached-plan retry. */
   retryable: boolean;
+  /**
+   * The SQL texts the request runs or prepares (Query texts, Parse texts, the statements of its Executes), for
+   * routing; null when something it runs cannot be known (a FunctionCall, an Execute of a portal
+   * bound elsewhere), which routes it to the primary.
+   */
+  texts: string[] | null;
 }
 
 
@@ -35,8 +41,12 @@ export class RequestBuilder {
   /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
   private readonly statementEffects = new Map<string, SessionEffect[]>();
   private readonly portalEffects = new Map<string, SessionEffect[]>();
+  /** Text of each client statement (by client name; '' unnamed) and of each bound portal. */
+  private readonly statementTexts = new Map<string, string>();
+  private readonly portalTexts = new Map<string, string>();
   private current: Item[] = [];
   private currentEffects: SessionEffect[] = [];
+  private currentTexts: string[] | null = [];
 
   constructor(private readonly effects: SessionEffectsCache) {}
 
@@ -63,10 +73,14 @@ export class RequestBuilder {
       case FrontendType.Describe:
       case FrontendType.Close:
         return this.onTarget(type, body);
-      case FrontendType.Query:
-        this.addEffects(this.effects.get(body.toString('utf8', 0, Math.max(0, body.length - 1))).effects);
+      case FrontendType.Query: {
+        const sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
+        this.addEffects(this.effects.get(sql).effects);
+        this.currentTexts?.push(sql);
         return this.endRequest(type, body, { kind: 'query' }, true);
+      }
       case FrontendType.FunctionCall:
+        this.currentTexts = null;
         return this.endRequest(type, body, { kind: 'query' }, true);
       case FrontendType.Sync:
         return this.endRequest(type, body, { kind: 'sync' }, true);
@@ -75,6 +89,9 @@ export class RequestBuilder {
       case FrontendType.Execute: {
         const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
         this.addEffects(this.portalEffects.get(portal));
+        const text = this.portalTexts.get(portal);
+        if (text === undefined) this.currentTexts = null;
+        else this.currentTexts?.push(text);
         this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: { kind: 'execute' } });
         return null;
       }
@@ -96,6 +113,10 @@ export class RequestBuilder {
     const effects = this.effects.get(parse.query).effects;
     if (effects.length > 0) this.statementEffects.set(parse.name, effects);
     else this.statementEffects.delete(parse.name);
+    this.statementTexts.set(parse.name, parse.query);
+    // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
+    // request goes where the statement will run.
+    this.currentTexts?.push(parse.query);
     if (parse.name === '') {
       const message = frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message;
@@ -114,6 +135,9 @@ export class RequestBuilder {
     const effects = this.statementEffects.get(statement);
     if (effects) this.portalEffects.set(portal, effects);
     else this.portalEffects.delete(portal);
+    const text = this.statementTexts.get(statement);
+    if (text === undefined) this.portalTexts.delete(portal);
+    else this.portalTexts.set(portal, text);
     if (statement === '') {
       const parsedHere = this.current.some((i) => i.kind === 'raw' && i.type === FrontendType.Parse);
       this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: parsedHere ? null : this.unnamedParse });
@@ -134,6 +158,7 @@ export class RequestBuilder {
     } else {
       // Other clients may share the server statement: forget the client's name, close nothing.
       this.statements.delete(name);
+      this.statementTexts.delete(name);
       this.current.push({ kind: 'raw', type, message: encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), entry: { kind: 'close' } });
     }
     return null;
@@ -148,13 +173,15 @@ export class RequestBuilder {
     this.current.push({ kind: 'raw', type, message, entry });
     const items = this.current;
     const effects = this.currentEffects;
+    const texts = this.currentTexts;
     this.current = [];
     this.currentEffects = [];
+    this.currentTexts = [];
     const first = items[0];
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
     const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
     const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
-    return { items, effects, completes, retryable };
+    return { items, effects, completes, retryable, texts };
   }
 }

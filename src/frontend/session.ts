@@ -39,6 +39,9 @@ import { returnServer } from '../pool/server-return.ts';
 import type { PinReason, SessionEffectsCache } from '../router/session-effects.ts';
 import { encodeQuery } from '../protocol/frontend.ts';
 import { errorResponseFor } from './wire-errors.ts';
+import { ClientRouting, type RoutingContext } from './client-routing.ts';
+import { noHost } from '../pool/pooler.ts';
+import { routeFromTargetSessionAttrs, type SessionRoute } from '../router/route-decision.ts';
 
 export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'closed';
 
@@ -67,6 +70,7 @@ export interface SessionDeps {
   logger: Logger;
   settings: FrontendSettings;
   pool: ServerPool;
+  routing: RoutingContext;
   cancels: CancelRegistry;
   onClose: (session: ClientSession) => void;
 }
@@ -95,6 +99,8 @@ export class ClientSession {
   private sessionState: ClientSessionState | null = null;
   private server: BackendConnection | null = null;
   private cancelKey: { processId: number; secretKey: number } | null = null;
+  /** What target_session_attrs asked for ('auto' when absent). */
+  private sessionRoute: SessionRoute = 'auto';
   private draining = false;
   authMechanism: AuthMechanism | null = null;
   private readonly log: Logger;
@@ -248,11 +254,16 @@ export class ClientSession {
       for (const chunk of this.remainingAuthBytes()) this.hold(chunk);
       if (this.draining) throw new AmbassadorError('SHUTTING_DOWN', 'the ambassador is shutting down');
       const settings = this.deps.settings;
+      this.sessionRoute = takeTargetSessionAttrs(params);
       const request = { user: settings.upstreamUser ?? this.user, database: settings.upstreamDatabase ?? this.database, params };
       this.sessionState = new ClientSessionState(params, this.deps.onPin);
+      // Roles known (first health round) and, when splitting, the database's functions read,
+      // so that the first statement is already routed as well as the later ones.
+      await this.deps.pool.ready(request);
+      if (settings.poolMode === 'transaction') await this.deps.routing.catalogs?.ready(request);
       // Logging in takes a server even in transaction mode: it proves the upstream login works
       // and gives the client real ParameterStatus values for its settings.
-      this.server = await this.deps.pool.acquire(request);
+      this.server = await this.loginServer(request);
       await this.syncState(this.server, this.sessionState);
       if (this.closed) {
         this.deps.pool.release(this.server, 'reusable');
@@ -268,6 +279,18 @@ export class ClientSession {
       const relay = err instanceof UpstreamLoginError && !err.serverCode.startsWith('28');
       this.fail(relay ? frameMessage(BackendType.ErrorResponse, err.serverPayload) : err);
     }
+  }
+
+  /**
+   * The server a login uses: the primary, or in session mode a replica when target_session_attrs
+   * asked for a standby (the whole session then runs there).
+   */
+  private loginServer(request: ServerRequest): Promise<BackendConnection> {
+    const pool = this.deps.pool;
+    if (this.deps.settings.poolMode === 'transaction' || this.sessionRoute !== 'replica') return pool.acquire(request);
+    const choice = pool.choose({ kind: 'read' });
+    if (choice.host === null) return Promise.reject(noHost(choice.reason, 'read'));
+    return pool.acquireOn(choice.host, request);
   }
 
   private logLoginFailure(err: unknown): void {
@@ -339,7 +362,7 @@ export class ClientSession {
     if (this.deps.settings.poolMode === 'transaction') {
       this.deps.pool.release(server, 'reusable');
       this.server = null;
-      this.forwarder = this.transactionForwarder(request);
+      this.forwarder = this.transactionForwarder(request, server);
     } else {
       this.forwarder = this.sessionForwarder(server);
     }
@@ -372,9 +395,18 @@ export class ClientSession {
     });
   }
 
-  private transactionForwarder(request: ServerRequest): TxnForwarder {
-    const settings = this.deps.settings;
+  private transactionForwarder(request: ServerRequest, server: BackendConnection): TxnForwarder {
+    const { settings, routing: context } = this.deps;
+    const catalogs = context.catalogs;
+    const routing = new ClientRouting({
+      classifier: catalogs ? catalogs.classifierFor(request) : null,
+      readYourWrites: context.readYourWrites,
+      route: this.sessionRoute,
+      readOnlyDefault: server.parameters.get('default_transaction_read_only') === 'on',
+    });
     return new TxnForwarder(this.socket, {
+      routing,
+      onCatalogChange: () => catalogs?.invalidate(request.database),
       pool: this.deps.pool,
       request,
       state: this.sessionState!,
@@ -448,4 +480,20 @@ export class ClientSession {
     this.log.debug({ reason }, 'client session closed');
     this.deps.onClose(this);
   }
+}
+
+/**
+ * target_session_attrs (libpq's connection option; some drivers send it as a startup parameter)
+ * chooses the session's route; it is not a server setting, so it is taken out of the parameters.
+ */
+function takeTargetSessionAttrs(params: Map<string, string>): SessionRoute {
+  const value = params.get('target_session_attrs');
+  params.delete('target_session_attrs');
+  const route = routeFromTargetSessionAttrs(value);
+  if (route === 'invalid') {
+    throw new AmbassadorError('STARTUP_INVALID', `invalid target_session_attrs value: "${value}"`, {
+      hint: 'Use any, read-write, read-only, primary, standby or prefer-standby.',
+    });
+  }
+  return route;
 }

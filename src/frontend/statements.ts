@@ -12,6 +12,8 @@ import { encodeParse, type ParseMessage } from '../protocol/frontend.ts';
 
 export interface ClientStatement {
   serverName: string;
+  /** The statement's text (for routing). */
+  query: string;
   /** The Parse to send to a server that does not hold it yet (already carries serverName). */
   parse: Buffer;
 }
@@ -23,7 +25,7 @@ export function serverStatementName(query: string, paramTypes: Buffer): string {
 
 export function clientStatement(parse: ParseMessage): ClientStatement {
   const serverName = serverStatementName(parse.query, parse.paramTypes);
-  return { serverName, parse: encodeParse(serverName, parse.query, parse.paramTypes) };
+  return { serverName, query: parse.query, parse: encodeParse(serverName, parse.query, parse.paramTypes) };
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */

@@ -12,17 +12,33 @@
 // the server already holds is not sent; its ParseComplete is synthesized at its place in the
 // stream. On ReadyForQuery 'I' with nothing else in flight and no pin, the lease goes back to
 // the pool.
+//
+// Routing (client-routing.ts decides): a lease is taken on the primary or on a replica for the
+// request at the head of the queue. A replica lease never runs a write: a write that comes next
+// waits for the replica's answers, then a primary lease is taken. The first answer of a read on
+// a replica is held back until it is clearly not a read-only refusal (25006); a refused read is
+// re-run on the primary and its text remembered as a write. A lease that ran a write transaction
+// with read-your-writes on learns the server's WAL position before it goes back.
 
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendConnection } from '../backend/connection.ts';
 import { AmbassadorError, asAmbassadorError } from '../errors.ts';
-import { BackendType, decodeErrorFields, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
+import {
+  BackendType,
+  decodeErrorFields,
+  decodeParameterStatus,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  type TransactionStatus,
+} from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { encodeQuery, encodeTarget, FrontendType, rebindStatement } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
-import type { ServerPool, ServerRequest } from '../pool/server-pool.ts';
+import type { ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
+import { parseLsn } from '../pool/host-choice.ts';
+import { noHost } from '../pool/pooler.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
@@ -30,6 +46,7 @@ import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, type Preparation } from './preparation.ts';
 import { touchStatement } from './statements.ts';
+import type { ClientRouting } from './client-routing.ts';
 
 export interface TxnForwarderOptions {
   pool: ServerPool;
@@ -41,11 +58,14 @@ export interface TxnForwarderOptions {
   exchangeTimeoutMs: number;
   garbage: GarbageBound;
   log: Logger;
+  routing: ClientRouting;
+  /** A transaction that changed functions or extensions committed (the classifier re-reads them). */
+  onCatalogChange: () => void;
   onEnd: (reason: string) => void;
   onIdle: () => void;
 }
 
-const SERVER_INSPECT = typeSet('EZC');
+const SERVER_INSPECT = typeSet('EZCS');
 const SERVER_MAX_MESSAGE = 0x7fffffff;
 /** Client bytes queued while a lease is being acquired, before the client socket is paused. */
 const MAX_QUEUED_BYTES = 1 << 20;
@@ -73,6 +93,16 @@ export class TxnForwarder {
   private cursor = 0;
   private chunk: Buffer | null = null;
   private retry: { request: Request; phase: 'watch' | 'swallow' } | null = null;
+  /** The lease is on a replica (serves reads only). */
+  private leaseReplica = false;
+  /** A write ran on the lease: capture the WAL position before it goes back (read-your-writes). */
+  private leaseWrote = false;
+  /** The transaction now ending changed functions or extensions. */
+  private catalogChanged = false;
+  /** A read on a replica whose first answer is being held back (see watchReplica). */
+  private replicaWatch: { request: Request; swallowing: boolean } | null = null;
+  /** Client-bound bytes held back meanwhile (copies). */
+  private held: Buffer[] | null = null;
 
   constructor(
     private readonly client: net.Socket,
@@ -134,11 +164,30 @@ export class TxnForwarder {
 
   private pump(): void {
     if (this.busy || this.stopped) return;
+    const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready[0]!;
-      if (this.lease === null) {
-        if (!this.answerLocally(request)) return void this.acquire();
+      const command = routing.localCommand(request, this.status);
+      if (command !== null) {
+        if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
+        this.ready.shift();
+        this.queuedBytes -= requestBytes(request);
+        this.client.write(routing.answer(command, this.status));
         continue;
+      }
+      if (this.lease === null) {
+        if (!this.answerLocally(request)) return void this.acquire(request);
+        continue;
+      }
+      if (this.leaseReplica && this.status === 'I' && routing.decide(request).kind === 'write') {
+        // Not on a replica: let it finish what it runs, then move to the primary. (Only when
+        // the client left an extended-protocol exchange open without Sync does it go on here;
+        // a read-only refusal then re-runs it on the primary.)
+        if (this.inFlight > 0 || !this.plan.empty) return;
+        if (!this.options.state.pinned && !this.unsynced) {
+          this.releaseLease();
+          continue;
+        }
       }
       const plan = this.preparation(this.lease, request);
       if (plan !== null) {
@@ -165,22 +214,35 @@ export class TxnForwarder {
     if (!(endsWithSync || endsWithFlush) || request.items.length < 2) return false;
     if (!request.items.slice(0, -1).every((i) => i.kind === 'parse')) return false;
     this.ready.shift();
-    for (const item of request.items) this.queuedBytes -= item.kind === 'raw' ? item.message.length : 64;
+    this.queuedBytes -= requestBytes(request);
     const answers = Array<Buffer>(request.items.length - 1).fill(PARSE_COMPLETE);
     if (endsWithSync) answers.push(encodeReadyForQuery(this.status));
     this.client.write(Buffer.concat(answers));
     return true;
   }
 
-  private acquire(): void {
+  /** Takes a lease where the request at the head of the queue must run. */
+  private acquire(request: Request): void {
     if (this.acquiring) return;
+    const { pool, routing, log } = this.options;
+    const decision = routing.decide(request);
+    const choice = pool.choose(routing.routeRequest(decision));
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ route: decision.kind, reason: decision.reason, host: choice.host?.id ?? null, choice: choice.reason }, 'routing decision');
+    }
+    if (choice.host === null) {
+      this.failHead(noHost(choice.reason, decision.kind));
+      return void queueMicrotask(() => this.pump());
+    }
     this.acquiring = true;
     this.busy = true;
-    this.options.pool.acquire(this.options.request).then(
+    pool.acquireOn(choice.host, this.options.request).then(
       (server) => {
         this.acquiring = false;
         this.busy = false;
-        if (this.stopped) return this.options.pool.release(server, 'reusable');
+        if (this.stopped) return pool.release(server, 'reusable');
+        this.leaseReplica = pool.roleOf(server) === 'replica';
+        this.leaseWrote = decision.kind === 'write';
         this.attach(server);
         this.pump();
       },
@@ -191,6 +253,23 @@ export class TxnForwarder {
         this.pump();
       },
     );
+  }
+
+  /**
+   * Answers the request at the head of the queue with `err`, as a server would: the error, then
+   * everything up to the next Sync skipped, then ReadyForQuery.
+   */
+  private failHead(err: AmbassadorError): void {
+    const out: Buffer[] = [encodeErrorResponse({ severity: 'ERROR', code: err.sqlstate, message: err.message, hint: err.hint, detail: err.detail })];
+    while (this.ready.length > 0) {
+      const request = this.ready.shift()!;
+      this.queuedBytes -= requestBytes(request);
+      if (request.completes) {
+        out.push(encodeReadyForQuery(this.status));
+        break;
+      }
+    }
+    this.client.write(Buffer.concat(out));
   }
 
   /** Answers every request queued so far with `err` (the client stays connected). */
@@ -250,11 +329,14 @@ export class TxnForwarder {
 
   /** Binds a request to the server and writes it; the plan learns what to expect. */
   private send(server: BackendConnection, request: Request): void {
-    if (request.effects.length > 0) this.applyAtSend(server, request.effects);
+    const routing = this.options.routing;
+    if (request.effects.length > 0) this.applyAtSend(server, request);
+    if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const out: Buffer[] = [];
     const entries: PlanEntry[] = [];
     for (const item of request.items) this.materialize(server, item, out, entries);
-    for (const item of request.items) this.queuedBytes -= item.kind === 'raw' ? item.message.length : 64;
+    this.queuedBytes -= requestBytes(request);
+    const first = this.status === 'I' && this.plan.empty && this.inFlight === 0;
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
@@ -263,6 +345,10 @@ export class TxnForwarder {
       this.unsynced = true;
     }
     if (request.retryable && this.status === 'I' && this.plan.empty) this.retry = { request, phase: 'watch' };
+    else if (first && this.leaseReplica && request.completes && request.texts !== null) {
+      this.replicaWatch = { request, swallowing: false };
+      this.held = [];
+    }
     this.plan.push(entries);
     if (out.length > 0) {
       const bytes = out.length === 1 ? out[0]! : Buffer.concat(out);
@@ -273,8 +359,10 @@ export class TxnForwarder {
   }
 
   /** Stages the request's session effects; forgets server statements the request will drop. */
-  private applyAtSend(server: BackendConnection, effects: readonly SessionEffect[]): void {
+  private applyAtSend(server: BackendConnection, request: Request): void {
+    const effects = request.effects;
     this.options.state.stage(effects);
+    if (effects.some((e) => e.kind === 'set' && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
     const dropsStatements = effects.some(
       (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
@@ -317,6 +405,7 @@ export class TxnForwarder {
 
   private attach(server: BackendConnection): void {
     this.lease = server;
+    this.catalogChanged = false;
     this.status = server.transactionStatus;
     this.attachServer(server);
   }
@@ -354,6 +443,7 @@ export class TxnForwarder {
   };
 
   private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
+    if (this.replicaWatch !== null && this.watchReplica(type, payload, end)) return true;
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
@@ -367,7 +457,11 @@ export class TxnForwarder {
     } else if (type === BackendType.CommandComplete && payload !== null) {
       const tag = transactionEndTag(payload);
       if (tag !== null) this.endTag = tag;
+      else if (changesFunctions(payload)) this.catalogChanged = true;
       this.plan.complete(type);
+    } else if (type === BackendType.ParameterStatus) {
+      const { name, value } = decodeParameterStatus(payload!);
+      this.options.routing.noteParameter(name, value);
     } else {
       this.plan.complete(type);
     }
@@ -388,6 +482,52 @@ export class TxnForwarder {
     if (entry?.kind !== 'bind' || entry.statement === undefined || this.lease === null || !isCachedPlanError(payload)) return;
     this.lease.statements.delete(entry.statement);
     this.lease.staleStatements.add(entry.statement);
+  }
+
+  /**
+   * The first answer of a read sent to a replica: messages that only acknowledge (ParseComplete,
+   * RowDescription and the like) are held back; a read-only refusal (25006) before any result
+   * drops them and everything up to ReadyForQuery, and the request runs again on the primary;
+   * anything else releases them and forwarding goes on as usual.
+   */
+  private watchReplica(type: number, payload: Buffer | null, end: number): boolean {
+    const watch = this.replicaWatch!;
+    if (watch.swallowing) {
+      this.cursor = end; // dropped
+      if (type === BackendType.ReadyForQuery) this.rerunOnPrimary(watch.request, payload!);
+      return true;
+    }
+    if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION) {
+      this.cursor = end;
+      this.held = null;
+      watch.swallowing = true;
+      return true;
+    }
+    if (!ACKNOWLEDGEMENTS.has(type)) this.releaseHeld();
+    return false;
+  }
+
+  private releaseHeld(): void {
+    const held = this.held;
+    this.held = null;
+    this.replicaWatch = null;
+    if (held !== null && held.length > 0) this.client.write(held.length === 1 ? held[0]! : Buffer.concat(held));
+  }
+
+  private rerunOnPrimary(request: Request, ready: Buffer): void {
+    this.replicaWatch = null;
+    this.held = null;
+    this.status = String.fromCharCode(ready[0]!) as TransactionStatus;
+    this.inFlight--;
+    this.plan.clear();
+    this.sawError = true;
+    this.endTransaction();
+    this.options.log.info({ host: this.lease?.target.host, port: this.lease?.target.port }, 'a replica refused a read as read-only: re-running it on the primary and routing its text there from now on');
+    this.options.routing.forceWrite(request);
+    this.releaseLease();
+    this.ready.unshift(request);
+    this.queuedBytes += requestBytes(request);
+    queueMicrotask(() => this.pump());
   }
 
   /** The cached-plan retry: watches the first response of a retryable request. */
@@ -429,7 +569,14 @@ export class TxnForwarder {
       return false;
     }
     if (this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned) {
-      if (this.ready.length === 0) this.releaseLease();
+      if (this.ready.length === 0) {
+        if (this.leaseWrote && this.options.routing.capturesWrites && this.lease) {
+          this.forwardUpTo(this.chunk?.length ?? 0);
+          void this.captureCommitThenRelease(this.lease);
+          return false;
+        }
+        this.releaseLease();
+      }
       this.options.onIdle();
     }
     queueMicrotask(() => this.pump());
@@ -450,6 +597,8 @@ export class TxnForwarder {
     // After a rollback (possibly to a savepoint) or a RESET run on the server, its settings are
     // not known to match: the next request on it replays them.
     if ((changed || this.serverReset) && this.lease) this.lease.stateKey = rolledBack || this.serverReset ? '' : state.stateKey;
+    if (this.catalogChanged && !rolledBack) this.options.onCatalogChange();
+    this.catalogChanged = false;
     this.serverReset = false;
     this.endTag = null;
     this.sawError = false;
@@ -475,6 +624,33 @@ export class TxnForwarder {
     this.onReady();
   }
 
+  /**
+   * Read-your-writes: the lease ran a write; its server's WAL insert position (at or past the
+   * commit) becomes this client's minimum for reads, then the lease goes back.
+   */
+  private async captureCommitThenRelease(server: BackendConnection): Promise<void> {
+    this.busy = true;
+    this.chunk = null;
+    this.detachServer(server);
+    this.lease = null;
+    this.leaseWrote = false;
+    let outcome: ReleaseOutcome = 'reusable';
+    try {
+      const rows = await server.query(CURRENT_WAL_POSITION, this.options.exchangeTimeoutMs);
+      const lsn = rows[0]?.[0];
+      if (lsn) this.options.routing.noteCommit(parseLsn(lsn));
+    } catch (err) {
+      if (server.isClosed) outcome = 'broken';
+      this.options.log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not read the WAL position after a write');
+    }
+    server.transactionStatus = 'I';
+    this.options.pool.release(server, outcome);
+    this.busy = false;
+    if (this.stopped) return;
+    this.options.onIdle();
+    this.pump();
+  }
+
   private releaseLease(): void {
     const server = this.lease;
     if (server === null) return;
@@ -483,6 +659,8 @@ export class TxnForwarder {
     this.chunk = null;
     this.detachServer(server);
     this.lease = null;
+    this.leaseReplica = false;
+    this.leaseWrote = false;
     server.transactionStatus = 'I';
     this.options.pool.release(server, 'reusable');
   }
@@ -492,12 +670,19 @@ export class TxnForwarder {
     if (chunk === null || end <= this.cursor) return;
     const slice = this.cursor === 0 && end === chunk.length ? chunk : chunk.subarray(this.cursor, end);
     this.cursor = end;
-    if (!this.client.write(slice)) this.lease?.socket.pause();
+    if (!this.toClient(slice)) this.lease?.socket.pause();
   }
 
   private flushSynthesized(): void {
     const count = this.plan.takeSynthesized();
-    if (count > 0) this.client.write(count === 1 ? PARSE_COMPLETE : Buffer.concat(Array<Buffer>(count).fill(PARSE_COMPLETE)));
+    if (count > 0) this.toClient(count === 1 ? PARSE_COMPLETE : Buffer.concat(Array<Buffer>(count).fill(PARSE_COMPLETE)));
+  }
+
+  /** Writes server-bound-for-client bytes, or holds a copy while a replica read is watched. */
+  private toClient(bytes: Buffer): boolean {
+    if (this.held === null) return this.client.write(bytes);
+    this.held.push(Buffer.from(bytes));
+    return true;
   }
 
   private readonly onClientDrain = (): void => {
@@ -512,6 +697,8 @@ export class TxnForwarder {
     if (this.stopped) return;
     const server = this.lease;
     this.lease = null;
+    this.replicaWatch = null;
+    this.held = null;
     if (server) this.options.pool.release(server, 'broken');
     if (this.serverFramer.atBoundary && !this.client.destroyed && (this.inFlight > 0 || this.status !== 'I')) {
       this.client.write(encodeErrorResponse({ severity: 'FATAL', code: '08006', message: 'server connection was lost during the transaction' }));
@@ -549,6 +736,12 @@ export class TxnForwarder {
 }
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+const READ_ONLY_TRANSACTION = '25006';
+/** Answers that carry no result: held back while a replica read may still be refused. */
+const ACKNOWLEDGEMENTS = new Set<number>([0x31, 0x32, 0x33, 0x74, 0x54, 0x6e, BackendType.NoticeResponse, BackendType.ParameterStatus]);
+/** At or past the commit record of the transaction that just ended on this connection. */
+const CURRENT_WAL_POSITION = 'SELECT pg_catalog.pg_current_wal_insert_lsn()';
+const FUNCTION_DDL = /^(CREATE|ALTER|DROP) (FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|EXTENSION|SCHEMA)\b|^DROP OWNED\b/;
 /** Fails exactly when the session still holds a session-level advisory lock. */
 const ADVISORY_LOCKS_HELD = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted) THEN RAISE EXCEPTION 'advisory locks held'; END IF; END $$`;
 const COPY_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail]);
@@ -559,6 +752,20 @@ function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
   if (payload.length === 7 && payload.toString('latin1', 0, 6) === 'COMMIT') return 'COMMIT';
   if (payload.length === 9 && payload.toString('latin1', 0, 8) === 'ROLLBACK') return 'ROLLBACK';
   return null;
+}
+
+/** Bytes a queued request counts for the client-side queue limit. */
+function requestBytes(request: Request): number {
+  let bytes = 0;
+  for (const item of request.items) bytes += item.kind === 'raw' ? item.message.length : 64;
+  return bytes;
+}
+
+/** A CommandComplete tag of DDL that can change which functions exist or how volatile they are. */
+function changesFunctions(payload: Buffer): boolean {
+  const first = payload[0];
+  if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && payload[1] === 0x52)) return false; // C, A, DR
+  return FUNCTION_DDL.test(payload.toString('latin1', 0, payload.length - 1));
 }
 
 function isCachedPlanError(payload: Buffer): boolean {

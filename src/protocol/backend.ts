@@ -16,6 +16,7 @@ export const BackendType = {
   CopyInResponse: 0x47, // G
   CopyOutResponse: 0x48, // H
   CopyBothResponse: 0x57, // W
+  RowDescription: 0x54, // T
   DataRow: 0x44, // D
   CommandComplete: 0x43, // C
 } as const;
@@ -104,6 +105,29 @@ export function encodeReadyForQuery(status: TransactionStatus): Buffer {
   return new MessageWriter().byte(status.charCodeAt(0)).finish(BackendType.ReadyForQuery);
 }
 
+export function encodeCommandComplete(tag: string): Buffer {
+  return new MessageWriter().cstring(tag).finish(BackendType.CommandComplete);
+}
+
+/** RowDescription of text columns (type text, oid 25), as the ambassador's own answers use. */
+export function encodeTextRowDescription(columns: readonly string[]): Buffer {
+  const w = new MessageWriter().int16(columns.length);
+  for (const name of columns) w.cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
+  return w.finish(BackendType.RowDescription);
+}
+
+export function encodeDataRow(values: ReadonlyArray<string | null>): Buffer {
+  const w = new MessageWriter().int16(values.length);
+  for (const value of values) {
+    if (value === null) w.int32(-1);
+    else {
+      const bytes = Buffer.from(value, 'utf8');
+      w.int32(bytes.length).bytes(bytes);
+    }
+  }
+  return w.finish(BackendType.DataRow);
+}
+
 export function encodeNegotiateProtocolVersion(newestMinor: number, unsupportedOptions: readonly string[]): Buffer {
   const w = new MessageWriter().int32((3 << 16) | newestMinor).int32(unsupportedOptions.length);
   for (const option of unsupportedOptions) w.cstring(option);
@@ -184,6 +208,18 @@ export function decodeBackendKeyData(payload: Buffer): { processId: number; secr
   const secretKey = Buffer.from(r.rest());
   if (secretKey.length < 4 || secretKey.length > 256) throw new RangeError(`invalid cancel key length ${secretKey.length}`);
   return { processId, secretKey };
+}
+
+/** A DataRow's columns as text (null for SQL NULL). */
+export function decodeDataRow(payload: Buffer): Array<string | null> {
+  const r = new PayloadReader(payload);
+  const count = r.int16();
+  const values: Array<string | null> = [];
+  for (let i = 0; i < count; i++) {
+    const length = r.int32();
+    values.push(length === -1 ? null : r.bytes(length).toString('utf8'));
+  }
+  return values;
 }
 
 export function decodeReadyForQuery(payload: Buffer): TransactionStatus {

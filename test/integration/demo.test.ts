@@ -150,7 +150,7 @@ async function assertCleanedUp(demo: DemoProcess, banner?: Banner): Promise<void
   assert.deepEqual(leftovers, [], `the demo left cluster files in ${demo.tmpDir}`);
 }
 
-test('demo serves the primary through the ambassador and cleans up on SIGINT', { timeout: 180_000 }, async () => {
+test('demo splits reads and writes through the ambassador and cleans up on SIGINT', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const demo = startDemo(port);
   const banner = await waitForBanner(demo, port);
@@ -158,8 +158,12 @@ test('demo serves the primary through the ambassador and cleans up on SIGINT', {
   const errors = collectErrors(client);
   try {
     await client.connect();
-    const { rows } = await client.query('select pg_is_in_recovery() as in_recovery');
-    assert.equal(rows[0].in_recovery, false, 'the ambassador sends sessions to the primary');
+    const read = await client.query('select pg_is_in_recovery() as in_recovery');
+    assert.equal(read.rows[0].in_recovery, true, 'a read is served by the replica');
+    const write = await client.query('create temp table demo_probe as select pg_is_in_recovery() as in_recovery');
+    assert.equal(write.rowCount, 1);
+    const { rows } = await client.query('select in_recovery from demo_probe');
+    assert.equal(rows[0].in_recovery, false, 'a write is served by the primary (and the session stays there while its temp table lives)');
 
     demo.child.kill('SIGINT');
     assert.equal(await demo.exitCode(), 0, `exit code; output:\n${demo.output()}`);

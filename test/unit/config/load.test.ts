@@ -59,6 +59,7 @@ test('a minimal file gets every documented default', () => {
     readYourWrites: 'off',
     maxReplicaLag: { ms: 10_000 },
     readsFromPrimary: 'fallback',
+    functions: { allow: [], deny: [], refreshInterval: 300_000 },
   });
   assert.deepEqual(config.health, {
     interval: 1000,

@@ -1,0 +1,156 @@
+// One client's read/write routing in transaction mode: what each request needs (the primary or a
+// replica), the client's routing settings (`ambassador.route`, target_session_attrs, a read-only
+// session default) and its read-your-writes position. The forwarder asks; this file decides.
+//
+// Directives (`SET ambassador.route = ...`, `SET ambassador.min_lsn = '...'`, `RESET` of either)
+// sent alone as a simple Query are answered here, as are `SHOW ambassador.route` and
+// `SHOW ambassador.min_lsn`; inside a longer text or the extended protocol they reach the server
+// (which accepts them as placeholder settings) and take effect here when sent. They are not
+// transactional: a ROLLBACK does not undo them.
+
+import {
+  encodeCommandComplete,
+  encodeDataRow,
+  encodeReadyForQuery,
+  encodeTextRowDescription,
+  type TransactionStatus,
+} from '../protocol/backend.ts';
+import type { Classification, Classifier } from '../router/classifier.ts';
+import type { Directive } from '../router/classifier-statements.ts';
+import { decideRoute, shownDirective, type RouteDecision, type SessionRoute } from '../router/route-decision.ts';
+import { formatLsn, parseLsn } from '../pool/host-choice.ts';
+import type { RouteRequest, ServerRequest } from '../pool/server-pool.ts';
+import type { Request } from './request-builder.ts';
+
+/** The per-database classifiers (health/function-catalogs.ts implements it). */
+export interface ClassifierSource {
+  classifierFor(request: ServerRequest): Classifier;
+  /** Resolves when the database's function catalog has been read once. */
+  ready(request: ServerRequest): Promise<void>;
+  /** A client changed functions or extensions in `database`. */
+  invalidate(database: string): void;
+}
+
+/** What every client's routing shares: the per-database classifiers and the mode. */
+export interface RoutingContext {
+  /** Null when read/write splitting is off. */
+  catalogs: ClassifierSource | null;
+  readYourWrites: 'off' | 'lsn';
+}
+
+export type LocalCommand =
+  | { kind: 'show'; name: 'ambassador.route' | 'ambassador.min_lsn' }
+  | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' };
+
+export interface ClientRoutingOptions {
+  /** Null when read/write splitting is off: everything goes to the primary. */
+  classifier: Classifier | null;
+  readYourWrites: 'off' | 'lsn';
+  route: SessionRoute;
+  readOnlyDefault: boolean;
+}
+
+const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
+const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
+const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
+
+export class ClientRouting {
+  route: SessionRoute;
+  readOnlyDefault: boolean;
+  /** The WAL position this client's reads must see (0n: none). */
+  minLsn = 0n;
+  private readonly decisions = new WeakMap<Request, RouteDecision>();
+
+  constructor(private readonly options: ClientRoutingOptions) {
+    this.route = options.route;
+    this.readOnlyDefault = options.readOnlyDefault;
+  }
+
+  get splitting(): boolean {
+    return this.options.classifier !== null;
+  }
+
+  /** Whether write transactions capture their commit position for read-your-writes. */
+  get capturesWrites(): boolean {
+    return this.options.readYourWrites === 'lsn' && this.splitting;
+  }
+
+  /** What a request needs; decided once per request. */
+  decide(request: Request): RouteDecision {
+    const classifier = this.options.classifier;
+    if (classifier === null) return WRITE_ALL;
+    let decision = this.decisions.get(request);
+    if (decision === undefined) {
+      const texts = request.texts;
+      decision = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
+      this.decisions.set(request, decision);
+    }
+    return decision;
+  }
+
+  /** Sends this request to the primary from now on (a replica refused it as read-only). */
+  forceWrite(request: Request): void {
+    this.decisions.set(request, { kind: 'write', reason: 'replica-refused' });
+    for (const text of request.texts ?? []) this.options.classifier?.learnWrite(text);
+  }
+
+  routeRequest(decision: RouteDecision): RouteRequest {
+    if (decision.kind === 'write') return { kind: 'write' };
+    return this.minLsn > 0n ? { kind: 'read', minLsn: this.minLsn } : { kind: 'read' };
+  }
+
+  /** A write transaction committed at `lsn` (read-your-writes). */
+  noteCommit(lsn: bigint): void {
+    if (lsn > this.minLsn) this.minLsn = lsn;
+  }
+
+  /** A ParameterStatus the server sent on this client's behalf. */
+  noteParameter(name: string, value: string): void {
+    if (name === 'default_transaction_read_only') this.readOnlyDefault = value === 'on';
+  }
+
+  /** A simple Query that is only a directive or a SHOW of one: the ambassador answers it. */
+  localCommand(request: Request, status: TransactionStatus): LocalCommand | null {
+    const texts = request.texts;
+    if (texts === null || texts.length !== 1 || request.items.length !== 1 || status === 'E') return null;
+    const sql = texts[0]!;
+    const shown = shownDirective(sql);
+    if (shown !== null) return { kind: 'show', name: shown };
+    if (!DIRECTIVE_NAMES.test(sql)) return null;
+    const classification = this.classify(sql);
+    if (classification?.kind !== 'directive' || classification.directive === undefined) return null;
+    return { kind: 'set', directive: classification.directive, tag: /^\s*reset/i.test(sql) ? 'RESET' : 'SET' };
+  }
+
+  /** Applies a local command; returns the client's answer. */
+  answer(command: LocalCommand, status: TransactionStatus): Buffer {
+    if (command.kind === 'set') {
+      this.apply(command.directive);
+      return Buffer.concat([encodeCommandComplete(command.tag), encodeReadyForQuery(status)]);
+    }
+    const value = command.name === 'ambassador.route' ? this.route : formatLsn(this.minLsn);
+    return Buffer.concat([encodeTextRowDescription([command.name]), encodeDataRow([value]), encodeCommandComplete('SHOW'), encodeReadyForQuery(status)]);
+  }
+
+  /** Applies the directives among a forwarded request's texts (they also run on the server). */
+  applyDirectives(request: Request): void {
+    for (const text of request.texts ?? []) {
+      if (!DIRECTIVE_NAMES.test(text)) continue;
+      const directive = this.classify(text)?.directive;
+      if (directive !== undefined) this.apply(directive);
+    }
+  }
+
+  private classify(sql: string): Readonly<Classification> | null {
+    return this.options.classifier?.classify(sql) ?? null;
+  }
+
+  private apply(directive: Directive): void {
+    if (directive.route !== undefined) this.route = directive.route;
+    if (directive.minLsn !== undefined) {
+      // A token from elsewhere adds to what this client has written; '0/0' (RESET) clears.
+      const lsn = parseLsn(directive.minLsn);
+      this.minLsn = lsn === 0n ? 0n : lsn > this.minLsn ? lsn : this.minLsn;
+    }
+  }
+}

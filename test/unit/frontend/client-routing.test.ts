@@ -1,0 +1,329 @@
+// ClientRouting with a real classifier over requests assembled by a real RequestBuilder: what a
+// simple or extended request needs, splitting off, a replica's refusal taught to the classifier,
+// read-your-writes positions, the read-only session default, and the directives the ambassador
+// answers itself (decoded from the bytes it returns) or applies from forwarded texts.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ClientRouting, type ClientRoutingOptions } from '../../../src/frontend/client-routing.ts';
+import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
+import { BackendType, decodeDataRow, decodeReadyForQuery, type TransactionStatus } from '../../../src/protocol/backend.ts';
+import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
+import { MessageWriter, PayloadReader } from '../../../src/protocol/writer.ts';
+import { formatLsn, parseLsn } from '../../../src/pool/host-choice.ts';
+import { createClassifier, InMemoryFunctionCatalog, type Classifier } from '../../../src/router/classifier.ts';
+import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
+
+const NO_TYPES = Buffer.from([0, 0]);
+const catalog = new InMemoryFunctionCatalog({ volatile: ['add_order'], readOnly: ['price_of'] });
+
+// ---- client messages (whole frames; the builder takes the type byte and the payload) ----
+
+function parse(name: string, sql: string): Buffer {
+  return encodeParse(name, sql, NO_TYPES);
+}
+
+/** Bind with no parameters and no result formats. */
+function bind(portal: string, statement: string): Buffer {
+  return new MessageWriter().cstring(portal).cstring(statement).int16(0).int16(0).int16(0).finish(FrontendType.Bind);
+}
+
+function execute(portal: string): Buffer {
+  return new MessageWriter().cstring(portal).int32(0).finish(FrontendType.Execute);
+}
+
+function flush(): Buffer {
+  return new MessageWriter().finish(FrontendType.Flush);
+}
+
+/** FunctionCall of `oid` with no arguments, text result. */
+function functionCall(oid: number): Buffer {
+  return new MessageWriter().int32(oid).int16(0).int16(0).int16(0).finish(FrontendType.FunctionCall);
+}
+
+/** One client's request stream. */
+class Client {
+  private readonly builder = new RequestBuilder(new SessionEffectsCache());
+
+  /** Feeds messages; returns the one request they complete. */
+  request(...messages: Buffer[]): Request {
+    const done: Request[] = [];
+    for (const message of messages) {
+      const result = this.builder.add(message[0]!, message.subarray(5));
+      if (result !== null && result !== 'terminate') done.push(result);
+    }
+    assert.equal(done.length, 1, 'test: the messages make exactly one request');
+    return done[0]!;
+  }
+
+  query(sql: string): Request {
+    return this.request(encodeQuery(sql));
+  }
+}
+
+const classifier = await createClassifier({ functions: catalog });
+
+/** A fresh classifier (learned writes are per classifier). */
+async function freshClassifier(): Promise<Classifier> {
+  return createClassifier({ functions: catalog });
+}
+
+function routing(options: Partial<ClientRoutingOptions> = {}): ClientRouting {
+  return new ClientRouting({ classifier, readYourWrites: 'lsn', route: 'auto', readOnlyDefault: false, ...options });
+}
+
+// ---- the ambassador's answers, decoded ----
+
+type Answer =
+  | { type: 'T'; columns: string[] }
+  | { type: 'D'; values: Array<string | null> }
+  | { type: 'C'; tag: string }
+  | { type: 'Z'; status: TransactionStatus };
+
+function decodeAnswer(bytes: Buffer): Answer[] {
+  const out: Answer[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    const type = bytes[offset]!;
+    const length = bytes.readInt32BE(offset + 1);
+    const payload = bytes.subarray(offset + 5, offset + 1 + length);
+    assert.equal(payload.length, length - 4, 'test: a whole message');
+    offset += 1 + length;
+    const reader = new PayloadReader(payload);
+    if (type === BackendType.RowDescription) {
+      const count = reader.int16();
+      const columns: string[] = [];
+      for (let i = 0; i < count; i++) {
+        columns.push(reader.cstring());
+        reader.bytes(18); // table oid, column, type oid, size, modifier, format
+      }
+      assert.equal(reader.remaining, 0, 'RowDescription fully read');
+      out.push({ type: 'T', columns });
+    } else if (type === BackendType.DataRow) {
+      out.push({ type: 'D', values: decodeDataRow(payload) });
+    } else if (type === BackendType.CommandComplete) {
+      out.push({ type: 'C', tag: reader.cstring() });
+      assert.equal(reader.remaining, 0);
+    } else if (type === BackendType.ReadyForQuery) {
+      out.push({ type: 'Z', status: decodeReadyForQuery(payload) });
+    } else {
+      assert.fail(`unexpected message type ${String.fromCharCode(type)}`);
+    }
+  }
+  return out;
+}
+
+/** Runs a simple Query as the forwarder would when the ambassador answers it locally. */
+function answerLocally(client: ClientRouting, sql: string, status: TransactionStatus = 'I'): Answer[] {
+  const request = new Client().query(sql);
+  const command = client.localCommand(request, status);
+  assert.ok(command, `${sql} is answered locally`);
+  return decodeAnswer(client.answer(command, status));
+}
+
+function show(client: ClientRouting, name: 'route' | 'min_lsn', status: TransactionStatus = 'I'): string | null {
+  const [description, row, complete, ready, ...rest] = answerLocally(client, `SHOW ambassador.${name}`, status);
+  assert.deepEqual(description, { type: 'T', columns: [`ambassador.${name}`] });
+  assert.deepEqual(complete, { type: 'C', tag: 'SHOW' });
+  assert.deepEqual(ready, { type: 'Z', status });
+  assert.deepEqual(rest, []);
+  assert.ok(row?.type === 'D' && row.values.length === 1, 'one DataRow of one column');
+  return row.values[0]!;
+}
+
+// ---- decide ----
+
+test('simple Query: the text decides', () => {
+  const client = new Client();
+  const router = routing();
+  assert.deepEqual(router.decide(client.query('select * from orders')), { kind: 'read', reason: 'select' });
+  assert.deepEqual(router.decide(client.query('insert into orders values (1)')), { kind: 'write', reason: 'dml' });
+  assert.deepEqual(router.decide(client.query('select add_order()')), { kind: 'write', reason: 'volatile-function:add_order' });
+  assert.deepEqual(router.decide(client.query('select price_of(1)')), { kind: 'read', reason: 'select' });
+  assert.deepEqual(router.decide(client.query('select 1; delete from orders')), { kind: 'write', reason: 'multi-statement-write' });
+});
+
+test('extended: Parse texts count, and an Execute runs its named statement\'s text', () => {
+  const client = new Client();
+  const router = routing();
+  assert.deepEqual(router.decide(client.request(parse('q_read', 'select * from orders where id = $1'), encodeSync())), { kind: 'read', reason: 'select' });
+  const prepareWrite = client.request(parse('q_write', 'update orders set paid = true where id = $1'), encodeTarget(FrontendType.Describe, 'S', 'q_write'), encodeSync());
+  assert.deepEqual(router.decide(prepareWrite), { kind: 'write', reason: 'dml' }, 'prepared, not yet run: goes where it will run');
+
+  assert.deepEqual(router.decide(client.request(bind('', 'q_read'), execute(''), encodeSync())), { kind: 'read', reason: 'select' });
+  assert.deepEqual(router.decide(client.request(bind('', 'q_write'), execute(''), encodeSync())), { kind: 'write', reason: 'dml' });
+  assert.deepEqual(
+    router.decide(client.request(bind('p1', 'q_read'), execute('p1'), bind('p2', 'q_write'), execute('p2'), encodeSync())),
+    { kind: 'write', reason: 'dml' },
+    'a pipeline with one write',
+  );
+  assert.deepEqual(router.decide(client.request(parse('', 'select 1'), bind('', ''), execute(''), encodeSync())), { kind: 'read', reason: 'select' });
+  assert.deepEqual(router.decide(client.request(parse('', 'select 1'), bind('', ''), execute(''), flush())), { kind: 'read', reason: 'select' }, 'a Flush ends a request too');
+  assert.deepEqual(router.decide(client.request(parse('', 'insert into t values (1)'), bind('', ''), execute(''), encodeSync())), { kind: 'write', reason: 'dml' });
+  assert.deepEqual(router.decide(client.request(encodeSync())), { kind: 'read', reason: 'no-statement' }, 'a lone Sync runs nothing');
+});
+
+test('a FunctionCall, or an Execute of a portal nobody bound, is an unknown statement: a write', () => {
+  const client = new Client();
+  const router = routing();
+  assert.deepEqual(router.decide(client.request(functionCall(1598))), { kind: 'write', reason: 'unknown-statement' });
+  assert.deepEqual(router.decide(client.request(execute('nowhere'), encodeSync())), { kind: 'write', reason: 'unknown-statement' });
+  assert.deepEqual(
+    router.decide(client.request(bind('p', 'never_prepared'), execute('p'), encodeSync())),
+    { kind: 'write', reason: 'unknown-statement' },
+    'a Bind of an unknown statement leaves its portal unknown',
+  );
+  assert.deepEqual(router.decide(client.request(parse('s', 'select 1'), execute('nowhere'), encodeSync())), { kind: 'write', reason: 'unknown-statement' });
+});
+
+test('splitting off: every request is a write, reason split-off', () => {
+  const client = new Client();
+  const router = routing({ classifier: null, route: 'replica' });
+  assert.equal(router.splitting, false);
+  assert.equal(router.capturesWrites, false);
+  for (const request of [client.query('select 1'), client.query('begin read only'), client.request(parse('', 'select 1'), encodeSync())]) {
+    const decision = router.decide(request);
+    assert.deepEqual(decision, { kind: 'write', reason: 'split-off' });
+    assert.deepEqual(router.routeRequest(decision), { kind: 'write' });
+  }
+  assert.equal(routing().capturesWrites, true);
+  assert.equal(routing({ readYourWrites: 'off' }).capturesWrites, false);
+});
+
+test('forceWrite sends the request to the primary and teaches the classifier its texts', async () => {
+  const learner = await freshClassifier();
+  const client = new Client();
+  const router = routing({ classifier: learner });
+  const refused = client.query('select * from audit_log');
+  assert.equal(router.decide(refused).kind, 'read');
+  router.forceWrite(refused);
+  assert.deepEqual(router.decide(refused), { kind: 'write', reason: 'replica-refused' });
+  assert.deepEqual(router.decide(client.query('select * from audit_log')), { kind: 'write', reason: 'learned-write' });
+  assert.deepEqual(router.decide(client.query('select * from orders')), { kind: 'read', reason: 'select' }, 'other texts are unaffected');
+
+  const extended = client.request(parse('', 'select count(*) from audit_view'), bind('', ''), execute(''), encodeSync());
+  router.forceWrite(extended);
+  assert.deepEqual(router.decide(client.query('select count(*) from audit_view')), { kind: 'write', reason: 'learned-write' });
+  assert.equal(classifier.classify('select * from audit_log').route, 'read', 'learned by this client\'s classifier only');
+});
+
+// ---- read-your-writes and the session default ----
+
+test('routeRequest carries minLsn only for reads, and only once one is set', () => {
+  const router = routing();
+  const read = { kind: 'read', reason: 'select' } as const;
+  const write = { kind: 'write', reason: 'dml' } as const;
+  assert.deepEqual(router.routeRequest(read), { kind: 'read' });
+  assert.equal('minLsn' in router.routeRequest(read), false);
+  router.noteCommit(parseLsn('0/16B3748'));
+  assert.deepEqual(router.routeRequest(read), { kind: 'read', minLsn: 0x16b3748n });
+  assert.deepEqual(router.routeRequest(write), { kind: 'write' });
+});
+
+test('noteCommit keeps the highest position', () => {
+  const router = routing();
+  assert.equal(router.minLsn, 0n);
+  router.noteCommit(0x3000100n);
+  router.noteCommit(0x3000000n);
+  assert.equal(router.minLsn, 0x3000100n);
+  router.noteCommit(0x1_00000000n);
+  assert.equal(router.minLsn, 0x1_00000000n);
+});
+
+test('default_transaction_read_only on makes a plain BEGIN a read; off makes it a write again', () => {
+  const client = new Client();
+  const router = routing();
+  assert.deepEqual(router.decide(client.query('begin')), { kind: 'write', reason: 'transaction-control' });
+  router.noteParameter('default_transaction_read_only', 'on');
+  assert.equal(router.readOnlyDefault, true);
+  assert.deepEqual(router.decide(client.query('begin')), { kind: 'read', reason: 'read-only-session' });
+  assert.deepEqual(router.decide(client.query('begin read write')), { kind: 'write', reason: 'transaction-control' });
+  router.noteParameter('in_hot_standby', 'off');
+  assert.equal(router.readOnlyDefault, true, 'other parameters change nothing');
+  router.noteParameter('default_transaction_read_only', 'off');
+  assert.deepEqual(router.decide(client.query('begin')), { kind: 'write', reason: 'transaction-control' });
+});
+
+// ---- directives answered locally ----
+
+test('SET ambassador.route = primary (unquoted), = \'replica\', RESET: answered here, applied', () => {
+  const client = new Client();
+  const router = routing();
+  assert.deepEqual(answerLocally(router, 'SET ambassador.route = primary', 'I'), [{ type: 'C', tag: 'SET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.route, 'primary');
+  assert.deepEqual(router.decide(client.query('select 1')), { kind: 'write', reason: 'session-route' });
+  assert.equal(show(router, 'route'), 'primary');
+
+  assert.deepEqual(answerLocally(router, "set ambassador.route to 'replica'", 'T'), [{ type: 'C', tag: 'SET' }, { type: 'Z', status: 'T' }]);
+  assert.equal(router.route, 'replica');
+  assert.deepEqual(router.decide(client.query('select mystery()')), { kind: 'read', reason: 'session-route' });
+  assert.deepEqual(router.decide(client.query('insert into t values (1)')), { kind: 'write', reason: 'dml' });
+
+  assert.deepEqual(answerLocally(router, 'RESET ambassador.route'), [{ type: 'C', tag: 'RESET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.route, 'auto');
+  assert.equal(show(router, 'route', 'T'), 'auto');
+});
+
+test('SET ambassador.min_lsn keeps the higher of it and the captured position; RESET clears', () => {
+  const router = routing();
+  assert.equal(show(router, 'min_lsn'), '0/0');
+  const command = router.localCommand(new Client().query("SET ambassador.min_lsn = '0/16B3748'"), 'I');
+  assert.deepEqual(command, { kind: 'set', directive: { minLsn: '0/16B3748' }, tag: 'SET' });
+  assert.deepEqual(decodeAnswer(router.answer(command!, 'I')), [{ type: 'C', tag: 'SET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.minLsn, 0x16b3748n);
+  assert.equal(show(router, 'min_lsn'), '0/16B3748');
+
+  router.noteCommit(parseLsn('0/20000000'));
+  answerLocally(router, "SET ambassador.min_lsn = '0/16b3748'");
+  assert.equal(show(router, 'min_lsn'), '0/20000000', 'an older token does not lower the position');
+  answerLocally(router, "SET ambassador.min_lsn = '1/0'");
+  assert.equal(router.minLsn, 0x1_00000000n);
+  assert.equal(formatLsn(router.minLsn), show(router, 'min_lsn'));
+
+  assert.deepEqual(answerLocally(router, 'RESET ambassador.min_lsn', 'T'), [{ type: 'C', tag: 'RESET' }, { type: 'Z', status: 'T' }]);
+  assert.equal(router.minLsn, 0n);
+  assert.deepEqual(router.routeRequest({ kind: 'read', reason: 'select' }), { kind: 'read' });
+});
+
+test('not answered locally: a failed transaction, the extended protocol, other statements', () => {
+  const client = new Client();
+  const router = routing();
+  assert.equal(router.localCommand(client.query('SHOW ambassador.route'), 'E'), null);
+  assert.equal(router.localCommand(client.query('SET ambassador.route = replica'), 'E'), null);
+  assert.notEqual(router.localCommand(client.query('SHOW ambassador.route'), 'T'), null);
+
+  assert.equal(router.localCommand(client.request(parse('', 'SHOW ambassador.route'), encodeSync()), 'I'), null);
+  assert.equal(router.localCommand(client.request(parse('', 'SET ambassador.route = replica'), bind('', ''), execute(''), encodeSync()), 'I'), null);
+
+  for (const sql of [
+    'SET search_path = app',
+    'SHOW work_mem',
+    'SHOW ambassador.other',
+    'SET ambassador.route = sideways',
+    "SET ambassador.min_lsn = 'yesterday'",
+    'SET ambassador.route = replica; SELECT 1',
+    'SELECT 1',
+  ]) {
+    assert.equal(router.localCommand(client.query(sql), 'I'), null, sql);
+  }
+  assert.equal(router.route, 'auto', 'nothing applied');
+});
+
+test('applyDirectives applies the directives in forwarded texts', () => {
+  const client = new Client();
+  const router = routing();
+  router.applyDirectives(client.query('select 1'));
+  assert.deepEqual([router.route, router.minLsn], ['auto', 0n]);
+
+  router.applyDirectives(client.query('SET ambassador.route = replica; SELECT 1'));
+  assert.equal(router.route, 'replica');
+  router.applyDirectives(client.request(parse('', "SET ambassador.min_lsn = '0/3000000'"), bind('', ''), execute(''), encodeSync()));
+  assert.equal(router.minLsn, 0x3000000n);
+  router.applyDirectives(client.request(parse('', 'RESET ambassador.route'), bind('', ''), execute(''), encodeSync()));
+  assert.equal(router.route, 'auto');
+  router.applyDirectives(client.query('SET ambassador.route = sideways'));
+  assert.equal(router.route, 'auto', 'an invalid value changes nothing');
+  router.applyDirectives(client.request(functionCall(1598)));
+  assert.deepEqual([router.route, router.minLsn], ['auto', 0x3000000n]);
+});

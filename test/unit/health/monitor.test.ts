@@ -1,0 +1,346 @@
+// HealthMonitor over a scripted Prober: roles (configured until the first probe, then the
+// server's, with an error log when they disagree with the configuration), the failure threshold,
+// replica lag from the same round's primary position, the first-round readiness, stop() under
+// fake timers and a shared round; probeResultFromRow and the shape of PROBE_SQL.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { loadModule, parseSync } from 'libpg-query';
+import { pino, type Logger } from 'pino';
+
+import {
+  HealthMonitor,
+  PROBE_SQL,
+  probeResultFromRow,
+  type HealthMonitorOptions,
+  type HostState,
+  type Prober,
+  type ProbeResult,
+} from '../../../src/health/monitor.ts';
+import { parseLsn } from '../../../src/pool/host-choice.ts';
+import type { HostEntry } from '../../../src/pool/server-pool.ts';
+
+type Outcome = ProbeResult | Error;
+
+/** Answers each host from its script (the last outcome repeats); can hold probes until let go. */
+class ScriptedProber implements Prober {
+  readonly calls: Array<{ id: string; timeoutMs: number }> = [];
+  closed = false;
+  private readonly scripts = new Map<string, Outcome[]>();
+  private gate: Promise<void> | null = null;
+  private openGate: () => void = () => {};
+
+  /** Queues outcomes for `id` ("host:port"). */
+  script(id: string, ...outcomes: Outcome[]): this {
+    this.scripts.set(id, [...(this.scripts.get(id) ?? []), ...outcomes]);
+    return this;
+  }
+
+  /** Probes wait until the returned function is called. */
+  hold(): () => void {
+    this.gate = new Promise((resolve) => (this.openGate = resolve));
+    return () => {
+      this.gate = null;
+      this.openGate();
+    };
+  }
+
+  async probe(host: HostEntry, timeoutMs: number): Promise<ProbeResult> {
+    const id = `${host.host}:${host.port}`;
+    this.calls.push({ id, timeoutMs });
+    if (this.gate) await this.gate;
+    const script = this.scripts.get(id) ?? [];
+    const outcome = script.length > 1 ? script.shift() : script[0];
+    if (outcome === undefined) throw new Error(`test: nothing scripted for ${id}`);
+    if (outcome instanceof Error) throw outcome;
+    return outcome;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
+
+interface LogLine {
+  level: number;
+  msg: string;
+  host?: string;
+  [field: string]: unknown;
+}
+
+const LEVEL = { info: 30, warn: 40, error: 50 } as const;
+
+/** A pino logger writing JSON lines into memory. */
+function memoryLog(): { log: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
+  return { log, lines };
+}
+
+function primary(lsn: string): ProbeResult {
+  return { inRecovery: false, lsn: parseLsn(lsn), lagMs: 0 };
+}
+
+function replica(lsn: string, lagMs: number | null = 0): ProbeResult {
+  return { inRecovery: true, lsn: parseLsn(lsn), lagMs };
+}
+
+const P = 'db1:5432';
+const R1 = 'db2:5432';
+const R2 = 'db3:5432';
+
+function entry(id: string, role: HostEntry['role'] = 'auto'): HostEntry {
+  const [host, port] = id.split(':');
+  return { host: host!, port: Number(port), role };
+}
+
+function monitor(
+  prober: ScriptedProber,
+  hosts: HostEntry[],
+  overrides: Partial<HealthMonitorOptions> = {},
+): { health: HealthMonitor; lines: LogLine[]; byId: (id: string) => HostState } {
+  const { log, lines } = memoryLog();
+  const health = new HealthMonitor({ hosts, prober, intervalMs: 1000, timeoutMs: 250, failureThreshold: 3, log, ...overrides });
+  const byId = (id: string): HostState => {
+    const found = health.hosts.find((host) => host.id === id);
+    assert.ok(found, `host ${id}`);
+    return found;
+  };
+  return { health, lines, byId };
+}
+
+/** Lets pending promise callbacks run (setImmediate is not faked in these tests). */
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+test('auto hosts are unknown until probed; configured roles are used before probing', async () => {
+  const prober = new ScriptedProber().script(P, primary('0/3000000')).script(R1, replica('0/3000000')).script(R2, replica('0/3000000'));
+  const { health, lines, byId } = monitor(prober, [entry(P, 'auto'), entry(R1, 'replica'), entry(R2, 'auto')]);
+  assert.deepEqual(health.hosts.map((host) => host.role), ['unknown', 'replica', 'unknown']);
+  assert.deepEqual(health.hosts.map((host) => host.up), [true, true, true]);
+  assert.equal(prober.calls.length, 0, 'constructing probes nothing');
+
+  await health.probeAll();
+  assert.equal(byId(P).role, 'primary');
+  assert.equal(byId(R1).role, 'replica');
+  assert.equal(byId(R2).role, 'replica');
+  assert.deepEqual(prober.calls.map((call) => call.timeoutMs), [250, 250, 250]);
+  const discovered = lines.filter((line) => line.msg === 'host role discovered').map((line) => [line.host, line['role'], line.level]);
+  assert.deepEqual(discovered, [[P, 'primary', LEVEL.info], [R2, 'replica', LEVEL.info]]);
+  assert.equal(lines.filter((line) => line.level >= LEVEL.warn).length, 0);
+  assert.ok(health.hosts.every((host) => host.probedAt !== null));
+});
+
+test('a role that disagrees with the configuration follows the server and logs an error', async () => {
+  const prober = new ScriptedProber().script(P, replica('0/3000000')).script(R1, primary('0/3000000'));
+  const { health, lines, byId } = monitor(prober, [entry(P, 'primary'), entry(R1, 'replica')]);
+  assert.equal(byId(P).role, 'primary');
+  assert.equal(byId(R1).role, 'replica');
+
+  await health.probeAll();
+  assert.equal(byId(P).role, 'replica');
+  assert.equal(byId(R1).role, 'primary');
+  assert.equal(byId(P).configuredRole, 'primary');
+  const errors = lines.filter((line) => line.level === LEVEL.error).map((line) => [line.host, line['configured'], line['observed']]);
+  assert.deepEqual(errors, [[P, 'primary', 'replica'], [R1, 'replica', 'primary']]);
+});
+
+test('a host is down only after failureThreshold consecutive failures and up after one success', async () => {
+  const refused = new Error('connect ECONNREFUSED 10.0.0.2:5432');
+  const prober = new ScriptedProber()
+    .script(P, primary('0/3000000'))
+    .script(R1, replica('0/3000000'), refused, refused, replica('0/3000000'), refused, refused, refused, replica('0/3000010'));
+  const { health, lines, byId } = monitor(prober, [entry(P), entry(R1)], { failureThreshold: 3 });
+
+  await health.probeAll(); // success
+  await health.probeAll(); // failure 1
+  assert.deepEqual([byId(R1).up, byId(R1).failures, byId(R1).lastError], [true, 1, refused.message]);
+  await health.probeAll(); // failure 2
+  assert.deepEqual([byId(R1).up, byId(R1).failures], [true, 2]);
+  await health.probeAll(); // success: the count starts again
+  assert.deepEqual([byId(R1).up, byId(R1).failures, byId(R1).lastError], [true, 0, null]);
+  await health.probeAll(); // failure 1
+  await health.probeAll(); // failure 2
+  assert.equal(byId(R1).up, true, 'two failures since the last success are not three');
+  assert.equal(lines.filter((line) => line.msg === 'host is down').length, 0);
+  await health.probeAll(); // failure 3
+  assert.deepEqual([byId(R1).up, byId(R1).failures], [false, 3]);
+  const down = lines.filter((line) => line.msg === 'host is down');
+  assert.equal(down.length, 1);
+  assert.deepEqual([down[0]!.level, down[0]!.host, down[0]!['failures'], down[0]!['reason']], [LEVEL.warn, R1, 3, refused.message]);
+  await health.probeAll(); // success
+  assert.deepEqual([byId(R1).up, byId(R1).failures, byId(R1).lastError], [true, 0, null]);
+  assert.equal(lines.filter((line) => line.msg === 'host is up again' && line.host === R1).length, 1);
+  assert.equal(byId(P).up, true);
+});
+
+test('failureThreshold 1 marks a host down at its first failure; a non-Error rejection is kept as text', async () => {
+  const prober = new ScriptedProber().script(P, primary('0/1'));
+  const rejecting: Prober = {
+    probe: (host) => (host.host === 'db2' ? Promise.reject('timeout after 250 ms') : prober.probe(host, 250)),
+    close: () => prober.close(),
+  };
+  const { log } = memoryLog();
+  const health = new HealthMonitor({ hosts: [entry(P), entry(R1)], prober: rejecting, intervalMs: 1000, timeoutMs: 250, failureThreshold: 1, log });
+  await health.probeAll();
+  const r1 = health.hosts[1]!;
+  assert.deepEqual([r1.up, r1.failures, r1.lastError, r1.role], [false, 1, 'timeout after 250 ms', 'unknown']);
+  assert.equal(health.hosts[0]!.up, true);
+});
+
+test('lagBytes is the same round\'s primary position minus the replica\'s; lagMs and replayLsn are copied', async () => {
+  const prober = new ScriptedProber()
+    .script(P, primary('0/3000100'), primary('0/3000400'))
+    .script(R1, replica('0/3000000', 1500), replica('0/3000300', 20))
+    .script(R2, replica('0/3000100', null), replica('0/3000500', 0));
+  const { health, byId } = monitor(prober, [entry(P), entry(R1), entry(R2)]);
+
+  await health.probeAll();
+  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 1500, parseLsn('0/3000000')]);
+  assert.deepEqual([byId(R2).lagBytes, byId(R2).lagMs, byId(R2).replayLsn], [0, undefined, parseLsn('0/3000100')]);
+  assert.deepEqual([byId(P).lagBytes, byId(P).lagMs, byId(P).replayLsn, byId(P).lsn], [undefined, undefined, undefined, parseLsn('0/3000100')]);
+
+  await health.probeAll();
+  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 20, parseLsn('0/3000300')]);
+  assert.equal(byId(R2).lagBytes, 0, 'a replica reporting a position past the primary\'s is not behind');
+});
+
+test('without a primary in the round lagBytes is unknown', async () => {
+  const down = new Error('connection refused');
+  const prober = new ScriptedProber()
+    .script(P, primary('0/3000100'), down)
+    .script(R1, replica('0/3000000', 5));
+  const { health, byId } = monitor(prober, [entry(P), entry(R1)]);
+  await health.probeAll();
+  assert.equal(byId(R1).lagBytes, 0x100);
+  await health.probeAll();
+  assert.equal(byId(P).up, true, 'one failure is below the threshold');
+  assert.equal(byId(R1).lagBytes, undefined, 'the primary\'s position from an earlier round is not used');
+  assert.equal(byId(R1).lagMs, 5);
+
+  const onlyReplicas = new ScriptedProber().script(R1, replica('0/3000000', 7)).script(R2, replica('0/3000100', 0));
+  const second = monitor(onlyReplicas, [entry(R1), entry(R2)]);
+  await second.health.probeAll();
+  assert.deepEqual(second.health.hosts.map((host) => host.lagBytes), [undefined, undefined]);
+  assert.deepEqual(second.health.hosts.map((host) => host.lagMs), [7, 0]);
+});
+
+test('a promoted replica drops its replica fields; a demoted primary gains them', async () => {
+  const prober = new ScriptedProber()
+    .script(P, primary('0/3000100'), replica('0/3000100', 0))
+    .script(R1, replica('0/3000000', 900), primary('0/3000200'));
+  const { health, byId } = monitor(prober, [entry(P), entry(R1)]);
+  await health.probeAll();
+  await health.probeAll();
+  assert.equal(byId(R1).role, 'primary');
+  assert.deepEqual([byId(R1).replayLsn, byId(R1).lagMs, byId(R1).lagBytes], [undefined, undefined, undefined]);
+  assert.equal(byId(P).role, 'replica');
+  assert.deepEqual([byId(P).replayLsn, byId(P).lagMs, byId(P).lagBytes], [parseLsn('0/3000100'), 0, 0x100]);
+});
+
+test('ready() resolves only after the first round; start() returns the same promise', async () => {
+  const prober = new ScriptedProber().script(P, primary('0/1'));
+  const { health, byId } = monitor(prober, [entry(P)]);
+  const release = prober.hold();
+  const started = health.start();
+  assert.equal(health.running, true);
+  let ready = false;
+  void health.ready().then(() => (ready = true));
+  await settle();
+  assert.equal(ready, false, 'the probe has not answered');
+  assert.equal(byId(P).role, 'unknown');
+  release();
+  await health.ready();
+  assert.equal(ready, true);
+  assert.equal(byId(P).role, 'primary');
+  assert.equal(health.start(), started, 'a second start() changes nothing');
+  assert.equal(prober.calls.length, 1);
+  health.stop();
+});
+
+test('probing runs every intervalMs; stop() closes the prober and no more rounds happen', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const prober = new ScriptedProber().script(P, primary('0/1')).script(R1, replica('0/1'));
+  const rounds: number[] = [];
+  const { health } = monitor(prober, [entry(P), entry(R1)], { intervalMs: 1000, onRound: (hosts) => rounds.push(hosts.length) });
+  await health.start();
+  assert.equal(prober.calls.length, 2);
+  t.mock.timers.tick(999);
+  assert.equal(prober.calls.length, 2);
+  t.mock.timers.tick(1);
+  assert.equal(prober.calls.length, 4, 'the second round after intervalMs');
+  await settle();
+  t.mock.timers.tick(1000);
+  assert.equal(prober.calls.length, 6, 'and the third');
+  await settle();
+  assert.deepEqual(rounds, [2, 2, 2]);
+
+  health.stop();
+  assert.equal(prober.closed, true);
+  assert.equal(health.running, false);
+  t.mock.timers.tick(10_000);
+  await settle();
+  assert.equal(prober.calls.length, 6, 'no round after stop()');
+  assert.deepEqual(rounds, [2, 2, 2]);
+});
+
+test('stop() during a round: its results are not applied and nothing is scheduled', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const prober = new ScriptedProber().script(P, primary('0/1'), replica('0/1'));
+  const rounds: number[] = [];
+  const { health, byId } = monitor(prober, [entry(P)], { onRound: () => rounds.push(1) });
+  await health.start();
+  const release = prober.hold();
+  t.mock.timers.tick(1000);
+  assert.equal(prober.calls.length, 2, 'the second round is under way');
+  health.stop();
+  release();
+  await settle();
+  assert.equal(byId(P).role, 'primary', 'the answer that came after stop() is ignored');
+  assert.equal(rounds.length, 1);
+  t.mock.timers.tick(10_000);
+  await settle();
+  assert.equal(prober.calls.length, 2);
+});
+
+test('probeAll() shares a round in progress and starts a new one after it', async () => {
+  const prober = new ScriptedProber().script(P, primary('0/1')).script(R1, replica('0/1'));
+  const rounds: number[] = [];
+  const { health } = monitor(prober, [entry(P), entry(R1)], { onRound: () => rounds.push(1) });
+  const release = prober.hold();
+  const first = health.probeAll();
+  const second = health.probeAll();
+  assert.equal(second, first);
+  assert.equal(prober.calls.length, 2, 'one probe per host');
+  release();
+  await Promise.all([first, second]);
+  assert.equal(rounds.length, 1);
+  const third = health.probeAll();
+  assert.notEqual(third, first);
+  await third;
+  assert.equal(prober.calls.length, 4);
+  assert.equal(rounds.length, 2);
+});
+
+test('probeResultFromRow reads role, position and lag from the probe\'s row', () => {
+  assert.deepEqual(probeResultFromRow(['f', '16/B374D848', '0']), { inRecovery: false, lsn: 0x16_b374d848n, lagMs: 0 });
+  assert.deepEqual(probeResultFromRow(['t', '0/3000060', '1250']), { inRecovery: true, lsn: 0x3000060n, lagMs: 1250 });
+  assert.deepEqual(probeResultFromRow(['t', null, null]), { inRecovery: true, lsn: null, lagMs: null });
+  assert.equal(probeResultFromRow(['t', '0/1', '-3']).lagMs, 0, 'clock skew never gives a negative lag');
+  assert.equal(probeResultFromRow(['t', '0/1', 'NaN']).lagMs, null);
+  assert.equal(probeResultFromRow(['true', '0/1', '0']).inRecovery, false, 'only the server\'s t is true');
+  assert.throws(() => probeResultFromRow(undefined), /no row/);
+  assert.throws(() => probeResultFromRow(['t', '0/1']), /no row/);
+  assert.throws(() => probeResultFromRow(['f', 'not-an-lsn', '0']), /invalid LSN/);
+});
+
+test('PROBE_SQL is one SELECT of three columns: recovery, position, replay delay', async () => {
+  await loadModule();
+  const stmts = parseSync(PROBE_SQL).stmts ?? [];
+  assert.equal(stmts.length, 1);
+  const select = (stmts[0]!.stmt as { SelectStmt?: { targetList?: unknown[] } }).SelectStmt;
+  assert.ok(select, 'a SELECT');
+  assert.equal(select.targetList?.length, 3);
+  for (const name of ['pg_is_in_recovery', 'pg_last_wal_replay_lsn', 'pg_current_wal_lsn', 'pg_last_xact_replay_timestamp', 'pg_last_wal_receive_lsn']) {
+    assert.ok(PROBE_SQL.includes(`pg_catalog.${name}()`), name);
+  }
+});
