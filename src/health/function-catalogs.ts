@@ -8,6 +8,7 @@
 // at the next refresh.
 
 import type { Logger } from 'pino';
+import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
 import { Classifier, EMPTY_FUNCTION_CATALOG, type ClassifierOptions } from '../router/classifier.ts';
 import { catalogFromRows } from '../router/classifier-functions.ts';
 import type { ServerRequest } from '../pool/server-pool.ts';
@@ -25,6 +26,8 @@ export interface FunctionCatalogsOptions {
   refreshIntervalMs: number;
   read: CatalogReader;
   log: Logger;
+  /** Time source (tests pass a FakeClock); the system clock by default. */
+  clock?: Clock;
 }
 
 interface DatabaseCatalog {
@@ -34,7 +37,7 @@ interface DatabaseCatalog {
   loading: Promise<void> | null;
   /** A reload was asked for while one was running. */
   again: boolean;
-  timer: NodeJS.Timeout | null;
+  timer: Timer | null;
 }
 
 /** After DDL, wait this long before re-reading (a migration runs many statements in a row). */
@@ -44,7 +47,11 @@ export class FunctionCatalogs {
   private readonly databases = new Map<string, DatabaseCatalog>();
   private stopped = false;
 
-  constructor(private readonly options: FunctionCatalogsOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly options: FunctionCatalogsOptions) {
+    this.clock = options.clock ?? systemClock;
+  }
 
   /** The database's classifier (created on first use, its catalog read in the background). */
   classifierFor(request: ServerRequest): Classifier {
@@ -65,7 +72,7 @@ export class FunctionCatalogs {
 
   stop(): void {
     this.stopped = true;
-    for (const entry of this.databases.values()) if (entry.timer) clearTimeout(entry.timer);
+    for (const entry of this.databases.values()) if (entry.timer) this.clock.clearTimeout(entry.timer);
   }
 
   private entry(request: ServerRequest): DatabaseCatalog {
@@ -84,14 +91,14 @@ export class FunctionCatalogs {
       entry.again = true;
       return entry.loading;
     }
-    const started = Date.now();
+    const started = this.clock.now();
     entry.loading = this.options.read(entry.request).then(
       (rows) => {
         const functions = catalogFromRows(
           rows.map(([schema, name, volatile]) => ({ schema: schema ?? '', name: name ?? '', volatile: volatile === 't' })),
         );
         entry.classifier.setCatalog(functions);
-        this.options.log.debug({ database: entry.request.database, functions: rows.length, ms: Date.now() - started }, 'function catalog loaded');
+        this.options.log.debug({ database: entry.request.database, functions: rows.length, ms: this.clock.now() - started }, 'function catalog loaded');
       },
       (err: unknown) => {
         this.options.log.warn(
@@ -118,8 +125,8 @@ export class FunctionCatalogs {
       entry.again = true;
       return;
     }
-    if (entry.timer) clearTimeout(entry.timer);
-    entry.timer = setTimeout(() => {
+    if (entry.timer) this.clock.clearTimeout(entry.timer);
+    entry.timer = this.clock.setTimeout(() => {
       entry.timer = null;
       void this.load(entry);
     }, delayMs);

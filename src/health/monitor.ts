@@ -13,6 +13,7 @@
 //   known primary it is unknown (and an unknown lag counts as too much where a bound is set).
 
 import type { Logger } from 'pino';
+import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
 import type { HostView } from '../pool/host-choice.ts';
 import { parseLsn } from '../pool/host-choice.ts';
 import type { HostEntry } from '../pool/server-pool.ts';
@@ -40,7 +41,7 @@ export interface HostState extends HostView {
   lastError: string | null;
   /** The WAL position last reported (current for a primary, replayed for a replica). */
   lsn: bigint | undefined;
-  /** Date.now() of the last completed probe, successful or not. */
+  /** clock.now() of the last completed probe, successful or not. */
   probedAt: number | null;
 }
 
@@ -51,6 +52,8 @@ export interface HealthMonitorOptions {
   timeoutMs: number;
   failureThreshold: number;
   log: Logger;
+  /** Time source (tests pass a FakeClock); the system clock by default. */
+  clock?: Clock;
   /** After every round (for tests and metrics). */
   onRound?: (hosts: readonly HostState[]) => void;
 }
@@ -75,14 +78,17 @@ export function probeResultFromRow(row: ReadonlyArray<string | null> | undefined
 
 export class HealthMonitor {
   readonly hosts: readonly HostState[];
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
   private stopped = false;
   private started = false;
   private first: Promise<void> | null = null;
   private firstDone = false;
   private round: Promise<void> | null = null;
 
+  private readonly clock: Clock;
+
   constructor(private readonly options: HealthMonitorOptions) {
+    this.clock = options.clock ?? systemClock;
     this.hosts = options.hosts.map((entry) => ({
       id: `${entry.host}:${entry.port}`,
       host: entry.host,
@@ -139,14 +145,14 @@ export class HealthMonitor {
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timer = null;
     this.options.prober.close();
   }
 
   private schedule(): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimeout(() => {
       void this.probeAll().finally(() => this.schedule());
     }, this.options.intervalMs);
     this.timer.unref();
@@ -164,7 +170,7 @@ export class HealthMonitor {
 
   /** Applies one round's results to every host at once. */
   private apply(results: ReadonlyArray<PromiseSettledResult<ProbeResult>>): void {
-    const now = Date.now();
+    const now = this.clock.now();
     let primaryLsn: bigint | undefined;
     results.forEach((result, i) => {
       const host = this.hosts[i]!;
