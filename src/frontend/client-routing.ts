@@ -11,6 +11,7 @@
 import {
   encodeCommandComplete,
   encodeDataRow,
+  encodeErrorResponse,
   encodeReadyForQuery,
   encodeTextRowDescription,
   type TransactionStatus,
@@ -40,7 +41,8 @@ export interface RoutingContext {
 
 export type LocalCommand =
   | { kind: 'show'; name: 'ambassador.route' | 'ambassador.min_lsn' }
-  | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' };
+  | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' }
+  | { kind: 'invalid'; sql: string };
 
 export interface ClientRoutingOptions {
   /** Null when read/write splitting is off: everything goes to the primary. */
@@ -52,6 +54,7 @@ export interface ClientRoutingOptions {
 
 const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
 const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
+const INVALID_PARAMETER_VALUE = '22023';
 const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
 
 export class ClientRouting {
@@ -118,12 +121,22 @@ export class ClientRouting {
     if (shown !== null) return { kind: 'show', name: shown };
     if (!DIRECTIVE_NAMES.test(sql)) return null;
     const classification = this.classify(sql);
+    if (classification?.reason === 'invalid-directive' && classification.statements === 1) return { kind: 'invalid', sql };
     if (classification?.kind !== 'directive' || classification.directive === undefined) return null;
     return { kind: 'set', directive: classification.directive, tag: /^\s*reset/i.test(sql) ? 'RESET' : 'SET' };
   }
 
   /** Applies a local command; returns the client's answer. */
   answer(command: LocalCommand, status: TransactionStatus): Buffer {
+    if (command.kind === 'invalid') {
+      const error = encodeErrorResponse({
+        severity: 'ERROR',
+        code: INVALID_PARAMETER_VALUE,
+        message: 'invalid value for an ambassador setting',
+        hint: "ambassador.route takes primary, replica or auto; ambassador.min_lsn takes a WAL position such as '0/16B3748'.",
+      });
+      return Buffer.concat([error, encodeReadyForQuery(status)]);
+    }
     if (command.kind === 'set') {
       this.apply(command.directive);
       return Buffer.concat([encodeCommandComplete(command.tag), encodeReadyForQuery(status)]);

@@ -9,8 +9,10 @@
 // - A host is marked down after `failureThreshold` consecutive failed probes, up after one success.
 // - Until a host's first successful probe its role is the configured one ('auto' is 'unknown'), so
 //   nothing is sent to an undiscovered host as if it were the primary.
-// - Lag in bytes is measured against the primary's WAL position from the same round; without a
-//   known primary it is unknown (and an unknown lag counts as too much where a bound is set).
+// - Lag in bytes is measured against the primary's WAL position from the same round; lag in time
+//   is how long ago the primary first held WAL the replica has not replayed (from the positions
+//   of earlier rounds). Without a known primary, byte lag is unknown (an unknown lag counts as
+//   too much where a bound is set) and time lag is the replica's own estimate.
 
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
@@ -58,6 +60,9 @@ export interface HealthMonitorOptions {
   onRound?: (hosts: readonly HostState[]) => void;
 }
 
+/** Rounds of primary WAL positions kept for measuring replicas' time lag. */
+const PRIMARY_HISTORY = 1024;
+
 /** The query every probe runs: role, WAL position and replay delay in one round trip. */
 export const PROBE_SQL = `SELECT pg_catalog.pg_is_in_recovery(),
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END,
@@ -82,6 +87,8 @@ export class HealthMonitor {
   private stopped = false;
   private started = false;
   private first: Promise<void> | null = null;
+  /** The primary's WAL position per round, for time lag (see lagSince). */
+  private readonly primaryHistory: Array<{ at: number; lsn: bigint }> = [];
   private firstDone = false;
   private round: Promise<void> | null = null;
 
@@ -193,10 +200,30 @@ export class HealthMonitor {
         if (host.lsn !== undefined && (primaryLsn === undefined || host.lsn > primaryLsn)) primaryLsn = host.lsn;
       }
     });
+    if (primaryLsn !== undefined) this.remember(now, primaryLsn);
     for (const host of this.hosts) {
       if (host.role !== 'replica' || host.failures > 0) continue;
       host.lagBytes = primaryLsn !== undefined && host.lsn !== undefined ? Math.max(0, Number(primaryLsn - host.lsn)) : undefined;
+      if (primaryLsn !== undefined && host.lsn !== undefined) host.lagMs = this.lagSince(now, host.lsn);
     }
+  }
+
+  /** Keeps the primary's WAL position of each round (a bounded history, oldest first). */
+  private remember(at: number, lsn: bigint): void {
+    const last = this.primaryHistory.at(-1);
+    if (last !== undefined && last.lsn === lsn) return; // nothing new: the earlier sample says more
+    this.primaryHistory.push({ at, lsn });
+    if (this.primaryHistory.length > PRIMARY_HISTORY) this.primaryHistory.shift();
+  }
+
+  /**
+   * How long a replica at `replayLsn` has been behind: since the first sampled moment the primary
+   * held WAL the replica has not replayed (0 when it has replayed everything sampled). Unlike
+   * "now minus the last replayed commit", an idle spell before a write does not count as lag.
+   */
+  private lagSince(now: number, replayLsn: bigint): number {
+    const firstAhead = this.primaryHistory.find((sample) => sample.lsn > replayLsn);
+    return firstAhead === undefined ? 0 : Math.max(0, now - firstAhead.at);
   }
 
   private failed(host: HostState, reason: unknown): void {

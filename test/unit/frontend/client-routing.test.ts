@@ -8,7 +8,7 @@ import { test } from 'node:test';
 
 import { ClientRouting, type ClientRoutingOptions } from '../../../src/frontend/client-routing.ts';
 import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
-import { BackendType, decodeDataRow, decodeReadyForQuery, type TransactionStatus } from '../../../src/protocol/backend.ts';
+import { BackendType, decodeDataRow, decodeErrorFields, decodeReadyForQuery, type TransactionStatus } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter, PayloadReader } from '../../../src/protocol/writer.ts';
 import { formatLsn, parseLsn } from '../../../src/pool/host-choice.ts';
@@ -79,7 +79,8 @@ type Answer =
   | { type: 'T'; columns: string[] }
   | { type: 'D'; values: Array<string | null> }
   | { type: 'C'; tag: string }
-  | { type: 'Z'; status: TransactionStatus };
+  | { type: 'Z'; status: TransactionStatus }
+  | { type: 'E'; code: string };
 
 function decodeAnswer(bytes: Buffer): Answer[] {
   const out: Answer[] = [];
@@ -107,6 +108,8 @@ function decodeAnswer(bytes: Buffer): Answer[] {
       assert.equal(reader.remaining, 0);
     } else if (type === BackendType.ReadyForQuery) {
       out.push({ type: 'Z', status: decodeReadyForQuery(payload) });
+    } else if (type === BackendType.ErrorResponse) {
+      out.push({ type: 'E', code: decodeErrorFields(payload).get('C') ?? '' });
     } else {
       assert.fail(`unexpected message type ${String.fromCharCode(type)}`);
     }
@@ -300,14 +303,26 @@ test('not answered locally: a failed transaction, the extended protocol, other s
     'SET search_path = app',
     'SHOW work_mem',
     'SHOW ambassador.other',
-    'SET ambassador.route = sideways',
-    "SET ambassador.min_lsn = 'yesterday'",
     'SET ambassador.route = replica; SELECT 1',
     'SELECT 1',
   ]) {
     assert.equal(router.localCommand(client.query(sql), 'I'), null, sql);
   }
   assert.equal(router.route, 'auto', 'nothing applied');
+});
+
+test('an invalid value for an ambassador setting is refused here with 22023, and nothing changes', () => {
+  const router = routing();
+  for (const sql of ["SET ambassador.route = 'sideways'", "SET ambassador.min_lsn = 'yesterday'", 'SET ambassador.unknown = 1']) {
+    for (const status of ['I', 'T'] as const) {
+      const [error, ready, ...rest] = answerLocally(router, sql, status);
+      assert.deepEqual(error, { type: 'E', code: '22023' }, sql);
+      assert.deepEqual(ready, { type: 'Z', status }, sql);
+      assert.deepEqual(rest, []);
+    }
+  }
+  assert.equal(router.route, 'auto');
+  assert.equal(router.minLsn, 0n);
 });
 
 test('applyDirectives applies the directives in forwarded texts', () => {

@@ -4,6 +4,7 @@
 // fake timers and a shared round; probeResultFromRow and the shape of PROBE_SQL.
 
 import assert from 'node:assert/strict';
+import { FakeClock } from '../../../src/lib/clock.ts';
 import { test } from 'node:test';
 import { loadModule, parseSync } from 'libpg-query';
 import { pino, type Logger } from 'pino';
@@ -187,21 +188,50 @@ test('failureThreshold 1 marks a host down at its first failure; a non-Error rej
   assert.equal(health.hosts[0]!.up, true);
 });
 
-test('lagBytes is the same round\'s primary position minus the replica\'s; lagMs and replayLsn are copied', async () => {
+test('lagBytes is the same round\'s primary position minus the replica\'s; lagMs is how long the primary has been ahead', async () => {
+  const clock = new FakeClock(1_000_000);
   const prober = new ScriptedProber()
-    .script(P, primary('0/3000100'), primary('0/3000400'))
-    .script(R1, replica('0/3000000', 1500), replica('0/3000300', 20))
-    .script(R2, replica('0/3000100', null), replica('0/3000500', 0));
-  const { health, byId } = monitor(prober, [entry(P), entry(R1), entry(R2)]);
+    .script(P, primary('0/3000100'), primary('0/3000400'), primary('0/3000400'))
+    .script(R1, replica('0/3000000', 1500), replica('0/3000300', 20), replica('0/3000300', 20))
+    .script(R2, replica('0/3000100', null), replica('0/3000500', 0), replica('0/3000500', 0));
+  const { health, byId } = monitor(prober, [entry(P), entry(R1), entry(R2)], { clock });
 
   await health.probeAll();
-  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 1500, parseLsn('0/3000000')]);
-  assert.deepEqual([byId(R2).lagBytes, byId(R2).lagMs, byId(R2).replayLsn], [0, undefined, parseLsn('0/3000100')]);
+  // The primary was first seen ahead of R1 in this very round: behind by bytes, not yet by time.
+  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 0, parseLsn('0/3000000')]);
+  assert.deepEqual([byId(R2).lagBytes, byId(R2).lagMs, byId(R2).replayLsn], [0, 0, parseLsn('0/3000100')]);
   assert.deepEqual([byId(P).lagBytes, byId(P).lagMs, byId(P).replayLsn, byId(P).lsn], [undefined, undefined, undefined, parseLsn('0/3000100')]);
 
+  await clock.advance(700);
   await health.probeAll();
-  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 20, parseLsn('0/3000300')]);
+  // R1 replayed past what the primary had 700 ms ago, not past what it has now (0/3000400 since this round).
+  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs, byId(R1).replayLsn], [0x100, 0, parseLsn('0/3000300')]);
   assert.equal(byId(R2).lagBytes, 0, 'a replica reporting a position past the primary\'s is not behind');
+
+  await clock.advance(2_000);
+  await health.probeAll();
+  // Still at 0/3000300 while the primary has held 0/3000400 for 2 s: 2 s behind.
+  assert.deepEqual([byId(R1).lagBytes, byId(R1).lagMs], [0x100, 2_000]);
+  assert.equal(byId(R2).lagMs, 0);
+});
+
+test('lagMs does not count an idle spell: a replica at the last commit is not behind however old that commit is', async () => {
+  const clock = new FakeClock(0);
+  const prober = new ScriptedProber()
+    .script(P, primary('0/5000000'), primary('0/5000000'), primary('0/5000200'))
+    // The replica's own estimate (now minus its last replayed commit) grows with idleness.
+    .script(R1, replica('0/5000000', 0), replica('0/5000000', 60_000), replica('0/5000000', 60_000));
+  const { health, byId } = monitor(prober, [entry(P), entry(R1)], { clock });
+  await health.probeAll();
+  await clock.advance(60_000);
+  await health.probeAll();
+  assert.equal(byId(R1).lagMs, 0, 'idle, caught up');
+  await clock.advance(200);
+  await health.probeAll();
+  assert.equal(byId(R1).lagMs, 0, 'a write the replica has not replayed yet, first seen in this round');
+  await clock.advance(300);
+  await health.probeAll();
+  assert.equal(byId(R1).lagMs, 300);
 });
 
 test('without a primary in the round lagBytes is unknown', async () => {
