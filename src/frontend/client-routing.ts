@@ -62,7 +62,6 @@ export class ClientRouting {
   readOnlyDefault: boolean;
   /** The WAL position this client's reads must see (0n: none). */
   minLsn = 0n;
-  private readonly decisions = new WeakMap<Request, RouteDecision>();
 
   constructor(private readonly options: ClientRoutingOptions) {
     this.route = options.route;
@@ -82,18 +81,16 @@ export class ClientRouting {
   decide(request: Request): RouteDecision {
     const classifier = this.options.classifier;
     if (classifier === null) return WRITE_ALL;
-    let decision = this.decisions.get(request);
-    if (decision === undefined) {
+    if (request.route === null) {
       const texts = request.texts;
-      decision = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
-      this.decisions.set(request, decision);
+      request.route = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
     }
-    return decision;
+    return request.route;
   }
 
   /** Sends this request to the primary from now on (a replica refused it as read-only). */
   forceWrite(request: Request): void {
-    this.decisions.set(request, { kind: 'write', reason: 'replica-refused' });
+    request.route = { kind: 'write', reason: 'replica-refused' };
     for (const text of request.texts ?? []) this.options.classifier?.learnWrite(text);
   }
 

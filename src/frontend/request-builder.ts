@@ -5,6 +5,7 @@
 
 import { decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
+import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement } from './statements.ts';
@@ -30,6 +31,8 @@ export interface Request {
    * bound elsewhere), which routes it to the primary.
    */
   texts: string[] | null;
+  /** Where it goes, once decided (client-routing.ts). */
+  route: RouteDecision | null;
 }
 
 
@@ -182,6 +185,6 @@ export class RequestBuilder {
     // that relies on its cached row description (postgres.js) must see the error instead.
     const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
     const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
-    return { items, effects, completes, retryable, texts };
+    return { items, effects, completes, retryable, texts, route: null };
   }
 }

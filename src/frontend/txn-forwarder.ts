@@ -260,7 +260,7 @@ export class TxnForwarder {
    * everything up to the next Sync skipped, then ReadyForQuery.
    */
   private failHead(err: AmbassadorError): void {
-    const out: Buffer[] = [encodeErrorResponse({ severity: 'ERROR', code: err.sqlstate, message: err.message, hint: err.hint, detail: err.detail })];
+    const out: Buffer[] = [errorResponse(err)];
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       this.queuedBytes -= requestBytes(request);
@@ -279,7 +279,7 @@ export class TxnForwarder {
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       if (!request.completes) continue;
-      out.push(encodeErrorResponse({ severity: 'ERROR', code: e.sqlstate, message: e.message, hint: e.hint, detail: e.detail }), encodeReadyForQuery(this.status));
+      out.push(errorResponse(e), encodeReadyForQuery(this.status));
     }
     this.queuedBytes = 0;
     if (out.length > 0) this.client.write(Buffer.concat(out));
@@ -752,6 +752,11 @@ function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
   if (payload.length === 7 && payload.toString('latin1', 0, 6) === 'COMMIT') return 'COMMIT';
   if (payload.length === 9 && payload.toString('latin1', 0, 8) === 'ROLLBACK') return 'ROLLBACK';
   return null;
+}
+
+/** The ErrorResponse a request gets for an error of the ambassador's (the client stays connected). */
+function errorResponse(e: AmbassadorError): Buffer {
+  return encodeErrorResponse({ severity: 'ERROR', code: e.sqlstate, message: e.message, hint: e.hint, detail: e.detail });
 }
 
 /** Bytes a queued request counts for the client-side queue limit. */

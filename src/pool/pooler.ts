@@ -51,37 +51,23 @@ export class Pooler implements ServerPool {
   private readonly owner = new WeakMap<BackendConnection, PoolEntry>();
   private readonly probing: boolean;
 
+  /** The login health probes use: configured, or learned from a client (see probeLogin). */
+  private probeAs: { user: string; database: string } | null = null;
+
   constructor(private readonly options: PoolerOptions) {
     this.probing = options.hosts.length > 1;
     // A single host serves everything (a replica-only sidecar included): nothing to choose from.
     const hosts = this.probing ? options.hosts : options.hosts.map((h) => ({ ...h, role: 'primary' as const }));
-    let login: { user: string; database: string } | null = null;
     this.health = new HealthMonitor({
       hosts,
-      prober: new BackendProber(async (host, timeoutMs) => {
-        if (login === null) login = this.probeLogin(null);
-        try {
-          return await this.connect(host, login, timeoutMs);
-        } catch (err) {
-          // The server refused the login the probes borrowed (say, a client's database that does
-          // not exist): learn it again from the next client.
-          if (err instanceof UpstreamLoginError && options.probeLogin.user === undefined) login = null;
-          throw err;
-        }
-      }),
+      prober: new BackendProber((host, timeoutMs) => this.connectProbe(host, timeoutMs)),
       intervalMs: options.health.intervalMs,
       timeoutMs: options.health.timeoutMs,
       failureThreshold: options.health.failureThreshold,
       log: options.log.child({ component: 'health' }),
     });
     this.chooser = new HostChooser(options.choice);
-    this.startProbing = (request) => {
-      login ??= this.probeLogin(request);
-      return this.health.start();
-    };
   }
-
-  private readonly startProbing: (request: ServerRequest | null) => Promise<void>;
 
   /** The health snapshot routing reads (live objects). */
   get hosts(): readonly HostState[] {
@@ -90,13 +76,16 @@ export class Pooler implements ServerPool {
 
   ready(request: ServerRequest): Promise<void> {
     if (!this.probing) return Promise.resolve();
-    return this.startProbing(request).then(() => this.health.ready());
+    this.probeAs ??= this.probeLogin(request);
+    return this.health.start().then(() => this.health.ready());
   }
 
   /** Starts the health loop now when the probe login is fully configured. */
   startHealth(): void {
     const { user, database } = this.options.probeLogin;
-    if (this.probing && user !== undefined && database !== undefined) void this.startProbing(null);
+    if (!this.probing || user === undefined || database === undefined) return;
+    this.probeAs = { user, database };
+    void this.health.start();
   }
 
   choose(route: RouteRequest): Choice {
@@ -158,6 +147,18 @@ export class Pooler implements ServerPool {
     const chosenDatabase = database ?? request?.database;
     if (chosenUser === undefined || chosenDatabase === undefined) throw new Error('health probes have no login yet');
     return { user: chosenUser, database: chosenDatabase };
+  }
+
+  private async connectProbe(host: HostEntry, timeoutMs: number): Promise<BackendConnection> {
+    this.probeAs ??= this.probeLogin(null);
+    try {
+      return await this.connect(host, this.probeAs, timeoutMs);
+    } catch (err) {
+      // The server refused the login the probes borrowed (say, a client's database that does not
+      // exist): learn it again from the next client.
+      if (err instanceof UpstreamLoginError && this.options.probeLogin.user === undefined) this.probeAs = null;
+      throw err;
+    }
   }
 
   private connect(host: { host: string; port: number }, login: { user: string; database: string }, timeoutMs: number): Promise<BackendConnection> {

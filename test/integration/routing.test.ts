@@ -238,6 +238,35 @@ describe('statements outside a transaction', () => {
     }
   });
 
+  test('functions created through the ambassador are learned from pg_proc: STABLE ones read on replicas, VOLATILE ones write', async () => {
+    const amb = await splitting();
+    const c = await client(amb);
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const stable = `pa_stable_${suffix}`;
+    const volatile = `pa_volatile_${suffix}`;
+    const catalogLoads = (): number => amb.logs().filter((line) => line.msg === 'function catalog loaded' && line.database === DB).length;
+    try {
+      const loadsBefore = catalogLoads();
+      await c.query(`CREATE FUNCTION ${stable}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 1'`);
+      await c.query(`CREATE FUNCTION ${volatile}() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 2'`);
+      // The CREATE FUNCTION tags make the ambassador re-read the catalog; until then both
+      // functions are unknown (and so writes).
+      await eventually(async () => (catalogLoads() > loadsBefore ? true : undefined), { what: 'the catalog to be re-read after CREATE FUNCTION', timeoutMs: 10_000 });
+      await waitForReplay(topology);
+      const reads: ServerSeen[] = [];
+      for (let i = 0; i < 4; i++) reads.push(seen((await c.query(`SELECT ${stable}() AS v, ${WHERE}`)).rows[0]));
+      assertAllOnReplicas(topology, reads, `SELECT ${stable}()`);
+      const writes: ServerSeen[] = [];
+      for (let i = 0; i < 2; i++) writes.push(seen((await c.query(`SELECT ${volatile}() AS v, ${WHERE}`)).rows[0]));
+      assertAllOnPrimary(topology, writes, `SELECT ${volatile}()`);
+      const reasons = amb.logs().filter((line) => line.msg === 'routing decision').map((line) => line.reason);
+      assert.ok(reasons.includes(`volatile-function:${volatile}`), `no routing decision named volatile-function:${volatile}: ${reasons.slice(-5).join(', ')}`);
+    } finally {
+      await c.query(`DROP FUNCTION IF EXISTS ${stable}(); DROP FUNCTION IF EXISTS ${volatile}()`).catch(() => {});
+      await c.end();
+    }
+  });
+
   test('a weight-0 replica gets no reads', async () => {
     const amb = await splitting({ replicaWeights: [0, 1] });
     const c = await client(amb);
