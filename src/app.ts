@@ -22,6 +22,7 @@ import type { FrontendSettings } from './frontend/session.ts';
 import { createLogger } from './lib/logger.ts';
 import { Pooler } from './pool/pooler.ts';
 import { CATALOG_SQL, FunctionCatalogs } from './health/function-catalogs.ts';
+import { HealthCounters } from './health/events.ts';
 import type { HostState } from './health/monitor.ts';
 import { loadClassifierModule } from './router/classifier.ts';
 import type { HostEntry } from './pool/server-pool.ts';
@@ -41,6 +42,8 @@ export interface Ambassador {
   readonly listener: Listener;
   /** The health snapshot routing reads: each host's role, state, lag and replayed WAL position. */
   hosts(): readonly HostState[];
+  /** Health events so far (host down/up, role changes, failovers, breakers, address changes), for metrics. */
+  healthCounters(): HealthCounters;
   /** Graceful shutdown: drain sessions up to shutdown.timeout, then close the pool. */
   shutdown(): Promise<void>;
 }
@@ -51,6 +54,7 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
   const upstreamTls = upstreamTlsSettings(config);
   const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role, weight: h.weight }));
   const routingConfig = config.routing;
+  const healthCounters = new HealthCounters();
   const pool = new Pooler({
     connector: options.connector ?? new TcpConnector(),
     hosts,
@@ -71,9 +75,16 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
       maxReplicaLag: { ...routingConfig.maxReplicaLag },
       readsFromPrimary: routingConfig.readsFromPrimary,
     },
-    health: { intervalMs: config.health.interval, timeoutMs: config.health.timeout, failureThreshold: config.health.failureThreshold },
+    health: {
+      intervalMs: config.health.interval,
+      timeoutMs: config.health.timeout,
+      failureThreshold: config.health.failureThreshold,
+      failoverTimeoutMs: config.health.failoverTimeout,
+      circuitBreaker: { threshold: config.health.circuitBreaker.threshold, cooldownMs: config.health.circuitBreaker.cooldown },
+    },
     probeLogin: { user: config.upstream.user, database: config.upstream.database },
     log: logger,
+    onHealthEvent: (event) => healthCounters.record(event),
   });
   const catalogs = await functionCatalogs(config, pool, logger);
   const settings = frontendSettings(config);
@@ -103,6 +114,7 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
     logger,
     listener,
     hosts: () => pool.hosts,
+    healthCounters: () => healthCounters,
     shutdown() {
       stopping ??= (async () => {
         logger.info({ sessions: listener.sessions.size, timeoutMs: config.shutdown.timeout }, 'shutting down');

@@ -21,6 +21,8 @@ export const ERROR_CATALOGUE = {
   NO_PRIMARY: { sqlstate: '08001', retryable: true, severity: 'ERROR' },
   /** A read found no replica it may use and readsFromPrimary forbids the primary. */
   NO_REPLICA: { sqlstate: '08001', retryable: true, severity: 'ERROR' },
+  /** The host's circuit breaker is open: connects to it fail at once until its cooldown ends. */
+  HOST_UNAVAILABLE: { sqlstate: '08001', retryable: true, severity: 'ERROR' },
   UPSTREAM_CONNECT_FAILED: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_CONNECT_TIMEOUT: { sqlstate: '08001', retryable: true, severity: 'FATAL' },
   UPSTREAM_TLS_FAILED: { sqlstate: '08001', retryable: false, severity: 'FATAL' },

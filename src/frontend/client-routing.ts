@@ -2,11 +2,12 @@
 // replica), the client's routing settings (`ambassador.route`, target_session_attrs, a read-only
 // session default) and its read-your-writes position. The forwarder asks; this file decides.
 //
-// Directives (`SET ambassador.route = ...`, `SET ambassador.min_lsn = '...'`, `RESET` of either)
-// sent alone as a simple Query are answered here, as are `SHOW ambassador.route` and
-// `SHOW ambassador.min_lsn`; inside a longer text or the extended protocol they reach the server
-// (which accepts them as placeholder settings) and take effect here when sent. They are not
-// transactional: a ROLLBACK does not undo them.
+// Directives (`SET ambassador.route = ...`, `SET ambassador.min_lsn = '...'`,
+// `SET ambassador.retry = off`, `RESET` of each) sent alone as a simple Query are answered here,
+// as are `SHOW` of each; inside a longer text or the extended protocol (or with splitting off,
+// when only ambassador.retry matters) they reach the server (which accepts them as placeholder
+// settings) and take effect here when sent. They are not transactional: a ROLLBACK does not
+// undo them.
 
 import {
   encodeCommandComplete,
@@ -18,7 +19,9 @@ import {
 } from '../protocol/backend.ts';
 import type { Classification, Classifier } from '../router/classifier.ts';
 import type { Directive } from '../router/classifier-statements.ts';
-import { decideRoute, shownDirective, type RouteDecision, type SessionRoute } from '../router/route-decision.ts';
+import { readHints } from '../router/classifier-hints.ts';
+import { decideRoute, shownDirective, type RouteDecision, type SessionRoute, type ShownDirective } from '../router/route-decision.ts';
+import type { SessionEffect } from '../router/session-effects.ts';
 import { formatLsn, parseLsn } from '../pool/host-choice.ts';
 import type { RouteRequest, ServerRequest } from '../pool/server-pool.ts';
 import type { Request } from './request-builder.ts';
@@ -40,7 +43,7 @@ export interface RoutingContext {
 }
 
 export type LocalCommand =
-  | { kind: 'show'; name: 'ambassador.route' | 'ambassador.min_lsn' }
+  | { kind: 'show'; name: ShownDirective }
   | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' }
   | { kind: 'invalid'; sql: string };
 
@@ -56,12 +59,16 @@ const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
 const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
 const INVALID_PARAMETER_VALUE = '22023';
 const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
+/** The value of a `SET ambassador.retry = ...` statement (see retrySetting). */
+const RETRY_VALUE = /(?:=|\bto\b)\s*'?([a-z0-9]+)'?\s*;?\s*$/i;
 
 export class ClientRouting {
   route: SessionRoute;
   readOnlyDefault: boolean;
   /** The WAL position this client's reads must see (0n: none). */
   minLsn = 0n;
+  /** ambassador.retry: a statement that failed on a lost server may run again elsewhere. */
+  retry = true;
 
   constructor(private readonly options: ClientRoutingOptions) {
     this.route = options.route;
@@ -97,6 +104,17 @@ export class ClientRouting {
   routeRequest(decision: RouteDecision): RouteRequest {
     if (decision.kind === 'write') return { kind: 'write' };
     return this.minLsn > 0n ? { kind: 'read', minLsn: this.minLsn } : { kind: 'read' };
+  }
+
+  /**
+   * Whether a request that failed on a lost or demoted server may run again elsewhere: the
+   * client did not turn retries off (`SET ambassador.retry = off`, or a leading
+   * `/* ambassador:retry=off *\/` comment on a statement of the request).
+   */
+  mayRetry(request: Request): boolean {
+    if (!this.retry) return false;
+    for (const text of request.texts ?? []) if (readHints(text).retry === 'off') return false;
+    return true;
   }
 
   /** A write transaction committed at `lsn` (read-your-writes). */
@@ -138,16 +156,31 @@ export class ClientRouting {
       this.apply(command.directive);
       return Buffer.concat([encodeCommandComplete(command.tag), encodeReadyForQuery(status)]);
     }
-    const value = command.name === 'ambassador.route' ? this.route : formatLsn(this.minLsn);
+    const value = command.name === 'ambassador.route' ? this.route : command.name === 'ambassador.retry' ? (this.retry ? 'on' : 'off') : formatLsn(this.minLsn);
     return Buffer.concat([encodeTextRowDescription([command.name]), encodeDataRow([value]), encodeCommandComplete('SHOW'), encodeReadyForQuery(status)]);
   }
 
   /** Applies the directives among a forwarded request's texts (they also run on the server). */
   applyDirectives(request: Request): void {
+    if (this.options.classifier === null) return this.applyRetrySettings(request.effects);
     for (const text of request.texts ?? []) {
       if (!DIRECTIVE_NAMES.test(text)) continue;
       const directive = this.classify(text)?.directive;
       if (directive !== undefined) this.apply(directive);
+    }
+  }
+
+  /**
+   * Without the parser (splitting off) only ambassador.retry matters, and the session-effects
+   * lexer already found the SET or RESET; its value is read off the statement.
+   */
+  private applyRetrySettings(effects: readonly SessionEffect[]): void {
+    for (const effect of effects) {
+      if (effect.kind === 'reset' && effect.name === 'ambassador.retry') this.retry = true;
+      if (effect.kind !== 'set' || effect.name !== 'ambassador.retry') continue;
+      const value = RETRY_VALUE.exec(effect.statement)?.[1]?.toLowerCase();
+      if (value === 'off' || value === 'false' || value === '0' || value === 'no') this.retry = false;
+      else if (value === 'on' || value === 'true' || value === '1' || value === 'yes') this.retry = true;
     }
   }
 
@@ -157,6 +190,7 @@ export class ClientRouting {
 
   private apply(directive: Directive): void {
     if (directive.route !== undefined) this.route = directive.route;
+    if (directive.retry !== undefined) this.retry = directive.retry;
     if (directive.minLsn !== undefined) {
       // A token from elsewhere adds to what this client has written; '0/0' (RESET) clears.
       const lsn = parseLsn(directive.minLsn);

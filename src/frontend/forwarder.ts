@@ -27,6 +27,8 @@ export interface ForwarderOptions {
   onIdle: () => void;
 }
 
+/** The onEnd reason when the server connection closed under the session. */
+export const SERVER_CLOSED = 'server closed the connection';
 const CLIENT_INSPECT = typeSet('');
 const TERMINATE_LENGTH = 5;
 const SERVER_INSPECT = typeSet('Z');
@@ -165,7 +167,7 @@ export class Forwarder {
         }),
       );
     }
-    this.options.onEnd('server closed the connection', true);
+    this.options.onEnd(SERVER_CLOSED, true);
   };
 
   private readonly onServerError = (): void => {

@@ -33,6 +33,10 @@ export interface Request {
   texts: string[] | null;
   /** Where it goes, once decided (client-routing.ts). */
   route: RouteDecision | null;
+  /** Hosts ("host:port") not to run it on: it failed there and runs again elsewhere. */
+  avoid: string[] | null;
+  /** It already ran once more after its server was lost (a request is retried at most once). */
+  retried: boolean;
 }
 
 
@@ -185,6 +189,6 @@ export class RequestBuilder {
     // that relies on its cached row description (postgres.js) must see the error instead.
     const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
     const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
-    return { items, effects, completes, retryable, texts, route: null };
+    return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false };
   }
 }

@@ -32,7 +32,7 @@ import type { ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { authenticateClient, type AuthMechanism, type ClientAuthSettings } from './client-auth.ts';
-import { Forwarder } from './forwarder.ts';
+import { Forwarder, SERVER_CLOSED } from './forwarder.ts';
 import { ClientSessionState } from './session-state.ts';
 import { TxnForwarder } from './txn-forwarder.ts';
 import { returnServer } from '../pool/server-return.ts';
@@ -40,7 +40,6 @@ import type { PinReason, SessionEffectsCache } from '../router/session-effects.t
 import { encodeQuery } from '../protocol/frontend.ts';
 import { errorResponseFor } from './wire-errors.ts';
 import { ClientRouting, type RoutingContext } from './client-routing.ts';
-import { noHost } from '../pool/pooler.ts';
 import { routeFromTargetSessionAttrs, type SessionRoute } from '../router/route-decision.ts';
 
 export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'closed';
@@ -288,9 +287,7 @@ export class ClientSession {
   private loginServer(request: ServerRequest): Promise<BackendConnection> {
     const pool = this.deps.pool;
     if (this.deps.settings.poolMode === 'transaction' || this.sessionRoute !== 'replica') return pool.acquire(request);
-    const choice = pool.choose({ kind: 'read' });
-    if (choice.host === null) return Promise.reject(noHost(choice.reason, 'read'));
-    return pool.acquireOn(choice.host, request);
+    return pool.acquireFor({ kind: 'read' }, request);
   }
 
   private logLoginFailure(err: unknown): void {
@@ -387,6 +384,7 @@ export class ClientSession {
       garbage: this.deps.garbage,
       onEnd: (reason, error) => {
         if (error) this.log.warn({ reason }, 'session ended with an error');
+        if (reason === SERVER_CLOSED && this.server !== null) this.deps.pool.suspect(this.server, 'connection lost');
         this.close(reason, error ? 'broken' : 'reusable');
       },
       onIdle: () => {

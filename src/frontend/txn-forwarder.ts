@@ -19,6 +19,13 @@
 // a replica is held back until it is clearly not a read-only refusal (25006); a refused read is
 // re-run on the primary and its text remembered as a write. A lease that ran a write transaction
 // with read-your-writes on learns the server's WAL position before it goes back.
+//
+// A lost server (lost-transaction.ts): a request that was the first on its lease, outside a
+// transaction block, and whose answer had not reached the client yet runs once more elsewhere
+// when that cannot run it twice: a read (on another host), or a write refused as read-only by a
+// server that turned out to be a standby. Every other in-flight request gets an ERROR and the
+// client goes on; an open transaction block is then answered as aborted until it ends. A client
+// pinned to the server (session state only it held) is disconnected: that state is gone.
 
 import type net from 'node:net';
 import type { Logger } from 'pino';
@@ -38,7 +45,6 @@ import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import { parseLsn } from '../pool/host-choice.ts';
-import { noHost } from '../pool/pooler.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
@@ -47,6 +53,7 @@ import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, type Preparation } from './preparation.ts';
 import { touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
+import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 
 export interface TxnForwarderOptions {
   pool: ServerPool;
@@ -99,10 +106,16 @@ export class TxnForwarder {
   private leaseWrote = false;
   /** The transaction now ending changed functions or extensions. */
   private catalogChanged = false;
-  /** A read on a replica whose first answer is being held back (see watchReplica). */
-  private replicaWatch: { request: Request; swallowing: boolean } | null = null;
+  /** The first request on a lease, whose first answer is being held back (see watchFirstAnswer). */
+  private watch: { request: Request; swallowing: boolean } | null = null;
   /** Client-bound bytes held back meanwhile (copies). */
   private held: Buffer[] | null = null;
+  /** The FATAL error the server sent before closing (told to the client as an ERROR). */
+  private serverFatal: Buffer | null = null;
+  /** After a lost server: the rest of an extended-protocol exchange is skipped up to Sync. */
+  private skipToSync = false;
+  /** After a lost server while idle in a transaction block: the error its next request gets. */
+  private lostError: Buffer | null = null;
 
   constructor(
     private readonly client: net.Socket,
@@ -167,6 +180,12 @@ export class TxnForwarder {
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready[0]!;
+      if (this.lease === null && (this.status !== 'I' || this.skipToSync)) {
+        // A lease is given back only between transactions: a status other than 'I' without one
+        // means the transaction's server was lost.
+        this.answerLost(request);
+        continue;
+      }
       const command = routing.localCommand(request, this.status);
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
@@ -221,25 +240,39 @@ export class TxnForwarder {
     return true;
   }
 
+  /**
+   * Answers a request while no server holds the client's transaction any more (see
+   * lost-transaction.ts), or skips what the client sends up to Sync after a lost exchange.
+   */
+  private answerLost(request: Request): void {
+    this.ready.shift();
+    this.queuedBytes -= requestBytes(request);
+    if (this.skipToSync) {
+      if (!request.completes) return;
+      this.skipToSync = false;
+      return void this.client.write(encodeReadyForQuery(this.status));
+    }
+    const answer = answerInLostTransaction(request, this.lostError);
+    this.lostError = null;
+    this.status = answer.status;
+    this.skipToSync = answer.skipToSync;
+    this.client.write(answer.bytes);
+  }
+
   /** Takes a lease where the request at the head of the queue must run. */
   private acquire(request: Request): void {
     if (this.acquiring) return;
     const { pool, routing, log } = this.options;
     const decision = routing.decide(request);
-    const choice = pool.choose(routing.routeRequest(decision));
-    if (log.isLevelEnabled('debug')) {
-      log.debug({ route: decision.kind, reason: decision.reason, host: choice.host?.id ?? null, choice: choice.reason }, 'routing decision');
-    }
-    if (choice.host === null) {
-      this.failHead(noHost(choice.reason, decision.kind));
-      return void queueMicrotask(() => this.pump());
-    }
+    const route = routing.routeRequest(decision);
+    if (request.avoid !== null) route.avoid = request.avoid;
     this.acquiring = true;
     this.busy = true;
-    pool.acquireOn(choice.host, this.options.request).then(
+    pool.acquireFor(route, this.options.request).then(
       (server) => {
         this.acquiring = false;
         this.busy = false;
+        if (log.isLevelEnabled('debug')) log.debug({ route: decision.kind, reason: decision.reason, host: pool.hostIdOf(server) }, 'routing decision');
         if (this.stopped) return pool.release(server, 'reusable');
         this.leaseReplica = pool.roleOf(server) === 'replica';
         this.leaseWrote = decision.kind === 'write';
@@ -249,10 +282,20 @@ export class TxnForwarder {
       (err: unknown) => {
         this.acquiring = false;
         this.busy = false;
-        this.answerWithError(err);
+        // No replica for a read: that request fails and the next may still run; anything else
+        // (no primary after failover.timeout, the upstream refusing us) fails what is queued.
+        if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') this.failHead(err);
+        else this.answerWithError(err);
         this.pump();
       },
     );
+  }
+
+  /** Runs `request` once more, on another host than `hostId` (where it failed without running). */
+  private runElsewhere(request: Request, hostId: string | null, why: string): void {
+    request.retried = true;
+    if (hostId !== null) request.avoid = [...(request.avoid ?? []), hostId];
+    this.options.log.info({ host: hostId, reason: why }, 'running the request again on another host');
   }
 
   /**
@@ -345,8 +388,8 @@ export class TxnForwarder {
       this.unsynced = true;
     }
     if (request.retryable && this.status === 'I' && this.plan.empty) this.retry = { request, phase: 'watch' };
-    else if (first && this.leaseReplica && request.completes && request.texts !== null) {
-      this.replicaWatch = { request, swallowing: false };
+    if (first && request.completes && this.watchesFirstAnswer(request)) {
+      this.watch = { request, swallowing: false };
       this.held = [];
     }
     this.plan.push(entries);
@@ -362,7 +405,7 @@ export class TxnForwarder {
   private applyAtSend(server: BackendConnection, request: Request): void {
     const effects = request.effects;
     this.options.state.stage(effects);
-    if (effects.some((e) => e.kind === 'set' && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
+    if (effects.some((e) => (e.kind === 'set' || e.kind === 'reset') && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
     const dropsStatements = effects.some(
       (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
@@ -443,7 +486,15 @@ export class TxnForwarder {
   };
 
   private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
-    if (this.replicaWatch !== null && this.watchReplica(type, payload, end)) return true;
+    if (type === BackendType.ErrorResponse && endsSession(payload!)) {
+      // The server is closing (shutdown, crash, terminated backend): the client hears of it as
+      // an ERROR once the connection is gone (onServerClose), and keeps its own connection.
+      this.forwardUpTo(end - payload!.length - 5);
+      this.cursor = end;
+      this.serverFatal = Buffer.from(payload!);
+      return true;
+    }
+    if (this.watch !== null && this.watchFirstAnswer(type, payload, end)) return true;
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
@@ -461,6 +512,7 @@ export class TxnForwarder {
       this.plan.complete(type);
     } else if (type === BackendType.ParameterStatus) {
       const { name, value } = decodeParameterStatus(payload!);
+      this.lease?.parameters.set(name, value); // in_hot_standby changes when a standby is promoted
       this.options.routing.noteParameter(name, value);
     } else {
       this.plan.complete(type);
@@ -485,19 +537,31 @@ export class TxnForwarder {
   }
 
   /**
-   * The first answer of a read sent to a replica: messages that only acknowledge (ParseComplete,
-   * RowDescription and the like) are held back; a read-only refusal (25006) before any result
-   * drops them and everything up to ReadyForQuery, and the request runs again on the primary;
-   * anything else releases them and forwarding goes on as usual.
+   * Whether the first answer of a request sent on a fresh lease is held back (watchFirstAnswer):
+   * a read on a replica (a read-only refusal sends it to the primary), and any request that may
+   * run once more if its server fails it first.
    */
-  private watchReplica(type: number, payload: Buffer | null, end: number): boolean {
-    const watch = this.replicaWatch!;
+  private watchesFirstAnswer(request: Request): boolean {
+    if (this.leaseReplica) return request.texts !== null;
+    return !request.retried && this.options.routing.mayRetry(request);
+  }
+
+  /**
+   * The first answer of a watched request: messages that only acknowledge (ParseComplete,
+   * RowDescription and the like) are held back, so that until a result arrives nothing has
+   * reached the client and the request can still run elsewhere. A read-only refusal (25006) from
+   * a replica, or from a "primary" that is a standby now (demoted), drops them and everything
+   * up to ReadyForQuery, and the request runs again on the primary; a lost connection may run it
+   * again too (onServerClose). Anything else releases them and forwarding goes on as usual.
+   */
+  private watchFirstAnswer(type: number, payload: Buffer | null, end: number): boolean {
+    const watch = this.watch!;
     if (watch.swallowing) {
       this.cursor = end; // dropped
-      if (type === BackendType.ReadyForQuery) this.rerunOnPrimary(watch.request, payload!);
+      if (type === BackendType.ReadyForQuery) this.rerunAfterRefusal(watch.request, payload!);
       return true;
     }
-    if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION) {
+    if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION && this.refusalRunsElsewhere(watch.request)) {
       this.cursor = end;
       this.held = null;
       watch.swallowing = true;
@@ -507,24 +571,44 @@ export class TxnForwarder {
     return false;
   }
 
+  /**
+   * A read-only refusal runs the request again: always from a replica (the classifier was
+   * wrong); from the primary's lease only when the server is a standby now, which proves the
+   * write did not run there (a client's own read-only transaction gets its error).
+   */
+  private refusalRunsElsewhere(request: Request): boolean {
+    if (this.leaseReplica) return true;
+    return !request.retried && this.lease !== null && this.options.pool.demoted(this.lease);
+  }
+
   private releaseHeld(): void {
     const held = this.held;
     this.held = null;
-    this.replicaWatch = null;
+    this.watch = null;
     if (held !== null && held.length > 0) this.client.write(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
-  private rerunOnPrimary(request: Request, ready: Buffer): void {
-    this.replicaWatch = null;
+  private rerunAfterRefusal(request: Request, ready: Buffer): void {
+    this.watch = null;
     this.held = null;
     this.status = String.fromCharCode(ready[0]!) as TransactionStatus;
     this.inFlight--;
     this.plan.clear();
     this.sawError = true;
     this.endTransaction();
-    this.options.log.info({ host: this.lease?.target.host, port: this.lease?.target.port }, 'a replica refused a read as read-only: re-running it on the primary and routing its text there from now on');
-    this.options.routing.forceWrite(request);
-    this.releaseLease();
+    if (this.leaseReplica) {
+      this.options.log.info({ host: this.lease?.target.host, port: this.lease?.target.port }, 'a replica refused a read as read-only: re-running it on the primary and routing its text there from now on');
+      this.options.routing.forceWrite(request);
+    } else if (this.lease !== null) {
+      this.options.pool.suspect(this.lease, 'refused a write as read-only');
+      this.runElsewhere(request, this.options.pool.hostIdOf(this.lease), 'the primary refused a write as read-only: it is a standby now');
+    }
+    this.releaseLease(this.leaseReplica ? 'reusable' : 'broken');
+    this.requeue(request);
+  }
+
+  /** Puts a request that did not run back at the head of the queue. */
+  private requeue(request: Request): void {
     this.ready.unshift(request);
     this.queuedBytes += requestBytes(request);
     queueMicrotask(() => this.pump());
@@ -651,7 +735,7 @@ export class TxnForwarder {
     this.pump();
   }
 
-  private releaseLease(): void {
+  private releaseLease(outcome: ReleaseOutcome = 'reusable'): void {
     const server = this.lease;
     if (server === null) return;
     const chunk = this.chunk;
@@ -662,7 +746,7 @@ export class TxnForwarder {
     this.leaseReplica = false;
     this.leaseWrote = false;
     server.transactionStatus = 'I';
-    this.options.pool.release(server, 'reusable');
+    this.options.pool.release(server, outcome);
   }
 
   private forwardUpTo(end: number): void {
@@ -693,18 +777,85 @@ export class TxnForwarder {
     if (!this.stopped) this.client.resume();
   };
 
+  /**
+   * The lease's server connection closed under us. Nothing in flight and nothing held there: the
+   * next request simply takes a new lease. Otherwise see the top of this file: the first request
+   * may run again elsewhere, or every in-flight request is answered with the loss.
+   */
   private readonly onServerClose = (): void => {
     if (this.stopped) return;
     const server = this.lease;
+    if (server === null) return;
+    const { pool, state, log } = this.options;
+    this.detachServer(server);
     this.lease = null;
-    this.replicaWatch = null;
+    this.leaseReplica = false;
+    this.leaseWrote = false;
+    const watch = this.watch;
+    const unanswered = watch !== null && this.held !== null && !watch.swallowing;
+    const fatal = this.serverFatal;
+    this.watch = null;
     this.held = null;
-    if (server) this.options.pool.release(server, 'broken');
-    if (this.serverFramer.atBoundary && !this.client.destroyed && (this.inFlight > 0 || this.status !== 'I')) {
-      this.client.write(encodeErrorResponse({ severity: 'FATAL', code: '08006', message: 'server connection was lost during the transaction' }));
-      this.options.onEnd('server closed the connection');
+    this.retry = null;
+    this.serverFatal = null;
+    const where = `${server.target.host}:${server.target.port}`;
+    const hostId = pool.hostIdOf(server);
+    pool.suspect(server, fatal === null ? 'connection lost' : 'server ended the session');
+    pool.release(server, 'broken');
+    const lostWork = this.inFlight > 0 || this.unsynced || this.status !== 'I';
+    if (!lostWork && !state.pinned) return;
+    if ((!this.serverFramer.atBoundary && !unanswered) || this.client.destroyed) {
+      // Part of a message already reached the client: its stream cannot be repaired.
+      this.client.destroy();
+      return this.options.onEnd(`server ${where} closed the connection in the middle of a message`);
     }
+    if (state.pinned) {
+      this.client.write(encodeErrorResponse({
+        severity: 'FATAL',
+        code: '08006',
+        message: `server connection to ${where} was lost, and with it the session state this client held there (${state.pinReasons.join(', ')})`,
+      }));
+      return this.options.onEnd('server closed the connection of a pinned session');
+    }
+    if (unanswered && this.inFlight === 1 && this.status === 'I' && this.runsAgainAfterLoss(watch.request)) {
+      this.runElsewhere(watch.request, hostId, 'server connection lost before the read was answered');
+      this.forgetInFlight();
+      return this.requeue(watch.request);
+    }
+    const inTransaction = this.status !== 'I';
+    const error = lostServerError(where, fatal, inTransaction);
+    const out: Buffer[] = [];
+    for (let i = 0; i < this.inFlight; i++) out.push(error, encodeReadyForQuery(inTransaction ? 'E' : 'I'));
+    if (this.unsynced) {
+      out.push(error);
+      this.skipToSync = true;
+    }
+    // Idle inside a transaction block: its next request hears of the loss.
+    if (out.length === 0) this.lostError = error;
+    log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
+    this.forgetInFlight();
+    if (inTransaction) this.status = 'E';
+    if (out.length > 0) this.client.write(Buffer.concat(out));
+    queueMicrotask(() => this.pump());
   };
+
+  /**
+   * Whether a request whose server was lost before it answered may run again: a read (running
+   * it twice changes nothing) that the client did not keep from retries, and only once.
+   */
+  private runsAgainAfterLoss(request: Request): boolean {
+    const { routing } = this.options;
+    return !request.retried && request.texts !== null && routing.decide(request).kind === 'read' && routing.mayRetry(request);
+  }
+
+  /** Drops what the lost server owed: the plan, the in-flight count; staged settings do not count. */
+  private forgetInFlight(): void {
+    this.plan.clear();
+    this.inFlight = 0;
+    this.unsynced = false;
+    this.sawError = true;
+    this.endTransaction();
+  }
 
   private failClient(err: AmbassadorError): void {
     if (this.clientAtBoundary && !this.client.destroyed) {

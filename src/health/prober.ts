@@ -1,6 +1,7 @@
 // The probe the health loop runs: one connection per host, opened with the same connector, TLS
 // settings and credentials as pooled ones and kept between rounds; a failed probe closes it so
-// the next round reconnects (and so sees DNS changes and rotated credentials).
+// the next round reconnects (and so sees rotated credentials), and so does a change of the host's
+// addresses (forget), so the probe asks the server the name points at now.
 
 import type { BackendConnection } from '../backend/connection.ts';
 import type { HostEntry } from '../pool/server-pool.ts';
@@ -31,6 +32,12 @@ export class BackendProber implements Prober {
       this.connections.delete(id);
       throw err;
     }
+  }
+
+  forget(host: HostEntry): void {
+    const id = `${host.host}:${host.port}`;
+    this.connections.get(id)?.close();
+    this.connections.delete(id);
   }
 
   close(): void {

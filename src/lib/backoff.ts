@@ -1,8 +1,12 @@
-// Exponential backoff with full jitter, for reconnecting to a host that refuses us.
+// Exponential backoff with equal jitter, for reconnecting to a host that refuses us.
 //
-// `backoffDelay` is the pure formula: random() * min(maxDelay, initialDelay * 2^attempt), so
-// attempt 0 waits up to initialDelay, and the ceiling doubles until it reaches maxDelay. Full
-// jitter spreads many clients' retries over the whole window instead of synchronising them.
+// `backoffDelay` is the pure formula: with c = min(maxDelay, initialDelay * 2^attempt), the delay
+// is uniform in [c/2, c]. So attempt 0 waits between initialDelay/2 and initialDelay, and while
+// the ceiling doubles each delay is at least the largest the previous attempt could have drawn:
+// the spacing between attempts never shrinks until it reaches maxDelay (then it stays in
+// [maxDelay/2, maxDelay]). Full jitter ([0, c]) spreads retries wider but can retry at once after
+// many failures, which looks like hammering from the host's side; half the window is enough to
+// keep many clients from synchronising.
 // `FailureBackoff` tracks consecutive failures of one target (shared by every caller that
 // connects to it): no delay while things work, a growing one after failures, reset by a success.
 
@@ -11,11 +15,11 @@ export interface BackoffPolicy {
   maxDelayMs: number;
 }
 
-/** Delay before retry number `attempt` (0-based). Never NaN or Infinity. */
+/** Delay before retry number `attempt` (0-based), uniform in [c/2, c]. Never NaN or Infinity. */
 export function backoffDelay(attempt: number, policy: BackoffPolicy, random: () => number = Math.random): number {
   const exponent = Math.min(Math.max(0, attempt), 1000);
-  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** exponent);
-  return random() * Math.max(0, ceiling);
+  const ceiling = Math.max(0, Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** exponent));
+  return ceiling / 2 + (random() * ceiling) / 2;
 }
 
 export class FailureBackoff {

@@ -9,8 +9,9 @@
 //     connections come back, when they are retired);
 //   - waiters exist only while idle is empty (a connection coming back goes to the head waiter).
 // Every waiter is a request; the pool starts one job per waiter while there is room. A job
-// belongs to at most one waiter: it makes 1 + retry.max attempts for its owner, then rejects the
-// owner with the factory's own error. A job whose owner went away (served by a release, timed
+// belongs to at most one waiter: it makes 1 + retry.max attempts for its owner (fewer when the
+// factory says an error is not worth retrying), then rejects the owner with the factory's own
+// error. A job whose owner went away (served by a release, timed
 // out) is taken over by the next waiter without one; unowned, it finishes its attempt, pools the
 // connection, and does not retry (the minIdle refill, unowned too, tries again on its next tick).
 // Connect attempts share one backoff per pool: after failures every attempt, by any request or
@@ -35,6 +36,8 @@ export interface ConnectionFactory<T> {
   destroy(conn: T): void; // closes (idempotent)
   isAlive(conn: T): boolean; // false when the socket closed under us
   onClosed(conn: T, cb: () => void): void; // cb runs when the connection dies by itself
+  /** Whether another attempt may succeed after this create() error (bad password: no); default: retry all. */
+  retryable?(err: unknown): boolean;
 }
 
 export interface PoolStats {
@@ -159,6 +162,16 @@ export class ConnectionPool<T> {
       ...this.counts,
       lastConnectError: this.lastConnectError,
     };
+  }
+
+  /** Idle connections (some may have died unnoticed). */
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /** The host is known to accept connections again (a probe got through): the next connect goes at once. */
+  resetBackoff(): void {
+    this.backoff.succeed();
   }
 
   /** Config reload: new limits from now on; extra idle connections closed, waiters served if size grew. */
@@ -349,9 +362,17 @@ export class ConnectionPool<T> {
     this.lastConnectError = message;
     this.emit({ type: 'connect-failed', key: this.key, error: message, attempt: job.ownerAttempts });
     const owner = job.owner;
-    if (!this.closed && owner && job.ownerAttempts < 1 + this.options.retry.max) return true;
+    if (!this.closed && owner && job.ownerAttempts < 1 + this.options.retry.max && this.worthRetrying(err)) return true;
     this.failJob(job, err);
     return false;
+  }
+
+  private worthRetrying(err: unknown): boolean {
+    try {
+      return this.factory.retryable?.(err) ?? true;
+    } catch {
+      return true; // a classifier's bug must not turn into a stuck job
+    }
   }
 
   /** Ends a job for good: its owner is rejected with the error as thrown (the real connect error). */

@@ -3,11 +3,20 @@
 // returns a host plus a short named reason (a log field and metric label). It never probes.
 //
 // Invariants:
-// - Writes go to the single up primary; two or more up primaries (split brain) are refused.
-// - Reads go to an up replica with weight > 0, lag within every configured bound (unknown lag
+// - A host is usable when it is up, its circuit breaker is not open, and the request does not
+//   avoid it. Never ban every host: when all hosts are down, `up` is ignored (the probes may be
+//   what is failing; trying beats refusing), but open breakers still are.
+// - The primary is decided on up hosts alone (breakers and `avoid` then decide whether it can be
+//   used now, never who it is): the one host with role primary; of several, the ones whose last
+//   probe succeeded (failures 0): exactly one such is the primary (the others are an old primary
+//   whose failures have not reached the threshold yet), more than one is a split brain and writes
+//   are refused.
+// - Reads go to a usable replica with weight > 0, lag within every configured bound (unknown lag
 //   counts as lagging when a bound is set) and, when asked, replayLsn >= minLsn (unknown replayLsn
 //   counts as not replayed). Weight applies to replica choice only; readsFromPrimary governs reads
-//   from the primary.
+//   from the primary. Among those, replicas whose last probe and last connect worked come first:
+//   a replica that just stopped answering gets no reads while another one can take them, long
+//   before enough probes have failed to mark it down.
 // - The only state is the smooth weighted round-robin counters per host id, so round-robin is
 //   deterministic for a given sequence of snapshots.
 
@@ -27,6 +36,48 @@ export interface HostView {
   lagMs?: number;
   /** Replicas: last replayed LSN (for read-your-writes). */
   replayLsn?: bigint;
+  /** Consecutive failed probes (0 or absent: the last probe succeeded). */
+  failures?: number;
+  /** The host's circuit breaker (absent: closed). An open breaker makes the host unusable. */
+  breaker?: 'closed' | 'open' | 'half-open';
+  /** Consecutive failed connects from the pools (0 or absent: the last one worked). */
+  connectFailures?: number;
+}
+
+/** What a choice must respect besides health: hosts not to use (a retry after a failure there). */
+export interface ChoiceNeeds {
+  /** Reads only: the replica must have replayed WAL up to here. */
+  minLsn?: bigint | undefined;
+  avoid?: readonly string[] | undefined;
+}
+
+/** Who the primary is among `hosts` (already filtered to the ones considered up). */
+export type PrimaryClaim<H extends HostView> = { kind: 'one'; host: H } | { kind: 'none' } | { kind: 'two'; hosts: H[] };
+
+/** The split-brain rule (see the file comment), shared with the health loop's failover tracking. */
+export function claimPrimary<H extends HostView>(hosts: readonly H[]): PrimaryClaim<H> {
+  const primaries = hosts.filter((host) => host.role === 'primary');
+  if (primaries.length === 0) return { kind: 'none' };
+  if (primaries.length === 1) return { kind: 'one', host: primaries[0]! };
+  const answering = primaries.filter((host) => (host.failures ?? 0) === 0);
+  if (answering.length === 1) return { kind: 'one', host: answering[0]! };
+  return { kind: 'two', hosts: answering.length > 1 ? answering : primaries };
+}
+
+/** The hosts routing treats as up: the up ones, or all of them when every host is down. */
+export function consideredUp<H extends HostView>(hosts: readonly H[]): readonly H[] {
+  const up = hosts.filter((host) => host.up);
+  return up.length > 0 ? up : hosts;
+}
+
+/** The candidates whose last probe and last connect worked, when there are any; else all of them. */
+function answeringFirst(candidates: HostView[]): HostView[] {
+  const answering = candidates.filter((host) => (host.failures ?? 0) === 0 && (host.connectFailures ?? 0) === 0);
+  return answering.length > 0 ? answering : candidates;
+}
+
+function usableNow(host: HostView, avoid: readonly string[] | undefined): boolean {
+  return host.breaker !== 'open' && !(avoid?.includes(host.id) ?? false);
 }
 
 export interface ChoiceOptions {
@@ -43,6 +94,9 @@ export type Choice = { host: HostView; reason: string } | { host: null; reason: 
 /** Why no replica could serve a read, in filter order: the first stage that left none. */
 export type NoReplicaReason = 'no-replica-up' | 'all-weight-zero' | 'all-lagging' | 'lsn-not-replayed';
 
+/** Why no primary could take a write. */
+export type NoPrimaryReason = 'no-primary' | 'two-primaries' | 'primary-unavailable';
+
 export class HostChooser {
   private options: ChoiceOptions;
   /** Smooth weighted round-robin: current weight per host id (nginx's `current_weight`). */
@@ -57,39 +111,43 @@ export class HostChooser {
     this.options = options;
   }
 
-  /** The one up host with role primary. */
-  primary(hosts: readonly HostView[]): Choice {
-    const primaries = hosts.filter((host) => host.up && host.role === 'primary');
-    const [only] = primaries;
-    if (only === undefined) return { host: null, reason: 'no-primary' };
-    if (primaries.length > 1) return { host: null, reason: 'two-primaries' };
-    return { host: only, reason: 'primary' };
+  /**
+   * The primary, when it can be used now. Reasons when not: no-primary, two-primaries (split
+   * brain), primary-unavailable (its breaker is open, or the request avoids it).
+   */
+  primary(hosts: readonly HostView[], need: ChoiceNeeds = {}): Choice {
+    const claim = claimPrimary(consideredUp(hosts));
+    if (claim.kind === 'none') return { host: null, reason: 'no-primary' satisfies NoPrimaryReason };
+    if (claim.kind === 'two') return { host: null, reason: 'two-primaries' satisfies NoPrimaryReason };
+    if (!usableNow(claim.host, need.avoid)) return { host: null, reason: 'primary-unavailable' satisfies NoPrimaryReason };
+    return { host: claim.host, reason: 'primary' };
   }
 
   /** A host for a read, per loadBalance and readsFromPrimary. */
-  replica(hosts: readonly HostView[], need: { minLsn?: bigint } = {}): Choice {
+  replica(hosts: readonly HostView[], need: ChoiceNeeds = {}): Choice {
     this.forgetAbsent(hosts);
     const { readsFromPrimary } = this.options;
-    if (readsFromPrimary === 'always') return this.withReason(this.primary(hosts), 'always-primary');
-    const usable = this.usableReplicas(hosts, need.minLsn);
+    if (readsFromPrimary === 'always') return this.withReason(this.primary(hosts, need), 'always-primary');
+    const usable = this.usableReplicas(hosts, need);
     if (Array.isArray(usable)) return { host: this.pick(usable), reason: 'replica' };
     if (readsFromPrimary === 'never') return { host: null, reason: `no-replica:${usable}` };
-    const primary = this.primary(hosts);
+    const primary = this.primary(hosts, need);
     if (primary.host === null) return { host: null, reason: `no-replica:${usable},${primary.reason}` };
     return { host: primary.host, reason: `fallback:${usable}` };
   }
 
   /** Replicas that may serve the read (non-empty), or why there are none. */
-  private usableReplicas(hosts: readonly HostView[], minLsn: bigint | undefined): HostView[] | NoReplicaReason {
-    const up = hosts.filter((host) => host.up && host.role === 'replica');
+  private usableReplicas(hosts: readonly HostView[], need: ChoiceNeeds): HostView[] | NoReplicaReason {
+    const { minLsn, avoid } = need;
+    const up = consideredUp(hosts).filter((host) => host.role === 'replica' && usableNow(host, avoid));
     if (up.length === 0) return 'no-replica-up';
     const weighted = up.filter((host) => Number.isFinite(host.weight) && host.weight > 0);
     if (weighted.length === 0) return 'all-weight-zero';
     const fresh = weighted.filter((host) => this.lagWithinBounds(host));
     if (fresh.length === 0) return 'all-lagging';
-    if (minLsn === undefined) return fresh;
+    if (minLsn === undefined) return answeringFirst(fresh);
     const caughtUp = fresh.filter((host) => host.replayLsn !== undefined && host.replayLsn >= minLsn);
-    return caughtUp.length === 0 ? 'lsn-not-replayed' : caughtUp;
+    return caughtUp.length === 0 ? 'lsn-not-replayed' : answeringFirst(caughtUp);
   }
 
   private lagWithinBounds(host: HostView): boolean {

@@ -17,6 +17,8 @@ export interface RouteRequest {
   kind: 'write' | 'read';
   /** Reads only: the replica must have replayed WAL up to here (read-your-writes). */
   minLsn?: bigint;
+  /** Host ids ("host:port") not to use for this request (a retry after a failure there). */
+  avoid?: readonly string[];
 }
 
 export type ReleaseOutcome = 'reusable' | 'broken';
@@ -26,13 +28,41 @@ export interface ServerPool {
   ready(request: ServerRequest): Promise<void>;
   /** The host that would serve `route` now, and why (synchronous; reads the health snapshot). */
   choose(route: RouteRequest): Choice;
-  /** A connection to the primary (logins, writes). */
+  /**
+   * A connection to a host that can serve `route` now. When no host can (no primary known, or the
+   * chosen host's connect fails at the connection level: refused, timeout, closed, 57P03 "starting
+   * up"/57P01, breaker open, its pool closed by a drain), the choice is made again after the next
+   * health round (at once after a drain), until health.failoverTimeout has passed since the call;
+   * then it rejects with an AmbassadorError (NO_PRIMARY / NO_REPLICA with the last connect error
+   * in its message/detail; with failoverTimeout 0, the connect error itself). A failed connect is
+   * reported to the health loop (probe now); an open breaker or a missing primary is not (the
+   * loop's own rounds watch those, and kicks from every waiting client would hammer a dead host).
+   * Two hosts claiming primary: rejects at once (NO_PRIMARY with the split-brain message); so does
+   * a read only weight-0 replicas could serve. Errors that are not about reachability (auth
+   * failure 28xxx, database does not exist, POOL_TIMEOUT while the host is healthy) reject at once.
+   */
+  acquireFor(route: RouteRequest, request: ServerRequest): Promise<BackendConnection>;
+  /** A connection to the primary (logins, writes): acquireFor({ kind: 'write' }, request). */
   acquire(request: ServerRequest): Promise<BackendConnection>;
-  /** A connection to a chosen host. */
+  /** A connection to a chosen host (no waiting, no second choice). */
   acquireOn(host: HostView, request: ServerRequest): Promise<BackendConnection>;
   release(connection: BackendConnection, outcome: ReleaseOutcome): void;
   /** The role of the host a connection belongs to, as the health snapshot has it now. */
   roleOf(connection: BackendConnection): HostView['role'];
+  /** The id ("host:port") of the host a connection belongs to, or null. */
+  hostIdOf(connection: BackendConnection): string | null;
+  /**
+   * Whether the server behind `connection` is a standby now, although it may have been leased as
+   * the primary: the server said so itself (in_hot_standby on, reported at login by Postgres 14+),
+   * or the health snapshot has its host as a replica.
+   */
+  demoted(connection: BackendConnection): boolean;
+  /**
+   * A server connection failed in a way that suggests its host is gone or demoted (closed in the
+   * middle of a request, refused a write as read-only 25006): probe now instead of at the next
+   * interval (rate-limited; never more than one extra round at a time).
+   */
+  suspect(connection: BackendConnection, reason: string): void;
   /** Closes every connection this pool holds. */
   close(): Promise<void>;
 }

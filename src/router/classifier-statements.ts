@@ -27,6 +27,8 @@ export interface Directive {
   route?: 'primary' | 'replica' | 'auto';
   /** '0/0' when reset (no requirement). */
   minLsn?: string;
+  /** ambassador.retry: whether a statement that failed on a lost server may run again elsewhere. */
+  retry?: boolean;
 }
 
 export interface StatementVerdict {
@@ -206,6 +208,11 @@ function judgeDirective(name: string, body: AstObject): StatementVerdict {
   if (name === 'ambassador.min_lsn') {
     if (reset) return directiveVerdict({ minLsn: '0/0' });
     if (typeof value === 'string' && LSN.test(value)) return directiveVerdict({ minLsn: value.toUpperCase() });
+  }
+  if (name === 'ambassador.retry') {
+    if (reset) return directiveVerdict({ retry: true });
+    const on = args.length === 1 ? booleanValue(args[0]) : undefined;
+    if (on !== undefined) return directiveVerdict({ retry: on });
   }
   return write('invalid-directive', 'session');
 }

@@ -286,6 +286,7 @@ export function describeClassification(classification: Classification): string {
   if (classification.transaction !== undefined) fields.push(`transaction=${classification.transaction}`);
   if (classification.directive?.route !== undefined) fields.push(`directive.route=${classification.directive.route}`);
   if (classification.directive?.minLsn !== undefined) fields.push(`directive.min_lsn=${classification.directive.minLsn}`);
+  if (classification.directive?.retry !== undefined) fields.push(`directive.retry=${classification.directive.retry ? 'on' : 'off'}`);
   if (classification.hint !== undefined) fields.push(`hint=${classification.hint}`);
   if (classification.retry !== undefined) fields.push(`retry=${classification.retry}`);
   return fields.join(' ');

@@ -65,11 +65,13 @@ export function routeFromTargetSessionAttrs(value: string | undefined): SessionR
   }
 }
 
-const SHOW_DIRECTIVE = /^\s*show\s+ambassador\.(route|min_lsn)\s*;?\s*$/i;
+const SHOW_DIRECTIVE = /^\s*show\s+ambassador\.(route|min_lsn|retry)\s*;?\s*$/i;
 
-/** `SHOW ambassador.route` / `SHOW ambassador.min_lsn`, answered by the ambassador itself. */
-export function shownDirective(sql: string): 'ambassador.route' | 'ambassador.min_lsn' | null {
+export type ShownDirective = 'ambassador.route' | 'ambassador.min_lsn' | 'ambassador.retry';
+
+/** `SHOW ambassador.route` / `.min_lsn` / `.retry`, answered by the ambassador itself. */
+export function shownDirective(sql: string): ShownDirective | null {
   const match = SHOW_DIRECTIVE.exec(sql);
   if (match === null) return null;
-  return match[1]!.toLowerCase() === 'route' ? 'ambassador.route' : 'ambassador.min_lsn';
+  return `ambassador.${match[1]!.toLowerCase()}` as ShownDirective;
 }

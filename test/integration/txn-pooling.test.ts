@@ -691,6 +691,8 @@ describe('failures under transaction pooling', () => {
               retry: { max: 3, initialDelay: '50ms', maxDelay: '400ms' },
             },
             pool: { mode: 'transaction', size: 3, acquireTimeout: '10s' },
+            // Not waiting for a failover: the client gets the connect error itself.
+            health: { failoverTimeout: '0s' },
           },
           connector,
         );

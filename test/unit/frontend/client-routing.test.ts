@@ -125,7 +125,7 @@ function answerLocally(client: ClientRouting, sql: string, status: TransactionSt
   return decodeAnswer(client.answer(command, status));
 }
 
-function show(client: ClientRouting, name: 'route' | 'min_lsn', status: TransactionStatus = 'I'): string | null {
+function show(client: ClientRouting, name: 'route' | 'min_lsn' | 'retry', status: TransactionStatus = 'I'): string | null {
   const [description, row, complete, ready, ...rest] = answerLocally(client, `SHOW ambassador.${name}`, status);
   assert.deepEqual(description, { type: 'T', columns: [`ambassador.${name}`] });
   assert.deepEqual(complete, { type: 'C', tag: 'SHOW' });
@@ -341,4 +341,52 @@ test('applyDirectives applies the directives in forwarded texts', () => {
   assert.equal(router.route, 'auto', 'an invalid value changes nothing');
   router.applyDirectives(client.request(functionCall(1598)));
   assert.deepEqual([router.route, router.minLsn], ['auto', 0x3000000n]);
+});
+
+// ---- ambassador.retry ----
+
+test('SET ambassador.retry = off / on / RESET: answered here, shown, and mayRetry follows', () => {
+  const client = new Client();
+  const router = routing();
+  const read = client.query('select * from t');
+  assert.equal(show(router, 'retry'), 'on');
+  assert.equal(router.mayRetry(read), true);
+  assert.deepEqual(answerLocally(router, 'SET ambassador.retry = off'), [{ type: 'C', tag: 'SET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(show(router, 'retry'), 'off');
+  assert.equal(router.mayRetry(read), false);
+  answerLocally(router, "set ambassador.retry to 'on'");
+  assert.equal(router.mayRetry(read), true);
+  answerLocally(router, 'SET ambassador.retry = false');
+  assert.equal(show(router, 'retry', 'T'), 'off');
+  answerLocally(router, 'RESET ambassador.retry');
+  assert.equal(show(router, 'retry'), 'on');
+  const [error] = answerLocally(router, 'SET ambassador.retry = sometimes');
+  assert.deepEqual(error, { type: 'E', code: '22023' });
+  assert.equal(router.retry, true, 'an invalid value changes nothing');
+});
+
+test('a leading /* ambassador:retry=off */ comment keeps that request from being retried', () => {
+  const client = new Client();
+  const router = routing();
+  assert.equal(router.mayRetry(client.query('/* ambassador:retry=off */ select 1')), false);
+  assert.equal(router.mayRetry(client.query('-- ambassador:retry=off\nselect 1')), false);
+  assert.equal(router.mayRetry(client.request(parse('', '/* ambassador:retry=off */ select 1'), bind('', ''), execute(''), encodeSync())), false);
+  assert.equal(router.mayRetry(client.query("select '/* ambassador:retry=off */'")), true, 'only leading comments count');
+  assert.equal(router.mayRetry(client.query('select 1')), true);
+});
+
+test('with splitting off, SET ambassador.retry reaches the server and still takes effect here', () => {
+  const client = new Client();
+  const router = routing({ classifier: null });
+  assert.equal(router.localCommand(client.query('SET ambassador.retry = off'), 'I'), null, 'forwarded, as Postgres accepts the placeholder');
+  router.applyDirectives(client.query('SET ambassador.retry = off'));
+  assert.equal(router.retry, false);
+  assert.equal(show(router, 'retry'), 'off', 'SHOW is answered here with splitting off too');
+  router.applyDirectives(client.query("SET ambassador.retry TO 'on'"));
+  assert.equal(router.retry, true);
+  router.applyDirectives(client.query('SET ambassador.retry = off'));
+  router.applyDirectives(client.query('RESET ambassador.retry'));
+  assert.equal(router.retry, true);
+  router.applyDirectives(client.query('SET ambassador.route = replica'));
+  assert.equal(router.route, 'auto', 'routing directives need the parser');
 });

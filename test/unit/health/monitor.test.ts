@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { FakeClock } from '../../../src/lib/clock.ts';
 import { test } from 'node:test';
 import { loadModule, parseSync } from 'libpg-query';
-import { pino, type Logger } from 'pino';
 
 import {
   HealthMonitor,
@@ -16,84 +15,14 @@ import {
   type HealthMonitorOptions,
   type HostState,
   type Prober,
-  type ProbeResult,
 } from '../../../src/health/monitor.ts';
 import { parseLsn } from '../../../src/pool/host-choice.ts';
 import type { HostEntry } from '../../../src/pool/server-pool.ts';
-
-type Outcome = ProbeResult | Error;
-
-/** Answers each host from its script (the last outcome repeats); can hold probes until let go. */
-class ScriptedProber implements Prober {
-  readonly calls: Array<{ id: string; timeoutMs: number }> = [];
-  closed = false;
-  private readonly scripts = new Map<string, Outcome[]>();
-  private gate: Promise<void> | null = null;
-  private openGate: () => void = () => {};
-
-  /** Queues outcomes for `id` ("host:port"). */
-  script(id: string, ...outcomes: Outcome[]): this {
-    this.scripts.set(id, [...(this.scripts.get(id) ?? []), ...outcomes]);
-    return this;
-  }
-
-  /** Probes wait until the returned function is called. */
-  hold(): () => void {
-    this.gate = new Promise((resolve) => (this.openGate = resolve));
-    return () => {
-      this.gate = null;
-      this.openGate();
-    };
-  }
-
-  async probe(host: HostEntry, timeoutMs: number): Promise<ProbeResult> {
-    const id = `${host.host}:${host.port}`;
-    this.calls.push({ id, timeoutMs });
-    if (this.gate) await this.gate;
-    const script = this.scripts.get(id) ?? [];
-    const outcome = script.length > 1 ? script.shift() : script[0];
-    if (outcome === undefined) throw new Error(`test: nothing scripted for ${id}`);
-    if (outcome instanceof Error) throw outcome;
-    return outcome;
-  }
-
-  close(): void {
-    this.closed = true;
-  }
-}
-
-interface LogLine {
-  level: number;
-  msg: string;
-  host?: string;
-  [field: string]: unknown;
-}
-
-const LEVEL = { info: 30, warn: 40, error: 50 } as const;
-
-/** A pino logger writing JSON lines into memory. */
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
-
-function primary(lsn: string): ProbeResult {
-  return { inRecovery: false, lsn: parseLsn(lsn), lagMs: 0 };
-}
-
-function replica(lsn: string, lagMs: number | null = 0): ProbeResult {
-  return { inRecovery: true, lsn: parseLsn(lsn), lagMs };
-}
+import { entry, LEVEL, memoryLog, primary, replica, ScriptedProber, settle, STATIC_DNS, type LogLine } from './health-fakes.ts';
 
 const P = 'db1:5432';
 const R1 = 'db2:5432';
 const R2 = 'db3:5432';
-
-function entry(id: string, role: HostEntry['role'] = 'auto'): HostEntry {
-  const [host, port] = id.split(':');
-  return { host: host!, port: Number(port), role };
-}
 
 function monitor(
   prober: ScriptedProber,
@@ -101,7 +30,7 @@ function monitor(
   overrides: Partial<HealthMonitorOptions> = {},
 ): { health: HealthMonitor; lines: LogLine[]; byId: (id: string) => HostState } {
   const { log, lines } = memoryLog();
-  const health = new HealthMonitor({ hosts, prober, intervalMs: 1000, timeoutMs: 250, failureThreshold: 3, log, ...overrides });
+  const health = new HealthMonitor({ hosts, prober, intervalMs: 1000, timeoutMs: 250, failureThreshold: 3, log, resolve: STATIC_DNS, ...overrides });
   const byId = (id: string): HostState => {
     const found = health.hosts.find((host) => host.id === id);
     assert.ok(found, `host ${id}`);
@@ -109,9 +38,6 @@ function monitor(
   };
   return { health, lines, byId };
 }
-
-/** Lets pending promise callbacks run (setImmediate is not faked in these tests). */
-const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 test('auto hosts are unknown until probed; configured roles are used before probing', async () => {
   const prober = new ScriptedProber().script(P, primary('0/3000000')).script(R1, replica('0/3000000')).script(R2, replica('0/3000000'));
@@ -181,7 +107,7 @@ test('failureThreshold 1 marks a host down at its first failure; a non-Error rej
     close: () => prober.close(),
   };
   const { log } = memoryLog();
-  const health = new HealthMonitor({ hosts: [entry(P), entry(R1)], prober: rejecting, intervalMs: 1000, timeoutMs: 250, failureThreshold: 1, log });
+  const health = new HealthMonitor({ hosts: [entry(P), entry(R1)], prober: rejecting, intervalMs: 1000, timeoutMs: 250, failureThreshold: 1, log, resolve: STATIC_DNS });
   await health.probeAll();
   const r1 = health.hosts[1]!;
   assert.deepEqual([r1.up, r1.failures, r1.lastError, r1.role], [false, 1, 'timeout after 250 ms', 'unknown']);
@@ -295,11 +221,14 @@ test('probing runs every intervalMs; stop() closes the prober and no more rounds
   await health.start();
   assert.equal(prober.calls.length, 2);
   t.mock.timers.tick(999);
+  await settle();
   assert.equal(prober.calls.length, 2);
   t.mock.timers.tick(1);
+  await settle(); // each host's name is looked up before its probe
   assert.equal(prober.calls.length, 4, 'the second round after intervalMs');
   await settle();
   t.mock.timers.tick(1000);
+  await settle();
   assert.equal(prober.calls.length, 6, 'and the third');
   await settle();
   assert.deepEqual(rounds, [2, 2, 2]);
@@ -321,6 +250,7 @@ test('stop() during a round: its results are not applied and nothing is schedule
   await health.start();
   const release = prober.hold();
   t.mock.timers.tick(1000);
+  await settle();
   assert.equal(prober.calls.length, 2, 'the second round is under way');
   health.stop();
   release();
@@ -340,6 +270,7 @@ test('probeAll() shares a round in progress and starts a new one after it', asyn
   const first = health.probeAll();
   const second = health.probeAll();
   assert.equal(second, first);
+  await settle();
   assert.equal(prober.calls.length, 2, 'one probe per host');
   release();
   await Promise.all([first, second]);

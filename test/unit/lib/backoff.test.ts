@@ -1,8 +1,9 @@
-// backoffDelay (the pure formula) and FailureBackoff (consecutive failures of one target).
+// backoffDelay (the pure formula, equal jitter) and FailureBackoff (consecutive failures of one target).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { backoffDelay, FailureBackoff } from '../../../src/lib/backoff.ts';
+import { seededRandom } from '../../support/random.ts';
 
 const policy = { initialDelayMs: 100, maxDelayMs: 1000 };
 
@@ -11,10 +12,26 @@ test('the ceiling doubles per attempt from initialDelay and stops at maxDelay', 
   assert.deepEqual(ceilings, [100, 200, 400, 800, 1000, 1000, 1000]);
 });
 
-test('full jitter: the delay is random() times the ceiling', () => {
-  assert.equal(backoffDelay(2, policy, () => 0.5), 200);
-  assert.equal(backoffDelay(2, policy, () => 0.25), 100);
-  assert.equal(backoffDelay(5, policy, () => 0), 0);
+test('equal jitter: the delay is half the ceiling plus random() times the other half', () => {
+  assert.equal(backoffDelay(2, policy, () => 0), 200);
+  assert.equal(backoffDelay(2, policy, () => 0.5), 300);
+  assert.equal(backoffDelay(2, policy, () => 0.25), 250);
+  assert.equal(backoffDelay(5, policy, () => 0), 500, 'never less than half of maxDelay once capped');
+});
+
+test('equal jitter: every delay lies in [c/2, c], and below the cap the spacing never shrinks', () => {
+  const random = seededRandom(7);
+  const wide = { initialDelayMs: 50, maxDelayMs: 1_000_000 };
+  for (let run = 0; run < 200; run++) {
+    let previous = 0;
+    for (let attempt = 0; attempt < 12; attempt++) {
+      const ceiling = Math.min(wide.maxDelayMs, wide.initialDelayMs * 2 ** attempt);
+      const delay = backoffDelay(attempt, wide, random);
+      assert.ok(delay >= ceiling / 2 && delay <= ceiling, `attempt ${attempt}: ${delay} outside [${ceiling / 2}, ${ceiling}]`);
+      assert.ok(delay >= previous, `attempt ${attempt}: ${delay} shorter than the previous ${previous}`);
+      previous = delay;
+    }
+  }
 });
 
 test('huge or negative attempt numbers give a finite delay', () => {
@@ -31,7 +48,7 @@ test('FailureBackoff: no delay until a failure, growing with consecutive failure
     backoff.fail();
     delays.push(backoff.delay());
   }
-  assert.deepEqual(delays, [50, 100, 200, 400, 500, 500]);
+  assert.deepEqual(delays, [75, 150, 300, 600, 750, 750]);
   assert.equal(backoff.failures, 6);
   backoff.succeed();
   assert.equal(backoff.failures, 0);

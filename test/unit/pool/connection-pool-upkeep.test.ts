@@ -11,12 +11,12 @@ test('a failing create: 1 + retry.max attempts with growing delays, then the fac
   const { pool, clock, factory, check } = setup({ retry: { max: 3, initialDelayMs: 100, maxDelayMs: 1000 } });
   factory.failNext(100);
   const acquire = track(pool.acquire());
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 12; i++) {
     await clock.advanceAsync(50);
     check();
   }
-  // random() = 0.5: delays 0.5 * 100, 0.5 * 200, 0.5 * 400.
-  assert.deepEqual(factory.attemptTimes, [0, 50, 150, 350]);
+  // random() = 0.5 (equal jitter: 3/4 of the ceiling): delays 75, 150, 300.
+  assert.deepEqual(factory.attemptTimes, [0, 75, 225, 525]);
   assert.ok(acquire.error instanceof AmbassadorError, `expected an AmbassadorError, got ${String(acquire.error)}`);
   assert.equal(acquire.error.code, 'UPSTREAM_CONNECT_FAILED');
   assert.equal(acquire.error.message, 'connection to 10.0.0.9:5432 refused (ECONNREFUSED)');
@@ -33,20 +33,52 @@ test('the backoff is shared: after failures a new acquire waits before its first
   const failed = track(pool.acquire());
   await clock.advanceAsync(100);
   assert.ok(failed.error instanceof AmbassadorError, `expected an AmbassadorError, got ${String(failed.error)}`);
-  assert.deepEqual(factory.attemptTimes, [0, 50]);
+  assert.deepEqual(factory.attemptTimes, [0, 75]);
   const start = clock.now();
   const next = track(pool.acquire());
-  await clock.advanceAsync(99); // two failures: 0.5 * 200
+  await clock.advanceAsync(149); // two failures: 0.75 * 200
   assert.equal(factory.attemptTimes.length, 2);
   await clock.advanceAsync(1);
-  assert.deepEqual(factory.attemptTimes.slice(2), [start + 100]);
+  assert.deepEqual(factory.attemptTimes.slice(2), [start + 150]);
   assert.ok(next.value, 'the acquire after the delay got a connection');
   check();
   const third = track(pool.acquire());
   await settle();
-  assert.deepEqual(factory.attemptTimes.slice(3), [start + 100]);
+  assert.deepEqual(factory.attemptTimes.slice(3), [start + 150]);
   assert.ok(third.value, 'the acquire after a success got a connection at once');
   check();
+});
+
+test('an error the factory calls not retryable ends the acquire after one attempt; the next acquire still waits the backoff', async () => {
+  const { pool, clock, factory, check } = setup({ retry: { max: 3, initialDelayMs: 100, maxDelayMs: 1000 } });
+  factory.retryable = (err) => !(err instanceof AmbassadorError && err.message.includes('password'));
+  factory.failNext(1, 'password authentication failed for user "alice"');
+  const refused = track(pool.acquire());
+  await clock.advanceAsync(1000);
+  assert.deepEqual(factory.attemptTimes, [0]);
+  assert.ok(refused.error instanceof AmbassadorError);
+  assert.match(refused.error.message, /password authentication failed/);
+  factory.failNext(1);
+  const retried = track(pool.acquire());
+  await clock.advanceAsync(1000);
+  // 0.75 * 100 after the first failure, 0.75 * 200 after the second: a refusal is still a failed attempt.
+  assert.deepEqual(factory.attemptTimes, [0, 1075, 1225]);
+  assert.ok(retried.value, 'a retryable error was retried');
+  check();
+});
+
+test('resetBackoff: after a probe got through, the next connect goes at once', async () => {
+  const { pool, clock, factory } = setup({ retry: { max: 0, initialDelayMs: 1000, maxDelayMs: 1000 } });
+  factory.failNext(1);
+  const failed = track(pool.acquire());
+  await settle();
+  assert.ok(failed.error instanceof AmbassadorError);
+  pool.resetBackoff();
+  const next = track(pool.acquire());
+  await settle();
+  assert.deepEqual(factory.attemptTimes, [0, 0]);
+  assert.ok(next.value);
+  assert.equal(clock.now(), 0);
 });
 
 test('an acquire timeout while connects fail names the connect error', async () => {
@@ -67,8 +99,8 @@ test('a refusing host is not hammered by many clients: size connects in flight, 
     await clock.advanceAsync(25);
     check();
   }
-  // Two at once (size 2), then each slot waits the shared, growing delay (capped at 0.5 * 1000).
-  assert.deepEqual(factory.attemptTimes, [0, 0, 50, 100, 250, 500, 750, 1000, 1250, 1500, 1750, 2000]);
+  // Two at once (size 2), then each slot waits the shared, growing delay (capped at 0.75 * 1000).
+  assert.deepEqual(factory.attemptTimes, [0, 0, 75, 150, 375, 750, 1125, 1500, 1875]);
   assert.ok(clients.every((c) => c.error instanceof AmbassadorError), 'every client got an AmbassadorError');
   const codes = new Set(clients.map((c) => (c.error as AmbassadorError).code));
   assert.deepEqual([...codes].sort(), ['POOL_TIMEOUT', 'UPSTREAM_CONNECT_FAILED']);
@@ -100,9 +132,11 @@ test('minIdle is refilled in the background, also after a failed background conn
   assert.deepEqual([pool.stats().idle, destroyReasons()], [1, ['closed']]);
   await clock.advanceAsync(1000); // maintenance tick: the refill fails, nobody is rejected
   assert.deepEqual([pool.stats().idle, pool.stats().connectFailures], [1, 1]);
-  await clock.advanceAsync(1000); // next tick: waits its backoff (50 ms), then succeeds
+  await clock.advanceAsync(1000); // next tick: waits its backoff (75 ms), then succeeds
   assert.equal(pool.stats().connecting, 1);
-  await clock.advanceAsync(50);
+  await clock.advanceAsync(74);
+  assert.equal(pool.stats().idle, 1, 'still waiting out the backoff');
+  await clock.advanceAsync(1);
   assert.equal(pool.stats().idle, 2);
   check();
 });

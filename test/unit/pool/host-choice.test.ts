@@ -1,11 +1,12 @@
-// HostChooser over hand-built health snapshots: the primary (and split-brain refusal), replica
-// filtering (down, weight 0, lag, minLsn), the three load-balance policies with exact or bounded
-// proportions, each readsFromPrimary mode, and the LSN text codec.
+// HostChooser over hand-built health snapshots: the primary (split-brain rule, breakers, avoid,
+// never banning every host), replica filtering (down, weight 0, lag, minLsn, breakers, avoid),
+// the three load-balance policies with exact or bounded proportions, each readsFromPrimary mode,
+// and the LSN text codec.
 
 import { seededRandom } from '../../support/random.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatLsn, HostChooser, parseLsn, type ChoiceOptions, type HostView } from '../../../src/pool/host-choice.ts';
+import { claimPrimary, consideredUp, formatLsn, HostChooser, parseLsn, type ChoiceOptions, type HostView } from '../../../src/pool/host-choice.ts';
 
 function host(id: string, fields: Partial<HostView> = {}): HostView {
   return { id, role: 'replica', up: true, weight: 1, activeConnections: 0, ...fields };
@@ -140,7 +141,8 @@ test("readsFromPrimary 'fallback' reads from the primary and names why no replic
   for (const [hosts, reason] of cases) assert.deepEqual(choose.replica(hosts), { host: PRIMARY, reason });
   const lsnCase = choose.replica([PRIMARY, host('r', { lagMs: 0, replayLsn: 5n })], { minLsn: 6n });
   assert.deepEqual(lsnCase, { host: PRIMARY, reason: 'fallback:lsn-not-replayed' });
-  assert.deepEqual(choose.replica([host('r', { up: false })]), { host: null, reason: 'no-replica:no-replica-up,no-primary' });
+  const unknown = host('u', { role: 'unknown' });
+  assert.deepEqual(choose.replica([host('r', { up: false }), unknown]), { host: null, reason: 'no-replica:no-replica-up,no-primary' });
   const other = host('q:5432', { role: 'primary' });
   assert.deepEqual(choose.replica([PRIMARY, other]), { host: null, reason: 'no-replica:no-replica-up,two-primaries' });
   assert.deepEqual(choose.replica([PRIMARY, host('r', { lagMs: 0 })]), { host: host('r', { lagMs: 0 }), reason: 'replica' });
@@ -183,4 +185,60 @@ test('parseLsn and formatLsn round-trip, accept zero padding and reject malforme
   }
   assert.throws(() => formatLsn(-1n), RangeError);
   assert.throws(() => formatLsn(1n << 64n), RangeError);
+});
+
+test('split-brain rule: of several primaries, the one whose last probe succeeded is the primary; two such are refused', () => {
+  const choose = chooser();
+  const oldPrimary = host('old:5432', { role: 'primary', failures: 2 });
+  const promoted = host('new:5432', { role: 'primary', failures: 0 });
+  assert.deepEqual(choose.primary([oldPrimary, host('r1'), promoted]), { host: promoted, reason: 'primary' });
+  const unprobedFailures = host('q:5432', { role: 'primary' });
+  assert.deepEqual(choose.primary([oldPrimary, unprobedFailures]), { host: unprobedFailures, reason: 'primary' }, 'absent failures count as 0');
+  assert.deepEqual(choose.primary([promoted, unprobedFailures]), { host: null, reason: 'two-primaries' });
+  assert.deepEqual(choose.primary([oldPrimary, host('other:5432', { role: 'primary', failures: 1 })]), { host: null, reason: 'two-primaries' });
+  assert.deepEqual(claimPrimary([oldPrimary, promoted, unprobedFailures]), { kind: 'two', hosts: [promoted, unprobedFailures] });
+});
+
+test('an open breaker or an avoided primary makes it unusable, but never makes another host the primary', () => {
+  const choose = chooser();
+  const broken = host('p:5432', { role: 'primary', breaker: 'open' });
+  assert.deepEqual(choose.primary([broken, host('r1')]), { host: null, reason: 'primary-unavailable' });
+  assert.deepEqual(choose.primary([PRIMARY, host('r1')], { avoid: ['p:5432'] }), { host: null, reason: 'primary-unavailable' });
+  const halfOpen = host('p:5432', { role: 'primary', breaker: 'half-open' });
+  assert.equal(choose.primary([halfOpen]).host, halfOpen, 'half-open lets a trial through');
+  // A live second primary behind an open breaker is still a split brain, not a spare.
+  const other = host('q:5432', { role: 'primary', breaker: 'open' });
+  assert.deepEqual(choose.primary([PRIMARY, other]), { host: null, reason: 'two-primaries' });
+});
+
+test('reads skip replicas with an open breaker and the ones the request avoids', () => {
+  const choose = chooser();
+  const hosts = [PRIMARY, host('r1', { breaker: 'open' }), host('r2'), host('r3')];
+  const seen = new Set(Array.from({ length: 6 }, () => choose.replica(hosts, { avoid: ['r3'] }).host?.id));
+  assert.deepEqual(seen, new Set(['r2']));
+  assert.deepEqual(choose.replica(hosts, { avoid: ['r2', 'r3'] }), { host: PRIMARY, reason: 'fallback:no-replica-up' });
+  assert.deepEqual(choose.replica(hosts, { avoid: ['r2', 'r3', 'p:5432'] }), { host: null, reason: 'no-replica:no-replica-up,primary-unavailable' });
+});
+
+test('never ban every host: when all are down, routing ignores up, but not open breakers', () => {
+  const choose = chooser();
+  const primaryDown = host('p:5432', { role: 'primary', up: false, failures: 3 });
+  const replicaDown = host('r1', { up: false, failures: 3 });
+  assert.deepEqual(choose.primary([primaryDown, replicaDown]), { host: primaryDown, reason: 'primary' });
+  assert.deepEqual(choose.replica([primaryDown, replicaDown]), { host: replicaDown, reason: 'replica' });
+  assert.deepEqual(choose.primary([primaryDown, host('r1')]), { host: null, reason: 'no-primary' }, 'one host up: the down ones stay banned');
+  const brokenDown = host('r1', { up: false, breaker: 'open' });
+  assert.deepEqual(choose.replica([primaryDown, brokenDown]), { host: primaryDown, reason: 'fallback:no-replica-up' });
+  assert.deepEqual(consideredUp([primaryDown, replicaDown]), [primaryDown, replicaDown]);
+});
+
+test('reads prefer replicas whose last probe and last connect worked, and fall back to the others', () => {
+  const choose = chooser();
+  const failingProbe = host('r1', { failures: 1 });
+  const failingConnect = host('r2', { connectFailures: 2 });
+  const good = host('r3');
+  assert.deepEqual(picks(choose, [failingProbe, failingConnect, good, PRIMARY], 4), ['r3', 'r3', 'r3', 'r3']);
+  assert.deepEqual(tally(picks(choose, [failingProbe, failingConnect, PRIMARY], 4)), { r1: 2, r2: 2 }, 'all suspect: still used, not banned');
+  const withLsn = choose.replica([host('r1', { connectFailures: 1, replayLsn: 10n }), host('r2', { replayLsn: 5n }), PRIMARY], { minLsn: 8n });
+  assert.equal(withLsn.host?.id, 'r1', 'the one caught-up replica is used though its last connect failed');
 });

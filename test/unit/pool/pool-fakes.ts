@@ -29,6 +29,9 @@ export class FakeFactory implements ConnectionFactory<FakeConn> {
   private gate: Promise<void> | null = null;
   private openGate: () => void = () => {};
 
+  /** Set by a test to say which create() errors are not worth another attempt. */
+  retryable?: (err: unknown) => boolean;
+
   constructor(private readonly clock: FakeClock) {}
 
   failNext(count: number, message = 'connection to 10.0.0.9:5432 refused (ECONNREFUSED)'): void {

@@ -150,6 +150,22 @@ test('the cache also respects its character budget', () => {
   assert.equal(local.stats().hits, 0);
 });
 
+test('SET ambassador.retry takes a boolean; RESET turns retries back on; anything else is invalid', () => {
+  const local = new Classifier({ functions: catalog });
+  for (const [sql, retry] of [
+    ['SET ambassador.retry = off', false],
+    ["set ambassador.retry to 'false'", false],
+    ['SET ambassador.retry = on', true],
+    ['set ambassador.retry = true', true],
+    ['RESET ambassador.retry', true],
+  ] as const) {
+    assert.deepEqual(local.classify(sql).directive, { retry }, sql);
+    assert.equal(local.classify(sql).kind, 'directive', sql);
+  }
+  assert.equal(local.classify('SET ambassador.retry = sometimes').reason, 'invalid-directive');
+  assert.equal(describeClassification(local.classify('set ambassador.retry = off')), 'write reason=directive kind=directive statements=1 directive.retry=off');
+});
+
 test('describeClassification prints one line with every field that is set', () => {
   const line = describeClassification(classifier.classify('/* ambassador:route=primary ambassador:retry=off */ begin; select 1'));
   assert.equal(line, 'write reason=multi-statement-write kind=query statements=2 parts=transaction-control,select transaction=begin hint=primary retry=off');
