@@ -11,9 +11,9 @@
 // Every waiter is a request; the pool starts one job per waiter while there is room. A job
 // belongs to at most one waiter: it makes 1 + retry.max attempts for its owner (fewer when the
 // factory says an error is not worth retrying), then rejects the owner with the factory's own
-// error. A job whose owner went away (served by a release, timed
-// out) is taken over by the next waiter without one; unowned, it finishes its attempt, pools the
-// connection, and does not retry (the minIdle refill, unowned too, tries again on its next tick).
+// error. A job whose owner went away (served by a release, timed out) is taken over by the next
+// waiter without one; unowned, it finishes its attempt, pools the connection, and does not retry
+// (the minIdle refill, unowned too, tries again on its next tick).
 // Connect attempts share one backoff per pool: after failures every attempt, by any request or
 // the minIdle refill, first waits its jittered delay; a success resets it. So a refusing host sees
 // at most `size` attempts in flight, each after its delay.
