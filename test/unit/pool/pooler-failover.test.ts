@@ -222,3 +222,28 @@ test('suspect() asks for a health round now; hostIdOf names the host; a read avo
   assert.equal(pooler.hostIdOf(retry), P);
   await pooler.close();
 });
+
+test('demoted() is false for a host configured as a replica (a replica-only sidecar): writes get the server\'s own 25006', async () => {
+  const { pooler } = setupPooler([R1], { hosts: [{ host: R1.split(':')[0]!, port: Number(R1.split(':')[1]), role: 'replica' }] });
+  await pooler.ready(REQUEST);
+  const lease = await pooler.acquire(REQUEST);
+  assert.equal(pooler.roleOf(lease), 'primary', 'one host serves everything');
+  lease.parameters.set('in_hot_standby', 'on');
+  assert.equal(pooler.demoted(lease), false);
+  await pooler.close();
+});
+
+test('a role change drains the host\'s pools: connections opened under the old role are not reused', async () => {
+  const { pooler, clock, prober } = setupPooler([P, R1]);
+  prober.answers.set(P, PRIMARY).set(R1, REPLICA);
+  await pooler.ready(REQUEST);
+  const read = await pooler.acquireFor({ kind: 'read' }, REQUEST);
+  assert.equal(pooler.hostIdOf(read), R1);
+  pooler.release(read, 'reusable');
+  assert.ok(pooler.stats().some((s) => s.key.startsWith(R1)), 'the replica has a pool');
+  prober.answers.set(P, down).set(R1, PRIMARY);
+  await clock.advanceAsync(1_000);
+  assert.equal(read.isClosed, true, 'the idle connection opened while R1 was a replica is closed');
+  assert.ok(!pooler.stats().some((s) => s.key.startsWith(R1) && s.idle > 0), 'no idle connection from before the promotion');
+  await pooler.close();
+});
