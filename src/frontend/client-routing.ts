@@ -59,7 +59,9 @@ const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
 const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
 const INVALID_PARAMETER_VALUE = '22023';
 const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
-/** The value of a `SET ambassador.retry = ...` statement (see retrySetting). */
+/** Only a text opening with a comment can carry a hint (checked without allocating). */
+const LEADING_COMMENT = /^\s*(\/\*|--)/;
+/** The value of a `SET ambassador.retry = ...` statement (see applyRetrySettings). */
 const RETRY_VALUE = /(?:=|\bto\b)\s*'?([a-z0-9]+)'?\s*;?\s*$/i;
 
 export class ClientRouting {
@@ -113,7 +115,7 @@ export class ClientRouting {
    */
   mayRetry(request: Request): boolean {
     if (!this.retry) return false;
-    for (const text of request.texts ?? []) if (readHints(text).retry === 'off') return false;
+    for (const text of request.texts ?? []) if (LEADING_COMMENT.test(text) && readHints(text).retry === 'off') return false;
     return true;
   }
 

@@ -83,7 +83,8 @@ export interface FailoverDeps {
 }
 
 /** ServerPool.acquireFor; see there and the file comment. */
-export async function acquireWithFailover(deps: FailoverDeps, route: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+export async function acquireWithFailover(deps: FailoverDeps, requested: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+  let route = requested;
   const deadline = deps.clock.now() + deps.failoverTimeoutMs;
   let lastError: unknown = null;
   for (;;) {
@@ -115,7 +116,12 @@ export async function acquireWithFailover(deps: FailoverDeps, route: RouteReques
     // failoverTimeout 0 means "do not wait": the client gets the connect error itself.
     if (remaining <= 0 && deps.failoverTimeoutMs <= 0 && lastError !== null) throw lastError;
     if (remaining <= 0) throw gaveUp(route.kind, choice, lastError, deps.failoverTimeoutMs);
-    if (waitForRound) await nextRoundOrTimeout(deps, Math.min(remaining, deps.intervalMs));
+    if (waitForRound) {
+      await nextRoundOrTimeout(deps, Math.min(remaining, deps.intervalMs));
+      // `avoid` steers the choice made right after a failure; after a round the fresh snapshot
+      // decides (a single host whose name now points at the new primary may serve again).
+      if (route.avoid !== undefined) route = { ...route, avoid: undefined };
+    }
   }
 }
 

@@ -247,3 +247,14 @@ test('a role change drains the host\'s pools: connections opened under the old r
   assert.ok(!pooler.stats().some((s) => s.key.startsWith(R1) && s.idle > 0), 'no idle connection from before the promotion');
   await pooler.close();
 });
+
+test('avoid only steers the choice right after a failure: after a health round the only host serves again', async () => {
+  const { pooler, clock } = setupPooler([P]);
+  await pooler.ready(REQUEST);
+  const write = track(pooler.acquireFor({ kind: 'write', avoid: [P] }, REQUEST));
+  const took = await runUntilSettled(clock, write, 5_000);
+  assert.equal(write.settled, true, 'served within a round, not refused after failoverTimeout');
+  assert.equal(write.error, undefined, String(write.error));
+  assert.ok(took <= 1_100, `served after ${took} ms (health.interval 1000 ms)`);
+  await pooler.close();
+});
