@@ -17,6 +17,11 @@ export interface UpstreamTlsSettings {
   key?: string | Buffer | undefined;
   serverName?: string | undefined;
   minVersion?: tls.SecureVersion | undefined;
+  /**
+   * ca/cert/key/minVersion parsed once (credentials/tls-material.ts), so a connect does not
+   * re-parse PEM; when present it wins over those four fields.
+   */
+  secureContext?: tls.SecureContext | undefined;
 }
 
 export interface UpstreamTarget {
@@ -135,10 +140,14 @@ function startTls(raw: net.Socket, target: UpstreamTarget, settings: UpstreamTls
   const options: tls.ConnectionOptions = {
     socket: raw,
     rejectUnauthorized: verify,
-    minVersion: settings.minVersion ?? 'TLSv1.2',
-    ...(settings.ca ? { ca: settings.ca } : {}),
-    ...(settings.cert ? { cert: settings.cert } : {}),
-    ...(settings.key ? { key: settings.key } : {}),
+    ...(settings.secureContext
+      ? { secureContext: settings.secureContext }
+      : {
+          minVersion: settings.minVersion ?? 'TLSv1.2',
+          ...(settings.ca ? { ca: settings.ca } : {}),
+          ...(settings.cert ? { cert: settings.cert } : {}),
+          ...(settings.key ? { key: settings.key } : {}),
+        }),
     // SNI must not carry an IP address.
     ...(net.isIP(name) ? {} : { servername: name }),
     checkServerIdentity: settings.mode === 'verify-full' ? (_host, cert) => tls.checkServerIdentity(name, cert) : () => undefined,
