@@ -3,19 +3,15 @@
 // mapping config onto constructors; it is the only module that knows every other one.
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type net from 'node:net';
-import tls from 'node:tls';
 import type { Logger } from 'pino';
-import { TcpConnector, type Connector, type UpstreamTlsSettings } from './backend/connector.ts';
+import { startAdminServer, type AdminServer } from './admin/http.ts';
+import { TcpConnector, type Connector } from './backend/connector.ts';
 import type { Config } from './config/index.ts';
-import {
-  EnvPasswordProvider,
-  FilePasswordProvider,
-  StaticPasswordProvider,
-  type CredentialProvider,
-} from './credentials/provider.ts';
-import { ConfigError } from './errors.ts';
+import { CredentialCache, type CredentialEntrySnapshot } from './credentials/cache.ts';
+import { logCredentialEvent, RotationCounters, type RotationEvent } from './credentials/events.ts';
+import { credentialProviderFor } from './credentials/from-config.ts';
+import { ListenerTlsMaterial, UpstreamTlsMaterial } from './credentials/tls-material.ts';
 import { storedCredential, type StoredCredential } from './frontend/client-auth.ts';
 import { Listener } from './frontend/listener.ts';
 import type { FrontendSettings } from './frontend/session.ts';
@@ -36,31 +32,81 @@ export interface AmbassadorOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** What a reload (SIGHUP, POST /reload) did. */
+export interface ReloadReport {
+  credentials: { refreshed: number; failed: number };
+  tls: { upstream: boolean; listen: boolean };
+}
+
 export interface Ambassador {
   readonly address: net.AddressInfo;
+  /** The admin HTTP endpoint's address. */
+  readonly adminAddress: net.AddressInfo;
   readonly logger: Logger;
   readonly listener: Listener;
   /** The health snapshot routing reads: each host's role, state, lag and replayed WAL position. */
   hosts(): readonly HostState[];
   /** Health events so far (host down/up, role changes, failovers, breakers, address changes), for metrics. */
   healthCounters(): HealthCounters;
+  /** Credential refreshes and rejections, TLS reloads, for metrics. */
+  rotationCounters(): RotationCounters;
+  /** Each login's cached secret: when fetched, when it expires, failures (never the secret). */
+  credentials(): CredentialEntrySnapshot[];
+  /** Re-reads credentials and TLS files now (SIGHUP, POST /reload). */
+  reload(reason: string): Promise<ReloadReport>;
   /** Graceful shutdown: drain sessions up to shutdown.timeout, then close the pool. */
   shutdown(): Promise<void>;
 }
 
 export async function startAmbassador(config: Config, options: AmbassadorOptions = {}): Promise<Ambassador> {
   const logger = options.logger ?? createLogger({ level: config.logging.level });
-  const credentials = credentialProvider(config, options.env ?? process.env);
-  const upstreamTls = upstreamTlsSettings(config);
+  // What has been started, stopped in reverse order at shutdown, or when a later part fails to start.
+  const started: Array<() => unknown> = [];
+  const stopStarted = async (): Promise<void> => {
+    for (const stop of started.splice(0).reverse()) await stop();
+  };
+  try {
+    return await assemble(config, options, logger, started, stopStarted);
+  } catch (err) {
+    await stopStarted();
+    throw err;
+  }
+}
+
+async function assemble(
+  config: Config,
+  options: AmbassadorOptions,
+  logger: Logger,
+  started: Array<() => unknown>,
+  stopStarted: () => Promise<void>,
+): Promise<Ambassador> {
+  const rotationCounters = new RotationCounters();
+  const onRotation = (event: RotationEvent): void => rotationCounters.record(event);
+  const credentialLog = logger.child({ component: 'credentials' });
+  const provider = await credentialProviderFor(config, options.env ?? process.env);
+  const credentials = provider
+    ? new CredentialCache(provider, {
+        onEvent: (event) => {
+          onRotation(event);
+          logCredentialEvent(credentialLog, event);
+        },
+      })
+    : null;
+  started.push(() => credentials?.close());
+  const tlsLog = logger.child({ component: 'tls' });
+  const upstreamTls = new UpstreamTlsMaterial(config.upstream.tls, { log: tlsLog, onEvent: onRotation });
+  started.push(() => upstreamTls.close());
+  const listenTls = new ListenerTlsMaterial(config.listen.tls, { log: tlsLog, onEvent: onRotation });
+  started.push(() => listenTls.close());
   const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role, weight: h.weight }));
   const routingConfig = config.routing;
   const healthCounters = new HealthCounters();
   const pool = new Pooler({
     connector: options.connector ?? new TcpConnector(),
     hosts,
-    tls: () => upstreamTls,
+    tls: () => upstreamTls.current(),
     connectTimeoutMs: config.upstream.connectTimeout,
-    password: credentials ? async () => (await credentials.get()).password : async () => null,
+    credentials,
     maxMessageSize: config.listen.maxMessageSize,
     pool: {
       size: config.pool.size,
@@ -86,41 +132,64 @@ export async function startAmbassador(config: Config, options: AmbassadorOptions
     log: logger,
     onHealthEvent: (event) => healthCounters.record(event),
   });
+  started.push(() => pool.close());
   const catalogs = await functionCatalogs(config, pool, logger);
-  const settings = frontendSettings(config);
+  started.push(() => catalogs?.stop());
+  // New client connections take the listener's current certificate; the settings object is
+  // replaced (never mutated) when it changes, so a session keeps the one it started with.
+  let settings = frontendSettings(config, listenTls.current());
+  const currentSettings = (): FrontendSettings => {
+    const context = listenTls.current();
+    if (context !== settings.tlsContext) settings = { ...settings, tlsContext: context };
+    return settings;
+  };
   const listener = new Listener({
     host: config.listen.host,
     port: config.listen.port,
     maxClientConnections: config.listen.maxClientConnections,
-    settings: () => settings,
+    settings: currentSettings,
     pool,
     routing: { catalogs, readYourWrites: routingConfig.readYourWrites },
     logger,
   });
+  const reload = async (reason: string): Promise<ReloadReport> => {
+    logger.info({ reason }, 'reloading credentials and TLS material');
+    const tls = { upstream: upstreamTls.reload(reason), listen: listenTls.reload(reason) };
+    const refreshed = credentials ? await credentials.refreshAll('reload') : { refreshed: 0, failed: 0 };
+    return { credentials: refreshed, tls };
+  };
   pool.startHealth();
+  started.push(() => listener.shutdown(0));
   const address = await listener.listen();
+  const admin = await startAdminServer({ host: config.admin.host, port: config.admin.port, token: config.admin.token, reload, log: logger.child({ component: 'admin' }) });
+  started.push(() => admin.close());
   logger.info(
     {
       listen: `${address.address}:${address.port}`,
+      admin: `${admin.address.address}:${admin.address.port}`,
       upstream: hosts.map((h) => `${h.host}:${h.port}`),
       poolMode: config.pool.mode,
       readWriteSplit: catalogs !== null,
+      credentials: provider?.kind ?? 'none',
     },
     'pg-ambassador listening',
   );
   let stopping: Promise<void> | null = null;
   return {
     address,
+    adminAddress: admin.address,
     logger,
     listener,
     hosts: () => pool.hosts,
     healthCounters: () => healthCounters,
+    rotationCounters: () => rotationCounters,
+    credentials: () => credentials?.snapshot() ?? [],
+    reload,
     shutdown() {
       stopping ??= (async () => {
         logger.info({ sessions: listener.sessions.size, timeoutMs: config.shutdown.timeout }, 'shutting down');
         await listener.shutdown(config.shutdown.timeout);
-        catalogs?.stop();
-        await pool.close();
+        await stopStarted();
         logger.info('shutdown complete');
       })();
       return stopping;
@@ -158,23 +227,15 @@ async function functionCatalogs(config: Config, pool: Pooler, logger: Logger): P
   });
 }
 
-function frontendSettings(config: Config): FrontendSettings {
+function frontendSettings(config: Config, tlsContext: FrontendSettings['tlsContext']): FrontendSettings {
   const users = new Map<string, StoredCredential>();
   for (const user of config.clientAuth.users) users.set(user.name, storedCredential(user.name, user.password));
-  const listenTls = config.listen.tls;
   return {
     loginTimeoutMs: config.listen.loginTimeout,
     maxMessageSize: config.listen.maxMessageSize,
     startupLimits: { maxPacketSize: config.listen.maxStartupPacketSize, maxParameters: 1000 },
-    tlsContext:
-      listenTls.cert && listenTls.key
-        ? tls.createSecureContext({
-            cert: readMaterial(listenTls.cert, 'listen.tls.cert'),
-            key: readMaterial(listenTls.key, 'listen.tls.key'),
-            minVersion: listenTls.minVersion,
-          })
-        : null,
-    tlsRequired: listenTls.required,
+    tlsContext,
+    tlsRequired: config.listen.tls.required,
     auth: { method: config.clientAuth.method, users, mockSecret: randomBytes(32) },
     upstreamUser: config.upstream.user,
     upstreamDatabase: config.upstream.database,
@@ -182,39 +243,4 @@ function frontendSettings(config: Config): FrontendSettings {
     statementCapacity: PREPARED_STATEMENTS_PER_SERVER,
     exchangeTimeoutMs: config.upstream.connectTimeout,
   };
-}
-
-function upstreamTlsSettings(config: Config): UpstreamTlsSettings {
-  const t = config.upstream.tls;
-  return {
-    mode: t.mode,
-    ca: t.ca ? readMaterial(t.ca, 'upstream.tls.ca') : undefined,
-    cert: t.cert ? readMaterial(t.cert, 'upstream.tls.cert') : undefined,
-    key: t.key ? readMaterial(t.key, 'upstream.tls.key') : undefined,
-    serverName: t.serverName,
-    minVersion: t.minVersion,
-  };
-}
-
-function readMaterial(path: string, keyPath: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new ConfigError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { keyPath });
-  }
-}
-
-function credentialProvider(config: Config, env: NodeJS.ProcessEnv): CredentialProvider | null {
-  const c = config.upstream.credentials;
-  if (!c) return null;
-  switch (c.type) {
-    case 'password':
-      return new StaticPasswordProvider(c.password);
-    case 'env':
-      return new EnvPasswordProvider(c.variable, env);
-    case 'file':
-      return new FilePasswordProvider(c.path);
-    default:
-      throw new ConfigError(`credentials type ${c.type} is not available in this build yet`, { keyPath: 'upstream.credentials.type' });
-  }
 }

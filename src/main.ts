@@ -64,7 +64,20 @@ export function handleSignals(ambassador: Ambassador, extraCleanup: () => Promis
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  process.on('SIGHUP', () => ambassador.logger.info('SIGHUP received: upstream credentials are re-read for every new server connection'));
+  onReloadSignal(ambassador);
+}
+
+/** SIGHUP re-reads credentials and TLS material; returns a function that stops listening. */
+export function onReloadSignal(ambassador: Ambassador): () => void {
+  const onHup = (): void => {
+    ambassador.logger.info('SIGHUP received: re-reading credentials and TLS material');
+    ambassador
+      .reload('SIGHUP')
+      .then((report) => ambassador.logger.info({ report }, 'reload finished'))
+      .catch((err) => ambassador.logger.error({ err: String(err) }, 'reload failed'));
+  };
+  process.on('SIGHUP', onHup);
+  return () => process.off('SIGHUP', onHup);
 }
 
 async function run(flags: RunFlags): Promise<void> {

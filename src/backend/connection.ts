@@ -139,8 +139,20 @@ export class BackendConnection {
         if (err) reject(err);
         else resolve();
       };
-      const onError = (err: Error): void =>
-        finish(new AmbassadorError('UPSTREAM_CONNECT_FAILED', `connection to ${options.target.host}:${options.target.port} failed during login: ${err.message}`));
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const where = `${options.target.host}:${options.target.port}`;
+        // Under TLS 1.3 the server judges the client certificate after the handshake completed:
+        // its refusal arrives here as a TLS alert. Retrying cannot help; the certificate must change.
+        if (err.code?.startsWith('ERR_SSL_')) {
+          return finish(
+            new AmbassadorError('UPSTREAM_TLS_FAILED', `server ${where} refused the TLS session during login: ${err.message}`, {
+              cause: err,
+              hint: 'The server did not accept the client certificate: check upstream.tls.cert and upstream.tls.key against the server\'s ssl_ca_file.',
+            }),
+          );
+        }
+        finish(new AmbassadorError('UPSTREAM_CONNECT_FAILED', `connection to ${where} failed during login: ${err.message}`));
+      };
       const onClose = (): void =>
         finish(new AmbassadorError('UPSTREAM_CONNECT_FAILED', `server ${options.target.host}:${options.target.port} closed the connection during login`));
 

@@ -62,8 +62,11 @@ export const DEFAULTS = {
       'azure-ad': {
         /** OAuth scope requested for Azure Database for PostgreSQL. */
         scope: 'https://ossrdbms-aad.database.windows.net/.default',
-        /** Fetch a new token this long before the current one expires. */
-        refreshMargin: '5m',
+        /**
+         * Fetch a new token this long before the current one expires. Under 5m: the Azure library
+         * hands out its cached token until less than 5 minutes remain.
+         */
+        refreshMargin: '4m',
       },
     },
     /** Time allowed to open a connection to a host (TCP + TLS + authentication). */

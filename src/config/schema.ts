@@ -256,15 +256,27 @@ const retry = z
     if (value.initialDelay > value.maxDelay) issue(ctx, ['initialDelay'], `must not exceed retry.maxDelay (${value.maxDelay}ms)`);
   });
 
-const upstream = z.strictObject({
-  hosts: z.array(hostEntry).prefault(() => []).superRefine(checkHosts),
-  database: optional(text),
-  user: optional(text),
-  credentials: credentials.optional(),
-  tls: upstreamTls.prefault({}),
-  connectTimeout: duration(1).prefault(D.upstream.connectTimeout),
-  retry: retry.prefault({}),
-});
+/** Providers whose secret is a short-lived token sent as the password. */
+export const TOKEN_CREDENTIAL_TYPES: ReadonlySet<string> = new Set(['aws-rds-iam', 'gcp-cloudsql-iam', 'azure-ad']);
+
+const upstream = z
+  .strictObject({
+    hosts: z.array(hostEntry).prefault(() => []).superRefine(checkHosts),
+    database: optional(text),
+    user: optional(text),
+    credentials: credentials.optional(),
+    tls: upstreamTls.prefault({}),
+    connectTimeout: duration(1).prefault(D.upstream.connectTimeout),
+    retry: retry.prefault({}),
+  })
+  .superRefine((value, ctx) => {
+    // A token is a bearer credential: sent in clear (or to a server TLS may silently skip), anyone
+    // on the path can replay it for its lifetime.
+    const type = value.credentials?.type;
+    if (type !== undefined && TOKEN_CREDENTIAL_TYPES.has(type) && (value.tls.mode === 'disable' || value.tls.mode === 'prefer')) {
+      issue(ctx, ['credentials', 'type'], `${type} sends an IAM token as the password: set upstream.tls.mode to require, verify-ca or verify-full (it is ${value.tls.mode})`);
+    }
+  });
 
 // ---- pool, routing, health, shutdown, admin, logging --------------------------------------------
 

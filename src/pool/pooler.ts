@@ -22,6 +22,7 @@
 import type { Logger } from 'pino';
 import { BackendConnection, UpstreamLoginError } from '../backend/connection.ts';
 import type { Connector, UpstreamTarget, UpstreamTlsSettings } from '../backend/connector.ts';
+import type { CredentialCache, SecretLease } from '../credentials/cache.ts';
 import { AmbassadorError } from '../errors.ts';
 import type { CircuitBreakerOptions } from '../health/circuit-breaker.ts';
 import type { HealthEvent } from '../health/events.ts';
@@ -44,7 +45,8 @@ export interface PoolerOptions {
   hosts: readonly HostEntry[];
   tls: () => UpstreamTlsSettings;
   connectTimeoutMs: number;
-  password: () => Promise<string | null>;
+  /** Upstream secrets by login; null when no credentials are configured (trust, cert auth). */
+  credentials: CredentialCache | null;
   maxMessageSize: number;
   pool: PoolOptions;
   choice: ChoiceOptions;
@@ -295,10 +297,37 @@ export class Pooler implements ServerPool {
     }
   }
 
-  private connect(host: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number): Promise<BackendConnection> {
+  private async connect(host: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number): Promise<BackendConnection> {
     const { options } = this;
     const target = { host: host.host, port: host.port };
     if (options.connect) return options.connect(target, login, timeoutMs);
+    const secrets = options.credentials;
+    if (!secrets) return this.login(target, login, timeoutMs, async () => null);
+    const who = { host: target.host, port: target.port, user: secrets.loginUser(login.user) };
+    const deadline = this.clock.now() + timeoutMs;
+    const first: { lease: SecretLease | null } = { lease: null };
+    try {
+      const connection = await this.login(target, { user: who.user, database: login.database }, timeoutMs, async () => {
+        first.lease = await secrets.get(who);
+        return first.lease.password;
+      });
+      if (first.lease) secrets.accepted(who, first.lease);
+      return connection;
+    } catch (err) {
+      // The server said no to the secret (rotated since it was cached, or a token that lapsed):
+      // one retry with whatever the cache has that differs from it.
+      if (!first.lease || !rejectedLogin(err)) throw err;
+      const retry = await secrets.rejected(who, first.lease, (err as UpstreamLoginError).serverCode === '28P01' ? deadline : 0);
+      if (!retry) throw err;
+      const connection = await this.login(target, { user: who.user, database: login.database }, timeoutMs, async () => retry.password);
+      secrets.accepted(who, retry);
+      options.log.info({ host: `${target.host}:${target.port}`, user: who.user }, 'upstream login succeeded with the rotated credentials');
+      return connection;
+    }
+  }
+
+  private login(target: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number, password: () => Promise<string | null>): Promise<BackendConnection> {
+    const { options } = this;
     return BackendConnection.connect({
       connector: options.connector,
       target,
@@ -307,7 +336,7 @@ export class Pooler implements ServerPool {
       user: login.user,
       database: login.database,
       params: NO_PARAMS,
-      password: options.password,
+      password,
       maxMessageSize: options.maxMessageSize,
     });
   }
@@ -352,4 +381,9 @@ export class Pooler implements ServerPool {
     );
     return pool;
   }
+}
+
+/** The server refused the secret itself (28P01 wrong password, 28000 e.g. a PAM/IAM refusal). */
+function rejectedLogin(err: unknown): boolean {
+  return err instanceof UpstreamLoginError && (err.serverCode === '28P01' || err.serverCode === '28000');
 }

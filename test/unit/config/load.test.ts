@@ -265,19 +265,31 @@ test('credential variants: each type with its own keys and defaults', () => {
     command: ['cat', '/pw'],
     timeout: 2000,
   });
-  assert.deepEqual(credentials('    type: aws-rds-iam\n    region: eu-west-1\n    port: "5433"\n'), {
+  const overTls = '  tls:\n    mode: verify-full\n';
+  assert.deepEqual(credentials(`    type: aws-rds-iam\n    region: eu-west-1\n    port: "5433"\n${overTls}`), {
     type: 'aws-rds-iam',
     region: 'eu-west-1',
     port: 5433,
     refreshMargin: 300_000,
   });
-  assert.deepEqual(credentials('    type: gcp-cloudsql-iam\n    refreshMargin: 1m\n'), { type: 'gcp-cloudsql-iam', refreshMargin: 60_000 });
-  assert.deepEqual(credentials('    type: azure-ad\n    clientId: abc\n'), {
+  assert.deepEqual(credentials(`    type: gcp-cloudsql-iam\n    refreshMargin: 1m\n${overTls}`), { type: 'gcp-cloudsql-iam', refreshMargin: 60_000 });
+  assert.deepEqual(credentials(`    type: azure-ad\n    clientId: abc\n${overTls}`), {
     type: 'azure-ad',
     clientId: 'abc',
     scope: 'https://ossrdbms-aad.database.windows.net/.default',
-    refreshMargin: 300_000,
+    refreshMargin: 240_000,
   });
+});
+
+test('token credentials refuse an upstream that may go unencrypted, naming the type line', () => {
+  for (const mode of ['disable', 'prefer']) {
+    const err = configError(`${HOSTS}  credentials:\n    type: gcp-cloudsql-iam\n  tls:\n    mode: ${mode}\n`);
+    assert.equal(err.keyPath, 'upstream.credentials.type');
+    assert.equal(err.line, 4);
+    assert.match(err.message, new RegExp(`sends an IAM token as the password: set upstream.tls.mode to require, verify-ca or verify-full \\(it is ${mode}\\)`));
+  }
+  assert.match(configError(`${HOSTS}  credentials:\n    type: azure-ad\n`).message, /azure-ad sends an IAM token.*\(it is prefer\)/);
+  assert.equal(parse(`${HOSTS}  credentials:\n    type: aws-rds-iam\n  tls:\n    mode: require\n`).upstream.tls.mode, 'require');
 });
 
 test('credential variants reject the wrong keys, a missing or unknown type', () => {

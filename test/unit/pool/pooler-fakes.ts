@@ -113,7 +113,7 @@ export function setupPooler(ids: readonly string[], overrides: Partial<PoolerOpt
     hosts,
     tls: () => ({ mode: 'disable' }),
     connectTimeoutMs: 1000,
-    password: async () => null,
+    credentials: null,
     maxMessageSize: 1 << 20,
     pool: { size: 2, minIdle: 0, idleTimeoutMs: 0, maxLifetimeMs: 0, acquireTimeoutMs: 5000, retry: { max: 1, initialDelayMs: 50, maxDelayMs: 200 } },
     choice: { loadBalance: 'round-robin', maxReplicaLag: {}, readsFromPrimary: 'fallback' },

@@ -1,0 +1,102 @@
+// The admin HTTP endpoint (admin.host:admin.port, loopback by default). It only observes and
+// triggers: it holds no state of its own and reaches the rest through the callbacks it is given.
+//   GET  /livez    200 while the process serves requests
+//   POST /reload   re-reads credentials and TLS files now (as SIGHUP); JSON report
+// POST endpoints require `Authorization: Bearer <admin.token>` when a token is configured.
+
+import { timingSafeEqual, createHash } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import type { Logger } from 'pino';
+
+export interface AdminServerOptions {
+  host: string;
+  port: number;
+  /** Bearer token the POST endpoints require; undefined: none (loopback only is the default bind). */
+  token: string | undefined;
+  reload: (reason: string) => Promise<unknown>;
+  log: Logger;
+}
+
+export interface AdminServer {
+  readonly address: net.AddressInfo;
+  close(): Promise<void>;
+}
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> | void;
+
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const routes = new Map<string, Handler>([
+    ['GET /livez', (_req, res) => send(res, 200, 'ok\n')],
+    [
+      'POST /reload',
+      async (_req, res) => {
+        const report = await options.reload('POST /reload');
+        sendJson(res, 200, report);
+      },
+    ],
+  ]);
+  const server = http.createServer((req, res) => {
+    void handle(req, res, routes, options).catch((err: unknown) => {
+      options.log.error({ err: err instanceof Error ? err.message : String(err), path: req.url }, 'admin request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+      else res.destroy();
+    });
+  });
+  // Keep-alive connections would hold close() open until they time out.
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot listen for admin requests on ${options.host}:${options.port}: ${err.code ?? err.message}`);
+  });
+  const address = server.address() as net.AddressInfo;
+  return {
+    address,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, routes: Map<string, Handler>, options: AdminServerOptions): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  const route = routes.get(`${req.method} ${path}`);
+  if (!route) {
+    const known = [...routes.keys()].filter((key) => key.endsWith(` ${path}`));
+    if (known.length > 0) return sendJson(res, 405, { error: `use ${known.map((key) => key.split(' ')[0]).join(' or ')} for ${path}` });
+    return sendJson(res, 404, { error: `no admin endpoint ${path}` });
+  }
+  if (req.method === 'POST' && !authorized(req, options.token)) {
+    res.setHeader('WWW-Authenticate', 'Bearer');
+    return sendJson(res, 401, { error: 'this endpoint needs Authorization: Bearer <admin.token>' });
+  }
+  req.resume(); // no endpoint reads a body; drain it so the connection can be reused
+  await route(req, res);
+}
+
+function authorized(req: http.IncomingMessage, token: string | undefined): boolean {
+  if (token === undefined) return true;
+  const header = req.headers.authorization ?? '';
+  const match = /^Bearer\s+(.+)$/i.exec(header);
+  if (!match) return false;
+  // Compare digests so neither the length nor the contents leak through timing.
+  const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(match[1]!.trim()), digest(token));
+}
+
+function send(res: http.ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(`${JSON.stringify(body)}\n`);
+}
