@@ -152,12 +152,15 @@ async function assemble(
     routing: { catalogs, readYourWrites: routingConfig.readYourWrites },
     logger,
   });
-  const reload = async (reason: string): Promise<ReloadReport> => {
-    logger.info({ reason }, 'reloading credentials and TLS material');
-    const tls = { upstream: upstreamTls.reload(reason), listen: listenTls.reload(reason) };
-    const refreshed = credentials ? await credentials.refreshAll('reload') : { refreshed: 0, failed: 0 };
-    return { credentials: refreshed, tls };
-  };
+  // Reloads asked for while one runs share it: a burst of SIGHUPs or POSTs costs one fetch per login.
+  let reloading: Promise<ReloadReport> | null = null;
+  const reload = (reason: string): Promise<ReloadReport> =>
+    (reloading ??= (async () => {
+      logger.info({ reason }, 'reloading credentials and TLS material');
+      const tls = { upstream: upstreamTls.reload(reason), listen: listenTls.reload(reason) };
+      const refreshed = credentials ? await credentials.refreshAll('reload') : { refreshed: 0, failed: 0 };
+      return { credentials: refreshed, tls };
+    })().finally(() => (reloading = null)));
   pool.startHealth();
   started.push(() => listener.shutdown(0));
   const address = await listener.listen();

@@ -73,6 +73,11 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, route
     if (known.length > 0) return sendJson(res, 405, { error: `use ${known.map((key) => key.split(' ')[0]).join(' or ')} for ${path}` });
     return sendJson(res, 404, { error: `no admin endpoint ${path}` });
   }
+  // A web page open in a browser on this host can send a POST to loopback without asking first;
+  // browsers mark such requests with Origin, which no operator's curl or probe sends.
+  if (req.method === 'POST' && req.headers.origin !== undefined) {
+    return sendJson(res, 403, { error: 'admin POST requests from a browser page (Origin header) are refused' });
+  }
   if (req.method === 'POST' && !authorized(req, options.token)) {
     res.setHeader('WWW-Authenticate', 'Bearer');
     return sendJson(res, 401, { error: 'this endpoint needs Authorization: Bearer <admin.token>' });

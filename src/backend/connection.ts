@@ -29,7 +29,8 @@ import type { Connector, UpstreamTarget, UpstreamTlsSettings } from './connector
 export interface BackendConnectOptions {
   connector: Connector;
   target: UpstreamTarget;
-  tls: UpstreamTlsSettings;
+  /** The current TLS material: read at connect, and again for each cancel (it may have rotated since). */
+  tls: () => UpstreamTlsSettings;
   connectTimeoutMs: number;
   user: string;
   database: string;
@@ -104,7 +105,7 @@ export class BackendConnection {
   }
 
   static async connect(options: BackendConnectOptions): Promise<BackendConnection> {
-    const { socket, tls } = await options.connector.connect(options.target, options.tls, options.connectTimeoutMs);
+    const { socket, tls } = await options.connector.connect(options.target, options.tls(), options.connectTimeoutMs);
     const conn = new BackendConnection(socket, tls, options);
     try {
       await conn.handshake();
@@ -350,7 +351,7 @@ export class BackendConnection {
 
   /** Asks the server to cancel whatever this connection is running, over a new connection. */
   async cancel(): Promise<void> {
-    const { socket } = await this.options.connector.connect(this.target, this.options.tls, this.options.connectTimeoutMs);
+    const { socket } = await this.options.connector.connect(this.target, this.options.tls(), this.options.connectTimeoutMs);
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());
       socket.once('error', () => resolve());

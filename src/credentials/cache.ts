@@ -48,7 +48,7 @@ export interface CredentialCacheOptions {
   rotationPollMs?: number;
   /** After a wait for a rotated secret found none, later rejections of that secret fail at once for this long (ms; default 5000). */
   rotationCooldownMs?: number;
-  /** An entry nobody used for this long stops refreshing ahead (ms; default one hour). */
+  /** An entry nobody used for this long is dropped: no more refreshes ahead or on reload (ms; default one hour). */
   idleAfterMs?: number;
 }
 
@@ -69,6 +69,8 @@ interface Entry {
   inflight: Promise<SecretLease> | null;
   /** A rejected login waiting for the source to change (shared by concurrent rejections). */
   waiting: Promise<SecretLease | null> | null;
+  /** The latest deadline among the rejections sharing `waiting`. */
+  waitUntil: number;
   timer: Timer | null;
   lastFetchAt: number;
   lastUsedAt: number;
@@ -141,14 +143,17 @@ export class CredentialCache {
     }
     if (differs(entry.current)) return answer('fresh', entry.current);
     if (differs(entry.previous)) return answer('previous', entry.previous);
-    if (!this.provider.rotates || deadline <= this.clock.now()) return answer('none', null);
+    // Waiting is for a rotation: a secret that worked until now and a source that ops update by
+    // hand. A secret that never worked (a typo, a role that does not exist) fails at once.
+    if (!this.provider.rotates || !lease.accepted || deadline <= this.clock.now()) return answer('none', null);
     const changed = await this.awaitChange(entry, lease.password, deadline);
     return answer(changed ? 'changed' : 'none', changed);
   }
 
   /** Fetches every login's secret now (SIGHUP, POST /reload, a watched source changed). */
   async refreshAll(reason: RefreshReason): Promise<{ refreshed: number; failed: number }> {
-    const results = await Promise.allSettled([...this.entries.values()].map((entry) => this.refresh(entry, reason)));
+    const live = [...this.entries.values()].filter((entry) => !this.dropIfIdle(entry));
+    const results = await Promise.allSettled(live.map((entry) => this.refresh(entry, reason)));
     const failed = results.filter((result) => result.status === 'rejected').length;
     return { refreshed: results.length - failed, failed };
   }
@@ -176,12 +181,21 @@ export class CredentialCache {
     if (!entry) {
       entry = {
         key, login: { host: login.host, port: login.port, user: login.user },
-        current: null, previous: null, inflight: null, waiting: null, timer: null,
+        current: null, previous: null, inflight: null, waiting: null, waitUntil: 0, timer: null,
         lastFetchAt: Number.NEGATIVE_INFINITY, lastUsedAt: this.clock.now(), failures: 0, lastError: null, unchanged: null,
       };
       this.entries.set(key, entry);
     }
     return entry;
+  }
+
+  /** Nobody logged in with this entry for a long while: forget it (the next login fetches anew). */
+  private dropIfIdle(entry: Entry): boolean {
+    if (this.clock.now() - entry.lastUsedAt <= this.idleAfterMs || entry.waiting || entry.inflight) return false;
+    if (entry.timer) this.clock.clearTimeout(entry.timer);
+    entry.timer = null;
+    this.entries.delete(entry.key);
+    return true;
   }
 
   private expired(lease: SecretLease): boolean {
@@ -190,10 +204,19 @@ export class CredentialCache {
     return expiresAt - safetyMs(expiresAt - lease.fetchedAt) <= this.clock.now();
   }
 
-  /** One fetch per entry at a time; concurrent callers share it. */
+  /**
+   * One fetch per entry at a time; concurrent callers share it. A reload or a source change
+   * that finds a fetch in flight fetches again after it: that one may have read the old value.
+   */
   private refresh(entry: Entry, reason: RefreshReason): Promise<SecretLease> {
-    entry.inflight ??= this.fetch(entry, reason).finally(() => (entry.inflight = null));
-    return entry.inflight;
+    const earlier = entry.inflight;
+    if (earlier && reason !== 'reload' && reason !== 'source-changed') return earlier;
+    const next = (earlier ? earlier.catch(() => undefined) : Promise.resolve()).then(() => this.fetch(entry, reason));
+    const tracked: Promise<SecretLease> = next.finally(() => {
+      if (entry.inflight === tracked) entry.inflight = null;
+    });
+    entry.inflight = tracked;
+    return tracked;
   }
 
   private async fetch(entry: Entry, reason: RefreshReason): Promise<SecretLease> {
@@ -250,19 +273,22 @@ export class CredentialCache {
     if (entry.timer) this.clock.clearTimeout(entry.timer);
     entry.timer = this.clock.setTimeout(() => {
       entry.timer = null;
-      // Nobody logged in with this entry for a long while: let it lapse; the next login fetches.
-      if (this.clock.now() - entry.lastUsedAt > this.idleAfterMs) return;
+      if (this.dropIfIdle(entry)) return;
       void this.refresh(entry, reason).catch(() => undefined);
     }, delayMs);
     entry.timer.unref();
   }
 
-  /** Polls the source for a value other than `rejected`, until `deadline`; shared by concurrent rejections. */
-  private awaitChange(entry: Entry, rejected: string, deadline: number): Promise<SecretLease | null> {
+  /**
+   * Polls the source for a value other than `rejected` until `deadline`. Concurrent rejections
+   * share one poll, which runs until the latest of their deadlines; each caller stops at its own.
+   */
+  private async awaitChange(entry: Entry, rejected: string, deadline: number): Promise<SecretLease | null> {
     const now = this.clock.now();
-    if (entry.unchanged && entry.unchanged.password === rejected && entry.unchanged.until > now) return Promise.resolve(null);
+    if (entry.unchanged && entry.unchanged.password === rejected && entry.unchanged.until > now) return null;
+    entry.waitUntil = Math.max(entry.waitUntil, deadline);
     entry.waiting ??= (async () => {
-      while (this.clock.now() + this.rotationPollMs <= deadline && !this.closed) {
+      while (this.clock.now() + this.rotationPollMs <= entry.waitUntil && !this.closed) {
         await new Promise<void>((resolve) => this.clock.setTimeout(resolve, this.rotationPollMs));
         if (entry.current && entry.current.password !== rejected) return entry.current;
         const fresh = await this.refresh(entry, 'rejected').catch(() => null);
@@ -270,8 +296,17 @@ export class CredentialCache {
       }
       entry.unchanged = { password: rejected, until: this.clock.now() + this.rotationCooldownMs };
       return null;
-    })().finally(() => (entry.waiting = null));
-    return entry.waiting;
+    })().finally(() => {
+      entry.waiting = null;
+      entry.waitUntil = 0;
+    });
+    let timer: Timer | undefined;
+    const own = new Promise<null>((resolve) => (timer = this.clock.setTimeout(() => resolve(null), Math.max(0, deadline - now))));
+    try {
+      return await Promise.race([entry.waiting, own]);
+    } finally {
+      this.clock.clearTimeout(timer!);
+    }
   }
 
   private emit(event: CredentialEvent): void {

@@ -302,41 +302,43 @@ export class Pooler implements ServerPool {
     const target = { host: host.host, port: host.port };
     if (options.connect) return options.connect(target, login, timeoutMs);
     const secrets = options.credentials;
-    if (!secrets) return this.login(target, login, timeoutMs, async () => null);
+    if (!secrets) return this.login(target, login, timeoutMs, null);
     const who = { host: target.host, port: target.port, user: secrets.loginUser(login.user) };
+    const as = { user: who.user, database: login.database };
     const deadline = this.clock.now() + timeoutMs;
-    const first: { lease: SecretLease | null } = { lease: null };
+    // The secret is in hand before the socket opens: a slow token service or command is then a
+    // credentials problem, never a login timeout blamed on the host (breaker, health).
+    const lease = await secrets.get(who);
     try {
-      const connection = await this.login(target, { user: who.user, database: login.database }, timeoutMs, async () => {
-        first.lease = await secrets.get(who);
-        return first.lease.password;
-      });
-      if (first.lease) secrets.accepted(who, first.lease);
+      const connection = await this.login(target, as, timeoutMs, lease.password);
+      secrets.accepted(who, lease);
       return connection;
     } catch (err) {
       // The server said no to the secret (rotated since it was cached, or a token that lapsed):
-      // one retry with whatever the cache has that differs from it.
-      if (!first.lease || !rejectedLogin(err)) throw err;
-      const retry = await secrets.rejected(who, first.lease, (err as UpstreamLoginError).serverCode === '28P01' ? deadline : 0);
+      // one retry with whatever the cache has that differs from it, within the connect deadline.
+      if (!rejectedLogin(err)) throw err;
+      const reserve = Math.min(1000, timeoutMs / 4); // left for the retried login itself
+      const waitUntil = (err as UpstreamLoginError).serverCode === '28P01' ? deadline - reserve : 0;
+      const retry = await secrets.rejected(who, lease, waitUntil);
       if (!retry) throw err;
-      const connection = await this.login(target, { user: who.user, database: login.database }, timeoutMs, async () => retry.password);
+      const connection = await this.login(target, as, Math.max(reserve, deadline - this.clock.now()), retry.password);
       secrets.accepted(who, retry);
       options.log.info({ host: `${target.host}:${target.port}`, user: who.user }, 'upstream login succeeded with the rotated credentials');
       return connection;
     }
   }
 
-  private login(target: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number, password: () => Promise<string | null>): Promise<BackendConnection> {
+  private login(target: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number, password: string | null): Promise<BackendConnection> {
     const { options } = this;
     return BackendConnection.connect({
       connector: options.connector,
       target,
-      tls: options.tls(),
+      tls: options.tls,
       connectTimeoutMs: timeoutMs,
       user: login.user,
       database: login.database,
       params: NO_PARAMS,
-      password,
+      password: async () => password,
       maxMessageSize: options.maxMessageSize,
     });
   }

@@ -57,6 +57,15 @@ test('with admin.token, POST needs the bearer token; GET does not', async () => 
   });
 });
 
+test('a POST carrying an Origin header (a browser page) is refused, token or not', async () => {
+  let reloads = 0;
+  await withAdmin({ reload: async () => ++reloads }, async (url) => {
+    const res = await fetch(`${url}/reload`, { method: 'POST', headers: { origin: 'https://evil.example' } });
+    assert.equal(res.status, 403);
+    assert.equal(reloads, 0);
+  });
+});
+
 test('wrong method is 405 naming the right one; unknown path is 404; a failing reload is 500', async () => {
   await withAdmin({ reload: async () => Promise.reject(new Error('boom')) }, async (url) => {
     const get = await fetch(`${url}/reload`);

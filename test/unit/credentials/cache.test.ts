@@ -159,6 +159,7 @@ test('a rotated secret the server does not know yet falls back to the one it rep
 test('a rejected login waits for the source to change (ALTER ROLE ran before the file was rewritten)', async () => {
   const { clock, provider, cache } = setup();
   const lease = await cache.get(LOGIN);
+  cache.accepted(LOGIN, lease);
   await clock.advanceAsync(1000);
   const pending = cache.rejected(LOGIN, lease, clock.now() + 5000);
   await clock.advanceAsync(600);
@@ -171,6 +172,7 @@ test('a rejected login waits for the source to change (ALTER ROLE ran before the
 test('no change by the deadline gives null, and the next rejections of that secret answer at once', async () => {
   const { clock, provider, cache, events } = setup();
   const lease = await cache.get(LOGIN);
+  cache.accepted(LOGIN, lease);
   await clock.advanceAsync(1000);
   const pending = cache.rejected(LOGIN, lease, clock.now() + 2000);
   await clock.advanceAsync(2000);
@@ -180,6 +182,53 @@ test('no change by the deadline gives null, and the next rejections of that secr
   assert.equal(await cache.rejected(LOGIN, lease, clock.now() + 2000), null, 'answered without waiting');
   assert.equal(clock.pending().length, 0, 'no poll scheduled');
   assert.ok(events.filter((event) => event.type === 'credential-rejected').every((event) => event.retry === 'none'));
+});
+
+test('a secret that never worked (a typo, a role that does not exist) is not waited for', async () => {
+  const { clock, provider, cache } = setup();
+  const lease = await cache.get(LOGIN);
+  await clock.advanceAsync(1000);
+  assert.equal(await cache.rejected(LOGIN, lease, clock.now() + 5000), null);
+  assert.equal(provider.fetchedAt.length, 2, 'one forced fetch, no polling');
+  assert.equal(clock.pending().length, 0);
+});
+
+test('rejections sharing a wait each stop at their own deadline; the poll runs to the latest', async () => {
+  const { clock, provider, cache } = setup();
+  const lease = await cache.get(LOGIN);
+  cache.accepted(LOGIN, lease);
+  await clock.advanceAsync(1000);
+  const probe = cache.rejected(LOGIN, lease, clock.now() + 1000); // a health probe's short timeout
+  const client = cache.rejected(LOGIN, lease, clock.now() + 5000);
+  await clock.advanceAsync(1000);
+  assert.equal(await probe, null, 'the probe gave up at its deadline');
+  provider.source = { password: 'two' };
+  await clock.advanceAsync(500);
+  assert.equal((await client)?.password, 'two', 'the client, with more time, got the rotated secret');
+});
+
+test('a reload that finds a fetch in flight fetches again: the earlier one may have read the old value', async () => {
+  const clock = new FakeClock(0);
+  let release: (secret: Secret) => void = () => {};
+  let fetches = 0;
+  const provider: CredentialProvider = {
+    kind: 'slow',
+    rotates: true,
+    token: false,
+    fetch: () => {
+      fetches++;
+      return fetches === 2 ? new Promise<Secret>((resolve) => (release = resolve)) : Promise.resolve({ password: `v${fetches}` });
+    },
+  };
+  const cache = new CredentialCache(provider, { clock });
+  assert.equal((await cache.get(LOGIN)).password, 'v1');
+  const first = cache.refreshAll('reload'); // fetch 2 starts, reading the source before the change
+  await new Promise((resolve) => setImmediate(resolve));
+  const second = cache.refreshAll('reload'); // the source changed meanwhile: SIGHUP again
+  release({ password: 'old' });
+  await Promise.all([first, second]);
+  assert.equal(fetches, 3);
+  assert.equal((await cache.get(LOGIN)).password, 'v3', 'the value read after the second reload wins');
 });
 
 test('a fixed password is fetched once more after a rejection, never waited for', async () => {
@@ -214,7 +263,7 @@ test('a watched source that changes refreshes every login at once', async () => 
   assert.equal(rotated.length, 2);
 });
 
-test('an entry nobody used for an hour stops refreshing; the next login fetches', async () => {
+test('an entry nobody used for an hour stops refreshing and is dropped; the next login fetches', async () => {
   const { clock, provider, cache, expiring } = setup();
   provider.source = () => expiring('t', 20 * 60_000);
   await cache.get(LOGIN);
@@ -223,6 +272,8 @@ test('an entry nobody used for an hour stops refreshing; the next login fetches'
   // The first fetch, then every 16 minutes while the hour lasts (16, 32, 48), then none.
   assert.equal(fetches, 4, `refreshing stopped after an idle hour (${fetches} fetches)`);
   assert.equal(clock.pending().length, 0);
+  assert.deepEqual(await cache.refreshAll('reload'), { refreshed: 0, failed: 0 }, 'a reload skips (and drops) it');
+  assert.equal(cache.snapshot().length, 0);
   await cache.get(LOGIN);
   assert.equal(provider.fetchedAt.length, fetches + 1);
 });
