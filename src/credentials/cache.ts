@@ -153,9 +153,10 @@ export class CredentialCache {
   /** Fetches every login's secret now (SIGHUP, POST /reload, a watched source changed). */
   async refreshAll(reason: RefreshReason): Promise<{ refreshed: number; failed: number }> {
     const live = [...this.entries.values()].filter((entry) => !this.dropIfIdle(entry));
-    const results = await Promise.allSettled(live.map((entry) => this.refresh(entry, reason)));
-    const failed = results.filter((result) => result.status === 'rejected').length;
-    return { refreshed: results.length - failed, failed };
+    await Promise.allSettled(live.map((entry) => this.refresh(entry, reason)));
+    // A failed fetch that kept the last good secret resolves too: the entry's error tells.
+    const failed = live.filter((entry) => entry.lastError !== null).length;
+    return { refreshed: live.length - failed, failed };
   }
 
   snapshot(): CredentialEntrySnapshot[] {

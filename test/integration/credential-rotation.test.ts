@@ -296,3 +296,29 @@ test('secrets that expire every 3 s are refreshed before each expiry; a failing 
     await client.end().catch(() => {});
   }
 });
+
+test('health probes log in with the same credentials: a primary and a replica found with the file password, before any client', async () => {
+  const role = 'pa_rot_probe';
+  const password = newPassword();
+  await createRole(role, password);
+  const file = path.join(dir, 'probe-password');
+  writeFileSync(file, password);
+  const hosts = [topology.primary, topology.replicas[0]!].map((server) => ({ host: server.host, port: server.port, role: 'auto' }));
+  const amb = await ambassadors.start({
+    upstream: { hosts, user: role, database: 'postgres', credentials: { type: 'file', path: file } },
+    health: { interval: '300ms' },
+  });
+  // Only probes have logged in so far: roles discovered means they used the file's password.
+  const found = await eventually(
+    async () => {
+      const roles = amb.ambassador.hosts().map((host) => `${host.port}:${host.role}:${host.failures}`);
+      const want = [`${topology.primary.port}:primary:0`, `${topology.replicas[0]!.port}:replica:0`];
+      return roles.length === 2 && want.every((entry) => roles.includes(entry)) ? roles : undefined;
+    },
+    { what: 'both roles found by probes' },
+  );
+  assert.equal(found.length, 2);
+  const logins = amb.ambassador.credentials().map((entry) => entry.login).sort();
+  assert.deepEqual(logins, [`${role}@${topology.primary.host}:${topology.primary.port}`, `${role}@${topology.replicas[0]!.host}:${topology.replicas[0]!.port}`].sort());
+  assert.ok(amb.ambassador.credentials().every((entry) => entry.consecutiveFailures === 0));
+});

@@ -119,6 +119,17 @@ test('a failed refresh keeps the last good secret, retries with backoff, and fai
   cache.close();
 });
 
+test('a reload whose fetch fails is reported as failed, though the last good secret is kept', async () => {
+  const { provider, cache } = setup();
+  await cache.get(LOGIN);
+  await cache.get({ ...LOGIN, host: 'db2' });
+  provider.source = new AmbassadorError('CREDENTIALS_UNAVAILABLE', 'vault sealed');
+  assert.deepEqual(await cache.refreshAll('reload'), { refreshed: 0, failed: 2 });
+  assert.equal((await cache.get(LOGIN)).password, 'one');
+  provider.source = { password: 'two' };
+  assert.deepEqual(await cache.refreshAll('reload'), { refreshed: 2, failed: 0 });
+});
+
 test('a secret that comes back already expired counts as a failed fetch', async () => {
   const { clock, provider, cache, events } = setup();
   provider.source = { password: 'stale', expiresAt: new Date(clock.now() - 1) };
