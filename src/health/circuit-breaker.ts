@@ -12,6 +12,8 @@
 // - While half-open, exactly one connect (the trial) is admitted at a time; only the trial's
 //   failure reopens it. Any successful connect closes it (the host is evidently reachable).
 // - Every transition is reported once, with its reason, through onChange.
+// - Config reload (setOptions): the new threshold counts from the next failure, the new cooldown
+//   from the next opening; an open spell under way keeps the cooldown it started with.
 
 import { AmbassadorError } from '../errors.ts';
 import type { Clock, Timer } from '../lib/clock.ts';
@@ -56,7 +58,7 @@ export class CircuitBreaker {
   constructor(
     /** "host:port" */
     readonly host: string,
-    private readonly options: CircuitBreakerOptions,
+    private options: CircuitBreakerOptions,
     private readonly clock: Clock,
     private readonly onChange: (transition: BreakerTransition) => void,
   ) {}
@@ -116,6 +118,11 @@ export class CircuitBreaker {
   /** A health probe got through to the host: an open breaker allows a trial at once. */
   probeSucceeded(): void {
     if (this.current === 'open') this.halfOpen('a health probe succeeded');
+  }
+
+  /** Config reload; see the file comment. */
+  setOptions(options: CircuitBreakerOptions): void {
+    this.options = options;
   }
 
   /** Cancels the cooldown timer (shutdown). */

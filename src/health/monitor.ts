@@ -20,6 +20,11 @@
 //   soon as the host answers.
 // - Until a host's first successful probe its role is the configured one ('auto' is 'unknown'), so
 //   nothing is sent to an undiscovered host as if it were the primary.
+// - Config reload: setOptions takes effect from the next round or breaker transition (a shorter
+//   interval reschedules the pending round). setHosts swaps the host list in one synchronous step
+//   (host-list.ts says what a kept host keeps); removed hosts lose their breaker and kept probe
+//   connection, added ones get a breaker and a round at once (right after the one under way). A
+//   round under way when the list changed applies only to hosts still listed.
 // - Lag in bytes is measured against the primary's WAL position from the same round; lag in time
 //   is how long ago the primary first held WAL the replica has not replayed (from the positions
 //   of earlier rounds). Without a known primary, byte lag is unknown (an unknown lag counts as
@@ -27,47 +32,16 @@
 
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
-import type { HostView } from '../pool/host-choice.ts';
-import { parseLsn } from '../pool/host-choice.ts';
 import type { HostEntry } from '../pool/server-pool.ts';
-import { CircuitBreaker, type BreakerState, type BreakerTransition, type CircuitBreakerOptions } from './circuit-breaker.ts';
+import { CircuitBreaker, type BreakerTransition, type CircuitBreakerOptions } from './circuit-breaker.ts';
 import { logHealthEvent, type HealthEvent } from './events.ts';
+import { newHostState, nextHostList, type HostState } from './host-list.ts';
 import { PrimaryTracker } from './primary-tracker.ts';
+import type { Prober, ProbeResult } from './prober.ts';
 import { AddressBook, isHostName, lookupAll, type Resolve } from './resolver.ts';
 
-export interface ProbeResult {
-  inRecovery: boolean;
-  /** The primary's current WAL position, or a replica's last replayed one. */
-  lsn: bigint | null;
-  /** A replica's replay delay (0 when it has replayed all it received); null when unknown. */
-  lagMs: number | null;
-}
-
-/** Runs one probe against a host; rejects when the host cannot be reached or answer in time. */
-export interface Prober {
-  probe(host: HostEntry, timeoutMs: number): Promise<ProbeResult>;
-  /** Drops what is kept for `host` (its address changed): the next probe connects afresh. */
-  forget?(host: HostEntry): void;
-  close(): void;
-}
-
-export interface HostState extends HostView {
-  readonly host: string;
-  readonly port: number;
-  readonly configuredRole: HostEntry['role'];
-  /** Consecutive failed probes. */
-  failures: number;
-  lastError: string | null;
-  /** The WAL position last reported (current for a primary, replayed for a replica). */
-  lsn: bigint | undefined;
-  /** clock.now() of the last completed probe, successful or not. */
-  probedAt: number | null;
-  breaker: BreakerState;
-  /** Consecutive pool connects that could not reach the host (kept by the pool). */
-  connectFailures: number;
-  /** What the host's name resolved to at the last successful lookup; null for IP literals and sockets. */
-  addresses: readonly string[] | null;
-}
+export type { HostState } from './host-list.ts';
+export { PROBE_SQL, probeResultFromRow, type Prober, type ProbeResult } from './prober.ts';
 
 export interface HealthMonitorOptions {
   hosts: readonly HostEntry[];
@@ -90,6 +64,20 @@ export interface HealthMonitorOptions {
   probeRoles?: boolean;
 }
 
+/** What a config reload may change in the loop itself (see setOptions). */
+export interface HealthSettings {
+  intervalMs: number;
+  timeoutMs: number;
+  failureThreshold: number;
+  circuitBreaker?: CircuitBreakerOptions;
+}
+
+/** Host ids ("host:port") a setHosts call added and removed. */
+export interface HostListDelta {
+  added: string[];
+  removed: string[];
+}
+
 const DEFAULT_BREAKER: CircuitBreakerOptions = { threshold: 5, cooldownMs: 10_000 };
 
 /** The shortest spacing of rounds asked for by kick() (half the interval when that is shorter). */
@@ -98,28 +86,11 @@ const KICK_MIN_GAP_MS = 200;
 /** Rounds of primary WAL positions kept for measuring replicas' time lag. */
 const PRIMARY_HISTORY = 1024;
 
-/** The query every probe runs: role, WAL position and replay delay in one round trip. */
-export const PROBE_SQL = `SELECT pg_catalog.pg_is_in_recovery(),
-  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END,
-  CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN 0
-       WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn() THEN 0
-       ELSE round(1000 * extract(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.pg_last_xact_replay_timestamp())) END`;
-
-/** Reads a probe's single row. */
-export function probeResultFromRow(row: ReadonlyArray<string | null> | undefined): ProbeResult {
-  if (row === undefined || row.length < 3) throw new Error('probe returned no row');
-  const lag = row[2] === null || row[2] === undefined ? null : Number(row[2]);
-  return {
-    inRecovery: row[0] === 't',
-    lsn: row[1] === null || row[1] === undefined ? null : parseLsn(row[1]),
-    lagMs: lag === null || !Number.isFinite(lag) ? null : Math.max(0, lag),
-  };
-}
-
-
 export class HealthMonitor {
-  readonly hosts: readonly HostState[];
+  private hostList: readonly HostState[];
+  /** The pending interval timer (null while a scheduled round runs), and when its wait began. */
   private timer: Timer | null = null;
+  private waitFrom = 0;
   private stopped = false;
   private started = false;
   private first: Promise<void> | null = null;
@@ -131,38 +102,72 @@ export class HealthMonitor {
   /** A kicked round waiting for the minimum spacing. */
   private deferred: Timer | null = null;
   private roundWaiters: Array<() => void> = [];
+  /** Hosts were added during a round: another one follows it at once. */
+  private again = false;
 
   private readonly clock: Clock;
-  private readonly probeRoles: boolean;
+  private options: HealthMonitorOptions;
+  private probeRoles: boolean;
   private readonly breakers = new Map<string, CircuitBreaker>();
   private readonly addressBook: AddressBook;
-  private readonly tracker = new PrimaryTracker();
+  /** The address book's key per host: a host removed and added again starts without a baseline. */
+  private readonly addressKeys = new WeakMap<HostState, string>();
+  private addressSerial = 0;
+  private tracker = new PrimaryTracker();
+  /** Hosts whose role a probe has told (the configured role no longer counts for them). */
+  private learned = new WeakSet<HostState>();
 
-  constructor(private readonly options: HealthMonitorOptions) {
+  constructor(options: HealthMonitorOptions) {
+    this.options = options;
     this.clock = options.clock ?? systemClock;
     this.probeRoles = options.probeRoles ?? true;
     this.addressBook = new AddressBook(options.resolve ?? lookupAll, this.clock);
-    this.hosts = options.hosts.map((entry) => ({
-      id: `${entry.host}:${entry.port}`,
-      host: entry.host,
-      port: entry.port,
-      configuredRole: entry.role,
-      role: entry.role === 'auto' ? 'unknown' : entry.role,
-      up: true,
-      weight: entry.weight ?? 1,
-      activeConnections: 0,
-      failures: 0,
-      lastError: null,
-      lsn: undefined,
-      probedAt: null,
-      breaker: 'closed',
-      connectFailures: 0,
-      addresses: null,
-    }));
-    const breakerOptions = options.circuitBreaker ?? DEFAULT_BREAKER;
-    for (const host of this.hosts) {
-      this.breakers.set(host.id, new CircuitBreaker(host.id, breakerOptions, this.clock, (change) => this.breakerChanged(change)));
+    this.hostList = options.hosts.map(newHostState);
+    for (const host of this.hostList) this.addBreaker(host);
+  }
+
+  /** The health snapshot routing reads: live objects, the array replaced whole by setHosts. */
+  get hosts(): readonly HostState[] {
+    return this.hostList;
+  }
+
+  /** Whether rounds probe roles (false with a single host; see the file comment). */
+  get probingRoles(): boolean {
+    return this.probeRoles;
+  }
+
+  /** Config reload: new interval, timeout, threshold and breaker options (see the file comment). */
+  setOptions(next: HealthSettings): void {
+    const { circuitBreaker, ...loop } = next;
+    this.options = { ...this.options, ...loop, ...(circuitBreaker ? { circuitBreaker } : {}) };
+    for (const breaker of this.breakers.values()) breaker.setOptions(this.breakerOptions());
+    if (this.timer === null) return; // a round is under way (or none scheduled): the next wait uses the new interval
+    this.clock.clearTimeout(this.timer);
+    this.schedule(this.waitFrom);
+  }
+
+  /**
+   * Config reload: the hosts are now `entries` (in order), roles probed or not; swapped in one
+   * step. Kept hosts keep their state (host-list.ts); see the file comment for the rest.
+   */
+  setHosts(entries: readonly HostEntry[], probeRoles: boolean): HostListDelta {
+    const before = this.probeRoles;
+    const change = nextHostList(this.hostList, entries, { before, after: probeRoles, learned: (host) => this.learned.has(host) });
+    for (const host of change.removed) {
+      this.breakers.get(host.id)?.stop();
+      this.breakers.delete(host.id);
+      this.options.prober.forget?.(entryOf(host));
     }
+    for (const host of change.added) this.addBreaker(host);
+    this.hostList = change.hosts;
+    this.probeRoles = probeRoles;
+    if (!probeRoles) this.learned = new WeakSet();
+    // Who the primary was means nothing once roles are not probed, or once that host is gone:
+    // the next round discovers the primary afresh (no failover is reported for a removed host).
+    const primary = this.tracker.primary;
+    if (probeRoles !== before || change.removed.some((host) => host.id === primary)) this.tracker = new PrimaryTracker();
+    if (change.added.length > 0 || (probeRoles && !before)) this.probeSoon();
+    return { added: change.added.map((host) => host.id), removed: change.removed.map((host) => host.id) };
   }
 
   /** Starts probing (first round at once); resolves when the first round has finished. */
@@ -193,7 +198,7 @@ export class HealthMonitor {
 
   /** Whether any host's role is known (probed, or configured). */
   get anyRoleKnown(): boolean {
-    return this.hosts.some((h) => h.role !== 'unknown');
+    return this.hostList.some((h) => h.role !== 'unknown');
   }
 
   /** The circuit breaker of a host ("host:port"), shared by every pool of that host. */
@@ -214,6 +219,10 @@ export class HealthMonitor {
       const waiters = this.roundWaiters;
       this.roundWaiters = [];
       for (const wake of waiters) wake();
+      if (this.again) {
+        this.again = false;
+        void this.probeAll();
+      }
     });
     return this.round;
   }
@@ -243,6 +252,18 @@ export class HealthMonitor {
     return new Promise((resolve) => this.roundWaiters.push(resolve));
   }
 
+  /** A round now, or right after the one under way (hosts were added); only once start() was called. */
+  private probeSoon(): void {
+    if (!this.running) return;
+    if (this.round !== null) {
+      this.again = true;
+      return;
+    }
+    if (this.deferred !== null) this.clock.clearTimeout(this.deferred);
+    this.deferred = null;
+    void this.probeAll();
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) this.clock.clearTimeout(this.timer);
@@ -254,46 +275,58 @@ export class HealthMonitor {
     this.options.prober.close();
   }
 
-  private schedule(): void {
+  /** The next scheduled round: one interval after `from` (a reload may move it; see setOptions). */
+  private schedule(from = this.clock.now()): void {
     if (this.stopped) return;
-    this.timer = this.clock.setTimeout(() => {
-      void this.probeAll().finally(() => this.schedule());
-    }, this.options.intervalMs);
+    this.waitFrom = from;
+    this.timer = this.clock.setTimeout(
+      () => {
+        this.timer = null;
+        void this.probeAll().finally(() => this.schedule());
+      },
+      Math.max(0, from + this.options.intervalMs - this.clock.now()),
+    );
     this.timer.unref();
   }
 
   private async runRound(): Promise<void> {
     this.roundStartedAt = this.clock.now();
-    const results = await Promise.allSettled(this.hosts.map((host) => this.check(host)));
+    const hosts = this.hostList;
+    const probeRoles = this.probeRoles;
+    const results = await Promise.allSettled(hosts.map((host) => this.check(host, probeRoles)));
     if (this.stopped) return;
-    if (this.probeRoles) this.apply(results);
-    else this.applyUnprobed(results);
-    this.options.onRound?.(this.hosts);
+    // Role probes were switched on or off meanwhile: these results answer another question.
+    if (probeRoles !== this.probeRoles) return;
+    const listed = new Set(this.hostList);
+    const outcomes = hosts.flatMap((host, i) => (listed.has(host) ? [{ host, result: results[i]! }] : []));
+    if (probeRoles) this.apply(outcomes);
+    else this.applyUnprobed(outcomes);
+    this.options.onRound?.(this.hostList);
   }
 
   /** One host's part of a round: its name looked up again, then the probe (null: not probed). */
-  private async check(host: HostState): Promise<ProbeResult | null> {
-    const entry: HostEntry = { host: host.host, port: host.port, role: host.configuredRole };
+  private async check(host: HostState, probeRoles: boolean): Promise<ProbeResult | null> {
+    const entry = entryOf(host);
     if (isHostName(host.host)) await this.refreshAddresses(host, entry);
-    if (!this.probeRoles && host.breaker !== 'open') return null;
+    if (!probeRoles && host.breaker !== 'open') return null;
     return this.options.prober.probe(entry, this.options.timeoutMs);
   }
 
   private async refreshAddresses(host: HostState, entry: HostEntry): Promise<void> {
-    const change = await this.addressBook.refresh(host.id, host.host, this.options.timeoutMs);
-    host.addresses = this.addressBook.addresses(host.id) ?? null;
-    if (change === null || this.stopped) return;
+    const key = this.addressKey(host);
+    const change = await this.addressBook.refresh(key, host.host, this.options.timeoutMs);
+    host.addresses = this.addressBook.addresses(key) ?? null;
+    if (change === null || this.stopped || !this.hostList.includes(host)) return;
     this.options.prober.forget?.(entry);
     this.emit({ type: 'address-changed', host: host.id, from: change.from, to: change.to, reason: `${host.host} now resolves to ${change.to.join(', ')}` });
   }
 
   /** Applies one round's results to every host at once, then publishes what changed. */
-  private apply(results: ReadonlyArray<PromiseSettledResult<ProbeResult | null>>): void {
+  private apply(outcomes: readonly RoundOutcome[]): void {
     const now = this.clock.now();
     const events: HealthEvent[] = [];
     let primaryLsn: bigint | undefined;
-    results.forEach((result, i) => {
-      const host = this.hosts[i]!;
+    outcomes.forEach(({ host, result }) => {
       host.probedAt = now;
       if (result.status === 'rejected') return this.failed(host, result.reason, events);
       if (result.value === null) return;
@@ -302,19 +335,18 @@ export class HealthMonitor {
       if (!probe.inRecovery && host.lsn !== undefined && (primaryLsn === undefined || host.lsn > primaryLsn)) primaryLsn = host.lsn;
     });
     if (primaryLsn !== undefined) this.remember(now, primaryLsn);
-    for (const host of this.hosts) {
+    for (const host of this.hostList) {
       if (host.role !== 'replica' || host.failures > 0) continue;
       host.lagBytes = primaryLsn !== undefined && host.lsn !== undefined ? Math.max(0, Number(primaryLsn - host.lsn)) : undefined;
       if (primaryLsn !== undefined && host.lsn !== undefined) host.lagMs = this.lagSince(now, host.lsn);
     }
-    events.push(...this.tracker.observe(this.hosts, now));
+    events.push(...this.tracker.observe(this.hostList, now));
     for (const event of events) this.emit(event);
   }
 
   /** Without role probes only a probe of an open-breaker host matters: it ends the open spell. */
-  private applyUnprobed(results: ReadonlyArray<PromiseSettledResult<ProbeResult | null>>): void {
-    results.forEach((result, i) => {
-      const host = this.hosts[i]!;
+  private applyUnprobed(outcomes: readonly RoundOutcome[]): void {
+    outcomes.forEach(({ host, result }) => {
       if (result.status === 'rejected') {
         host.lastError = errorText(result.reason);
         this.options.log.debug({ host: host.id, reason: host.lastError }, 'health check of an unprobed host failed');
@@ -331,6 +363,7 @@ export class HealthMonitor {
     host.failures = 0;
     host.lastError = null;
     this.setRole(host, probe.inRecovery ? 'replica' : 'primary', events);
+    this.learned.add(host);
     host.lsn = probe.lsn ?? undefined;
     if (probe.inRecovery) {
       host.replayLsn = host.lsn;
@@ -377,8 +410,25 @@ export class HealthMonitor {
     host.role = observed;
   }
 
-  private breakerChanged(change: BreakerTransition): void {
-    const host = this.hosts.find((h) => h.id === change.host);
+  private addBreaker(host: HostState): void {
+    const breaker: CircuitBreaker = new CircuitBreaker(host.id, this.breakerOptions(), this.clock, (change) => this.breakerChanged(breaker, change));
+    this.breakers.set(host.id, breaker);
+  }
+
+  private breakerOptions(): CircuitBreakerOptions {
+    return this.options.circuitBreaker ?? DEFAULT_BREAKER;
+  }
+
+  private addressKey(host: HostState): string {
+    let key = this.addressKeys.get(host);
+    if (key === undefined) this.addressKeys.set(host, (key = `${host.id}#${++this.addressSerial}`));
+    return key;
+  }
+
+  private breakerChanged(breaker: CircuitBreaker, change: BreakerTransition): void {
+    // A connect that was under way when its host was removed: the host's breaker is gone with it.
+    if (this.breakers.get(change.host) !== breaker) return;
+    const host = this.hostList.find((h) => h.id === change.host);
     if (host) host.breaker = change.to;
     if (this.stopped) return;
     const { reason } = change;
@@ -399,6 +449,15 @@ export class HealthMonitor {
       this.options.log.error({ err, event: event.type }, 'health event handler failed');
     }
   }
+}
+
+interface RoundOutcome {
+  host: HostState;
+  result: PromiseSettledResult<ProbeResult | null>;
+}
+
+function entryOf(host: HostState): HostEntry {
+  return { host: host.host, port: host.port, role: host.configuredRole };
 }
 
 function errorText(reason: unknown): string {

@@ -17,64 +17,28 @@
 // Connect attempts share one backoff per pool: after failures every attempt, by any request or
 // the minIdle refill, first waits its jittered delay; a success resets it. So a refusing host sees
 // at most `size` attempts in flight, each after its delay.
+// `resize` (config reload) applies every option to what is already there: a smaller size closes
+// idle connections now and retires leased ones on release (connects in flight beyond it land only
+// for a waiter); lifetimes are jittered shares of maxLifetime, so a new one applies to open
+// connections too; waiters' acquire timeouts count from when they started waiting (one already
+// past a shortened limit times out at once); a backoff delay under way is cut to the new maximum.
 
 import { AmbassadorError } from '../errors.ts';
 import { FailureBackoff } from '../lib/backoff.ts';
 import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
+import { poolClosedError, poolTimeoutError, type ConnectionFactory, type DestroyReason, type PoolDeps, type PooledConnection, type PoolEvent, type PoolOptions, type PoolStats } from './pool-types.ts';
 
-export interface PoolOptions {
-  size: number; // max connections: idle + active + connecting
-  minIdle: number; // idle connections kept open (created in the background) when below
-  idleTimeoutMs: number; // idle connections beyond minIdle are closed after this; 0 = never
-  maxLifetimeMs: number; // retired after this, jittered to 85-100% per connection; 0 = unlimited
-  acquireTimeoutMs: number; // a waiter gets POOL_TIMEOUT after this; 0 = waits without limit
-  retry: { max: number; initialDelayMs: number; maxDelayMs: number }; // 1 + max attempts per acquire
-}
+export type { ConnectionFactory, DestroyReason, PoolDeps, PooledConnection, PoolEvent, PoolOptions, PoolStats } from './pool-types.ts';
 
-export interface ConnectionFactory<T> {
-  create(): Promise<T>; // opens and logs in; throws on failure
-  destroy(conn: T): void; // closes (idempotent)
-  isAlive(conn: T): boolean; // false when the socket closed under us
-  onClosed(conn: T, cb: () => void): void; // cb runs when the connection dies by itself
-  /** Whether another attempt may succeed after this create() error (bad password: no); default: retry all. */
-  retryable?(err: unknown): boolean;
-}
-
-export interface PoolStats {
-  key: string;
-  size: number;
-  idle: number;
-  active: number;
-  connecting: number;
-  waiting: number;
-  maxWaitMs: number; // how long the oldest waiter has waited so far
-  totalCreated: number;
-  connectAttempts: number;
-  connectFailures: number;
-  lastConnectError: string | null;
-}
-
-export type DestroyReason = 'idle-timeout' | 'lifetime' | 'broken' | 'closed' | 'pool-closed' | 'resized';
-
-export type PoolEvent =
-  | { type: 'created'; key: string }
-  | { type: 'destroyed'; key: string; reason: DestroyReason }
-  | { type: 'connect-failed'; key: string; error: string; attempt: number }
-  | { type: 'acquired'; key: string; waitMs: number }
-  | { type: 'timeout'; key: string; waitMs: number };
-
-export interface PoolDeps {
-  clock?: Clock;
-  random?: () => number;
-  /** Observers only (metrics, logs); an exception thrown here is ignored. */
-  onEvent?: (event: PoolEvent) => void;
-}
 
 interface Entry<T> {
   readonly conn: T;
-  readonly expiresAt: number;
+  readonly connectedAt: number;
+  /** This connection's jittered share of maxLifetime, 0.85-1. */
+  readonly lifetimeShare: number;
   state: 'new' | 'idle' | 'active' | 'gone';
-  idleSince: number;
+  /** clock.now() of the last acquire or release (for an idle one: since when it is idle). */
+  usedAt: number;
   dead: boolean; // the factory reported that it died by itself
 }
 
@@ -89,7 +53,7 @@ interface Waiter<T> {
 interface CreateJob<T> {
   owner: Waiter<T> | null;
   ownerAttempts: number; // attempts made for the current owner
-  sleep: { timer: Timer; wake: () => void } | null; // pending backoff delay, cut short by close()
+  sleep: { timer: Timer; until: number; wake: () => void } | null; // pending backoff delay, cut short by close() and resize()
 }
 
 const MAINTENANCE_MAX_INTERVAL_MS = 1000;
@@ -130,9 +94,7 @@ export class ConnectionPool<T> {
     }
     return new Promise<T>((resolve, reject) => {
       const waiter: Waiter<T> = { resolve, reject, enqueuedAt: this.clock.now(), timer: null, job: null };
-      if (this.options.acquireTimeoutMs > 0) {
-        waiter.timer = this.clock.setTimeout(() => this.timeOut(waiter), this.options.acquireTimeoutMs);
-      }
+      this.armTimeout(waiter);
       this.waiters.push(waiter);
       this.pump();
     });
@@ -169,17 +131,35 @@ export class ConnectionPool<T> {
     return this.idle.length;
   }
 
+  /** Leased connections (a closed pool keeps counting them until they are released). */
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  /** close() was called. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** The open connections, idle and leased, with their times (read-only; for SHOW SERVERS). */
+  connections(): PooledConnection<T>[] {
+    const open = [...this.idle, ...this.active.values()];
+    return open.map((entry) => ({ conn: entry.conn, state: entry.state === 'active' ? 'active' : 'idle', connectedAt: entry.connectedAt, lastUsedAt: entry.usedAt }));
+  }
+
   /** The host is known to accept connections again (a probe got through): the next connect goes at once. */
   resetBackoff(): void {
     this.backoff.succeed();
   }
 
-  /** Config reload: new limits from now on; extra idle connections closed, waiters served if size grew. */
+  /** Config reload: every option applies to what is open and waiting too; see the file comment. */
   resize(options: PoolOptions): void {
     this.options = options;
     this.backoff.setPolicy(options.retry);
     if (this.closed) return;
-    while (this.total() > options.size && this.idle[0]) this.move(this.idle[0], 'gone', 'resized');
+    this.retireIdle(this.clock.now());
+    for (const waiter of this.waiters) this.armTimeout(waiter);
+    for (const job of this.jobs) this.shortenSleep(job);
     this.scheduleMaintenance();
     this.pump();
     this.refill();
@@ -212,9 +192,10 @@ export class ConnectionPool<T> {
     else if (entry.state === 'active') this.active.delete(entry.conn);
     entry.state = to;
     if (to === 'idle') {
-      entry.idleSince = this.clock.now();
+      entry.usedAt = this.clock.now();
       this.idle.push(entry);
     } else if (to === 'active') {
+      entry.usedAt = this.clock.now();
       this.active.set(entry.conn, entry);
     } else {
       try {
@@ -242,7 +223,8 @@ export class ConnectionPool<T> {
 
   private unusableReason(entry: Entry<T>, now: number): DestroyReason | null {
     if (entry.dead || !this.factory.isAlive(entry.conn)) return 'closed';
-    if (now >= entry.expiresAt) return 'lifetime';
+    const lifetime = this.options.maxLifetimeMs;
+    if (lifetime > 0 && now >= entry.connectedAt + lifetime * entry.lifetimeShare) return 'lifetime';
     return null;
   }
 
@@ -279,6 +261,15 @@ export class ConnectionPool<T> {
     waiter.timer = null;
     if (waiter.job) waiter.job.owner = null;
     waiter.job = null;
+  }
+
+  /** (Re)starts a waiter's acquire timeout, counted from when it started waiting. */
+  private armTimeout(waiter: Waiter<T>): void {
+    if (waiter.timer) this.clock.clearTimeout(waiter.timer);
+    waiter.timer = null;
+    const limit = this.options.acquireTimeoutMs;
+    if (limit <= 0) return;
+    waiter.timer = this.clock.setTimeout(() => this.timeOut(waiter), Math.max(0, waiter.enqueuedAt + limit - this.clock.now()));
   }
 
   private timeOut(waiter: Waiter<T>): void {
@@ -345,13 +336,24 @@ export class ConnectionPool<T> {
   }
 
   private sleep(job: CreateJob<T>, ms: number): Promise<void> {
-    return new Promise((wake) => {
-      const timer = this.clock.setTimeout(() => {
-        job.sleep = null;
-        wake();
-      }, ms);
-      job.sleep = { timer, wake };
-    });
+    return new Promise((wake) => this.sleepUntil(job, this.clock.now() + ms, wake));
+  }
+
+  private sleepUntil(job: CreateJob<T>, until: number, wake: () => void): void {
+    const timer = this.clock.setTimeout(() => {
+      job.sleep = null;
+      wake();
+    }, until - this.clock.now());
+    job.sleep = { timer, until, wake };
+  }
+
+  /** A backoff delay longer than the (new) retry.maxDelayMs ends at that maximum from now. */
+  private shortenSleep(job: CreateJob<T>): void {
+    const sleep = job.sleep;
+    const latest = this.clock.now() + this.options.retry.maxDelayMs;
+    if (sleep === null || sleep.until <= latest) return;
+    this.clock.clearTimeout(sleep.timer);
+    this.sleepUntil(job, latest, sleep.wake);
   }
 
   /** Records a failed attempt; true when the job should try again for its owner. */
@@ -396,14 +398,14 @@ export class ConnectionPool<T> {
   private landConnection(conn: T, owner: Waiter<T> | null): void {
     this.counts.totalCreated += 1;
     const now = this.clock.now();
-    const lifetime = this.options.maxLifetimeMs;
-    const expiresAt = lifetime > 0 ? now + lifetime * (0.85 + 0.15 * this.random()) : Infinity;
-    const entry: Entry<T> = { conn, expiresAt, state: 'new', idleSince: now, dead: false };
+    const entry: Entry<T> = { conn, connectedAt: now, lifetimeShare: 0.85 + 0.15 * this.random(), state: 'new', usedAt: now, dead: false };
     this.emit({ type: 'created', key: this.key });
     if (this.closed) return this.move(entry, 'gone', 'pool-closed');
     this.factory.onClosed(conn, () => this.died(entry));
-    if (owner) this.deliver(owner, entry);
-    else this.offer(entry);
+    if (owner) return this.deliver(owner, entry);
+    // Connected for no one in particular after the pool shrank: not kept beyond the new size.
+    if (!this.waiters[0] && this.total() >= this.options.size) return this.move(entry, 'gone', 'resized');
+    this.offer(entry);
   }
 
   /** The connection died by itself: removed now when idle, when released when active. */
@@ -423,20 +425,25 @@ export class ConnectionPool<T> {
     this.maintenanceTimer = timer;
   }
 
-  /** Retires dead, expired and timed-out idle connections (oldest first), then refills minIdle. */
+  /** Retires dead, expired, timed-out and (after a resize) surplus idle connections, then refills minIdle. */
   private maintain(): void {
     this.maintenanceTimer = null;
     if (this.closed) return;
-    const now = this.clock.now();
+    this.retireIdle(this.clock.now());
+    this.refill();
+    this.scheduleMaintenance();
+  }
+
+  /** Idle connections that must go, oldest first: unusable, idle too long, or beyond the size. */
+  private retireIdle(now: number): void {
     const { minIdle, idleTimeoutMs } = this.options;
     for (const entry of [...this.idle]) {
       const reason =
         this.unusableReason(entry, now) ??
-        (idleTimeoutMs > 0 && this.idle.length > minIdle && now - entry.idleSince >= idleTimeoutMs ? 'idle-timeout' : null);
+        (idleTimeoutMs > 0 && this.idle.length > minIdle && now - entry.usedAt >= idleTimeoutMs ? 'idle-timeout' : null) ??
+        (this.total() > this.options.size ? 'resized' : null);
       if (reason) this.move(entry, 'gone', reason);
     }
-    this.refill();
-    this.scheduleMaintenance();
   }
 
   /** Background connects up to minIdle; they share the backoff and never reject anyone. */
@@ -450,19 +457,13 @@ export class ConnectionPool<T> {
   // ---- errors and events ----------------------------------------------------------------------
 
   private timeoutError(waitedMs: number): AmbassadorError {
-    const { size, acquireTimeoutMs } = this.options;
     const busy = `${this.active.size} active, ${this.jobs.size} connecting, ${this.waiters.length} waiting`;
-    const failing = this.backoff.failures > 0 && this.lastConnectError ? `; connecting upstream fails: ${this.lastConnectError}` : '';
-    return new AmbassadorError(
-      'POOL_TIMEOUT',
-      `no server connection from pool ${this.key} after waiting ${waitedMs} ms (pool.size ${size}: ${busy})${failing}; ` +
-        `raise pool.size or pool.acquireTimeout (${acquireTimeoutMs} ms), or shorten transactions`,
-      { hint: `Raise pool.size if the server accepts more connections, or pool.acquireTimeout if clients may wait longer.` },
-    );
+    const failing = this.backoff.failures > 0 ? this.lastConnectError : null;
+    return poolTimeoutError(this.key, waitedMs, this.options, busy, failing);
   }
 
   private closedError(): AmbassadorError {
-    return new AmbassadorError('POOL_CLOSED', `pool ${this.key} is closed (shutdown or host removed); reconnect and retry`);
+    return poolClosedError(this.key);
   }
 
   private emit(event: PoolEvent): void {

@@ -18,87 +18,84 @@
 // the health loop still re-resolves its name and probes it while its breaker is open. With
 // several, the health loop logs in with the configured upstream user and database, or else with
 // those of the first client, and the first login waits for its first round.
+//
+// Config reload (reconfigure) never drops a client's connection: pools are resized in place
+// (ConnectionPool.resize), timeouts, credentials, the probe login and the choice policy apply
+// from the next connect or choice, the health loop takes its new settings (HealthMonitor), and
+// the host list is swapped in one step: kept hosts keep their state, pools and breaker; removed
+// ones are drained like a host that went down; added ones are probed at once; going to one host
+// or from one host switches role probing off or on. acquireFor calls already waiting for a
+// failover keep the deadline they started with.
+//
+// PAUSE/RESUME hold acquireFor (and acquire) at a gate (pause-gate.ts); acquireOn is not held.
+// A drained pool whose leased connections are not all back stays listed in `draining` until
+// they are: they are still server connections (SHOW SERVERS, and PAUSE waits for them).
 
-import type { Logger } from 'pino';
-import { BackendConnection, UpstreamLoginError } from '../backend/connection.ts';
-import type { Connector, UpstreamTarget, UpstreamTlsSettings } from '../backend/connector.ts';
-import type { CredentialCache, SecretLease } from '../credentials/cache.ts';
+import { UpstreamLoginError, type BackendConnection } from '../backend/connection.ts';
 import { AmbassadorError } from '../errors.ts';
-import type { CircuitBreakerOptions } from '../health/circuit-breaker.ts';
 import type { HealthEvent } from '../health/events.ts';
-import { HealthMonitor, type HostState, type Prober } from '../health/monitor.ts';
+import { HealthMonitor, type HostState } from '../health/monitor.ts';
 import { BackendProber } from '../health/prober.ts';
-import type { Resolve } from '../health/resolver.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import { ConnectionPool, type PoolEvent, type PoolOptions, type PoolStats } from './connection-pool.ts';
+import { ConnectionPool, type PoolStats } from './connection-pool.ts';
 import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailoverDeps } from './failover.ts';
-import { claimPrimary, consideredUp, HostChooser, type ChoiceOptions, type Choice, type HostView } from './host-choice.ts';
+import { claimPrimary, consideredUp, HostChooser, type Choice, type HostView } from './host-choice.ts';
+import { PauseGate, type PauseOutcome } from './pause-gate.ts';
+import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings } from './pooler-options.ts';
+import { poolSummary, serverRows, type PoolSummary, type ServerSnapshot, type SnapshotPool } from './pool-snapshot.ts';
 import type { HostEntry, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
+import { UpstreamLogin, type LastLogin } from './upstream-login.ts';
 
 export { noHost } from './failover.ts';
+export type { PauseOutcome } from './pause-gate.ts';
+export type { HostChanges, PoolerOptions, PoolerSettings } from './pooler-options.ts';
+export type { PoolSummary, ServerSnapshot } from './pool-snapshot.ts';
+export type { LastLogin, ServerConnect } from './upstream-login.ts';
 
-/** Opens and logs in one server connection (BackendConnection.connect over the connector by default). */
-export type ServerConnect = (target: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number) => Promise<BackendConnection>;
+type Login = { user: string; database: string };
 
-export interface PoolerOptions {
-  connector: Connector;
-  hosts: readonly HostEntry[];
-  tls: () => UpstreamTlsSettings;
-  connectTimeoutMs: number;
-  /** Upstream secrets by login; null when no credentials are configured (trust, cert auth). */
-  credentials: CredentialCache | null;
-  maxMessageSize: number;
-  pool: PoolOptions;
-  choice: ChoiceOptions;
-  health: {
-    intervalMs: number;
-    timeoutMs: number;
-    failureThreshold: number;
-    /** How long acquireFor waits for a host that can serve (a new primary). */
-    failoverTimeoutMs: number;
-    circuitBreaker: CircuitBreakerOptions;
-  };
-  /** The login health probes use; unset parts come from the first client. */
-  probeLogin: { user?: string | undefined; database?: string | undefined };
-  log: Logger;
-  onEvent?: (event: PoolEvent) => void;
-  /** Every health event, after the pool acted on it (metrics, counters). */
-  onHealthEvent?: (event: HealthEvent) => void;
-  /** Test seams: time, name lookups, connects and probes. */
-  clock?: Clock;
-  resolve?: Resolve;
-  connect?: ServerConnect;
-  prober?: Prober;
-}
-
-const NO_PARAMS: ReadonlyMap<string, string> = new Map();
-
-interface PoolEntry {
-  pool: ConnectionPool<BackendConnection>;
-  host: HostState;
-}
+type PoolEntry = SnapshotPool;
 
 export class Pooler implements ServerPool {
   readonly health: HealthMonitor;
   private readonly chooser: HostChooser;
   private readonly pools = new Map<string, PoolEntry>();
+  /** Drained pools with connections still leased (see the file comment). */
+  private readonly draining = new Set<PoolEntry>();
   private readonly owner = new WeakMap<BackendConnection, PoolEntry>();
-  private readonly probing: boolean;
+  private probing: boolean;
+  private settings: PoolerSettings;
   private readonly clock: Clock;
+  private readonly upstream: UpstreamLogin;
   private readonly failover: FailoverDeps;
+  private readonly gate: PauseGate;
+  /** acquireFor calls past the pause gate that have no connection yet. */
+  private acquiring = 0;
+  private healthWanted = false;
   private closed = false;
 
   /** The login health probes use: configured, or learned from a client (see probeLogin). */
-  private probeAs: { user: string; database: string } | null = null;
+  private probeAs: Login | null = null;
+  /** The client login the probes borrow the unconfigured parts from. */
+  private borrowed: Login | null = null;
+  private loginCheck: Promise<void> | null = null;
 
   constructor(private readonly options: PoolerOptions) {
+    const { health } = options;
+    this.settings = {
+      hosts: options.hosts,
+      connectTimeoutMs: options.connectTimeoutMs,
+      credentials: options.credentials,
+      pool: options.pool,
+      choice: options.choice,
+      health,
+      probeLogin: options.probeLogin,
+    };
     this.probing = options.hosts.length > 1;
     this.clock = options.clock ?? systemClock;
-    // A single host serves everything (a replica-only sidecar included): nothing to choose from.
-    const hosts = this.probing ? options.hosts : options.hosts.map((h) => ({ ...h, role: 'primary' as const }));
-    const { health } = options;
+    this.upstream = new UpstreamLogin({ ...options, clock: this.clock, connect: options.connect });
     this.health = new HealthMonitor({
-      hosts,
+      hosts: this.monitored(options.hosts),
       prober: options.prober ?? new BackendProber((host, timeoutMs) => this.connectProbe(host, timeoutMs)),
       intervalMs: health.intervalMs,
       timeoutMs: health.timeoutMs,
@@ -123,15 +120,28 @@ export class Pooler implements ServerPool {
       failoverTimeoutMs: health.failoverTimeoutMs,
       intervalMs: health.intervalMs,
     };
+    this.gate = new PauseGate({ clock: this.clock, leased: () => this.leased(), waitLimitMs: () => this.settings.health.failoverTimeoutMs });
   }
 
-  /** The health snapshot routing reads (live objects). */
+  /** The health snapshot routing reads (live objects; the array is replaced whole by reconfigure). */
   get hosts(): readonly HostState[] {
     return this.health.hosts;
   }
 
+  /** The last upstream login's outcome (pool connects, health probes, checkLogin), clock times. */
+  get lastLogin(): LastLogin {
+    return this.upstream.lastLogin;
+  }
+
+  get paused(): boolean {
+    return this.gate.paused;
+  }
+
   ready(request: ServerRequest): Promise<void> {
-    this.probeAs ??= this.probeLogin(request);
+    if (this.probeAs === null) {
+      this.borrowed = { user: request.user, database: request.database };
+      this.probeAs = this.probeLogin();
+    }
     const started = this.health.start();
     // One host: no role to wait for; the login lets the health loop probe it while its breaker is open.
     if (!this.probing) return Promise.resolve();
@@ -140,9 +150,31 @@ export class Pooler implements ServerPool {
 
   /** Starts the health loop now when the probe login is fully configured (always with one host). */
   startHealth(): void {
-    const { user, database } = this.options.probeLogin;
+    this.healthWanted = true;
+    const { user, database } = this.settings.probeLogin;
     if (user !== undefined && database !== undefined) this.probeAs = { user, database };
     if (!this.probing || this.probeAs !== null) void this.health.start();
+  }
+
+  /** Config reload: applies `next` without dropping a client connection; see the file comment. */
+  reconfigure(next: PoolerSettings): HostChanges {
+    if (next.hosts.length === 0) throw new Error('reconfigure: upstream.hosts is empty; the configuration in use is kept');
+    const changes = hostChanges(this.settings.hosts, next.hosts);
+    const was = this.settings.probeLogin;
+    this.settings = next;
+    this.upstream.credentials = next.credentials;
+    if (next.probeLogin.user !== was.user || next.probeLogin.database !== was.database) this.probeAs = null;
+    this.chooser.setOptions(next.choice);
+    this.failover.failoverTimeoutMs = next.health.failoverTimeoutMs;
+    this.failover.intervalMs = next.health.intervalMs;
+    const { intervalMs, timeoutMs, failureThreshold, circuitBreaker } = next.health;
+    this.health.setOptions({ intervalMs, timeoutMs, failureThreshold, circuitBreaker });
+    for (const entry of this.pools.values()) entry.pool.resize(next.pool);
+    this.probing = next.hosts.length > 1;
+    const delta = this.health.setHosts(this.monitored(next.hosts), this.probing);
+    for (const id of delta.removed) this.drainHost(id, 'host removed from the configuration');
+    if (this.healthWanted && !this.health.running) this.startHealth();
+    return changes;
   }
 
   choose(route: RouteRequest): Choice {
@@ -158,7 +190,9 @@ export class Pooler implements ServerPool {
   }
 
   acquireFor(route: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
-    return acquireWithFailover(this.failover, route, request);
+    const held = this.closed ? null : this.gate.pass();
+    if (held === null) return this.acquirePastGate(route, request);
+    return held.then(() => this.acquirePastGate(route, request));
   }
 
   acquire(request: ServerRequest): Promise<BackendConnection> {
@@ -176,7 +210,7 @@ export class Pooler implements ServerPool {
       if (refusal) return Promise.reject(refusal);
     }
     if (entry === undefined) {
-      entry = { pool: this.createPool(key, state, request), host: state };
+      entry = this.createEntry(key, state, request);
       this.pools.set(key, entry);
     }
     state.activeConnections += 1;
@@ -191,6 +225,8 @@ export class Pooler implements ServerPool {
     if (entry === undefined) return connection.close(outcome === 'broken');
     entry.host.activeConnections = Math.max(0, entry.host.activeConnections - 1);
     entry.pool.release(connection, outcome);
+    if (entry.pool.isClosed && entry.pool.activeCount === 0) this.draining.delete(entry);
+    this.gate.released();
   }
 
   roleOf(connection: BackendConnection): HostView['role'] {
@@ -206,7 +242,7 @@ export class Pooler implements ServerPool {
     if (host === undefined) return false;
     // A host configured as a replica (a replica-only sidecar, which routing treats as the
     // primary because it is the only host) was never expected to take writes.
-    const configured = this.options.hosts.find((entry) => `${entry.host}:${entry.port}` === host.id);
+    const configured = this.settings.hosts.find((entry) => `${entry.host}:${entry.port}` === host.id);
     if (configured?.role === 'replica') return false;
     return connection.parameters.get('in_hot_standby') === 'on' || host.role === 'replica';
   }
@@ -220,11 +256,77 @@ export class Pooler implements ServerPool {
     return [...this.pools.values()].map((entry) => entry.pool.stats());
   }
 
+  /** Every open server connection, of drained pools too (SHOW SERVERS). */
+  servers(): ServerSnapshot[] {
+    return this.allPools().flatMap(serverRows);
+  }
+
+  /** One summary per ConnectionPool, drained ones with leased connections included (SHOW POOLS, metrics). */
+  poolSummaries(): PoolSummary[] {
+    return this.allPools().map(poolSummary);
+  }
+
+  /**
+   * Logs in once to the current primary with the probe login, as a probe does, and closes that
+   * connection (for /readyz); concurrent callers share one attempt. Rejects with the login's
+   * error message, or when no primary or no login is known yet.
+   */
+  checkLogin(timeoutMs: number): Promise<void> {
+    this.loginCheck ??= this.checkLoginOnce(timeoutMs).finally(() => {
+      this.loginCheck = null;
+    });
+    return this.loginCheck;
+  }
+
+  /**
+   * PAUSE: from now on acquireFor waits (FIFO) until resume(); resolves once no server connection
+   * is leased any more, or after timeoutMs, with how many still are. See pause-gate.ts.
+   */
+  pause(timeoutMs: number): Promise<PauseOutcome> {
+    return this.gate.pause(timeoutMs);
+  }
+
+  /** RESUME: lets every held request through, in order; false when not paused. */
+  resume(): boolean {
+    return this.gate.resume();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.gate.close();
     this.health.stop();
     await Promise.all([...this.pools.values()].map((entry) => entry.pool.close()));
     this.pools.clear();
+  }
+
+  private acquirePastGate(route: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+    this.acquiring += 1;
+    return acquireWithFailover(this.failover, route, request).finally(() => {
+      this.acquiring -= 1;
+      this.gate.released();
+    });
+  }
+
+  /** Connections leased now, and acquires past the pause gate that will lease one. */
+  private leased(): number {
+    return this.allPools().reduce((sum, entry) => sum + entry.pool.activeCount, this.acquiring);
+  }
+
+  private allPools(): PoolEntry[] {
+    return [...this.pools.values(), ...this.draining];
+  }
+
+  /** The hosts as the health loop sees them: a single host serves everything (a replica-only sidecar included). */
+  private monitored(hosts: readonly HostEntry[]): readonly HostEntry[] {
+    return hosts.length > 1 ? hosts : hosts.map((h) => ({ ...h, role: 'primary' as const }));
+  }
+
+  private async checkLoginOnce(timeoutMs: number): Promise<void> {
+    const claim = claimPrimary(consideredUp(this.health.hosts));
+    if (claim.kind !== 'one') throw new Error(claim.kind === 'two' ? 'no primary known: two hosts claim to be the primary' : 'no primary known');
+    const login = this.knownProbeLogin();
+    if (login === null) throw new Error('no login is known yet for checking the upstream: set upstream.user and upstream.database');
+    await this.upstream.check(claim.host, login, timeoutMs);
   }
 
   /** Closes and forgets every pool of a host; see the file comment. */
@@ -234,6 +336,7 @@ export class Pooler implements ServerPool {
       if (entry.host.id !== id) continue;
       this.pools.delete(key);
       void entry.pool.close();
+      if (entry.pool.activeCount > 0) this.draining.add(entry);
       drained += 1;
     }
     if (drained > 0) this.options.log.info({ host: id, pools: drained, reason }, 'pools of the host drained: new connections go where routing says now');
@@ -277,70 +380,34 @@ export class Pooler implements ServerPool {
     return !host.up || host.failures > 0 || host.breaker !== 'closed' || (this.health.breaker(host.id)?.failures ?? 0) > 0;
   }
 
-  private probeLogin(request: ServerRequest | null): { user: string; database: string } {
-    const { user, database } = this.options.probeLogin;
-    const chosenUser = user ?? request?.user;
-    const chosenDatabase = database ?? request?.database;
-    if (chosenUser === undefined || chosenDatabase === undefined) throw new Error('health probes have no login yet');
-    return { user: chosenUser, database: chosenDatabase };
+  /** The probe login: the configured parts, the rest from the client it was borrowed from; throws when incomplete. */
+  private probeLogin(): Login {
+    const login = this.knownProbeLogin();
+    if (login === null) throw new Error('health probes have no login yet');
+    return login;
+  }
+
+  private knownProbeLogin(): Login | null {
+    if (this.probeAs !== null) return this.probeAs;
+    const { user, database } = this.settings.probeLogin;
+    const chosenUser = user ?? this.borrowed?.user;
+    const chosenDatabase = database ?? this.borrowed?.database;
+    return chosenUser === undefined || chosenDatabase === undefined ? null : { user: chosenUser, database: chosenDatabase };
   }
 
   private async connectProbe(host: HostEntry, timeoutMs: number): Promise<BackendConnection> {
-    this.probeAs ??= this.probeLogin(null);
+    this.probeAs ??= this.probeLogin();
     try {
-      return await this.connect(host, this.probeAs, timeoutMs);
+      return await this.upstream.connect(host, this.probeAs, timeoutMs);
     } catch (err) {
       // The server refused the login the probes borrowed (say, a client's database that does not
       // exist): learn it again from the next client.
-      if (err instanceof UpstreamLoginError && this.options.probeLogin.user === undefined) this.probeAs = null;
+      if (err instanceof UpstreamLoginError && this.settings.probeLogin.user === undefined) {
+        this.probeAs = null;
+        this.borrowed = null;
+      }
       throw err;
     }
-  }
-
-  private async connect(host: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number): Promise<BackendConnection> {
-    const { options } = this;
-    const target = { host: host.host, port: host.port };
-    if (options.connect) return options.connect(target, login, timeoutMs);
-    const secrets = options.credentials;
-    if (!secrets) return this.login(target, login, timeoutMs, null);
-    const who = { host: target.host, port: target.port, user: secrets.loginUser(login.user) };
-    const as = { user: who.user, database: login.database };
-    const deadline = this.clock.now() + timeoutMs;
-    // The secret is in hand before the socket opens: a slow token service or command is then a
-    // credentials problem, never a login timeout blamed on the host (breaker, health).
-    const lease = await secrets.get(who);
-    try {
-      const connection = await this.login(target, as, timeoutMs, lease.password);
-      secrets.accepted(who, lease);
-      return connection;
-    } catch (err) {
-      // The server said no to the secret (rotated since it was cached, or a token that lapsed):
-      // one retry with whatever the cache has that differs from it, within the connect deadline.
-      if (!rejectedLogin(err)) throw err;
-      const reserve = Math.min(1000, timeoutMs / 4); // left for the retried login itself
-      const waitUntil = (err as UpstreamLoginError).serverCode === '28P01' ? deadline - reserve : 0;
-      const retry = await secrets.rejected(who, lease, waitUntil);
-      if (!retry) throw err;
-      const connection = await this.login(target, as, Math.max(reserve, deadline - this.clock.now()), retry.password);
-      secrets.accepted(who, retry);
-      options.log.info({ host: `${target.host}:${target.port}`, user: who.user }, 'upstream login succeeded with the rotated credentials');
-      return connection;
-    }
-  }
-
-  private login(target: UpstreamTarget, login: { user: string; database: string }, timeoutMs: number, password: string | null): Promise<BackendConnection> {
-    const { options } = this;
-    return BackendConnection.connect({
-      connector: options.connector,
-      target,
-      tls: options.tls,
-      connectTimeoutMs: timeoutMs,
-      user: login.user,
-      database: login.database,
-      params: NO_PARAMS,
-      password: async () => password,
-      maxMessageSize: options.maxMessageSize,
-    });
   }
 
   /** A connect for a pool, through the host's breaker, which learns whether the host could be reached. */
@@ -348,7 +415,7 @@ export class Pooler implements ServerPool {
     const breaker = this.health.breaker(host.id);
     const ticket = breaker?.admit();
     try {
-      const connection = await this.connect(host, login, this.options.connectTimeoutMs);
+      const connection = await this.upstream.connect(host, login, this.settings.connectTimeoutMs);
       if (breaker && ticket) breaker.succeeded(ticket);
       host.connectFailures = 0;
       return connection;
@@ -363,29 +430,29 @@ export class Pooler implements ServerPool {
     }
   }
 
-  private createPool(key: string, host: HostState, request: ServerRequest): ConnectionPool<BackendConnection> {
-    const { options } = this;
-    const pool: ConnectionPool<BackendConnection> = new ConnectionPool<BackendConnection>(
-      key,
-      options.pool,
-      {
-        create: async () => {
-          const connection = await this.connectThroughBreaker(host, request);
-          this.owner.set(connection, { pool, host });
-          return connection;
+  private createEntry(key: string, host: HostState, request: ServerRequest): PoolEntry {
+    const { onEvent } = this.options;
+    const entry: PoolEntry = {
+      host,
+      database: request.database,
+      user: request.user,
+      pool: new ConnectionPool<BackendConnection>(
+        key,
+        this.settings.pool,
+        {
+          create: async () => {
+            const connection = await this.connectThroughBreaker(host, request);
+            this.owner.set(connection, entry);
+            return connection;
+          },
+          destroy: (connection) => connection.close(),
+          isAlive: (connection) => !connection.isClosed,
+          onClosed: (connection, cb) => connection.socket.once('close', cb),
+          retryable: retryableConnectError,
         },
-        destroy: (connection) => connection.close(),
-        isAlive: (connection) => !connection.isClosed,
-        onClosed: (connection, cb) => connection.socket.once('close', cb),
-        retryable: retryableConnectError,
-      },
-      { clock: this.clock, ...(options.onEvent ? { onEvent: options.onEvent } : {}) },
-    );
-    return pool;
+        { clock: this.clock, ...(onEvent ? { onEvent } : {}) },
+      ),
+    };
+    return entry;
   }
-}
-
-/** The server refused the secret itself (28P01 wrong password, 28000 e.g. a PAM/IAM refusal). */
-function rejectedLogin(err: unknown): boolean {
-  return err instanceof UpstreamLoginError && (err.serverCode === '28P01' || err.serverCode === '28000');
 }
