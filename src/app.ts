@@ -1,39 +1,53 @@
 // Composition root: turns a validated Config into running parts (credentials, TLS material,
-// the server pool, the client listener) and wires them together. No logic of its own beyond
-// mapping config onto constructors; it is the only module that knows every other one.
+// the server pool, the client listener, metrics, the admin endpoint and console) and wires
+// them together. No logic of its own beyond mapping config onto constructors and events onto
+// observers; it is the only module that knows every other one. Reloads: app-reload.ts; what
+// the observers read: app-observe.ts.
 
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import { startAdminServer, type AdminServer } from './admin/http.ts';
+import { startAdminServer } from './admin/http.ts';
+import { builders } from './app-build.ts';
+import { metricsSource, type ObservedParts } from './app-observe.ts';
+import { VERSION } from './version.ts';
+import { applyConfig, type LiveParts, type PartBuilders } from './app-reload.ts';
 import { TcpConnector, type Connector } from './backend/connector.ts';
-import type { Config } from './config/index.ts';
-import { CredentialCache, type CredentialEntrySnapshot } from './credentials/cache.ts';
-import { logCredentialEvent, RotationCounters, type RotationEvent } from './credentials/events.ts';
-import { credentialProviderFor } from './credentials/from-config.ts';
-import { ListenerTlsMaterial, UpstreamTlsMaterial } from './credentials/tls-material.ts';
-import { storedCredential, type StoredCredential } from './frontend/client-auth.ts';
+import { redactConfig, type Config } from './config/index.ts';
+import type { CredentialEntrySnapshot } from './credentials/cache.ts';
+import { RotationCounters, type RotationEvent } from './credentials/events.ts';
+import { ConfigError } from './errors.ts';
 import { Listener } from './frontend/listener.ts';
 import type { FrontendSettings } from './frontend/session.ts';
-import { createLogger } from './lib/logger.ts';
-import { Pooler } from './pool/pooler.ts';
-import { CATALOG_SQL, FunctionCatalogs } from './health/function-catalogs.ts';
+import { TrafficStats } from './frontend/traffic.ts';
+import type { FunctionCatalogs } from './health/function-catalogs.ts';
 import { HealthCounters } from './health/events.ts';
 import type { HostState } from './health/monitor.ts';
-import { loadClassifierModule } from './router/classifier.ts';
-import type { HostEntry } from './pool/server-pool.ts';
+import { FileWatch } from './lib/file-watch.ts';
+import { createLogger } from './lib/logger.ts';
+import { AmbassadorMetrics } from './metrics/metrics.ts';
+import { Pooler } from './pool/pooler.ts';
 
-/** Prepared statements kept per server connection in transaction mode (as PgBouncer's default order). */
-const PREPARED_STATEMENTS_PER_SERVER = 256;
+/** SHOW STATS' averages cover this period (PgBouncer's stats_period). */
+const STATS_PERIOD_MS = 60_000;
+
+export { VERSION };
 
 export interface AmbassadorOptions {
   logger?: Logger;
   connector?: Connector;
   env?: NodeJS.ProcessEnv;
+  /** Reads the config again (file, environment, flags) for a reload; without it reloads only re-read secrets and TLS files. */
+  reloadConfig?: () => Config;
+  /** The config file, watched: a change reloads. */
+  configFile?: string;
+  /** POST /quitquitquit: the process should shut down and exit (main.ts); default: shutdown() only. */
+  quit?: (reason: string) => void;
 }
 
-/** What a reload (SIGHUP, POST /reload) did. */
+/** What a reload (SIGHUP, a config file change, POST /reload, RELOAD) did. */
 export interface ReloadReport {
+  config: { ok: true; changed: string[]; restartRequired: string[] } | { ok: false; error: string };
   credentials: { refreshed: number; failed: number };
   tls: { upstream: boolean; listen: boolean };
 }
@@ -44,18 +58,28 @@ export interface Ambassador {
   readonly adminAddress: net.AddressInfo;
   readonly logger: Logger;
   readonly listener: Listener;
+  readonly pool: Pooler;
+  readonly metrics: AmbassadorMetrics;
+  /** The config in effect now (restart-only keys as started). */
+  config(): Config;
   /** The health snapshot routing reads: each host's role, state, lag and replayed WAL position. */
   hosts(): readonly HostState[];
-  /** Health events so far (host down/up, role changes, failovers, breakers, address changes), for metrics. */
+  /** Health events so far (host down/up, role changes, failovers, breakers, address changes). */
   healthCounters(): HealthCounters;
-  /** Credential refreshes and rejections, TLS reloads, for metrics. */
+  /** Credential refreshes and rejections, TLS reloads. */
   rotationCounters(): RotationCounters;
   /** Each login's cached secret: when fetched, when it expires, failures (never the secret). */
   credentials(): CredentialEntrySnapshot[];
-  /** Re-reads credentials and TLS files now (SIGHUP, POST /reload). */
+  /** /readyz: a primary is known and an upstream login worked within the last health interval. */
+  readiness(): Promise<{ ready: boolean; reason: string }>;
+  /** Re-reads the config (when it came from a file), credentials and TLS files. */
   reload(reason: string): Promise<ReloadReport>;
-  /** Graceful shutdown: drain sessions up to shutdown.timeout, then close the pool. */
-  shutdown(): Promise<void>;
+  /**
+   * Graceful shutdown: with acceptGrace (SIGTERM), new clients are still accepted for
+   * shutdown.acceptGrace while /readyz says 503; then sessions drain for the rest of
+   * shutdown.timeout and the pool closes.
+   */
+  shutdown(options?: { acceptGrace?: boolean }): Promise<void>;
 }
 
 export async function startAmbassador(config: Config, options: AmbassadorOptions = {}): Promise<Ambassador> {
@@ -81,169 +105,222 @@ async function assemble(
   stopStarted: () => Promise<void>,
 ): Promise<Ambassador> {
   const rotationCounters = new RotationCounters();
-  const onRotation = (event: RotationEvent): void => rotationCounters.record(event);
-  const credentialLog = logger.child({ component: 'credentials' });
-  const provider = await credentialProviderFor(config, options.env ?? process.env);
-  const credentials = provider
-    ? new CredentialCache(provider, {
-        onEvent: (event) => {
-          onRotation(event);
-          logCredentialEvent(credentialLog, event);
-        },
-      })
-    : null;
-  started.push(() => credentials?.close());
-  const tlsLog = logger.child({ component: 'tls' });
-  const upstreamTls = new UpstreamTlsMaterial(config.upstream.tls, { log: tlsLog, onEvent: onRotation });
-  started.push(() => upstreamTls.close());
-  const listenTls = new ListenerTlsMaterial(config.listen.tls, { log: tlsLog, onEvent: onRotation });
-  started.push(() => listenTls.close());
-  const hosts: HostEntry[] = config.upstream.hosts.map((h) => ({ host: h.host, port: h.port, role: h.role, weight: h.weight }));
-  const routingConfig = config.routing;
   const healthCounters = new HealthCounters();
+  // The metrics read the parts through `parts`, which exists once they do; nothing scrapes before.
+  let observed: ObservedParts | null = null;
+  const metrics = new AmbassadorMetrics(lazySource(() => observed), { version: VERSION });
+  const traffic = new TrafficStats(metrics);
+  const onRotation = (event: RotationEvent): void => {
+    rotationCounters.record(event);
+    metrics.rotationEvent(event);
+  };
+  const mockSecret = randomBytes(32);
+  const build = builders({ env: options.env ?? process.env, logger, onRotation, mockSecret, parts: () => parts, observed: () => observed });
+  const credentials = await build.credentials(config);
+  started.push(() => parts.credentials?.close());
+  const upstreamTls = build.upstreamTls(config);
+  started.push(() => parts.upstreamTls.close());
+  const listenTls = build.listenTls(config);
+  started.push(() => parts.listenTls.close());
   const pool = new Pooler({
+    ...build.poolerSettings(config, credentials),
     connector: options.connector ?? new TcpConnector(),
-    hosts,
-    tls: () => upstreamTls.current(),
-    connectTimeoutMs: config.upstream.connectTimeout,
-    credentials,
+    tls: () => parts.upstreamTls.current(),
     maxMessageSize: config.listen.maxMessageSize,
-    pool: {
-      size: config.pool.size,
-      minIdle: config.pool.minIdle,
-      idleTimeoutMs: config.pool.idleTimeout,
-      maxLifetimeMs: config.pool.maxLifetime,
-      acquireTimeoutMs: config.pool.acquireTimeout,
-      retry: { max: config.upstream.retry.max, initialDelayMs: config.upstream.retry.initialDelay, maxDelayMs: config.upstream.retry.maxDelay },
-    },
-    choice: {
-      loadBalance: routingConfig.loadBalance,
-      maxReplicaLag: { ...routingConfig.maxReplicaLag },
-      readsFromPrimary: routingConfig.readsFromPrimary,
-    },
-    health: {
-      intervalMs: config.health.interval,
-      timeoutMs: config.health.timeout,
-      failureThreshold: config.health.failureThreshold,
-      failoverTimeoutMs: config.health.failoverTimeout,
-      circuitBreaker: { threshold: config.health.circuitBreaker.threshold, cooldownMs: config.health.circuitBreaker.cooldown },
-    },
-    probeLogin: { user: config.upstream.user, database: config.upstream.database },
     log: logger,
-    onHealthEvent: (event) => healthCounters.record(event),
+    onEvent: (event) => metrics.poolEvent(event),
+    onHealthEvent: (event) => {
+      healthCounters.record(event);
+      metrics.healthEvent(event);
+    },
   });
   started.push(() => pool.close());
-  const catalogs = await functionCatalogs(config, pool, logger);
-  started.push(() => catalogs?.stop());
-  // New client connections take the listener's current certificate; the settings object is
-  // replaced (never mutated) when it changes, so a session keeps the one it started with.
-  let settings = frontendSettings(config, listenTls.current());
-  const currentSettings = (): FrontendSettings => {
-    const context = listenTls.current();
-    if (context !== settings.tlsContext) settings = { ...settings, tlsContext: context };
-    return settings;
-  };
+  const routing = { catalogs: null as FunctionCatalogs | null, readYourWrites: config.routing.readYourWrites };
   const listener = new Listener({
     host: config.listen.host,
     port: config.listen.port,
     maxClientConnections: config.listen.maxClientConnections,
-    settings: currentSettings,
+    settings: () => currentSettings(),
     pool,
-    routing: { catalogs, readYourWrites: routingConfig.readYourWrites },
+    routing,
+    traffic,
+    onPin: (reason) => metrics.pinnedSession(reason),
     logger,
   });
-  // Reloads asked for while one runs share it: a burst of SIGHUPs or POSTs costs one fetch per login.
-  let reloading: Promise<ReloadReport> | null = null;
-  const reload = (reason: string): Promise<ReloadReport> =>
-    (reloading ??= (async () => {
-      logger.info({ reason }, 'reloading credentials and TLS material');
-      const tls = { upstream: upstreamTls.reload(reason), listen: listenTls.reload(reason) };
-      const refreshed = credentials ? await credentials.refreshAll('reload') : { refreshed: 0, failed: 0 };
-      return { credentials: refreshed, tls };
-    })().finally(() => (reloading = null)));
+  const parts: LiveParts = { config, logger, pool, listener, routing, credentials, upstreamTls, listenTls, settings: build.frontendSettings(config, listenTls) };
+  // New client connections take the listener's current certificate; the settings object is
+  // replaced (never mutated) when it changes, so a session keeps the one it started with.
+  const currentSettings = (): FrontendSettings => {
+    const context = parts.listenTls.current();
+    if (context !== parts.settings.tlsContext) parts.settings = { ...parts.settings, tlsContext: context };
+    return parts.settings;
+  };
+  routing.catalogs = await build.catalogs(config);
+  started.push(() => routing.catalogs?.stop());
+
+  const reload = reloader(parts, build, options, metrics);
+  observed = {
+    version: VERSION,
+    config: () => parts.config,
+    listener,
+    pool,
+    traffic,
+    routing,
+    credentials: () => parts.credentials?.snapshot() ?? [],
+    reload,
+  };
+  const statsTimer = setInterval(() => traffic.sample(), STATS_PERIOD_MS).unref();
+  started.push(() => clearInterval(statsTimer));
+
+  let startupDone = false;
+  let draining = false;
+  const readiness = async (): Promise<{ ready: boolean; reason: string }> => {
+    if (!startupDone) return { ready: false, reason: 'starting' };
+    if (draining) return { ready: false, reason: 'shutting down' };
+    return upstreamReadiness(pool, parts.config);
+  };
+  let stopping: Promise<void> | null = null;
+  const quit = options.quit ?? (() => void ambassador.shutdown());
+  // The admin endpoint answers from the start (/startupz says 503 until the listener is up).
+  const admin = await startAdminServer({
+    host: config.admin.host,
+    port: config.admin.port,
+    token: () => parts.config.admin.token,
+    reload,
+    metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metrics() }),
+    ready: readiness,
+    started: () => startupDone,
+    config: () => redactConfig(parts.config),
+    quit,
+    log: logger.child({ component: 'admin' }),
+  });
+  started.push(() => admin.close());
+
   pool.startHealth();
   started.push(() => listener.shutdown(0));
   const address = await listener.listen();
-  const admin = await startAdminServer({ host: config.admin.host, port: config.admin.port, token: config.admin.token, reload, log: logger.child({ component: 'admin' }) });
-  started.push(() => admin.close());
+  if (options.configFile !== undefined && options.reloadConfig !== undefined) {
+    const watch = new FileWatch([options.configFile], () => void reload('config file changed'));
+    started.push(() => watch.close());
+  }
+  startupDone = true;
   logger.info(
     {
+      version: VERSION,
       listen: `${address.address}:${address.port}`,
       admin: `${admin.address.address}:${admin.address.port}`,
-      upstream: hosts.map((h) => `${h.host}:${h.port}`),
+      upstream: config.upstream.hosts.map((h) => `${h.host}:${h.port}`),
       poolMode: config.pool.mode,
-      readWriteSplit: catalogs !== null,
-      credentials: provider?.kind ?? 'none',
+      readWriteSplit: routing.catalogs !== null,
+      credentials: config.upstream.credentials?.type ?? 'none',
     },
     'pg-ambassador listening',
   );
-  let stopping: Promise<void> | null = null;
-  return {
+
+  const ambassador: Ambassador = {
     address,
     adminAddress: admin.address,
     logger,
     listener,
+    pool,
+    metrics,
+    config: () => parts.config,
     hosts: () => pool.hosts,
     healthCounters: () => healthCounters,
     rotationCounters: () => rotationCounters,
-    credentials: () => credentials?.snapshot() ?? [],
+    credentials: () => parts.credentials?.snapshot() ?? [],
+    readiness,
     reload,
-    shutdown() {
+    shutdown(shutdownOptions = {}) {
       stopping ??= (async () => {
-        logger.info({ sessions: listener.sessions.size, timeoutMs: config.shutdown.timeout }, 'shutting down');
-        await listener.shutdown(config.shutdown.timeout);
+        const { timeout, acceptGrace } = parts.config.shutdown;
+        const grace = shutdownOptions.acceptGrace ? acceptGrace : 0;
+        draining = true;
+        if (grace > 0) {
+          // Kubernetes signals every container of a pod at once: the app may still open
+          // connections while its endpoints are being removed.
+          logger.info({ acceptGraceMs: grace }, 'shutting down: still accepting clients for shutdown.acceptGrace');
+          await new Promise((resolve) => setTimeout(resolve, grace));
+        }
+        logger.info({ sessions: listener.sessions.size, timeoutMs: timeout - grace }, 'shutting down: draining sessions');
+        await listener.shutdown(timeout - grace);
         await stopStarted();
         logger.info('shutdown complete');
       })();
       return stopping;
     },
   };
+  return ambassador;
 }
 
-/**
- * Read/write splitting needs transaction pooling (a session-mode client keeps one server) and
- * the parser; each database's classifier learns its functions from the primary's pg_proc.
- */
-async function functionCatalogs(config: Config, pool: Pooler, logger: Logger): Promise<FunctionCatalogs | null> {
-  const routing = config.routing;
-  if (!routing.readWriteSplit) return null;
-  if (config.pool.mode !== 'transaction') {
-    logger.warn('routing.readWriteSplit needs pool.mode transaction: in session mode a session stays on one server (target_session_attrs still chooses it)');
-    return null;
+/** Readiness from the pool's view: a usable primary, and an upstream login that works. */
+async function upstreamReadiness(pool: Pooler, config: Config): Promise<{ ready: boolean; reason: string }> {
+  const primary = pool.hosts.find((h) => h.role === 'primary' && h.up && h.breaker !== 'open');
+  if (primary === undefined) return { ready: false, reason: 'no primary known' };
+  const { okAt } = pool.lastLogin;
+  if (okAt !== null && Date.now() - okAt <= config.health.interval) return { ready: true, reason: `ready: primary ${primary.id}, upstream login ${Date.now() - okAt} ms ago` };
+  try {
+    await pool.checkLogin(config.health.timeout);
+    return { ready: true, reason: `ready: primary ${primary.id}, upstream login checked now` };
+  } catch (err) {
+    return { ready: false, reason: `upstream login failed: ${err instanceof Error ? err.message : String(err)}` };
   }
-  await loadClassifierModule();
-  return new FunctionCatalogs({
-    classifier: { allow: [...routing.functions.allow], deny: [...routing.functions.deny] },
-    refreshIntervalMs: routing.functions.refreshInterval,
-    read: async (request) => {
-      const server = await pool.acquire(request);
-      try {
-        const rows = await server.query(CATALOG_SQL, config.upstream.connectTimeout);
-        pool.release(server, 'reusable');
-        return rows;
-      } catch (err) {
-        pool.release(server, server.isClosed ? 'broken' : 'reusable');
-        throw err;
-      }
-    },
-    log: logger.child({ component: 'catalog' }),
-  });
 }
 
-function frontendSettings(config: Config, tlsContext: FrontendSettings['tlsContext']): FrontendSettings {
-  const users = new Map<string, StoredCredential>();
-  for (const user of config.clientAuth.users) users.set(user.name, storedCredential(user.name, user.password));
+/** Reloads asked for while one runs share the next run: a burst costs one more run, none is lost. */
+function reloader(parts: LiveParts, build: PartBuilders, options: AmbassadorOptions, metrics: AmbassadorMetrics): (reason: string) => Promise<ReloadReport> {
+  const log = parts.logger;
+  const run = async (reason: string): Promise<ReloadReport> => {
+    log.info({ reason }, 'reloading');
+    let config: ReloadReport['config'] = { ok: true, changed: [], restartRequired: [] };
+    if (options.reloadConfig) {
+      try {
+        const applied = await applyConfig(parts, options.reloadConfig(), build);
+        config = { ok: true, changed: applied.changed, restartRequired: applied.restartRequired };
+        metrics.configReload('ok');
+        if (applied.restartRequired.length > 0) log.warn({ keys: applied.restartRequired }, 'changed settings need a restart to take effect; the old values stay in force');
+        log.info({ changed: applied.changed, hosts: applied.hosts }, applied.changed.length > 0 ? 'configuration reloaded' : 'configuration reloaded: nothing changed');
+      } catch (err) {
+        const error = err instanceof ConfigError || err instanceof Error ? err.message : String(err);
+        config = { ok: false, error };
+        metrics.configReload('failed');
+        log.error({ reason, error }, 'configuration reload failed: the current configuration stays in force');
+      }
+    }
+    const tls = { upstream: parts.upstreamTls.reload(reason), listen: parts.listenTls.reload(reason) };
+    const refreshed = parts.credentials ? await parts.credentials.refreshAll('reload') : { refreshed: 0, failed: 0 };
+    return { config, credentials: refreshed, tls };
+  };
+  let running: Promise<ReloadReport> | null = null;
+  let queued: Promise<ReloadReport> | null = null;
+  const reload = (reason: string): Promise<ReloadReport> => {
+    if (running === null) {
+      running = run(reason).finally(() => (running = null));
+      return running;
+    }
+    queued ??= running.then(
+      () => ((queued = null), reload(reason)),
+      () => ((queued = null), reload(reason)),
+    );
+    return queued;
+  };
+  return reload;
+}
+
+/** A MetricsSource whose answers come from the parts once they exist (zeros before). */
+function lazySource(observed: () => ObservedParts | null): ReturnType<typeof metricsSource> {
+  const source = () => {
+    const parts = observed();
+    return parts === null ? null : metricsSource(parts);
+  };
   return {
-    loginTimeoutMs: config.listen.loginTimeout,
-    maxMessageSize: config.listen.maxMessageSize,
-    startupLimits: { maxPacketSize: config.listen.maxStartupPacketSize, maxParameters: 1000 },
-    tlsContext,
-    tlsRequired: config.listen.tls.required,
-    auth: { method: config.clientAuth.method, users, mockSecret: randomBytes(32) },
-    upstreamUser: config.upstream.user,
-    upstreamDatabase: config.upstream.database,
-    poolMode: config.pool.mode,
-    statementCapacity: PREPARED_STATEMENTS_PER_SERVER,
-    exchangeTimeoutMs: config.upstream.connectTimeout,
+    clients: () => source()?.clients() ?? { login: 0, active: 0, idle: 0, waiting: 0 },
+    pools: () => source()?.pools() ?? [],
+    hosts: () => source()?.hosts() ?? [],
+    credentials: () => source()?.credentials() ?? [],
+    pinned: () => source()?.pinned() ?? new Map(),
+    bytes: () => source()?.bytes() ?? { received: 0, sent: 0 },
+    paused: () => source()?.paused() ?? false,
+    now: () => Date.now(),
   };
 }

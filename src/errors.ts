@@ -12,6 +12,10 @@ export const ERROR_CATALOGUE = {
   LOGIN_TIMEOUT: { sqlstate: '08006', retryable: false, severity: 'FATAL' },
   AUTH_FAILED: { sqlstate: '28P01', retryable: false, severity: 'FATAL' },
   AUTH_METHOD_REJECTED: { sqlstate: '28000', retryable: false, severity: 'FATAL' },
+  /** A user not in admin.users asked for the admin console. */
+  NOT_ADMIN: { sqlstate: '28000', retryable: false, severity: 'FATAL' },
+  /** PAUSE held the request longer than health.failoverTimeout. */
+  PAUSED: { sqlstate: '57P03', retryable: true, severity: 'ERROR' },
   TOO_MANY_CLIENTS: { sqlstate: '53300', retryable: true, severity: 'FATAL' },
   /** No server connection became free within pool.acquireTimeout; the client stays connected. */
   POOL_TIMEOUT: { sqlstate: '53300', retryable: true, severity: 'ERROR' },

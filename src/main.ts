@@ -1,8 +1,11 @@
 // Process entry: parses argv, loads the config, starts the ambassador, and maps signals and
 // failures to exit codes.
 //
-// Exit codes: 0 clean exit (including graceful shutdown on SIGTERM/SIGINT), 1 invalid config,
-// 2 bad command line, 3 could not start (port taken, unreadable TLS material, ...).
+// Exit codes: 0 clean exit (graceful shutdown after SIGTERM, SIGINT or POST /quitquitquit),
+// 1 invalid config (at start), 2 bad command line, 3 could not start (port taken, unreadable TLS
+// material, ...), 4 the shutdown itself failed, 130 a second SIGTERM/SIGINT during the drain.
+// Signals: SIGTERM drains after shutdown.acceptGrace (Kubernetes), SIGINT drains at once,
+// SIGHUP reloads the config file, credentials and TLS material.
 
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
@@ -13,6 +16,8 @@ import { ConfigError } from './errors.ts';
 const EXIT_CONFIG = 1;
 const EXIT_USAGE = 2;
 const EXIT_START = 3;
+const EXIT_SHUTDOWN_FAILED = 4;
+const EXIT_INTERRUPTED = 130;
 
 const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
@@ -23,13 +28,17 @@ interface RunFlags {
   logLevel?: string;
 }
 
+function configFile(flags: { config?: string }): string | undefined {
+  return flags.config ?? (process.env.PG_AMBASSADOR_CONFIG || undefined);
+}
+
 function load(flags: RunFlags): Config {
   const overrides: Record<string, unknown> = {};
   if (flags.host !== undefined || flags.port !== undefined) {
     overrides.listen = { ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.port !== undefined ? { port: flags.port } : {}) };
   }
   if (flags.logLevel !== undefined) overrides.logging = { level: flags.logLevel };
-  return loadConfig({ file: flags.config ?? (process.env.PG_AMBASSADOR_CONFIG || undefined), env: process.env, flags: overrides as never });
+  return loadConfig({ file: configFile(flags), env: process.env, flags: overrides as never });
 }
 
 function fail(err: unknown): never {
@@ -42,35 +51,45 @@ function fail(err: unknown): never {
   process.exit(EXIT_START);
 }
 
-/** Graceful shutdown on SIGTERM/SIGINT; a second signal exits at once. */
-export function handleSignals(ambassador: Ambassador, extraCleanup: () => Promise<void> = async () => {}): void {
-  let signalled = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (signalled) {
-      ambassador.logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
+/**
+ * Exits the process after a graceful shutdown (SIGTERM with shutdown.acceptGrace first; SIGINT
+ * and POST /quitquitquit without). A second signal during the drain exits at once.
+ */
+export function exitAfterShutdown(getAmbassador: () => Ambassador | null, extraCleanup: () => Promise<void> = async () => {}): (why: string, acceptGrace: boolean) => void {
+  let shuttingDown = false;
+  return (why, acceptGrace) => {
+    const ambassador = getAmbassador();
+    if (ambassador === null) process.exit(0);
+    if (shuttingDown) {
+      if (why === 'POST /quitquitquit') return;
+      ambassador.logger.warn({ signal: why }, 'second signal: exiting now');
+      process.exit(EXIT_INTERRUPTED);
     }
-    signalled = true;
-    ambassador.logger.info({ signal }, 'signal received: draining');
+    shuttingDown = true;
+    ambassador.logger.info({ why }, 'shutting down');
     ambassador
-      .shutdown()
+      .shutdown({ acceptGrace })
       .then(extraCleanup)
       .then(() => ambassador.logger.flush?.())
       .then(() => process.exit(0))
       .catch((err) => {
         ambassador.logger.error({ err: String(err) }, 'shutdown failed');
-        process.exit(1);
+        process.exit(EXIT_SHUTDOWN_FAILED);
       });
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+}
+
+/** Graceful shutdown on SIGTERM/SIGINT, reload on SIGHUP. */
+export function handleSignals(ambassador: Ambassador, exit: (why: string, acceptGrace: boolean) => void = exitAfterShutdown(() => ambassador)): void {
+  process.on('SIGTERM', () => exit('SIGTERM', true));
+  process.on('SIGINT', () => exit('SIGINT', false));
   onReloadSignal(ambassador);
 }
 
-/** SIGHUP re-reads credentials and TLS material; returns a function that stops listening. */
+/** SIGHUP re-reads the config file, credentials and TLS material; returns a function that stops listening. */
 export function onReloadSignal(ambassador: Ambassador): () => void {
   const onHup = (): void => {
-    ambassador.logger.info('SIGHUP received: re-reading credentials and TLS material');
+    ambassador.logger.info('SIGHUP received: reloading');
     ambassador
       .reload('SIGHUP')
       .then((report) => ambassador.logger.info({ report }, 'reload finished'))
@@ -87,9 +106,15 @@ async function run(flags: RunFlags): Promise<void> {
   } catch (err) {
     fail(err);
   }
+  let ambassador: Ambassador | null = null;
+  const exit = exitAfterShutdown(() => ambassador);
   try {
-    const ambassador = await startAmbassador(config);
-    handleSignals(ambassador);
+    ambassador = await startAmbassador(config, {
+      reloadConfig: () => load(flags),
+      configFile: configFile(flags),
+      quit: (why) => exit(why, false),
+    });
+    handleSignals(ambassador, exit);
   } catch (err) {
     fail(err);
   }
@@ -97,7 +122,7 @@ async function run(flags: RunFlags): Promise<void> {
 
 function checkConfig(flags: { config?: string }): void {
   try {
-    const config = loadConfig({ file: flags.config ?? (process.env.PG_AMBASSADOR_CONFIG || undefined), env: process.env });
+    const config = loadConfig({ file: configFile(flags), env: process.env });
     process.stdout.write(formatConfig(config));
     process.stderr.write(`${flags.config ?? 'environment'}: configuration is valid\n`);
   } catch (err) {

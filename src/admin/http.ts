@@ -1,7 +1,13 @@
 // The admin HTTP endpoint (admin.host:admin.port, loopback by default). It only observes and
 // triggers: it holds no state of its own and reaches the rest through the callbacks it is given.
-//   GET  /livez    200 while the process serves requests
-//   POST /reload   re-reads credentials and TLS files now (as SIGHUP); JSON report
+//   GET  /metrics        Prometheus exposition
+//   GET  /livez          200 while the process serves requests (the event loop turns)
+//   GET  /readyz         200 when a primary is known and an upstream login worked within the last
+//                        health interval; 503 with the reason otherwise (and while draining)
+//   GET  /startupz       200 once startup finished (listener bound, first health round done)
+//   GET  /config         the effective config, secrets redacted (JSON)
+//   POST /reload         re-reads the config file, credentials and TLS files (as SIGHUP); JSON report
+//   POST /quitquitquit   graceful shutdown, then exit 0 (a Kubernetes Job whose main container finished)
 // POST endpoints require `Authorization: Bearer <admin.token>` when a token is configured.
 
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -12,9 +18,19 @@ import type { Logger } from 'pino';
 export interface AdminServerOptions {
   host: string;
   port: number;
-  /** Bearer token the POST endpoints require; undefined: none (loopback only is the default bind). */
-  token: string | undefined;
+  /** Bearer token the POST endpoints require, read per request (a reload may change it); undefined: none. */
+  token: () => string | undefined;
   reload: (reason: string) => Promise<unknown>;
+  /** The exposition text and its content type. */
+  metrics: () => Promise<{ contentType: string; body: string }>;
+  /** Readiness and why; checking may log in upstream. */
+  ready: () => Promise<{ ready: boolean; reason: string }>;
+  /** Whether startup has finished. */
+  started: () => boolean;
+  /** The effective config with secrets redacted. */
+  config: () => unknown;
+  /** Starts a graceful shutdown (the process exits when it is done). */
+  quit: (reason: string) => void;
   log: Logger;
 }
 
@@ -28,6 +44,30 @@ type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<
 export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
   const routes = new Map<string, Handler>([
     ['GET /livez', (_req, res) => send(res, 200, 'ok\n')],
+    [
+      'GET /metrics',
+      async (_req, res) => {
+        const { contentType, body } = await options.metrics();
+        res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' });
+        res.end(body);
+      },
+    ],
+    [
+      'GET /readyz',
+      async (_req, res) => {
+        const { ready, reason } = await options.ready();
+        send(res, ready ? 200 : 503, `${reason}\n`);
+      },
+    ],
+    ['GET /startupz', (_req, res) => (options.started() ? send(res, 200, 'started\n') : send(res, 503, 'starting\n'))],
+    ['GET /config', (_req, res) => sendJson(res, 200, options.config())],
+    [
+      'POST /quitquitquit',
+      (_req, res) => {
+        sendJson(res, 200, { shuttingDown: true });
+        options.quit('POST /quitquitquit');
+      },
+    ],
     [
       'POST /reload',
       async (_req, res) => {
@@ -78,7 +118,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, route
   if (req.method === 'POST' && req.headers.origin !== undefined) {
     return sendJson(res, 403, { error: 'admin POST requests from a browser page (Origin header) are refused' });
   }
-  if (req.method === 'POST' && !authorized(req, options.token)) {
+  if (req.method === 'POST' && !authorized(req, options.token())) {
     res.setHeader('WWW-Authenticate', 'Bearer');
     return sendJson(res, 401, { error: 'this endpoint needs Authorization: Bearer <admin.token>' });
   }

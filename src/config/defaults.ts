@@ -143,10 +143,12 @@ export const DEFAULTS = {
     acceptGrace: '0s',
   },
   admin: {
-    /** Address of the admin HTTP endpoint (/metrics, /livez, /readyz, /config, /reload). */
+    /** Address of the admin HTTP endpoint (/metrics, /livez, /readyz, /startupz, /config, /reload, /quitquitquit). */
     host: '127.0.0.1',
     /** Port of the admin HTTP endpoint; 0 lets the OS choose. */
     port: 9187,
+    /** Users who may open the SQL admin console (database "ambassador"); none by default. */
+    users: [],
   },
   logging: {
     /** trace | debug | info | warn | error | fatal | silent. */
@@ -157,5 +159,7 @@ export const DEFAULTS = {
     queries: 'off',
     /** Statements slower than this are logged when queries is slow. */
     slowQueryThreshold: '1s',
+    /** Log each client login and disconnection at info (as PgBouncer's log_connections). */
+    connections: true,
   },
 } as const;

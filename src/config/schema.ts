@@ -338,6 +338,7 @@ const admin = z.strictObject({
   host: hostname.prefault(D.admin.host),
   port: listenPort.prefault(D.admin.port),
   token: optional(secretText),
+  users: z.array(text).prefault(() => [...D.admin.users]),
 });
 
 const logging = z.strictObject({
@@ -345,6 +346,7 @@ const logging = z.strictObject({
   format: oneOf(LOG_FORMATS).prefault(D.logging.format),
   queries: oneOf(QUERY_LOGGING).prefault(D.logging.queries),
   slowQueryThreshold: duration().prefault(D.logging.slowQueryThreshold),
+  connections: bool.prefault(D.logging.connections),
 });
 
 export const ConfigSchema = z

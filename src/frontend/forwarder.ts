@@ -16,6 +16,8 @@ import { BackendType, encodeErrorResponse, type TransactionStatus } from '../pro
 import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
+import type { RequestMeter } from './request-meter.ts';
+import type { TrafficRoute } from './traffic.ts';
 
 export interface ForwarderOptions {
   maxMessageSize: number;
@@ -25,13 +27,21 @@ export interface ForwarderOptions {
   onEnd: (reason: string, error: boolean) => void;
   /** Called after each ReadyForQuery that leaves the client idle. */
   onIdle: () => void;
+  /** Times requests, counts bytes and errors, logs queries (request-meter.ts). */
+  meter: RequestMeter;
+  /** The role of the session's server, for metrics. */
+  route: TrafficRoute;
 }
 
 /** The onEnd reason when the server connection closed under the session. */
 export const SERVER_CLOSED = 'server closed the connection';
 const CLIENT_INSPECT = typeSet('');
+/** With query logging on, the SQL of Query and Parse messages is read too. */
+const CLIENT_INSPECT_TEXTS = typeSet('QP');
 const TERMINATE_LENGTH = 5;
-const SERVER_INSPECT = typeSet('Z');
+/** connection_failure: the session's server went away. */
+const LOST = '08006';
+const SERVER_INSPECT = typeSet('ZE');
 /** Server messages can be as large as Postgres makes them (1 GB fields); only Z is inspected. */
 const SERVER_MAX_MESSAGE = 0x7fffffff;
 
@@ -48,7 +58,7 @@ export class Forwarder {
     private readonly server: BackendConnection,
     private readonly options: ForwarderOptions,
   ) {
-    this.clientFramer = new Framer(options.maxMessageSize, CLIENT_INSPECT);
+    this.clientFramer = new Framer(options.maxMessageSize, options.meter.wantsTexts ? CLIENT_INSPECT_TEXTS : CLIENT_INSPECT);
     this.status = server.transactionStatus;
   }
 
@@ -92,8 +102,10 @@ export class Forwarder {
     serverSocket.off('error', this.onServerError);
   }
 
-  private readonly onClientMessage = (type: number): boolean => {
+  private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
+    if (payload !== null) this.noteText(type, payload);
     if (type === FrontendType.Query || type === FrontendType.Sync || type === FrontendType.FunctionCall) {
+      this.options.meter.sent(this.options.route, 'session', null, this.status === 'I' && this.pendingRequests === 0);
       this.pendingRequests++;
     } else if (type === FrontendType.Terminate) {
       this.terminating = true;
@@ -102,8 +114,17 @@ export class Forwarder {
     return true;
   };
 
+  /** Query logging: the SQL of a Query, or of a Parse (after the statement name). */
+  private noteText(type: number, payload: Buffer): void {
+    if (type === FrontendType.Query) return this.options.meter.noteText(payload.toString('utf8', 0, Math.max(0, payload.length - 1)));
+    const nameEnd = payload.indexOf(0);
+    const textEnd = payload.indexOf(0, nameEnd + 1);
+    if (nameEnd >= 0 && textEnd > nameEnd) this.options.meter.noteText(payload.toString('utf8', nameEnd + 1, textEnd));
+  }
+
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
+    this.options.meter.traffic.received += chunk.length;
     let end: number;
     try {
       end = this.clientFramer.push(chunk, this.onClientMessage);
@@ -129,6 +150,9 @@ export class Forwarder {
       this.status = String.fromCharCode(payload[0]!) as TransactionStatus;
       if (this.pendingRequests > 0) this.pendingRequests--;
       this.server.transactionStatus = this.status;
+      this.options.meter.answered(this.status, this.server);
+    } else if (type === BackendType.ErrorResponse && payload !== null) {
+      this.options.meter.serverError(payload);
     }
     return true;
   };
@@ -143,6 +167,7 @@ export class Forwarder {
       this.options.onEnd(`malformed data from server: ${String(err)}`, true);
       return;
     }
+    this.options.meter.traffic.sent += chunk.length;
     if (!this.client.write(chunk)) this.server.socket.pause();
     this.options.garbage.account(chunk.length);
     if (!wasIdle && this.idle) this.options.onIdle();
@@ -158,11 +183,12 @@ export class Forwarder {
 
   private readonly onServerClose = (): void => {
     if (this.stopped) return;
+    this.options.meter.error(LOST);
     if (this.serverFramer.atBoundary && !this.client.destroyed) {
       this.client.write(
         encodeErrorResponse({
           severity: 'FATAL',
-          code: '08006',
+          code: LOST,
           message: `server connection to ${this.server.target.host}:${this.server.target.port} was lost`,
         }),
       );
@@ -175,6 +201,7 @@ export class Forwarder {
   };
 
   private failClient(err: AmbassadorError): void {
+    this.options.meter.error(err.sqlstate);
     if (this.serverFramer.atBoundary && !this.client.destroyed) {
       this.client.write(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
     }

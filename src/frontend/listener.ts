@@ -9,7 +9,8 @@ import type { ServerPool } from '../pool/server-pool.ts';
 import { GarbageBound } from '../lib/garbage-bound.ts';
 import { SessionEffectsCache, type PinReason } from '../router/session-effects.ts';
 import { CancelRegistry } from './cancel-registry.ts';
-import { ClientSession, type FrontendSettings } from './session.ts';
+import { ClientSession, type ClientActivity, type FrontendSettings } from './session.ts';
+import type { TrafficStats } from './traffic.ts';
 import type { RoutingContext } from './client-routing.ts';
 import { errorResponseFor } from './wire-errors.ts';
 
@@ -20,6 +21,10 @@ export interface ListenerOptions {
   settings: () => FrontendSettings;
   pool: ServerPool;
   routing: RoutingContext;
+  /** Per-database totals and the metrics observer. */
+  traffic: TrafficStats;
+  /** A session became pinned to its server (metrics). */
+  onPin?: (reason: PinReason) => void;
   logger: Logger;
 }
 
@@ -63,6 +68,26 @@ export class Listener {
     });
   }
 
+  /** A config reload: the client limit applies to new connections; sessions take the new query logging. */
+  reconfigure(changes: { maxClientConnections: number; settings: FrontendSettings }): void {
+    this.options.maxClientConnections = changes.maxClientConnections;
+    for (const session of this.sessions) session.configureQueryLog(changes.settings.queryLog);
+  }
+
+  /** Client connections by what they are doing now. */
+  activity(): Record<ClientActivity, number> {
+    const counts: Record<ClientActivity, number> = { login: 0, active: 0, idle: 0, waiting: 0 };
+    for (const session of this.sessions) counts[session.activity]++;
+    return counts;
+  }
+
+  /** Sessions pinned to their server now, by reason (a session pinned for two reasons counts twice). */
+  pinned(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const session of this.sessions) for (const reason of session.pinReasons) counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    return counts;
+  }
+
   private accept(socket: net.Socket): void {
     socket.on('error', () => {});
     if (!this.accepting) {
@@ -78,7 +103,11 @@ export class Listener {
       id,
       garbage: this.garbage,
       effects: this.effects,
-      onPin: (reason) => this.pinCounts.set(reason, (this.pinCounts.get(reason) ?? 0) + 1),
+      onPin: (reason) => {
+        this.pinCounts.set(reason, (this.pinCounts.get(reason) ?? 0) + 1);
+        this.options.onPin?.(reason);
+      },
+      traffic: this.options.traffic,
       logger: this.options.logger.child({ session: id }),
       settings: this.options.settings(),
       pool: this.options.pool,

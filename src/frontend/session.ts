@@ -41,8 +41,14 @@ import { encodeQuery } from '../protocol/frontend.ts';
 import { errorResponseFor } from './wire-errors.ts';
 import { ClientRouting, type RoutingContext } from './client-routing.ts';
 import { routeFromTargetSessionAttrs, type SessionRoute } from '../router/route-decision.ts';
+import { ADMIN_DATABASE, startConsole, type ConsoleAccess } from './console-session.ts';
+import { RequestMeter, type QueryLogSettings } from './request-meter.ts';
+import type { TrafficStats } from './traffic.ts';
 
-export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'closed';
+export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'console' | 'closed';
+
+/** What a client is doing, as metrics and SHOW CLIENTS count it. */
+export type ClientActivity = 'login' | 'active' | 'idle' | 'waiting';
 
 export interface FrontendSettings {
   loginTimeoutMs: number;
@@ -59,6 +65,12 @@ export interface FrontendSettings {
   statementCapacity: number;
   /** Deadline for the ambassador's own exchanges with a server (state sync, cleanup). */
   exchangeTimeoutMs: number;
+  /** Query logging (logging.queries, logging.slowQueryThreshold). */
+  queryLog: QueryLogSettings;
+  /** Log each client's login and disconnection at info (logging.connections). */
+  logConnections: boolean;
+  /** Who may use the admin console (database "ambassador"); null: nobody. */
+  console: ConsoleAccess | null;
 }
 
 export interface SessionDeps {
@@ -71,6 +83,8 @@ export interface SessionDeps {
   pool: ServerPool;
   routing: RoutingContext;
   cancels: CancelRegistry;
+  /** Per-database totals and the metrics observer. */
+  traffic: TrafficStats;
   onClose: (session: ClientSession) => void;
 }
 
@@ -102,6 +116,12 @@ export class ClientSession {
   private sessionRoute: SessionRoute = 'auto';
   private draining = false;
   authMechanism: AuthMechanism | null = null;
+  /** Set once forwarding starts: this client's measurements. */
+  meter: RequestMeter | null = null;
+  /** The application_name the client gave at startup. */
+  applicationName = '';
+  /** The login its server connections use (upstream.user/database, or the client's own). */
+  upstreamLogin = { user: '', database: '' };
   private readonly log: Logger;
 
   constructor(
@@ -129,6 +149,42 @@ export class ClientSession {
     return this.state === 'closed';
   }
 
+  /** What the client is doing now (metrics, SHOW CLIENTS). */
+  get activity(): ClientActivity {
+    const forwarder = this.forwarder;
+    if (this.state === 'console') return 'active';
+    if (forwarder === null) return 'login';
+    if (forwarder instanceof TxnForwarder && forwarder.waiting) return 'waiting';
+    return forwarder.idle ? 'idle' : 'active';
+  }
+
+  /** The server connection the client holds now (session mode, or a transaction's lease). */
+  get serverConnection(): BackendConnection | null {
+    return this.forwarder instanceof TxnForwarder ? this.forwarder.server : this.server;
+  }
+
+  /** Why the client is pinned to its server now (transaction mode), if it is. */
+  get pinReasons(): readonly string[] {
+    return this.sessionState?.pinned ? this.sessionState.pinReasons : [];
+  }
+
+  get tls(): boolean {
+    return this.socket instanceof tls.TLSSocket;
+  }
+
+  get localAddress(): { address: string; port: number } {
+    return { address: this.socket.localAddress ?? '', port: this.socket.localPort ?? 0 };
+  }
+
+  get remote(): { address: string; port: number } {
+    return { address: this.socket.remoteAddress ?? '', port: this.socket.remotePort ?? 0 };
+  }
+
+  /** A config reload changed query logging: applies from the next request on. */
+  configureQueryLog(settings: QueryLogSettings): void {
+    this.meter?.configure(settings);
+  }
+
   /** Whether the client is between transactions with nothing in flight. */
   get idle(): boolean {
     return this.forwarder === null ? this.state !== 'connecting' : this.forwarder.idle;
@@ -143,6 +199,8 @@ export class ClientSession {
   private onData(chunk: Buffer): void {
     try {
       switch (this.state) {
+        case 'console':
+          return;
         case 'startup':
           return this.onStartupData(chunk);
         case 'auth':
@@ -227,6 +285,7 @@ export class ClientSession {
     if (!user) throw new AmbassadorError('STARTUP_INVALID', 'no PostgreSQL user name specified in startup packet');
     this.user = user;
     this.database = packet.params.get('database') || user;
+    this.applicationName = packet.params.get('application_name') ?? '';
     const carried = new Map<string, string>();
     for (const [name, value] of packet.params) if (!NOT_CARRIED.has(name)) carried.set(name, value);
     if (packet.minor > SUPPORTED_MINOR || packet.protocolOptions.length > 0) {
@@ -246,6 +305,7 @@ export class ClientSession {
         this.deps.settings.auth,
       );
       if (this.closed) return;
+      if (this.database === ADMIN_DATABASE) return this.openConsole();
       this.socket.write(encodeAuthenticationOk());
       // The client has done its part; the upstream connect has its own timeout.
       clearTimeout(this.loginTimer);
@@ -255,6 +315,7 @@ export class ClientSession {
       const settings = this.deps.settings;
       this.sessionRoute = takeTargetSessionAttrs(params);
       const request = { user: settings.upstreamUser ?? this.user, database: settings.upstreamDatabase ?? this.database, params };
+      this.upstreamLogin = { user: request.user, database: request.database };
       this.sessionState = new ClientSessionState(params, this.deps.onPin);
       // Roles known (first health round) and, when splitting, the database's functions read,
       // so that the first statement is already routed as well as the later ones.
@@ -280,6 +341,19 @@ export class ClientSession {
     }
   }
 
+  /** The admin console (database "ambassador"): answered here, nothing goes upstream. */
+  private openConsole(): void {
+    clearTimeout(this.loginTimer);
+    const rest = this.remainingAuthBytes();
+    this.state = 'console';
+    this.socket.removeAllListeners('data');
+    startConsole(this.socket, this.user, this.deps.settings.console, rest, {
+      log: this.log,
+      end: (reason) => this.close(reason),
+    });
+    this.log.info({ user: this.user, client: this.remoteAddress }, 'admin console session opened');
+  }
+
   /**
    * The server a login uses: the primary, or in session mode a replica when target_session_attrs
    * asked for a standby (the whole session then runs there).
@@ -292,6 +366,7 @@ export class ClientSession {
 
   private logLoginFailure(err: unknown): void {
     const e = asAmbassadorError(err);
+    this.deps.traffic.unattributed.error(e.sqlstate);
     const fields = { user: this.user, database: this.database, code: e.code, sqlstate: e.sqlstate, reason: e.message };
     if (e.code === 'AUTH_FAILED' || e.code === 'PROTOCOL_VIOLATION' || e.code === 'LOGIN_TIMEOUT') this.log.info(fields, 'client login failed');
     else this.log.warn(fields, 'client could not be connected upstream');
@@ -356,15 +431,17 @@ export class ClientSession {
     this.held = [];
     this.heldBytes = 0;
     this.socket.removeAllListeners('data');
-    if (this.deps.settings.poolMode === 'transaction') {
+    const settings = this.deps.settings;
+    this.meter = new RequestMeter(this.deps.traffic.forDatabase(request.database), this.log, settings.queryLog);
+    if (settings.poolMode === 'transaction') {
       this.deps.pool.release(server, 'reusable');
       this.server = null;
-      this.forwarder = this.transactionForwarder(request, server);
+      this.forwarder = this.transactionForwarder(request, server, this.meter);
     } else {
-      this.forwarder = this.sessionForwarder(server);
+      this.forwarder = this.sessionForwarder(server, this.meter);
     }
     this.forwarder.start(held);
-    this.log.debug(
+    this.log[settings.logConnections ? 'info' : 'debug'](
       {
         user: this.user,
         database: this.database,
@@ -374,12 +451,14 @@ export class ClientSession {
         server: `${server.target.host}:${server.target.port}`,
         mode: this.deps.settings.poolMode,
       },
-      'client session ready',
+      'client logged in',
     );
   }
 
-  private sessionForwarder(server: BackendConnection): Forwarder {
+  private sessionForwarder(server: BackendConnection, meter: RequestMeter): Forwarder {
     return new Forwarder(this.socket, server, {
+      meter,
+      route: this.deps.pool.roleOf(server) === 'replica' ? 'replica' : 'primary',
       maxMessageSize: this.deps.settings.maxMessageSize,
       garbage: this.deps.garbage,
       onEnd: (reason, error) => {
@@ -393,7 +472,7 @@ export class ClientSession {
     });
   }
 
-  private transactionForwarder(request: ServerRequest, server: BackendConnection): TxnForwarder {
+  private transactionForwarder(request: ServerRequest, server: BackendConnection, meter: RequestMeter): TxnForwarder {
     const { settings, routing: context } = this.deps;
     const catalogs = context.catalogs;
     const routing = new ClientRouting({
@@ -404,6 +483,7 @@ export class ClientSession {
     });
     return new TxnForwarder(this.socket, {
       routing,
+      meter,
       onCatalogChange: () => catalogs?.invalidate(request.database),
       pool: this.deps.pool,
       request,
@@ -454,6 +534,7 @@ export class ClientSession {
     const canSpeak = this.state !== 'startup' || err instanceof AmbassadorError;
     if (canSpeak && (this.forwarder === null || this.forwarder.clientAtBoundary) && !this.socket.destroyed) {
       this.socket.write(Buffer.isBuffer(err) ? err : errorResponseFor(err));
+      if (this.forwarder !== null && !Buffer.isBuffer(err)) this.meter?.error(asAmbassadorError(err).sqlstate);
     }
     this.close(Buffer.isBuffer(err) ? 'upstream refused the login' : asAmbassadorError(err).message, 'broken');
   }
@@ -475,7 +556,8 @@ export class ClientSession {
     }
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 1_000).unref();
-    this.log.debug({ reason }, 'client session closed');
+    const loggedIn = this.meter !== null;
+    this.log[loggedIn && this.deps.settings.logConnections ? 'info' : 'debug']({ reason, durationMs: Date.now() - this.connectedAt }, 'client disconnected');
     this.deps.onClose(this);
   }
 }

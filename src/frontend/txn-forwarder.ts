@@ -54,6 +54,7 @@ import { preparationFor, type Preparation } from './preparation.ts';
 import { touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
+import type { RequestMeter } from './request-meter.ts';
 
 export interface TxnForwarderOptions {
   pool: ServerPool;
@@ -66,6 +67,8 @@ export interface TxnForwarderOptions {
   garbage: GarbageBound;
   log: Logger;
   routing: ClientRouting;
+  /** Times requests, counts bytes and errors, logs queries (request-meter.ts). */
+  meter: RequestMeter;
   /** A transaction that changed functions or extensions committed (the classifier re-reads them). */
   onCatalogChange: () => void;
   onEnd: (reason: string) => void;
@@ -102,6 +105,10 @@ export class TxnForwarder {
   private retry: { request: Request; phase: 'watch' | 'swallow' } | null = null;
   /** The lease is on a replica (serves reads only). */
   private leaseReplica = false;
+  /** Why the lease went where it did (the routing reason of the request it was taken for). */
+  private leaseReason = 'split-off';
+  /** No request has been sent on the lease yet. */
+  private leaseFresh = false;
   /** A write ran on the lease: capture the WAL position before it goes back (read-your-writes). */
   private leaseWrote = false;
   /** The transaction now ending changed functions or extensions. */
@@ -138,6 +145,11 @@ export class TxnForwarder {
     return this.lease === null || this.serverFramer.atBoundary;
   }
 
+  /** The client waits for a server connection (SHOW CLIENTS, metrics). */
+  get waiting(): boolean {
+    return this.acquiring;
+  }
+
   start(held: Buffer[]): void {
     this.client.on('data', this.onClientData);
     this.client.on('drain', this.onClientDrain);
@@ -162,6 +174,7 @@ export class TxnForwarder {
 
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
+    this.options.meter.traffic.received += chunk.length;
     try {
       this.clientFramer.push(chunk, this.onClientMessage);
     } catch (err) {
@@ -191,7 +204,7 @@ export class TxnForwarder {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
         this.ready.shift();
         this.queuedBytes -= requestBytes(request);
-        this.client.write(routing.answer(command, this.status));
+        this.say(routing.answer(command, this.status));
         continue;
       }
       if (this.lease === null) {
@@ -236,7 +249,7 @@ export class TxnForwarder {
     this.queuedBytes -= requestBytes(request);
     const answers = Array<Buffer>(request.items.length - 1).fill(PARSE_COMPLETE);
     if (endsWithSync) answers.push(encodeReadyForQuery(this.status));
-    this.client.write(Buffer.concat(answers));
+    this.say(Buffer.concat(answers));
     return true;
   }
 
@@ -250,13 +263,13 @@ export class TxnForwarder {
     if (this.skipToSync) {
       if (!request.completes) return;
       this.skipToSync = false;
-      return void this.client.write(encodeReadyForQuery(this.status));
+      return void this.say(encodeReadyForQuery(this.status));
     }
     const answer = answerInLostTransaction(request, this.lostError);
     this.lostError = null;
     this.status = answer.status;
     this.skipToSync = answer.skipToSync;
-    this.client.write(answer.bytes);
+    this.say(answer.bytes);
   }
 
   /** Takes a lease where the request at the head of the queue must run. */
@@ -268,20 +281,25 @@ export class TxnForwarder {
     if (request.avoid !== null) route.avoid = request.avoid;
     this.acquiring = true;
     this.busy = true;
+    const meter = this.options.meter;
+    meter.waitStarted();
     pool.acquireFor(route, this.options.request).then(
       (server) => {
         this.acquiring = false;
         this.busy = false;
+        meter.waitEnded();
         if (log.isLevelEnabled('debug')) log.debug({ route: decision.kind, reason: decision.reason, host: pool.hostIdOf(server) }, 'routing decision');
         if (this.stopped) return pool.release(server, 'reusable');
         this.leaseReplica = pool.roleOf(server) === 'replica';
         this.leaseWrote = decision.kind === 'write';
+        this.leaseReason = decision.reason;
         this.attach(server);
         this.pump();
       },
       (err: unknown) => {
         this.acquiring = false;
         this.busy = false;
+        meter.waitEnded();
         // No replica for a read: that request fails and the next may still run; anything else
         // (no primary after failover.timeout, the upstream refusing us) fails what is queued.
         if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') this.failHead(err);
@@ -304,6 +322,7 @@ export class TxnForwarder {
    */
   private failHead(err: AmbassadorError): void {
     const out: Buffer[] = [errorResponse(err)];
+    this.options.meter.error(err.sqlstate);
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       this.queuedBytes -= requestBytes(request);
@@ -312,7 +331,7 @@ export class TxnForwarder {
         break;
       }
     }
-    this.client.write(Buffer.concat(out));
+    this.say(Buffer.concat(out));
   }
 
   /** Answers every request queued so far with `err` (the client stays connected). */
@@ -323,9 +342,10 @@ export class TxnForwarder {
       const request = this.ready.shift()!;
       if (!request.completes) continue;
       out.push(errorResponse(e), encodeReadyForQuery(this.status));
+      this.options.meter.error(e.sqlstate);
     }
     this.queuedBytes = 0;
-    if (out.length > 0) this.client.write(Buffer.concat(out));
+    if (out.length > 0) this.say(Buffer.concat(out));
   }
 
   private preparation(server: BackendConnection, request: Request): Preparation | null {
@@ -352,7 +372,8 @@ export class TxnForwarder {
         // with that error, as it would have failed directly.
         server.stateKey = '';
         this.ready.shift();
-        this.client.write(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
+        this.options.meter.serverError(error);
+        this.say(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
       } else {
         if (plan.syncsState) server.stateKey = this.options.state.stateKey;
         for (const name of plan.created) touchStatement(server, name);
@@ -383,6 +404,8 @@ export class TxnForwarder {
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
+      this.options.meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), request.texts, first);
+      this.leaseFresh = false;
     } else if (request.items.some((i) => i.kind !== 'raw' || !COPY_TYPES.has(i.type))) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.unsynced = true;
@@ -399,6 +422,13 @@ export class TxnForwarder {
       this.options.garbage.account(bytes.length);
     }
     this.flushSynthesized();
+  }
+
+  /** The routing reason a request sent now counts under (metrics): its lease's, or why it follows it. */
+  private requestReason(): string {
+    if (this.leaseFresh) return this.leaseReason;
+    if (this.status !== 'I') return 'in-transaction';
+    return this.options.state.pinned ? 'pinned' : 'same-lease';
   }
 
   /** Stages the request's session effects; forgets server statements the request will drop. */
@@ -448,6 +478,7 @@ export class TxnForwarder {
 
   private attach(server: BackendConnection): void {
     this.lease = server;
+    this.leaseFresh = true;
     this.catalogChanged = false;
     this.status = server.transactionStatus;
     this.attachServer(server);
@@ -498,10 +529,12 @@ export class TxnForwarder {
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
+      this.options.meter.serverError(payload!);
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
       this.status = String.fromCharCode(payload![0]!) as TransactionStatus;
+      this.options.meter.answered(this.status, this.lease);
       this.plan.complete(type);
       this.forwardUpTo(end);
       return this.onReady();
@@ -585,7 +618,7 @@ export class TxnForwarder {
     const held = this.held;
     this.held = null;
     this.watch = null;
-    if (held !== null && held.length > 0) this.client.write(held.length === 1 ? held[0]! : Buffer.concat(held));
+    if (held !== null && held.length > 0) this.say(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
   private rerunAfterRefusal(request: Request, ready: Buffer): void {
@@ -593,6 +626,7 @@ export class TxnForwarder {
     this.held = null;
     this.status = String.fromCharCode(ready[0]!) as TransactionStatus;
     this.inFlight--;
+    this.options.meter.dropped();
     this.plan.clear();
     this.sawError = true;
     this.endTransaction();
@@ -625,6 +659,7 @@ export class TxnForwarder {
         // Forget it so the retry re-creates it (closing the outdated one first).
         this.lease!.statements.delete(firstServerName(retry.request));
         this.inFlight--;
+        this.options.meter.dropped();
         this.plan.clear();
         this.ready.unshift(retry.request);
         this.queuedBytes += 64;
@@ -764,9 +799,15 @@ export class TxnForwarder {
 
   /** Writes server-bound-for-client bytes, or holds a copy while a replica read is watched. */
   private toClient(bytes: Buffer): boolean {
-    if (this.held === null) return this.client.write(bytes);
+    if (this.held === null) return this.say(bytes);
     this.held.push(Buffer.from(bytes));
     return true;
+  }
+
+  /** Every write to the client goes through here (bytes sent are counted). */
+  private say(bytes: Buffer): boolean {
+    this.options.meter.traffic.sent += bytes.length;
+    return this.client.write(bytes);
   }
 
   private readonly onClientDrain = (): void => {
@@ -810,7 +851,7 @@ export class TxnForwarder {
       return this.options.onEnd(`server ${where} closed the connection in the middle of a message`);
     }
     if (state.pinned) {
-      this.client.write(encodeErrorResponse({
+      this.say(encodeErrorResponse({
         severity: 'FATAL',
         code: '08006',
         message: `server connection to ${where} was lost, and with it the session state this client held there (${state.pinReasons.join(', ')})`,
@@ -826,8 +867,9 @@ export class TxnForwarder {
     const error = lostServerError(where, fatal, inTransaction);
     const out: Buffer[] = [];
     for (let i = 0; i < this.inFlight; i++) out.push(error, encodeReadyForQuery(inTransaction ? 'E' : 'I'));
+    if (this.unsynced) out.push(error);
+    for (let i = 0; i < out.length; i += 2) this.options.meter.serverError(error.subarray(5));
     if (this.unsynced) {
-      out.push(error);
       this.skipToSync = true;
     }
     // Idle inside a transaction block: its next request hears of the loss.
@@ -835,7 +877,7 @@ export class TxnForwarder {
     log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
     this.forgetInFlight();
     if (inTransaction) this.status = 'E';
-    if (out.length > 0) this.client.write(Buffer.concat(out));
+    if (out.length > 0) this.say(Buffer.concat(out));
     queueMicrotask(() => this.pump());
   };
 
@@ -850,6 +892,7 @@ export class TxnForwarder {
 
   /** Drops what the lost server owed: the plan, the in-flight count; staged settings do not count. */
   private forgetInFlight(): void {
+    this.options.meter.clear();
     this.plan.clear();
     this.inFlight = 0;
     this.unsynced = false;
@@ -858,8 +901,9 @@ export class TxnForwarder {
   }
 
   private failClient(err: AmbassadorError): void {
+    this.options.meter.error(err.sqlstate);
     if (this.clientAtBoundary && !this.client.destroyed) {
-      this.client.write(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
+      this.say(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
     }
     this.options.onEnd(err.message);
   }

@@ -45,7 +45,7 @@ async function loginError(amb: TestAmbassador, extra: Record<string, unknown> = 
 
 /** The `client session ready` log lines of an ambassador. */
 function sessions(amb: TestAmbassador): Array<Record<string, unknown>> {
-  return amb.logs().filter((l) => l.msg === 'client session ready');
+  return amb.logs().filter((l) => l.msg === 'client logged in');
 }
 
 describe('TLS toward clients', () => {

@@ -1,7 +1,7 @@
 // Graceful shutdown of the real CLI (child process, real signals) in front of the shared primary:
 // SIGTERM stops accepting, idle sessions end at once with 57P01, sessions in a transaction may
 // finish it and then end with 57P01, stragglers are ended at shutdown.timeout, the process exits
-// 0; a second signal during the drain exits at once with 1.
+// 0; a second signal during the drain exits at once with 130.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -163,7 +163,7 @@ test('a client still in its transaction at shutdown.timeout is ended with 57P01;
 });
 
 for (const second of ['SIGTERM', 'SIGINT'] as const) {
-  test(`a second signal (${second}) during the drain exits at once with 1`, { timeout: 60_000 }, async () => {
+  test(`a second signal (${second}) during the drain exits at once with 130`, { timeout: 60_000 }, async () => {
     const amb = await start('30s');
     const { client } = await connectClient(amb.port);
     await client.query('begin');
@@ -173,7 +173,7 @@ for (const second of ['SIGTERM', 'SIGINT'] as const) {
     await waitUntilRefused(amb.port); // the first signal has been handled: the drain waits on our transaction
     const signalledAt = Date.now();
     amb.process.kill(second);
-    assert.equal(await exitWithin(amb, 5000), 1, amb.output().slice(-3000));
+    assert.equal(await exitWithin(amb, 5000), 130, amb.output().slice(-3000));
     const elapsed = Date.now() - signalledAt;
     assert.ok(elapsed < 3000, `the second signal must not wait for the drain; exit took ${elapsed} ms`);
   });

@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import YAML from 'yaml';
 import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
 import { startAmbassador, type Ambassador } from '../../src/app.ts';
-import { parseConfigText } from '../../src/config/index.ts';
+import { loadConfig, parseConfigText } from '../../src/config/index.ts';
 import type { Topology } from './topology.ts';
 
 /** The password clients use to log in to the ambassador in tests (not the upstream one). */
@@ -61,11 +61,33 @@ export interface TestAmbassador {
   logText(): string;
   /** Upstream connections opened so far. */
   upstreamConnects(): number;
+  /** With fromFile: the config file. */
+  configFile: string | undefined;
+  /** With fromFile: rewrites the config file (overrides over the base config, or raw YAML text). */
+  writeConfig(next: ConfigObject | string): void;
   stop(): Promise<void>;
 }
 
-export async function startTestAmbassador(topology: Topology, overrides: ConfigObject = {}, connector?: Connector): Promise<TestAmbassador> {
-  const config = parseConfigText(YAML.stringify(baseConfig(topology, overrides)), { file: 'test-config.yaml', env: {} });
+export interface TestAmbassadorOptions {
+  /** Runs from a config file (watched, re-read on reload); `configFile` and `writeConfig` are set. */
+  fromFile?: boolean;
+}
+
+export async function startTestAmbassador(
+  topology: Topology,
+  overrides: ConfigObject = {},
+  connector?: Connector,
+  options: TestAmbassadorOptions = {},
+): Promise<TestAmbassador> {
+  const text0 = YAML.stringify(baseConfig(topology, overrides));
+  let configFile: string | undefined;
+  let dir: string | undefined;
+  if (options.fromFile) {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-config-'));
+    configFile = path.join(dir, 'ambassador.yaml');
+    writeFileSync(configFile, text0);
+  }
+  const config = parseConfigText(text0, { file: configFile ?? 'test-config.yaml', env: {} });
   const sink = new PassThrough();
   let text = '';
   sink.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
@@ -78,7 +100,12 @@ export async function startTestAmbassador(topology: Topology, overrides: ConfigO
       return inner.connect(target, tls, timeout);
     },
   };
-  const ambassador = await startAmbassador(config, { logger, connector: counting });
+  const file = configFile;
+  const ambassador = await startAmbassador(config, {
+    logger,
+    connector: counting,
+    ...(file !== undefined ? { configFile: file, reloadConfig: () => loadConfig({ file, env: {} }) } : {}),
+  });
   let stopped = false;
   return {
     ambassador,
@@ -90,10 +117,16 @@ export async function startTestAmbassador(topology: Topology, overrides: ConfigO
         .filter(Boolean)
         .map((line) => JSON.parse(line) as Record<string, unknown>),
     upstreamConnects: () => connects,
+    configFile,
+    writeConfig: (next) => {
+      if (configFile === undefined) throw new Error('started without fromFile');
+      writeFileSync(configFile, typeof next === 'string' ? next : YAML.stringify(baseConfig(topology, next)));
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;
       await ambassador.shutdown();
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -5,15 +5,28 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { startAdminServer, type AdminServer } from '../../../src/admin/http.ts';
+import { startAdminServer, type AdminServer, type AdminServerOptions } from '../../../src/admin/http.ts';
 
 const log = pino({ level: 'silent' });
+const quits: string[] = [];
+const stubs: AdminServerOptions = {
+  host: '127.0.0.1',
+  port: 0,
+  token: () => undefined,
+  reload: async () => ({}),
+  metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'pg_ambassador_paused 0\n' }),
+  ready: async () => ({ ready: false, reason: 'no primary known' }),
+  started: () => true,
+  config: () => ({ admin: { token: '[redacted]' } }),
+  quit: (reason) => quits.push(reason),
+  log,
+};
 
 async function withAdmin(
   options: { token?: string; reload?: (reason: string) => Promise<unknown> },
   fn: (url: string, server: AdminServer) => Promise<void>,
 ): Promise<void> {
-  const server = await startAdminServer({ host: '127.0.0.1', port: 0, token: options.token, reload: options.reload ?? (async () => ({})), log });
+  const server = await startAdminServer({ ...stubs, token: () => options.token, reload: options.reload ?? stubs.reload });
   try {
     await fn(`http://127.0.0.1:${server.address.port}`, server);
   } finally {
@@ -82,8 +95,28 @@ test('wrong method is 405 naming the right one; unknown path is 404; a failing r
 test('a port in use is a clear start error', async () => {
   await withAdmin({}, async (_url, server) => {
     await assert.rejects(
-      startAdminServer({ host: '127.0.0.1', port: server.address.port, token: undefined, reload: async () => ({}), log }),
+      startAdminServer({ ...stubs, host: '127.0.0.1', port: server.address.port }),
       /cannot listen for admin requests on 127\.0\.0\.1:\d+: EADDRINUSE/,
     );
+  });
+});
+
+test('GET /metrics, /readyz, /startupz and /config answer from their callbacks; POST /quitquitquit asks for a shutdown', async () => {
+  await withAdmin({ token: 'admin-token-1' }, async (url) => {
+    const metrics = await fetch(`${url}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.headers.get('content-type') ?? '', /text\/plain/);
+    assert.equal(await metrics.text(), 'pg_ambassador_paused 0\n');
+    const ready = await fetch(`${url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.equal(await ready.text(), 'no primary known\n');
+    assert.equal((await fetch(`${url}/startupz`)).status, 200);
+    assert.deepEqual(await (await fetch(`${url}/config`)).json(), { admin: { token: '[redacted]' } });
+    const before = quits.length;
+    assert.equal((await fetch(`${url}/quitquitquit`, { method: 'POST' })).status, 401);
+    assert.equal(quits.length, before);
+    const quit = await fetch(`${url}/quitquitquit`, { method: 'POST', headers: { authorization: 'Bearer admin-token-1' } });
+    assert.equal(quit.status, 200);
+    assert.deepEqual(quits.slice(before), ['POST /quitquitquit']);
   });
 });

@@ -69,8 +69,8 @@ test('a minimal file gets every documented default', () => {
     failoverTimeout: 30_000,
   });
   assert.deepEqual(config.shutdown, { timeout: 30_000, acceptGrace: 0 });
-  assert.deepEqual(config.admin, { host: '127.0.0.1', port: 9187 });
-  assert.deepEqual(config.logging, { level: 'info', format: 'json', queries: 'off', slowQueryThreshold: 1000 });
+  assert.deepEqual(config.admin, { host: '127.0.0.1', port: 9187, users: [] });
+  assert.deepEqual(config.logging, { level: 'info', format: 'json', queries: 'off', slowQueryThreshold: 1000, connections: true });
 });
 
 test('the result is deep-frozen', () => {
