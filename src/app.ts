@@ -117,11 +117,13 @@ async function assemble(
   const mockSecret = randomBytes(32);
   const build = builders({ env: options.env ?? process.env, logger, onRotation, mockSecret, parts: () => parts, observed: () => observed });
   const credentials = await build.credentials(config);
-  started.push(() => parts.credentials?.close());
+  // Until `parts` exists (a later part may fail to start), the cleanups close the first ones built.
+  let live: LiveParts | null = null;
+  started.push(() => (live?.credentials ?? credentials)?.close());
   const upstreamTls = build.upstreamTls(config);
-  started.push(() => parts.upstreamTls.close());
+  started.push(() => (live?.upstreamTls ?? upstreamTls).close());
   const listenTls = build.listenTls(config);
-  started.push(() => parts.listenTls.close());
+  started.push(() => (live?.listenTls ?? listenTls).close());
   const pool = new Pooler({
     ...build.poolerSettings(config, credentials),
     connector: options.connector ?? new TcpConnector(),
@@ -148,6 +150,7 @@ async function assemble(
     logger,
   });
   const parts: LiveParts = { config, logger, pool, listener, routing, credentials, upstreamTls, listenTls, settings: build.frontendSettings(config, listenTls) };
+  live = parts;
   // New client connections take the listener's current certificate; the settings object is
   // replaced (never mutated) when it changes, so a session keeps the one it started with.
   const currentSettings = (): FrontendSettings => {
@@ -180,7 +183,8 @@ async function assemble(
     return upstreamReadiness(pool, parts.config);
   };
   let stopping: Promise<void> | null = null;
-  const quit = options.quit ?? (() => void ambassador.shutdown());
+  let self: Ambassador | null = null;
+  const quit = options.quit ?? (() => void self?.shutdown());
   // The admin endpoint answers from the start (/startupz says 503 until the listener is up).
   const admin = await startAdminServer({
     host: config.admin.host,
@@ -204,6 +208,9 @@ async function assemble(
     started.push(() => watch.close());
   }
   startupDone = true;
+  if (config.admin.users.length > 0 && config.clientAuth.method === 'trust') {
+    logger.warn({ users: config.admin.users }, 'admin.users with clientAuth.method trust: anyone who can reach the listener and names one of these users gets the admin console');
+  }
   logger.info(
     {
       version: VERSION,
@@ -250,6 +257,7 @@ async function assemble(
       return stopping;
     },
   };
+  self = ambassador;
   return ambassador;
 }
 

@@ -56,16 +56,19 @@ function fail(err: unknown): never {
  * and POST /quitquitquit without). A second signal during the drain exits at once.
  */
 export function exitAfterShutdown(getAmbassador: () => Ambassador | null, extraCleanup: () => Promise<void> = async () => {}): (why: string, acceptGrace: boolean) => void {
-  let shuttingDown = false;
+  let first: string | null = null;
   return (why, acceptGrace) => {
     const ambassador = getAmbassador();
     if (ambassador === null) process.exit(0);
-    if (shuttingDown) {
+    if (first !== null) {
       if (why === 'POST /quitquitquit') return;
+      // Kubernetes sends SIGTERM right after a preStop hook that called /quitquitquit: that is
+      // the same request, not an operator insisting.
+      if (first === 'POST /quitquitquit' && why === 'SIGTERM') return void ambassador.logger.info('SIGTERM during the drain /quitquitquit started: draining on');
       ambassador.logger.warn({ signal: why }, 'second signal: exiting now');
       process.exit(EXIT_INTERRUPTED);
     }
-    shuttingDown = true;
+    first = why;
     ambassador.logger.info({ why }, 'shutting down');
     ambassador
       .shutdown({ acceptGrace })

@@ -4,7 +4,7 @@
 //   GET  /livez          200 while the process serves requests (the event loop turns)
 //   GET  /readyz         200 when a primary is known and an upstream login worked within the last
 //                        health interval; 503 with the reason otherwise (and while draining)
-//   GET  /startupz       200 once startup finished (listener bound, first health round done)
+//   GET  /startupz       200 once startup finished (the client listener is bound)
 //   GET  /config         the effective config, secrets redacted (JSON)
 //   POST /reload         re-reads the config file, credentials and TLS files (as SIGHUP); JSON report
 //   POST /quitquitquit   graceful shutdown, then exit 0 (a Kubernetes Job whose main container finished)

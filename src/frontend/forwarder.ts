@@ -66,6 +66,11 @@ export class Forwarder {
     return this.pendingRequests === 0 && this.status === 'I';
   }
 
+  /** Query logging was turned on or off by a reload: read SQL texts from the next message on, or stop. */
+  readTexts(on: boolean): void {
+    this.clientFramer.setInspected(on ? CLIENT_INSPECT_TEXTS : CLIENT_INSPECT);
+  }
+
   /** No request in flight and the server stream at a message boundary: safe to clean and reuse. */
   get quiet(): boolean {
     return this.pendingRequests === 0 && this.serverFramer.atBoundary;

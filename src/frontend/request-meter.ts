@@ -22,6 +22,9 @@ export interface QueryLogSettings {
   slowQueryThresholdMs: number;
 }
 
+/** The text of a request sent while query logging was off (not logged if it is turned on meanwhile). */
+const NOT_RECORDED: readonly string[] = Object.freeze([]);
+
 /** Longest SQL text written to a log line; the rest is cut (the length is logged). */
 export const MAX_LOGGED_TEXT = 2000;
 
@@ -33,6 +36,13 @@ export function traceparentOf(sql: string): string | undefined {
   if (!sql.includes('traceparent')) return undefined;
   const match = TRACEPARENT.exec(sql.includes('%') ? safeDecode(sql) : sql);
   return match?.[1]?.toLowerCase();
+}
+
+/** `PASSWORD '...'` literals (CREATE/ALTER ROLE) become `PASSWORD '[redacted]'` in logged SQL. */
+const PASSWORD_LITERAL = /\b(PASSWORD\s+)(?:E?'(?:[^']|'')*'|\$([A-Za-z_]*)\$[\s\S]*?\$\2\$)/gi;
+
+export function redactPasswords(sql: string): string {
+  return /password/i.test(sql) ? sql.replace(PASSWORD_LITERAL, "$1'[redacted]'") : sql;
 }
 
 function safeDecode(text: string): string {
@@ -68,9 +78,10 @@ export class RequestMeter {
     return this.logging.queries !== 'off';
   }
 
-  /** New settings from a config reload (a session keeps running with them). */
+  /** New settings from a config reload (applies from the next request on). */
   configure(logging: QueryLogSettings): void {
     this.logging = logging;
+    this.pendingTexts = null;
   }
 
   /** Session mode: a Query or Parse text seen going out, for the log line of its request. */
@@ -85,10 +96,10 @@ export class RequestMeter {
     if (startsTransaction || this.transactionStart < 0) this.transactionStart = now;
     this.sentAt.push(now);
     this.routes.push(route);
-    if (this.logging.queries !== 'off') {
-      this.texts.push(texts ?? this.pendingTexts);
-      this.pendingTexts = null;
-    }
+    // One entry per request in flight whatever the setting, so a reload that turns logging on or
+    // off never pairs a query with another's text.
+    this.texts.push(this.logging.queries === 'off' ? NOT_RECORDED : (texts ?? this.pendingTexts));
+    this.pendingTexts = null;
     this.traffic.request(route, reason);
   }
 
@@ -96,23 +107,24 @@ export class RequestMeter {
   answered(status: TransactionStatus, server: { readonly target: { host: string; port: number } } | null): void {
     const started = this.sentAt.shift();
     const route = this.routes.shift();
-    const texts = this.logging.queries !== 'off' ? this.texts.shift() : undefined;
+    const texts = this.texts.shift();
     if (started === undefined || route === undefined) return;
     const now = performance.now();
     const seconds = (now - started) / 1000;
     this.traffic.query(route, seconds);
     if (status === 'I' && this.transactionStart >= 0) {
       this.traffic.transaction(route, (now - this.transactionStart) / 1000);
-      this.transactionStart = -1;
+      // A request pipelined behind this one started the next transaction when it was sent.
+      this.transactionStart = this.sentAt.length > 0 ? this.sentAt[0]! : -1;
     }
-    if (texts !== undefined) this.logQuery(texts, seconds * 1000, route, server === null ? null : `${server.target.host}:${server.target.port}`);
+    if (this.logging.queries !== 'off' && texts !== NOT_RECORDED) this.logQuery(texts ?? null, seconds * 1000, route, server === null ? null : `${server.target.host}:${server.target.port}`);
   }
 
   /** The oldest request's answer was swallowed: it will be sent again (and measured then). */
   dropped(): void {
     this.sentAt.shift();
     this.routes.shift();
-    if (this.texts.length > 0) this.texts.shift();
+    this.texts.shift();
   }
 
   /** The server was lost: what was in flight is answered with errors, not measured. */
@@ -145,7 +157,7 @@ export class RequestMeter {
 
   private logQuery(texts: readonly string[] | null, ms: number, route: TrafficRoute, host: string | null): void {
     if (this.logging.queries === 'slow' && ms < this.logging.slowQueryThresholdMs) return;
-    const sql = texts === null || texts.length === 0 ? null : texts.join(';\n');
+    const sql = texts === null || texts.length === 0 ? null : redactPasswords(texts.join(';\n'));
     const traceparent = sql === null ? undefined : traceparentOf(sql);
     const fields: Record<string, unknown> = { durationMs: Math.round(ms * 1000) / 1000, route, host };
     if (sql === null) fields.query = '(no SQL text: a function call or a portal bound earlier)';

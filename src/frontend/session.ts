@@ -183,6 +183,7 @@ export class ClientSession {
   /** A config reload changed query logging: applies from the next request on. */
   configureQueryLog(settings: QueryLogSettings): void {
     this.meter?.configure(settings);
+    if (this.forwarder instanceof Forwarder) this.forwarder.readTexts(settings.queries !== 'off');
   }
 
   /** Whether the client is between transactions with nothing in flight. */

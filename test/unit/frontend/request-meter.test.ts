@@ -126,3 +126,40 @@ test('traceparentOf reads sqlcommenter values, URL-encoded or not, and ignores m
   assert.equal(traceparentOf("select 1 /*traceparent='00-xyz-01'*/"), undefined);
   assert.equal(traceparentOf('select 1'), undefined);
 });
+
+test('pipelined requests: the one queued behind a finished transaction starts the next', () => {
+  const { events, stats, meter } = harness({ queries: 'off', slowQueryThresholdMs: 0 });
+  meter.sent('primary', 'dml', null, true);
+  meter.sent('primary', 'dml', null, false); // sent while the first is in flight
+  meter.answered('I', server);
+  meter.answered('I', server);
+  assert.equal(events.filter((e) => e === 'transaction primary').length, 2);
+  assert.equal(stats.totals()[0]!.xacts, 2);
+});
+
+test('turning query logging on or off mid-flight never pairs a query with another one\'s text', async () => {
+  const { lines, meter, flush } = harness({ queries: 'all', slowQueryThresholdMs: 0 });
+  meter.sent('primary', 'dml', ['SELECT 1'], true);
+  meter.configure({ queries: 'off', slowQueryThresholdMs: 0 });
+  meter.answered('I', server); // logged off: nothing
+  meter.sent('primary', 'dml', ['SELECT 2'], true);
+  meter.configure({ queries: 'all', slowQueryThresholdMs: 0 });
+  meter.sent('primary', 'dml', ['SELECT 3'], true);
+  meter.answered('I', server); // SELECT 2, sent while off: not logged
+  meter.answered('I', server); // SELECT 3
+  await flush();
+  assert.deepEqual(
+    lines.map((l) => l.query),
+    ['SELECT 3'],
+  );
+});
+
+test('logged SQL never shows a PASSWORD literal', async () => {
+  const { lines, meter, flush } = harness({ queries: 'all', slowQueryThresholdMs: 0 });
+  meter.sent('primary', 'dml', ["ALTER ROLE app PASSWORD 'hunter2-secret''s'", "CREATE ROLE x LOGIN PASSWORD $pw$dollar-secret$pw$"], true);
+  meter.answered('I', server);
+  await flush();
+  const query = lines[0]!.query as string;
+  assert.ok(!query.includes('hunter2') && !query.includes('dollar-secret'), query);
+  assert.match(query, /ALTER ROLE app PASSWORD '\[redacted\]'/);
+});
