@@ -13,7 +13,7 @@ import type { TrafficStats } from './frontend/traffic.ts';
 import type { MetricsSource } from './metrics/metrics.ts';
 import { formatLsn } from './pool/host-choice.ts';
 import type { Pooler } from './pool/pooler.ts';
-import { createClassifier, describeClassification, EMPTY_FUNCTION_CATALOG } from './router/classifier.ts';
+import { createClassifier, describeClassification, EMPTY_FUNCTION_CATALOG, type Classifier } from './router/classifier.ts';
 
 /** How long PAUSE waits for leased server connections to come back before it answers anyway. */
 const PAUSE_DRAIN_BOUND_MS = 30_000;
@@ -29,20 +29,24 @@ export interface ObservedParts {
   reload: (reason: string) => Promise<{ config: { ok: boolean; error?: string; changed?: string[]; restartRequired?: string[] } }>;
 }
 
-export function metricsSource(parts: ObservedParts): MetricsSource {
+/** What the metrics read at each scrape; zeros until the parts exist (nothing scrapes before). */
+export function metricsSource(observed: () => ObservedParts | null): MetricsSource {
   return {
-    clients: () => parts.listener.activity(),
-    pools: () => parts.pool.poolSummaries(),
-    hosts: () => parts.pool.hosts,
-    credentials: () => parts.credentials(),
-    pinned: () => parts.listener.pinned(),
-    bytes: () => parts.traffic.bytes(),
-    paused: () => parts.pool.paused,
+    clients: () => observed()?.listener.activity() ?? { login: 0, active: 0, idle: 0, waiting: 0 },
+    pools: () => observed()?.pool.poolSummaries() ?? [],
+    hosts: () => observed()?.pool.hosts ?? [],
+    credentials: () => observed()?.credentials() ?? [],
+    pinned: () => observed()?.listener.pinned() ?? new Map(),
+    bytes: () => observed()?.traffic.bytes() ?? { received: 0, sent: 0 },
+    paused: () => observed()?.pool.paused ?? false,
     now: () => Date.now(),
   };
 }
 
 export function consoleSource(parts: ObservedParts): ConsoleSource {
+  // Without splitting there is no per-database classifier: SHOW ROUTE builds one (once).
+  let fallback: Promise<Classifier> | null = null;
+  const classifier = (): Promise<Classifier> => (fallback ??= createClassifier({ functions: EMPTY_FUNCTION_CATALOG }));
   return {
     version: parts.version,
     pools: () => poolRows(parts),
@@ -81,7 +85,7 @@ export function consoleSource(parts: ObservedParts): ConsoleSource {
         last_error: h.lastError,
       })),
     config: () => configRows(parts.config()),
-    route: (sql) => routeRow(parts, sql),
+    route: (sql) => routeRow(parts, sql, classifier),
     reload: async () => {
       const report = await parts.reload('admin console RELOAD');
       if (!report.config.ok) return { ok: false, error: report.config.error ?? 'reload failed' };
@@ -216,10 +220,8 @@ function isLsnOrLag(value: object): boolean {
   return keys.length === 1 && (keys[0] === 'ms' || keys[0] === 'bytes');
 }
 
-let consoleClassifier: Promise<import('./router/classifier.ts').Classifier> | null = null;
-
 /** How a statement would be routed now: the classifier of the configured (or busiest) database. */
-async function routeRow(parts: ObservedParts, sql: string): Promise<RouteRow> {
+async function routeRow(parts: ObservedParts, sql: string, fallback: () => Promise<Classifier>): Promise<RouteRow> {
   const config = parts.config();
   const catalogs = parts.routing.catalogs;
   let classifier;
@@ -227,7 +229,7 @@ async function routeRow(parts: ObservedParts, sql: string): Promise<RouteRow> {
     const database = config.upstream.database ?? parts.traffic.totals()[0]?.database ?? config.upstream.user ?? 'postgres';
     classifier = catalogs.classifierFor({ user: config.upstream.user ?? database, database, params: new Map() });
   } else {
-    classifier = await (consoleClassifier ??= createClassifier({ functions: EMPTY_FUNCTION_CATALOG }));
+    classifier = await fallback();
   }
   const classification = classifier.classify(sql);
   const route = catalogs !== null && classification.route === 'read' ? 'replica' : 'primary';

@@ -108,7 +108,7 @@ async function assemble(
   const healthCounters = new HealthCounters();
   // The metrics read the parts through `parts`, which exists once they do; nothing scrapes before.
   let observed: ObservedParts | null = null;
-  const metrics = new AmbassadorMetrics(lazySource(() => observed), { version: VERSION });
+  const metrics = new AmbassadorMetrics(metricsSource(() => observed), { version: VERSION });
   const traffic = new TrafficStats(metrics);
   const onRotation = (event: RotationEvent): void => {
     rotationCounters.record(event);
@@ -313,22 +313,4 @@ function reloader(parts: LiveParts, build: PartBuilders, options: AmbassadorOpti
     return queued;
   };
   return reload;
-}
-
-/** A MetricsSource whose answers come from the parts once they exist (zeros before). */
-function lazySource(observed: () => ObservedParts | null): ReturnType<typeof metricsSource> {
-  const source = () => {
-    const parts = observed();
-    return parts === null ? null : metricsSource(parts);
-  };
-  return {
-    clients: () => source()?.clients() ?? { login: 0, active: 0, idle: 0, waiting: 0 },
-    pools: () => source()?.pools() ?? [],
-    hosts: () => source()?.hosts() ?? [],
-    credentials: () => source()?.credentials() ?? [],
-    pinned: () => source()?.pinned() ?? new Map(),
-    bytes: () => source()?.bytes() ?? { received: 0, sent: 0 },
-    paused: () => source()?.paused() ?? false,
-    now: () => Date.now(),
-  };
 }

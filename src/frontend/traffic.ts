@@ -27,14 +27,12 @@ export interface TrafficObserver {
 export class DatabaseTraffic {
   xacts = 0;
   queries = 0;
-  requests = 0;
   /** Bytes from clients, and to clients. */
   received = 0;
   sent = 0;
   xactTimeUs = 0;
   queryTimeUs = 0;
   waitTimeUs = 0;
-  errors = 0;
 
   constructor(
     readonly database: string,
@@ -42,7 +40,6 @@ export class DatabaseTraffic {
   ) {}
 
   request(route: TrafficRoute, reason: string): void {
-    this.requests++;
     this.observer?.request(route, reason);
   }
 
@@ -64,7 +61,6 @@ export class DatabaseTraffic {
   }
 
   error(sqlstate: string): void {
-    this.errors++;
     this.observer?.error(sqlstate);
   }
 }

@@ -44,6 +44,11 @@ export class ReasonLabels<T> {
     return value;
   }
 
+  /** Each label made so far with its value. */
+  entries(): IterableIterator<[string, T]> {
+    return this.byLabel.entries();
+  }
+
   /** Distinct labels made so far (OTHER_REASON included once used). */
   get size(): number {
     return this.byLabel.size;

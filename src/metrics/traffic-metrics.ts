@@ -1,14 +1,16 @@
 // The hot-path metrics: requests by route and reason, queries and transactions with their
 // durations, waits for a server, errors sent to clients and sessions becoming pinned.
 //
-// Invariants: every labelled child a call can reach is made once (both routes at construction,
-// reasons and error classes on first sight, then cached), so a call is a map lookup at most and
-// makes no label objects. Durations that are not finite are dropped and negative ones count as
-// 0, so no call can throw from prom-client's checks.
+// Hot path: a call only bumps plain numbers (a reason's or error class's counts are looked up in
+// a cached map, both routes' made at construction); nothing calls prom-client per request. The
+// counters publish those numbers when scraped (collect), the histograms are bucket arrays
+// exposed through BucketHistogram. Durations that are not finite are dropped and negative ones
+// count as 0.
 
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { TrafficObserver, TrafficRoute } from '../frontend/traffic.ts';
 import type { PinReason } from '../router/session-effects.ts';
+import { BucketCounts, BucketHistogram } from './bucket-histogram.ts';
 import { ReasonLabels, sqlstateClass } from './labels.ts';
 
 export const ROUTES: readonly TrafficRoute[] = ['primary', 'replica'];
@@ -25,86 +27,89 @@ export const PIN_REASONS = ['advisory-lock', 'listen', 'temp-table', 'with-hold-
 const pinReasonsComplete: Exclude<PinReason, (typeof PIN_REASONS)[number]> extends never ? true : never = true;
 void pinReasonsComplete;
 
-interface Inc {
-  inc(value?: number): void;
-}
-interface Observe {
-  observe(value: number): void;
-}
 type ByRoute<T> = { readonly [route in TrafficRoute]: T };
+type RouteCounts = { [route in TrafficRoute]: number };
 
 const seconds = (value: number): number => (value > 0 ? value : 0);
+const routeCounts = (): RouteCounts => ({ primary: 0, replica: 0 });
+const byRoute = <T>(make: (route: TrafficRoute) => T): ByRoute<T> => ({ primary: make('primary'), replica: make('replica') });
 
 export class TrafficMetrics implements TrafficObserver {
-  private readonly requests: ReasonLabels<ByRoute<Inc>>;
-  private readonly queries: ByRoute<Inc>;
-  private readonly transactions: ByRoute<Inc>;
-  private readonly queryDurations: ByRoute<Observe>;
-  private readonly transactionDurations: ByRoute<Observe>;
-  private readonly poolWaits: Histogram;
-  private readonly errorsByClass = new Map<string, Inc>();
-  private readonly errors: Counter<'class'>;
-  private readonly pins: ReasonLabels<Inc>;
+  private readonly requests = new ReasonLabels<RouteCounts>(routeCounts);
+  private readonly queries = routeCounts();
+  private readonly transactions = routeCounts();
+  private readonly queryDurations = byRoute(() => new BucketCounts(DURATION_BUCKETS));
+  private readonly transactionDurations = byRoute(() => new BucketCounts(DURATION_BUCKETS));
+  private readonly poolWaits = new BucketCounts(POOL_WAIT_BUCKETS);
+  private readonly errors = new Map<string, { count: number }>();
+  private readonly pins = new ReasonLabels<{ count: number }>(() => ({ count: 0 }));
 
   constructor(registry: Registry) {
     const registers = [registry];
-    const requests = new Counter({
+    const { requests, queries, transactions, errors, pins } = this;
+    new Counter({
       name: 'pg_ambassador_requests_total',
       help: 'Requests (a Query, or Parse..Sync) sent to a server, by route and routing reason.',
       labelNames: ['route', 'reason'] as const,
       registers,
+      collect() {
+        this.reset();
+        for (const [reason, counts] of requests.entries()) for (const route of ROUTES) this.inc({ route, reason }, counts[route]);
+      },
     });
-    this.requests = new ReasonLabels((reason) => byRoute((route) => zeroed(requests.labels(route, reason))));
-    const queries = new Counter({ name: 'pg_ambassador_queries_total', help: 'Queries completed (ReadyForQuery received), by route.', labelNames: ['route'] as const, registers });
-    this.queries = byRoute((route) => zeroed(queries.labels(route)));
-    const transactions = new Counter({ name: 'pg_ambassador_transactions_total', help: 'Transactions completed (ReadyForQuery idle), by route.', labelNames: ['route'] as const, registers });
-    this.transactions = byRoute((route) => zeroed(transactions.labels(route)));
-    const queryDuration = new Histogram({
-      name: 'pg_ambassador_query_duration_seconds',
-      help: 'Time from sending a query to the server until its ReadyForQuery, by route.',
-      labelNames: ['route'] as const,
-      buckets: [...DURATION_BUCKETS],
+    perRouteCounter(registry, 'pg_ambassador_queries_total', 'Queries completed (ReadyForQuery received), by route.', queries);
+    perRouteCounter(registry, 'pg_ambassador_transactions_total', 'Transactions completed (ReadyForQuery idle), by route.', transactions);
+    registry.registerMetric(
+      new BucketHistogram('pg_ambassador_query_duration_seconds', 'Time from sending a query to the server until its ReadyForQuery, by route.', () =>
+        ROUTES.map((route) => [{ route }, this.queryDurations[route]]),
+      ).asMetric(),
+    );
+    registry.registerMetric(
+      new BucketHistogram('pg_ambassador_transaction_duration_seconds', 'Time from the first request of a transaction until it ended, by route.', () =>
+        ROUTES.map((route) => [{ route }, this.transactionDurations[route]]),
+      ).asMetric(),
+    );
+    registry.registerMetric(
+      new BucketHistogram('pg_ambassador_pool_wait_seconds', 'Time clients waited for a server connection from the pool.', () => [[{}, this.poolWaits]]).asMetric(),
+    );
+    new Counter({
+      name: 'pg_ambassador_errors_total',
+      help: 'Error responses sent to clients, by SQLSTATE class (XX: malformed).',
+      labelNames: ['class'] as const,
       registers,
+      collect() {
+        this.reset();
+        for (const [errorClass, { count }] of errors) this.inc({ class: errorClass }, count);
+      },
     });
-    this.queryDurations = byRoute((route) => {
-      queryDuration.zero({ route });
-      return queryDuration.labels(route);
-    });
-    const transactionDuration = new Histogram({
-      name: 'pg_ambassador_transaction_duration_seconds',
-      help: 'Time from the first request of a transaction until it ended, by route.',
-      labelNames: ['route'] as const,
-      buckets: [...DURATION_BUCKETS],
+    new Counter({
+      name: 'pg_ambassador_pins_total',
+      help: 'Times a session became pinned to its server connection, by reason.',
+      labelNames: ['reason'] as const,
       registers,
+      collect() {
+        this.reset();
+        for (const [reason, { count }] of pins.entries()) this.inc({ reason }, count);
+      },
     });
-    this.transactionDurations = byRoute((route) => {
-      transactionDuration.zero({ route });
-      return transactionDuration.labels(route);
-    });
-    this.poolWaits = new Histogram({
-      name: 'pg_ambassador_pool_wait_seconds',
-      help: 'Time clients waited for a server connection from the pool.',
-      buckets: [...POOL_WAIT_BUCKETS],
-      registers,
-    });
-    this.errors = new Counter({ name: 'pg_ambassador_errors_total', help: 'Error responses sent to clients, by SQLSTATE class (XX: malformed).', labelNames: ['class'] as const, registers });
-    const pins = new Counter({ name: 'pg_ambassador_pins_total', help: 'Times a session became pinned to its server connection, by reason.', labelNames: ['reason'] as const, registers });
-    this.pins = new ReasonLabels((reason) => zeroed(pins.labels(reason)));
     for (const reason of PIN_REASONS) this.pins.get(reason);
   }
 
   request(route: TrafficRoute, reason: string): void {
-    this.requests.get(typeof reason === 'string' ? reason : '')[route]?.inc();
+    const counts = this.requests.get(typeof reason === 'string' ? reason : '');
+    if (route in counts) counts[route]++;
   }
 
   query(route: TrafficRoute, duration: number): void {
-    this.queries[route]?.inc();
-    if (Number.isFinite(duration)) this.queryDurations[route]?.observe(seconds(duration));
+    if (!(route in this.queries)) return;
+    this.queries[route]++;
+    if (Number.isFinite(duration)) this.queryDurations[route].observe(seconds(duration));
   }
 
   transaction(route: TrafficRoute, duration: number): void {
-    this.transactions[route]?.inc();
-    if (Number.isFinite(duration)) this.transactionDurations[route]?.observe(seconds(duration));
+    if (!(route in this.transactions)) return;
+    this.transactions[route]++;
+    if (Number.isFinite(duration)) this.transactionDurations[route].observe(seconds(duration));
   }
 
   poolWait(duration: number): void {
@@ -113,23 +118,27 @@ export class TrafficMetrics implements TrafficObserver {
 
   error(sqlstate: string): void {
     const errorClass = sqlstateClass(sqlstate);
-    let child = this.errorsByClass.get(errorClass);
-    if (child === undefined) this.errorsByClass.set(errorClass, (child = this.errors.labels(errorClass)));
-    child.inc();
+    let counter = this.errors.get(errorClass);
+    if (counter === undefined) this.errors.set(errorClass, (counter = { count: 0 }));
+    counter.count++;
   }
 
   /** A session became pinned for `reason`. */
   pinned(reason: string): void {
-    this.pins.get(typeof reason === 'string' ? reason : '').inc();
+    this.pins.get(typeof reason === 'string' ? reason : '').count++;
   }
 }
 
-function byRoute<T>(make: (route: TrafficRoute) => T): ByRoute<T> {
-  return { primary: make('primary'), replica: make('replica') };
-}
-
-/** The child, with its series present at 0 from the start. */
-function zeroed<T extends Inc>(child: T): T {
-  child.inc(0);
-  return child;
+/** A counter by route, published from `counts` when scraped (both routes present from the start). */
+function perRouteCounter(registry: Registry, name: string, help: string, counts: RouteCounts): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['route'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const route of ROUTES) this.inc({ route }, counts[route]);
+    },
+  });
 }

@@ -1,8 +1,10 @@
 // Fakes for the health tests: a Prober answering from per-host scripts, a pino logger writing
-// into memory, probe results and host entries.
+// into memory, probe results and host entries, and a HealthMonitor wired to them.
 
 import { pino, type Logger } from 'pino';
-import type { Prober, ProbeResult } from '../../../src/health/monitor.ts';
+import { HealthCounters, type HealthEvent } from '../../../src/health/events.ts';
+import { HealthMonitor, type HealthMonitorOptions, type HostState, type Prober, type ProbeResult } from '../../../src/health/monitor.ts';
+import { FakeClock } from '../../../src/lib/clock.ts';
 import { parseLsn } from '../../../src/pool/host-choice.ts';
 import type { HostEntry } from '../../../src/pool/server-pool.ts';
 
@@ -88,3 +90,33 @@ export const STATIC_DNS = async (): Promise<string[]> => ['10.0.0.1'];
 
 /** Lets pending promise callbacks run (setImmediate is not faked in these tests). */
 export const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * A HealthMonitor over `prober` on a FakeClock starting at `startAt` (interval 1 s, timeout
+ * 250 ms, threshold 2, fixed DNS), with its events recorded and counted.
+ */
+export function monitorHarness(prober: ScriptedProber, hosts: HostEntry[], overrides: Partial<HealthMonitorOptions> = {}, startAt = 0) {
+  const { log, lines } = memoryLog();
+  const clock = new FakeClock(startAt);
+  const events: HealthEvent[] = [];
+  const counters = new HealthCounters();
+  const health = new HealthMonitor({
+    hosts,
+    prober,
+    intervalMs: 1000,
+    timeoutMs: 250,
+    failureThreshold: 2,
+    log,
+    clock,
+    resolve: STATIC_DNS,
+    onEvent: (event) => {
+      events.push(event);
+      counters.record(event);
+    },
+    ...overrides,
+  });
+  const find = (id: string): HostState | undefined => health.hosts.find((host) => host.id === id);
+  const types = (): string[] => events.map((event) => event.type);
+  const probesOf = (id: string): number => prober.calls.filter((call) => call.id === id).length;
+  return { health, lines, events, types, counters, clock, find, probesOf };
+}

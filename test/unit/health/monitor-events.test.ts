@@ -6,38 +6,17 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HealthCounters, type HealthEvent } from '../../../src/health/events.ts';
-import { HealthMonitor, type HealthMonitorOptions, type HostState } from '../../../src/health/monitor.ts';
-import { FakeClock } from '../../../src/lib/clock.ts';
+import type { HealthEvent } from '../../../src/health/events.ts';
+import type { HealthMonitorOptions, HostState } from '../../../src/health/monitor.ts';
 import type { HostEntry } from '../../../src/pool/server-pool.ts';
-import { entry, LEVEL, memoryLog, primary, replica, ScriptedProber, settle, STATIC_DNS } from './health-fakes.ts';
+import { entry, LEVEL, monitorHarness, primary, replica, ScriptedProber, settle } from './health-fakes.ts';
 
 const P = 'db1:5432';
 const R1 = 'db2:5432';
 
 function monitor(prober: ScriptedProber, hosts: HostEntry[], overrides: Partial<HealthMonitorOptions> = {}) {
-  const { log, lines } = memoryLog();
-  const clock = new FakeClock(10_000);
-  const events: HealthEvent[] = [];
-  const counters = new HealthCounters();
-  const health = new HealthMonitor({
-    hosts,
-    prober,
-    intervalMs: 1000,
-    timeoutMs: 250,
-    failureThreshold: 2,
-    log,
-    clock,
-    resolve: STATIC_DNS,
-    onEvent: (event) => {
-      events.push(event);
-      counters.record(event);
-    },
-    ...overrides,
-  });
-  const byId = (id: string): HostState => health.hosts.find((host) => host.id === id)!;
-  const types = (): string[] => events.map((event) => event.type);
-  return { health, lines, events, types, counters, clock, byId };
+  const harness = monitorHarness(prober, hosts, overrides, 10_000);
+  return { ...harness, byId: (id: string): HostState => harness.find(id)! };
 }
 
 const refused = new Error('connect ECONNREFUSED 10.0.0.1:5432');

@@ -8,11 +8,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CircuitBreaker, type BreakerTransition } from '../../../src/health/circuit-breaker.ts';
-import type { HealthEvent } from '../../../src/health/events.ts';
-import { HealthMonitor, type HealthMonitorOptions, type HostState } from '../../../src/health/monitor.ts';
+import type { HealthMonitorOptions } from '../../../src/health/monitor.ts';
 import { FakeClock } from '../../../src/lib/clock.ts';
 import type { HostEntry } from '../../../src/pool/server-pool.ts';
-import { entry, memoryLog, primary, replica, ScriptedProber, settle, STATIC_DNS } from './health-fakes.ts';
+import { entry, monitorHarness, primary, replica, ScriptedProber, settle } from './health-fakes.ts';
 
 const P = 'db1:5432';
 const R1 = 'db2:5432';
@@ -20,24 +19,8 @@ const R2 = 'db3:5432';
 const refused = new Error('connect ECONNREFUSED 10.0.0.1:5432');
 
 function monitor(prober: ScriptedProber, hosts: HostEntry[], overrides: Partial<HealthMonitorOptions> = {}) {
-  const { log } = memoryLog();
-  const clock = new FakeClock(0);
-  const events: HealthEvent[] = [];
-  const health = new HealthMonitor({
-    hosts,
-    prober,
-    intervalMs: 1000,
-    timeoutMs: 250,
-    failureThreshold: 2,
-    log,
-    clock,
-    resolve: STATIC_DNS,
-    onEvent: (event) => events.push(event),
-    ...overrides,
-  });
-  const byId = (id: string): HostState | undefined => health.hosts.find((host) => host.id === id);
-  const probesOf = (id: string): number => prober.calls.filter((call) => call.id === id).length;
-  return { health, clock, events, byId, probesOf };
+  const harness = monitorHarness(prober, hosts, overrides);
+  return { ...harness, byId: harness.find };
 }
 
 /** Lets a round that needs a few promise turns (lookups, probes) finish. */
