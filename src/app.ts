@@ -27,6 +27,7 @@ import { FileWatch } from './lib/file-watch.ts';
 import { createLogger } from './lib/logger.ts';
 import { AmbassadorMetrics } from './metrics/metrics.ts';
 import { Pooler } from './pool/pooler.ts';
+import { startupWarnings } from './startup-warnings.ts';
 
 /** SHOW STATS' averages cover this period (PgBouncer's stats_period). */
 const STATS_PERIOD_MS = 60_000;
@@ -208,9 +209,7 @@ async function assemble(
     started.push(() => watch.close());
   }
   startupDone = true;
-  if (config.admin.users.length > 0 && config.clientAuth.method === 'trust') {
-    logger.warn({ users: config.admin.users }, 'admin.users with clientAuth.method trust: anyone who can reach the listener and names one of these users gets the admin console');
-  }
+  for (const warning of startupWarnings(config)) logger.warn(warning.fields, warning.message);
   logger.info(
     {
       version: VERSION,

@@ -6,10 +6,12 @@
 // material, ...), 4 the shutdown itself failed, 130 a second SIGTERM/SIGINT during the drain.
 // Signals: SIGTERM drains after shutdown.acceptGrace (Kubernetes), SIGINT drains at once,
 // SIGHUP reloads the config file, credentials and TLS material.
+// `probe` (container health checks) exits 0 when the admin endpoint answers 200, 1 otherwise.
 
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
-import { startAmbassador, type Ambassador } from './app.ts';
+import { probe, PROBE_ENDPOINTS, type ProbeEndpoint } from './admin/probe.ts';
+import type { Ambassador } from './app.ts';
 import { formatConfig, loadConfig, type Config } from './config/index.ts';
 import { ConfigError } from './errors.ts';
 
@@ -112,6 +114,8 @@ async function run(flags: RunFlags): Promise<void> {
   let ambassador: Ambassador | null = null;
   const exit = exitAfterShutdown(() => ambassador);
   try {
+    // Loaded here, so check-config and probe (a health check run every few seconds) stay light.
+    const { startAmbassador } = await import('./app.ts');
     ambassador = await startAmbassador(config, {
       reloadConfig: () => load(flags),
       configFile: configFile(flags),
@@ -131,6 +135,23 @@ function checkConfig(flags: { config?: string }): void {
   } catch (err) {
     fail(err);
   }
+}
+
+async function probeCommand(endpoint: string, flags: { config?: string; timeout: string }): Promise<void> {
+  const timeoutMs = Number(flags.timeout);
+  if (!PROBE_ENDPOINTS.includes(endpoint as never) || !Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+    process.stderr.write(`pg-ambassador probe: expected ${PROBE_ENDPOINTS.join(' | ')} and a positive --timeout in ms\n`);
+    process.exit(EXIT_USAGE);
+  }
+  let config: Config;
+  try {
+    config = loadConfig({ file: configFile(flags), env: process.env });
+  } catch (err) {
+    fail(err);
+  }
+  const result = await probe(config, endpoint as ProbeEndpoint, timeoutMs);
+  (result.ok ? process.stdout : process.stderr).write(`${result.summary}\n`);
+  process.exit(result.ok ? 0 : 1);
 }
 
 export function buildCli(): Command {
@@ -158,6 +179,15 @@ export function buildCli(): Command {
       // primary's pg_proc is loaded): the answer errs toward the primary.
       const classification = (await createClassifier({ functions: EMPTY_FUNCTION_CATALOG })).classify(sql);
       process.stdout.write(`${classification.route === 'read' ? 'replica' : 'primary'}: ${describeClassification(classification)}\n`);
+    });
+  program
+    .command('probe')
+    .description('ask the running ambassador\'s admin server for /livez, /readyz or /startupz (container health checks): exit 0 on 200, else 1')
+    .argument('[endpoint]', PROBE_ENDPOINTS.join(' | '), 'livez')
+    .option('-c, --config <file>', 'YAML config file the ambassador runs with (default: $PG_AMBASSADOR_CONFIG, else environment variables alone)')
+    .option('--timeout <ms>', 'how long to wait for the answer', '3000')
+    .action(async (endpoint: string, flags: { config?: string; timeout: string }, cmd: Command) => {
+      await probeCommand(endpoint, { config: flags.config ?? cmd.parent?.opts().config, timeout: flags.timeout });
     });
   program
     .command('demo')

@@ -5,7 +5,7 @@
 
 import { ConfigError } from '../errors.ts';
 import type { Environment, KeyPath } from './interpolate.ts';
-import { LOG_LEVELS, POOL_MODES, UPSTREAM_TLS_MODES } from './schema.ts';
+import { LOG_FORMATS, LOG_LEVELS, POOL_MODES, UPSTREAM_TLS_MODES } from './schema.ts';
 import { describeValue, toBoolean, toInteger } from './values.ts';
 
 export interface EnvironmentLayer {
@@ -34,7 +34,9 @@ const SIMPLE_VARIABLES: readonly SimpleVariable[] = [
   { variable: 'UPSTREAM_DATABASE', path: ['upstream', 'database'], expected: 'expected a database name', parse: text },
   { variable: 'LISTEN_HOST', path: ['listen', 'host'], expected: 'expected a host name or address', parse: text },
   { variable: 'LISTEN_PORT', path: ['listen', 'port'], expected: 'expected an integer 0-65535', parse: integer(0, 65535) },
+  { variable: 'ADMIN_HOST', path: ['admin', 'host'], expected: 'expected a host name or address', parse: text },
   { variable: 'ADMIN_PORT', path: ['admin', 'port'], expected: 'expected an integer 0-65535', parse: integer(0, 65535) },
+  { variable: 'ADMIN_TOKEN', path: ['admin', 'token'], expected: 'expected a token', parse: text },
   {
     variable: 'RETRY_MAX',
     path: ['upstream', 'retry', 'max'],
@@ -55,12 +57,29 @@ const SIMPLE_VARIABLES: readonly SimpleVariable[] = [
     parse: integer(1, Number.MAX_SAFE_INTEGER),
   },
   { variable: 'LOG_LEVEL', path: ['logging', 'level'], expected: `expected ${LOG_LEVELS.join(' | ')}`, parse: oneOf(LOG_LEVELS) },
+  { variable: 'LOG_FORMAT', path: ['logging', 'format'], expected: `expected ${LOG_FORMATS.join(' | ')}`, parse: oneOf(LOG_FORMATS) },
   {
     variable: 'TLS_MODE',
     path: ['upstream', 'tls', 'mode'],
     expected: `expected ${UPSTREAM_TLS_MODES.join(' | ')}`,
     parse: oneOf(UPSTREAM_TLS_MODES),
   },
+  { variable: 'TLS_CA_FILE', path: ['upstream', 'tls', 'ca'], expected: 'expected a file path', parse: text },
+];
+
+/** Credential types UPSTREAM_CREDENTIALS may name: the ones that need no further settings. */
+const CREDENTIALS_BY_NAME = ['aws-rds-iam', 'gcp-cloudsql-iam', 'azure-ad'] as const;
+
+/** Variables that each choose upstream.credentials; at most one may be set. */
+const CREDENTIAL_VARIABLES = ['UPSTREAM_PASSWORD', 'UPSTREAM_PASSWORD_FILE', 'UPSTREAM_CREDENTIALS'] as const;
+
+/** Every variable this layer reads (PG_AMBASSADOR_CONFIG, read by the CLI, names the file instead). */
+export const ENVIRONMENT_VARIABLES: readonly string[] = [
+  ...SIMPLE_VARIABLES.map((spec) => spec.variable),
+  'UPSTREAM_HOST',
+  'UPSTREAM_PORT',
+  'TLS_ENABLED',
+  ...CREDENTIAL_VARIABLES,
 ];
 
 function envError(variable: string, expected: string, raw: string): ConfigError {
@@ -126,6 +145,23 @@ function readTlsEnabled(env: Environment): string | undefined {
   return enabled ? 'require' : 'disable';
 }
 
+/**
+ * UPSTREAM_PASSWORD (a fixed password), UPSTREAM_PASSWORD_FILE (re-read when it changes, as a
+ * mounted Kubernetes secret) or UPSTREAM_CREDENTIALS (an IAM token provider by name).
+ */
+function readCredentials(env: Environment): { variable: string; value: Record<string, unknown> } | undefined {
+  const set = CREDENTIAL_VARIABLES.filter((variable) => env[variable]);
+  if (set.length > 1) throw new ConfigError(`environment ${set.join(' and ')}: set only one of ${CREDENTIAL_VARIABLES.join(', ')}`);
+  const [variable] = set;
+  if (variable === undefined) return undefined;
+  const raw = env[variable]!;
+  if (variable === 'UPSTREAM_PASSWORD') return { variable, value: { type: 'password', password: raw } };
+  if (variable === 'UPSTREAM_PASSWORD_FILE') return { variable, value: { type: 'file', path: raw } };
+  const type = oneOf(CREDENTIALS_BY_NAME)(raw);
+  if (type === undefined) throw envError(variable, `expected ${CREDENTIALS_BY_NAME.join(' | ')}`, raw);
+  return { variable, value: { type } };
+}
+
 /** Reads the environment-only configuration layer. Throws ConfigError naming the variable. */
 export function readEnvironment(env: Environment): EnvironmentLayer {
   const input: Record<string, unknown> = {};
@@ -143,8 +179,8 @@ export function readEnvironment(env: Environment): EnvironmentLayer {
   }
   const hosts = readHosts(env);
   if (hosts) set('UPSTREAM_HOST', ['upstream', 'hosts'], hosts);
-  const password = env.UPSTREAM_PASSWORD;
-  if (password) set('UPSTREAM_PASSWORD', ['upstream', 'credentials'], { type: 'password', password });
+  const credentials = readCredentials(env);
+  if (credentials) set(credentials.variable, ['upstream', 'credentials'], credentials.value);
   const tlsMode = readTlsEnabled(env);
   if (tlsMode) set('TLS_ENABLED', ['upstream', 'tls', 'mode'], tlsMode);
   return { input, sources };

@@ -6,4 +6,5 @@ export { loadConfig, parseConfigText, formatKeyPath, type LoadOptions } from './
 export { redactConfig, formatConfig, isSecretKey, REDACTED } from './redact.ts';
 export { ConfigStore, type ReloadResult } from './store.ts';
 export { parseDuration, parseByteSize, classifyPassword, type PasswordKind, type ReplicaLag } from './values.ts';
+export { ENVIRONMENT_VARIABLES } from './env.ts';
 export { DEFAULTS, ConfigSchema, CREDENTIAL_TYPES, type Config, type ConfigInput, type DeepPartial } from './schema.ts';

@@ -11,6 +11,7 @@ import { after, test } from 'node:test';
 import pg from 'pg';
 import YAML from 'yaml';
 import { freePort, getTopology, occupyPort } from '../support/topology.ts';
+import { ENVIRONMENT_VARIABLES } from '../../src/config/index.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const MAIN = path.join(ROOT, 'src/main.ts');
@@ -23,11 +24,11 @@ after(() => {
 });
 
 /** Variables the config reads from the environment: none of ours may leak into a child. */
-const CONFIG_VARIABLES = /^(UPSTREAM_|LISTEN_|ADMIN_PORT$|RETRY_MAX$|CIRCUIT_BREAKER_THRESHOLD$|TLS_|POOL_|LOG_LEVEL$|PG_AMBASSADOR_CONFIG$)/;
+const CONFIG_VARIABLES = new Set([...ENVIRONMENT_VARIABLES, 'PG_AMBASSADOR_CONFIG']);
 
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!CONFIG_VARIABLES.test(key)) env[key] = value;
+  for (const [key, value] of Object.entries(process.env)) if (!CONFIG_VARIABLES.has(key)) env[key] = value;
   return { ...env, ...extra };
 }
 
@@ -159,6 +160,18 @@ test('--help lists the check-config and demo commands and exits 0', async () => 
   assert.match(stdout, /^\s+check-config\b/m);
   assert.match(stdout, /^\s+demo\b/m);
   assert.match(stdout, /--config/);
+});
+
+test('probe exits 1 when nothing answers on the configured admin port, 2 for an unknown endpoint', async () => {
+  const blocker = await occupyPort();
+  await blocker.close(); // a port nothing listens on
+  const env = cleanEnv({ UPSTREAM_HOST: '127.0.0.1', ADMIN_PORT: String(blocker.port) });
+  const down = await runCli(['probe', 'readyz', '--timeout', '2000'], env);
+  assert.equal(down.code, 1);
+  assert.match(down.stderr, new RegExp(`no answer from http://127\\.0\\.0\\.1:${blocker.port}/readyz`));
+  const unknown = await runCli(['probe', 'healthz'], env);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /expected livez \| readyz \| startupz/);
 });
 
 test('starting on a port already in use exits 3 and names the address with a hint', async () => {

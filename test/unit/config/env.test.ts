@@ -134,3 +134,33 @@ test('precedence: a file credential of another type replaces UPSTREAM_PASSWORD w
   const flagged = parseConfigText('', { env, flags: { upstream: { credentials: { type: 'env', variable: 'PGPASSWORD' } } } });
   assert.deepEqual(flagged.upstream.credentials, { type: 'env', variable: 'PGPASSWORD' });
 });
+
+test('container variables: admin address and token, log format, upstream CA file', () => {
+  const config = fromEnv({
+    UPSTREAM_HOST: 'db',
+    ADMIN_HOST: '0.0.0.0',
+    ADMIN_TOKEN: 'tok-from-env',
+    LOG_FORMAT: 'Pretty',
+    TLS_CA_FILE: '/etc/ssl/rds-ca.pem',
+    TLS_MODE: 'verify-full',
+  });
+  assert.equal(config.admin.host, '0.0.0.0');
+  assert.equal(config.admin.token, 'tok-from-env');
+  assert.equal(config.logging.format, 'pretty');
+  assert.equal(config.upstream.tls.ca, '/etc/ssl/rds-ca.pem');
+  assert.match(envError({ UPSTREAM_HOST: 'db', LOG_FORMAT: 'xml' }), /^environment LOG_FORMAT: expected json \| pretty, got "xml"$/);
+});
+
+test('UPSTREAM_PASSWORD_FILE and UPSTREAM_CREDENTIALS choose the credential provider; only one may be set', () => {
+  assert.deepEqual(fromEnv({ UPSTREAM_HOST: 'db', UPSTREAM_PASSWORD_FILE: '/run/secrets/pw' }).upstream.credentials, { type: 'file', path: '/run/secrets/pw' });
+  const iam = fromEnv({ UPSTREAM_HOST: 'db.abc.eu-west-1.rds.amazonaws.com', UPSTREAM_CREDENTIALS: 'aws-rds-iam', TLS_MODE: 'require' });
+  assert.equal(iam.upstream.credentials?.type, 'aws-rds-iam');
+  assert.equal(fromEnv({ UPSTREAM_HOST: 'db', UPSTREAM_CREDENTIALS: 'GCP-CloudSQL-IAM', TLS_MODE: 'require' }).upstream.credentials?.type, 'gcp-cloudsql-iam');
+  assert.equal(fromEnv({ UPSTREAM_HOST: 'db', UPSTREAM_CREDENTIALS: 'azure-ad', TLS_MODE: 'verify-full' }).upstream.credentials?.type, 'azure-ad');
+  assert.match(envError({ UPSTREAM_HOST: 'db', UPSTREAM_CREDENTIALS: 'kerberos' }), /^environment UPSTREAM_CREDENTIALS: expected aws-rds-iam \| gcp-cloudsql-iam \| azure-ad, got "kerberos"$/);
+  const both = envError({ UPSTREAM_HOST: 'db', UPSTREAM_PASSWORD: 'hunter2', UPSTREAM_PASSWORD_FILE: '/run/pw' });
+  assert.match(both, /^environment UPSTREAM_PASSWORD and UPSTREAM_PASSWORD_FILE: set only one of/);
+  assert.ok(!both.includes('hunter2'), 'the password is not repeated in the error');
+  // the schema's rule that IAM tokens travel over TLS names the variable that chose the provider
+  assert.match(envError({ UPSTREAM_HOST: 'db', UPSTREAM_CREDENTIALS: 'aws-rds-iam', TLS_MODE: 'disable' }), /UPSTREAM_CREDENTIALS/);
+});
