@@ -15,8 +15,8 @@ export interface ProbeResult {
 
 /** The address to reach a server bound to `host`: a wildcard bind is reached on loopback. */
 export function probeHost(host: string): string {
-  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
-  if (host === '::' || host === '[::]') return '[::1]';
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 

@@ -5,7 +5,8 @@
 // Only the addresses differ: upstream hosts, the database and free ports instead of 5432/9187.
 // - Deployment: every probe path answers 200 on the admin port, the image's HEALTHCHECK and the
 //   compose health check pass, the app's DATABASE_URL works, ADMIN_TOKEN guards POST, no secret
-//   in /config, SIGTERM exits 0.
+//   in /config, SIGTERM (to tini, as in the container, when this machine has it: .ci/run installs
+//   it) exits 0.
 // - Job: the migrate container's own script runs its SQL through the ambassador, then POSTs
 //   /quitquitquit, and the ambassador exits 0.
 

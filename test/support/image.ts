@@ -23,7 +23,7 @@ export interface StagedImage {
   readonly dir: string;
   /** The runtime stage's ENV. */
   readonly env: Readonly<Record<string, string>>;
-  /** ENTRYPOINT + CMD, paths mapped; tini left out when this machine has none (it only forwards signals). */
+  /** ENTRYPOINT + CMD, paths mapped; tini left out when this machine has none (.ci/run installs it). */
   readonly command: readonly string[];
   /** The HEALTHCHECK command, paths mapped. */
   readonly healthcheck: readonly string[];

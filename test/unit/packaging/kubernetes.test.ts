@@ -16,6 +16,7 @@ import { instructionsOf, readDockerfile } from '../../support/dockerfile.ts';
 import {
   containerNamed,
   findObject,
+  isMountedFile,
   mountedFiles,
   podSpecOf,
   readManifestFiles,
@@ -117,9 +118,8 @@ for (const workload of [deployment, job]) {
     assert.equal(config.admin.token, secret.stringData?.['admin-token'], 'ADMIN_TOKEN from the Secret is the admin token');
     assert.equal(config.upstream.credentials?.type, 'file');
     const mounts = mountedFiles(pod, containerNamed(pod, SIDECAR), base);
-    const mounted = (file: string | undefined) => mounts.some((mount) => file !== undefined && path.dirname(file) === mount.mountPath && path.basename(file) in mount.files);
-    assert.ok(config.upstream.credentials?.type === 'file' && mounted(config.upstream.credentials.path), 'the password file is mounted');
-    assert.ok(mounted(config.upstream.tls.ca), 'the CA file is mounted');
+    assert.ok(config.upstream.credentials?.type === 'file' && isMountedFile(mounts, config.upstream.credentials.path), 'the password file is mounted');
+    assert.ok(isMountedFile(mounts, config.upstream.tls.ca), 'the CA file is mounted');
     assert.equal(config.upstream.tls.mode, 'verify-full');
     assert.equal(config.pool.mode, 'transaction');
     assert.ok(config.upstream.user && config.upstream.database, '/readyz can log in before any client: upstream.user and database are set');
@@ -188,8 +188,7 @@ test('each IAM variant replaces the ConfigMap and matches the ServiceAccount the
     assert.equal(config.upstream.credentials?.type, expected.type, variant.file);
     assert.match(config.upstream.tls.mode, /^verify-/, `${variant.file}: tokens only to a verified server`);
     if (config.upstream.tls.ca !== undefined) {
-      const mounts = mountedFiles(pod, containerNamed(pod, SIDECAR), objects);
-      assert.ok(mounts.some((mount) => path.join(mount.mountPath, path.basename(config.upstream.tls.ca!)) === config.upstream.tls.ca && path.basename(config.upstream.tls.ca!) in mount.files));
+      assert.ok(isMountedFile(mountedFiles(pod, containerNamed(pod, SIDECAR), objects), config.upstream.tls.ca), `${variant.file}: the CA file is mounted`);
     }
     assert.ok(account.metadata.annotations?.[expected.annotation], `${variant.file}: the ServiceAccount has ${expected.annotation}`);
     if (expected.type === 'aws-rds-iam') {
