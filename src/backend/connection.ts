@@ -69,6 +69,13 @@ function safeFields(payload: Buffer): Map<string, string> {
   }
 }
 
+/** Reads a connection while a transaction-pooling client holds it (BackendConnection.attach). */
+export interface ServerSink {
+  onServerData(chunk: Buffer): void;
+  onServerDrain(): void;
+  onServerClose(): void;
+}
+
 const SERVER_MAX_MESSAGE = 0x7fffffff;
 const EXCHANGE_INSPECT = typeSet('EZSD');
 
@@ -99,6 +106,29 @@ export class BackendConnection {
 
   /** The last socket error, for diagnostics. */
   lastError: Error | null = null;
+
+  private sink: ServerSink | null = null;
+  private sinkListening = false;
+
+  /**
+   * Hands the socket's data, drain and close events to `sink` until detach(sink). The listeners
+   * are added once per connection: moving a pooled connection from one client to the next
+   * costs a field write, not six listener changes per transaction.
+   */
+  attach(sink: ServerSink): void {
+    this.sink = sink;
+    if (!this.sinkListening) {
+      this.sinkListening = true;
+      this.socket.on('data', (chunk: Buffer) => this.sink?.onServerData(chunk));
+      this.socket.on('drain', () => this.sink?.onServerDrain());
+      this.socket.on('close', () => this.sink?.onServerClose());
+    }
+    this.socket.resume();
+  }
+
+  detach(sink: ServerSink): void {
+    if (this.sink === sink) this.sink = null;
+  }
 
   get target(): UpstreamTarget {
     return this.options.target;

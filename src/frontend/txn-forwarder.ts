@@ -29,7 +29,7 @@
 
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import type { BackendConnection } from '../backend/connection.ts';
+import type { BackendConnection, ServerSink } from '../backend/connection.ts';
 import { AmbassadorError, asAmbassadorError } from '../errors.ts';
 import {
   BackendType,
@@ -44,8 +44,9 @@ import { encodeQuery, encodeTarget, FrontendType, rebindStatement } from '../pro
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
-import { parseLsn } from '../pool/host-choice.ts';
+import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
+import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
@@ -80,9 +81,9 @@ const SERVER_MAX_MESSAGE = 0x7fffffff;
 /** Client bytes queued while a lease is being acquired, before the client socket is paused. */
 const MAX_QUEUED_BYTES = 1 << 20;
 
-export class TxnForwarder {
+export class TxnForwarder implements ServerSink {
   private readonly clientFramer: Framer;
-  private serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
+  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
   private lease: BackendConnection | null = null;
   private acquiring = false;
   private readonly plan = new ResponsePlan();
@@ -207,9 +208,11 @@ export class TxnForwarder {
         this.say(routing.answer(command, this.status));
         continue;
       }
-      if (this.lease === null) {
-        if (!this.answerLocally(request)) return void this.acquire(request);
-        continue;
+      let lease = this.lease;
+      if (lease === null) {
+        if (this.answerLocally(request)) continue;
+        lease = this.acquire(request);
+        if (lease === null) return;
       }
       if (this.leaseReplica && this.status === 'I' && routing.decide(request).kind === 'write') {
         // Not on a replica: let it finish what it runs, then move to the primary. (Only when
@@ -221,13 +224,13 @@ export class TxnForwarder {
           continue;
         }
       }
-      const plan = this.preparation(this.lease, request);
+      const plan = this.preparation(lease, request);
       if (plan !== null) {
         if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
-        return void this.prepareThenPump(this.lease, plan);
+        return void this.prepareThenPump(lease, plan);
       }
       this.ready.shift();
-      this.send(this.lease, request);
+      this.send(lease, request);
     }
     if (this.queuedBytes <= MAX_QUEUED_BYTES) this.client.resume();
   }
@@ -272,28 +275,33 @@ export class TxnForwarder {
     this.say(answer.bytes);
   }
 
-  /** Takes a lease where the request at the head of the queue must run. */
-  private acquire(request: Request): void {
-    if (this.acquiring) return;
-    const { pool, routing, log } = this.options;
+  /**
+   * Takes a lease where the request at the head of the queue must run: the lease when one was
+   * idle and is attached now; otherwise null, and pump() runs again once the pool hands one over.
+   */
+  private acquire(request: Request): BackendConnection | null {
+    if (this.acquiring) return null;
+    const { pool, routing } = this.options;
     const decision = routing.decide(request);
     const route = routing.routeRequest(decision);
     if (request.avoid !== null) route.avoid = request.avoid;
-    this.acquiring = true;
-    this.busy = true;
     const meter = this.options.meter;
     meter.waitStarted();
-    pool.acquireFor(route, this.options.request).then(
+    const now = pool.tryAcquireFor(route, this.options.request);
+    if (now !== null && !isChoice(now)) {
+      meter.waitEnded();
+      this.leased(now, decision);
+      return now;
+    }
+    this.acquiring = true;
+    this.busy = true;
+    pool.acquireFor(route, this.options.request, now).then(
       (server) => {
         this.acquiring = false;
         this.busy = false;
         meter.waitEnded();
-        if (log.isLevelEnabled('debug')) log.debug({ route: decision.kind, reason: decision.reason, host: pool.hostIdOf(server) }, 'routing decision');
         if (this.stopped) return pool.release(server, 'reusable');
-        this.leaseReplica = pool.roleOf(server) === 'replica';
-        this.leaseWrote = decision.kind === 'write';
-        this.leaseReason = decision.reason;
-        this.attach(server);
+        this.leased(server, decision);
         this.pump();
       },
       (err: unknown) => {
@@ -307,6 +315,16 @@ export class TxnForwarder {
         this.pump();
       },
     );
+    return null;
+  }
+
+  private leased(server: BackendConnection, decision: RouteDecision): void {
+    const { pool, log } = this.options;
+    if (log.isLevelEnabled('debug')) log.debug({ route: decision.kind, reason: decision.reason, host: pool.hostIdOf(server) }, 'routing decision');
+    this.leaseReplica = pool.roleOf(server) === 'replica';
+    this.leaseWrote = decision.kind === 'write';
+    this.leaseReason = decision.reason;
+    this.attach(server);
   }
 
   /** Runs `request` once more, on another host than `hostId` (where it failed without running). */
@@ -485,20 +503,15 @@ export class TxnForwarder {
   }
 
   private attachServer(server: BackendConnection): void {
-    this.serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
-    server.socket.on('data', this.onServerData);
-    server.socket.on('drain', this.onServerDrain);
-    server.socket.on('close', this.onServerClose);
-    server.socket.resume();
+    this.serverFramer.reset();
+    server.attach(this);
   }
 
   private detachServer(server: BackendConnection): void {
-    server.socket.off('data', this.onServerData);
-    server.socket.off('drain', this.onServerDrain);
-    server.socket.off('close', this.onServerClose);
+    server.detach(this);
   }
 
-  private readonly onServerData = (chunk: Buffer): void => {
+  readonly onServerData = (chunk: Buffer): void => {
     if (this.stopped) return;
     this.chunk = chunk;
     this.cursor = 0;
@@ -814,7 +827,7 @@ export class TxnForwarder {
     if (!this.stopped) this.lease?.socket.resume();
   };
 
-  private readonly onServerDrain = (): void => {
+  readonly onServerDrain = (): void => {
     if (!this.stopped) this.client.resume();
   };
 
@@ -823,7 +836,7 @@ export class TxnForwarder {
    * next request simply takes a new lease. Otherwise see the top of this file: the first request
    * may run again elsewhere, or every in-flight request is answered with the loss.
    */
-  private readonly onServerClose = (): void => {
+  readonly onServerClose = (): void => {
     if (this.stopped) return;
     const server = this.lease;
     if (server === null) return;
@@ -971,6 +984,10 @@ function changesFunctions(payload: Buffer): boolean {
 function isCachedPlanError(payload: Buffer): boolean {
   const fields = decodeErrorFields(payload);
   return fields.get('C') === '0A000' && (fields.get('M') ?? '').startsWith('cached plan must not change result type');
+}
+
+function isChoice(value: BackendConnection | Choice): value is Choice {
+  return 'reason' in value;
 }
 
 function firstServerName(request: Request): string {

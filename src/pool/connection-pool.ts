@@ -86,18 +86,24 @@ export class ConnectionPool<T> {
 
   acquire(): Promise<T> {
     if (this.closed) return Promise.reject(this.closedError());
-    const entry = this.takeIdle();
-    if (entry) {
-      this.move(entry, 'active');
-      this.emit({ type: 'acquired', key: this.key, waitMs: 0 });
-      return Promise.resolve(entry.conn);
-    }
+    const conn = this.tryAcquire();
+    if (conn !== null) return Promise.resolve(conn);
     return new Promise<T>((resolve, reject) => {
       const waiter: Waiter<T> = { resolve, reject, enqueuedAt: this.clock.now(), timer: null, job: null };
       this.armTimeout(waiter);
       this.waiters.push(waiter);
       this.pump();
     });
+  }
+
+  /** An idle connection leased at once, or null when acquire() would have to wait (or the pool is closed). */
+  tryAcquire(): T | null {
+    if (this.closed) return null;
+    const entry = this.takeIdle();
+    if (entry === null) return null;
+    this.move(entry, 'active');
+    this.emit({ type: 'acquired', key: this.key, waitMs: 0 });
+    return entry.conn;
   }
 
   release(conn: T, outcome: 'reusable' | 'broken'): void {

@@ -83,12 +83,19 @@ export interface FailoverDeps {
 }
 
 /** ServerPool.acquireFor; see there and the file comment. */
-export async function acquireWithFailover(deps: FailoverDeps, requested: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+export async function acquireWithFailover(
+  deps: FailoverDeps,
+  requested: RouteRequest,
+  request: ServerRequest,
+  firstChoice: Choice | null = null,
+): Promise<BackendConnection> {
   let route = requested;
   const deadline = deps.clock.now() + deps.failoverTimeoutMs;
   let lastError: unknown = null;
+  let made = firstChoice;
   for (;;) {
-    const choice = deps.choose(route);
+    const choice = made ?? deps.choose(route);
+    made = null;
     if (choice.host === null && NOT_WORTH_WAITING.some((reason) => choice.reason.includes(reason))) throw noHost(choice.reason, route.kind);
     let waitForRound = true;
     if (choice.host !== null) {

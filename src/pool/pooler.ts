@@ -189,10 +189,21 @@ export class Pooler implements ServerPool {
     return fallback ? { host: fallback, reason: 'unprobed' } : primary;
   }
 
-  acquireFor(route: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+  acquireFor(route: RouteRequest, request: ServerRequest, choice: Choice | null = null): Promise<BackendConnection> {
     const held = this.closed ? null : this.gate.pass();
-    if (held === null) return this.acquirePastGate(route, request);
-    return held.then(() => this.acquirePastGate(route, request));
+    if (held === null) return this.acquirePastGate(route, request, choice);
+    return held.then(() => this.acquirePastGate(route, request, null));
+  }
+
+  tryAcquireFor(route: RouteRequest, request: ServerRequest): BackendConnection | Choice | null {
+    if (this.closed || this.gate.paused) return null;
+    const choice = this.choose(route);
+    const host = choice.host as HostState | null;
+    if (host === null) return choice;
+    const conn = this.pools.get(poolKey(host, request))?.pool.tryAcquire() ?? null;
+    if (conn === null) return choice;
+    host.activeConnections += 1;
+    return conn;
   }
 
   acquire(request: ServerRequest): Promise<BackendConnection> {
@@ -202,7 +213,7 @@ export class Pooler implements ServerPool {
   acquireOn(host: HostView, request: ServerRequest): Promise<BackendConnection> {
     if (this.closed) return Promise.reject(new AmbassadorError('POOL_CLOSED', 'the server pool is closed: the ambassador is shutting down'));
     const state = host as HostState;
-    const key = `${host.id}/${request.database}/${request.user}`;
+    const key = poolKey(host, request);
     let entry = this.pools.get(key);
     // An open breaker refuses at once, unless a connection opened before it is idle in the pool.
     if (state.breaker !== 'closed' && !(entry && entry.pool.idleCount > 0)) {
@@ -299,9 +310,9 @@ export class Pooler implements ServerPool {
     this.pools.clear();
   }
 
-  private acquirePastGate(route: RouteRequest, request: ServerRequest): Promise<BackendConnection> {
+  private acquirePastGate(route: RouteRequest, request: ServerRequest, choice: Choice | null): Promise<BackendConnection> {
     this.acquiring += 1;
-    return acquireWithFailover(this.failover, route, request).finally(() => {
+    return acquireWithFailover(this.failover, route, request, choice).finally(() => {
       this.acquiring -= 1;
       this.gate.released();
     });
@@ -455,4 +466,9 @@ export class Pooler implements ServerPool {
     };
     return entry;
   }
+}
+
+/** The ConnectionPool of one host, database and user. */
+function poolKey(host: HostView, request: ServerRequest): string {
+  return `${host.id}/${request.database}/${request.user}`;
 }

@@ -41,7 +41,14 @@ export interface ServerPool {
    * a read only weight-0 replicas could serve. Errors that are not about reachability (auth
    * failure 28xxx, database does not exist, POOL_TIMEOUT while the host is healthy) reject at once.
    */
-  acquireFor(route: RouteRequest, request: ServerRequest): Promise<BackendConnection>;
+  acquireFor(route: RouteRequest, request: ServerRequest, choice?: Choice | null): Promise<BackendConnection>;
+  /**
+   * The hot path's shortcut: a connection that acquireFor would hand over at once (an idle one
+   * on the host it would choose, the pool not paused), leased synchronously. Otherwise the
+   * choice it made (pass it to acquireFor, so that round-robin moves on once per request), or
+   * null when it made none (paused or closed).
+   */
+  tryAcquireFor(route: RouteRequest, request: ServerRequest): BackendConnection | Choice | null;
   /** A connection to the primary (logins, writes): acquireFor({ kind: 'write' }, request). */
   acquire(request: ServerRequest): Promise<BackendConnection>;
   /** A connection to a chosen host (no waiting, no second choice). */

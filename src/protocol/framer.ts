@@ -70,6 +70,14 @@ export class Framer {
     this.inspect = types;
   }
 
+  /** Back to a message boundary, whatever was pending (a new stream starts). */
+  reset(): void {
+    this.headerHave = 0;
+    this.remaining = -1;
+    this.assembly = null;
+    this.assembled = 0;
+  }
+
   /** True when no partial message is pending. */
   get atBoundary(): boolean {
     return this.remaining < 0 && this.headerHave === 0;
