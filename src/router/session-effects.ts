@@ -9,6 +9,7 @@
 // `effects` stay safe. Effects come in statement order; whether they took effect (the
 // transaction committed, no error) is the caller's business.
 
+import { TextCache } from './classifier-cache.ts';
 import { isSignificant, splitStatements, tokenize, type Token } from './sql-lexer.ts';
 
 export type PinReason = 'advisory-lock' | 'listen' | 'temp-table' | 'with-hold-cursor' | 'prepare-transaction' | 'sql-prepare' | 'session-state';
@@ -377,30 +378,76 @@ export function analyzeSessionEffects(sql: string): StatementEffects {
   return { effects: withoutRepeatedPins(effects), statements: statements.length, uncertain };
 }
 
-/** Results by exact text, least recently used first out; results are frozen and shared. */
+const PLAIN_STATEMENT: StatementEffects = Object.freeze({ effects: Object.freeze([]) as unknown as Effects, statements: 1, uncertain: false });
+/** Words the full analysis looks for anywhere in a statement (set_config, the advisory lock functions, INTO TEMP). */
+const SCANNED_WORDS = /set_config|advisory|temp/i;
+const SPACE = new Uint8Array(128);
+for (const c of ' \t\n\r\f\v') SPACE[c.charCodeAt(0)] = 1;
+
+/**
+ * Most texts change nothing in the session, and saying so needs no tokens: one statement (a
+ * trailing semicolon allowed) with balanced parentheses, no quote, dollar, backslash or comment
+ * (which only the lexer reads right), a first word that opens none of the forms with effects,
+ * and none of the words the scan of every statement looks for. Those texts get the answer the
+ * full analysis gives them; null means: analyze it.
+ */
+export function plainStatement(sql: string): StatementEffects | null {
+  let depth = 0;
+  let headStart = -1;
+  let headEnd = -1;
+  for (let i = 0; i < sql.length; i++) {
+    const c = sql.charCodeAt(i);
+    if (c === 0x27 || c === 0x22 || c === 0x24 || c === 0x5c) return null; // ' " $ \
+    if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
+    if (headEnd < 0) {
+      const letter = (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a;
+      if (headStart < 0 && letter) headStart = i;
+      else if (headStart < 0 && !(c < 128 && SPACE[c])) return null;
+      else if (headStart >= 0 && !letter && c !== 0x5f) headEnd = i;
+    }
+    if (c === 0x28) depth++;
+    else if (c === 0x29 && --depth < 0) return null;
+    else if (c === 0x3b) {
+      for (let j = i + 1; j < sql.length; j++) {
+        const d = sql.charCodeAt(j);
+        if (!(d < 128 && SPACE[d])) return null;
+      }
+      break;
+    }
+  }
+  if (depth !== 0 || headStart < 0) return null;
+  const head = sql.slice(headStart, headEnd < 0 ? sql.length : headEnd).toLowerCase();
+  if (Object.hasOwn(HANDLERS, head) || NOT_EXECUTED_HEADS.has(head) || SCANNED_WORDS.test(sql)) return null;
+  return PLAIN_STATEMENT;
+}
+
+/**
+ * Results by exact text, about least recently used first out (classifier-cache.ts: no Map delete
+ * per hit); results are frozen and shared. Plain statements (plainStatement) are answered
+ * without the cache: their literals differ from one execution to the next, and caching them
+ * would only push out the texts worth keeping.
+ */
 export class SessionEffectsCache {
-  private readonly entries = new Map<string, StatementEffects>();
+  private readonly entries: TextCache<StatementEffects>;
 
   constructor(
-    private readonly maxEntries = 5000,
+    maxEntries = 5000,
     private readonly maxSqlLength = 64 * 1024,
-  ) {}
+  ) {
+    this.entries = new TextCache(maxEntries, Math.max(1, maxEntries) * 1024);
+  }
 
   get size(): number {
     return this.entries.size;
   }
 
   get(sql: string): StatementEffects {
+    const plain = plainStatement(sql);
+    if (plain !== null) return plain;
     const cached = this.entries.get(sql);
-    if (cached) {
-      this.entries.delete(sql);
-      this.entries.set(sql, cached);
-      return cached;
-    }
+    if (cached !== undefined) return cached;
     const result = freeze(analyzeSessionEffects(sql));
-    if (sql.length > this.maxSqlLength || this.maxEntries <= 0) return result;
-    this.entries.set(sql, result);
-    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    if (sql.length <= this.maxSqlLength) this.entries.set(sql, result);
     return result;
   }
 }

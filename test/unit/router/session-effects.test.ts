@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { analyzeSessionEffects, SessionEffectsCache, type SessionEffect } from '../../../src/router/session-effects.ts';
+import { analyzeSessionEffects, plainStatement, SessionEffectsCache, type SessionEffect } from '../../../src/router/session-effects.ts';
 import { CORPUS } from './session-effects-corpus.ts';
 
 test('the corpus is large enough to mean something', () => {
@@ -75,18 +75,16 @@ test('SessionEffectsCache returns the same frozen result for the same text', () 
   assert.deepEqual(first, analyzeSessionEffects('set x = 1'));
 });
 
-test('SessionEffectsCache evicts the least recently used text', () => {
-  const cache = new SessionEffectsCache(2);
+test('SessionEffectsCache keeps a bounded number of texts, the recently used ones longest', () => {
+  const cache = new SessionEffectsCache(4);
   const a = cache.get('set a = 1');
-  cache.get('set b = 1');
-  assert.equal(cache.get('set a = 1'), a); // a is now the most recent
-  cache.get('set c = 1'); // evicts b
-  assert.equal(cache.size, 2);
-  assert.equal(cache.get('set a = 1'), a);
   const b = cache.get('set b = 1');
-  assert.equal(cache.get('set b = 1'), b);
-  assert.notEqual(cache.get('set c = 1'), undefined);
-  assert.equal(cache.size, 2);
+  assert.equal(cache.get('set a = 1'), a); // used again: carried into the next generation
+  cache.get('set c = 1');
+  assert.equal(cache.get('set a = 1'), a);
+  assert.notEqual(cache.get('set b = 1'), b, 'b was not used again and is gone');
+  for (let i = 0; i < 50; i++) cache.get(`set x${i} = 1`);
+  assert.ok(cache.size <= 4, `size ${cache.size}`);
 });
 
 test('SessionEffectsCache analyzes but does not keep texts over the size limit', () => {
@@ -97,5 +95,47 @@ test('SessionEffectsCache analyzes but does not keep texts over the size limit',
   assert.equal(cache.size, 0);
   assert.notEqual(cache.get(long), first);
   cache.get('set y = 1');
+  assert.equal(cache.size, 1);
+});
+
+test('plainStatement agrees with the full analysis on every text it answers', async () => {
+  const { CORPUS: CLASSIFIED } = await import('./classifier-corpus.ts');
+  const texts = [...CORPUS.map((c) => c.sql), ...CLASSIFIED.map((c) => c.sql)];
+  // Variations: case, trailing semicolons, a second statement, unbalanced parentheses.
+  const variants = texts.flatMap((sql) => [sql, sql.toUpperCase(), `${sql};`, `${sql};  \n`, `${sql}; select 1`, `${sql})`, `(${sql}`, `  ${sql}`]);
+  let answered = 0;
+  for (const sql of variants) {
+    const plain = plainStatement(sql);
+    if (plain === null) continue;
+    answered++;
+    const full = analyzeSessionEffects(sql);
+    assert.deepEqual({ ...plain, effects: [...plain.effects] }, full, JSON.stringify(sql));
+  }
+  assert.ok(answered >= 200, `only ${answered} texts answered quickly`);
+});
+
+test('plainStatement answers the statements pgbench sends and declines what needs the lexer', () => {
+  for (const sql of [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 48213;',
+    'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;',
+    'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -2113, CURRENT_TIMESTAMP);',
+    'select count(*) from (select 1) s',
+  ]) {
+    assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
+  }
+  for (const sql of [
+    "SELECT 'x'", 'SELECT "col" FROM t', 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', 'SELECT 1; SELECT 2',
+    'SELECT (1', 'SELECT 1)', 'set search_path = a', 'Begin', 'commit', 'SELECT pg_advisory_lock(1)', 'select set_config(a, b, false)',
+    'SELECT * INTO TEMP t FROM x', 'create table t (a int)', 'explain select 1', '', '   ', '(select 1)', 'listen x', 'discard all',
+  ]) {
+    assert.equal(plainStatement(sql), null, sql);
+  }
+});
+
+test('the cache answers plain statements without keeping them', () => {
+  const cache = new SessionEffectsCache(10);
+  for (let i = 0; i < 50; i++) assert.deepEqual(cache.get(`SELECT abalance FROM pgbench_accounts WHERE aid = ${i}`).effects, []);
+  assert.equal(cache.size, 0);
+  assert.equal(cache.get("SET x = 'y'").effects.length, 1);
   assert.equal(cache.size, 1);
 });
