@@ -9,12 +9,14 @@
 //   - a multi-statement text is a read only when every statement is a read (transaction ends,
 //     FETCH/CLOSE and the like are neutral but never make a text a read by themselves);
 //   - anything unknown (statement type, function, EXECUTE of a prepared name) is a write;
-//   - a text learned as a write (learnWrite(), after a replica refused it) stays a write.
+//   - a text learned as a write (learnWrite(), after a replica refused it) stays a write, and so
+//     do the texts of its literal shape (the same statement with other numbers).
 // Leading-comment hints: `route=primary` forces a write; `route=replica` only overrides the
 // conservative function verdicts ('unknown-function:*', 'volatile-function:*') of a single
 // statement, never a parse error, an oversize text, a learned write or a statement that
 // certainly writes.
-// Results are cached by exact text (about-LRU, bounded by entries and characters); learned writes
+// Results are cached by literal shape (texts differing only in numeric literals share an entry;
+// literal-shape.ts), else by exact text (about-LRU, bounded by entries and characters); learned writes
 // are kept apart from the cache (bounded, oldest first), so they survive eviction and
 // setCatalog(), which swaps the function catalog and clears the cache. classify() is synchronous:
 // build through createClassifier(), which loads the WASM module once.
@@ -23,6 +25,7 @@ import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
+import { literalShape } from './literal-shape.ts';
 import {
   judgeStatement,
   type Directive,
@@ -214,16 +217,20 @@ export class Classifier {
     }
   }
 
-  /** Classifies a whole query text (one or more statements); cached by exact text. */
+  /**
+   * Classifies a whole query text (one or more statements); cached by its literal shape (texts
+   * that differ only in numbers share an entry; see literal-shape.ts), else by exact text.
+   */
   classify(sql: string): Readonly<Classification> {
-    const cached = this.cache.get(sql);
+    const key = cacheKey(sql);
+    const cached = this.cache.get(key);
     if (cached !== undefined) {
       this.counters.hits += 1;
       return cached;
     }
     this.counters.misses += 1;
-    const result = this.learned.get(sql) ?? this.judge(sql);
-    if (result.reason !== 'too-large') this.cache.set(sql, result);
+    const result = this.learned.get(key) ?? this.judge(sql);
+    if (result.reason !== 'too-large') this.cache.set(key, result);
     return result;
   }
 
@@ -234,16 +241,18 @@ export class Classifier {
   }
 
   /**
-   * From now on this exact text is a write ('learned-write') whatever the parser says; the other
+   * From now on this text (and its literal shape) is a write ('learned-write') whatever the parser says; the other
    * fields (kind, transaction, directive, hints) stay those of its classification. For a text a
    * replica refused (SQLSTATE 25006). A text over maxParseBytes already writes and is not kept.
    */
   learnWrite(sql: string): void {
     if (exceedsBytes(sql, this.maxParseBytes)) return;
-    const original = this.cache.get(sql) ?? this.judge(sql);
+    const key = cacheKey(sql);
+    const original = this.cache.get(key) ?? this.judge(sql);
     const learned: Readonly<Classification> = Object.freeze({ ...original, route: 'write', reason: 'learned-write' });
-    this.learned.set(sql, learned);
-    this.cache.set(sql, learned);
+    // By shape: the same statement with other numbers would be refused the same way.
+    this.learned.set(key, learned);
+    this.cache.set(key, learned);
   }
 
   stats(): ClassifierStats {
@@ -272,6 +281,10 @@ export class Classifier {
     if (stmts.length === 0) return { route: 'read', reason: 'empty', kind: 'query', statements: 0 };
     return combine(stmts.map((entry) => judgeStatement((entry.stmt ?? {}) as Record<string, unknown>, this.policy)));
   }
+}
+
+function cacheKey(sql: string): string {
+  return literalShape(sql) ?? sql;
 }
 
 /** One line, e.g. `write reason=dml kind=query statements=1 hint=primary`. */

@@ -1,0 +1,66 @@
+// The shape of a query text: the text with its numeric literals replaced, so that the statements
+// an application sends with literal values (`... WHERE id = 42`, then `= 43`) share one cache
+// entry in the classifier instead of one parse each (20-60 µs with libpg-query).
+//
+// Only numbers are replaced: they never change whether a statement reads or writes, which
+// functions it calls or what a directive says. A text with a quote, dollar, backslash or comment
+// keeps its exact text as the key (strings carry directive values and hints, comments carry
+// hints, and only the lexer reads those right), and so does a text where a number runs straight
+// into a word (`1into`), which the parser splits in ways a key must not blur. PURE.
+
+/** The text with every numeric literal replaced by `?`, or null when the exact text must be the key. */
+export function literalShape(sql: string): string | null {
+  let out = '';
+  let copied = 0;
+  for (let i = 0; i < sql.length; ) {
+    const c = sql.charCodeAt(i);
+    if (c === 0x27 || c === 0x22 || c === 0x24 || c === 0x5c) return null; // ' " $ \
+    if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
+    if (!isDigit(c) || (i > 0 && isIdentifierChar(sql.charCodeAt(i - 1)))) {
+      i++;
+      continue;
+    }
+    const end = numberEnd(sql, i);
+    if (end < sql.length && isIdentifierChar(sql.charCodeAt(end))) return null;
+    out += `${sql.slice(copied, i)}?`;
+    copied = end;
+    i = end;
+  }
+  return copied === 0 ? null : out + sql.slice(copied);
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+/** Letters, digits, _ and $ continue an identifier; so does anything beyond ASCII. */
+function isIdentifierChar(c: number): boolean {
+  return isDigit(c) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) || c === 0x5f || c === 0x24 || c >= 0x80;
+}
+
+/** End of the numeric literal starting at `start` (a digit): 12, 1_000, 1.5, 1.5e-3, 0x1F, 0o17, 0b101. */
+function numberEnd(sql: string, start: number): number {
+  const radix = sql.charCodeAt(start) === 0x30 ? (sql.charCodeAt(start + 1) | 0x20) : 0;
+  if (radix === 0x78 || radix === 0x6f || radix === 0x62) {
+    let i = start + 2;
+    while (i < sql.length && (isHexDigit(sql.charCodeAt(i)) || sql.charCodeAt(i) === 0x5f)) i++;
+    return i;
+  }
+  let i = digitsEnd(sql, start);
+  if (sql.charCodeAt(i) === 0x2e && isDigit(sql.charCodeAt(i + 1))) i = digitsEnd(sql, i + 1);
+  if ((sql.charCodeAt(i) | 0x20) === 0x65) {
+    const sign = sql.charCodeAt(i + 1) === 0x2b || sql.charCodeAt(i + 1) === 0x2d ? 1 : 0;
+    if (isDigit(sql.charCodeAt(i + 1 + sign))) i = digitsEnd(sql, i + 1 + sign);
+  }
+  return i;
+}
+
+function digitsEnd(sql: string, from: number): number {
+  let i = from;
+  while (i < sql.length && (isDigit(sql.charCodeAt(i)) || (sql.charCodeAt(i) === 0x5f && isDigit(sql.charCodeAt(i + 1))))) i++;
+  return i;
+}
+
+function isHexDigit(c: number): boolean {
+  return isDigit(c) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66);
+}

@@ -1,0 +1,61 @@
+// literalShape: the classifier's cache key for texts that differ only in numbers. The property
+// that matters: two texts with one shape always classify alike (checked against the real parser
+// over the classifier corpus with its numbers changed).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { createClassifier, EMPTY_FUNCTION_CATALOG } from '../../../src/router/classifier.ts';
+import { literalShape } from '../../../src/router/literal-shape.ts';
+import { CORPUS } from './classifier-corpus.ts';
+
+test('numeric literals of every form become one placeholder', () => {
+  assert.equal(literalShape('SELECT abalance FROM pgbench_accounts WHERE aid = 48213;'), 'SELECT abalance FROM pgbench_accounts WHERE aid = ?;');
+  assert.equal(literalShape('UPDATE t SET a = a + -2113 WHERE id IN (1, 22, 333)'), 'UPDATE t SET a = a + -? WHERE id IN (?, ?, ?)');
+  assert.equal(literalShape('select 1.5, .5, 1e10, 2.5E-3, 1_000, 0x1F, 0o17, 0b101 limit 10'), 'select ?, .?, ?, ?, ?, ?, ?, ? limit ?');
+  assert.equal(literalShape('select * from t1 join t2 on t1.a2 = t2.b2'), null, 'digits inside names are names');
+  assert.equal(literalShape('select a from t'), null, 'nothing to replace');
+});
+
+test('texts whose strings, comments or run-on numbers matter keep their exact text', () => {
+  for (const sql of [
+    "select 1 from t where a = 'x'",
+    'select "c1" from t where id = 1',
+    'select $1::int + 1',
+    'select 1 -- route=replica',
+    '/* route=primary */ select 1',
+    "SET ambassador.min_lsn = '0/16B3748'",
+    'select 1into t', // SELECT 1 INTO t: a write, which `select 1 t` is not
+    'select 1e', 'select 0xg',
+    "select E'\\\\' || 1",
+  ]) {
+    assert.equal(literalShape(sql), null, sql);
+  }
+});
+
+test('texts with one shape classify alike (the corpus with its numbers changed)', async () => {
+  const fresh = () => createClassifier({ functions: EMPTY_FUNCTION_CATALOG });
+  let shaped = 0;
+  for (const { sql } of CORPUS) {
+    const shape = literalShape(sql);
+    if (shape === null) continue;
+    shaped++;
+    const variant = sql.replace(/(?<![A-Za-z0-9_$\u0080-\uffff])\d+/g, (digits) => String(Number(digits.replaceAll('_', '')) + 7));
+    assert.equal(literalShape(variant), shape, variant);
+    const judge = async (text: string) => {
+      const { route, reason, kind, statements } = (await fresh()).classify(text);
+      return { route, reason, kind, statements };
+    };
+    assert.deepEqual(await judge(variant), await judge(sql), `${sql} / ${variant}`);
+  }
+  assert.ok(shaped >= 20, `only ${shaped} corpus texts have numbers to replace`);
+});
+
+test('the classifier shares one entry between texts of one shape, and a learned write covers its shape', async () => {
+  const classifier = await createClassifier({ functions: EMPTY_FUNCTION_CATALOG });
+  for (let id = 0; id < 100; id++) assert.equal(classifier.classify(`SELECT abalance FROM pgbench_accounts WHERE aid = ${id}`).route, 'read');
+  assert.deepEqual({ ...classifier.stats(), cached: undefined }, { hits: 99, misses: 1, parseErrors: 0, tooLarge: 0, cached: undefined, learned: 0 });
+  classifier.learnWrite('SELECT refresh_totals(7)');
+  assert.equal(classifier.classify('SELECT refresh_totals(8)').reason, 'learned-write');
+  assert.equal(classifier.classify('SELECT refresh_totals(7)').reason, 'learned-write');
+});
