@@ -1,25 +1,59 @@
-// The bench's command line (pure: parsed from argv, unit-tested) and which query modes each
-// selected target runs in.
+// The bench's command line and the work it implies: which workloads run at which client counts,
+// and in each (workload, clients, mode) group which targets run back to back. By default pgbouncer
+// (transaction pooling, 1.18) runs without -M prepared and pgbouncer-session stands in for it
+// there; ambassador-split runs only the split workloads. Pure; unit-tested.
 
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { QUERY_MODES, type QueryMode } from './pgbench.ts';
-import { TARGETS, type TargetSpec } from './targets.ts';
+import { pgbenchDurationS, QUERY_MODES, WORKLOADS, type QueryMode, type Workload } from './pgbench.ts';
+import { ROOT, TARGETS, type TargetSpec } from './targets.ts';
 
-export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat N] [--clients N] [--threads N] [--scale N] [--pool-size N]
-                        [--targets ${TARGETS.map((t) => t.name).join(',')}] [--modes ${QUERY_MODES.join(',')}]
+/** The memory bench: idle clients against these targets (transaction pooling), when selected. */
+export const MEMORY_TARGETS = ['ambassador-txn', 'pgbouncer'] as const;
+export const MEMORY = 'memory';
+const WORKLOAD_NAMES = [...WORKLOADS.map((workload) => workload.name), MEMORY];
 
-  --quick       5 s runs instead of 15 s (--duration wins)
-  --repeat N    rounds (default 3); every round runs every target back to back per mode
-  --pool-size N server connections of the transaction-pooling targets (default 20); session-pooling
-                targets get max(N, clients)
-  --targets     default: all, each in its default modes (pgbouncer: simple, extended;
-                pgbouncer-session: prepared); a target named here runs in every selected mode it supports`;
+export const DEFAULTS = { durationS: 10, quickDurationS: 3, repeats: 3, memoryClients: 10_000 };
+
+export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat N] [--clients N,...] [--threads N] [--scale N]
+                        [--pool-size N] [--workloads ${WORKLOAD_NAMES.join(',')}] [--memory] [--memory-clients N]
+                        [--targets ${TARGETS.map((t) => t.name).join(',')}]
+                        [--modes ${QUERY_MODES.join(',')}] [--out DIR]
+
+  --duration S     seconds per measured run (default ${DEFAULTS.durationS})
+  --quick          ${DEFAULTS.quickDurationS} s runs instead of ${DEFAULTS.durationS} s (--duration wins)
+  --repeat N       rounds (default ${DEFAULTS.repeats}); a round runs every group once, its targets back to back;
+                   runs at C clients get floor(C/100) s more for connecting (pgbench's -T includes it, tps not)
+  --clients LIST   client counts for every workload; default: select-only 1,32,256, the others 32
+  --workloads LIST default: all of them, memory last
+                     select-only        pgbench -S, -M simple|extended|prepared
+                     tpcb               pgbench's TPC-B-like script, -M simple|prepared
+                     split-select-only  pgbench -S through ambassador-split (primary + 2 replicas), partners
+                                        direct, pgbouncer, pgbouncer-session on the primary
+                     split-tpcb         the TPC-B-like script the same way
+                     memory             ${DEFAULTS.memoryClients} idle scram-sha-256 clients held open against
+                                        ${MEMORY_TARGETS.join(' and ')}: RSS per idle client, time to connect
+  --memory         only the memory bench (same as --workloads memory)
+  --memory-clients N  idle clients of the memory bench (default ${DEFAULTS.memoryClients})
+  --threads N      pgbench -j (default 2; never more than the clients)
+  --scale N        pgbench -i -s (default 10)
+  --pool-size N    server connections of the transaction-pooling targets, per host (default 20); session-pooling
+                   targets get max(N, highest client count)
+  --targets LIST   default: all, each in its default modes (pgbouncer: simple, extended; pgbouncer-session:
+                   prepared); a target named here runs in every selected mode it supports; ambassador-split
+                   runs only the split workloads, ambassador and ambassador-txn only the others
+  --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
+
+  Wall time on 2 CPUs: the default run ~34 min (59 runs a round x 3 rounds of 10 s, 35 verification runs,
+  2 x ${DEFAULTS.memoryClients} idle logins); --quick ~13 min (12.4 measured). The estimate for the options given
+  is logged at start.`;
 
 export interface BenchOptions {
   durationS: number;
   repeats: number;
-  clients: number;
+  /** --clients when given (every workload runs at these counts), else null (each workload's defaults). */
+  clients: number[] | null;
   threads: number;
   scale: number;
   poolSize: number;
@@ -27,6 +61,19 @@ export interface BenchOptions {
   /** Whether --targets was given (then targets run in every supported mode, not their default ones). */
   explicitTargets: boolean;
   modes: QueryMode[];
+  /** The pgbench workloads selected, in run order. */
+  workloads: Workload[];
+  memory: boolean;
+  memoryClients: number;
+  outDir: string;
+}
+
+/** One group of a round: these targets run back to back at the same workload, client count and mode. */
+export interface RunGroup {
+  workload: Workload;
+  clients: number;
+  mode: QueryMode;
+  targets: TargetSpec[];
 }
 
 function positiveInt(name: string, text: string | undefined, fallback: number): number {
@@ -36,12 +83,18 @@ function positiveInt(name: string, text: string | undefined, fallback: number): 
   return value;
 }
 
+function positiveIntList(name: string, text: string | undefined): number[] | null {
+  if (text === undefined) return null;
+  const values = text.split(',').map((item) => positiveInt(name, item.trim(), 0));
+  return [...new Set(values)];
+}
+
 function pick<T>(name: string, text: string | undefined, all: readonly T[], key: (item: T) => string): T[] {
   if (text === undefined) return [...all];
   const picked: T[] = [];
   for (const wanted of text.split(',').map((item) => item.trim())) {
     const found = all.find((item) => key(item) === wanted);
-    if (!found) throw new Error(`--${name}: unknown ${JSON.stringify(wanted)}; expected some of ${all.map(key).join(', ')}`);
+    if (found === undefined) throw new Error(`--${name}: unknown ${JSON.stringify(wanted)}; expected some of ${all.map(key).join(', ')}`);
     if (!picked.includes(found)) picked.push(found);
   }
   return picked;
@@ -53,6 +106,52 @@ export function targetModes(target: TargetSpec, options: Pick<BenchOptions, 'exp
   return options.modes.filter((mode) => allowed.includes(mode));
 }
 
+/** The client counts `workload` runs at. */
+export function clientsOf(workload: Workload, options: Pick<BenchOptions, 'clients'>): readonly number[] {
+  return options.clients ?? workload.defaultClients;
+}
+
+/** Every group of one round, in run order: workload, then client count, then mode; groups without targets are left out. */
+export function runGroups(options: Omit<BenchOptions, 'durationS' | 'repeats'>): RunGroup[] {
+  const groups: RunGroup[] = [];
+  for (const workload of options.workloads) {
+    for (const clients of clientsOf(workload, options)) {
+      for (const mode of workload.modes.filter((m) => options.modes.includes(m))) {
+        const targets = options.targets.filter((target) => target.workloadKinds.includes(workload.kind) && targetModes(target, options).includes(mode));
+        if (targets.length > 0) groups.push({ workload, clients, mode, targets });
+      }
+    }
+  }
+  return groups;
+}
+
+/** The targets of the memory bench among those selected. */
+export function memoryTargets(options: Pick<BenchOptions, 'memory' | 'targets'>): TargetSpec[] {
+  if (!options.memory) return [];
+  return options.targets.filter((target) => (MEMORY_TARGETS as readonly string[]).includes(target.name));
+}
+
+/**
+ * Seconds the bench will take, roughly: pgbench's -T of every measured and verification run (a
+ * run's own overhead is ~0.1 s: -T includes connecting), a fixed setup, and the memory bench's
+ * logins (pgbouncer derives a SCRAM verifier per login: ~300 logins/s against the ambassador's
+ * ~1200). Calibrated on a --quick run on 2 CPUs: 13.0 min estimated, 12.4 min measured.
+ */
+export function estimateSeconds(options: BenchOptions, perRunOverheadS = 0.1, setupS = 30, memoryLoginsPerS = 400): number {
+  const groups = runGroups(options);
+  const measured = groups.reduce((sum, group) => sum + group.targets.length * (pgbenchDurationS(options.durationS, group.clients) + perRunOverheadS), 0);
+  const verified = new Map<string, number>();
+  for (const group of groups) {
+    for (const target of group.targets) {
+      const key = `${target.name} ${group.workload.name} ${group.mode}`;
+      verified.set(key, Math.max(verified.get(key) ?? 0, pgbenchDurationS(1, group.clients) + perRunOverheadS));
+    }
+  }
+  const verification = [...verified.values()].reduce((sum, seconds) => sum + seconds, 0);
+  const memory = memoryTargets(options).length * (options.memoryClients / memoryLoginsPerS + 10);
+  return setupS + options.repeats * measured + verification + memory;
+}
+
 /** Options from argv (without node and the script); null for --help. Throws on bad input. */
 export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGETS): BenchOptions | null {
   const { values } = parseArgs({
@@ -60,16 +159,19 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
     options: {
       duration: { type: 'string' }, quick: { type: 'boolean' }, repeat: { type: 'string' }, clients: { type: 'string' },
       threads: { type: 'string' }, scale: { type: 'string' }, 'pool-size': { type: 'string' }, targets: { type: 'string' },
-      modes: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      modes: { type: 'string' }, workloads: { type: 'string' }, memory: { type: 'boolean' }, 'memory-clients': { type: 'string' },
+      out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
     allowPositionals: false,
   });
   if (values.help) return null;
+  if (values.memory && values.workloads !== undefined) throw new Error('--memory is --workloads memory: give one of them');
+  const workloadNames = values.memory ? [MEMORY] : pick('workloads', values.workloads, WORKLOAD_NAMES, (name) => name);
   const options: BenchOptions = {
-    durationS: positiveInt('duration', values.duration, values.quick ? 5 : 15),
-    repeats: positiveInt('repeat', values.repeat, 3),
-    clients: positiveInt('clients', values.clients, 32),
+    durationS: positiveInt('duration', values.duration, values.quick ? DEFAULTS.quickDurationS : DEFAULTS.durationS),
+    repeats: positiveInt('repeat', values.repeat, DEFAULTS.repeats),
+    clients: positiveIntList('clients', values.clients),
     threads: positiveInt('threads', values.threads, 2),
     scale: positiveInt('scale', values.scale, 10),
     poolSize: positiveInt('pool-size', values['pool-size'], 20),
@@ -77,13 +179,27 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
     targets: pick('targets', values.targets, targets, (target) => target.name),
     explicitTargets: values.targets !== undefined,
     modes: pick('modes', values.modes, QUERY_MODES, (mode) => mode),
+    workloads: WORKLOADS.filter((workload) => workloadNames.includes(workload.name)),
+    memory: workloadNames.includes(MEMORY),
+    memoryClients: positiveInt('memory-clients', values['memory-clients'], DEFAULTS.memoryClients),
+    outDir: values.out === undefined ? path.join(ROOT, 'bench', 'results') : path.resolve(values.out),
   };
-  for (const target of options.targets) {
-    if (targetModes(target, options).length === 0) {
+  checkTargets(options);
+  return options;
+}
+
+/** Every target named in --targets must have work; so must the selection as a whole. */
+function checkTargets(options: BenchOptions): void {
+  const groups = runGroups(options);
+  const memory = memoryTargets(options);
+  if (options.explicitTargets) {
+    for (const target of options.targets) {
+      if (groups.some((group) => group.targets.includes(target)) || memory.includes(target)) continue;
       throw new Error(
-        `--targets: ${target.name} runs in none of the selected modes (${options.modes.join(', ')}); it supports ${target.supportedModes.join(', ')}`,
+        `--targets: ${target.name} has nothing to run: it runs ${target.workloadKinds.join(' and ')} workloads in ${target.supportedModes.join(', ')}; ` +
+          `selected: workloads ${[...options.workloads.map((w) => w.name), ...(options.memory ? [MEMORY] : [])].join(', ')}, modes ${options.modes.join(', ')}`,
       );
     }
   }
-  return options;
+  if (groups.length === 0 && memory.length === 0) throw new Error('nothing to run: no selected target runs any selected workload and mode');
 }

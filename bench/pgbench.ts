@@ -2,9 +2,11 @@
 // 127.0.0.1 without TLS (PGSSLMODE=disable), with the password in PGPASSWORD and every other PG*
 // variable of ours removed, so what it measures depends only on the Endpoint given.
 //
-// The workload table (WORKLOADS) says which pgbench script each named workload runs and in which
-// query modes; adding a workload is adding an entry. parsePgbenchOutput is pure (unit-tested on
-// captured output). A run is ok only when pgbench exited 0, reported a tps, processed at least one
+// The workload table (WORKLOADS) says which pgbench script each named workload runs, in which
+// query modes and at which client counts by default, and whether it is plain (one primary) or split
+// (the ambassador-split target reads from replicas); adding a workload is adding an entry.
+// Measured runs log every transaction (-l) into a private directory given as logPrefix; latency.ts
+// reads those logs. parsePgbenchOutput is pure (unit-tested on captured output). A run is ok only when pgbench exited 0, reported a tps, processed at least one
 // transaction, failed none, and aborted no client: pgbench aborts a client on its first error and
 // then still prints a (partial) report, and in that case "failed transactions" stays 0.
 
@@ -13,17 +15,46 @@ import { spawn } from 'node:child_process';
 export const QUERY_MODES = ['simple', 'extended', 'prepared'] as const;
 export type QueryMode = (typeof QUERY_MODES)[number];
 
+/** plain: targets in front of the primary alone; split: reads may go to the replicas (ambassador-split and its partners). */
+export type WorkloadKind = 'plain' | 'split';
+
 export interface Workload {
   name: string;
   description: string;
+  kind: WorkloadKind;
   /** pgbench arguments selecting the script (before the common ones). */
   args: readonly string[];
   modes: readonly QueryMode[];
+  /** Client counts when --clients is not given, in run order. */
+  defaultClients: readonly number[];
 }
 
+const SELECT_ONLY = 'one primary-key SELECT on pgbench_accounts per transaction';
+const TPCB = 'the built-in TPC-B-like script: BEGIN, 3 UPDATEs, a SELECT, an INSERT, END';
+
 export const WORKLOADS: readonly Workload[] = [
-  { name: 'select-only', description: 'pgbench -S: one primary-key SELECT on pgbench_accounts per transaction', args: ['-S'], modes: QUERY_MODES },
+  { name: 'select-only', description: `pgbench -S: ${SELECT_ONLY}`, kind: 'plain', args: ['-S'], modes: QUERY_MODES, defaultClients: [1, 32, 256] },
+  { name: 'tpcb', description: `pgbench (no -S): ${TPCB}`, kind: 'plain', args: [], modes: ['simple', 'prepared'], defaultClients: [32] },
+  {
+    name: 'split-select-only',
+    description: `pgbench -S through read/write splitting over a primary and 2 replicas: ${SELECT_ONLY}`,
+    kind: 'split', args: ['-S'], modes: QUERY_MODES, defaultClients: [32],
+  },
+  {
+    name: 'split-tpcb',
+    description: `pgbench (no -S) through read/write splitting: ${TPCB} (all on the primary: every statement is inside BEGIN ... END)`,
+    kind: 'split', args: [], modes: ['simple', 'prepared'], defaultClients: [32],
+  },
 ];
+
+/**
+ * pgbench's -T for a run of `durationS` at `clients`: pgbench counts -T from before its clients
+ * connect (about 1 s for 256 SCRAM logins on 2 CPUs), and reports tps without that time, so many
+ * clients get a second per hundred on top, or a short run would measure nothing.
+ */
+export function pgbenchDurationS(durationS: number, clients: number): number {
+  return durationS + Math.floor(clients / 100);
+}
 
 /** Where pgbench connects (always TCP, no TLS). */
 export interface Endpoint {
@@ -105,6 +136,8 @@ export interface PgbenchRunOptions {
   clients: number;
   threads: number;
   durationS: number;
+  /** Per-transaction log files go to `<logPrefix>.<pid>[.<thread>]` (-l --log-prefix); none when absent. */
+  logPrefix?: string;
   signal?: AbortSignal;
 }
 
@@ -117,17 +150,18 @@ export interface PgbenchRun {
   problem: string | null;
 }
 
-/** Arguments of one measured run: one connection per client for the whole run (no -C). */
+/** Arguments of one measured run: one connection per client for the whole run (no -C); never more threads than clients. */
 export function pgbenchArgs(options: Omit<PgbenchRunOptions, 'signal'>): string[] {
-  const { endpoint, workload, mode, clients, threads, durationS } = options;
+  const { endpoint, workload, mode, clients, threads, durationS, logPrefix } = options;
   return [
     ...connectionArgs(endpoint),
     ...workload.args,
     '-M', mode,
     '-c', String(clients),
-    '-j', String(threads),
+    '-j', String(Math.min(threads, clients)),
     '-T', String(durationS),
     '--no-vacuum',
+    ...(logPrefix === undefined ? [] : ['-l', `--log-prefix=${logPrefix}`]),
     // No -P: progress reports are off by default, and pgbench 15 rejects "-P 0".
     endpoint.database,
   ];

@@ -1,12 +1,18 @@
-// The numbers of a bench run: raw rows in, per-(workload, mode, target) summaries out, rendered
-// as markdown. Pure (no I/O), unit-tested.
+// The numbers of a bench run: raw rows in, per-(workload, mode, clients) summaries out. Pure (no
+// I/O), unit-tested; markdown.ts renders them, chart.ts draws them, goals.ts judges them.
 //
 // Ratios compare like with like: within one round, a target's run is divided by the baseline's
-// run of the same workload and mode (they ran back to back), and the summary is the median of
-// those per-round ratios, not a ratio of medians. The same holds for the named comparisons
-// (ambassador-txn / pgbouncer, ...): each is computed in every group where both targets ran.
+// run of the same workload, mode and client count (they ran back to back), and the summary is the
+// median of those per-round ratios, not a ratio of medians (ratios.ts). The same holds for the
+// named comparisons (ambassador-txn / pgbouncer, ...), computed in every group where both targets
+// ran: tps, CPU µs per transaction and p99 latency, plus, in 1-client groups, the latency added
+// over direct Postgres. Scaling compares one target with itself at its two highest client counts.
 // Failed runs count in `runs` but in no median or ratio. A run of a target with no measured
 // process has null CPU and RSS.
+
+import { addedLatencyRatios, median, pairRatios, scalingRatios } from './ratios.ts';
+
+export { median, pairRatios } from './ratios.ts';
 
 export interface RunRow {
   round: number;
@@ -15,13 +21,19 @@ export interface RunRow {
   mode: string;
   clients: number;
   threads: number;
+  /** pgbench's -T: --duration plus the connection allowance at many clients (pgbenchDurationS). */
   durationS: number;
   startedAt: string;
   ok: boolean;
   /** Why the run does not count (null when ok). */
   problem: string | null;
   tps: number | null;
+  /** pgbench's "latency average" (derived by pgbench from duration, clients and transactions). */
   latencyAvgMs: number | null;
+  /** Mean of the per-transaction latencies in pgbench's -l log. */
+  latencyMeanMs: number | null;
+  /** Nearest-rank 99th percentile of the per-transaction latencies in pgbench's -l log. */
+  latencyP99Ms: number | null;
   initialConnectionMs: number | null;
   transactions: number | null;
   failedTransactions: number | null;
@@ -42,7 +54,10 @@ export interface TargetSummary {
   runs: number;
   okRuns: number;
   medianTps: number | null;
+  /** Median of pgbench's "latency average". */
   medianLatencyMs: number | null;
+  medianLatencyMeanMs: number | null;
+  medianLatencyP99Ms: number | null;
   medianCpuUsPerTxn: number | null;
   maxRssBytes: number | null;
   /** target tps / baseline tps per round where both runs are ok (in round order); empty for the baseline. */
@@ -57,12 +72,24 @@ export interface ComparisonSpec {
   note: string;
 }
 
+/** Per-round values (in round order) and their median. */
+export interface RatioSet {
+  ratios: number[];
+  median: number | null;
+}
+
 export interface ComparisonSummary extends ComparisonSpec {
   /** numerator tps / denominator tps per round where both runs are ok (in round order). */
   ratios: number[];
   medianRatio: number | null;
   /** Rounds in which both targets ran (ok or not). */
   rounds: number;
+  /** numerator / denominator CPU µs per transaction (empty when either has no process). */
+  cpu: RatioSet;
+  /** numerator / denominator p99 latency. */
+  p99: RatioSet;
+  /** (numerator - reference) / (denominator - reference) mean latency; only in 1-client groups where the reference ran. */
+  addedLatency: RatioSet | null;
 }
 
 export interface GroupSummary {
@@ -73,6 +100,58 @@ export interface GroupSummary {
   targets: TargetSummary[];
   /** The comparisons whose two targets both ran in this group, in the order given. */
   comparisons: ComparisonSummary[];
+}
+
+/** One target at its highest client count against its next highest, same workload and mode. */
+export interface ScalingSummary {
+  workload: string;
+  mode: string;
+  target: string;
+  fromClients: number;
+  toClients: number;
+  /** tps at toClients / tps at fromClients per round where both runs are ok. */
+  ratios: number[];
+  medianRatio: number | null;
+  runsAtTo: number;
+  /** Runs at toClients that failed (aborted clients, failed transactions, pgbench errors, a dead target). */
+  failedRunsAtTo: number;
+  /** Summed over the runs at toClients. */
+  failedTransactionsAtTo: number;
+  abortedClientsAtTo: number;
+}
+
+/** The idle-connection memory of one target (memory.ts). */
+export interface MemoryResult {
+  target: string;
+  /** Clients asked for. */
+  clients: number;
+  /** Clients that logged in and were still connected when RSS was read. */
+  connected: number;
+  failedLogins: number;
+  /** First few login errors. */
+  errors: string[];
+  rssBeforeBytes: number | null;
+  rssAfterBytes: number | null;
+  /** (rssAfter - rssBefore) / connected. */
+  bytesPerClient: number | null;
+  /** From "go" to the last client logged in. */
+  connectSeconds: number | null;
+  /** Why the measurement is missing or incomplete; null when complete. */
+  problem: string | null;
+  details: string | null;
+}
+
+/** Verdict on one target of issue 9 (goals.ts). */
+export interface GoalVerdict {
+  goal: string;
+  /** Which group or comparison it was read from. */
+  where: string;
+  value: number | null;
+  /** e.g. ">= 0.9". */
+  threshold: string;
+  /** null: not measured in this run. */
+  met: boolean | null;
+  detail: string | null;
 }
 
 export interface MachineFacts {
@@ -92,12 +171,14 @@ export interface MachineFacts {
 export interface BenchSettings {
   durationS: number;
   repeats: number;
-  clients: number;
   threads: number;
   scale: number;
+  poolSize: number;
   targets: string[];
   baseline: string;
-  workloads: Array<{ name: string; description: string; modes: readonly string[] }>;
+  workloads: Array<{ name: string; description: string; kind: string; modes: readonly string[]; clients: readonly number[] }>;
+  /** Idle clients of the memory bench, null when it did not run. */
+  memoryClients: number | null;
   notes: string[];
 }
 
@@ -111,6 +192,15 @@ export interface BenchReport {
   facts: MachineFacts;
   settings: BenchSettings;
   summary: GroupSummary[];
+  scaling: ScalingSummary[];
+  /**
+   * Whether split reads reached the replicas: transactions the replicas ran while the pgbench
+   * targets were up (health probes included) against those ambassador-split processed in
+   * split-select-only; null without replicas.
+   */
+  splitCheck: { replicaTransactions: number; splitReadTransactions: number } | null;
+  memory: MemoryResult[];
+  goals: GoalVerdict[];
   failedRuns: number;
   /** Targets left out: their prepare or start failed. */
   unavailableTargets: TargetProblem[];
@@ -122,34 +212,18 @@ export interface BenchReport {
   runs: RunRow[];
 }
 
-/** Median of the values (mean of the middle two for an even count); null when empty. */
-export function median(values: readonly number[]): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
 /** CPU microseconds per transaction; null without a CPU reading or without transactions. */
 export function cpuMicrosPerTransaction(cpuSeconds: number | null, transactions: number | null): number | null {
   if (cpuSeconds === null || !transactions) return null;
   return (cpuSeconds * 1e6) / transactions;
 }
 
-/** target/baseline tps for each round in which both ran ok, in round order. */
-export function pairRatios(rows: readonly RunRow[], target: string, baseline: string): number[] {
-  const ratios: number[] = [];
-  const rounds = [...new Set(rows.map((row) => row.round))].sort((a, b) => a - b);
-  for (const round of rounds) {
-    const mine = rows.find((row) => row.round === round && row.target === target);
-    const base = rows.find((row) => row.round === round && row.target === baseline);
-    if (mine?.ok && base?.ok && mine.tps !== null && base.tps) ratios.push(mine.tps / base.tps);
-  }
-  return ratios;
-}
-
 function present(values: ReadonlyArray<number | null>): number[] {
   return values.filter((value): value is number => value !== null);
+}
+
+function ratioSet(ratios: number[]): RatioSet {
+  return { ratios, median: median(ratios) };
 }
 
 function summarizeTarget(rows: readonly RunRow[], target: string, baseline: string): TargetSummary {
@@ -163,6 +237,8 @@ function summarizeTarget(rows: readonly RunRow[], target: string, baseline: stri
     okRuns: ok.length,
     medianTps: median(present(ok.map((row) => row.tps))),
     medianLatencyMs: median(present(ok.map((row) => row.latencyAvgMs))),
+    medianLatencyMeanMs: median(present(ok.map((row) => row.latencyMeanMs))),
+    medianLatencyP99Ms: median(present(ok.map((row) => row.latencyP99Ms))),
     medianCpuUsPerTxn: median(present(ok.map((row) => row.cpuUsPerTxn))),
     maxRssBytes: rss.length > 0 ? Math.max(...rss) : null,
     ratios,
@@ -170,30 +246,48 @@ function summarizeTarget(rows: readonly RunRow[], target: string, baseline: stri
   };
 }
 
-function summarizeComparison(rows: readonly RunRow[], comparison: ComparisonSpec): ComparisonSummary {
+export interface SummaryOptions {
+  comparisons?: readonly ComparisonSpec[];
+  /** The target latency is "added over" (direct Postgres); added-latency ratios need it in the group. */
+  latencyReference?: string;
+  /** Groups with this many clients get added-latency ratios (default 1: latency, not queueing). */
+  addedLatencyClients?: number;
+}
+
+function summarizeComparison(rows: readonly RunRow[], comparison: ComparisonSpec, reference: string | null): ComparisonSummary {
   const roundsOf = (target: string): Set<number> => new Set(rows.filter((row) => row.target === target).map((row) => row.round));
   const denominatorRounds = roundsOf(comparison.denominator);
-  const ratios = pairRatios(rows, comparison.numerator, comparison.denominator);
+  const { numerator, denominator } = comparison;
+  const ratios = pairRatios(rows, numerator, denominator);
   return {
     ...comparison,
     ratios,
     medianRatio: median(ratios),
-    rounds: [...roundsOf(comparison.numerator)].filter((round) => denominatorRounds.has(round)).length,
+    rounds: [...roundsOf(numerator)].filter((round) => denominatorRounds.has(round)).length,
+    cpu: ratioSet(pairRatios(rows, numerator, denominator, 'cpuUsPerTxn')),
+    p99: ratioSet(pairRatios(rows, numerator, denominator, 'latencyP99Ms')),
+    addedLatency: reference === null ? null : ratioSet(addedLatencyRatios(rows, numerator, denominator, reference)),
   };
 }
 
-/** One summary per (workload, mode, clients), in the order the rows first appear; targets likewise. */
-export function summarize(rows: readonly RunRow[], baseline: string, comparisons: readonly ComparisonSpec[] = []): GroupSummary[] {
+function groupBy(rows: readonly RunRow[], key: (row: RunRow) => unknown[]): RunRow[][] {
   const groups = new Map<string, RunRow[]>();
   for (const row of rows) {
-    const key = JSON.stringify([row.workload, row.mode, row.clients]);
-    const group = groups.get(key);
+    const id = JSON.stringify(key(row));
+    const group = groups.get(id);
     if (group) group.push(row);
-    else groups.set(key, [row]);
+    else groups.set(id, [row]);
   }
-  return [...groups.values()].map((group) => {
+  return [...groups.values()];
+}
+
+/** One summary per (workload, mode, clients), in the order the rows first appear; targets likewise. */
+export function summarize(rows: readonly RunRow[], baseline: string, options: SummaryOptions = {}): GroupSummary[] {
+  const { comparisons = [], latencyReference, addedLatencyClients = 1 } = options;
+  return groupBy(rows, (row) => [row.workload, row.mode, row.clients]).map((group) => {
     const first = group[0]!;
     const targets = [...new Set(group.map((row) => row.target))];
+    const hasReference = latencyReference !== undefined && targets.includes(latencyReference) && first.clients === addedLatencyClients;
     return {
       workload: first.workload,
       mode: first.mode,
@@ -202,124 +296,38 @@ export function summarize(rows: readonly RunRow[], baseline: string, comparisons
       targets: targets.map((target) => summarizeTarget(group, target, baseline)),
       comparisons: comparisons
         .filter((comparison) => targets.includes(comparison.numerator) && targets.includes(comparison.denominator))
-        .map((comparison) => summarizeComparison(group, comparison)),
+        .map((comparison) => {
+          const involvesReference = comparison.numerator === latencyReference || comparison.denominator === latencyReference;
+          return summarizeComparison(group, comparison, hasReference && !involvesReference ? latencyReference! : null);
+        }),
     };
   });
 }
 
-function fixed(value: number | null, digits: number): string {
-  return value === null ? '–' : value.toFixed(digits);
-}
-
-function ratioCell(summary: TargetSummary, baseline: string): string {
-  if (summary.target === baseline) return 'baseline';
-  if (summary.medianRatio === null) return '–';
-  return `**${summary.medianRatio.toFixed(3)}** (${summary.ratios.map((ratio) => ratio.toFixed(3)).join(', ')})`;
-}
-
-/** The results table: one line per (workload, mode, target). */
-export function renderTable(summary: readonly GroupSummary[]): string {
-  const lines = [
-    '| workload | mode | clients | target | median tps | tps / baseline: median (per round) | latency avg ms | CPU µs/txn | RSS MiB (max) | ok runs |',
-    '|---|---|---:|---|---:|---|---:|---:|---:|---:|',
-  ];
-  for (const group of summary) {
-    for (const target of group.targets) {
-      lines.push(
-        `| ${group.workload} | ${group.mode} | ${group.clients} | ${target.target} | ${fixed(target.medianTps, 0)} | ` +
-          `${ratioCell(target, group.baseline)} | ${fixed(target.medianLatencyMs, 3)} | ${fixed(target.medianCpuUsPerTxn, 1)} | ` +
-          `${target.maxRssBytes === null ? '–' : (target.maxRssBytes / 2 ** 20).toFixed(1)} | ${target.okRuns}/${target.runs} |`,
-      );
-    }
+/** For each (workload, mode, target) run at two or more client counts: its highest count against the next highest. */
+export function summarizeScaling(rows: readonly RunRow[]): ScalingSummary[] {
+  const out: ScalingSummary[] = [];
+  for (const group of groupBy(rows, (row) => [row.workload, row.mode, row.target])) {
+    const counts = [...new Set(group.map((row) => row.clients))].sort((a, b) => a - b);
+    if (counts.length < 2) continue;
+    const toClients = counts[counts.length - 1]!;
+    const fromClients = counts[counts.length - 2]!;
+    const first = group[0]!;
+    const atTo = group.filter((row) => row.clients === toClients);
+    const ratios = scalingRatios(group, first.target, fromClients, toClients);
+    out.push({
+      workload: first.workload,
+      mode: first.mode,
+      target: first.target,
+      fromClients,
+      toClients,
+      ratios,
+      medianRatio: median(ratios),
+      runsAtTo: atTo.length,
+      failedRunsAtTo: atTo.filter((row) => !row.ok).length,
+      failedTransactionsAtTo: atTo.reduce((sum, row) => sum + (row.failedTransactions ?? 0), 0),
+      abortedClientsAtTo: atTo.reduce((sum, row) => sum + row.abortedClients, 0),
+    });
   }
-  return lines.join('\n');
-}
-
-function comparisonCell(comparison: ComparisonSummary): string {
-  if (comparison.medianRatio === null) return `– (no round with both runs ok, of ${comparison.rounds})`;
-  const rounds = comparison.ratios.length < comparison.rounds ? `; ${comparison.ratios.length} of ${comparison.rounds} rounds with both runs ok` : '';
-  return `**${comparison.medianRatio.toFixed(3)}** (${comparison.ratios.map((ratio) => ratio.toFixed(3)).join(', ')}${rounds})`;
-}
-
-/** The named comparisons: one line per (workload, mode, pair) where both targets ran. */
-export function renderComparisons(summary: readonly GroupSummary[]): string {
-  const lines = ['| workload | mode | clients | ratio | tps ratio: median (per round) | compares |', '|---|---|---:|---|---|---|'];
-  for (const group of summary) {
-    for (const comparison of group.comparisons) {
-      lines.push(
-        `| ${group.workload} | ${group.mode} | ${group.clients} | ${comparison.numerator} / ${comparison.denominator} | ` +
-          `${comparisonCell(comparison)} | ${comparison.note} |`,
-      );
-    }
-  }
-  return lines.length > 2 ? lines.join('\n') : '(no comparison: no pair of compared targets ran in the same mode)';
-}
-
-/** The first `max` lines of a text, as an indented block for a markdown list item. */
-function indentedLines(text: string, max: number): string[] {
-  const lines = text.split('\n').filter((line) => line.trim() !== '');
-  const shown = lines.slice(0, max).map((line) => `      ${line}`);
-  if (lines.length > max) shown.push(`      … (${lines.length - max} more lines)`);
-  return shown;
-}
-
-function failedRunLines(row: RunRow): string[] {
-  const head = `- ${row.round === 0 ? 'verification' : `round ${row.round}`} ${row.target} ${row.workload} ${row.mode}: ${row.problem}`;
-  return row.stderr ? [head, '', '      pgbench stderr:', ...indentedLines(row.stderr, 6), ''] : [head];
-}
-
-function loadRange(runs: readonly RunRow[]): string {
-  if (runs.length === 0) return '–';
-  const loads = runs.map((row) => row.loadAvg1);
-  return `${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}`;
-}
-
-/** The whole markdown report: facts, settings, table, failed runs. */
-export function renderMarkdown(report: BenchReport): string {
-  const { facts, settings } = report;
-  const failed = report.runs.filter((row) => !row.ok);
-  const out = [
-    '# pg-ambassador bench',
-    '',
-    `${facts.date} · ${facts.nproc} CPUs (${facts.cpuModel}) · ${facts.memoryGiB.toFixed(1)} GiB · Linux ${facts.kernel} · ` +
-      `Node ${facts.node} · PostgreSQL ${facts.postgres} · ${facts.pgbench}${facts.gitCommit ? ` · commit ${facts.gitCommit.slice(0, 12)}` : ''} · ` +
-      `load avg at start ${facts.loadAvgAtStart.map((load) => load.toFixed(2)).join(' ')}, after runs ${loadRange(report.runs)}`,
-    '',
-    `pgbench -s ${settings.scale}, ${settings.clients} clients, ${settings.threads} threads, ${settings.durationS} s per run, ` +
-      `${settings.repeats} rounds; targets ${settings.targets.join(', ')} alternated within each round; baseline: ${settings.baseline}. ` +
-      `Wall time ${report.wallTimeS.toFixed(0)} s.`,
-    '',
-    ...settings.workloads.map((workload) => `- ${workload.name}: ${workload.description} (modes: ${workload.modes.join(', ')})`),
-    ...settings.notes.map((note) => `- ${note}`),
-    '',
-    renderTable(report.summary),
-    '',
-    '## Comparisons',
-    '',
-    renderComparisons(report.summary),
-    '',
-  ];
-  const targetProblems = (title: string, problems: readonly TargetProblem[]): void => {
-    if (problems.length === 0) return;
-    out.push(`## ${title} (${problems.length})`, '');
-    for (const problem of problems) {
-      const [first = '', ...rest] = problem.reason.split('\n');
-      out.push(`- ${problem.target}: ${first}`, ...(rest.some((line) => line.trim() !== '') ? ['', ...indentedLines(rest.join('\n'), 20), ''] : []));
-    }
-    out.push('');
-  };
-  targetProblems('Unavailable targets', report.unavailableTargets);
-  targetProblems('Targets that died', report.deadTargets);
-  const failedVerification = report.verification.filter((row) => !row.ok);
-  if (failedVerification.length > 0) {
-    out.push(`## Failed verification runs (${failedVerification.length}; 1 s each, before the measured runs)`, '');
-    for (const row of failedVerification) out.push(...failedRunLines(row));
-    out.push('');
-  }
-  if (failed.length > 0) {
-    out.push(`## Failed runs (${failed.length})`, '');
-    for (const row of failed) out.push(...failedRunLines(row));
-    out.push('');
-  }
-  return out.join('\n');
+  return out;
 }

@@ -1,13 +1,17 @@
-// `npm run bench`: pgbench against each target (direct Postgres, the ambassador in session and
-// transaction pooling, PgBouncer in both) on a throwaway local cluster, with the results in
-// bench/results/latest.{json,md} and on stdout. Options: see USAGE in cli.ts.
+// `npm run bench`: pgbench against each target (direct Postgres, the ambassador in session,
+// transaction and read/write-splitting setups, PgBouncer in transaction and session pooling) on a
+// throwaway local cluster, then idle clients held open for memory; results in
+// <--out>/latest.{json,md,svg} (default bench/results) and on stdout. Options: see USAGE in cli.ts.
 //
 // Order of work: prepare targets (build the ambassador, install pgbouncer if missing), start the
-// cluster (primary only), pgbench -i once (direct), start every target, a 1 s verification run per
-// target and mode (also a warm-up), then the measured runs: for each round, workload and mode,
-// every target that runs in that mode back to back, so machine noise hits the targets alike and
-// each round gives one ratio per pair (target/baseline, and the COMPARISONS such as
-// ambassador-txn / pgbouncer). The baseline is the first target.
+// cluster (primary, plus 2 replicas when split work is selected; max_connections sized for every
+// pool at once, see cluster.ts), pgbench -i once (direct) and wait for the replicas to replay it,
+// start every target that has work, a 1 s verification run per target, workload and mode (also a
+// warm-up), then the measured runs: for each round, each (workload, clients, mode) group runs its
+// targets back to back, so machine noise hits the targets alike and each round gives one ratio per
+// pair (target/baseline, and the COMPARISONS such as ambassador-txn / pgbouncer). The baseline is
+// the first target. Then the pgbench targets stop, and the memory bench (memory.ts) starts its own
+// instances, one at a time.
 //
 // Nothing about one target stops the others: a target that cannot be prepared or started is
 // reported as unavailable; a run with an error (failed transactions, an aborted client, a non-zero
@@ -21,15 +25,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
-import { parseCli, targetModes, USAGE, type BenchOptions } from './cli.ts';
-import { initPgbench, pgbenchVersion, runPgbench, stderrExcerpt, WORKLOADS, type Endpoint, type QueryMode, type Workload } from './pgbench.ts';
-import { readCpuSeconds, readRssBytes } from './proc.ts';
-import {
-  cpuMicrosPerTransaction, renderComparisons, renderMarkdown, renderTable, summarize,
-  type BenchReport, type MachineFacts, type RunRow, type TargetProblem,
-} from './report.ts';
-import { COMPARISONS, ROOT, type RunningTarget } from './targets.ts';
+import type { LocalCluster } from '../src/demo/cluster.ts';
+import { chartPanels, renderChart } from './chart.ts';
+import { estimateSeconds, memoryTargets, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
+import { replicaTransactions, requiredMaxConnections, startBenchCluster, waitForReplicas } from './cluster.ts';
+import { issueGoals } from './goals.ts';
+import { renderComparisons, renderMarkdown, renderTable } from './markdown.ts';
+import { MEMORY_DEFAULTS, measureIdleMemory } from './memory.ts';
+import { initPgbench, pgbenchVersion, type Endpoint } from './pgbench.ts';
+import { summarize, summarizeScaling, type BenchReport, type MachineFacts, type MemoryResult, type RunRow, type TargetProblem } from './report.ts';
+import { firstLine, measureAll, verifyTargets, type Deaths, type RunContext } from './runs.ts';
+import { COMPARISONS, LATENCY_REFERENCE, ROOT, type RunningTarget, type TargetSpec } from './targets.ts';
 
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -93,117 +99,189 @@ async function machineFacts(cluster: LocalCluster, pgbenchBin: string, loadAvgAt
   };
 }
 
-interface RunPlan {
-  round: number;
-  target: RunningTarget;
-  workload: Workload;
-  mode: QueryMode;
-  durationS: number;
-}
-
-/** Targets whose process died, by name (the first reason is kept). */
-type Deaths = Map<string, string>;
-
-function firstLine(text: string): string {
-  return text.split('\n')[0] ?? text;
-}
-
-/** A /proc reading, or null when the process is gone (its death is reported by deathReason()). */
-function tryRead(read: () => number): number | null {
-  try {
-    return read();
-  } catch {
-    return null;
+/** Builds the ambassador and installs pgbouncer as needed; a spec that cannot be prepared is reported and left out. */
+async function prepareAll(specs: readonly TargetSpec[], unavailable: TargetProblem[]): Promise<TargetSpec[]> {
+  const prepared: TargetSpec[] = [];
+  for (const spec of specs) {
+    try {
+      await spec.prepare?.(log);
+      prepared.push(spec);
+    } catch (error) {
+      const reason = `prepare failed: ${(error as Error).message}`;
+      log(`${spec.name}: unavailable (${reason}); continuing without it`);
+      unavailable.push({ target: spec.name, reason });
+    }
   }
+  return prepared;
 }
 
-/** One pgbench run against one target, with the target process's CPU and RSS around it. */
-async function measure(plan: RunPlan, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow> {
-  const { target, workload, mode, durationS } = plan;
-  const startedAt = new Date().toISOString();
-  const cpuBefore = target.pid === null ? null : tryRead(() => readCpuSeconds(target.pid!));
-  const run = await runPgbench(pgbenchBin, { endpoint: target.endpoint, workload, mode, clients: options.clients, threads: options.threads, durationS, signal });
-  // A target killed mid-run fails pgbench before its own exit event arrives: give it a moment to show.
-  if (run.problem !== null && target.pid !== null) await sleep(250);
-  const death = target.deathReason();
-  let cpuSeconds: number | null = null;
-  let rssBytes: number | null = null;
-  if (death === null && target.pid !== null && cpuBefore !== null) {
-    const cpuAfter = tryRead(() => readCpuSeconds(target.pid!));
-    cpuSeconds = cpuAfter === null ? null : cpuAfter - cpuBefore;
-    rssBytes = tryRead(() => readRssBytes(target.pid!));
+interface Work {
+  options: BenchOptions;
+  groups: RunGroup[];
+  /** Targets with pgbench work, prepared. */
+  pgbenchSpecs: TargetSpec[];
+  memorySpecs: TargetSpec[];
+  maxClients: number;
+}
+
+interface Outcome {
+  facts: MachineFacts;
+  verification: RunRow[];
+  rows: RunRow[];
+  memory: MemoryResult[];
+  details: Map<string, string>;
+  maxConnections: number;
+  replicas: number;
+  /** Transactions the replicas ran while the pgbench targets were up (null without replicas). */
+  replicaTransactions: number | null;
+}
+
+async function startTargets(work: Work, cluster: LocalCluster, resources: Resources, unavailable: TargetProblem[], details: Map<string, string>): Promise<Map<string, RunningTarget>> {
+  const running = new Map<string, RunningTarget>();
+  for (const spec of work.pgbenchSpecs) {
+    try {
+      const target = await spec.start({ cluster, clients: work.maxClients, poolSize: work.options.poolSize, log });
+      resources.targets.push(target);
+      running.set(target.name, target);
+      if (target.details) details.set(target.name, target.details);
+    } catch (error) {
+      const reason = `start failed: ${(error as Error).message}`;
+      log(`${spec.name}: unavailable (${firstLine(reason)}); continuing without it`);
+      unavailable.push({ target: spec.name, reason });
+    }
   }
-  if (death !== null && !deaths.has(target.name)) deaths.set(target.name, `during ${plan.round === 0 ? 'verification' : `round ${plan.round}`} (${workload.name}, -M ${mode}): ${death}`);
-  const { summary } = run;
-  const problem = death !== null ? `target process died: ${firstLine(death)}${run.problem ? `; pgbench: ${run.problem}` : ''}` : run.problem;
+  return running;
+}
+
+interface Failures {
+  unavailable: TargetProblem[];
+  deaths: Deaths;
+}
+
+/** Verification and measured rounds against every target with pgbench work; they are stopped at the end. */
+async function measurePgbench(work: Work, cluster: LocalCluster, pgbenchBin: string, resources: Resources, failures: Failures) {
+  const details = new Map<string, string>();
+  const replicaBefore = cluster.replicas.length > 0 ? await replicaTransactions(cluster) : null;
+  const running = await startTargets(work, cluster, resources, failures.unavailable, details);
+  const context: RunContext = { options: work.options, pgbenchBin, deaths: failures.deaths, signal: resources.abort.signal, log };
+  const verification = await verifyTargets(work.groups, running, context);
+  const rows = await measureAll(work.groups, running, context);
+  await Promise.all([...running.values()].map((target) => target.stop()));
+  let replicaCount: number | null = null;
+  if (replicaBefore !== null) {
+    await sleep(1000); // the pools' server connections end, and their backends flush their statistics
+    replicaCount = (await replicaTransactions(cluster)) - replicaBefore;
+  }
+  return { verification, rows, details, replicaTransactions: replicaCount };
+}
+
+/** The memory bench, one target at a time. */
+async function measureMemory(work: Work, cluster: LocalCluster, resources: Resources): Promise<MemoryResult[]> {
+  const { options } = work;
+  const results: MemoryResult[] = [];
+  for (const spec of work.memorySpecs) {
+    log(`memory ${spec.name}: ${options.memoryClients} idle clients`);
+    const context = { cluster, poolSize: options.poolSize, log, onStart: (target: RunningTarget) => resources.targets.push(target) };
+    const { processes, concurrency, settleMs } = MEMORY_DEFAULTS;
+    results.push(await measureIdleMemory(spec, context, { clients: options.memoryClients, processes, concurrency, settleMs, log }));
+  }
+  return results;
+}
+
+async function runEverything(work: Work, resources: Resources, failures: Failures): Promise<Outcome> {
+  const { options, groups } = work;
+  const loadAvgAtStart = os.loadavg();
+  log(`load average at start: ${loadAvgAtStart.map((load) => load.toFixed(2)).join(' ')} (${os.availableParallelism()} CPUs)`);
+  const replicas = groups.some((group) => group.workload.kind === 'split') ? 2 : 0;
+  const maxConnections = requiredMaxConnections(work.pgbenchSpecs.map((spec) => spec.serverConnections({ clients: work.maxClients, poolSize: options.poolSize })));
+  const cluster = (resources.cluster = await startBenchCluster(replicas, maxConnections, log));
+  const pgbenchBin = cluster.binaries.has('pgbench') ? cluster.binaries.path('pgbench') : 'pgbench';
+  const { user, password } = cluster.users.app;
+  const direct: Endpoint = { host: cluster.primary.host, port: cluster.primary.port, user, password, database: cluster.database };
+  if (groups.length > 0) {
+    log(`pgbench -i -s ${options.scale} (direct)`);
+    await initPgbench(pgbenchBin, direct, options.scale, resources.abort.signal);
+    await waitForReplicas(cluster, log);
+  }
+  const facts = await machineFacts(cluster, pgbenchBin, loadAvgAtStart);
+  const pgbench = await measurePgbench(work, cluster, pgbenchBin, resources, failures);
+  const memory = await measureMemory(work, cluster, resources);
+  return { facts, ...pgbench, memory, maxConnections, replicas };
+}
+
+function settingsNotes(work: Work, outcome: Outcome): string[] {
+  const { options } = work;
+  const modes = (spec: TargetSpec): string => targetModes(spec, options).join(', ');
+  return [
+    ...options.targets.map((target) => {
+      const details = outcome.details.get(target.name);
+      return `${target.name}: ${target.description}${details ? ` [${details}]` : ''}; modes: ${modes(target)}`;
+    }),
+    `--pool-size ${options.poolSize}: server connections of the transaction-pooling targets (per host for ambassador-split); ` +
+      `session-pooling targets get max(${options.poolSize}, highest client count) = ${Math.max(options.poolSize, work.maxClients)}`,
+    `cluster: primary${outcome.replicas > 0 ? ` + ${outcome.replicas} streaming replicas (idle but for replaying the primary's WAL)` : ' only'}; ` +
+      `max_connections ${outcome.maxConnections} (every target's pool at once)`,
+    'every run: one connection per client for the whole run (no -C), --no-vacuum, no progress reports, PGSSLMODE=disable, -j min(threads, clients), ' +
+      '-l per-transaction log in a temp dir (parsed after the CPU reading, then removed)',
+    'latency mean and p99: from the -l log (p99: nearest rank over every completed transaction of the run); CPU µs/txn: user+system CPU ' +
+      'of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; RSS: VmRSS after the run',
+    'comparisons: per-round ratios of runs back to back, median over rounds; "latency added over direct" (1 client): ' +
+      '(numerator mean latency - direct) / (denominator - direct), rounds where the denominator adds nothing left out',
+    ...(work.memorySpecs.length > 0
+      ? [
+          `memory: ${options.memoryClients} raw-socket scram-sha-256 clients in ${MEMORY_DEFAULTS.processes} processes (${MEMORY_DEFAULTS.concurrency} logins in flight each) ` +
+            `against a fresh instance of each target admitting ${options.memoryClients + 100}; per idle client = (VmRSS ${MEMORY_DEFAULTS.settleMs / 1000} s after the last login ` +
+            '- VmRSS after one warm-up login) / clients still connected',
+        ]
+      : []),
+  ];
+}
+
+function buildReport(work: Work, outcome: Outcome, failures: Failures, startedMs: number): BenchReport {
+  const { options } = work;
+  const baseline = options.targets[0]!.name;
+  const summary = summarize(outcome.rows, baseline, { comparisons: COMPARISONS, latencyReference: LATENCY_REFERENCE });
+  const scaling = summarizeScaling(outcome.rows);
   return {
-    round: plan.round, target: target.name, workload: workload.name, mode, clients: options.clients, threads: options.threads, durationS, startedAt,
-    ok: problem === null,
-    problem,
-    tps: summary.tps,
-    latencyAvgMs: summary.latencyAvgMs,
-    initialConnectionMs: summary.initialConnectionMs,
-    transactions: summary.transactions,
-    failedTransactions: summary.failed,
-    abortedClients: summary.abortedClients,
-    cpuSeconds,
-    cpuUsPerTxn: cpuMicrosPerTransaction(cpuSeconds, summary.transactions),
-    rssBytes,
-    loadAvg1: os.loadavg()[0]!,
-    stderr: stderrExcerpt(run.stderr),
+    facts: outcome.facts,
+    settings: {
+      durationS: options.durationS, repeats: options.repeats, threads: options.threads, scale: options.scale, poolSize: options.poolSize,
+      targets: options.targets.map((target) => target.name),
+      baseline,
+      workloads: options.workloads.map((workload) => ({
+        name: workload.name, description: workload.description, kind: workload.kind,
+        modes: workload.modes.filter((mode) => options.modes.includes(mode)),
+        clients: [...new Set(work.groups.filter((group) => group.workload === workload).map((group) => group.clients))],
+      })),
+      memoryClients: work.memorySpecs.length > 0 ? options.memoryClients : null,
+      notes: settingsNotes(work, outcome),
+    },
+    summary,
+    scaling,
+    splitCheck: outcome.replicaTransactions === null ? null : splitCheck(outcome),
+    memory: outcome.memory,
+    goals: issueGoals(summary, scaling, outcome.memory),
+    failedRuns: outcome.rows.filter((row) => !row.ok).length,
+    unavailableTargets: failures.unavailable,
+    deadTargets: [...failures.deaths].map(([target, reason]) => ({ target, reason })),
+    wallTimeS: (Date.now() - startedMs) / 1000,
+    verification: outcome.verification,
+    runs: outcome.rows,
   };
 }
 
-function describeRow(row: RunRow): string {
-  const cpu = row.cpuUsPerTxn === null ? '' : `, ${row.cpuUsPerTxn.toFixed(1)} CPU µs/txn, RSS ${((row.rssBytes ?? 0) / 2 ** 20).toFixed(1)} MiB`;
-  return row.ok
-    ? `${row.tps?.toFixed(0)} tps, latency ${row.latencyAvgMs} ms${cpu}, load ${row.loadAvg1.toFixed(1)}`
-    : `FAILED: ${row.problem}`;
+/** Transactions the replicas ran against those ambassador-split processed in read-only workloads. */
+function splitCheck(outcome: Outcome): BenchReport['splitCheck'] {
+  const reads = [...outcome.verification, ...outcome.rows].filter((row) => row.target === 'ambassador-split' && row.workload === 'split-select-only');
+  return { replicaTransactions: outcome.replicaTransactions!, splitReadTransactions: reads.reduce((sum, row) => sum + (row.transactions ?? 0), 0) };
 }
 
-/** The (workload, mode) pairs a target runs in, in run order. */
-function workOf(target: RunningTarget, modesOf: Map<string, QueryMode[]>): Array<{ workload: Workload; mode: QueryMode }> {
-  const modes = modesOf.get(target.name) ?? [];
-  return WORKLOADS.flatMap((workload) => workload.modes.filter((mode) => modes.includes(mode)).map((mode) => ({ workload, mode })));
-}
-
-/** 1 s per target, workload and mode: shows each path works before anything is measured, and warms up. Failures are recorded, not fatal. */
-async function verifyTargets(targets: RunningTarget[], modesOf: Map<string, QueryMode[]>, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow[]> {
-  const rows: RunRow[] = [];
-  for (const target of targets) {
-    for (const { workload, mode } of workOf(target, modesOf)) {
-      if (deaths.has(target.name)) break;
-      const row = await measure({ round: 0, target, workload, mode, durationS: 1 }, options, pgbenchBin, deaths, signal);
-      log(`verify ${target.name} ${workload.name} ${mode}: ${describeRow(row)}`);
-      rows.push(row);
-    }
-  }
-  return rows;
-}
-
-async function measureAll(targets: RunningTarget[], modesOf: Map<string, QueryMode[]>, options: BenchOptions, pgbenchBin: string, deaths: Deaths, signal: AbortSignal): Promise<RunRow[]> {
-  const rows: RunRow[] = [];
-  for (let round = 1; round <= options.repeats; round++) {
-    for (const workload of WORKLOADS) {
-      for (const mode of workload.modes.filter((m) => options.modes.includes(m))) {
-        for (const target of targets) {
-          if (!modesOf.get(target.name)?.includes(mode) || deaths.has(target.name)) continue;
-          const row = await measure({ round, target, workload, mode, durationS: options.durationS }, options, pgbenchBin, deaths, signal);
-          log(`round ${round}/${options.repeats} ${target.name} ${workload.name} ${mode}: ${describeRow(row)}`);
-          rows.push(row);
-        }
-      }
-    }
-  }
-  return rows;
-}
-
-function writeResults(report: BenchReport): string[] {
-  const dir = path.join(ROOT, 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  const files = [path.join(dir, 'latest.json'), path.join(dir, 'latest.md')];
+function writeResults(report: BenchReport, outDir: string): string[] {
+  mkdirSync(outDir, { recursive: true });
+  const files = ['latest.json', 'latest.md', 'latest.svg'].map((name) => path.join(outDir, name));
   writeFileSync(files[0]!, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(files[1]!, renderMarkdown(report));
+  writeFileSync(files[2]!, renderChart(chartPanels(report.summary, report.memory)));
   return files;
 }
 
@@ -222,88 +300,40 @@ async function main(): Promise<number> {
   }
   const resources = new Resources();
   installSignalHandlers(resources);
-  const signal = resources.abort.signal;
   const unavailable: TargetProblem[] = [];
   const deaths: Deaths = new Map();
-  const modesOf = new Map(options.targets.map((target) => [target.name, targetModes(target, options)]));
-  const details = new Map<string, string>();
-  let verification: RunRow[];
-  let rows: RunRow[];
-  let facts: MachineFacts;
+  const groups = runGroups(options);
+  log(`${groups.length} groups a round, ${options.repeats} rounds; estimated wall time ${Math.round(estimateSeconds(options) / 60)} min`);
+  let work: Work;
+  let outcome: Outcome;
   try {
-    const loadAvgAtStart = os.loadavg();
-    log(`load average at start: ${loadAvgAtStart.map((load) => load.toFixed(2)).join(' ')} (${os.availableParallelism()} CPUs)`);
-    const prepared = [];
-    for (const spec of options.targets) {
-      try {
-        await spec.prepare?.(log);
-        prepared.push(spec);
-      } catch (error) {
-        const reason = `prepare failed: ${(error as Error).message}`;
-        log(`${spec.name}: unavailable (${reason}); continuing without it`);
-        unavailable.push({ target: spec.name, reason });
-      }
-    }
-    const cluster = (resources.cluster = await startCluster({ replicas: 0, log }));
-    const pgbenchBin = cluster.binaries.has('pgbench') ? cluster.binaries.path('pgbench') : 'pgbench';
-    const { user, password } = cluster.users.app;
-    const direct: Endpoint = { host: cluster.primary.host, port: cluster.primary.port, user, password, database: cluster.database };
-    log(`pgbench -i -s ${options.scale} (direct)`);
-    await initPgbench(pgbenchBin, direct, options.scale, signal);
-    facts = await machineFacts(cluster, pgbenchBin, loadAvgAtStart);
-    for (const spec of prepared) {
-      try {
-        const target = await spec.start({ cluster, clients: options.clients, poolSize: options.poolSize, log });
-        resources.targets.push(target);
-        if (target.details) details.set(target.name, target.details);
-        log(`${spec.name}: runs in ${modesOf.get(spec.name)!.join(', ')}`);
-      } catch (error) {
-        const reason = `start failed: ${(error as Error).message}`;
-        log(`${spec.name}: unavailable (${firstLine(reason)}); continuing without it`);
-        unavailable.push({ target: spec.name, reason });
-      }
-    }
-    verification = await verifyTargets(resources.targets, modesOf, options, pgbenchBin, deaths, signal);
-    rows = await measureAll(resources.targets, modesOf, options, pgbenchBin, deaths, signal);
+    const withWork = options.targets.filter((target) => groups.some((group) => group.targets.includes(target)));
+    const memorySpecs = memoryTargets(options);
+    const prepared = await prepareAll([...new Set([...withWork, ...memorySpecs])], unavailable);
+    work = {
+      options,
+      groups,
+      pgbenchSpecs: withWork.filter((spec) => prepared.includes(spec)),
+      memorySpecs: memorySpecs.filter((spec) => prepared.includes(spec)),
+      maxClients: Math.max(1, ...groups.map((group) => group.clients)),
+    };
+    outcome = await runEverything(work, resources, { unavailable, deaths });
   } finally {
     await resources.cleanup();
   }
-  const baseline = options.targets[0]!.name;
-  const deadTargets = [...deaths].map(([target, reason]) => ({ target, reason }));
-  const report: BenchReport = {
-    facts,
-    settings: {
-      durationS: options.durationS, repeats: options.repeats, clients: options.clients, threads: options.threads, scale: options.scale,
-      targets: options.targets.map((target) => target.name),
-      baseline,
-      workloads: WORKLOADS.map((w) => ({ name: w.name, description: w.description, modes: w.modes.filter((m) => options.modes.includes(m)) })),
-      notes: [
-        ...options.targets.map(
-          (target) =>
-            `${target.name}: ${target.description}${details.has(target.name) ? ` [${details.get(target.name)}]` : ''}; modes: ${modesOf.get(target.name)!.join(', ')}`,
-        ),
-        `--pool-size ${options.poolSize}: server connections of the transaction-pooling targets; session-pooling targets get max(${options.poolSize}, clients) = ${Math.max(options.poolSize, options.clients)}`,
-        'every run: one connection per client for the whole run (no -C), --no-vacuum, no progress reports, PGSSLMODE=disable',
-        'CPU µs/txn: user+system CPU of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; RSS: VmRSS after the run',
-      ],
-    },
-    summary: summarize(rows, baseline, COMPARISONS),
-    failedRuns: rows.filter((row) => !row.ok).length,
-    unavailableTargets: unavailable,
-    deadTargets,
-    wallTimeS: (Date.now() - startedMs) / 1000,
-    verification,
-    runs: rows,
-  };
-  const files = writeResults(report);
+  const report = buildReport(work, outcome, { unavailable, deaths }, startedMs);
+  const files = writeResults(report, options.outDir);
   process.stdout.write(`\n${renderTable(report.summary)}\n\n${renderComparisons(report.summary)}\n\n`);
-  log(`wrote ${files.map((file) => path.relative(ROOT, file)).join(', ')}; wall time ${report.wallTimeS.toFixed(1)} s`);
-  const failedVerification = verification.filter((row) => !row.ok).length;
-  if (failedVerification > 0) log(`${failedVerification} verification run(s) failed; see bench/results/latest.md`);
-  if (report.failedRuns > 0) log(`${report.failedRuns} run(s) failed; see bench/results/latest.md`);
+  log(`wrote ${files.join(', ')}; wall time ${report.wallTimeS.toFixed(1)} s`);
+  const failedVerification = report.verification.filter((row) => !row.ok).length;
+  const failedMemory = report.memory.filter((result) => result.problem !== null).length;
+  if (failedVerification > 0) log(`${failedVerification} verification run(s) failed; see ${files[1]}`);
+  if (report.failedRuns > 0) log(`${report.failedRuns} run(s) failed; see ${files[1]}`);
+  if (failedMemory > 0) log(`${failedMemory} memory measurement(s) incomplete; see ${files[1]}`);
   for (const { target, reason } of unavailable) log(`${target} unavailable: ${firstLine(reason)}`);
-  for (const { target, reason } of deadTargets) log(`${target} died ${firstLine(reason)}`);
-  return report.failedRuns > 0 || failedVerification > 0 || unavailable.length > 0 || deadTargets.length > 0 ? 1 : 0;
+  for (const { target, reason } of report.deadTargets) log(`${target} died ${firstLine(reason)}`);
+  const problems = report.failedRuns + failedVerification + failedMemory + unavailable.length + report.deadTargets.length;
+  return problems > 0 ? 1 : 0;
 }
 
 main().then(

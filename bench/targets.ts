@@ -7,10 +7,18 @@
 // transaction mode, cannot run -M prepared in 1.18, so pgbouncer-session stands in for it there);
 // a target named in --targets runs in every selected mode it supports.
 //
+// Targets and workloads: a target runs the workloads of its `workloadKinds`. ambassador-split
+// (read/write splitting over the primary and both replicas) runs only the split workloads; direct
+// and the two pgbouncers run both kinds (in split groups they are its partners, on the primary:
+// PgBouncer cannot split); the other ambassadors run only the plain ones.
+//
 // Pool sizes: the transaction-pooling targets (ambassador-txn, pgbouncer) get --pool-size server
 // connections (default 20, fewer than the 32 clients: that is the point of transaction pooling).
 // Session pooling holds a server connection per client for the whole run, so the session targets
 // get max(--pool-size, clients) or the clients beyond the pool would wait for the entire run.
+// Every target stays up for the whole bench and its pool keeps its idle server connections, so the
+// primary needs max_connections for all of them at once: serverConnections() says how many each
+// may hold (cluster.ts sizes max_connections from their sum).
 //
 // The ambassador runs from the production build (`node bin/pg-ambassador.js`, i.e. dist/) as a
 // child process with a generated config in a private temp dir: loopback, OS-chosen port (read
@@ -27,15 +35,17 @@ import YAML from 'yaml';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
 import { supervise } from './child.ts';
-import { QUERY_MODES, type Endpoint, type QueryMode } from './pgbench.ts';
+import { QUERY_MODES, type Endpoint, type QueryMode, type WorkloadKind } from './pgbench.ts';
 import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 
 export interface TargetContext {
   cluster: LocalCluster;
-  /** Connections pgbench will open at once (a pooler must allow at least this many). */
+  /** Most connections pgbench will open at once (a pooler must allow at least this many). */
   clients: number;
+  /** Client connections the proxy admits; default max(1000, 2 x clients) for the ambassador, max(100, 2 x clients) for pgbouncer. */
+  maxClientConnections?: number;
   /** Server connections of the transaction-pooling targets (--pool-size). */
   poolSize: number;
   log: (line: string) => void;
@@ -63,6 +73,10 @@ export interface TargetSpec {
   defaultModes: readonly QueryMode[];
   /** Query modes it can run in at all (when named in --targets). */
   supportedModes: readonly QueryMode[];
+  /** The kinds of workload it takes part in. */
+  workloadKinds: readonly WorkloadKind[];
+  /** Most connections it holds to the primary (active or idle in its pool). */
+  serverConnections(context: Pick<TargetContext, 'clients' | 'poolSize'>): number;
   prepare?(log: (line: string) => void): Promise<void>;
   start(context: TargetContext): Promise<RunningTarget>;
 }
@@ -77,6 +91,8 @@ const direct: TargetSpec = {
   description: 'pgbench straight to the primary (no TLS)',
   defaultModes: QUERY_MODES,
   supportedModes: QUERY_MODES,
+  workloadKinds: ['plain', 'split'],
+  serverConnections: (context) => context.clients,
   async start({ cluster }) {
     const { user, password } = cluster.users.app;
     return {
@@ -108,17 +124,25 @@ function buildAmbassador(log: (line: string) => void): Promise<void> {
 
 export type AmbassadorPoolMode = 'session' | 'transaction';
 
-export function ambassadorConfig(context: Omit<TargetContext, 'log'>, clientPassword: string, pool: { mode: AmbassadorPoolMode; size: number }): Record<string, unknown> {
+export interface AmbassadorSetup {
+  pool: { mode: AmbassadorPoolMode; size: number };
+  /** Read/write splitting over the primary and every replica of the cluster. */
+  split?: boolean;
+}
+
+export function ambassadorConfig(context: Omit<TargetContext, 'log'>, clientPassword: string, setup: AmbassadorSetup): Record<string, unknown> {
   const { cluster } = context;
+  const replicas = setup.split ? cluster.replicas.map((replica) => ({ host: replica.host, port: replica.port, role: 'replica' })) : [];
   return {
-    listen: { host: '127.0.0.1', port: 0, maxClientConnections: Math.max(1000, context.clients * 2) },
+    listen: { host: '127.0.0.1', port: 0, maxClientConnections: context.maxClientConnections ?? Math.max(1000, context.clients * 2) },
     clientAuth: { method: 'scram-sha-256', users: [{ name: cluster.users.app.user, password: clientPassword }] },
     upstream: {
-      hosts: [{ host: cluster.primary.host, port: cluster.primary.port, role: 'primary' }],
+      hosts: [{ host: cluster.primary.host, port: cluster.primary.port, role: 'primary' }, ...replicas],
       credentials: { type: 'password', password: cluster.users.app.password },
       tls: { mode: 'disable' },
     },
-    pool,
+    pool: setup.pool,
+    ...(setup.split ? { routing: { readWriteSplit: true } } : {}),
     shutdown: { timeout: '2s' },
     admin: { port: 0 },
     // info: the "listening" line carries the port; nothing is logged per message or per session at info.
@@ -126,11 +150,11 @@ export function ambassadorConfig(context: Omit<TargetContext, 'log'>, clientPass
   };
 }
 
-function spawnAmbassador(context: TargetContext, name: string, pool: { mode: AmbassadorPoolMode; size: number }): Promise<RunningTarget> {
+function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<RunningTarget> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   const clientPassword = randomBytes(18).toString('base64url');
-  writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, pool)), { mode: 0o600 });
+  writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, setup)), { mode: 0o600 });
 
   const child = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
@@ -138,7 +162,8 @@ function spawnAmbassador(context: TargetContext, name: string, pool: { mode: Amb
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
   const supervised = supervise(child, name, dir, context.log);
-  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}`;
+  const { pool } = setup;
+  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
   return new Promise<RunningTarget>((resolve, reject) => {
     let settled = false;
@@ -179,8 +204,10 @@ const ambassadorSession: TargetSpec = {
   description: 'pg-ambassador (production build), session pooling (pool.size = max(--pool-size, clients)), scram-sha-256 clients, upstream without TLS',
   defaultModes: QUERY_MODES,
   supportedModes: QUERY_MODES,
+  workloadKinds: ['plain'],
+  serverConnections: sessionPoolSize,
   prepare: buildAmbassador,
-  start: (context) => spawnAmbassador(context, 'ambassador', { mode: 'session', size: sessionPoolSize(context) }),
+  start: (context) => spawnAmbassador(context, 'ambassador', { pool: { mode: 'session', size: sessionPoolSize(context) } }),
 };
 
 const ambassadorTransaction: TargetSpec = {
@@ -188,8 +215,23 @@ const ambassadorTransaction: TargetSpec = {
   description: 'pg-ambassador (production build), transaction pooling (pool.size = --pool-size), scram-sha-256 clients, upstream without TLS',
   defaultModes: QUERY_MODES,
   supportedModes: QUERY_MODES,
+  workloadKinds: ['plain'],
+  serverConnections: (context) => context.poolSize,
   prepare: buildAmbassador,
-  start: (context) => spawnAmbassador(context, 'ambassador-txn', { mode: 'transaction', size: context.poolSize }),
+  start: (context) => spawnAmbassador(context, 'ambassador-txn', { pool: { mode: 'transaction', size: context.poolSize } }),
+};
+
+const ambassadorSplit: TargetSpec = {
+  name: 'ambassador-split',
+  description:
+    'pg-ambassador (production build), transaction pooling (pool.size = --pool-size per host), routing.readWriteSplit over the primary ' +
+    'and both replicas (roles fixed in upstream.hosts), scram-sha-256 clients, upstream without TLS; split workloads only',
+  defaultModes: QUERY_MODES,
+  supportedModes: QUERY_MODES,
+  workloadKinds: ['split'],
+  serverConnections: (context) => context.poolSize,
+  prepare: buildAmbassador,
+  start: (context) => spawnAmbassador(context, 'ambassador-split', { pool: { mode: 'transaction', size: context.poolSize }, split: true }),
 };
 
 const pgbouncerTransaction: TargetSpec = {
@@ -199,6 +241,8 @@ const pgbouncerTransaction: TargetSpec = {
     'not run with -M prepared (1.18 has no prepared statements in transaction mode)',
   defaultModes: ['simple', 'extended'],
   supportedModes: ['simple', 'extended'],
+  workloadKinds: ['plain', 'split'],
+  serverConnections: (context) => context.poolSize,
   prepare: async (log) => void (await ensurePgbouncer(log)),
   start: (context) => spawnPgbouncer(context, { name: 'pgbouncer', poolMode: 'transaction', poolSize: context.poolSize }),
 };
@@ -210,12 +254,17 @@ const pgbouncerSession: TargetSpec = {
     "by default only with -M prepared, where it stands in for the transaction-mode pgbouncer",
   defaultModes: ['prepared'],
   supportedModes: QUERY_MODES,
+  workloadKinds: ['plain', 'split'],
+  serverConnections: sessionPoolSize,
   prepare: async (log) => void (await ensurePgbouncer(log)),
   start: (context) => spawnPgbouncer(context, { name: 'pgbouncer-session', poolMode: 'session', poolSize: sessionPoolSize(context) }),
 };
 
 /** Every target the bench knows, in run order within a round; the first selected is the baseline. */
-export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, pgbouncerTransaction, pgbouncerSession];
+export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorSplit, pgbouncerTransaction, pgbouncerSession];
+
+/** The target latency is "added over" in the 1-client comparisons. */
+export const LATENCY_REFERENCE = 'direct';
 
 /** A pair of targets whose tps the report divides round by round (when both ran in a group). */
 export interface Comparison {
@@ -233,5 +282,12 @@ export const COMPARISONS: readonly Comparison[] = [
     numerator: 'ambassador-txn',
     denominator: 'pgbouncer-session',
     note: 'transaction vs session pooling: PgBouncer 1.18 cannot run prepared statements in transaction mode',
+  },
+  { numerator: 'ambassador-split', denominator: 'direct', note: 'reads over 2 replicas vs no proxy on the primary' },
+  { numerator: 'ambassador-split', denominator: 'pgbouncer', note: 'reads over 2 replicas vs PgBouncer on the primary (PgBouncer cannot split)' },
+  {
+    numerator: 'ambassador-split',
+    denominator: 'pgbouncer-session',
+    note: 'reads over 2 replicas vs PgBouncer (session pooling, for -M prepared) on the primary',
   },
 ];

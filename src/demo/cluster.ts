@@ -34,6 +34,8 @@ export interface StartClusterOptions {
   ssl?: boolean;
   /** synchronous_standby_names = 'FIRST n (replica1, ..., replicaN)': every replica must confirm commits. */
   synchronousReplicas?: boolean;
+  /** Extra settings for the primary (replicas cloned from it inherit them), e.g. { max_connections: '900' }. */
+  primaryConf?: Record<string, string>;
   /** Extra settings for every replica, e.g. { recovery_min_apply_delay: '2s' }. */
   replicaConf?: Record<string, string>;
   /** Progress lines (no output otherwise). */
@@ -262,7 +264,7 @@ export async function startCluster(options: StartClusterOptions): Promise<LocalC
     const socketDir = socketDirFor(baseDir);
     if (socketDir) await mkdir(socketDir, { mode: 0o700 }).then(() => chownTree(socketDir, identity));
     const primary = newServer('primary', 'primary', await freePort(), primaryDir);
-    await appendFile(path.join(primaryDir, 'postgresql.conf'), primaryConf({ port: primary.port, socketDir, certs, ssl }));
+    await appendFile(path.join(primaryDir, 'postgresql.conf'), primaryConf({ port: primary.port, socketDir, certs, ssl, extra: options.primaryConf }));
     await writeFile(path.join(primaryDir, 'pg_hba.conf'), hbaConf({
       replicationUser: replication.user, certUser: users.app_cert.user, md5User: users.app_md5.user, clearUser: users.app_clear.user, ssl,
     }));

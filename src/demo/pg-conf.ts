@@ -19,6 +19,8 @@ export interface PrimaryConfInput {
   socketDir: string;
   certs: ClusterCerts;
   ssl: boolean;
+  /** Settings over the defaults (later lines win in postgresql.conf), e.g. { max_connections: '900' }. */
+  extra?: Record<string, string>;
 }
 
 export function primaryConf(input: PrimaryConfInput): string {
@@ -54,6 +56,7 @@ export function primaryConf(input: PrimaryConfInput): string {
       ['ssl_ca_file', input.certs.caCert],
     );
   }
+  for (const [key, value] of Object.entries(input.extra ?? {})) settings.push([key, value]);
   return ['', '# --- pg-ambassador local cluster ---', ...settings.map(([k, v]) => confLine(k, v)), ''].join('\n');
 }
 

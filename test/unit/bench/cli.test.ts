@@ -1,9 +1,13 @@
-// The bench's command line and the target x query-mode matrix it implies: by default pgbouncer
-// (transaction pooling, 1.18) runs without -M prepared and pgbouncer-session stands in for it there.
+// The bench's command line and the work it implies: groups of (workload, clients, mode) and the
+// targets each runs back to back. By default pgbouncer (transaction pooling, 1.18) runs without
+// -M prepared and pgbouncer-session stands in for it there; ambassador-split runs only the split
+// workloads, with direct and the pgbouncers as its partners.
 
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { test } from 'node:test';
-import { parseCli, targetModes, type BenchOptions } from '../../../bench/cli.ts';
+import { estimateSeconds, memoryTargets, parseCli, runGroups, targetModes, type BenchOptions } from '../../../bench/cli.ts';
+import { ROOT } from '../../../bench/targets.ts';
 
 function parsed(argv: string[]): BenchOptions {
   const options = parseCli(argv);
@@ -11,57 +15,101 @@ function parsed(argv: string[]): BenchOptions {
   return options;
 }
 
-function matrix(options: BenchOptions): Record<string, string[]> {
-  const byMode: Record<string, string[]> = {};
-  for (const mode of options.modes) byMode[mode] = options.targets.filter((target) => targetModes(target, options).includes(mode)).map((target) => target.name);
-  return byMode;
+/** "workload mode ×clients" -> targets, in run order. */
+function plan(options: BenchOptions): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const group of runGroups(options)) out[`${group.workload.name} ${group.mode} ×${group.clients}`] = group.targets.map((target) => target.name);
+  return out;
 }
 
-test('defaults: 32 clients, pool size 20, 15 s x 3 rounds, every target in its default modes', () => {
+const PLAIN = {
+  simple: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
+  extended: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
+  prepared: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer-session'],
+};
+const SPLIT = {
+  simple: ['direct', 'ambassador-split', 'pgbouncer'],
+  extended: ['direct', 'ambassador-split', 'pgbouncer'],
+  prepared: ['direct', 'ambassador-split', 'pgbouncer-session'],
+};
+
+test('defaults: 10 s x 3 rounds, select-only at 1, 32, 256 clients, TPC-B and split at 32, memory last, results in bench/results', () => {
   const options = parsed([]);
-  assert.equal(options.clients, 32);
-  assert.equal(options.poolSize, 20);
-  assert.equal(options.durationS, 15);
+  assert.equal(options.durationS, 10);
   assert.equal(options.repeats, 3);
-  assert.equal(options.explicitTargets, false);
-  assert.deepEqual(options.targets.map((t) => t.name), ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer', 'pgbouncer-session']);
-  assert.deepEqual(matrix(options), {
-    simple: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
-    extended: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
-    prepared: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer-session'],
+  assert.equal(options.poolSize, 20);
+  assert.equal(options.clients, null);
+  assert.equal(options.memory, true);
+  assert.equal(options.memoryClients, 10_000);
+  assert.equal(options.outDir, path.join(ROOT, 'bench', 'results'));
+  assert.deepEqual(options.workloads.map((w) => w.name), ['select-only', 'tpcb', 'split-select-only', 'split-tpcb']);
+  assert.deepEqual(plan(options), {
+    'select-only simple ×1': PLAIN.simple, 'select-only extended ×1': PLAIN.extended, 'select-only prepared ×1': PLAIN.prepared,
+    'select-only simple ×32': PLAIN.simple, 'select-only extended ×32': PLAIN.extended, 'select-only prepared ×32': PLAIN.prepared,
+    'select-only simple ×256': PLAIN.simple, 'select-only extended ×256': PLAIN.extended, 'select-only prepared ×256': PLAIN.prepared,
+    'tpcb simple ×32': PLAIN.simple, 'tpcb prepared ×32': PLAIN.prepared,
+    'split-select-only simple ×32': SPLIT.simple, 'split-select-only extended ×32': SPLIT.extended, 'split-select-only prepared ×32': SPLIT.prepared,
+    'split-tpcb simple ×32': SPLIT.simple, 'split-tpcb prepared ×32': SPLIT.prepared,
+  });
+  assert.deepEqual(memoryTargets(options).map((t) => t.name), ['ambassador-txn', 'pgbouncer']);
+});
+
+test('the default run fits in about 45 minutes, --quick in about 15', () => {
+  const full = estimateSeconds(parsed([])) / 60;
+  const quick = estimateSeconds(parsed(['--quick'])) / 60;
+  assert.ok(full > 25 && full <= 45, `default: ${full.toFixed(1)} min`);
+  assert.ok(quick > 5 && quick <= 15, `quick: ${quick.toFixed(1)} min`);
+  assert.ok(estimateSeconds(parsed(['--workloads', 'tpcb'])) < estimateSeconds(parsed(['--workloads', 'tpcb,select-only'])));
+});
+
+test('--clients applies to every workload; --workloads selects and keeps the table order', () => {
+  const options = parsed(['--clients', '8,64,8', '--workloads', 'split-tpcb,select-only', '--modes', 'simple']);
+  assert.deepEqual(options.clients, [8, 64]);
+  assert.equal(options.memory, false);
+  assert.deepEqual(memoryTargets(options), []);
+  assert.deepEqual(plan(options), {
+    'select-only simple ×8': PLAIN.simple, 'select-only simple ×64': PLAIN.simple,
+    'split-tpcb simple ×8': SPLIT.simple, 'split-tpcb simple ×64': SPLIT.simple,
   });
 });
 
-test('--quick, --repeat, --pool-size, --modes', () => {
-  const options = parsed(['--quick', '--repeat', '2', '--pool-size', '8', '--modes', 'prepared,simple']);
-  assert.equal(options.durationS, 5);
-  assert.equal(options.repeats, 2);
-  assert.equal(options.poolSize, 8);
-  assert.deepEqual(options.modes, ['prepared', 'simple']);
-  assert.deepEqual(matrix(options), {
-    prepared: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer-session'],
-    simple: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
-  });
-  assert.equal(parsed(['--quick', '--duration', '7']).durationS, 7);
+test('--memory runs only the memory bench; --memory-clients, --out, --quick, --repeat, --pool-size', () => {
+  const memory = parsed(['--memory', '--memory-clients', '500', '--out', 'tmp/results']);
+  assert.equal(memory.memory, true);
+  assert.deepEqual(memory.workloads, []);
+  assert.deepEqual(runGroups(memory), []);
+  assert.equal(memory.memoryClients, 500);
+  assert.equal(memory.outDir, path.resolve('tmp/results'));
+  const quick = parsed(['--quick', '--pool-size', '8']);
+  assert.equal(quick.durationS, 3);
+  assert.equal(quick.repeats, 3);
+  assert.equal(quick.poolSize, 8);
+  assert.equal(parsed(['--quick', '--duration', '7', '--repeat', '4']).durationS, 7);
+  assert.equal(parsed(['--quick', '--duration', '7', '--repeat', '4']).repeats, 4);
 });
 
-test('--targets keeps the order given (the first is the baseline) and runs each in every supported mode', () => {
-  const options = parsed(['--targets', 'pgbouncer-session,direct,pgbouncer']);
+test('--targets keeps the order given (the first is the baseline) and runs each in every supported mode of its workloads', () => {
+  const options = parsed(['--targets', 'pgbouncer-session,direct,pgbouncer', '--workloads', 'tpcb', '--clients', '4']);
   assert.equal(options.explicitTargets, true);
   assert.deepEqual(options.targets.map((t) => t.name), ['pgbouncer-session', 'direct', 'pgbouncer']);
-  assert.deepEqual(matrix(options), {
-    simple: ['pgbouncer-session', 'direct', 'pgbouncer'],
-    extended: ['pgbouncer-session', 'direct', 'pgbouncer'],
-    prepared: ['pgbouncer-session', 'direct'],
+  assert.deepEqual(targetModes(options.targets[0]!, options), ['simple', 'extended', 'prepared']);
+  assert.deepEqual(plan(options), {
+    'tpcb simple ×4': ['pgbouncer-session', 'direct', 'pgbouncer'],
+    'tpcb prepared ×4': ['pgbouncer-session', 'direct'],
   });
   assert.deepEqual(parsed(['--targets', 'direct,direct']).targets.map((t) => t.name), ['direct']);
 });
 
 test('bad input is rejected with the reason', () => {
   assert.throws(() => parseCli(['--pool-size', '0']), /--pool-size expects a positive integer, got "0"/);
-  assert.throws(() => parseCli(['--targets', 'pgpool']), /--targets: unknown "pgpool"; expected some of direct, ambassador, ambassador-txn, pgbouncer, pgbouncer-session/);
+  assert.throws(() => parseCli(['--clients', '1,x']), /--clients expects a positive integer, got "x"/);
+  assert.throws(() => parseCli(['--targets', 'pgpool']), /--targets: unknown "pgpool"; expected some of direct, ambassador, ambassador-txn, ambassador-split, pgbouncer, pgbouncer-session/);
+  assert.throws(() => parseCli(['--workloads', 'copy']), /--workloads: unknown "copy"; expected some of select-only, tpcb, split-select-only, split-tpcb, memory/);
   assert.throws(() => parseCli(['--modes', 'copy']), /--modes: unknown "copy"/);
-  assert.throws(() => parseCli(['--targets', 'direct,pgbouncer', '--modes', 'prepared']), /pgbouncer runs in none of the selected modes \(prepared\); it supports simple, extended/);
+  assert.throws(() => parseCli(['--memory', '--workloads', 'tpcb']), /--memory is --workloads memory/);
+  assert.throws(() => parseCli(['--targets', 'direct,pgbouncer', '--modes', 'prepared', '--workloads', 'select-only']), /pgbouncer has nothing to run: it runs plain and split workloads in simple, extended/);
+  assert.throws(() => parseCli(['--targets', 'ambassador-split', '--workloads', 'select-only']), /ambassador-split has nothing to run/);
+  assert.throws(() => parseCli(['--targets', 'direct', '--memory']), /direct has nothing to run/);
   assert.throws(() => parseCli(['--bogus']), /Unknown option/);
   assert.equal(parseCli(['--help']), null);
 });

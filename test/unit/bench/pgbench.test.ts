@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parsePgbenchOutput, pgbenchArgs, pgbenchProblem, stderrExcerpt, WORKLOADS } from '../../../bench/pgbench.ts';
+import { parsePgbenchOutput, pgbenchArgs, pgbenchDurationS, pgbenchProblem, stderrExcerpt, WORKLOADS } from '../../../bench/pgbench.ts';
 
 const SELECT_ONLY_SIMPLE = `pgbench (15.18 (Debian 15.18-0+deb12u1))
 transaction type: <builtin: select only>
@@ -86,18 +86,46 @@ test('a connection failure (nothing on stdout) is not a run', () => {
   assert.match(pgbenchProblem(1, summary) ?? '', /exited with 1: pgbench: error: connection to server/);
 });
 
-test('measured runs keep one connection per client, skip vacuum and pass the mode', () => {
-  const args = pgbenchArgs({
+test('measured runs keep one connection per client, skip vacuum, pass the mode and log every transaction', () => {
+  const options = {
     endpoint: { host: '127.0.0.1', port: 6000, user: 'app', password: 'secret', database: 'app' },
     workload: WORKLOADS.find((w) => w.name === 'select-only')!,
-    mode: 'prepared',
+    mode: 'prepared' as const,
     clients: 32,
     threads: 2,
     durationS: 15,
-  });
-  assert.deepEqual(args, ['-h', '127.0.0.1', '-p', '6000', '-U', 'app', '-S', '-M', 'prepared', '-c', '32', '-j', '2', '-T', '15', '--no-vacuum', 'app']);
+    logPrefix: '/tmp/x/pgbench_log',
+  };
+  const args = pgbenchArgs(options);
+  assert.deepEqual(args, [
+    '-h', '127.0.0.1', '-p', '6000', '-U', 'app', '-S', '-M', 'prepared', '-c', '32', '-j', '2', '-T', '15', '--no-vacuum',
+    '-l', '--log-prefix=/tmp/x/pgbench_log', 'app',
+  ]);
   assert.ok(!args.includes('-C'));
   assert.ok(!args.includes('secret'), 'the password travels in PGPASSWORD, not argv');
+  // One client gets one thread; without a log prefix there is no log; TPC-B-like is the default script (no -S).
+  const tpcb = pgbenchArgs({ ...options, workload: WORKLOADS.find((w) => w.name === 'tpcb')!, clients: 1, logPrefix: undefined });
+  assert.deepEqual(tpcb.slice(6, 14), ['-M', 'prepared', '-c', '1', '-j', '1', '-T', '15']);
+  assert.ok(!tpcb.includes('-l') && !tpcb.includes('-S'));
+});
+
+test('many clients get a second per hundred for connecting, counted in -T but not in tps', () => {
+  assert.equal(pgbenchDurationS(10, 1), 10);
+  assert.equal(pgbenchDurationS(10, 32), 10);
+  assert.equal(pgbenchDurationS(10, 256), 12);
+  assert.equal(pgbenchDurationS(1, 256), 3);
+});
+
+test('workloads: select-only at 1, 32, 256 clients, the rest at 32; split ones are their own kind', () => {
+  assert.deepEqual(
+    WORKLOADS.map((w) => `${w.name}:${w.kind}:${w.args.join(' ')}:${w.modes.join('/')}:${w.defaultClients.join('/')}`),
+    [
+      'select-only:plain:-S:simple/extended/prepared:1/32/256',
+      'tpcb:plain::simple/prepared:32',
+      'split-select-only:split:-S:simple/extended/prepared:32',
+      'split-tpcb:split::simple/prepared:32',
+    ],
+  );
 });
 
 test('stderr excerpt: null when empty, kept whole when short, cut with a count when long', () => {

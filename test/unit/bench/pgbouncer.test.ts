@@ -68,7 +68,7 @@ test('pool sizes: transaction pooling gets --pool-size, session pooling at least
     poolSize: 20,
     cluster: { users: { app: { user: 'app', password: 'upstream-pw' } }, primary: { host: '127.0.0.1', port: 40001 } },
   } as unknown as Omit<TargetContext, 'log'>;
-  const config = ambassadorConfig(context, 'client-pw', { mode: 'transaction', size: 20 }) as {
+  const config = ambassadorConfig(context, 'client-pw', { pool: { mode: 'transaction', size: 20 } }) as {
     pool: unknown;
     clientAuth: { method: string; users: Array<{ name: string; password: string }> };
     upstream: { credentials: unknown; tls: unknown };
