@@ -312,10 +312,21 @@ export class Pooler implements ServerPool {
 
   private acquirePastGate(route: RouteRequest, request: ServerRequest, choice: Choice | null): Promise<BackendConnection> {
     this.acquiring += 1;
-    return acquireWithFailover(this.failover, route, request, choice).finally(() => {
+    // then(ok, fail) rather than finally(): one microtask hop less on every wait for a server.
+    const settled = (): void => {
       this.acquiring -= 1;
       this.gate.released();
-    });
+    };
+    return acquireWithFailover(this.failover, route, request, choice).then(
+      (connection) => {
+        settled();
+        return connection;
+      },
+      (err: unknown) => {
+        settled();
+        throw err;
+      },
+    );
   }
 
   /** Connections leased now, and acquires past the pause gate that will lease one. */
