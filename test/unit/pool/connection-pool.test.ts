@@ -211,3 +211,20 @@ test('releasing a connection the pool did not lease throws', async () => {
   pool.release(conn, 'reusable');
   assert.throws(() => pool.release(conn, 'reusable'), /has not leased/);
 });
+
+test('tryAcquire leases an idle connection at once, and otherwise neither waits nor queues', async () => {
+  const { pool, factory, check, events } = setup({ size: 1 });
+  assert.equal(pool.tryAcquire(), null, 'nothing idle yet: no lease');
+  await settle();
+  assert.deepEqual([pool.stats().waiting, factory.attemptTimes.length], [0, 0], 'a failed tryAcquire queues nothing and connects nothing');
+  const conn = await pool.acquire();
+  assert.equal(pool.tryAcquire(), null, 'the only connection is leased');
+  pool.release(conn, 'reusable');
+  assert.equal(pool.tryAcquire(), conn);
+  assert.deepEqual([pool.stats().active, pool.stats().idle], [1, 0]);
+  assert.equal(events.filter((e) => e.type === 'acquired').length, 2);
+  check();
+  pool.release(conn, 'reusable');
+  await pool.close();
+  assert.equal(pool.tryAcquire(), null, 'a closed pool leases nothing');
+});

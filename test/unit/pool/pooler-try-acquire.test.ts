@@ -1,0 +1,38 @@
+// Pooler.tryAcquireFor, the hot path's synchronous lease: an idle connection on the host that
+// acquireFor would choose, or the choice it made (handed on to acquireFor so that round-robin
+// moves once per request), or null while paused.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { BackendConnection } from '../../../src/backend/connection.ts';
+import { PRIMARY, REPLICA, REQUEST, setupPooler } from './pooler-fakes.ts';
+
+const P = 'db1:5432';
+const R1 = 'db2:5432';
+const R2 = 'db3:5432';
+
+const isConnection = (value: unknown): value is BackendConnection => value !== null && typeof value === 'object' && !('reason' in value);
+
+test('an idle connection is leased synchronously; none idle gives the choice, which acquireFor then uses', async () => {
+  const { pooler, prober } = setupPooler([P, R1, R2]);
+  prober.answers.set(P, PRIMARY).set(R1, REPLICA).set(R2, REPLICA);
+  await pooler.ready(REQUEST);
+  const leased: BackendConnection[] = [];
+  for (let i = 0; i < 4; i++) {
+    const now = pooler.tryAcquireFor({ kind: 'read' }, REQUEST);
+    assert.ok(now !== null && !isConnection(now), 'every connection is leased: a choice');
+    const connection = await pooler.acquireFor({ kind: 'read' }, REQUEST, now);
+    assert.equal(pooler.hostIdOf(connection), now.host?.id, 'acquireFor went where tryAcquireFor chose');
+    leased.push(connection);
+  }
+  assert.deepEqual(leased.map((c) => pooler.hostIdOf(c)).sort(), [R1, R1, R2, R2], 'round-robin moved once per request');
+  for (const connection of leased) pooler.release(connection, 'reusable');
+  const idle = pooler.tryAcquireFor({ kind: 'read' }, REQUEST);
+  assert.ok(isConnection(idle), 'now both replicas hold an idle connection');
+  pooler.release(idle, 'reusable');
+  void pooler.pause(1000);
+  assert.equal(pooler.tryAcquireFor({ kind: 'read' }, REQUEST), null, 'paused: no lease and no choice');
+  pooler.resume();
+  await pooler.close();
+  assert.equal(pooler.tryAcquireFor({ kind: 'read' }, REQUEST), null, 'closed');
+});
