@@ -119,7 +119,7 @@ function frontendSettings(config: Config, tlsContext: FrontendSettings['tlsConte
   return {
     loginTimeoutMs: config.listen.loginTimeout,
     maxMessageSize: config.listen.maxMessageSize,
-    startupLimits: { maxPacketSize: config.listen.maxStartupPacketSize, maxParameters: 1000 },
+    startupLimits: { maxPacketSize: config.listen.maxStartupPacketSize, maxParameters: config.listen.maxStartupParameters },
     tlsContext,
     tlsRequired: config.listen.tls.required,
     auth: { method: config.clientAuth.method, users, mockSecret },
@@ -131,6 +131,16 @@ function frontendSettings(config: Config, tlsContext: FrontendSettings['tlsConte
     queryLog: { queries: config.logging.queries, slowQueryThresholdMs: config.logging.slowQueryThreshold },
     logConnections: config.logging.connections,
     console: consoleAccess(config, observed),
+    maxClientBuffer: config.listen.maxClientBuffer,
+    clientIdleTimeoutMs: config.listen.clientIdleTimeout,
+    idleInTransactionTimeoutMs: config.listen.idleInTransactionTimeout,
+    userLimits: {
+      maxConnections: config.listen.maxClientConnectionsPerUser,
+      transactionsPerSecond: config.listen.rateLimit.transactionsPerSecond,
+      burst: config.listen.rateLimit.burst,
+      maxWaitMs: config.listen.rateLimit.maxWait,
+    },
+    maxConcurrentCancels: config.listen.maxConcurrentCancels,
   };
 }
 

@@ -17,6 +17,12 @@ export const ERROR_CATALOGUE = {
   /** PAUSE held the request longer than health.failoverTimeout. */
   PAUSED: { sqlstate: '57P03', retryable: true, severity: 'ERROR' },
   TOO_MANY_CLIENTS: { sqlstate: '53300', retryable: true, severity: 'FATAL' },
+  /** The user's listen.rateLimit had no turn for the transaction within its maxWait. */
+  RATE_LIMITED: { sqlstate: '53400', retryable: true, severity: 'ERROR' },
+  /** listen.clientIdleTimeout: idle between transactions too long (Postgres' idle_session_timeout). */
+  CLIENT_IDLE_TIMEOUT: { sqlstate: '57P05', retryable: true, severity: 'FATAL' },
+  /** listen.idleInTransactionTimeout (Postgres' idle_in_transaction_session_timeout). */
+  IDLE_IN_TRANSACTION_TIMEOUT: { sqlstate: '25P03', retryable: false, severity: 'FATAL' },
   /** No server connection became free within pool.acquireTimeout; the client stays connected. */
   POOL_TIMEOUT: { sqlstate: '53300', retryable: true, severity: 'ERROR' },
   /** The pool is closing (shutdown, host removed). */

@@ -18,6 +18,26 @@ export const DEFAULTS = {
     maxMessageSize: '1GiB',
     /** Largest startup packet accepted, as Postgres (MAX_STARTUP_PACKET_LENGTH). */
     maxStartupPacketSize: 10000,
+    /** Most parameters a startup packet may carry (libpq sends fewer than 10). */
+    maxStartupParameters: 64,
+    /** Client connections one user may hold at once; 0: no limit beyond maxClientConnections. */
+    maxClientConnectionsPerUser: 0,
+    /** A client idle between transactions this long is disconnected (57P05); 0: never. */
+    clientIdleTimeout: 0,
+    /** A client idle inside a transaction this long is disconnected (25P03), its transaction rolled back; 0: never. */
+    idleInTransactionTimeout: 0,
+    /** Client bytes read ahead of the server per client before its socket stops being read. */
+    maxClientBuffer: '1MiB',
+    /** Cancel requests forwarded to servers at once; more are dropped (a cancel is best effort). */
+    maxConcurrentCancels: 64,
+    rateLimit: {
+      /** New transactions per second each user may start; 0: no limit. */
+      transactionsPerSecond: 0,
+      /** Transactions a user may start at once above the rate (0: one second's worth). */
+      burst: 0,
+      /** Longest a transaction waits for its turn before it fails with 53400. */
+      maxWait: '1s',
+    },
     tls: {
       /** Oldest TLS version offered to clients (TLSv1.2 or TLSv1.3). */
       minVersion: 'TLSv1.2',

@@ -149,6 +149,19 @@ const listen = z.strictObject({
   loginTimeout: duration(1).prefault(D.listen.loginTimeout),
   maxMessageSize: byteSize.prefault(D.listen.maxMessageSize),
   maxStartupPacketSize: byteSize.prefault(D.listen.maxStartupPacketSize),
+  maxStartupParameters: positiveInt.prefault(D.listen.maxStartupParameters),
+  maxClientConnectionsPerUser: nonNegativeInt.prefault(D.listen.maxClientConnectionsPerUser),
+  clientIdleTimeout: duration().prefault(D.listen.clientIdleTimeout),
+  idleInTransactionTimeout: duration().prefault(D.listen.idleInTransactionTimeout),
+  maxClientBuffer: byteSize.prefault(D.listen.maxClientBuffer),
+  maxConcurrentCancels: positiveInt.prefault(D.listen.maxConcurrentCancels),
+  rateLimit: z
+    .strictObject({
+      transactionsPerSecond: nonNegativeInt.prefault(D.listen.rateLimit.transactionsPerSecond),
+      burst: nonNegativeInt.prefault(D.listen.rateLimit.burst),
+      maxWait: duration().prefault(D.listen.rateLimit.maxWait),
+    })
+    .prefault({}),
   tls: listenTls.prefault({}),
 });
 

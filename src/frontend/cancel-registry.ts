@@ -1,14 +1,17 @@
 // Cancel keys. Clients receive ambassador-issued (processId, secretKey) pairs in BackendKeyData;
 // a CancelRequest carrying a pair is looked up here and, only when the key matches exactly, the
 // owning session forwards a cancel to its real server with the server's own pid and key. A
-// wrong key cancels nothing and reveals nothing.
+// wrong key cancels nothing and reveals nothing. At most maxInFlight cancels are on their way to
+// servers at once (each opens a connection upstream); more are dropped, as a cancel is best effort.
 
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 
 export interface Cancellable {
-  /** Cancels whatever the session's server is running; never throws. */
-  cancelUpstream(): void;
+  /** Cancels whatever the session's server is running: settles once sent, never rejects; null when there is nothing to cancel. */
+  cancelUpstream(): Promise<void> | null;
 }
+
+export type CancelOutcome = 'sent' | 'no-match' | 'too-many';
 
 interface Entry {
   key: Buffer;
@@ -17,6 +20,13 @@ interface Entry {
 
 export class CancelRegistry {
   private readonly entries = new Map<number, Entry>();
+  private inFlight = 0;
+
+  constructor(private maxInFlight = Number.POSITIVE_INFINITY) {}
+
+  configure(maxInFlight: number): void {
+    this.maxInFlight = maxInFlight;
+  }
 
   /** Issues a fresh pair for a session. */
   register(target: Cancellable): { processId: number; secretKey: number } {
@@ -32,12 +42,22 @@ export class CancelRegistry {
     this.entries.delete(processId);
   }
 
-  /** Cancels the session owning (processId, key); returns whether one matched. */
-  cancel(processId: number, key: Buffer): boolean {
+  /** Cancels what the session owning (processId, key) runs, unless too many cancels are on their way. */
+  cancel(processId: number, key: Buffer): CancelOutcome {
     const entry = this.entries.get(processId);
-    if (!entry || entry.key.length !== key.length || !timingSafeEqual(entry.key, key)) return false;
-    entry.target.cancelUpstream();
-    return true;
+    if (!entry || entry.key.length !== key.length || !timingSafeEqual(entry.key, key)) return 'no-match';
+    if (this.inFlight >= this.maxInFlight) return 'too-many';
+    const sent = entry.target.cancelUpstream();
+    if (sent !== null) {
+      this.inFlight++;
+      void sent.then(() => this.inFlight--);
+    }
+    return 'sent';
+  }
+
+  /** Cancels on their way to servers now. */
+  get pending(): number {
+    return this.inFlight;
   }
 
   get size(): number {

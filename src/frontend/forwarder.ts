@@ -8,16 +8,23 @@
 // Accounting: requests that end in ReadyForQuery (Query, Sync, FunctionCall) are counted going
 // out and matched by ReadyForQuery coming back; together with the transaction status this tells
 // when the client is idle between transactions (graceful shutdown waits for that moment).
+//
+// Rate limit (listen.rateLimit): a client chunk that starts a transaction while the client is
+// idle asks the user's bucket for a turn first. Waiting holds that chunk and what follows (the
+// client socket paused); no turn in time drops the request up to its end (Query, Sync or
+// FunctionCall) and answers it with 53400, as a server would answer a failed request.
 
 import type net from 'node:net';
 import { AmbassadorError } from '../errors.ts';
 import type { BackendConnection } from '../backend/connection.ts';
-import { BackendType, encodeErrorResponse, type TransactionStatus } from '../protocol/backend.ts';
+import { BackendType, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
 import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { RequestMeter } from './request-meter.ts';
 import type { TrafficRoute } from './traffic.ts';
+import { NO_TURN, rateLimited, type UserSlot } from './user-limits.ts';
+import { errorResponseFor } from './wire-errors.ts';
 
 export interface ForwarderOptions {
   maxMessageSize: number;
@@ -31,6 +38,8 @@ export interface ForwarderOptions {
   meter: RequestMeter;
   /** The role of the session's server, for metrics. */
   route: TrafficRoute;
+  /** The client's user: its rate limit on new transactions (listen.rateLimit). */
+  userSlot: UserSlot;
 }
 
 /** The onEnd reason when the server connection closed under the session. */
@@ -39,6 +48,7 @@ const CLIENT_INSPECT = typeSet('');
 /** With query logging on, the SQL of Query and Parse messages is read too. */
 const CLIENT_INSPECT_TEXTS = typeSet('QP');
 const TERMINATE_LENGTH = 5;
+const EMPTY = Buffer.alloc(0);
 /** connection_failure: the session's server went away. */
 const LOST = '08006';
 const SERVER_INSPECT = typeSet('ZE');
@@ -52,6 +62,12 @@ export class Forwarder {
   private status: TransactionStatus;
   private stopped = false;
   private terminating = false;
+  /** The client sent part of a request (extended protocol before its Sync). */
+  private open = false;
+  /** Chunks held until the user's next turn. */
+  private gate: { held: Buffer[]; timer: NodeJS.Timeout } | null = null;
+  /** A request refused by the rate limit is being dropped up to its end. */
+  private refusing = false;
 
   constructor(
     private readonly client: net.Socket,
@@ -64,6 +80,11 @@ export class Forwarder {
 
   get idle(): boolean {
     return this.pendingRequests === 0 && this.status === 'I';
+  }
+
+  /** Inside a transaction block, waiting for the client's next request. */
+  get idleInTransaction(): boolean {
+    return this.pendingRequests === 0 && this.status !== 'I' && this.gate === null;
   }
 
   /** Query logging was turned on or off by a reload: read SQL texts from the next message on, or stop. */
@@ -98,6 +119,8 @@ export class Forwarder {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.gate !== null) clearTimeout(this.gate.timer);
+    this.gate = null;
     const serverSocket = this.server.socket;
     this.client.off('data', this.onClientData);
     this.client.off('drain', this.onClientDrain);
@@ -112,9 +135,12 @@ export class Forwarder {
     if (type === FrontendType.Query || type === FrontendType.Sync || type === FrontendType.FunctionCall) {
       this.options.meter.sent(this.options.route, 'session', null, this.status === 'I' && this.pendingRequests === 0);
       this.pendingRequests++;
+      this.open = false;
     } else if (type === FrontendType.Terminate) {
       this.terminating = true;
       return false;
+    } else {
+      this.open = true;
     }
     return true;
   };
@@ -129,6 +155,78 @@ export class Forwarder {
 
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
+    if (this.gate !== null) {
+      this.gate.held.push(chunk);
+      return;
+    }
+    const slot = this.options.userSlot;
+    let rest = chunk;
+    while (this.refusing || (slot.limited && this.startsTransaction())) {
+      if (!this.refusing) {
+        const wait = slot.turn();
+        if (wait === 0) break;
+        if (wait !== NO_TURN) return this.waitTurn(rest, wait);
+        this.refusing = true;
+      }
+      rest = this.skipRefused(rest);
+      if (rest.length === 0 || this.stopped) return;
+    }
+    this.relay(rest);
+  };
+
+  /** The client is idle and the next message it sends begins a transaction. */
+  private startsTransaction(): boolean {
+    return this.pendingRequests === 0 && this.status === 'I' && !this.open && this.clientFramer.atBoundary;
+  }
+
+  private waitTurn(chunk: Buffer, ms: number): void {
+    this.client.pause();
+    const gate = {
+      held: [chunk],
+      timer: setTimeout(() => {
+        this.gate = null;
+        if (this.stopped) return;
+        // The first chunk had its turn; the others go through the gate as usual.
+        this.relay(gate.held[0]!);
+        for (const held of gate.held.slice(1)) this.onClientData(held);
+        if (!this.stopped && this.gate === null) this.client.resume();
+      }, ms),
+    };
+    this.gate = gate;
+  }
+
+  /** Drops the refused request's messages; answers it at its end; returns the bytes after it. */
+  private skipRefused(chunk: Buffer): Buffer {
+    let end: number;
+    try {
+      end = this.clientFramer.push(chunk, this.onRefusedMessage);
+    } catch (err) {
+      this.failClient(new AmbassadorError('PROTOCOL_VIOLATION', err instanceof Error ? err.message : String(err)));
+      return EMPTY;
+    }
+    return this.refusing || this.stopped ? EMPTY : chunk.subarray(end);
+  }
+
+  private readonly onRefusedMessage = (type: number): boolean => {
+    if (type === FrontendType.Terminate) {
+      this.options.onEnd('client sent Terminate', false);
+      return false;
+    }
+    if (type !== FrontendType.Query && type !== FrontendType.Sync && type !== FrontendType.FunctionCall) return true;
+    this.refusing = false;
+    const err = rateLimited(this.options.userSlot);
+    this.options.meter.error(err.sqlstate);
+    if (!this.serverFramer.atBoundary) {
+      this.options.onEnd(err.message, true);
+      return false;
+    }
+    const answer = Buffer.concat([errorResponseFor(err), encodeReadyForQuery(this.status)]);
+    this.options.meter.traffic.sent += answer.length;
+    this.client.write(answer);
+    return false;
+  };
+
+  private relay(chunk: Buffer): void {
     this.options.meter.traffic.received += chunk.length;
     let end: number;
     try {

@@ -1,5 +1,7 @@
-// The client-facing TCP listener: accepts connections, enforces the client connection limit,
-// creates a ClientSession per socket with its own child logger, and runs graceful shutdown
+// The client-facing TCP listener: accepts connections, enforces the client connection limits
+// (in all, and per user with the rate of new transactions: user-limits.ts), creates a
+// ClientSession per socket with its own child logger, sweeps idle clients out when
+// listen.clientIdleTimeout or listen.idleInTransactionTimeout is set, and runs graceful shutdown
 // (stop accepting, let sessions finish their transaction, then end the rest with 57P01).
 
 import net from 'node:net';
@@ -13,6 +15,11 @@ import { ClientSession, type ClientActivity, type FrontendSettings } from './ses
 import type { TrafficStats } from './traffic.ts';
 import type { RoutingContext } from './client-routing.ts';
 import { errorResponseFor } from './wire-errors.ts';
+import { UserLimits } from './user-limits.ts';
+
+/** Idle timeouts are checked this often at most, and at least four times per timeout. */
+const MAX_SWEEP_MS = 1_000;
+const MIN_SWEEP_MS = 25;
 
 export interface ListenerOptions {
   host: string;
@@ -31,6 +38,8 @@ export interface ListenerOptions {
 export class Listener {
   readonly sessions = new Set<ClientSession>();
   readonly cancels = new CancelRegistry();
+  readonly userLimits = new UserLimits({ maxConnections: 0, transactionsPerSecond: 0, burst: 0, maxWaitMs: 0 });
+  private sweeper: NodeJS.Timeout | null = null;
   private readonly server: net.Server;
   private nextId = 1;
   /** Forwarded-buffer garbage is collected every 8 MB (see lib/garbage-bound.ts). */
@@ -46,9 +55,31 @@ export class Listener {
     this.server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
+  /** The limits of listen.* that live here (per user, cancels, idle sweep) take `settings`. */
+  private applyLimits(settings: FrontendSettings): void {
+    this.cancels.configure(settings.maxConcurrentCancels);
+    this.userLimits.configure(settings.userLimits);
+    this.scheduleSweep(settings);
+  }
+
+  /** Runs the idle sweep while an idle timeout is set (see ClientSession.sweepIdle). */
+  private scheduleSweep(settings: FrontendSettings): void {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+    const timeouts = [settings.clientIdleTimeoutMs, settings.idleInTransactionTimeoutMs].filter((ms) => ms > 0);
+    if (timeouts.length === 0) return;
+    const every = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, Math.floor(Math.min(...timeouts) / 4)));
+    this.sweeper = setInterval(() => {
+      const now = performance.now();
+      for (const session of this.sessions) session.sweepIdle(now);
+    }, every);
+    this.sweeper.unref();
+  }
+
   /** Starts listening; rejects with a clear error when the address is taken. */
   listen(): Promise<net.AddressInfo> {
     const { host, port } = this.options;
+    this.applyLimits(this.options.settings());
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         const taken = err.code === 'EADDRINUSE';
@@ -68,9 +99,14 @@ export class Listener {
     });
   }
 
-  /** A config reload: the client limit applies to new connections; sessions take the new query logging. */
+  /**
+   * A config reload: the client limits apply to new connections, the rate limit and idle
+   * timeouts to everyone from now on (sessions read their settings when created, so an idle
+   * timeout changes for new sessions only); sessions take the new query logging.
+   */
   reconfigure(changes: { maxClientConnections: number; settings: FrontendSettings }): void {
     this.options.maxClientConnections = changes.maxClientConnections;
+    this.applyLimits(changes.settings);
     for (const session of this.sessions) session.configureQueryLog(changes.settings.queryLog);
   }
 
@@ -113,6 +149,7 @@ export class Listener {
       pool: this.options.pool,
       routing: this.options.routing,
       cancels: this.cancels,
+      userLimits: this.userLimits,
       onClose: (s) => {
         this.sessions.delete(s);
         if (this.sessions.size === 0) this.allClosed?.();
@@ -128,6 +165,7 @@ export class Listener {
   async shutdown(timeoutMs: number): Promise<void> {
     this.accepting = false;
     this.server.close();
+    if (this.sweeper !== null) clearInterval(this.sweeper);
     if (this.sessions.size > 0) {
       const done = new Promise<void>((resolve) => (this.allClosed = resolve));
       for (const session of this.sessions) session.drain();

@@ -43,6 +43,7 @@ import { ClientRouting, type RoutingContext } from './client-routing.ts';
 import { routeFromTargetSessionAttrs, type SessionRoute } from '../router/route-decision.ts';
 import { ADMIN_DATABASE, startConsole, type ConsoleAccess } from './console-session.ts';
 import { RequestMeter, type QueryLogSettings } from './request-meter.ts';
+import type { UserLimits, UserLimitSettings, UserSlot } from './user-limits.ts';
 import type { TrafficStats } from './traffic.ts';
 
 export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'console' | 'closed';
@@ -71,6 +72,15 @@ export interface FrontendSettings {
   logConnections: boolean;
   /** Who may use the admin console (database "ambassador"); null: nobody. */
   console: ConsoleAccess | null;
+  /** Client bytes read ahead of the server before the client socket is paused (listen.maxClientBuffer). */
+  maxClientBuffer: number;
+  /** listen.clientIdleTimeout and listen.idleInTransactionTimeout; 0: off. */
+  clientIdleTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  /** Per-user connection and transaction-rate limits (listen.maxClientConnectionsPerUser, listen.rateLimit). */
+  userLimits: UserLimitSettings;
+  /** listen.maxConcurrentCancels. */
+  maxConcurrentCancels: number;
 }
 
 export interface SessionDeps {
@@ -83,6 +93,7 @@ export interface SessionDeps {
   pool: ServerPool;
   routing: RoutingContext;
   cancels: CancelRegistry;
+  userLimits: UserLimits;
   /** Per-database totals and the metrics observer. */
   traffic: TrafficStats;
   onClose: (session: ClientSession) => void;
@@ -90,8 +101,6 @@ export interface SessionDeps {
 
 /** Startup parameters that describe the connection itself rather than session settings. */
 const NOT_CARRIED = new Set(['user', 'database', 'replication']);
-/** Client bytes held while the server connection is being set up before the client is paused. */
-const MAX_HELD_BYTES = 256 * 1024;
 /** Messages during authentication are small; anything larger is hostile. */
 const MAX_AUTH_MESSAGE = 64 * 1024;
 
@@ -115,6 +124,10 @@ export class ClientSession {
   /** What target_session_attrs asked for ('auto' when absent). */
   private sessionRoute: SessionRoute = 'auto';
   private draining = false;
+  /** This client's place in its user's limits, once logged in. */
+  private userSlot: UserSlot | null = null;
+  /** What the idle sweep saw last (see sweepIdle). */
+  private quiet: { kind: 'idle' | 'in-transaction' | null; signature: number; since: number } = { kind: null, signature: -1, since: 0 };
   authMechanism: AuthMechanism | null = null;
   /** Set once forwarding starts: this client's measurements. */
   meter: RequestMeter | null = null;
@@ -242,7 +255,9 @@ export class ClientSession {
         }
         return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
       case 'cancel':
-        this.deps.cancels.cancel(packet.processId, packet.secretKey);
+        if (this.deps.cancels.cancel(packet.processId, packet.secretKey) === 'too-many') {
+          this.log.warn({ limit: this.deps.settings.maxConcurrentCancels }, 'cancel request dropped: too many cancels on their way (listen.maxConcurrentCancels)');
+        }
         // Through close(), so the session leaves the registry and its login timer stops.
         this.close('cancel request handled');
         this.socket.destroy();
@@ -307,6 +322,12 @@ export class ClientSession {
       );
       if (this.closed) return;
       if (this.database === ADMIN_DATABASE) return this.openConsole();
+      this.userSlot = this.deps.userLimits.admit(this.user);
+      if (this.userSlot === null) {
+        throw new AmbassadorError('TOO_MANY_CLIENTS', `too many connections for role "${this.user}"`, {
+          hint: 'listen.maxClientConnectionsPerUser limits the connections each user may hold.',
+        });
+      }
       this.socket.write(encodeAuthenticationOk());
       // The client has done its part; the upstream connect has its own timeout.
       clearTimeout(this.loginTimer);
@@ -403,7 +424,7 @@ export class ClientSession {
   private hold(chunk: Buffer): void {
     this.held.push(chunk);
     this.heldBytes += chunk.length;
-    if (this.heldBytes > MAX_HELD_BYTES) this.socket.pause();
+    if (this.heldBytes > this.deps.settings.maxClientBuffer) this.socket.pause();
   }
 
   /** Makes a pooled server carry the client's startup settings (RESET ALL, then SETs). */
@@ -461,6 +482,7 @@ export class ClientSession {
       meter,
       route: this.deps.pool.roleOf(server) === 'replica' ? 'replica' : 'primary',
       maxMessageSize: this.deps.settings.maxMessageSize,
+      userSlot: this.userSlot!,
       garbage: this.deps.garbage,
       onEnd: (reason, error) => {
         if (error) this.log.warn({ reason }, 'session ended with an error');
@@ -491,6 +513,8 @@ export class ClientSession {
       state: this.sessionState!,
       effects: this.deps.effects,
       maxMessageSize: settings.maxMessageSize,
+      maxQueuedBytes: settings.maxClientBuffer,
+      userSlot: this.userSlot!,
       statementCapacity: settings.statementCapacity,
       exchangeTimeoutMs: settings.exchangeTimeoutMs,
       garbage: this.deps.garbage,
@@ -502,11 +526,41 @@ export class ClientSession {
     });
   }
 
-  /** From the cancel registry: forward a cancel to this session's server. */
-  cancelUpstream(): void {
+  /** From the cancel registry: forward a cancel to this session's server; settles when sent (never rejects). */
+  cancelUpstream(): Promise<void> | null {
     const server = this.forwarder instanceof TxnForwarder ? this.forwarder.server : this.server;
-    if (server === null || this.state !== 'forwarding') return;
-    server.cancel().catch((err) => this.log.debug({ err: String(err) }, 'cancel request to server failed'));
+    if (server === null || this.state !== 'forwarding') return null;
+    return server.cancel().catch((err) => this.log.debug({ err: String(err) }, 'cancel request to server failed'));
+  }
+
+  /**
+   * The listener's idle sweep (listen.clientIdleTimeout, listen.idleInTransactionTimeout): a
+   * client found idle, with no byte moved either way, on every sweep for the timeout is
+   * disconnected the way Postgres does it (FATAL 57P05 / 25P03). Socket byte counts tell
+   * whether anything moved, so the hot path keeps no clock.
+   */
+  sweepIdle(now: number): void {
+    const forwarder = this.forwarder;
+    if (forwarder === null || this.state !== 'forwarding') return;
+    const kind = forwarder.idle ? 'idle' : forwarder.idleInTransaction ? 'in-transaction' : null;
+    const signature = this.socket.bytesRead + this.socket.bytesWritten;
+    const quiet = this.quiet;
+    if (kind === null || kind !== quiet.kind || signature !== quiet.signature) {
+      this.quiet = { kind, signature, since: now };
+      return;
+    }
+    const settings = this.deps.settings;
+    const limit = kind === 'idle' ? settings.clientIdleTimeoutMs : settings.idleInTransactionTimeoutMs;
+    if (limit === 0 || now - quiet.since < limit) return;
+    const err =
+      kind === 'idle'
+        ? new AmbassadorError('CLIENT_IDLE_TIMEOUT', 'terminating connection due to idle-session timeout', { hint: 'listen.clientIdleTimeout' })
+        : new AmbassadorError('IDLE_IN_TRANSACTION_TIMEOUT', 'terminating connection due to idle-in-transaction timeout', { hint: 'listen.idleInTransactionTimeout' });
+    this.meter?.error(err.sqlstate);
+    if (forwarder.clientAtBoundary) this.socket.write(errorResponseFor(err));
+    this.log.info({ reason: err.message }, 'idle client disconnected');
+    // Nothing is in flight: the server is rolled back or reset and goes back to the pool.
+    this.close(err.message);
   }
 
   /** Graceful shutdown: end the session as soon as it is between transactions. */
@@ -546,6 +600,7 @@ export class ClientSession {
     clearTimeout(this.loginTimer);
     this.authWaiter?.();
     if (this.cancelKey) this.deps.cancels.unregister(this.cancelKey.processId);
+    this.userSlot?.release();
     const forwarder = this.forwarder;
     forwarder?.stop();
     if (this.server) {

@@ -56,6 +56,7 @@ import { touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 import type { RequestMeter } from './request-meter.ts';
+import { NO_TURN, rateLimited, type UserSlot } from './user-limits.ts';
 
 export interface TxnForwarderOptions {
   pool: ServerPool;
@@ -63,6 +64,10 @@ export interface TxnForwarderOptions {
   state: ClientSessionState;
   effects: SessionEffectsCache;
   maxMessageSize: number;
+  /** Client bytes queued while waiting for a lease or a turn before the client socket is paused. */
+  maxQueuedBytes: number;
+  /** The client's user: its rate limit on new transactions (listen.rateLimit). */
+  userSlot: UserSlot;
   statementCapacity: number;
   exchangeTimeoutMs: number;
   garbage: GarbageBound;
@@ -78,8 +83,6 @@ export interface TxnForwarderOptions {
 
 const SERVER_INSPECT = typeSet('EZCS');
 const SERVER_MAX_MESSAGE = 0x7fffffff;
-/** Client bytes queued while a lease is being acquired, before the client socket is paused. */
-const MAX_QUEUED_BYTES = 1 << 20;
 
 export class TxnForwarder implements ServerSink {
   private readonly clientFramer: Framer;
@@ -124,6 +127,10 @@ export class TxnForwarder implements ServerSink {
   private skipToSync = false;
   /** After a lost server while idle in a transaction block: the error its next request gets. */
   private lostError: Buffer | null = null;
+  /** The request at the head that had its turn under the user's rate limit. */
+  private admitted: Request | null = null;
+  /** Waiting for that turn. */
+  private turnTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly client: net.Socket,
@@ -142,13 +149,18 @@ export class TxnForwarder implements ServerSink {
     return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status === 'I';
   }
 
+  /** Inside a transaction block, waiting for the client's next request. */
+  get idleInTransaction(): boolean {
+    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status !== 'I' && !this.busy;
+  }
+
   get clientAtBoundary(): boolean {
     return this.lease === null || this.serverFramer.atBoundary;
   }
 
-  /** The client waits for a server connection (SHOW CLIENTS, metrics). */
+  /** The client waits for a server connection or for its turn under the rate limit (SHOW CLIENTS, metrics). */
   get waiting(): boolean {
-    return this.acquiring;
+    return this.acquiring || this.turnTimer !== null;
   }
 
   start(held: Buffer[]): void {
@@ -183,7 +195,7 @@ export class TxnForwarder implements ServerSink {
       this.failClient(new AmbassadorError(reason, err instanceof Error ? err.message : String(err)));
       return;
     }
-    if (this.queuedBytes > MAX_QUEUED_BYTES) this.client.pause();
+    if (this.queuedBytes > this.options.maxQueuedBytes) this.client.pause();
     this.pump();
   };
 
@@ -209,8 +221,17 @@ export class TxnForwarder implements ServerSink {
         continue;
       }
       let lease = this.lease;
+      if (lease === null && this.answerLocally(request)) continue;
+      if (this.admitted !== request && this.options.userSlot.limited && this.status === 'I' && this.inFlight === 0 && this.plan.empty) {
+        const wait = this.options.userSlot.turn();
+        if (wait === NO_TURN) {
+          this.failHead(rateLimited(this.options.userSlot));
+          continue;
+        }
+        this.admitted = request;
+        if (wait > 0) return this.waitTurn(wait);
+      }
       if (lease === null) {
-        if (this.answerLocally(request)) continue;
         lease = this.acquire(request);
         if (lease === null) return;
       }
@@ -232,7 +253,17 @@ export class TxnForwarder implements ServerSink {
       this.ready.shift();
       this.send(lease, request);
     }
-    if (this.queuedBytes <= MAX_QUEUED_BYTES) this.client.resume();
+    if (this.queuedBytes <= this.options.maxQueuedBytes) this.client.resume();
+  }
+
+  /** The user's rate limit gave the head request a turn `ms` from now: nothing moves until then. */
+  private waitTurn(ms: number): void {
+    this.busy = true;
+    this.turnTimer = setTimeout(() => {
+      this.turnTimer = null;
+      this.busy = false;
+      this.pump();
+    }, ms);
   }
 
   /**
@@ -930,6 +961,8 @@ export class TxnForwarder implements ServerSink {
     this.stopped = true;
     this.client.off('data', this.onClientData);
     this.client.off('drain', this.onClientDrain);
+    if (this.turnTimer !== null) clearTimeout(this.turnTimer);
+    this.turnTimer = null;
     const server = this.lease;
     this.lease = null;
     if (server === null) return;

@@ -34,6 +34,13 @@ test('a minimal file gets every documented default', () => {
     loginTimeout: 10_000,
     maxMessageSize: 1_073_741_824,
     maxStartupPacketSize: 10_000,
+    maxStartupParameters: 64,
+    maxClientConnectionsPerUser: 0,
+    clientIdleTimeout: 0,
+    idleInTransactionTimeout: 0,
+    maxClientBuffer: 1_048_576,
+    maxConcurrentCancels: 64,
+    rateLimit: { transactionsPerSecond: 0, burst: 0, maxWait: 1_000 },
     tls: { minVersion: 'TLSv1.2', required: false },
   });
   assert.deepEqual(config.clientAuth, { method: 'trust', users: [] });

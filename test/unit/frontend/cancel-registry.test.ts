@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CancelRegistry, type Cancellable } from '../../../src/frontend/cancel-registry.ts';
+
+/** A session whose cancels settle when the test says so. */
+function session(): Cancellable & { sent: number; settle(): void } {
+  const pending: Array<() => void> = [];
+  return {
+    sent: 0,
+    cancelUpstream() {
+      this.sent++;
+      return new Promise<void>((resolve) => pending.push(resolve));
+    },
+    settle: () => pending.shift()?.(),
+  };
+}
+
+function keyOf(secretKey: number): Buffer {
+  const key = Buffer.alloc(4);
+  key.writeInt32BE(secretKey);
+  return key;
+}
+
+test('only the exact key cancels', () => {
+  const registry = new CancelRegistry();
+  const target = session();
+  const { processId, secretKey } = registry.register(target);
+  assert.equal(registry.cancel(processId, keyOf(secretKey ^ 1)), 'no-match');
+  assert.equal(registry.cancel(processId + 1, keyOf(secretKey)), 'no-match');
+  assert.equal(registry.cancel(processId, Buffer.alloc(3)), 'no-match');
+  assert.equal(target.sent, 0);
+  assert.equal(registry.cancel(processId, keyOf(secretKey)), 'sent');
+  assert.equal(target.sent, 1);
+});
+
+test('at most maxInFlight cancels are on their way; a settled one frees its place', async () => {
+  const registry = new CancelRegistry(2);
+  const targets = [session(), session(), session()];
+  const keys = targets.map((t) => registry.register(t));
+  const cancel = (i: number) => registry.cancel(keys[i]!.processId, keyOf(keys[i]!.secretKey));
+  assert.equal(cancel(0), 'sent');
+  assert.equal(cancel(1), 'sent');
+  assert.equal(cancel(2), 'too-many');
+  assert.equal(targets[2]!.sent, 0);
+  assert.equal(registry.pending, 2);
+  targets[0]!.settle();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(registry.pending, 1);
+  assert.equal(cancel(2), 'sent');
+  assert.equal(targets[2]!.sent, 1);
+});
+
+test('a session with nothing to cancel takes no place', () => {
+  const registry = new CancelRegistry(1);
+  const idle: Cancellable = { cancelUpstream: () => null };
+  const { processId, secretKey } = registry.register(idle);
+  assert.equal(registry.cancel(processId, keyOf(secretKey)), 'sent');
+  assert.equal(registry.pending, 0);
+});
