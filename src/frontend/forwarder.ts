@@ -16,8 +16,8 @@
 
 import type net from 'node:net';
 import { AmbassadorError } from '../errors.ts';
-import type { BackendConnection } from '../backend/connection.ts';
-import { BackendType, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
+import { SERVER_MAX_MESSAGE, type BackendConnection, type ServerSink } from '../backend/connection.ts';
+import { BackendType, decodeReadyForQuery, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
 import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
@@ -25,6 +25,7 @@ import type { RequestMeter } from './request-meter.ts';
 import type { TrafficRoute } from './traffic.ts';
 import { NO_TURN, rateLimited, type UserSlot } from './user-limits.ts';
 import { errorResponseFor } from './wire-errors.ts';
+import { endsSession } from './lost-transaction.ts';
 
 export interface ForwarderOptions {
   maxMessageSize: number;
@@ -52,10 +53,8 @@ const EMPTY = Buffer.alloc(0);
 /** connection_failure: the session's server went away. */
 const LOST = '08006';
 const SERVER_INSPECT = typeSet('ZE');
-/** Server messages can be as large as Postgres makes them (1 GB fields); only Z is inspected. */
-const SERVER_MAX_MESSAGE = 0x7fffffff;
 
-export class Forwarder {
+export class Forwarder implements ServerSink {
   private readonly clientFramer: Framer;
   private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
   private pendingRequests = 0;
@@ -68,6 +67,10 @@ export class Forwarder {
   private gate: { held: Buffer[]; timer: NodeJS.Timeout } | null = null;
   /** A request refused by the rate limit is being dropped up to its end. */
   private refusing = false;
+  /** The server's last error was FATAL: its close was announced, the client hears nothing more. */
+  private serverEnded = false;
+  /** Offset in the server chunk being read just past its last whole message; -1: it began mid-message. */
+  private serverWhole = 0;
 
   constructor(
     private readonly client: net.Socket,
@@ -92,9 +95,13 @@ export class Forwarder {
     this.clientFramer.setInspected(on ? CLIENT_INSPECT_TEXTS : CLIENT_INSPECT);
   }
 
-  /** No request in flight and the server stream at a message boundary: safe to clean and reuse. */
+  /**
+   * No request in flight, no extended-protocol exchange left open (its implicit transaction would
+   * run on into the cleanup), and both streams at a message boundary (a half-sent client message
+   * would swallow the cleanup's bytes): safe to clean and reuse.
+   */
   get quiet(): boolean {
-    return this.pendingRequests === 0 && this.serverFramer.atBoundary;
+    return this.pendingRequests === 0 && !this.open && this.clientFramer.atBoundary && this.serverFramer.atBoundary;
   }
 
   /** Whether an ambassador-made message can be written to the client without splitting one. */
@@ -104,14 +111,9 @@ export class Forwarder {
 
   start(held: Buffer[]): void {
     const { client } = this;
-    const serverSocket = this.server.socket;
     client.on('data', this.onClientData);
     client.on('drain', this.onClientDrain);
-    serverSocket.on('data', this.onServerData);
-    serverSocket.on('drain', this.onServerDrain);
-    serverSocket.on('close', this.onServerClose);
-    serverSocket.on('error', this.onServerError);
-    if (this.server.leftover) this.onServerData(this.server.leftover);
+    this.server.attach(this);
     for (const chunk of held) this.onClientData(chunk);
     client.resume();
   }
@@ -121,13 +123,9 @@ export class Forwarder {
     this.stopped = true;
     if (this.gate !== null) clearTimeout(this.gate.timer);
     this.gate = null;
-    const serverSocket = this.server.socket;
     this.client.off('data', this.onClientData);
     this.client.off('drain', this.onClientDrain);
-    serverSocket.off('data', this.onServerData);
-    serverSocket.off('drain', this.onServerDrain);
-    serverSocket.off('close', this.onServerClose);
-    serverSocket.off('error', this.onServerError);
+    this.server.detach(this);
   }
 
   private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
@@ -248,27 +246,28 @@ export class Forwarder {
     this.options.garbage.account(chunk.length);
   };
 
-  private readonly onServerMessage = (type: number, payload: Buffer | null): boolean => {
-    if (type === BackendType.ReadyForQuery && payload !== null && payload.length === 1) {
-      this.status = String.fromCharCode(payload[0]!) as TransactionStatus;
+  private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
+    if (type === BackendType.ReadyForQuery && payload !== null) {
+      this.status = decodeReadyForQuery(payload);
       if (this.pendingRequests > 0) this.pendingRequests--;
       this.server.transactionStatus = this.status;
       this.options.meter.answered(this.status, this.server);
     } else if (type === BackendType.ErrorResponse && payload !== null) {
       this.options.meter.serverError(payload);
+      this.serverEnded = endsSession(payload);
     }
+    this.serverWhole = end;
     return true;
   };
 
-  private readonly onServerData = (chunk: Buffer): void => {
+  readonly onServerData = (chunk: Buffer): void => {
     if (this.stopped) return;
     const wasIdle = this.idle;
+    this.serverWhole = this.serverFramer.atBoundary ? 0 : -1;
     try {
       this.serverFramer.push(chunk, this.onServerMessage);
     } catch (err) {
-      this.client.destroy();
-      this.options.onEnd(`malformed data from server: ${String(err)}`, true);
-      return;
+      return this.failServer(chunk, err);
     }
     this.options.meter.traffic.sent += chunk.length;
     if (!this.client.write(chunk)) this.server.socket.pause();
@@ -280,14 +279,14 @@ export class Forwarder {
     if (!this.stopped) this.server.socket.resume();
   };
 
-  private readonly onServerDrain = (): void => {
+  readonly onServerDrain = (): void => {
     if (!this.stopped) this.client.resume();
   };
 
-  private readonly onServerClose = (): void => {
+  readonly onServerClose = (): void => {
     if (this.stopped) return;
     this.options.meter.error(LOST);
-    if (this.serverFramer.atBoundary && !this.client.destroyed) {
+    if (this.serverFramer.atBoundary && !this.client.destroyed && !this.serverEnded) {
       this.client.write(
         encodeErrorResponse({
           severity: 'FATAL',
@@ -299,9 +298,24 @@ export class Forwarder {
     this.options.onEnd(SERVER_CLOSED, true);
   };
 
-  private readonly onServerError = (): void => {
-    // 'close' follows and ends the session.
-  };
+  /**
+   * The server broke the protocol (a length out of bounds, an invalid ReadyForQuery): its whole
+   * messages before the fault still reach the client, then a FATAL 08P01 says why, unless the
+   * client already has part of a message (then only the close can tell it). The server
+   * connection is not reused.
+   */
+  private failServer(chunk: Buffer, err: unknown): void {
+    const where = `${this.server.target.host}:${this.server.target.port}`;
+    const failure = new AmbassadorError('UPSTREAM_PROTOCOL', `malformed data from server ${where}: ${err instanceof Error ? err.message : String(err)}`);
+    this.options.meter.error(failure.sqlstate);
+    if (this.serverWhole < 0 || this.client.destroyed) {
+      this.client.destroy();
+    } else {
+      const answer = encodeErrorResponse({ severity: 'FATAL', code: failure.sqlstate, message: failure.message });
+      this.client.write(this.serverWhole === 0 ? answer : Buffer.concat([chunk.subarray(0, this.serverWhole), answer]));
+    }
+    this.options.onEnd(failure.message, true);
+  }
 
   private failClient(err: AmbassadorError): void {
     this.options.meter.error(err.sqlstate);

@@ -17,6 +17,8 @@ export interface PreparationContext {
   capacity: number;
   /** The client's statement with this server name, if it prepared one. */
   statementFor: (serverName: string) => ClientStatement | undefined;
+  /** The unnamed statement the request binds was re-created on this server already (by the preparation just done). */
+  unnamedReplayed?: boolean;
 }
 
 export interface Preparation {
@@ -34,8 +36,8 @@ export interface Preparation {
 /** The preparation `request` needs on `server`, or null when it can go as it is. */
 export function preparationFor(server: BackendConnection, request: Request, context: PreparationContext): Preparation | null {
   const syncsState = context.canSyncState && server.stateKey !== context.stateKey;
-  if (!syncsState && readyAsItIs(server, request)) return null;
-  const replays = missingStatements(server, request, context.statementFor);
+  if (!syncsState && readyAsItIs(server, request, context.unnamedReplayed === true)) return null;
+  const replays = missingStatements(server, request, context);
   const created = replays.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
   const clientParses = request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []));
   const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
@@ -61,10 +63,10 @@ export function preparationFor(server: BackendConnection, request: Request, cont
  * The common case, checked without allocating: no Parse, and every statement the request
  * uses is on the server (every request of a client executing prepared statements in a loop).
  */
-function readyAsItIs(server: BackendConnection, request: Request): boolean {
+function readyAsItIs(server: BackendConnection, request: Request, unnamedReplayed: boolean): boolean {
   for (const item of request.items) {
     if (item.kind === 'parse') return false;
-    if (item.kind === 'bind' && item.unnamedParse !== null) return false;
+    if (item.kind === 'bind' && item.unnamedParse !== null && !unnamedReplayed) return false;
     const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
     if (name !== null && !server.statements.has(name)) return false;
   }
@@ -72,15 +74,15 @@ function readyAsItIs(server: BackendConnection, request: Request): boolean {
 }
 
 /** Parse messages the request relies on (Bind, Describe) that the server does not hold. */
-function missingStatements(server: BackendConnection, request: Request, statementFor: PreparationContext['statementFor']): Buffer[] {
+function missingStatements(server: BackendConnection, request: Request, context: PreparationContext): Buffer[] {
   const missing: Buffer[] = [];
   const created = new Set<string>();
   for (const item of request.items) {
     if (item.kind === 'parse') created.add(item.statement.serverName);
-    if (item.kind === 'bind' && item.unnamedParse) missing.push(item.unnamedParse);
+    if (item.kind === 'bind' && item.unnamedParse && !context.unnamedReplayed) missing.push(item.unnamedParse);
     const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
     if (name === null || created.has(name) || server.statements.has(name)) continue;
-    const known = statementFor(name);
+    const known = context.statementFor(name);
     if (known) {
       missing.push(known.parse);
       created.add(name);

@@ -39,12 +39,16 @@ export interface Request {
   retried: boolean;
 }
 
-
 export class RequestBuilder {
   private readonly statements = new Map<string, ClientStatement>();
   /** The same statements by server name (several client names may share one). */
   private readonly byServerName = new Map<string, ClientStatement>();
   private unnamedParse: Buffer | null = null;
+  /**
+   * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
+   * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
+   */
+  private unnamedInExchange = false;
   /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
   private readonly statementEffects = new Map<string, SessionEffect[]>();
   private readonly portalEffects = new Map<string, SessionEffect[]>();
@@ -116,7 +120,8 @@ export class RequestBuilder {
   }
 
   private onParse(payload: Buffer): null {
-    const parse = decodeParse(payload);
+    const parse = readable(decodeParse, payload);
+    if (parse === null) return this.unreadable(FrontendType.Parse, payload);
     const effects = this.effects.get(parse.query).effects;
     if (effects.length > 0) this.statementEffects.set(parse.name, effects);
     else this.statementEffects.delete(parse.name);
@@ -127,10 +132,11 @@ export class RequestBuilder {
     if (parse.name === '') {
       const message = frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message;
+      this.unnamedInExchange = true;
       this.current.push({ kind: 'raw', type: FrontendType.Parse, message, entry: { kind: 'parse' } });
       return null;
     }
-    const statement = clientStatement(parse);
+    const statement = clientStatement(parse, payload);
     this.statements.set(parse.name, statement);
     this.byServerName.set(statement.serverName, statement);
     this.current.push({ kind: 'parse', statement });
@@ -138,7 +144,9 @@ export class RequestBuilder {
   }
 
   private onBind(payload: Buffer): null {
-    const { portal, statement } = decodeBindNames(payload);
+    const names = readable(decodeBindNames, payload);
+    if (names === null) return this.unreadable(FrontendType.Bind, payload);
+    const { portal, statement } = names;
     const effects = this.statementEffects.get(statement);
     if (effects) this.portalEffects.set(portal, effects);
     else this.portalEffects.delete(portal);
@@ -146,8 +154,7 @@ export class RequestBuilder {
     if (text === undefined) this.portalTexts.delete(portal);
     else this.portalTexts.set(portal, text);
     if (statement === '') {
-      const parsedHere = this.current.some((i) => i.kind === 'raw' && i.type === FrontendType.Parse);
-      this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: parsedHere ? null : this.unnamedParse });
+      this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: this.unnamedInExchange ? null : this.unnamedParse });
     } else {
       // An unknown name is sent as it is: the server answers 26000 as Postgres would.
       this.current.push({ kind: 'bind', payload, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
@@ -156,7 +163,9 @@ export class RequestBuilder {
   }
 
   private onTarget(type: number, payload: Buffer): null {
-    const { kind, name } = decodeTarget(payload);
+    const target = readable(decodeTarget, payload);
+    if (target === null) return this.unreadable(type, payload);
+    const { kind, name } = target;
     if (kind === 'P' || name === '') {
       const entry: PlanEntry = type === FrontendType.Close ? { kind: 'close' } : { kind: kind === 'P' ? 'describe-portal' : 'describe-statement' };
       this.current.push({ kind: 'raw', type, message: frameMessage(type, payload), entry });
@@ -168,6 +177,23 @@ export class RequestBuilder {
       this.statementTexts.delete(name);
       this.current.push({ kind: 'raw', type, message: encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), entry: { kind: 'close' } });
     }
+    return null;
+  }
+
+  /**
+   * A Parse, Bind, Describe or Close the ambassador cannot read goes on as it came (a Parse as an
+   * unnamed one, so that nothing is created under a name not tracked here): the server rejects it
+   * as Postgres does (08P01, then everything up to Sync skipped) and the session goes on.
+   */
+  private unreadable(type: number, payload: Buffer): null {
+    this.currentTexts = null;
+    const nameEnd = payload.indexOf(0);
+    const message = frameMessage(type, type === FrontendType.Parse && nameEnd > 0 ? payload.subarray(nameEnd) : payload);
+    if (type === FrontendType.Parse) {
+      this.unnamedParse = message;
+      this.unnamedInExchange = true;
+    }
+    this.current.push({ kind: 'raw', type, message, entry: unreadableEntry(type) });
     return null;
   }
 
@@ -184,11 +210,36 @@ export class RequestBuilder {
     this.current = [];
     this.currentEffects = [];
     this.currentTexts = [];
+    if (completes) this.unnamedInExchange = false;
     const first = items[0];
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
     const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
     const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false };
+  }
+}
+
+/** A decoded message, or null when its payload is malformed (the decoders throw RangeError). */
+function readable<T>(decode: (payload: Buffer) => T, payload: Buffer): T | null {
+  try {
+    return decode(payload);
+  } catch (err) {
+    if (err instanceof RangeError) return null;
+    throw err;
+  }
+}
+
+/** What the server answers an unreadable message with when it accepts it after all. */
+function unreadableEntry(type: number): PlanEntry {
+  switch (type) {
+    case FrontendType.Parse:
+      return { kind: 'parse' };
+    case FrontendType.Bind:
+      return { kind: 'bind' };
+    case FrontendType.Close:
+      return { kind: 'close' };
+    default:
+      return { kind: 'describe-statement' };
   }
 }

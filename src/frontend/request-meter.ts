@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import type { TransactionStatus } from '../protocol/backend.ts';
 import { summarizeError } from '../protocol/backend.ts';
 import type { DatabaseTraffic, TrafficRoute } from './traffic.ts';
+import { Fifo } from '../lib/fifo.ts';
 
 export type QueryLogging = 'off' | 'slow' | 'all';
 
@@ -55,10 +56,10 @@ function safeDecode(text: string): string {
 
 export class RequestMeter {
   /** performance.now() when each request in flight was sent, oldest first. */
-  private readonly sentAt: number[] = [];
+  private readonly sentAt = new Fifo<number>();
   /** Their SQL texts (only while query logging is on). */
-  private readonly texts: Array<readonly string[] | null> = [];
-  private readonly routes: TrafficRoute[] = [];
+  private readonly texts = new Fifo<readonly string[] | null>();
+  private readonly routes = new Fifo<TrafficRoute>();
   private transactionStart = -1;
   /** performance.now() of the last request sent (SHOW CLIENTS request_time); -1: none yet. */
   lastRequestAt = -1;
@@ -115,7 +116,7 @@ export class RequestMeter {
     if (status === 'I' && this.transactionStart >= 0) {
       this.traffic.transaction(route, (now - this.transactionStart) / 1000);
       // A request pipelined behind this one started the next transaction when it was sent.
-      this.transactionStart = this.sentAt.length > 0 ? this.sentAt[0]! : -1;
+      this.transactionStart = this.sentAt.first ?? -1;
     }
     if (this.logging.queries !== 'off' && texts !== NOT_RECORDED) this.logQuery(texts ?? null, seconds * 1000, route, server === null ? null : `${server.target.host}:${server.target.port}`);
   }
@@ -129,9 +130,9 @@ export class RequestMeter {
 
   /** The server was lost: what was in flight is answered with errors, not measured. */
   clear(): void {
-    this.sentAt.length = 0;
-    this.routes.length = 0;
-    this.texts.length = 0;
+    this.sentAt.clear();
+    this.routes.clear();
+    this.texts.clear();
     this.transactionStart = -1;
   }
 

@@ -345,13 +345,16 @@ export class ClientSession {
       if (settings.poolMode === 'transaction') await this.deps.routing.catalogs?.ready(request);
       // Logging in takes a server even in transaction mode: it proves the upstream login works
       // and gives the client real ParameterStatus values for its settings.
-      this.server = await this.loginServer(request);
-      await this.syncState(this.server, this.sessionState);
+      // The server is the session's only once set up: a client that hangs up meanwhile leaves
+      // it to this function (close() would hand back a connection still in the exchange).
+      const server = await this.loginServer(request);
+      await this.syncState(server, this.sessionState);
       if (this.closed) {
-        this.deps.pool.release(this.server, 'reusable');
+        this.deps.pool.release(server, 'reusable');
         return;
       }
-      this.startForwarding(this.server, request);
+      this.server = server;
+      this.startForwarding(server, request);
       // A drain that began while this client was logging in ends it as soon as it is ready.
       if (this.draining && this.idle) this.endForShutdown();
     } catch (err) {
@@ -431,10 +434,15 @@ export class ClientSession {
   private async syncState(server: BackendConnection, state: ClientSessionState): Promise<void> {
     if (server.stateKey === state.stateKey) return;
     const sql = ['RESET ALL', ...state.syncStatements].join(';\n');
-    const { error } = await server.exchange([encodeQuery(sql)], 1, this.deps.settings.exchangeTimeoutMs);
+    let error: Buffer | null;
+    try {
+      ({ error } = await server.exchange([encodeQuery(sql)], 1, this.deps.settings.exchangeTimeoutMs));
+    } catch (err) {
+      this.deps.pool.release(server, 'broken');
+      throw err;
+    }
     if (error) {
       this.deps.pool.release(server, 'reusable');
-      this.server = null;
       throw new UpstreamLoginError(error, server.target);
     }
     server.stateKey = state.stateKey;

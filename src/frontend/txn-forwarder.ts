@@ -11,7 +11,8 @@
 // produce (ResponsePlan); contiguous bytes are forwarded as one slice. A Parse of a statement
 // the server already holds is not sent; its ParseComplete is synthesized at its place in the
 // stream. On ReadyForQuery 'I' with nothing else in flight and no pin, the lease goes back to
-// the pool.
+// the pool (so it does after a request nothing answers: CopyData outside COPY, a lone Flush).
+// A message type no client may send ends the session with FATAL 08P01, as Postgres does.
 //
 // Routing (client-routing.ts decides): a lease is taken on the primary or on a replica for the
 // request at the head of the queue. A replica lease never runs a write: a write that comes next
@@ -29,12 +30,13 @@
 
 import type net from 'node:net';
 import type { Logger } from 'pino';
-import type { BackendConnection, ServerSink } from '../backend/connection.ts';
+import { SERVER_MAX_MESSAGE, type BackendConnection, type ServerSink } from '../backend/connection.ts';
 import { AmbassadorError, asAmbassadorError } from '../errors.ts';
 import {
   BackendType,
   decodeErrorFields,
   decodeParameterStatus,
+  decodeReadyForQuery,
   encodeErrorResponse,
   encodeReadyForQuery,
   type TransactionStatus,
@@ -49,6 +51,7 @@ import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
+import { Fifo } from '../lib/fifo.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, type Preparation } from './preparation.ts';
@@ -82,7 +85,8 @@ export interface TxnForwarderOptions {
 }
 
 const SERVER_INSPECT = typeSet('EZCS');
-const SERVER_MAX_MESSAGE = 0x7fffffff;
+/** Every message type a client may send after login (Postgres ends the session on any other). */
+const FRONTEND_TYPES = typeSet('QPBEFCDHSXdcf');
 
 export class TxnForwarder implements ServerSink {
   private readonly clientFramer: Framer;
@@ -96,7 +100,8 @@ export class TxnForwarder implements ServerSink {
   private sawError = false;
   /** A RESET or DISCARD ran on the lease: it reset to the pooled connection's defaults, not the client's. */
   private serverReset = false;
-  private readonly ready: Request[] = [];
+  /** Requests waiting to be sent, oldest first (a client may queue hundreds of thousands). */
+  private readonly ready = new Fifo<Request>();
   private queuedBytes = 0;
   private inFlight = 0;
   private unsynced = false;
@@ -105,6 +110,8 @@ export class TxnForwarder implements ServerSink {
   private busy = false;
   /** Bytes of the current server chunk not yet forwarded start here. */
   private cursor = 0;
+  /** The current server chunk holds whole messages up to here; -1: it began inside one. */
+  private serverWhole = 0;
   private chunk: Buffer | null = null;
   private retry: { request: Request; phase: 'watch' | 'swallow' } | null = null;
   /** The lease is on a replica (serves reads only). */
@@ -131,6 +138,8 @@ export class TxnForwarder implements ServerSink {
   private admitted: Request | null = null;
   /** Waiting for that turn. */
   private turnTimer: NodeJS.Timeout | null = null;
+  /** The request whose unnamed statement a preparation re-created, and where (not to be re-created again). */
+  private unnamedReplayed: { request: Request; server: BackendConnection } | null = null;
 
   constructor(
     private readonly client: net.Socket,
@@ -173,6 +182,11 @@ export class TxnForwarder implements ServerSink {
   // ---- client side ----
 
   private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
+    if (!FRONTEND_TYPES[type]) {
+      // As Postgres answers it: FATAL, and the connection ends. Nothing of it went upstream.
+      this.failClient(new AmbassadorError('PROTOCOL_VIOLATION', `invalid frontend message type ${type}`));
+      return false;
+    }
     const request = this.requests.add(type, payload!);
     if (request === null) return true;
     if (request === 'terminate') {
@@ -205,7 +219,7 @@ export class TxnForwarder implements ServerSink {
     if (this.busy || this.stopped) return;
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
-      const request = this.ready[0]!;
+      const request = this.ready.first!;
       if (this.lease === null && (this.status !== 'I' || this.skipToSync)) {
         // A lease is given back only between transactions: a status other than 'I' without one
         // means the transaction's server was lost.
@@ -248,12 +262,20 @@ export class TxnForwarder implements ServerSink {
       const plan = this.preparation(lease, request);
       if (plan !== null) {
         if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
-        return void this.prepareThenPump(lease, plan);
+        return void this.prepareThenPump(lease, plan, request);
       }
       this.ready.shift();
       this.send(lease, request);
     }
+    // What was sent ends in no ReadyForQuery and left nothing open (CopyData outside COPY, a
+    // lone Flush): the lease goes back now, or an idle client would hold it indefinitely.
+    if (this.lease !== null && !this.stopped && this.ready.length === 0 && this.leaseUnused) this.releaseLease();
     if (this.queuedBytes <= this.options.maxQueuedBytes) this.client.resume();
+  }
+
+  /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
+  private get leaseUnused(): boolean {
+    return this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned;
   }
 
   /** The user's rate limit gave the head request a turn `ms` from now: nothing moves until then. */
@@ -405,11 +427,12 @@ export class TxnForwarder implements ServerSink {
       canSyncState: this.inFlight === 0 && this.status === 'I',
       capacity: this.options.statementCapacity,
       statementFor: (name) => this.requests.statementFor(name),
+      unnamedReplayed: this.unnamedReplayed?.request === request && this.unnamedReplayed.server === server,
     });
   }
 
   /** Makes the server match the client's settings and hold the request's statements. */
-  private async prepareThenPump(server: BackendConnection, plan: Preparation): Promise<void> {
+  private async prepareThenPump(server: BackendConnection, plan: Preparation, request: Request): Promise<void> {
     this.busy = true;
     this.detachServer(server);
     try {
@@ -426,6 +449,7 @@ export class TxnForwarder implements ServerSink {
       } else {
         if (plan.syncsState) server.stateKey = this.options.state.stateKey;
         for (const name of plan.created) touchStatement(server, name);
+        this.unnamedReplayed = { request, server };
       }
     } catch (err) {
       this.lease = null;
@@ -443,6 +467,7 @@ export class TxnForwarder implements ServerSink {
   /** Binds a request to the server and writes it; the plan learns what to expect. */
   private send(server: BackendConnection, request: Request): void {
     const routing = this.options.routing;
+    this.unnamedReplayed = null;
     if (request.effects.length > 0) this.applyAtSend(server, request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const out: Buffer[] = [];
@@ -455,7 +480,7 @@ export class TxnForwarder implements ServerSink {
       this.unsynced = false;
       this.options.meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), request.texts, first);
       this.leaseFresh = false;
-    } else if (request.items.some((i) => i.kind !== 'raw' || !COPY_TYPES.has(i.type))) {
+    } else if (request.items.some((i) => i.kind !== 'raw' || !ANSWERLESS_TYPES.has(i.type))) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.unsynced = true;
     }
@@ -546,12 +571,11 @@ export class TxnForwarder implements ServerSink {
     if (this.stopped) return;
     this.chunk = chunk;
     this.cursor = 0;
+    this.serverWhole = this.serverFramer.atBoundary ? 0 : -1;
     try {
       this.serverFramer.push(chunk, this.onServerMessage);
     } catch (err) {
-      this.client.destroy();
-      this.options.onEnd(`malformed data from server: ${String(err)}`);
-      return;
+      return this.failServer(err);
     }
     if (this.chunk !== null) {
       this.forwardUpTo(chunk.length);
@@ -560,7 +584,33 @@ export class TxnForwarder implements ServerSink {
     this.options.garbage.account(chunk.length);
   };
 
-  private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
+  private readonly onServerMessage = (type: number, payload: Buffer | null, length: number, end: number): boolean => {
+    const goOn = this.onServerMessageOf(type, payload, length, end);
+    this.serverWhole = end; // not reached when the message broke the protocol (it threw)
+    return goOn;
+  };
+
+  /**
+   * The server broke the protocol (a length out of bounds, an invalid ReadyForQuery): the whole
+   * messages before the fault still reach the client, and the connection is dropped as a lost
+   * one (onServerClose): what was in flight is answered with ERROR 08P01 and the client goes on,
+   * unless part of a message already reached it (then only the close can tell).
+   */
+  private failServer(err: unknown): void {
+    const server = this.lease!;
+    const where = `${server.target.host}:${server.target.port}`;
+    const message = `malformed data from the server: ${err instanceof Error ? err.message : String(err)}`;
+    this.options.log.warn({ host: where, reason: message }, 'server broke the protocol: connection dropped');
+    if (this.serverWhole >= 0) {
+      this.forwardUpTo(this.serverWhole);
+      this.serverFramer.reset();
+    }
+    this.chunk = null;
+    this.serverFatal = encodeErrorResponse({ severity: 'FATAL', code: PROTOCOL_VIOLATION, message }).subarray(5);
+    this.onServerClose();
+  }
+
+  private onServerMessageOf(type: number, payload: Buffer | null, _length: number, end: number): boolean {
     if (type === BackendType.ErrorResponse && endsSession(payload!)) {
       // The server is closing (shutdown, crash, terminated backend): the client hears of it as
       // an ERROR once the connection is gone (onServerClose), and keeps its own connection.
@@ -577,7 +627,7 @@ export class TxnForwarder implements ServerSink {
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
-      this.status = String.fromCharCode(payload![0]!) as TransactionStatus;
+      this.status = decodeReadyForQuery(payload!);
       this.options.meter.answered(this.status, this.lease);
       this.plan.complete(type);
       this.forwardUpTo(end);
@@ -599,7 +649,7 @@ export class TxnForwarder implements ServerSink {
       this.flushSynthesized();
     }
     return true;
-  };
+  }
 
   /**
    * A Bind failed because the statement's result type changed (DDL): the server still holds it
@@ -668,7 +718,7 @@ export class TxnForwarder implements ServerSink {
   private rerunAfterRefusal(request: Request, ready: Buffer): void {
     this.watch = null;
     this.held = null;
-    this.status = String.fromCharCode(ready[0]!) as TransactionStatus;
+    this.status = decodeReadyForQuery(ready);
     this.inFlight--;
     this.options.meter.dropped();
     this.plan.clear();
@@ -699,7 +749,7 @@ export class TxnForwarder implements ServerSink {
       this.cursor = end; // dropped
       if (type === BackendType.ReadyForQuery) {
         this.retry = null;
-        this.status = String.fromCharCode(payload![0]!) as TransactionStatus;
+        this.status = decodeReadyForQuery(payload!);
         // Forget it so the retry re-creates it (closing the outdated one first).
         this.lease!.statements.delete(firstServerName(retry.request));
         this.inFlight--;
@@ -726,24 +776,27 @@ export class TxnForwarder implements ServerSink {
     const state = this.options.state;
     if (this.inFlight > 0) this.inFlight--;
     if (this.status === 'I') this.endTransaction();
+    // Nothing is in flight below: whatever follows this ReadyForQuery in the chunk answers no
+    // request (a FATAL from a server shutting down) and never reaches the client; returning
+    // false stops the framer there.
     if (state.advisoryRecheck && this.inFlight === 0 && this.status === 'I' && this.ready.length === 0 && this.lease) {
-      this.forwardUpTo(this.chunk?.length ?? 0);
       void this.recheckAdvisoryLocks(this.lease);
       return false;
     }
+    let goOn = true;
     if (this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned) {
       if (this.ready.length === 0) {
         if (this.leaseWrote && this.options.routing.capturesWrites && this.lease) {
-          this.forwardUpTo(this.chunk?.length ?? 0);
           void this.captureCommitThenRelease(this.lease);
           return false;
         }
+        goOn = this.lease === null;
         this.releaseLease();
       }
       this.options.onIdle();
     }
     queueMicrotask(() => this.pump());
-    return true;
+    return goOn;
   }
 
   /**
@@ -817,8 +870,10 @@ export class TxnForwarder implements ServerSink {
   private releaseLease(outcome: ReleaseOutcome = 'reusable'): void {
     const server = this.lease;
     if (server === null) return;
+    // Bytes after the last answer forwarded belong to no request (a server that is shutting down
+    // sends its FATAL to an idle session): they are dropped, and so is the connection.
     const chunk = this.chunk;
-    if (chunk !== null) this.forwardUpTo(chunk.length);
+    if (chunk !== null && this.cursor < chunk.length) outcome = 'broken';
     this.chunk = null;
     this.detachServer(server);
     this.lease = null;
@@ -978,6 +1033,7 @@ export class TxnForwarder implements ServerSink {
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
 const READ_ONLY_TRANSACTION = '25006';
+const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
 const ACKNOWLEDGEMENTS = new Set<number>([0x31, 0x32, 0x33, 0x74, 0x54, 0x6e, BackendType.NoticeResponse, BackendType.ParameterStatus]);
 /** At or past the commit record of the transaction that just ended on this connection. */
@@ -985,7 +1041,8 @@ const CURRENT_WAL_POSITION = 'SELECT pg_catalog.pg_current_wal_insert_lsn()';
 const FUNCTION_DDL = /^(CREATE|ALTER|DROP) (FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|EXTENSION|SCHEMA)\b|^DROP OWNED\b/;
 /** Fails exactly when the session still holds a session-level advisory lock. */
 const ADVISORY_LOCKS_HELD = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted) THEN RAISE EXCEPTION 'advisory locks held'; END IF; END $$`;
-const COPY_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail]);
+/** Messages that open no exchange on their own: COPY messages (ignored by a server not in COPY) and Flush. */
+const ANSWERLESS_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail, FrontendType.Flush]);
 
 /** COMMIT or ROLLBACK from a CommandComplete tag (ROLLBACK TO SAVEPOINT also says ROLLBACK,
  *  but never ends a transaction: the tag that counts is the last one before 'I'). */

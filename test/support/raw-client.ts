@@ -134,6 +134,36 @@ export class RawClient {
     }
   }
 
+  /** Every reply up to and including the next ReadyForQuery, errors included. */
+  async answer(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<WireMessage[]> {
+    const deadline = Date.now() + timeoutMs;
+    const replies: WireMessage[] = [];
+    for (;;) {
+      const message = await this.nextMessage(Math.max(0, deadline - Date.now()));
+      replies.push(message);
+      if (message.type === 'Z') return replies;
+    }
+  }
+
+  /** Waits for the peer to close, then returns every whole message received and not yet read. */
+  async readToClose(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<WireMessage[]> {
+    await this.waitForClose(timeoutMs);
+    const rest: WireMessage[] = [];
+    for (let message = this.parseOne(); message !== undefined; message = this.parseOne()) rest.push(message);
+    return rest;
+  }
+
+  /**
+   * Writes `bytes` one byte per write, each once the previous one has been handed to the kernel
+   * and a turn of the event loop has passed: a slow client whose messages arrive split anywhere.
+   */
+  async writeBytewise(bytes: Buffer): Promise<void> {
+    for (let i = 0; i < bytes.length; i++) {
+      if (this.socket.destroyed || this.socket.writableEnded) return;
+      await new Promise<void>((resolve) => this.socket.write(bytes.subarray(i, i + 1), () => setImmediate(resolve)));
+    }
+  }
+
   /**
    * Reads until an ErrorResponse (returned) or the close of the socket, skipping other messages
    * (they stay in `history`). Fails when neither happens before the deadline.
@@ -206,6 +236,18 @@ function toWireMessage(typeByte: number, payload: Buffer): WireMessage {
   if (typeByte !== BackendType.ErrorResponse && typeByte !== BackendType.NoticeResponse) return { type, payload };
   const fields = decodeErrorFields(payload);
   return { type, payload, error: { severity: fields.get('V') ?? fields.get('S') ?? '', code: fields.get('C') ?? '', message: fields.get('M') ?? '' } };
+}
+
+/**
+ * Messages as short strings for comparing whole answers: the type letter, 'Z(I)' with the
+ * transaction status, 'E(ERROR 26000)' with the severity and SQLSTATE.
+ */
+export function summarize(messages: readonly WireMessage[]): string[] {
+  return messages.map((m) => {
+    if (m.error) return `${m.type}(${m.error.severity} ${m.error.code})`;
+    if (m.type === 'Z') return `Z(${m.payload.toString('latin1')})`;
+    return m.type;
+  });
 }
 
 export function describeError(error: ErrorInfo): string {
