@@ -2,7 +2,8 @@
 // authenticate as a client (cleartext, MD5, SCRAM-SHA-256 with channel binding when TLS allows),
 // and collect ParameterStatus and BackendKeyData up to the first ReadyForQuery. After that the
 // connection is handed to a session, which forwards raw bytes; this class then only knows the
-// socket, the server's identity and how to cancel or close it.
+// socket, the server's identity and how to cancel or close it. A server that speaks while no one
+// reads (idle in the pool) is closed: its bytes would reach the next client out of place.
 
 import type net from 'node:net';
 import type tls from 'node:tls';
@@ -16,13 +17,14 @@ import {
   decodeErrorFields,
   decodeParameterStatus,
   decodeReadyForQuery,
+  encodeErrorResponse,
   summarizeError,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { encodePasswordMessage, encodeQuery, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
 import { md5AuthResponse } from '../protocol/md5.ts';
-import { certificateChannelBindingHash, ScramClient } from '../protocol/scram.ts';
+import { certificateChannelBindingHash, ScramClient, ScramError } from '../protocol/scram.ts';
 import { encodeCancelRequest, encodeStartupMessage } from '../protocol/startup.ts';
 import type { Connector, UpstreamTarget, UpstreamTlsSettings } from './connector.ts';
 
@@ -41,24 +43,61 @@ export interface BackendConnectOptions {
   maxMessageSize: number;
 }
 
-/** The server refused the login with an ErrorResponse: its payload is relayed to the client. */
+/**
+ * The server refused the login with an ErrorResponse: its payload is relayed to the client. One
+ * without a valid SQLSTATE (Postgres always sends one) is a protocol violation: it becomes an
+ * 08P01 of the ambassador's that quotes the server's message, so no client gets an error without
+ * a code.
+ */
 export class UpstreamLoginError extends AmbassadorError {
   readonly serverPayload: Buffer;
   readonly serverCode: string;
 
   constructor(payload: Buffer, target: UpstreamTarget) {
     const fields = safeFields(payload);
-    const serverCode = fields.get('C') ?? 'XX000';
-    const message = fields.get('M') ?? 'server refused the connection';
+    const given = fields.get('C');
+    const valid = given !== undefined && SQLSTATE.test(given);
+    const serverCode = valid ? given : PROTOCOL_VIOLATION;
+    const message = valid
+      ? (fields.get('M') ?? 'server refused the connection')
+      : `server ${target.host}:${target.port} refused the login without a SQLSTATE: ${fields.get('M') ?? '(no message)'}`;
     const authProblem = serverCode.startsWith('28');
     super(
-      authProblem ? 'UPSTREAM_AUTH_FAILED' : 'UPSTREAM_CONNECT_FAILED',
+      authProblem ? 'UPSTREAM_AUTH_FAILED' : valid ? 'UPSTREAM_CONNECT_FAILED' : 'UPSTREAM_PROTOCOL',
       authProblem ? `upstream authentication to ${target.host}:${target.port} failed: ${message}` : message,
-      authProblem ? { hint: 'The ambassador could not log in upstream: check upstream.credentials.' } : {},
+      authProblem ? { hint: serverCode === INVALID_PASSWORD ? REJECTED_PASSWORD_HINT : 'The ambassador could not log in upstream: check upstream.credentials.' } : {},
     );
-    this.serverPayload = Buffer.from(payload);
+    this.serverPayload = valid ? Buffer.from(payload) : encodeErrorResponse({ severity: 'FATAL', code: PROTOCOL_VIOLATION, message }).subarray(5);
     this.serverCode = serverCode;
   }
+}
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+const INVALID_PASSWORD = '28P01';
+/**
+ * Postgres answers a wrong password, an expired one (the role's VALID UNTIL has passed), a role
+ * without a password and a missing role alike, and keeps the reason for its own log: the hint
+ * says so, so nobody hunts for a typo in a valid password.
+ */
+const REJECTED_PASSWORD_HINT =
+  'The server refused the password upstream.credentials gave for this user. Postgres reports a wrong password, an expired one ' +
+  "(the role's VALID UNTIL has passed), a role without a password and a missing role alike; the server's log says which.";
+const PROTOCOL_VIOLATION = '08P01';
+
+/**
+ * A login failure as a catalogue error: a malformed message or a SCRAM exchange the server got
+ * wrong is a protocol violation (not retried), a server that cannot prove it knows the password
+ * (or reports the exchange failed) an authentication failure.
+ */
+function loginFailure(err: unknown, where: string): unknown {
+  if (err instanceof ScramError) {
+    const refused = err.reason === 'bad-server-signature' || err.reason === 'server-error';
+    return new AmbassadorError(refused ? 'UPSTREAM_AUTH_FAILED' : 'UPSTREAM_PROTOCOL', `SCRAM authentication with ${where} failed: ${err.message}`, { cause: err });
+  }
+  if (err instanceof FramingError || err instanceof RangeError) {
+    return new AmbassadorError('UPSTREAM_PROTOCOL', `malformed message from server ${where} during login: ${err.message}`);
+  }
+  return err;
 }
 
 function safeFields(payload: Buffer): Map<string, string> {
@@ -76,7 +115,8 @@ export interface ServerSink {
   onServerClose(): void;
 }
 
-const SERVER_MAX_MESSAGE = 0x7fffffff;
+/** Postgres builds every message in a buffer of at most MaxAllocSize (1 GiB - 1): a longer one is not from Postgres. */
+export const SERVER_MAX_MESSAGE = 0x3fffffff;
 const EXCHANGE_INSPECT = typeSet('EZSD');
 
 export class BackendConnection {
@@ -90,8 +130,6 @@ export class BackendConnection {
   processId = 0;
   secretKey: Buffer = Buffer.alloc(0);
   transactionStatus: TransactionStatus = 'I';
-  /** Bytes the server sent after its first ReadyForQuery, to be forwarded first. */
-  leftover: Buffer | null = null;
   private closed = false;
 
   private constructor(
@@ -108,22 +146,38 @@ export class BackendConnection {
   lastError: Error | null = null;
 
   private sink: ServerSink | null = null;
-  private sinkListening = false;
+  /** exchange() calls reading the socket now. */
+  private exchanges = 0;
 
   /**
    * Hands the socket's data, drain and close events to `sink` until detach(sink). The listeners
-   * are added once per connection: moving a pooled connection from one client to the next
-   * costs a field write, not six listener changes per transaction.
+   * are added once per connection (listen): moving a pooled connection from one client to the
+   * next costs a field write, not six listener changes per transaction.
    */
   attach(sink: ServerSink): void {
     this.sink = sink;
-    if (!this.sinkListening) {
-      this.sinkListening = true;
-      this.socket.on('data', (chunk: Buffer) => this.sink?.onServerData(chunk));
-      this.socket.on('drain', () => this.sink?.onServerDrain());
-      this.socket.on('close', () => this.sink?.onServerClose());
-    }
     this.socket.resume();
+  }
+
+  /** After the login: the socket's events go to the sink; bytes that no one asked for end the connection. */
+  private listen(): void {
+    this.socket.on('data', (chunk: Buffer) => {
+      if (this.sink !== null) this.sink.onServerData(chunk);
+      else if (this.exchanges === 0) this.unsolicited(chunk);
+    });
+    this.socket.on('drain', () => this.sink?.onServerDrain());
+    this.socket.on('close', () => this.sink?.onServerClose());
+  }
+
+  /**
+   * The server sent bytes while no request of anyone's was in flight (idle in the pool): it broke
+   * the protocol, and whatever it meant would reach the next client out of place. Closed; the
+   * pool learns of it from the close.
+   */
+  private unsolicited(chunk: Buffer): void {
+    const where = `${this.target.host}:${this.target.port}`;
+    this.lastError = new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent ${chunk.length} bytes while no request was in flight`);
+    this.close(true);
   }
 
   detach(sink: ServerSink): void {
@@ -139,6 +193,7 @@ export class BackendConnection {
     const conn = new BackendConnection(socket, tls, options);
     try {
       await conn.handshake();
+      conn.listen();
       return conn;
     } catch (err) {
       socket.destroy();
@@ -156,6 +211,10 @@ export class BackendConnection {
 
     return new Promise<void>((resolve, reject) => {
       let settled = false;
+      let ready = false;
+      /** An answer to an authentication request waits for the password: the server must wait for it too. */
+      let answering = false;
+      const where = `${options.target.host}:${options.target.port}`;
       const timer = setTimeout(
         () => finish(new AmbassadorError('UPSTREAM_CONNECT_TIMEOUT', `login to ${options.target.host}:${options.target.port} did not finish within ${options.connectTimeoutMs} ms`)),
         options.connectTimeoutMs,
@@ -189,10 +248,22 @@ export class BackendConnection {
 
       const onMessage = (type: number, payload: Buffer | null): boolean => {
         const body = payload!;
+        if (answering) {
+          finish(new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent a message before its authentication request was answered`));
+          return false;
+        }
         switch (type) {
-          case BackendType.Authentication:
-            void this.answerAuth(body, () => scram, (s) => (scram = s)).catch(finish);
+          case BackendType.Authentication: {
+            const answer = this.answerAuth(body, () => scram, (s) => (scram = s));
+            if (answer !== undefined) {
+              answering = true;
+              answer.then(
+                () => (answering = false),
+                (err: unknown) => finish(loginFailure(err, where)),
+              );
+            }
             return true;
+          }
           case BackendType.ParameterStatus: {
             const { name, value } = decodeParameterStatus(body);
             this.parameters.set(name, value);
@@ -206,7 +277,7 @@ export class BackendConnection {
           }
           case BackendType.ReadyForQuery:
             this.transactionStatus = decodeReadyForQuery(body);
-            finish();
+            ready = true;
             return false;
           case BackendType.ErrorResponse:
             finish(new UpstreamLoginError(body, options.target));
@@ -222,13 +293,11 @@ export class BackendConnection {
       const onData = (chunk: Buffer): void => {
         try {
           const stopped = framer.push(chunk, onMessage);
-          if (settled && stopped < chunk.length) this.leftover = Buffer.from(chunk.subarray(stopped));
+          // The server speaks next when asked: bytes after ReadyForQuery would reach a client out of place.
+          if (ready && stopped < chunk.length) finish(new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent data after ReadyForQuery before any query`));
+          else if (ready) finish();
         } catch (err) {
-          finish(
-            err instanceof FramingError || err instanceof RangeError
-              ? new AmbassadorError('UPSTREAM_PROTOCOL', `malformed message from server during login: ${err.message}`)
-              : err,
-          );
+          finish(loginFailure(err, where));
         }
       };
       socket.on('data', onData);
@@ -239,7 +308,11 @@ export class BackendConnection {
     });
   }
 
-  private async answerAuth(payload: Buffer, getScram: () => ScramClient | null, setScram: (s: ScramClient) => void): Promise<void> {
+  /**
+   * Answers one authentication request: at once, or (when the answer needs the password) by the
+   * returned promise. Throws on a request it cannot or will not answer.
+   */
+  private answerAuth(payload: Buffer, getScram: () => ScramClient | null, setScram: (s: ScramClient) => void): Promise<void> | undefined {
     const request = decodeAuthentication(payload);
     const where = `${this.target.host}:${this.target.port}`;
     switch (request.code) {
@@ -249,15 +322,13 @@ export class BackendConnection {
         if (client !== null && client.state !== 'done') {
           throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} reported success before completing SCRAM authentication`);
         }
-        return;
+        return undefined;
       }
       case AuthCode.CleartextPassword:
-        this.socket.write(encodePasswordMessage(await this.requirePassword()));
-        return;
+        return this.requirePassword().then((password) => void this.socket.write(encodePasswordMessage(password)));
       case AuthCode.MD5Password: {
         const { salt } = request as { salt: Buffer };
-        this.socket.write(encodePasswordMessage(md5AuthResponse(this.options.user, await this.requirePassword(), salt)));
-        return;
+        return this.requirePassword().then((password) => void this.socket.write(encodePasswordMessage(md5AuthResponse(this.options.user, password, salt))));
       }
       case AuthCode.SASL: {
         const { mechanisms } = request as { mechanisms: string[] };
@@ -266,28 +337,29 @@ export class BackendConnection {
         if (!usePlus && !mechanisms.includes('SCRAM-SHA-256')) {
           throw new AmbassadorError('UPSTREAM_AUTH_FAILED', `server ${where} offers no supported SASL mechanism (${mechanisms.join(', ')})`);
         }
-        const client = new ScramClient({
-          password: await this.requirePassword(),
-          channelBinding: usePlus ? binding : null,
-          // On TLS without -PLUS offered, say so ('y'), so a server that does support binding
-          // can detect a stripped mechanism list (libpq does the same).
-          channelBindingSupported: binding !== null && !usePlus,
+        return this.requirePassword().then((password) => {
+          const client = new ScramClient({
+            password,
+            channelBinding: usePlus ? binding : null,
+            // On TLS without -PLUS offered, say so ('y'), so a server that does support binding
+            // can detect a stripped mechanism list (libpq does the same).
+            channelBindingSupported: binding !== null && !usePlus,
+          });
+          setScram(client);
+          this.socket.write(encodeSASLInitialResponse(usePlus ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256', client.clientFirst()));
         });
-        setScram(client);
-        this.socket.write(encodeSASLInitialResponse(usePlus ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256', client.clientFirst()));
-        return;
       }
       case AuthCode.SASLContinue: {
         const client = getScram();
         if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLContinue before SASL started`);
         this.socket.write(encodeSASLResponse(client.handleServerFirst((request as { data: Buffer }).data)));
-        return;
+        return undefined;
       }
       case AuthCode.SASLFinal: {
         const client = getScram();
         if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLFinal before SASL started`);
         client.verifyServerFinal((request as { data: Buffer }).data);
-        return;
+        return undefined;
       }
       default:
         throw new AmbassadorError('UPSTREAM_AUTH_FAILED', `server ${where} asked for an unsupported authentication method (code ${request.code})`, {
@@ -324,8 +396,12 @@ export class BackendConnection {
     return new Promise((resolve, reject) => {
       let seen = 0;
       let error: Buffer | null = null;
+      let finished = false;
       const done = (err?: Error): void => {
+        if (finished) return;
+        finished = true;
         clearTimeout(timer);
+        this.exchanges--;
         socket.off('data', onData);
         socket.off('close', onClose);
         if (err) {
@@ -358,6 +434,7 @@ export class BackendConnection {
       };
       const onClose = (): void => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} closed the connection`));
       const timer = setTimeout(() => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      this.exchanges++;
       socket.on('data', onData);
       socket.on('close', onClose);
       socket.resume();
