@@ -8,7 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
-import { encodeParse, type ParseMessage } from '../protocol/frontend.ts';
+import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';
 
 export interface ClientStatement {
   serverName: string;
@@ -18,14 +18,26 @@ export interface ClientStatement {
   parse: Buffer;
 }
 
-/** Server-side name for a statement: same text and parameter types, same name. */
-export function serverStatementName(query: string, paramTypes: Buffer): string {
-  return `pa_${createHash('sha1').update(query).update('\0').update(paramTypes).digest('hex').slice(0, 24)}`;
+/**
+ * Server-side name for a statement: same text and parameter types, same name. `body` is the
+ * Parse payload after the client's statement name (query bytes, NUL, parameter types): bytes,
+ * not decoded text, so a client in another client_encoding (LATIN1) gets its statement as sent.
+ */
+export function serverStatementName(body: Buffer): string {
+  return `pa_${createHash('sha1').update(body).digest('hex').slice(0, 24)}`;
 }
 
-export function clientStatement(parse: ParseMessage): ClientStatement {
-  const serverName = serverStatementName(parse.query, parse.paramTypes);
-  return { serverName, query: parse.query, parse: encodeParse(serverName, parse.query, parse.paramTypes) };
+/** The client's Parse (`payload`, decoded as `parse`) as a shared statement: renamed, bytes kept. */
+export function clientStatement(parse: ParseMessage, payload: Buffer): ClientStatement {
+  const body = payload.subarray(payload.indexOf(0) + 1);
+  const serverName = serverStatementName(body);
+  const name = Buffer.from(`${serverName}\0`);
+  const message = Buffer.allocUnsafe(5 + name.length + body.length);
+  message[0] = FrontendType.Parse;
+  message.writeInt32BE(4 + name.length + body.length, 1);
+  name.copy(message, 5);
+  body.copy(message, 5 + name.length);
+  return { serverName, query: parse.query, parse: message };
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */

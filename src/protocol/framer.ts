@@ -9,6 +9,8 @@
 //   DataRow flowing through never sits in memory; the caller forwards the raw chunk itself.
 // - The declared length is checked against maxMessageSize before any byte of the payload is
 //   buffered, so a client cannot make the ambassador allocate what it merely declared.
+// - After a FramingError the stream is out of step: every later push throws the same error
+//   (until reset()), so no message is ever cut from the bytes that follow a bad header.
 // Pure: no sockets, timers or logging.
 
 export class FramingError extends Error {
@@ -59,6 +61,7 @@ export class Framer {
   private length = 0;
   private assembly: Buffer | null = null;
   private assembled = 0;
+  private failure: FramingError | null = null;
 
   constructor(
     private readonly maxMessageSize: number,
@@ -76,6 +79,7 @@ export class Framer {
     this.remaining = -1;
     this.assembly = null;
     this.assembled = 0;
+    this.failure = null;
   }
 
   /** True when no partial message is pending. */
@@ -86,9 +90,10 @@ export class Framer {
   /**
    * Consumes `chunk` from `start`, calling `onMessage` for each complete message. Returns the
    * offset where processing stopped (chunk.length unless the handler returned false).
-   * Throws FramingError on a length below 4 or over the limit.
+   * Throws FramingError on a length below 4 or over the limit, and again on every later push.
    */
   push(chunk: Buffer, onMessage: MessageHandler, start = 0): number {
+    if (this.failure !== null) throw this.failure;
     let pos = start;
     const end = chunk.length;
     while (pos < end) {
@@ -137,8 +142,8 @@ export class Framer {
   }
 
   private beginMessage(type: number, length: number): void {
-    if (length < 4) throw new FramingError('length-too-small', type, length, this.maxMessageSize);
-    if (length - 4 > this.maxMessageSize) throw new FramingError('message-too-large', type, length, this.maxMessageSize);
+    if (length < 4) throw (this.failure = new FramingError('length-too-small', type, length, this.maxMessageSize));
+    if (length - 4 > this.maxMessageSize) throw (this.failure = new FramingError('message-too-large', type, length, this.maxMessageSize));
     this.type = type;
     this.length = length;
     this.remaining = length - 4;

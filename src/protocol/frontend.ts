@@ -74,7 +74,7 @@ export function decodeParse(payload: Buffer): ParseMessage {
   const name = r.cstring();
   const query = r.cstring();
   const paramTypes = Buffer.from(r.rest());
-  if (paramTypes.length < 2 || paramTypes.length !== 2 + 4 * paramTypes.readInt16BE(0)) {
+  if (paramTypes.length < 2 || paramTypes.length !== 2 + 4 * paramTypes.readUInt16BE(0)) {
     throw new RangeError('malformed parameter types in Parse');
   }
   return { name, query, paramTypes };
@@ -96,10 +96,14 @@ export function decodeBindNames(payload: Buffer): { portal: string; statement: s
   };
 }
 
-/** The same Bind aimed at another statement name; everything else is copied as it came. */
+/**
+ * The same Bind aimed at another statement name; everything else is copied as it came, the
+ * portal name as bytes (it need not be UTF-8: the client's encoding may be another).
+ */
 export function rebindStatement(payload: Buffer, statement: string): Buffer {
-  const { portal, restOffset } = decodeBindNames(payload);
-  return new MessageWriter().cstring(portal).cstring(statement).bytes(payload.subarray(restOffset)).finish(FrontendType.Bind);
+  const { restOffset } = decodeBindNames(payload);
+  const portal = payload.subarray(0, payload.indexOf(0) + 1);
+  return new MessageWriter().bytes(portal).cstring(statement).bytes(payload.subarray(restOffset)).finish(FrontendType.Bind);
 }
 
 /** Describe and Close: a target kind ('S' statement, 'P' portal) and a name. */

@@ -14,6 +14,8 @@ export interface StatementHints {
 
 const HINT = /ambassador:(route|retry)\s*=\s*([A-Za-z]+)/g;
 const WHITESPACE = new Set([' ', '\t', '\n', '\r', '\f', '\v']);
+/** A `--` comment ends at a line feed or a carriage return, as in the server's lexer (and sql-lexer.ts). */
+const LINE_END = /[\n\r]/g;
 
 /** End index (exclusive) of a nested block comment starting at `start`, or the text's length. */
 function blockCommentEnd(sql: string, start: number): number {
@@ -42,8 +44,8 @@ export function leadingComments(sql: string): string[] {
     if (WHITESPACE.has(sql.charAt(index))) {
       index += 1;
     } else if (sql.startsWith('--', index)) {
-      const newline = sql.indexOf('\n', index);
-      const end = newline === -1 ? sql.length : newline;
+      LINE_END.lastIndex = index;
+      const end = LINE_END.exec(sql)?.index ?? sql.length;
       comments.push(sql.slice(index + 2, end));
       index = end;
     } else if (sql.startsWith('/*', index)) {

@@ -102,19 +102,26 @@ function stringNode(node: unknown): string | undefined {
   return isObject(inner) && typeof inner['sval'] === 'string' ? inner['sval'] : undefined;
 }
 
-/** Depth-first walk of every node; returns the first reason the tree is a write. */
+/**
+ * Depth-first walk of every node; returns the first reason the tree is a write. The walk keeps
+ * its own stack: a 15 KB `select not not ... 1` is a tree thousands of levels deep, and a
+ * recursive walk overflowed the call stack (a RangeError out of classify()).
+ */
 export function findWrite(value: unknown, policy: FunctionPolicy): RouteReason | undefined {
-  if (Array.isArray(value)) {
-    for (const item of value) {
-      const reason = findWrite(item, policy);
+  // Each entry is a node to walk, or (with its key) a typed node to check before walking it.
+  const stack: Array<{ key?: string; node: unknown }> = [{ node: value }];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const { key, node } = next;
+    if (key !== undefined) {
+      const reason = nodeWrite(key, node, policy);
       if (reason !== undefined) return reason;
     }
-    return undefined;
-  }
-  if (!isObject(value)) return undefined;
-  for (const [key, child] of Object.entries(value)) {
-    const reason = nodeWrite(key, child, policy) ?? findWrite(child, policy);
-    if (reason !== undefined) return reason;
+    if (Array.isArray(node)) {
+      for (let i = node.length - 1; i >= 0; i--) stack.push({ node: node[i] });
+    } else if (isObject(node)) {
+      const entries = Object.entries(node);
+      for (let i = entries.length - 1; i >= 0; i--) stack.push({ key: entries[i]![0], node: entries[i]![1] });
+    }
   }
   return undefined;
 }

@@ -2,7 +2,8 @@
 //
 // The real PostgreSQL 18 parser (libpg-query, WASM) decides; nothing here regex-classifies SQL.
 // Invariants, each a safety net for "no write ever reaches a replica":
-//   - text over `maxParseBytes` is not parsed and goes to the primary ('too-large');
+//   - text over `maxParseBytes` is not parsed and goes to the primary ('too-large'), and so does
+//     text that could nest deeper than the parser's stack allows ('too-deep');
 //   - a parse error goes to the primary ('parse-error'); the one text rescued is the documented
 //     `SET ambassador.route = primary` typed unquoted (PRIMARY is a reserved word), judged as if
 //     the value were quoted;
@@ -26,6 +27,7 @@ import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './cla
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
 import { literalShape } from './literal-shape.ts';
+import { tokenize } from './sql-lexer.ts';
 import {
   judgeStatement,
   type Directive,
@@ -77,6 +79,7 @@ export interface ClassifierStats {
   hits: number;
   misses: number;
   parseErrors: number;
+  /** Texts not parsed: over maxParseBytes ('too-large') or possibly too deep ('too-deep'). */
   tooLarge: number;
   cached: number;
   /** Texts held as learned writes. */
@@ -118,6 +121,32 @@ function exceedsBytes(sql: string, maxBytes: number): boolean {
   if (sql.length > maxBytes) return true; // UTF-8 never has fewer bytes than UTF-16 units
   if (sql.length * 3 <= maxBytes) return false;
   return Buffer.byteLength(sql, 'utf8') > maxBytes;
+}
+
+/**
+ * Operator characters and NOTs a text may hold and still be parsed. A chain of prefix operators
+ * (`select - - - ... 1`, or `-+-+...`) makes the parser recurse on the native stack it shares with
+ * JavaScript: some 8,000 levels overflow it (a RangeError out of the WASM code), and after a few
+ * dozen overflows the module is corrupt and every later parse fails ("memory access out of
+ * bounds"). Each level of such a chain takes an operator or a NOT, so fewer cannot go that deep.
+ */
+const MAX_NESTING_TOKENS = 4000;
+const OPERATOR_CHARS = new Uint8Array(128);
+for (const char of '~!@#^&|`?+-*/%<>=') OPERATOR_CHARS[char.charCodeAt(0)] = 1;
+
+/** Whether `sql` might nest deeper than the parser can take (see MAX_NESTING_TOKENS). */
+function mayNestTooDeep(sql: string): boolean {
+  if (sql.length <= MAX_NESTING_TOKENS) return false;
+  let count = sql.match(/not/gi)?.length ?? 0;
+  for (let i = 0; i < sql.length; i++) count += OPERATOR_CHARS[sql.charCodeAt(i)] ?? 0;
+  if (count <= MAX_NESTING_TOKENS) return false;
+  // Strings and comments may hold any number of those characters: count operator tokens only.
+  count = 0;
+  for (const token of tokenize(sql)) {
+    if (token.kind === 'operator') count += token.text.length;
+    else if (token.kind === 'identifier' && token.value === 'not') count += 1;
+  }
+  return count > MAX_NESTING_TOKENS;
 }
 
 function fromVerdict(verdict: StatementVerdict, statements: number): Classification {
@@ -269,6 +298,10 @@ export class Classifier {
       return { route: 'write', reason: 'too-large', kind: 'query', statements: 0 };
     }
     if (sql.trim() === '') return { route: 'read', reason: 'empty', kind: 'query', statements: 0 };
+    if (mayNestTooDeep(sql)) {
+      this.counters.tooLarge += 1;
+      return { route: 'write', reason: 'too-deep', kind: 'query', statements: 0 };
+    }
     let stmts: Array<{ stmt?: unknown }>;
     try {
       stmts = parseSync(sql).stmts ?? [];
@@ -279,7 +312,14 @@ export class Classifier {
       return { route: 'write', reason: 'parse-error', kind: 'query', statements: 0 };
     }
     if (stmts.length === 0) return { route: 'read', reason: 'empty', kind: 'query', statements: 0 };
-    return combine(stmts.map((entry) => judgeStatement((entry.stmt ?? {}) as Record<string, unknown>, this.policy)));
+    try {
+      return combine(stmts.map((entry) => judgeStatement((entry.stmt ?? {}) as Record<string, unknown>, this.policy)));
+    } catch {
+      // A tree this walk did not expect: the primary runs anything, and no client text may
+      // throw out of classify() (it runs in a socket's data handler).
+      this.counters.parseErrors += 1;
+      return { route: 'write', reason: 'parse-error', kind: 'query', statements: 0 };
+    }
   }
 }
 

@@ -3,13 +3,20 @@
 // entry in the classifier instead of one parse each (20-60 µs with libpg-query).
 //
 // Only numbers are replaced: they never change whether a statement reads or writes, which
-// functions it calls or what a directive says. A text with a quote, dollar, backslash or comment
-// keeps its exact text as the key (strings carry directive values and hints, comments carry
-// hints, and only the lexer reads those right), and so does a text where a number runs straight
-// into a word (`1into`), which the parser splits in ways a key must not blur. PURE.
+// functions it calls or what a directive says -- except where a number is a boolean (0 is false):
+// `EXPLAIN (ANALYZE 0)` reads and `(ANALYZE 1)` runs the statement, `SET transaction_read_only = 0`
+// undoes `= 1`, `SET ambassador.retry = 0` turns retries off; a text naming one of those keeps its
+// exact text as the key. So does a text with a quote, dollar, backslash or comment (strings
+// carry directive values and hints, comments carry hints, and only the lexer reads those right),
+// and a text where a number runs straight into a word (`1into`), which the parser splits in ways
+// a key must not blur. PURE.
+
+/** Names of the options and settings whose numeric values are booleans (EXPLAIN ANALYSE is ANALYZE). */
+const BOOLEAN_NUMBERS = /analy[sz]e|read_only|ambassador/i;
 
 /** The text with every numeric literal replaced by `?`, or null when the exact text must be the key. */
 export function literalShape(sql: string): string | null {
+  if (BOOLEAN_NUMBERS.test(sql)) return null;
   let out = '';
   let copied = 0;
   for (let i = 0; i < sql.length; ) {

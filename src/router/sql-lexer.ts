@@ -248,19 +248,30 @@ function commentToken(sql: string, pos: number): Token {
   return make(sql, 'comment', pos, sql.length, { uncertain: 'unterminated' });
 }
 
-/** A run of operator characters, cut before `--` or `/*`; trailing + and - split off as scan.l does. */
-function operatorToken(sql: string, pos: number): Token {
+/** Where the + and - that scan.l split off an operator run end (tokenize() keeps one per text). */
+interface OperatorRun {
+  signsEnd: number;
+}
+
+/**
+ * A run of operator characters, cut before `--` or `/*`; trailing + and - split off as scan.l
+ * does. Rescanned, each + or - split off is an operator of its own: `run` remembers where they
+ * end, so a long run is scanned once rather than once per character (a 1 MB `+-+-...` took minutes).
+ */
+function operatorToken(sql: string, pos: number, run: OperatorRun): Token {
+  if (pos < run.signsEnd) return make(sql, 'operator', pos, pos + 1);
   let end = pos + 1;
   while (end < sql.length && OPERATOR_CHARS.includes(sql[end]!) && !sql.startsWith('--', end) && !sql.startsWith('/*', end)) end++;
   const last = sql[end - 1];
   if (end - pos > 1 && (last === '+' || last === '-') && !/[~!@#^&|`?%]/.test(sql.slice(pos, end - 1))) {
+    run.signsEnd = end;
     do end--;
     while (end - pos > 1 && (sql[end - 1] === '+' || sql[end - 1] === '-'));
   }
   return make(sql, 'operator', pos, end);
 }
 
-function scanToken(sql: string, pos: number): Token {
+function scanToken(sql: string, pos: number, run: OperatorRun): Token {
   const c = sql[pos]!;
   const next = sql[pos + 1];
   if (isSpace(c)) {
@@ -276,7 +287,7 @@ function scanToken(sql: string, pos: number): Token {
   if (c === ';') return make(sql, 'semicolon', pos, pos + 1);
   if ((c === ':' && next === ':') || (c === '.' && next === '.')) return make(sql, 'punctuation', pos, pos + 2);
   if (PUNCTUATION_CHARS.includes(c)) return make(sql, 'punctuation', pos, pos + 1);
-  if (OPERATOR_CHARS.includes(c)) return operatorToken(sql, pos);
+  if (OPERATOR_CHARS.includes(c)) return operatorToken(sql, pos, run);
   IDENTIFIER.lastIndex = pos;
   if (IDENTIFIER.test(sql)) return wordToken(sql, pos);
   return make(sql, 'other', pos, pos + 1);
@@ -309,8 +320,9 @@ function applyUescape(tokens: Token[]): void {
 /** Splits `sql` into tokens covering it exactly; never throws. */
 export function tokenize(sql: string): Token[] {
   const tokens: Token[] = [];
+  const run: OperatorRun = { signsEnd: -1 };
   for (let pos = 0; pos < sql.length; ) {
-    const token = scanToken(sql, pos);
+    const token = scanToken(sql, pos, run);
     tokens.push(token);
     pos = token.end;
   }
