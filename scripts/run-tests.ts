@@ -7,15 +7,28 @@
 // started first and described to the test processes in PG_AMBASSADOR_TOPOLOGY; it is always
 // stopped afterwards, also on SIGINT/SIGTERM (forwarded to the test process). Exits with the
 // test process's exit code. Missing Postgres binaries are a failure, never a silent skip.
+// Secret scan (test/support/secrets.ts): the test processes capture what the ambassador wrote
+// and served into a temporary directory, node --test writes a copy of its report there, and
+// after the last file the run fails if any test secret (the fixed list, the cluster's passwords,
+// the ones tests registered) appears in any of it; the report names the secret, never shows it.
 
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
 import { findPgBinaries, PG_BINARIES_LOOKUP_ORDER } from '../src/demo/pg-binaries.ts';
+import {
+  clusterSecrets,
+  describeFinding,
+  fixedSecrets,
+  registeredSecrets,
+  scanForSecrets,
+  SECRET_SCAN_DIR_ENV,
+  type NamedSecret,
+} from '../test/support/secrets.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TOPOLOGY_ENV = 'PG_AMBASSADOR_TOPOLOGY';
@@ -88,8 +101,9 @@ function build(): Promise<void> {
   });
 }
 
-function runNodeTest(files: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const args = ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files];
+function runNodeTest(files: string[], env: NodeJS.ProcessEnv, reportCopy: string): Promise<number> {
+  const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=spec', `--test-reporter-destination=${reportCopy}`];
+  const args = ['--import', 'tsx', '--test', ...reporters, '--test-concurrency=2', ...files];
   const child = spawn(process.execPath, args, { cwd: root, env, stdio: 'inherit' });
   let received: NodeJS.Signals | undefined;
   const forward = (signal: NodeJS.Signals) => (): void => {
@@ -114,6 +128,25 @@ function runNodeTest(files: string[], env: NodeJS.ProcessEnv): Promise<number> {
   });
 }
 
+/**
+ * Fails (1) when a secret reached the captured output; the captures are then kept for a look.
+ * Otherwise removes them and passes `code` on.
+ */
+function scanCaptures(dir: string, secrets: NamedSecret[], code: number): number {
+  const startedAt = Date.now();
+  const all = [...secrets, ...registeredSecrets(dir)];
+  const findings = scanForSecrets(dir, all);
+  const took = `${all.length} secrets, ${Date.now() - startedAt} ms`;
+  if (findings.length === 0) {
+    rmSync(dir, { recursive: true, force: true });
+    process.stdout.write(`run-tests: secret scan: no test secret in any output (${took})\n`);
+    return code;
+  }
+  process.stderr.write(`run-tests: secret scan FAILED (${took}): test secrets reached the output; captures kept in ${dir}\n`);
+  for (const finding of findings) process.stderr.write(`  ${describeFinding(finding)}\n`);
+  return code === 0 ? 1 : code;
+}
+
 async function main(): Promise<number> {
   const files = selectFiles(process.argv.slice(2));
   if (files.length === 0) {
@@ -121,16 +154,23 @@ async function main(): Promise<number> {
     return 1;
   }
   let cluster: LocalCluster | undefined;
+  const captures = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-secret-scan-'));
   try {
-    const env = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, [SECRET_SCAN_DIR_ENV]: captures };
+    const secrets = fixedSecrets();
     if (files.some(isIntegration)) {
       // Child-process tests run the production build (dist/): build it once, fresh, first.
       await build();
       env[BUILT_ENV] = '1';
       cluster = await startSharedCluster();
       env[TOPOLOGY_ENV] = JSON.stringify(cluster.describe());
+      secrets.push(...clusterSecrets(cluster.describe()));
     }
-    return await runNodeTest(files, env);
+    const code = await runNodeTest(files, env, path.join(captures, 'node-test-report.txt'));
+    return scanCaptures(captures, secrets, code);
+  } catch (error) {
+    rmSync(captures, { recursive: true, force: true });
+    throw error;
   } finally {
     if (cluster) {
       const stoppedAt = Date.now();

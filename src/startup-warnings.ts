@@ -1,5 +1,6 @@
 // Settings that work but leave a door open, logged once at start: a proxy that lets anyone who
-// can reach it in without a password, an admin endpoint whose POSTs anyone on the network may send.
+// can reach it in without a password, an admin endpoint whose POSTs (and /config) anyone on the
+// network may use, the admin console handed out without a password.
 
 import type { Config } from './config/index.ts';
 
@@ -8,9 +9,10 @@ export interface StartupWarning {
   readonly message: string;
 }
 
-/** 127.0.0.0/8, ::1 and localhost: reachable only from this host (or pod). */
+/** 127.0.0.0/8 (also IPv4-mapped, ::ffff:127.x.y.z), ::1 and localhost: reachable only from this host (or pod). */
 export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  const address = host.toLowerCase();
+  return address === 'localhost' || address === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(address);
 }
 
 export function startupWarnings(config: Config): StartupWarning[] {
@@ -25,7 +27,7 @@ export function startupWarnings(config: Config): StartupWarning[] {
   if (config.admin.token === undefined && !isLoopbackHost(config.admin.host)) {
     warnings.push({
       fields: { admin: config.admin.host },
-      message: 'no admin.token on a non-loopback admin.host: anyone who can reach it may POST /reload and /quitquitquit; set admin.token (ADMIN_TOKEN)',
+      message: 'no admin.token on a non-loopback admin.host: anyone who can reach it may POST /reload and /quitquitquit and read /config; set admin.token (ADMIN_TOKEN)',
     });
   }
   if (trust && config.admin.users.length > 0) {

@@ -12,6 +12,7 @@
 //   when the caller does not wait for one to finish before sending the next.
 
 import type { Logger } from 'pino';
+import { redactPasswords } from '../frontend/request-meter.ts';
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import { frameMessage, PayloadReader } from '../protocol/writer.ts';
@@ -234,7 +235,8 @@ export class AdminConsole {
 
   private logCommand(command: ConsoleCommand): void {
     const name = commandName(command);
-    if (command.kind === 'route') this.log.info({ command: name, sql: command.sql.slice(0, LOGGED_SQL_CHARS) }, 'admin console command');
+    // Redacted before it is cut short, so a cut cannot hide a PASSWORD literal from the redaction.
+    if (command.kind === 'route') this.log.info({ command: name, sql: redactPasswords(command.sql).slice(0, LOGGED_SQL_CHARS) }, 'admin console command');
     // Only the first word of an unknown statement: it may carry a password (ALTER ROLE ... PASSWORD).
     else if (command.kind === 'unknown') this.log.info({ command: name, word: command.word }, 'admin console command');
     else this.log.info({ command: name }, 'admin console command');

@@ -8,17 +8,28 @@
 //   GET  /config         the effective config, secrets redacted (JSON)
 //   POST /reload         re-reads the config file, credentials and TLS files (as SIGHUP); JSON report
 //   POST /quitquitquit   graceful shutdown, then exit 0 (a Kubernetes Job whose main container finished)
-// POST endpoints require `Authorization: Bearer <admin.token>` when a token is configured.
+//
+// Access: when admin.token is configured, every POST and GET /config need
+// `Authorization: Bearer <admin.token>` (401 otherwise; compared in constant time). /config is
+// redacted, but it still maps the deployment (hosts, user names, admin users), and whoever set a
+// token does not expect it world-readable (PgBouncer's SHOW CONFIG needs an admin user too). The
+// probes (/livez, /readyz, /startupz) and /metrics stay open: kubelets and Prometheus scrape them,
+// and they carry no secret. Without a token everything is open, which is why admin.host defaults
+// to loopback and a non-loopback one without a token is a startup warning. Browser pages are kept
+// out token or not: POSTs that carry an Origin header are refused, and an endpoint bound to
+// loopback answers only requests addressed to a loopback name (Host header), so a web page whose
+// name was re-pointed at 127.0.0.1 (DNS rebinding) cannot read /config or /metrics.
 
 import { timingSafeEqual, createHash } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import type { Logger } from 'pino';
+import { isLoopbackHost } from '../startup-warnings.ts';
 
 export interface AdminServerOptions {
   host: string;
   port: number;
-  /** Bearer token the POST endpoints require, read per request (a reload may change it); undefined: none. */
+  /** Bearer token the POST endpoints and GET /config require, read per request (a reload may change it); undefined: none. */
   token: () => string | undefined;
   reload: (reason: string) => Promise<unknown>;
   /** The exposition text and its content type. */
@@ -40,6 +51,9 @@ export interface AdminServer {
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> | void;
+
+/** GET endpoints that need the token (when one is configured) as the POST ones do. */
+const GUARDED_GETS: ReadonlySet<string> = new Set(['/config']);
 
 export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
   const routes = new Map<string, Handler>([
@@ -76,7 +90,11 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       },
     ],
   ]);
+  const loopbackOnly = isLoopbackHost(options.host);
   const server = http.createServer((req, res) => {
+    if (loopbackOnly && !addressedToLoopback(req.headers.host)) {
+      return sendJson(res, 421, { error: 'this admin endpoint listens on loopback: address it as 127.0.0.1, [::1] or localhost' });
+    }
     void handle(req, res, routes, options).catch((err: unknown) => {
       options.log.error({ err: err instanceof Error ? err.message : String(err), path: req.url }, 'admin request failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
@@ -106,7 +124,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 }
 
 async function handle(req: http.IncomingMessage, res: http.ServerResponse, routes: Map<string, Handler>, options: AdminServerOptions): Promise<void> {
-  const path = (req.url ?? '/').split('?')[0];
+  const path = (req.url ?? '/').split('?')[0] ?? '/';
   const route = routes.get(`${req.method} ${path}`);
   if (!route) {
     const known = [...routes.keys()].filter((key) => key.endsWith(` ${path}`));
@@ -118,7 +136,8 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, route
   if (req.method === 'POST' && req.headers.origin !== undefined) {
     return sendJson(res, 403, { error: 'admin POST requests from a browser page (Origin header) are refused' });
   }
-  if (req.method === 'POST' && !authorized(req, options.token())) {
+  const guarded = req.method === 'POST' || GUARDED_GETS.has(path);
+  if (guarded && !authorized(req, options.token())) {
     res.setHeader('WWW-Authenticate', 'Bearer');
     return sendJson(res, 401, { error: 'this endpoint needs Authorization: Bearer <admin.token>' });
   }
@@ -126,14 +145,26 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, route
   await route(req, res);
 }
 
+/** Whether a Host header names a loopback address (or is absent, as HTTP/1.0 allows). */
+function addressedToLoopback(host: string | undefined): boolean {
+  if (host === undefined || host === '') return true;
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '');
+  return isLoopbackHost(name);
+}
+
+/**
+ * Whether the request carries the token. Surrounding whitespace is ignored on both sides (a token
+ * read from a file or Secret often ends in a newline); a token that is only whitespace admits
+ * nobody rather than everybody.
+ */
 function authorized(req: http.IncomingMessage, token: string | undefined): boolean {
   if (token === undefined) return true;
-  const header = req.headers.authorization ?? '';
-  const match = /^Bearer\s+(.+)$/i.exec(header);
-  if (!match) return false;
+  const expected = token.trim();
+  const match = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+  if (!match || expected === '') return false;
   // Compare digests so neither the length nor the contents leak through timing.
   const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
-  return timingSafeEqual(digest(match[1]!.trim()), digest(token));
+  return timingSafeEqual(digest(match[1]!.trim()), digest(expected));
 }
 
 function send(res: http.ServerResponse, status: number, body: string): void {

@@ -2,6 +2,11 @@
 // SCRAM-SHA-256 (with SCRAM-SHA-256-PLUS channel binding on TLS connections) against the users
 // in clientAuth.users. Unknown users are walked through the whole exchange and fail at the end,
 // as PostgreSQL does, so a client cannot probe which user names exist.
+// Channel binding: -PLUS is offered on TLS connections only, bound to the ambassador's own
+// certificate (tls-server-end-point); a 'p' claim on a plain connection, binding data of another
+// certificate, and a 'y' (downgrade) after -PLUS was offered are refused. A certificate whose
+// signature has no hash to bind with (Ed25519, Ed448) gets plain SCRAM-SHA-256 only, where
+// PostgreSQL would offer -PLUS and then fail every client that takes it.
 
 import { randomBytes } from 'node:crypto';
 import { AmbassadorError } from '../errors.ts';
@@ -21,6 +26,7 @@ import {
   scramMechanisms,
   ScramError,
   ScramServer,
+  type ChannelBinding,
   type ScramVerifier,
 } from '../protocol/scram.ts';
 
@@ -96,9 +102,7 @@ async function md5Exchange(exchange: AuthExchange, user: string, storedHash: str
 }
 
 async function scramExchange(exchange: AuthExchange, user: string, verifier: ScramVerifier, unknownUser: boolean): Promise<AuthMechanism> {
-  const binding = exchange.serverCertificate
-    ? { type: 'tls-server-end-point' as const, data: certificateChannelBindingHash(exchange.serverCertificate) }
-    : null;
+  const binding = channelBindingFor(exchange.serverCertificate);
   exchange.send(encodeAuthenticationSASL(scramMechanisms(binding)));
   try {
     let initial: { mechanism: string; data: Buffer };
@@ -118,6 +122,17 @@ async function scramExchange(exchange: AuthExchange, user: string, verifier: Scr
     return server.mechanism;
   } catch (err) {
     if (err instanceof ScramError) throw scramFailure(err, user);
+    throw err;
+  }
+}
+
+/** The binding a TLS connection offers (-PLUS), or null: no TLS, or a certificate that cannot bind. */
+function channelBindingFor(certificate: Buffer | null): ChannelBinding | null {
+  if (certificate === null) return null;
+  try {
+    return { type: 'tls-server-end-point', data: certificateChannelBindingHash(certificate) };
+  } catch (err) {
+    if (err instanceof ScramError) return null;
     throw err;
   }
 }

@@ -163,7 +163,10 @@ test("the image runs the Deployment's sidecar: probes, health checks, the app's 
   const reloadUrl = `http://127.0.0.1:${sidecar.adminPort}/reload`;
   assert.equal((await fetch(reloadUrl, { method: 'POST' })).status, 401);
   assert.equal((await fetch(reloadUrl, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).status, 200);
-  const shown = await (await fetch(`http://127.0.0.1:${sidecar.adminPort}/config`)).text();
+  const configUrl = `http://127.0.0.1:${sidecar.adminPort}/config`;
+  assert.equal((await fetch(configUrl)).status, 401);
+  const shown = await (await fetch(configUrl, { headers: { authorization: `Bearer ${token}` } })).text();
+  assert.match(shown, /"upstream"/);
   for (const secret of [token, topology.users.app.password]) assert.ok(!shown.includes(secret) && !sidecar.output().includes(secret), 'no secret in /config or the logs');
   assert.doesNotMatch(sidecar.output(), /"level":"(warn|error|fatal)"/, 'the shipped config starts without warnings');
 

@@ -15,10 +15,11 @@ import YAML from 'yaml';
 import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
 import { startAmbassador, type Ambassador } from '../../src/app.ts';
 import { loadConfig, parseConfigText } from '../../src/config/index.ts';
+import { captureAtEnd, captureOutput, secretScanEnabled, TEST_SECRETS } from './secrets.ts';
 import type { Topology } from './topology.ts';
 
 /** The password clients use to log in to the ambassador in tests (not the upstream one). */
-export const CLIENT_PASSWORD = 'client-side-secret-8f3a';
+export const CLIENT_PASSWORD: string = TEST_SECRETS.clientPassword;
 
 type ConfigObject = Record<string, unknown>;
 
@@ -107,6 +108,7 @@ export async function startTestAmbassador(
     ...(file !== undefined ? { configFile: file, reloadConfig: () => loadConfig({ file, env: {} }) } : {}),
   });
   let stopped = false;
+  const captureLogs = captureAtEnd(`logs of the ambassador on port ${ambassador.address.port}`, () => text);
   return {
     ambassador,
     port: ambassador.address.port,
@@ -125,10 +127,29 @@ export async function startTestAmbassador(
     stop: async () => {
       if (stopped) return;
       stopped = true;
+      await captureAdminPages(ambassador);
       await ambassador.shutdown();
+      captureLogs();
       if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** For the secret scan: what /metrics and /config serve just before the ambassador stops. */
+async function captureAdminPages(ambassador: Ambassador): Promise<void> {
+  if (!secretScanEnabled()) return;
+  const { address, port, family } = ambassador.adminAddress;
+  const host = family === 'IPv6' ? `[${address}]` : address;
+  const token = ambassador.config().admin.token;
+  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  for (const page of ['/metrics', '/config']) {
+    try {
+      const res = await fetch(`http://${host}:${port}${page}`, { headers, signal: AbortSignal.timeout(2000) });
+      captureOutput(`GET ${page} of the ambassador on port ${ambassador.address.port} (${res.status})`, await res.text());
+    } catch {
+      // already shut down (a test stopped it its own way): nothing to capture
+    }
+  }
 }
 
 export interface SpawnedAmbassador {
@@ -178,6 +199,7 @@ export async function spawnAmbassador(topology: Topology, overrides: ConfigObjec
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const captureChildOutput = captureAtEnd(`output of the spawned ambassador (${configFile})`, () => output);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`ambassador did not start: ${output}`)), 20_000);
@@ -216,6 +238,7 @@ export async function spawnAmbassador(topology: Topology, overrides: ConfigObjec
         child.kill('SIGKILL');
         await exited;
       }
+      captureChildOutput();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -472,3 +472,16 @@ test('each command is logged at info with its command word; SHOW ROUTE SQL at mo
   assert.equal(commands[3]!.word, 'ALTER');
   assert.doesNotMatch(JSON.stringify(lines), /hunter2/);
 });
+
+test('SHOW ROUTE of a statement with a PASSWORD literal logs it redacted, also when the literal runs past the 200 logged chars', async () => {
+  const lines: string[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const adminConsole = new AdminConsole(fakeSource(), log);
+  await adminConsole.handle(FrontendType.Query, queryPayload("SHOW ROUTE ALTER ROLE bob PASSWORD 'hunter2-route'"));
+  const padded = `ALTER ROLE ${'b'.repeat(180)} PASSWORD '${'hunter3-'.repeat(10)}'`;
+  await adminConsole.handle(FrontendType.Query, queryPayload(`SHOW ROUTE ${padded}`));
+  const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.command === 'SHOW ROUTE');
+  assert.equal(logged.length, 2);
+  assert.equal(logged[0]!.sql, "ALTER ROLE bob PASSWORD '[redacted]'");
+  assert.doesNotMatch(lines.join('\n'), /hunter2|hunter3/);
+});
