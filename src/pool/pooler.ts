@@ -423,8 +423,10 @@ export class Pooler implements ServerPool {
       return await this.upstream.connect(host, this.probeAs, timeoutMs);
     } catch (err) {
       // The server refused the login the probes borrowed (say, a client's database that does not
-      // exist): learn it again from the next client.
-      if (err instanceof UpstreamLoginError && this.settings.probeLogin.user === undefined) {
+      // exist): learn it again from the next client. A server starting up, shutting down or full
+      // (57P03, 57P01, 53300) refused nothing of the login's: keep it, or a restarted replica
+      // would stay down until some client logs in again.
+      if (err instanceof UpstreamLoginError && this.settings.probeLogin.user === undefined && !retryableConnectError(err)) {
         this.probeAs = null;
         this.borrowed = null;
       }
