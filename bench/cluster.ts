@@ -9,6 +9,9 @@
 // After pgbench -i, split work waits until both replicas have replayed the primary's WAL, so
 // reads there see the tables.
 
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
@@ -67,4 +70,37 @@ export async function replicaTransactions(cluster: LocalCluster): Promise<number
     total += Number(row?.total ?? 0);
   }
   return total;
+}
+
+/** What a bench or soak report says about where it ran (no load averages: each caller has its own). */
+export interface HostFacts {
+  date: string;
+  nproc: number;
+  cpuModel: string;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  postgres: string;
+  gitCommit: string | null;
+}
+
+export async function hostFacts(cluster: LocalCluster): Promise<HostFacts> {
+  const [row] = await cluster.primary.query<{ server_version: string }>('SHOW server_version');
+  let gitCommit: string | null = null;
+  try {
+    const root = path.resolve(import.meta.dirname, '..');
+    gitCommit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    // not a git checkout
+  }
+  return {
+    date: new Date().toISOString(),
+    nproc: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
+    memoryGiB: os.totalmem() / 2 ** 30,
+    kernel: os.release(),
+    node: process.version,
+    postgres: row?.server_version ?? String(cluster.binaries.version),
+    gitCommit,
+  };
 }

@@ -11,6 +11,7 @@
 // process has null CPU and RSS.
 
 import { addedLatencyRatios, median, pairRatios, scalingRatios } from './ratios.ts';
+import type { HostFacts } from './cluster.ts';
 
 export { median, pairRatios } from './ratios.ts';
 
@@ -154,16 +155,8 @@ export interface GoalVerdict {
   detail: string | null;
 }
 
-export interface MachineFacts {
-  date: string;
-  nproc: number;
-  cpuModel: string;
-  memoryGiB: number;
-  kernel: string;
-  node: string;
-  postgres: string;
+export interface MachineFacts extends HostFacts {
   pgbench: string;
-  gitCommit: string | null;
   /** 1-, 5- and 15-minute load averages before the cluster started; above nproc means others share the CPUs. */
   loadAvgAtStart: number[];
 }

@@ -19,7 +19,6 @@
 // JSON; a target whose process dies is reported, and its remaining runs are skipped. Any of these
 // makes the exit code 1. Targets and cluster are stopped in every case, also on SIGINT/SIGTERM.
 
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,14 +27,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { LocalCluster } from '../src/demo/cluster.ts';
 import { chartPanels, renderChart } from './chart.ts';
 import { estimateSeconds, memoryTargets, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
-import { replicaTransactions, requiredMaxConnections, startBenchCluster, waitForReplicas } from './cluster.ts';
+import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchCluster, waitForReplicas } from './cluster.ts';
 import { issueGoals } from './goals.ts';
 import { renderComparisons, renderMarkdown, renderTable } from './markdown.ts';
 import { MEMORY_DEFAULTS, measureIdleMemory } from './memory.ts';
 import { initPgbench, pgbenchVersion, type Endpoint } from './pgbench.ts';
 import { summarize, summarizeScaling, type BenchReport, type MachineFacts, type MemoryResult, type RunRow, type TargetProblem } from './report.ts';
 import { firstLine, measureAll, verifyTargets, type Deaths, type RunContext } from './runs.ts';
-import { COMPARISONS, LATENCY_REFERENCE, ROOT, type RunningTarget, type TargetSpec } from './targets.ts';
+import { COMPARISONS, LATENCY_REFERENCE, type RunningTarget, type TargetSpec } from './targets.ts';
 
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -78,25 +77,7 @@ function installSignalHandlers(resources: Resources): void {
 }
 
 async function machineFacts(cluster: LocalCluster, pgbenchBin: string, loadAvgAtStart: number[]): Promise<MachineFacts> {
-  const [row] = await cluster.primary.query<{ server_version: string }>('SHOW server_version');
-  let gitCommit: string | null = null;
-  try {
-    gitCommit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    // not a git checkout
-  }
-  return {
-    date: new Date().toISOString(),
-    nproc: os.availableParallelism(),
-    cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
-    memoryGiB: os.totalmem() / 2 ** 30,
-    kernel: os.release(),
-    node: process.version,
-    postgres: row?.server_version ?? `${cluster.binaries.version}`,
-    pgbench: await pgbenchVersion(pgbenchBin),
-    gitCommit,
-    loadAvgAtStart,
-  };
+  return { ...(await hostFacts(cluster)), pgbench: await pgbenchVersion(pgbenchBin), loadAvgAtStart };
 }
 
 /** Builds the ambassador and installs pgbouncer as needed; a spec that cannot be prepared is reported and left out. */

@@ -109,7 +109,7 @@ const direct: TargetSpec = {
 
 /** tsc -p tsconfig.build.json (dist/ is what bin/pg-ambassador.js runs); once per bench. */
 let built: Promise<void> | undefined;
-function buildAmbassador(log: (line: string) => void): Promise<void> {
+export function buildAmbassador(log: (line: string) => void): Promise<void> {
   built ??= new Promise((resolve, reject) => {
     log('build: tsc -p tsconfig.build.json');
     const tsc = spawn(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], {
@@ -150,7 +150,14 @@ export function ambassadorConfig(context: Omit<TargetContext, 'log'>, clientPass
   };
 }
 
-function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<RunningTarget> {
+/** A running ambassador: a RunningTarget plus its admin HTTP port and its recent output (used by soak/). */
+export interface AmbassadorTarget extends RunningTarget {
+  adminPort: number;
+  /** The last 64 KiB of its stdout and stderr. */
+  output(): string;
+}
+
+export function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<AmbassadorTarget> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   const clientPassword = randomBytes(18).toString('base64url');
@@ -165,7 +172,7 @@ function spawnAmbassador(context: TargetContext, name: string, setup: Ambassador
   const { pool } = setup;
   const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
-  return new Promise<RunningTarget>((resolve, reject) => {
+  return new Promise<AmbassadorTarget>((resolve, reject) => {
     let settled = false;
     const fail = (why: string): void => {
       if (settled) return;
@@ -176,7 +183,8 @@ function spawnAmbassador(context: TargetContext, name: string, setup: Ambassador
     const timer = setTimeout(() => fail('no "listening" log line within 20 s'), 20_000);
     const onData = (): void => {
       const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(supervised.output())?.[1];
-      if (!port || settled) return;
+      const adminPort = /"admin":"[^"]*:(\d+)"/.exec(supervised.output())?.[1];
+      if (!port || !adminPort || settled) return;
       settled = true;
       clearTimeout(timer);
       child.stdout!.off('data', onData);
@@ -185,6 +193,8 @@ function spawnAmbassador(context: TargetContext, name: string, setup: Ambassador
         name,
         endpoint: { host: '127.0.0.1', port: Number(port), user: context.cluster.users.app.user, password: clientPassword, database: context.cluster.database },
         pid: child.pid!,
+        adminPort: Number(adminPort),
+        output: supervised.output,
         details,
         deathReason: () => {
           const exit = supervised.exitInfo();
