@@ -39,6 +39,9 @@ export interface UpstreamLoginOptions {
 
 const NO_PARAMS: ReadonlyMap<string, string> = new Map();
 
+/** Logins retried after the server refused a secret (see open()). */
+const MAX_REJECTED_RETRIES = 2;
+
 export class UpstreamLogin {
   /** Used from the next connect on (config reload). */
   credentials: CredentialCache | null;
@@ -111,23 +114,26 @@ export class UpstreamLogin {
     const deadline = options.clock.now() + timeoutMs;
     // The secret is in hand before the socket opens: a slow token service or command is then a
     // credentials problem, never a login timeout blamed on the host (breaker, health).
-    const lease = await secrets.get(who);
-    try {
-      const connection = await this.login(target, as, timeoutMs, lease.password);
-      secrets.accepted(who, lease);
-      return connection;
-    } catch (err) {
-      // The server said no to the secret (rotated since it was cached, or a token that lapsed):
-      // one retry with whatever the cache has that differs from it, within the connect deadline.
-      if (!rejectedLogin(err)) throw err;
-      const reserve = Math.min(1000, timeoutMs / 4); // left for the retried login itself
-      const waitUntil = (err as UpstreamLoginError).serverCode === '28P01' ? deadline - reserve : 0;
-      const retry = await secrets.rejected(who, lease, waitUntil);
-      if (!retry) throw err;
-      const connection = await this.login(target, as, Math.max(reserve, deadline - options.clock.now()), retry.password);
-      secrets.accepted(who, retry);
-      options.log.info({ host: `${target.host}:${target.port}`, user: who.user }, 'upstream login succeeded with the rotated credentials');
-      return connection;
+    let lease = await secrets.get(who);
+    for (let retries = 0; ; retries++) {
+      try {
+        const remaining = retries === 0 ? timeoutMs : Math.max(Math.min(1000, timeoutMs / 4), deadline - options.clock.now());
+        const connection = await this.login(target, as, remaining, lease.password);
+        secrets.accepted(who, lease);
+        if (retries > 0) options.log.info({ host: `${target.host}:${target.port}`, user: who.user }, 'upstream login succeeded with the rotated credentials');
+        return connection;
+      } catch (err) {
+        // The server said no to the secret (rotated since it was cached, or a token that lapsed):
+        // retry with whatever the cache has that differs from it, within the connect deadline.
+        // Twice at most: a rotation under way (source and server changing in either order) can
+        // refuse the new secret, then the old one a moment later.
+        if (!rejectedLogin(err) || retries === MAX_REJECTED_RETRIES) throw err;
+        const reserve = Math.min(1000, timeoutMs / 4); // left for the retried login itself
+        const waitUntil = (err as UpstreamLoginError).serverCode === '28P01' ? deadline - reserve : 0;
+        const retry = await secrets.rejected(who, lease, waitUntil);
+        if (!retry) throw err;
+        lease = retry;
+      }
     }
   }
 
