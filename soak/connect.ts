@@ -153,3 +153,24 @@ export const openPostgresJs: SessionOpener = async (endpoint, applicationName) =
     close: () => sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 }),
   };
 };
+
+/** A pg client opened on first use; close() ends it (never throwing) and the next use opens another. */
+export class LazyPgClient {
+  #client: pg.Client | null = null;
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    private readonly applicationName: string,
+  ) {}
+
+  async get(): Promise<pg.Client> {
+    this.#client ??= await connectPg(this.endpoint, this.applicationName);
+    return this.#client;
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = null;
+    if (client) await closePgClient(client).catch(() => {});
+  }
+}

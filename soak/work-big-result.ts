@@ -4,10 +4,8 @@
 // client's bytes is a wrong answer; every row's length and its first, last and one random
 // character are checked. A pause of 0.5-2 s follows, so the 2 CPUs are not spent on this alone.
 
-import type pg from 'pg';
-
 import type { Endpoint } from '../bench/pgbench.ts';
-import { closePgClient, connectPg, pgQuery } from './connect.ts';
+import { LazyPgClient, pgQuery } from './connect.ts';
 import { expectEqual, WrongAnswer } from './errors.ts';
 import type { Work } from './worker.ts';
 
@@ -39,31 +37,27 @@ export function checkBigResult(rows: ReadonlyArray<Record<string, unknown>> | un
 
 export class BigResultWork implements Work {
   readonly kind = 'big-result';
-  readonly #endpoint: Endpoint;
   readonly #name: string;
   readonly #random: () => number;
-  #client: pg.Client | null = null;
+  readonly #pg: LazyPgClient;
 
   constructor(index: number, endpoint: Endpoint, random: () => number) {
-    this.#endpoint = endpoint;
     this.#name = `big-result-${index}`;
     this.#random = random;
+    this.#pg = new LazyPgClient(endpoint, `soak-${this.#name}`);
   }
 
   async step(): Promise<void> {
-    this.#client ??= await connectPg(this.#endpoint, `soak-${this.#name}`);
-    const { rows } = await pgQuery(this.#client, bigResultQuery(this.#random() < 0.5));
+    const { rows } = await pgQuery(await this.#pg.get(), bigResultQuery(this.#random() < 0.5));
     checkBigResult(rows as Array<Record<string, unknown>>, this.#random);
   }
 
-  async reset(): Promise<void> {
-    await this.close();
+  reset(): Promise<void> {
+    return this.#pg.close();
   }
 
-  async close(): Promise<void> {
-    const client = this.#client;
-    this.#client = null;
-    if (client) await closePgClient(client).catch(() => {});
+  close(): Promise<void> {
+    return this.#pg.close();
   }
 
   pauseMs(): number {

@@ -13,7 +13,7 @@ import type pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { Endpoint } from '../bench/pgbench.ts';
-import { closePgClient, connectPg, destroySocket, newPgClient, pgQuery } from './connect.ts';
+import { connectPg, destroySocket, LazyPgClient, newPgClient, pgQuery } from './connect.ts';
 import { expectEqual, OperationTimeout, onlyRow } from './errors.ts';
 import { bigResultQuery, checkBigResult } from './work-big-result.ts';
 import { ON_PRIMARY, UNCOMMITTED_PREFIX } from './schema.ts';
@@ -49,13 +49,14 @@ export class DisconnectWork implements Work {
   readonly #endpoint: Endpoint;
   readonly #name: string;
   readonly #random: () => number;
-  #checker: pg.Client | null = null;
+  readonly #checker: LazyPgClient;
   #seq = 0;
 
   constructor(index: number, endpoint: Endpoint, random: () => number) {
     this.#endpoint = endpoint;
     this.#name = `disconnect-${index}`;
     this.#random = random;
+    this.#checker = new LazyPgClient(endpoint, `soak-${this.#name}-checker`);
   }
 
   #between(fromMs: number, toMs: number): number {
@@ -120,8 +121,7 @@ export class DisconnectWork implements Work {
         await pgQuery(client, 'SELECT pg_sleep(1)');
       });
     }
-    this.#checker ??= await connectPg(this.#endpoint, `soak-${this.#name}-checker`);
-    const { rows } = await pgQuery(this.#checker, `${ON_PRIMARY}SELECT count(*)::int AS n FROM soak_items WHERE payload = '${payload}'`);
+    const { rows } = await pgQuery(await this.#checker.get(), `${ON_PRIMARY}SELECT count(*)::int AS n FROM soak_items WHERE payload = '${payload}'`);
     expectEqual(onlyRow(rows, 'uncommitted row').n, 0, 'rows of a transaction cut by a disconnect');
     return expected;
   }
@@ -134,14 +134,12 @@ export class DisconnectWork implements Work {
     );
   }
 
-  async reset(): Promise<void> {
-    await this.close();
+  reset(): Promise<void> {
+    return this.#checker.close();
   }
 
-  async close(): Promise<void> {
-    const checker = this.#checker;
-    this.#checker = null;
-    if (checker) await closePgClient(checker).catch(() => {});
+  close(): Promise<void> {
+    return this.#checker.close();
   }
 
   pauseMs(): number {

@@ -10,29 +10,28 @@
 import type pg from 'pg';
 
 import type { Endpoint } from '../bench/pgbench.ts';
-import { closePgClient, connectPg, pgQuery } from './connect.ts';
+import { LazyPgClient, pgQuery } from './connect.ts';
 import { expectEqual, onlyRow } from './errors.ts';
 import { FIXED_ROWS, fixedSum, ON_PRIMARY, UNCOMMITTED_PREFIX } from './schema.ts';
 import type { Work } from './worker.ts';
 
 export class LongTxnWork implements Work {
   readonly kind = 'long-txn';
-  readonly #endpoint: Endpoint;
   readonly #name: string;
   readonly #random: () => number;
-  #client: pg.Client | null = null;
+  readonly #pg: LazyPgClient;
   #seq = 0;
 
   constructor(index: number, endpoint: Endpoint, random: () => number) {
-    this.#endpoint = endpoint;
     this.#name = `long-txn-${index}`;
     this.#random = random;
+    this.#pg = new LazyPgClient(endpoint, `soak-${this.#name}`);
   }
 
   async step(): Promise<void> {
-    this.#client ??= await connectPg(this.#endpoint, `soak-${this.#name}`);
-    if (this.#random() < 0.7) await this.#write(this.#client);
-    else await this.#readOnly(this.#client);
+    const client = await this.#pg.get();
+    if (this.#random() < 0.7) await this.#write(client);
+    else await this.#readOnly(client);
   }
 
   #sleepSeconds(): string {
@@ -67,14 +66,12 @@ export class LongTxnWork implements Work {
     await pgQuery(client, 'COMMIT');
   }
 
-  async reset(): Promise<void> {
-    await this.close();
+  reset(): Promise<void> {
+    return this.#pg.close();
   }
 
-  async close(): Promise<void> {
-    const client = this.#client;
-    this.#client = null;
-    if (client) await closePgClient(client).catch(() => {});
+  close(): Promise<void> {
+    return this.#pg.close();
   }
 
   pauseMs(): number {

@@ -401,17 +401,8 @@ export class ClientSession {
   private async nextAuthMessage(): Promise<{ type: number; payload: Buffer }> {
     for (;;) {
       if (this.closed) throw new AmbassadorError('AUTH_FAILED', 'client disconnected during authentication');
-      while (this.authInbox.length > 0) {
-        const chunk = this.authInbox[0]!;
-        let message: { type: number; payload: Buffer } | null = null;
-        const stopped = this.authFramer.push(chunk, (type, payload) => {
-          message = { type, payload: Buffer.from(payload!) };
-          return false;
-        });
-        if (stopped >= chunk.length) this.authInbox.shift();
-        else this.authInbox[0] = chunk.subarray(stopped);
-        if (message !== null) return message;
-      }
+      const message = this.authFramer.shift(this.authInbox);
+      if (message !== undefined) return message;
       await new Promise<void>((resolve) => (this.authWaiter = resolve));
       this.authWaiter = null;
     }

@@ -58,7 +58,7 @@ export class UserLimits {
     this.settings = settings;
   }
 
-  /** Users holding at least one client (for tests and the admin console). */
+  /** Logged-in clients `user` holds now. */
   connections(user: string): number {
     return this.users.get(user)?.connections ?? 0;
   }

@@ -88,6 +88,27 @@ export class Framer {
   }
 
   /**
+   * Takes the next whole message off the front of a queue of received chunks: its bytes are
+   * removed from `chunks`, the rest stays queued, and its payload is a copy (it outlives the
+   * chunk). Undefined when no whole message is queued yet. For exchanges read one message at a
+   * time (authentication), not for forwarding.
+   */
+  shift(chunks: Buffer[]): { type: number; payload: Buffer } | undefined {
+    while (chunks.length > 0) {
+      const chunk = chunks[0]!;
+      let message: { type: number; payload: Buffer } | undefined;
+      const stopped = this.push(chunk, (type, payload) => {
+        message = { type, payload: Buffer.from(payload ?? EMPTY) };
+        return false;
+      });
+      if (stopped >= chunk.length) chunks.shift();
+      else chunks[0] = chunk.subarray(stopped);
+      if (message !== undefined) return message;
+    }
+    return undefined;
+  }
+
+  /**
    * Consumes `chunk` from `start`, calling `onMessage` for each complete message. Returns the
    * offset where processing stopped (chunk.length unless the handler returned false).
    * Throws FramingError on a length below 4 or over the limit, and again on every later push.

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { ambassadorsFor, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
-import { superuserConfig } from '../support/pooling.ts';
+import { dropRoles, superuserConfig } from '../support/pooling.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
 
 /** A fake token endpoint: hands out `current`, counts the requests and what they asked for. */
@@ -97,10 +97,7 @@ before(async () => {
 
 after(async () => {
   await ambassadors.stopAll();
-  for (const role of roles) {
-    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]).catch(() => {});
-    await admin.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
-  }
+  if (admin) await dropRoles(admin, roles);
   await admin?.end().catch(() => {});
   await Promise.all(issuers.map((issuer) => new Promise<void>((resolve) => issuer.server.close(() => resolve()))));
   for (const name of Object.keys(process.env)) if (!(name in savedEnv)) delete process.env[name];

@@ -17,7 +17,7 @@ import { ScramClient } from '../../src/protocol/scram.ts';
 import { encodeCancelRequest, encodeStartupMessage } from '../../src/protocol/startup.ts';
 import { ambassadorsFor, CLIENT_PASSWORD, startTestAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { assertStillServes, expectRefused } from '../support/hostile.ts';
-import { superuserConfig } from '../support/pooling.ts';
+import { dropRoles, superuserConfig } from '../support/pooling.ts';
 import { beginScram, expectAuthRequest, loginScram, RawClient } from '../support/raw-client.ts';
 import { captureOutput, TEST_SECRETS, testSecret } from '../support/secrets.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
@@ -38,10 +38,7 @@ before(async () => {
 });
 after(async () => {
   await ambassadors.stopAll();
-  for (const role of roles) {
-    await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]).catch(() => {});
-    await superuser.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
-  }
+  if (superuser) await dropRoles(superuser, roles);
   await superuser?.end().catch(() => {});
 });
 

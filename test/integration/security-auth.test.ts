@@ -22,7 +22,7 @@ import { certificateChannelBindingHash, ScramClient } from '../../src/protocol/s
 import { encodeSslRequest, encodeStartupMessage } from '../../src/protocol/startup.ts';
 import { ambassadorsFor, CLIENT_PASSWORD, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { assertStillServes } from '../support/hostile.ts';
-import { superuserConfig } from '../support/pooling.ts';
+import { dropRoles, superuserConfig } from '../support/pooling.ts';
 import { captureOutput, TEST_SECRETS } from '../support/secrets.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 
@@ -40,10 +40,7 @@ before(async () => {
 });
 after(async () => {
   await ambassadors.stopAll();
-  for (const role of roles) {
-    await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]).catch(() => {});
-    await superuser.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
-  }
+  if (superuser) await dropRoles(superuser, roles);
   await superuser?.end().catch(() => {});
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });

@@ -185,21 +185,11 @@ export class FakeConnection {
   /** The next typed message from the client. */
   nextMessage(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<FrontendMessage> {
     return this.until(timeoutMs, 'a message', () => {
-      while (this.chunks.length > 0) {
-        const chunk = this.chunks[0]!;
-        let message: FrontendMessage | undefined;
-        const stopped = this.framer.push(chunk, (type, payload) => {
-          message = { type: String.fromCharCode(type), payload: Buffer.from(payload!) };
-          return false;
-        });
-        if (stopped >= chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(stopped);
-        if (message !== undefined) {
-          this.received.push(message);
-          return message;
-        }
-      }
-      return undefined;
+      const framed = this.framer.shift(this.chunks);
+      if (framed === undefined) return undefined;
+      const message: FrontendMessage = { type: String.fromCharCode(framed.type), payload: framed.payload };
+      this.received.push(message);
+      return message;
     });
   }
 

@@ -11,6 +11,14 @@ import { encodeCancelRequest } from '../../src/protocol/startup.ts';
 import { viaAmbassador } from './ambassador.ts';
 import type { Topology } from './topology.ts';
 
+/** Ends the sessions of test roles and drops them (cleanup: errors are ignored). */
+export async function dropRoles(superuser: pg.Client, roles: readonly string[]): Promise<void> {
+  for (const role of roles) {
+    await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]).catch(() => {});
+    await superuser.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
+  }
+}
+
 /** A superuser connection to the primary (database `postgres`), for pg_stat_activity. */
 export function superuserConfig(topology: Topology, database = 'postgres'): pg.ClientConfig {
   return {

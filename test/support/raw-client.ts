@@ -123,15 +123,9 @@ export class RawClient {
   }
 
   /** Sends a simple Query and returns every reply up to ReadyForQuery (errors included). */
-  async query(sql: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<WireMessage[]> {
+  query(sql: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<WireMessage[]> {
     this.write(encodeQuery(sql));
-    const deadline = Date.now() + timeoutMs;
-    const replies: WireMessage[] = [];
-    for (;;) {
-      const message = await this.nextMessage(Math.max(0, deadline - Date.now()));
-      replies.push(message);
-      if (message.type === 'Z') return replies;
-    }
+    return this.answer(timeoutMs);
   }
 
   /** Every reply up to and including the next ReadyForQuery, errors included. */
@@ -184,21 +178,11 @@ export class RawClient {
 
   /** One message from the queued bytes, or undefined when no whole message is queued. */
   private parseOne(): WireMessage | undefined {
-    while (this.queue.length > 0) {
-      const chunk = this.queue[0]!;
-      let message: WireMessage | undefined;
-      const stopped = this.framer.push(chunk, (type, payload) => {
-        message = toWireMessage(type, Buffer.from(payload!));
-        return false;
-      });
-      if (stopped >= chunk.length) this.queue.shift();
-      else this.queue[0] = chunk.subarray(stopped);
-      if (message !== undefined) {
-        this.history.push(message);
-        return message;
-      }
-    }
-    return undefined;
+    const framed = this.framer.shift(this.queue);
+    if (framed === undefined) return undefined;
+    const message = toWireMessage(framed.type, framed.payload);
+    this.history.push(message);
+    return message;
   }
 
   private async until<T>(timeoutMs: number, what: string, check: () => T | undefined, closeIsFine = false): Promise<T> {

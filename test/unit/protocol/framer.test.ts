@@ -131,3 +131,24 @@ test('atBoundary is false in the middle of a message', () => {
   framer.push(m.subarray(7), () => {});
   assert.equal(framer.atBoundary, true);
 });
+
+test('shift takes one whole message at a time off a chunk queue, whatever the split, and leaves the rest queued', () => {
+  const one = Buffer.from([0x70, 0, 0, 0, 7, 0x61, 0x62, 0]); // p "ab\0"
+  const two = Buffer.from([0x51, 0, 0, 0, 4]); // Q, empty
+  const bytes = Buffer.concat([one, two, one.subarray(0, 3)]);
+  for (let split = 1; split < bytes.length; split++) {
+    const framer = new Framer(1024, ALL_TYPES);
+    const queue = [bytes.subarray(0, split), bytes.subarray(split)];
+    const first = framer.shift(queue);
+    assert.deepEqual(first && { type: first.type, payload: [...first.payload] }, { type: 0x70, payload: [0x61, 0x62, 0] }, `split at ${split}`);
+    bytes.fill(0, 0, one.length); // the bytes it came from, already consumed
+    assert.deepEqual([...first!.payload], [0x61, 0x62, 0], 'the payload is a copy: it outlives the chunk');
+    bytes.set(one, 0);
+    assert.deepEqual(framer.shift(queue), { type: 0x51, payload: Buffer.alloc(0) });
+    assert.equal(framer.shift(queue), undefined, 'a partial message is not a message');
+    assert.equal(framer.atBoundary, false);
+    queue.push(one.subarray(3));
+    assert.equal(framer.shift(queue)?.type, 0x70);
+    assert.deepEqual(queue, []);
+  }
+});
