@@ -55,6 +55,8 @@ export interface ClientRoutingOptions {
   readOnlyDefault: boolean;
 }
 
+const WRITE_ROUTE: Readonly<RouteRequest> = Object.freeze({ kind: 'write' });
+const READ_ROUTE: Readonly<RouteRequest> = Object.freeze({ kind: 'read' });
 const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
 const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
 const INVALID_PARAMETER_VALUE = '22023';
@@ -103,9 +105,10 @@ export class ClientRouting {
     for (const text of request.texts ?? []) this.options.classifier?.learnWrite(text);
   }
 
-  routeRequest(decision: RouteDecision): RouteRequest {
-    if (decision.kind === 'write') return { kind: 'write' };
-    return this.minLsn > 0n ? { kind: 'read', minLsn: this.minLsn } : { kind: 'read' };
+  /** Where the pool must look for the request (shared objects: copy before changing one). */
+  routeRequest(decision: RouteDecision): Readonly<RouteRequest> {
+    if (decision.kind === 'write') return WRITE_ROUTE;
+    return this.minLsn > 0n ? { kind: 'read', minLsn: this.minLsn } : READ_ROUTE;
   }
 
   /**

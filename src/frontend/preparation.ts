@@ -63,7 +63,7 @@ export function preparationFor(server: BackendConnection, request: Request, cont
  * The common case, checked without allocating: no Parse, and every statement the request
  * uses is on the server (every request of a client executing prepared statements in a loop).
  */
-function readyAsItIs(server: BackendConnection, request: Request, unnamedReplayed: boolean): boolean {
+export function readyAsItIs(server: BackendConnection, request: Request, unnamedReplayed: boolean): boolean {
   for (const item of request.items) {
     if (item.kind === 'parse') return false;
     if (item.kind === 'bind' && item.unnamedParse !== null && !unnamedReplayed) return false;

@@ -10,11 +10,15 @@ import type { SessionEffect, SessionEffectsCache } from '../router/session-effec
 import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement } from './statements.ts';
 
-/** One message of a pending request, before it is bound to a server. */
+/**
+ * One message of a pending request, before it is bound to a server. A `message` is the whole
+ * message as the client sent it (header included): a slice of the client's chunk, not a copy.
+ */
 export type Item =
   | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
   | { kind: 'parse'; statement: ClientStatement }
-  | { kind: 'bind'; payload: Buffer; serverName: string | null; unnamedParse: Buffer | null }
+  /** A Bind of the unnamed statement goes as it came (serverName null); a named one is renamed. */
+  | { kind: 'bind'; payload: Buffer; message: Buffer; serverName: string | null; unnamedParse: Buffer | null }
   | { kind: 'describe'; serverName: string };
 
 export interface Request {
@@ -37,7 +41,21 @@ export interface Request {
   avoid: string[] | null;
   /** It already ran once more after its server was lost (a request is retried at most once). */
   retried: boolean;
+  /** What it counts for the client-side queue limit (its messages' sizes; 64 for a renamed one). */
+  bytes: number;
 }
+
+/** Plan entries that carry no state of their own are shared by every request. */
+const QUERY: PlanEntry = Object.freeze({ kind: 'query' });
+const SYNC: PlanEntry = Object.freeze({ kind: 'sync' });
+const EXECUTE: PlanEntry = Object.freeze({ kind: 'execute' });
+const CLOSE: PlanEntry = Object.freeze({ kind: 'close' });
+const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
+const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
+const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
+const ITEM_BYTES_RENAMED = 64;
+/** A retained unnamed Parse is copied out of a client chunk larger than this (the chunk would stay alive with it). */
+const RETAIN_WHOLE_CHUNK = 4096;
 
 export class RequestBuilder {
   private readonly statements = new Map<string, ClientStatement>();
@@ -58,6 +76,7 @@ export class RequestBuilder {
   private current: Item[] = [];
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
+  private currentBytes = 0;
 
   constructor(private readonly effects: SessionEffectsCache) {}
 
@@ -72,54 +91,61 @@ export class RequestBuilder {
   }
 
   /**
-   * Takes one whole client message; returns a finished request when this message completes
-   * one, 'terminate' for Terminate, or null while a request is still being assembled.
+   * Takes one whole client message: its payload, and the whole message (header included) when
+   * the caller has it in one piece (a slice of its chunk; framed from the payload otherwise).
+   * Returns a finished request when this message completes one, 'terminate' for Terminate, or
+   * null while a request is still being assembled.
    */
-  add(type: number, body: Buffer): Request | 'terminate' | null {
+  add(type: number, body: Buffer, message: Buffer | null = null): Request | 'terminate' | null {
     switch (type) {
       case FrontendType.Parse:
-        return this.onParse(body);
+        return this.onParse(body, message);
       case FrontendType.Bind:
-        return this.onBind(body);
+        return this.onBind(body, message);
       case FrontendType.Describe:
       case FrontendType.Close:
-        return this.onTarget(type, body);
+        return this.onTarget(type, body, message);
       case FrontendType.Query: {
         const sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
         this.addEffects(this.effects.get(sql).effects);
         this.currentTexts?.push(sql);
-        return this.endRequest(type, body, { kind: 'query' }, true);
+        return this.endRequest(type, body, message, QUERY, true);
       }
       case FrontendType.FunctionCall:
         this.currentTexts = null;
-        return this.endRequest(type, body, { kind: 'query' }, true);
+        return this.endRequest(type, body, message, QUERY, true);
       case FrontendType.Sync:
-        return this.endRequest(type, body, { kind: 'sync' }, true);
+        return this.endRequest(type, body, message, SYNC, true);
       case FrontendType.Flush:
-        return this.endRequest(type, body, null, false);
+        return this.endRequest(type, body, message, null, false);
       case FrontendType.Execute: {
         const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
         this.addEffects(this.portalEffects.get(portal));
         const text = this.portalTexts.get(portal);
         if (text === undefined) this.currentTexts = null;
         else this.currentTexts?.push(text);
-        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: { kind: 'execute' } });
+        this.pushRaw(type, message ?? frameMessage(type, body), EXECUTE);
         return null;
       }
       case FrontendType.CopyData:
       case FrontendType.CopyDone:
       case FrontendType.CopyFail:
         // Part of a COPY already under way on the lease: sent as soon as its turn comes.
-        return this.endRequest(type, body, null, false);
+        return this.endRequest(type, body, message, null, false);
       case FrontendType.Terminate:
         return 'terminate';
       default:
-        this.current.push({ kind: 'raw', type, message: frameMessage(type, body), entry: null });
+        this.pushRaw(type, message ?? frameMessage(type, body), null);
         return null;
     }
   }
 
-  private onParse(payload: Buffer): null {
+  private pushRaw(type: number, message: Buffer, entry: PlanEntry | null): void {
+    this.current.push({ kind: 'raw', type, message, entry });
+    this.currentBytes += message.length;
+  }
+
+  private onParse(payload: Buffer, whole: Buffer | null): null {
     const parse = readable(decodeParse, payload);
     if (parse === null) return this.unreadable(FrontendType.Parse, payload);
     const effects = this.effects.get(parse.query).effects;
@@ -130,22 +156,24 @@ export class RequestBuilder {
     // request goes where the statement will run.
     this.currentTexts?.push(parse.query);
     if (parse.name === '') {
-      const message = frameMessage(FrontendType.Parse, payload);
-      this.unnamedParse = message;
+      const message = whole ?? frameMessage(FrontendType.Parse, payload);
+      this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
       this.unnamedInExchange = true;
-      this.current.push({ kind: 'raw', type: FrontendType.Parse, message, entry: { kind: 'parse' } });
+      this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
     }
     const statement = clientStatement(parse, payload);
     this.statements.set(parse.name, statement);
     this.byServerName.set(statement.serverName, statement);
     this.current.push({ kind: 'parse', statement });
+    this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
   }
 
-  private onBind(payload: Buffer): null {
+  private onBind(payload: Buffer, whole: Buffer | null): null {
     const names = readable(decodeBindNames, payload);
     if (names === null) return this.unreadable(FrontendType.Bind, payload);
+    const message = whole ?? frameMessage(FrontendType.Bind, payload);
     const { portal, statement } = names;
     const effects = this.statementEffects.get(statement);
     if (effects) this.portalEffects.set(portal, effects);
@@ -154,28 +182,31 @@ export class RequestBuilder {
     if (text === undefined) this.portalTexts.delete(portal);
     else this.portalTexts.set(portal, text);
     if (statement === '') {
-      this.current.push({ kind: 'bind', payload, serverName: null, unnamedParse: this.unnamedInExchange ? null : this.unnamedParse });
+      this.current.push({ kind: 'bind', payload, message, serverName: null, unnamedParse: this.unnamedInExchange ? null : this.unnamedParse });
+      this.currentBytes += message.length;
     } else {
       // An unknown name is sent as it is: the server answers 26000 as Postgres would.
-      this.current.push({ kind: 'bind', payload, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
+      this.current.push({ kind: 'bind', payload, message, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
+      this.currentBytes += ITEM_BYTES_RENAMED;
     }
     return null;
   }
 
-  private onTarget(type: number, payload: Buffer): null {
+  private onTarget(type: number, payload: Buffer, whole: Buffer | null): null {
     const target = readable(decodeTarget, payload);
     if (target === null) return this.unreadable(type, payload);
     const { kind, name } = target;
     if (kind === 'P' || name === '') {
-      const entry: PlanEntry = type === FrontendType.Close ? { kind: 'close' } : { kind: kind === 'P' ? 'describe-portal' : 'describe-statement' };
-      this.current.push({ kind: 'raw', type, message: frameMessage(type, payload), entry });
+      const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
+      this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
       this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.serverName ?? name });
+      this.currentBytes += ITEM_BYTES_RENAMED;
     } else {
       // Other clients may share the server statement: forget the client's name, close nothing.
       this.statements.delete(name);
       this.statementTexts.delete(name);
-      this.current.push({ kind: 'raw', type, message: encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), entry: { kind: 'close' } });
+      this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
     }
     return null;
   }
@@ -193,7 +224,7 @@ export class RequestBuilder {
       this.unnamedParse = message;
       this.unnamedInExchange = true;
     }
-    this.current.push({ kind: 'raw', type, message, entry: unreadableEntry(type) });
+    this.pushRaw(type, message, unreadableEntry(type));
     return null;
   }
 
@@ -201,23 +232,30 @@ export class RequestBuilder {
     if (effects && effects.length > 0) this.currentEffects.push(...effects);
   }
 
-  private endRequest(type: number, body: Buffer, entry: PlanEntry | null, completes: boolean): Request {
-    const message = frameMessage(type, body);
-    this.current.push({ kind: 'raw', type, message, entry });
+  private endRequest(type: number, body: Buffer, whole: Buffer | null, entry: PlanEntry | null, completes: boolean): Request {
+    this.pushRaw(type, whole ?? frameMessage(type, body), entry);
     const items = this.current;
-    const effects = this.currentEffects;
+    // Most requests change nothing in the session: they share one empty list (frozen), and the
+    // builder keeps its own empty one.
+    const effects = this.currentEffects.length === 0 ? NO_EFFECTS : this.currentEffects;
     const texts = this.currentTexts;
+    const bytes = this.currentBytes;
     this.current = [];
-    this.currentEffects = [];
+    if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = [];
+    this.currentBytes = 0;
     if (completes) this.unnamedInExchange = false;
-    const first = items[0];
+    const first = items[0]!;
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
-    const describes = items.some((i) => i.kind === 'raw' && i.entry?.kind === 'describe-portal');
-    const retryable = first?.kind === 'bind' && first.serverName !== null && completes && describes;
-    return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false };
+    const retryable = first.kind === 'bind' && first.serverName !== null && completes && describesPortal(items);
+    return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes };
   }
+}
+
+function describesPortal(items: readonly Item[]): boolean {
+  for (const item of items) if (item.kind === 'raw' && item.entry === DESCRIBE_PORTAL) return true;
+  return false;
 }
 
 /** A decoded message, or null when its payload is malformed (the decoders throw RangeError). */

@@ -136,6 +136,11 @@ export class RequestMeter {
     this.transactionStart = -1;
   }
 
+  /** A server connection was at hand at once: a wait of zero, and no clock read. */
+  noWait(): void {
+    this.traffic.wait(0);
+  }
+
   waitStarted(): void {
     this.waitingSince = performance.now();
   }

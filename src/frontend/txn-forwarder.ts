@@ -54,7 +54,7 @@ import { RequestBuilder, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
-import { preparationFor, type Preparation } from './preparation.ts';
+import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
 import { touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
@@ -90,6 +90,8 @@ const FRONTEND_TYPES = typeSet('QPBEFCDHSXdcf');
 
 export class TxnForwarder implements ServerSink {
   private readonly clientFramer: Framer;
+  /** The client chunk being framed (onClientData). */
+  private clientChunk: Buffer | null = null;
   private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
   private lease: BackendConnection | null = null;
   private acquiring = false;
@@ -181,13 +183,16 @@ export class TxnForwarder implements ServerSink {
 
   // ---- client side ----
 
-  private readonly onClientMessage = (type: number, payload: Buffer | null): boolean => {
+  private readonly onClientMessage = (type: number, payload: Buffer | null, length: number, end: number): boolean => {
     if (!FRONTEND_TYPES[type]) {
       // As Postgres answers it: FATAL, and the connection ends. Nothing of it went upstream.
       this.failClient(new AmbassadorError('PROTOCOL_VIOLATION', `invalid frontend message type ${type}`));
       return false;
     }
-    const request = this.requests.add(type, payload!);
+    // A message that lies whole in this chunk goes on as that slice of it (no copy); one that
+    // began in an earlier chunk was assembled, and is framed again.
+    const start = end - length - 1;
+    const request = this.requests.add(type, payload!, start >= 0 ? this.clientChunk!.subarray(start, end) : null);
     if (request === null) return true;
     if (request === 'terminate') {
       this.stopped = true;
@@ -195,25 +200,30 @@ export class TxnForwarder implements ServerSink {
       return false;
     }
     this.ready.push(request);
-    for (const item of request.items) this.queuedBytes += item.kind === 'raw' ? item.message.length : 64;
+    this.queuedBytes += request.bytes;
     return true;
   };
 
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
     this.options.meter.traffic.received += chunk.length;
+    this.clientChunk = chunk;
     try {
       this.clientFramer.push(chunk, this.onClientMessage);
     } catch (err) {
       const reason = err instanceof FramingError && err.reason === 'message-too-large' ? 'MESSAGE_TOO_LARGE' : 'PROTOCOL_VIOLATION';
       this.failClient(new AmbassadorError(reason, err instanceof Error ? err.message : String(err)));
       return;
+    } finally {
+      this.clientChunk = null;
     }
     if (this.queuedBytes > this.options.maxQueuedBytes) this.client.pause();
     this.pump();
   };
 
   // ---- dispatch ----
+
+  private readonly pumpLater = (): void => this.pump();
 
   private pump(): void {
     if (this.busy || this.stopped) return;
@@ -230,7 +240,7 @@ export class TxnForwarder implements ServerSink {
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
         this.ready.shift();
-        this.queuedBytes -= requestBytes(request);
+        this.queuedBytes -= request.bytes;
         this.say(routing.answer(command, this.status));
         continue;
       }
@@ -296,13 +306,14 @@ export class TxnForwarder implements ServerSink {
    * and nothing moves). A mistake in such a statement is reported when it is first executed.
    */
   private answerLocally(request: Request): boolean {
+    if (request.items[0]!.kind !== 'parse') return false;
     const last = request.items.at(-1);
     const endsWithSync = last?.kind === 'raw' && last.type === FrontendType.Sync;
     const endsWithFlush = last?.kind === 'raw' && last.type === FrontendType.Flush;
     if (!(endsWithSync || endsWithFlush) || request.items.length < 2) return false;
     if (!request.items.slice(0, -1).every((i) => i.kind === 'parse')) return false;
     this.ready.shift();
-    this.queuedBytes -= requestBytes(request);
+    this.queuedBytes -= request.bytes;
     const answers = Array<Buffer>(request.items.length - 1).fill(PARSE_COMPLETE);
     if (endsWithSync) answers.push(encodeReadyForQuery(this.status));
     this.say(Buffer.concat(answers));
@@ -315,7 +326,7 @@ export class TxnForwarder implements ServerSink {
    */
   private answerLost(request: Request): void {
     this.ready.shift();
-    this.queuedBytes -= requestBytes(request);
+    this.queuedBytes -= request.bytes;
     if (this.skipToSync) {
       if (!request.completes) return;
       this.skipToSync = false;
@@ -336,38 +347,34 @@ export class TxnForwarder implements ServerSink {
     if (this.acquiring) return null;
     const { pool, routing } = this.options;
     const decision = routing.decide(request);
-    const route = routing.routeRequest(decision);
-    if (request.avoid !== null) route.avoid = request.avoid;
+    const shared = routing.routeRequest(decision);
+    const route = request.avoid === null ? shared : { ...shared, avoid: request.avoid };
     const meter = this.options.meter;
-    meter.waitStarted();
     const now = pool.tryAcquireFor(route, this.options.request);
     if (now !== null && !isChoice(now)) {
-      meter.waitEnded();
+      meter.noWait();
       this.leased(now, decision);
       return now;
     }
+    meter.waitStarted();
     this.acquiring = true;
     this.busy = true;
-    pool.acquireFor(route, this.options.request, now).then(
-      (server) => {
-        this.acquiring = false;
-        this.busy = false;
-        meter.waitEnded();
+    pool.waitFor(route, this.options.request, now, (err, server) => {
+      this.acquiring = false;
+      this.busy = false;
+      meter.waitEnded();
+      if (server !== null) {
         if (this.stopped) return pool.release(server, 'reusable');
         this.leased(server, decision);
-        this.pump();
-      },
-      (err: unknown) => {
-        this.acquiring = false;
-        this.busy = false;
-        meter.waitEnded();
+      } else if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') {
         // No replica for a read: that request fails and the next may still run; anything else
         // (no primary after failover.timeout, the upstream refusing us) fails what is queued.
-        if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') this.failHead(err);
-        else this.answerWithError(err);
-        this.pump();
-      },
-    );
+        this.failHead(err);
+      } else {
+        this.answerWithError(err);
+      }
+      this.pump();
+    });
     return null;
   }
 
@@ -396,7 +403,7 @@ export class TxnForwarder implements ServerSink {
     this.options.meter.error(err.sqlstate);
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
-      this.queuedBytes -= requestBytes(request);
+      this.queuedBytes -= request.bytes;
       if (request.completes) {
         out.push(encodeReadyForQuery(this.status));
         break;
@@ -421,13 +428,15 @@ export class TxnForwarder implements ServerSink {
 
   private preparation(server: BackendConnection, request: Request): Preparation | null {
     const state = this.options.state;
+    const unnamedReplayed = this.unnamedReplayed?.request === request && this.unnamedReplayed.server === server;
+    if (server.stateKey === state.stateKey && readyAsItIs(server, request, unnamedReplayed)) return null;
     return preparationFor(server, request, {
       stateKey: state.stateKey,
       syncStatements: state.syncStatements,
       canSyncState: this.inFlight === 0 && this.status === 'I',
       capacity: this.options.statementCapacity,
       statementFor: (name) => this.requests.statementFor(name),
-      unnamedReplayed: this.unnamedReplayed?.request === request && this.unnamedReplayed.server === server,
+      unnamedReplayed,
     });
   }
 
@@ -473,14 +482,14 @@ export class TxnForwarder implements ServerSink {
     const out: Buffer[] = [];
     const entries: PlanEntry[] = [];
     for (const item of request.items) this.materialize(server, item, out, entries);
-    this.queuedBytes -= requestBytes(request);
+    this.queuedBytes -= request.bytes;
     const first = this.status === 'I' && this.plan.empty && this.inFlight === 0;
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
       this.options.meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), request.texts, first);
       this.leaseFresh = false;
-    } else if (request.items.some((i) => i.kind !== 'raw' || !ANSWERLESS_TYPES.has(i.type))) {
+    } else if (!answerless(request)) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.unsynced = true;
     }
@@ -491,7 +500,7 @@ export class TxnForwarder implements ServerSink {
     }
     this.plan.push(entries);
     if (out.length > 0) {
-      const bytes = out.length === 1 ? out[0]! : Buffer.concat(out);
+      const bytes = joined(out);
       server.socket.write(bytes);
       this.options.garbage.account(bytes.length);
     }
@@ -538,8 +547,9 @@ export class TxnForwarder implements ServerSink {
       }
       case 'bind':
         if (item.serverName !== null) touchStatement(server, item.serverName);
-        out.push(item.serverName === null ? frameMessage(FrontendType.Bind, item.payload) : rebindStatement(item.payload, item.serverName));
-        entries.push(item.serverName === null ? { kind: 'bind' } : { kind: 'bind', statement: item.serverName });
+        if (item.serverName === null) out.push(item.message);
+        else out.push(rebindStatement(item.payload, item.serverName));
+        entries.push(item.serverName === null ? UNNAMED_BIND : { kind: 'bind', statement: item.serverName });
         return;
       case 'describe':
         out.push(encodeTarget(FrontendType.Describe, 'S', item.serverName));
@@ -738,7 +748,7 @@ export class TxnForwarder implements ServerSink {
   /** Puts a request that did not run back at the head of the queue. */
   private requeue(request: Request): void {
     this.ready.unshift(request);
-    this.queuedBytes += requestBytes(request);
+    this.queuedBytes += request.bytes;
     queueMicrotask(() => this.pump());
   }
 
@@ -756,7 +766,7 @@ export class TxnForwarder implements ServerSink {
         this.options.meter.dropped();
         this.plan.clear();
         this.ready.unshift(retry.request);
-        this.queuedBytes += 64;
+        this.queuedBytes += retry.request.bytes;
         queueMicrotask(() => this.pump());
       }
       return true;
@@ -795,7 +805,9 @@ export class TxnForwarder implements ServerSink {
       }
       this.options.onIdle();
     }
-    queueMicrotask(() => this.pump());
+    // What the client sent meanwhile goes next (after this chunk is handled), and a client
+    // paused for queueing too much resumes.
+    if (this.ready.length > 0 || this.client.isPaused()) queueMicrotask(this.pumpLater);
     return goOn;
   }
 
@@ -1032,6 +1044,9 @@ export class TxnForwarder implements ServerSink {
 }
 
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
+const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
+const UNNAMED_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
 const READ_ONLY_TRANSACTION = '25006';
 const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
@@ -1047,8 +1062,8 @@ const ANSWERLESS_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.Co
 /** COMMIT or ROLLBACK from a CommandComplete tag (ROLLBACK TO SAVEPOINT also says ROLLBACK,
  *  but never ends a transaction: the tag that counts is the last one before 'I'). */
 function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
-  if (payload.length === 7 && payload.toString('latin1', 0, 6) === 'COMMIT') return 'COMMIT';
-  if (payload.length === 9 && payload.toString('latin1', 0, 8) === 'ROLLBACK') return 'ROLLBACK';
+  if (payload.length === 7 && payload.compare(COMMIT_TAG, 0, 7, 0, 7) === 0) return 'COMMIT';
+  if (payload.length === 9 && payload.compare(ROLLBACK_TAG, 0, 9, 0, 9) === 0) return 'ROLLBACK';
   return null;
 }
 
@@ -1057,18 +1072,34 @@ function errorResponse(e: AmbassadorError): Buffer {
   return encodeErrorResponse({ severity: 'ERROR', code: e.sqlstate, message: e.message, hint: e.hint, detail: e.detail });
 }
 
-/** Bytes a queued request counts for the client-side queue limit. */
-function requestBytes(request: Request): number {
-  let bytes = 0;
-  for (const item of request.items) bytes += item.kind === 'raw' ? item.message.length : 64;
-  return bytes;
-}
 
 /** A CommandComplete tag of DDL that can change which functions exist or how volatile they are. */
 function changesFunctions(payload: Buffer): boolean {
   const first = payload[0];
   if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && payload[1] === 0x52)) return false; // C, A, DR
   return FUNCTION_DDL.test(payload.toString('latin1', 0, payload.length - 1));
+}
+
+/**
+ * The messages of a request as one buffer: when they lie back to back in one client chunk (the
+ * client's own bytes, nothing renamed), the slice that spans them; else a copy.
+ */
+function joined(out: readonly Buffer[]): Buffer {
+  if (out.length === 1) return out[0]!;
+  const first = out[0]!;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < out.length; i++) {
+    const next = out[i]!;
+    if (next.buffer !== first.buffer || next.byteOffset !== end) return Buffer.concat(out);
+    end += next.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+}
+
+/** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */
+function answerless(request: Request): boolean {
+  for (const item of request.items) if (item.kind !== 'raw' || !ANSWERLESS_TYPES.has(item.type)) return false;
+  return true;
 }
 
 function isCachedPlanError(payload: Buffer): boolean {

@@ -42,11 +42,12 @@ interface Entry<T> {
   dead: boolean; // the factory reported that it died by itself
 }
 
+/** Called once: with the connection, or with why there is none (timeout, failed connect, closed). */
+export type WaitCallback<T> = (err: unknown, conn: T | null) => void;
+
 interface Waiter<T> {
-  readonly resolve: (conn: T) => void;
-  readonly reject: (err: unknown) => void;
+  readonly settle: WaitCallback<T>;
   readonly enqueuedAt: number;
-  timer: Timer | null;
   job: CreateJob<T> | null;
 }
 
@@ -68,9 +69,14 @@ export class ConnectionPool<T> {
   private readonly idle: Entry<T>[] = [];
   private readonly active = new Map<T, Entry<T>>();
   private readonly jobs = new Set<CreateJob<T>>();
-  /** FIFO: index 0 is the oldest. */
+  /** FIFO: index 0 is the oldest (and, all sharing one limit, the first to time out). */
   private readonly waiters: Waiter<T>[] = [];
+  /** One timer for the waiters' acquire timeouts: due when the oldest waiter's is. */
+  private waitTimer: Timer | null = null;
+  private waitTimerDue = Infinity;
   private maintenanceTimer: Timer | null = null;
+  /** The event of every acquire served at once (one object, not one per acquire). */
+  private readonly acquiredAtOnce: PoolEvent;
   private closed = false;
   private readonly counts = { totalCreated: 0, connectAttempts: 0, connectFailures: 0 };
   private lastConnectError: string | null = null;
@@ -80,6 +86,7 @@ export class ConnectionPool<T> {
     this.random = deps.random ?? Math.random;
     this.onEvent = deps.onEvent;
     this.backoff = new FailureBackoff(options.retry, this.random);
+    this.acquiredAtOnce = Object.freeze({ type: 'acquired', key, waitMs: 0 });
     this.scheduleMaintenance();
     this.refill();
   }
@@ -88,21 +95,31 @@ export class ConnectionPool<T> {
     if (this.closed) return Promise.reject(this.closedError());
     const conn = this.tryAcquire();
     if (conn !== null) return Promise.resolve(conn);
-    return new Promise<T>((resolve, reject) => {
-      const waiter: Waiter<T> = { resolve, reject, enqueuedAt: this.clock.now(), timer: null, job: null };
-      this.armTimeout(waiter);
-      this.waiters.push(waiter);
-      this.pump();
-    });
+    return new Promise<T>((resolve, reject) => this.wait((err, leased) => (leased === null ? reject(err) : resolve(leased))));
+  }
+
+  /**
+   * acquire() without a promise, for the hot path: `settle` gets the connection as soon as one
+   * is free (synchronously, from whoever released it), or the error. Callers that would rather
+   * not run inside another's release defer the work themselves.
+   */
+  wait(settle: WaitCallback<T>): void {
+    if (this.closed) return settle(this.closedError(), null);
+    const conn = this.tryAcquire();
+    if (conn !== null) return settle(null, conn);
+    this.waiters.push({ settle, enqueuedAt: this.clock.now(), job: null });
+    this.armWaitTimer();
+    this.pump();
   }
 
   /** An idle connection leased at once, or null when acquire() would have to wait (or the pool is closed). */
   tryAcquire(): T | null {
     if (this.closed) return null;
-    const entry = this.takeIdle();
+    const now = this.clock.now();
+    const entry = this.takeIdle(now);
     if (entry === null) return null;
-    this.move(entry, 'active');
-    this.emit({ type: 'acquired', key: this.key, waitMs: 0 });
+    this.move(entry, 'active', undefined, now);
+    this.emit(this.acquiredAtOnce);
     return entry.conn;
   }
 
@@ -111,8 +128,9 @@ export class ConnectionPool<T> {
     if (!entry) {
       throw new AmbassadorError('INTERNAL', `pool ${this.key}: release of a connection it has not leased (released twice?)`);
     }
-    const reason = this.retireReason(entry, outcome);
-    if (!reason) return this.offer(entry);
+    const now = this.clock.now();
+    const reason = this.retireReason(entry, outcome, now);
+    if (!reason) return this.offer(entry, now);
     this.move(entry, 'gone', reason);
     this.pump();
   }
@@ -164,7 +182,7 @@ export class ConnectionPool<T> {
     this.backoff.setPolicy(options.retry);
     if (this.closed) return;
     this.retireIdle(this.clock.now());
-    for (const waiter of this.waiters) this.armTimeout(waiter);
+    this.armWaitTimer(true);
     for (const job of this.jobs) this.shortenSleep(job);
     this.scheduleMaintenance();
     this.pump();
@@ -177,9 +195,11 @@ export class ConnectionPool<T> {
     this.closed = true;
     if (this.maintenanceTimer) this.clock.clearTimeout(this.maintenanceTimer);
     this.maintenanceTimer = null;
+    if (this.waitTimer) this.clock.clearTimeout(this.waitTimer);
+    this.waitTimer = null;
     for (const waiter of [...this.waiters]) {
       this.removeWaiter(waiter);
-      waiter.reject(this.closedError());
+      waiter.settle(this.closedError(), null);
     }
     while (this.idle[0]) this.move(this.idle[0], 'gone', 'pool-closed');
     for (const job of this.jobs) {
@@ -191,17 +211,20 @@ export class ConnectionPool<T> {
 
   // ---- states ---------------------------------------------------------------------------------
 
-  private move(entry: Entry<T>, to: 'idle' | 'active'): void;
+  private move(entry: Entry<T>, to: 'idle' | 'active', reason?: undefined, now?: number): void;
   private move(entry: Entry<T>, to: 'gone', reason: DestroyReason): void;
-  private move(entry: Entry<T>, to: 'idle' | 'active' | 'gone', reason?: DestroyReason): void {
-    if (entry.state === 'idle') this.idle.splice(this.idle.lastIndexOf(entry), 1);
-    else if (entry.state === 'active') this.active.delete(entry.conn);
+  private move(entry: Entry<T>, to: 'idle' | 'active' | 'gone', reason?: DestroyReason, now?: number): void {
+    if (entry.state === 'idle') {
+      const idle = this.idle;
+      if (idle[idle.length - 1] === entry) idle.pop();
+      else idle.splice(idle.lastIndexOf(entry), 1);
+    } else if (entry.state === 'active') this.active.delete(entry.conn);
     entry.state = to;
     if (to === 'idle') {
-      entry.usedAt = this.clock.now();
+      entry.usedAt = now ?? this.clock.now();
       this.idle.push(entry);
     } else if (to === 'active') {
-      entry.usedAt = this.clock.now();
+      entry.usedAt = now ?? this.clock.now();
       this.active.set(entry.conn, entry);
     } else {
       try {
@@ -218,9 +241,9 @@ export class ConnectionPool<T> {
   }
 
   /** The most recently used idle connection that is still usable; dead or expired ones are destroyed. */
-  private takeIdle(): Entry<T> | null {
+  private takeIdle(now: number): Entry<T> | null {
     for (let entry = this.idle.at(-1); entry; entry = this.idle.at(-1)) {
-      const reason = this.unusableReason(entry, this.clock.now());
+      const reason = this.unusableReason(entry, now);
       if (!reason) return entry;
       this.move(entry, 'gone', reason);
     }
@@ -234,26 +257,26 @@ export class ConnectionPool<T> {
     return null;
   }
 
-  private retireReason(entry: Entry<T>, outcome: 'reusable' | 'broken'): DestroyReason | null {
+  private retireReason(entry: Entry<T>, outcome: 'reusable' | 'broken', now: number): DestroyReason | null {
     if (this.closed) return 'pool-closed';
     if (outcome === 'broken') return 'broken';
-    const unusable = this.unusableReason(entry, this.clock.now());
+    const unusable = this.unusableReason(entry, now);
     if (unusable) return unusable;
     return this.total() > this.options.size ? 'resized' : null;
   }
 
   /** A usable connection is free: the head waiter gets it directly, else it goes idle. */
-  private offer(entry: Entry<T>): void {
+  private offer(entry: Entry<T>, now?: number): void {
     const head = this.waiters[0];
     if (head) this.deliver(head, entry);
-    else this.move(entry, 'idle');
+    else this.move(entry, 'idle', undefined, now);
   }
 
   private deliver(waiter: Waiter<T>, entry: Entry<T>): void {
     this.removeWaiter(waiter);
     this.move(entry, 'active');
     this.emit({ type: 'acquired', key: this.key, waitMs: this.clock.now() - waiter.enqueuedAt });
-    waiter.resolve(entry.conn);
+    waiter.settle(null, entry.conn);
     this.pump();
   }
 
@@ -261,29 +284,48 @@ export class ConnectionPool<T> {
 
   /** Takes a waiter out of the queue; a job it owned is left for another waiter (see pump). */
   private removeWaiter(waiter: Waiter<T>): void {
-    const at = this.waiters.indexOf(waiter);
-    if (at >= 0) this.waiters.splice(at, 1);
-    if (waiter.timer) this.clock.clearTimeout(waiter.timer);
-    waiter.timer = null;
+    const waiters = this.waiters;
+    if (waiters[0] === waiter) waiters.shift();
+    else {
+      const at = waiters.indexOf(waiter);
+      if (at >= 0) waiters.splice(at, 1);
+    }
     if (waiter.job) waiter.job.owner = null;
     waiter.job = null;
   }
 
-  /** (Re)starts a waiter's acquire timeout, counted from when it started waiting. */
-  private armTimeout(waiter: Waiter<T>): void {
-    if (waiter.timer) this.clock.clearTimeout(waiter.timer);
-    waiter.timer = null;
+  /**
+   * Arms the waiters' timer for the oldest waiter's deadline (each counted from when it started
+   * waiting), unless it is armed for then already; `again`: the limit changed, arm it anew. A
+   * waiter served before its deadline leaves the timer as it is: when it fires it finds the next
+   * one not due and is armed for that one (one timer change per timeout period, not per wait).
+   */
+  private armWaitTimer(again = false): void {
+    const head = this.waiters[0];
     const limit = this.options.acquireTimeoutMs;
-    if (limit <= 0) return;
-    waiter.timer = this.clock.setTimeout(() => this.timeOut(waiter), Math.max(0, waiter.enqueuedAt + limit - this.clock.now()));
+    const due = head === undefined || limit <= 0 ? Infinity : head.enqueuedAt + limit;
+    if (!again && this.waitTimer !== null && this.waitTimerDue <= due) return;
+    if (this.waitTimer !== null) this.clock.clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+    this.waitTimerDue = due;
+    if (due === Infinity) return;
+    this.waitTimer = this.clock.setTimeout(() => this.timeOutDue(), Math.max(0, due - this.clock.now()));
   }
 
-  private timeOut(waiter: Waiter<T>): void {
-    waiter.timer = null;
-    this.removeWaiter(waiter);
-    const waitedMs = this.clock.now() - waiter.enqueuedAt;
-    this.emit({ type: 'timeout', key: this.key, waitMs: waitedMs });
-    waiter.reject(this.timeoutError(waitedMs));
+  /** Times out every waiter past its deadline, then arms the timer for the next one. */
+  private timeOutDue(): void {
+    this.waitTimer = null;
+    const limit = this.options.acquireTimeoutMs;
+    const now = this.clock.now();
+    for (;;) {
+      const waiter = this.waiters[0];
+      if (waiter === undefined || limit <= 0 || waiter.enqueuedAt + limit > now) break;
+      this.removeWaiter(waiter);
+      const waitedMs = now - waiter.enqueuedAt;
+      this.emit({ type: 'timeout', key: this.key, waitMs: waitedMs });
+      waiter.settle(this.timeoutError(waitedMs), null);
+    }
+    this.armWaitTimer(true);
     this.pump();
   }
 
@@ -389,7 +431,7 @@ export class ConnectionPool<T> {
     this.endJob(job);
     if (owner) {
       this.removeWaiter(owner);
-      owner.reject(err);
+      owner.settle(err, null);
     }
     this.pump();
   }

@@ -83,16 +83,25 @@ export interface FailoverDeps {
 }
 
 /** ServerPool.acquireFor; see there and the file comment. */
+/** The first attempt, made by the caller (ServerPool.waitFor), failed: the loop goes on from there. */
+export interface FailedAttempt {
+  choice: Choice & { host: HostView };
+  error: unknown;
+  /** clock.now() when the caller started (the failover deadline counts from then). */
+  since: number;
+}
+
 export async function acquireWithFailover(
   deps: FailoverDeps,
   requested: RouteRequest,
   request: ServerRequest,
   firstChoice: Choice | null = null,
+  failed: FailedAttempt | null = null,
 ): Promise<BackendConnection> {
   let route = requested;
-  const deadline = deps.clock.now() + deps.failoverTimeoutMs;
+  const deadline = (failed?.since ?? deps.clock.now()) + deps.failoverTimeoutMs;
   let lastError: unknown = null;
-  let made = firstChoice;
+  let made = failed?.choice ?? firstChoice;
   for (;;) {
     const choice = made ?? deps.choose(route);
     made = null;
@@ -100,8 +109,10 @@ export async function acquireWithFailover(
     let waitForRound = true;
     if (choice.host !== null) {
       try {
+        if (failed !== null) throw failed.error;
         return await deps.acquireOn(choice.host, request);
       } catch (err) {
+        failed = null;
         const waitable = unreachable(err) || (isCode(err, 'POOL_TIMEOUT') && deps.struggling(choice.host));
         if (!waitable) throw err;
         lastError = err;

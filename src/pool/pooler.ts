@@ -206,6 +206,46 @@ export class Pooler implements ServerPool {
     return conn;
   }
 
+  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void {
+    const host = choice?.host as HostState | null | undefined;
+    const entry = host ? this.pools.get(poolKey(host, request)) : undefined;
+    if (this.closed || this.gate.paused || !host || host.breaker !== 'closed' || entry === undefined || entry.pool.isClosed) {
+      this.acquireFor(route, request, choice).then(
+        (connection) => done(null, connection),
+        (err: unknown) => done(err, null),
+      );
+      return;
+    }
+    // What acquireFor's first attempt would do (acquireOn on the chosen host), without its
+    // promises: the pool calls back when a connection comes free. A failed wait goes on in the
+    // failover loop, its deadline counted from now.
+    const since = this.clock.now();
+    this.acquiring += 1;
+    host.activeConnections += 1;
+    entry.pool.wait((err, connection) => {
+      if (connection !== null) {
+        this.acquiring -= 1;
+        this.gate.released();
+        // Not inside the release that freed it: the client goes on after it.
+        queueMicrotask(() => done(null, connection));
+        return;
+      }
+      host.activeConnections -= 1;
+      acquireWithFailover(this.failover, route, request, null, { choice: choice as Choice & { host: HostView }, error: err, since }).then(
+        (connection) => {
+          this.acquiring -= 1;
+          this.gate.released();
+          done(null, connection);
+        },
+        (failure: unknown) => {
+          this.acquiring -= 1;
+          this.gate.released();
+          done(failure, null);
+        },
+      );
+    });
+  }
+
   acquire(request: ServerRequest): Promise<BackendConnection> {
     return this.acquireFor({ kind: 'write' }, request);
   }

@@ -49,6 +49,12 @@ export interface ServerPool {
    * null when it made none (paused or closed).
    */
   tryAcquireFor(route: RouteRequest, request: ServerRequest): BackendConnection | Choice | null;
+  /**
+   * acquireFor after tryAcquireFor made `choice`, for the hot path: the same outcome through a
+   * callback (never called synchronously), without a promise per wait when the chosen host's
+   * pool is only busy.
+   */
+  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void;
   /** A connection to the primary (logins, writes): acquireFor({ kind: 'write' }, request). */
   acquire(request: ServerRequest): Promise<BackendConnection>;
   /** A connection to a chosen host (no waiting, no second choice). */

@@ -228,3 +228,29 @@ test('tryAcquire leases an idle connection at once, and otherwise neither waits 
   await pool.close();
   assert.equal(pool.tryAcquire(), null, 'a closed pool leases nothing');
 });
+
+test('wait() hands a released connection to the head callback at once; waiters share one timeout timer, each due at its own time', async () => {
+  const { pool, clock, check } = setup({ size: 1, acquireTimeoutMs: 1000 });
+  const conn = await pool.acquire();
+  const timersBefore = clock.pending().length;
+  const outcomes: Array<{ at: number; conn: unknown; code: string | undefined }> = [];
+  const start = clock.now();
+  for (let i = 0; i < 50; i++) {
+    pool.wait((err, leased) => outcomes[i] = { at: clock.now() - start, conn: leased, code: err instanceof AmbassadorError ? err.code : undefined });
+    await clock.advanceAsync(10);
+  }
+  assert.ok(clock.pending().length <= timersBefore + 1, `50 waiters, one timer for their timeouts: ${clock.pending().join(',')} (before: ${timersBefore})`);
+  pool.release(conn, 'reusable');
+  assert.deepEqual(outcomes[0], { at: 500, conn, code: undefined }, 'the head waiter got it inside release');
+  await clock.advanceAsync(500); // now 1000 ms after the first wait began: the second waiter (at 10) is not due yet
+  assert.equal(outcomes.filter(Boolean).length, 1);
+  await clock.advanceAsync(10);
+  assert.deepEqual(outcomes[1], { at: 1010, conn: null, code: 'POOL_TIMEOUT' });
+  await clock.advanceAsync(25);
+  assert.deepEqual(outcomes.slice(2, 4).map((o) => [o.at, o.code]), [[1020, 'POOL_TIMEOUT'], [1030, 'POOL_TIMEOUT']]);
+  assert.equal(outcomes.filter(Boolean).length, 4, 'the others wait on');
+  pool.release(conn, 'reusable');
+  assert.equal(outcomes[4]?.conn, conn);
+  assert.equal(pool.stats().waiting, 45);
+  check();
+});

@@ -36,3 +36,31 @@ test('an idle connection is leased synchronously; none idle gives the choice, wh
   await pooler.close();
   assert.equal(pooler.tryAcquireFor({ kind: 'read' }, REQUEST), null, 'closed');
 });
+
+test('waitFor: a connection freed later reaches the callback after the release that freed it; a wait past acquireTimeout fails as acquireFor would', async () => {
+  const { pooler, prober, clock } = setupPooler([P]);
+  prober.answers.set(P, PRIMARY);
+  await pooler.ready(REQUEST);
+  const write = { kind: 'write' } as const;
+  const first = await pooler.acquireFor(write, REQUEST);
+  const second = await pooler.acquireFor(write, REQUEST);
+  const choice = pooler.tryAcquireFor(write, REQUEST);
+  assert.ok(choice !== null && !isConnection(choice), 'both connections are leased (pool.size 2)');
+  const outcomes: Array<{ err: unknown; connection: BackendConnection | null }> = [];
+  pooler.waitFor(write, REQUEST, choice, (err, connection) => outcomes.push({ err, connection }));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(outcomes.length, 0, 'nothing free: it waits');
+  pooler.release(first, 'reusable');
+  assert.equal(outcomes.length, 0, 'not called inside release');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(outcomes, [{ err: null, connection: first }]);
+
+  pooler.waitFor(write, REQUEST, pooler.tryAcquireFor(write, REQUEST) as Parameters<typeof pooler.waitFor>[2], (err, connection) => outcomes.push({ err, connection }));
+  await clock.advanceAsync(5000);
+  assert.equal(outcomes.length, 2);
+  assert.equal(outcomes[1]!.connection, null);
+  assert.equal((outcomes[1]!.err as { code?: string }).code, 'POOL_TIMEOUT', 'a healthy host that is only busy: the timeout itself');
+  pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  await pooler.close();
+});

@@ -1,0 +1,58 @@
+// RequestBuilder with whole messages handed over as slices of a client chunk (as the transaction
+// forwarder frames them): they go on as those slices, not copies; an unnamed Parse kept for later
+// replays is copied out of a large chunk so that the chunk is not kept alive with it.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { encodeParse, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
+import { frameMessage } from '../../../src/protocol/writer.ts';
+import { RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
+
+/** Feeds every message of `chunk` with its payload and its slice of the chunk. */
+function feed(builder: RequestBuilder, chunk: Buffer): Request[] {
+  const out: Request[] = [];
+  for (let at = 0; at < chunk.length; ) {
+    const end = at + 1 + chunk.readInt32BE(at + 1);
+    const r = builder.add(chunk[at]!, chunk.subarray(at + 5, end), chunk.subarray(at, end));
+    if (r !== null && r !== 'terminate') out.push(r);
+    at = end;
+  }
+  return out;
+}
+
+const sameMemory = (a: Buffer, b: Buffer): boolean => a.buffer === b.buffer && a.byteOffset === b.byteOffset;
+const unnamedBind = frameMessage(FrontendType.Bind, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]));
+const execute = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
+const query = frameMessage(FrontendType.Query, Buffer.from('SELECT 1\0'));
+
+test('messages handed over whole go on as those slices of the chunk, and count their sizes', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const chunk = Buffer.concat([encodeParse('', 'SELECT $1', Buffer.from([0, 0])), unnamedBind, execute, encodeSync(), query]);
+  const [extended, simple] = feed(builder, chunk);
+  let at = 0;
+  for (const item of extended!.items) {
+    const message = item.kind === 'raw' || item.kind === 'bind' ? item.message : null;
+    assert.ok(message !== null && sameMemory(message, chunk.subarray(at)), `${item.kind} at ${at} is a slice of the chunk`);
+    at += message.length;
+  }
+  assert.equal(extended!.bytes, at);
+  const [q] = simple!.items as Extract<Item, { kind: 'raw' }>[];
+  assert.ok(sameMemory(q!.message, chunk.subarray(at)));
+  assert.equal(simple!.bytes, query.length);
+  assert.equal(Object.isFrozen(simple!.effects), true, 'no effects: the shared empty list');
+});
+
+test('an unnamed Parse kept for a later Bind is the slice of a small chunk, a copy out of a large one', () => {
+  for (const padding of [0, 8192]) {
+    const builder = new RequestBuilder(new SessionEffectsCache());
+    const filler = Buffer.concat(Array.from({ length: padding / 64 }, () => frameMessage(FrontendType.Query, Buffer.from(`SELECT '${'x'.repeat(52)}'\0`))));
+    const parse = encodeParse('', 'SELECT $1', Buffer.from([0, 0]));
+    const chunk = Buffer.concat([filler, parse, unnamedBind, execute, encodeSync()]);
+    feed(builder, chunk);
+    const [later] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
+    const bind = later!.items[0] as Extract<Item, { kind: 'bind' }>;
+    assert.deepEqual(bind.unnamedParse, parse, 'the Parse to replay');
+    assert.equal(bind.unnamedParse!.buffer === chunk.buffer, padding === 0, `chunk of ${chunk.length} bytes`);
+  }
+});
