@@ -292,6 +292,12 @@ export class ConnectionPool<T> {
     }
     if (waiter.job) waiter.job.owner = null;
     waiter.job = null;
+    // Nobody waits any more: no timer is left behind (it would keep the process up until due).
+    if (waiters.length === 0 && this.waitTimer !== null) {
+      this.clock.clearTimeout(this.waitTimer);
+      this.waitTimer = null;
+      this.waitTimerDue = Infinity;
+    }
   }
 
   /**

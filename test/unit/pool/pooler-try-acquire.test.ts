@@ -47,7 +47,10 @@ test('waitFor: a connection freed later reaches the callback after the release t
   const choice = pooler.tryAcquireFor(write, REQUEST);
   assert.ok(choice !== null && !isConnection(choice), 'both connections are leased (pool.size 2)');
   const outcomes: Array<{ err: unknown; connection: BackendConnection | null }> = [];
-  pooler.waitFor(write, REQUEST, choice, (err, connection) => outcomes.push({ err, connection }));
+  const record = (err: unknown, connection: BackendConnection | null): void => {
+    outcomes.push({ err, connection });
+  };
+  pooler.waitFor(write, REQUEST, choice, record);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(outcomes.length, 0, 'nothing free: it waits');
   pooler.release(first, 'reusable');
@@ -55,11 +58,13 @@ test('waitFor: a connection freed later reaches the callback after the release t
   await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(outcomes, [{ err: null, connection: first }]);
 
-  pooler.waitFor(write, REQUEST, pooler.tryAcquireFor(write, REQUEST) as Parameters<typeof pooler.waitFor>[2], (err, connection) => outcomes.push({ err, connection }));
+  const busy = pooler.tryAcquireFor(write, REQUEST);
+  assert.ok(busy !== null && !isConnection(busy), 'still both leased');
+  pooler.waitFor(write, REQUEST, busy, record);
   await clock.advanceAsync(5000);
   assert.equal(outcomes.length, 2);
   assert.equal(outcomes[1]!.connection, null);
-  assert.equal((outcomes[1]!.err as { code?: string }).code, 'POOL_TIMEOUT', 'a healthy host that is only busy: the timeout itself');
+  assert.equal((outcomes[1]!.err as unknown as { code?: string } | null)?.code, 'POOL_TIMEOUT', 'a healthy host that is only busy: the timeout itself');
   pooler.release(first, 'reusable');
   pooler.release(second, 'reusable');
   await pooler.close();
