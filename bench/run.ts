@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
 import { chartPanels, renderChart } from './chart.ts';
-import { estimateSeconds, memoryTargets, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
+import { estimateSeconds, memoryTargets, optionsOrExitCode, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
 import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchCluster, waitForReplicas } from './cluster.ts';
 import { issueGoals } from './goals.ts';
 import { renderComparisons, renderMarkdown, renderTable } from './markdown.ts';
@@ -268,17 +268,8 @@ function writeResults(report: BenchReport, outDir: string): string[] {
 
 async function main(): Promise<number> {
   const startedMs = Date.now();
-  let options: BenchOptions | null;
-  try {
-    options = parseCli(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (!options) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const options = optionsOrExitCode(() => parseCli(process.argv.slice(2)), USAGE);
+  if (typeof options === 'number') return options;
   const resources = new Resources();
   installSignalHandlers(resources);
   const unavailable: TargetProblem[] = [];

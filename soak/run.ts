@@ -23,6 +23,7 @@ import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchClust
 import type { Endpoint } from '../bench/pgbench.ts';
 import { buildAmbassador, spawnAmbassador, type AmbassadorTarget } from '../bench/targets.ts';
 import type { LocalCluster } from '../src/demo/cluster.ts';
+import { optionsOrExitCode } from '../bench/cli.ts';
 import { parseSoakArgs, USAGE, type SoakOptions } from './cli.ts';
 import { KIND_DESCRIPTIONS, WORK_KINDS } from './kinds.ts';
 import { runLoad, type LoadResult } from './load.ts';
@@ -166,17 +167,8 @@ async function soak(options: SoakOptions, resources: Resources): Promise<SoakRep
 }
 
 async function main(): Promise<number> {
-  let options: SoakOptions | null;
-  try {
-    options = parseSoakArgs(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (!options) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const options = optionsOrExitCode(() => parseSoakArgs(process.argv.slice(2)), USAGE);
+  if (typeof options === 'number') return options;
   log(`seed ${options.seed}; ${options.clients} clients: ${WORK_KINDS.map((kind) => `${options.workers[kind]} ${kind}`).join(', ')}; ${options.minutes} min`);
   const resources = new Resources();
   installSignalHandlers(resources);

@@ -92,9 +92,6 @@ export class ConnectionPool<T> {
   }
 
   acquire(): Promise<T> {
-    if (this.closed) return Promise.reject(this.closedError());
-    const conn = this.tryAcquire();
-    if (conn !== null) return Promise.resolve(conn);
     return new Promise<T>((resolve, reject) => this.wait((err, leased) => (leased === null ? reject(err) : resolve(leased))));
   }
 

@@ -38,7 +38,7 @@ import { HealthMonitor, type HostState } from '../health/monitor.ts';
 import { BackendProber } from '../health/prober.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { ConnectionPool, type PoolStats } from './connection-pool.ts';
-import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailoverDeps } from './failover.ts';
+import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailedAttempt, type FailoverDeps } from './failover.ts';
 import { claimPrimary, consideredUp, HostChooser, type Choice, type HostView } from './host-choice.ts';
 import { PauseGate, type PauseOutcome } from './pause-gate.ts';
 import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings } from './pooler-options.ts';
@@ -224,24 +224,16 @@ export class Pooler implements ServerPool {
     host.activeConnections += 1;
     entry.pool.wait((err, connection) => {
       if (connection !== null) {
-        this.acquiring -= 1;
-        this.gate.released();
+        this.acquireSettled();
         // Not inside the release that freed it: the client goes on after it.
         queueMicrotask(() => done(null, connection));
         return;
       }
       host.activeConnections -= 1;
-      acquireWithFailover(this.failover, route, request, null, { choice: choice as Choice & { host: HostView }, error: err, since }).then(
-        (connection) => {
-          this.acquiring -= 1;
-          this.gate.released();
-          done(null, connection);
-        },
-        (failure: unknown) => {
-          this.acquiring -= 1;
-          this.gate.released();
-          done(failure, null);
-        },
+      this.acquiring -= 1; // acquirePastGate counts it again
+      this.acquirePastGate(route, request, null, { choice: choice as Choice & { host: HostView }, error: err, since }).then(
+        (next) => done(null, next),
+        (failure: unknown) => done(failure, null),
       );
     });
   }
@@ -350,23 +342,25 @@ export class Pooler implements ServerPool {
     this.pools.clear();
   }
 
-  private acquirePastGate(route: RouteRequest, request: ServerRequest, choice: Choice | null): Promise<BackendConnection> {
+  private acquirePastGate(route: RouteRequest, request: ServerRequest, choice: Choice | null, failed: FailedAttempt | null = null): Promise<BackendConnection> {
     this.acquiring += 1;
     // then(ok, fail) rather than finally(): one microtask hop less on every wait for a server.
-    const settled = (): void => {
-      this.acquiring -= 1;
-      this.gate.released();
-    };
-    return acquireWithFailover(this.failover, route, request, choice).then(
+    return acquireWithFailover(this.failover, route, request, choice, failed).then(
       (connection) => {
-        settled();
+        this.acquireSettled();
         return connection;
       },
       (err: unknown) => {
-        settled();
+        this.acquireSettled();
         throw err;
       },
     );
+  }
+
+  /** An acquire past the gate got its connection or gave up: a PAUSE waiting for the pool to drain may answer. */
+  private acquireSettled(): void {
+    this.acquiring -= 1;
+    this.gate.released();
   }
 
   /** Connections leased now, and acquires past the pause gate that will lease one. */

@@ -33,6 +33,7 @@ import { ALL_TYPES, Framer } from '../../src/protocol/framer.ts';
 import { decodePasswordMessage, decodeSASLInitialResponse } from '../../src/protocol/frontend.ts';
 import { buildScramVerifier, ScramServer, type ScramVerifier } from '../../src/protocol/scram.ts';
 import { encodeStartupMessage, StartupReader, type StartupPacket } from '../../src/protocol/startup.ts';
+import { sleepUntilWoken } from './raw-client.ts';
 
 /** How the fake answers SSLRequest. */
 export type SslAnswer =
@@ -314,13 +315,7 @@ export class FakeConnection {
       if (this.isClosed) throw new PeerClosedError(what);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`fake upstream timed out after ${timeoutMs} ms waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await sleepUntilWoken(left, (wake) => (this.wake = wake));
       this.wake = null;
     }
   }

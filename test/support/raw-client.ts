@@ -193,13 +193,7 @@ export class RawClient {
       if (this.closed && !closeIsFine) throw new Error(`connection closed while waiting for ${what}; received: ${this.describeHistory()}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; received: ${this.describeHistory()}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await sleepUntilWoken(left, (wake) => (this.wake = wake));
       this.wake = null;
     }
   }
@@ -322,4 +316,15 @@ export async function loginTrust(port: number, user: string, options: LoginOptio
     client.destroy();
     throw err;
   }
+}
+
+/** Sleeps up to `ms`, or until the function handed to `setWake` is called (new bytes arrived). */
+export function sleepUntilWoken(ms: number, setWake: (wake: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    setWake(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
