@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PassThrough } from 'node:stream';
 import { pino } from 'pino';
 import YAML from 'yaml';
@@ -162,6 +163,8 @@ export interface SpawnedAmbassador {
   rss(): number;
   /** Sends a signal and resolves with the exit code. */
   signal(sig: NodeJS.Signals): Promise<number | null>;
+  /** Full collections in the child, resolved once done; only when spawned with `collectable`. */
+  collectGarbage?(): Promise<void>;
   exited: Promise<number | null>;
   stop(): Promise<void>;
 }
@@ -185,13 +188,22 @@ export function ensureBuilt(): Promise<void> {
   return built;
 }
 
+export interface SpawnOptions {
+  /** Preloads collect-on-signal.mjs: the result gets collectGarbage() (for RSS figures). */
+  collectable?: boolean;
+}
+
+const COLLECT_PRELOAD = path.join(import.meta.dirname, 'collect-on-signal.mjs');
+const COLLECTED_LINE = '{"test":"collected"}\n';
+
 /** Runs the built `pg-ambassador --config <file>` as a child; resolves once it listens. */
-export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}): Promise<SpawnedAmbassador> {
+export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}, options: SpawnOptions = {}): Promise<SpawnedAmbassador> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   writeFileSync(configFile, YAML.stringify(baseConfig(topology, overrides)));
   await ensureBuilt();
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
+  const preload = options.collectable ? ['--expose-gc', '--import', pathToFileURL(COLLECT_PRELOAD).href] : [];
+  const child = spawn(process.execPath, [...preload, path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PG_AMBASSADOR_CONFIG: '', NODE_OPTIONS: '' },
@@ -218,8 +230,27 @@ export async function spawnAmbassador(topology: Topology, overrides: ConfigObjec
     });
   });
   const pid = child.pid!;
+  /** Markers seen so far: a collection is done when the count passes what it was at the signal. */
+  const collections = (): number => output.split(COLLECTED_LINE).length - 1;
+  const collectGarbage = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const before = collections();
+      const onData = (): void => {
+        if (collections() === before) return;
+        child.stdout!.off('data', onData);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        child.stdout!.off('data', onData);
+        reject(new Error(`the spawned ambassador did not report a collection within 10 s: ${output.slice(-2000)}`));
+      }, 10_000);
+      child.stdout!.on('data', onData);
+      child.kill('SIGUSR2');
+    });
   return {
     process: child,
+    ...(options.collectable ? { collectGarbage } : {}),
     pid,
     port,
     configFile,

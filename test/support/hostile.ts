@@ -117,22 +117,37 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
+/** A child process whose growth is logged; collectGarbage when it can run a full collection on demand. */
+export interface GrowthSubject {
+  pid: number;
+  rss(): number;
+  collectGarbage?(): Promise<void>;
+}
+
 /**
  * A process's open files and RSS after each hostile case, against a baseline taken when the log
- * is created (after a warm-up, with no client connected). settle() waits for the open files to
+ * begins (after a warm-up, with no client connected). settle() waits for the open files to
  * come back within `fdSlack` of the baseline (closes take a moment), failing with what is open.
+ * RSS is read after a full collection when the child offers one, so that what it shows is what
+ * the process keeps, not what V8 has yet to collect.
  */
+
 export class GrowthLog {
-  readonly baseline: { fds: number; rss: number };
   private readonly samples: Array<{ name: string; fds: number; rss: number }> = [];
 
-  constructor(
-    private readonly child: { pid: number; rss(): number },
+  private constructor(
+    private readonly child: GrowthSubject,
     private readonly fdSlack: number,
-  ) {
-    this.baseline = { fds: openFiles(child.pid).length, rss: child.rss() };
+    readonly baseline: { fds: number; rss: number },
+  ) {}
+
+  /** Takes the baseline: open files now, and RSS after a full collection when the child can be asked for one. */
+  static async begin(child: GrowthSubject, fdSlack: number): Promise<GrowthLog> {
+    await child.collectGarbage?.();
+    return new GrowthLog(child, fdSlack, { fds: openFiles(child.pid).length, rss: child.rss() });
   }
 
+  /** Waits for the open files to come back to the baseline (+ slack), then samples (RSS after a collection, as the baseline). */
   async settle(name: string): Promise<{ fds: number; rss: number }> {
     const limit = this.baseline.fds + this.fdSlack;
     let files: string[] = [];
@@ -142,6 +157,7 @@ export class GrowthLog {
     }).catch((err: Error) => {
       throw new Error(`after "${name}": ${err.message}; ${files.length} open: ${describeFiles(files)}`);
     });
+    await this.child.collectGarbage?.();
     const sample = { name, fds: files.length, rss: this.child.rss() };
     this.samples.push(sample);
     return sample;
