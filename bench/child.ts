@@ -70,3 +70,19 @@ export function supervise(
     },
   };
 }
+
+/** A target's lifecycle from its supervised child: why it died (its exit and last output, plus `more()`), stop, killNow. */
+export function targetLifecycle(
+  supervised: SupervisedChild,
+  name: string,
+  more: () => string = () => '',
+): { deathReason(): string | null; stop(): Promise<void>; killNow(): void } {
+  return {
+    deathReason: () => {
+      const exit = supervised.exitInfo();
+      return exit === null ? null : `${name} (pid ${supervised.pid}) died: ${exit}\n${supervised.output()}${more()}`;
+    },
+    stop: supervised.stop,
+    killNow: supervised.killNow,
+  };
+}

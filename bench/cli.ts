@@ -42,12 +42,13 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
                    targets get max(N, highest client count)
   --targets LIST   default: all, each in its default modes (pgbouncer: simple, extended; pgbouncer-session:
                    prepared); a target named here runs in every selected mode it supports; ambassador-split
-                   runs only the split workloads, ambassador and ambassador-txn only the others
+                   runs only the split workloads, ambassador and ambassador-txn only the others, node-pipe
+                   (a bare Node.js byte pipe: the floor of a proxy on Node) only select-only
   --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
 
-  Wall time on 2 CPUs: the default run ~34 min (59 runs a round x 3 rounds of 10 s, 35 verification runs,
-  2 x ${DEFAULTS.memoryClients} idle logins); --quick ~13 min (12.4 measured). The estimate for the options given
-  is logged at start.`;
+  Wall time on 2 CPUs: the default run ~39 min (68 runs a round x 3 rounds of 10 s, 38 verification runs,
+  2 x ${DEFAULTS.memoryClients} idle logins); --quick ~15 min. The estimate for the options given is logged at
+  start.`;
 
 export interface BenchOptions {
   durationS: number;
@@ -117,7 +118,12 @@ export function runGroups(options: Omit<BenchOptions, 'durationS' | 'repeats'>):
   for (const workload of options.workloads) {
     for (const clients of clientsOf(workload, options)) {
       for (const mode of workload.modes.filter((m) => options.modes.includes(m))) {
-        const targets = options.targets.filter((target) => target.workloadKinds.includes(workload.kind) && targetModes(target, options).includes(mode));
+        const targets = options.targets.filter(
+          (target) =>
+            target.workloadKinds.includes(workload.kind) &&
+            (target.onlyWorkloads?.includes(workload.name) ?? true) &&
+            targetModes(target, options).includes(mode),
+        );
         if (targets.length > 0) groups.push({ workload, clients, mode, targets });
       }
     }

@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 
 import { freePort } from '../src/demo/free-port.ts';
 import { chownTree, runAsOptions, serverIdentity } from '../src/demo/os-user.ts';
-import { supervise } from './child.ts';
+import { supervise, targetLifecycle } from './child.ts';
 import type { RunningTarget, TargetContext } from './targets.ts';
 
 const execFileAsync = promisify(execFile);
@@ -258,11 +258,6 @@ export async function spawnPgbouncer(context: TargetContext, options: PgbouncerT
     endpoint: { host: '127.0.0.1', port, user: app.user, password: clientPassword, database: cluster.database },
     pid: child.pid!,
     details,
-    deathReason: () => {
-      const exit = supervised.exitInfo();
-      return exit === null ? null : `${name} (pid ${child.pid}) died: ${exit}\n${supervised.output()}\n${logTail(logFile)}`;
-    },
-    stop: supervised.stop,
-    killNow: supervised.killNow,
+    ...targetLifecycle(supervised, name, () => `\n${logTail(logFile)}`),
   };
 }

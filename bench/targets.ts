@@ -34,8 +34,9 @@ import path from 'node:path';
 import YAML from 'yaml';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
-import { supervise } from './child.ts';
+import { supervise, targetLifecycle } from './child.ts';
 import { QUERY_MODES, type Endpoint, type QueryMode, type WorkloadKind } from './pgbench.ts';
+import { spawnNodePipe } from './node-pipe.ts';
 import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -75,6 +76,8 @@ export interface TargetSpec {
   supportedModes: readonly QueryMode[];
   /** The kinds of workload it takes part in. */
   workloadKinds: readonly WorkloadKind[];
+  /** Only these workloads (by name) of those kinds, when not all of them. */
+  onlyWorkloads?: readonly string[];
   /** Most connections it holds to the primary (active or idle in its pool). */
   serverConnections(context: Pick<TargetContext, 'clients' | 'poolSize'>): number;
   prepare?(log: (line: string) => void): Promise<void>;
@@ -196,12 +199,7 @@ export function spawnAmbassador(context: TargetContext, name: string, setup: Amb
         adminPort: Number(adminPort),
         output: supervised.output,
         details,
-        deathReason: () => {
-          const exit = supervised.exitInfo();
-          return exit === null ? null : `${name} (pid ${child.pid}) died: ${exit}\n${supervised.output()}`;
-        },
-        stop: supervised.stop,
-        killNow: supervised.killNow,
+        ...targetLifecycle(supervised, name),
       });
     };
     child.stdout!.on('data', onData);
@@ -270,8 +268,22 @@ const pgbouncerSession: TargetSpec = {
   start: (context) => spawnPgbouncer(context, { name: 'pgbouncer-session', poolMode: 'session', poolSize: sessionPoolSize(context) }),
 };
 
+const nodePipe: TargetSpec = {
+  name: 'node-pipe',
+  description:
+    'a bare Node.js byte pipe (bench/node-pipe.ts): no parsing, no pooling, one server connection per client, which logs in to ' +
+    "Postgres through it; the floor of any proxy on Node's net streams, so ambassador-txn / node-pipe is what the ambassador adds",
+  defaultModes: QUERY_MODES,
+  supportedModes: QUERY_MODES,
+  workloadKinds: ['plain'],
+  // The floor matters where the issue's targets are (select-only), and costs bench time elsewhere.
+  onlyWorkloads: ['select-only'],
+  serverConnections: (context) => context.clients,
+  start: (context) => spawnNodePipe(context, 'node-pipe'),
+};
+
 /** Every target the bench knows, in run order within a round; the first selected is the baseline. */
-export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorSplit, pgbouncerTransaction, pgbouncerSession];
+export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorSplit, pgbouncerTransaction, pgbouncerSession, nodePipe];
 
 /** The target latency is "added over" in the 1-client comparisons. */
 export const LATENCY_REFERENCE = 'direct';
@@ -293,6 +305,9 @@ export const COMPARISONS: readonly Comparison[] = [
     denominator: 'pgbouncer-session',
     note: 'transaction vs session pooling: PgBouncer 1.18 cannot run prepared statements in transaction mode',
   },
+  { numerator: 'ambassador-txn', denominator: 'node-pipe', note: "what the ambassador adds to Node's floor (a bare byte pipe, no pooling)" },
+  { numerator: 'node-pipe', denominator: 'pgbouncer', note: "Node's floor vs PgBouncer (transaction pooling)" },
+  { numerator: 'node-pipe', denominator: 'pgbouncer-session', note: "Node's floor vs PgBouncer (session pooling)" },
   { numerator: 'ambassador-split', denominator: 'direct', note: 'reads over 2 replicas vs no proxy on the primary' },
   { numerator: 'ambassador-split', denominator: 'pgbouncer', note: 'reads over 2 replicas vs PgBouncer on the primary (PgBouncer cannot split)' },
   {

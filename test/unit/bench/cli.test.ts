@@ -27,6 +27,12 @@ const PLAIN = {
   extended: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer'],
   prepared: ['direct', 'ambassador', 'ambassador-txn', 'pgbouncer-session'],
 };
+/** select-only adds node-pipe, Node's floor. */
+const SELECT_ONLY = {
+  simple: [...PLAIN.simple, 'node-pipe'],
+  extended: [...PLAIN.extended, 'node-pipe'],
+  prepared: [...PLAIN.prepared, 'node-pipe'],
+};
 const SPLIT = {
   simple: ['direct', 'ambassador-split', 'pgbouncer'],
   extended: ['direct', 'ambassador-split', 'pgbouncer'],
@@ -44,9 +50,9 @@ test('defaults: 10 s x 3 rounds, select-only at 1, 32, 256 clients, TPC-B and sp
   assert.equal(options.outDir, path.join(ROOT, 'bench', 'results'));
   assert.deepEqual(options.workloads.map((w) => w.name), ['select-only', 'tpcb', 'split-select-only', 'split-tpcb']);
   assert.deepEqual(plan(options), {
-    'select-only simple ×1': PLAIN.simple, 'select-only extended ×1': PLAIN.extended, 'select-only prepared ×1': PLAIN.prepared,
-    'select-only simple ×32': PLAIN.simple, 'select-only extended ×32': PLAIN.extended, 'select-only prepared ×32': PLAIN.prepared,
-    'select-only simple ×256': PLAIN.simple, 'select-only extended ×256': PLAIN.extended, 'select-only prepared ×256': PLAIN.prepared,
+    'select-only simple ×1': SELECT_ONLY.simple, 'select-only extended ×1': SELECT_ONLY.extended, 'select-only prepared ×1': SELECT_ONLY.prepared,
+    'select-only simple ×32': SELECT_ONLY.simple, 'select-only extended ×32': SELECT_ONLY.extended, 'select-only prepared ×32': SELECT_ONLY.prepared,
+    'select-only simple ×256': SELECT_ONLY.simple, 'select-only extended ×256': SELECT_ONLY.extended, 'select-only prepared ×256': SELECT_ONLY.prepared,
     'tpcb simple ×32': PLAIN.simple, 'tpcb prepared ×32': PLAIN.prepared,
     'split-select-only simple ×32': SPLIT.simple, 'split-select-only extended ×32': SPLIT.extended, 'split-select-only prepared ×32': SPLIT.prepared,
     'split-tpcb simple ×32': SPLIT.simple, 'split-tpcb prepared ×32': SPLIT.prepared,
@@ -68,7 +74,7 @@ test('--clients applies to every workload; --workloads selects and keeps the tab
   assert.equal(options.memory, false);
   assert.deepEqual(memoryTargets(options), []);
   assert.deepEqual(plan(options), {
-    'select-only simple ×8': PLAIN.simple, 'select-only simple ×64': PLAIN.simple,
+    'select-only simple ×8': SELECT_ONLY.simple, 'select-only simple ×64': SELECT_ONLY.simple,
     'split-tpcb simple ×8': SPLIT.simple, 'split-tpcb simple ×64': SPLIT.simple,
   });
 });
