@@ -24,7 +24,7 @@ import {
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { encodePasswordMessage, encodeQuery, encodeSASLInitialResponse, encodeSASLResponse, encodeTerminate } from '../protocol/frontend.ts';
 import { md5AuthResponse } from '../protocol/md5.ts';
-import { certificateChannelBindingHash, ScramClient, ScramError } from '../protocol/scram.ts';
+import { certificateChannelBindingHash, SaltedKeyCache, ScramClient, ScramError } from '../protocol/scram.ts';
 import { encodeCancelRequest, encodeStartupMessage } from '../protocol/startup.ts';
 import type { Connector, UpstreamTarget, UpstreamTlsSettings } from './connector.ts';
 
@@ -117,6 +117,12 @@ export interface ServerSink {
 
 /** Postgres builds every message in a buffer of at most MaxAllocSize (1 GiB - 1): a longer one is not from Postgres. */
 export const SERVER_MAX_MESSAGE = 0x3fffffff;
+/**
+ * SCRAM keys of the upstream passwords, shared by every server login of the process: a pool that
+ * grows, refills after a failover or opens a connection per session (session pooling) derives a
+ * password's keys once per server salt, and never on the event loop.
+ */
+const SALTED_KEYS = new SaltedKeyCache();
 const EXCHANGE_INSPECT = typeSet('EZSD');
 
 export class BackendConnection {
@@ -352,8 +358,7 @@ export class BackendConnection {
       case AuthCode.SASLContinue: {
         const client = getScram();
         if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLContinue before SASL started`);
-        this.socket.write(encodeSASLResponse(client.handleServerFirst((request as { data: Buffer }).data)));
-        return undefined;
+        return client.answerServerFirst((request as { data: Buffer }).data, SALTED_KEYS.keysFor).then((clientFinal) => void this.socket.write(encodeSASLResponse(clientFinal)));
       }
       case AuthCode.SASLFinal: {
         const client = getScram();

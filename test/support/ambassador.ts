@@ -194,6 +194,7 @@ export interface SpawnOptions {
 }
 
 const COLLECT_PRELOAD = path.join(import.meta.dirname, 'collect-on-signal.mjs');
+/** The line collect-on-signal.mjs prints after collecting (not imported: importing would install its handler here). */
 const COLLECTED_LINE = '{"test":"collected"}\n';
 
 /** Runs the built `pg-ambassador --config <file>` as a child; resolves once it listens. */
