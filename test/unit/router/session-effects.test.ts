@@ -120,16 +120,30 @@ test('plainStatement answers the statements pgbench sends and declines what need
     'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;',
     'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -2113, CURRENT_TIMESTAMP);',
     'select count(*) from (select 1) s',
+    "SELECT 'x'", 'SELECT "col" FROM t', "SELECT 'set_config' AS name, 'temp' AS t", "SELECT 'it''s; -- not a comment, $1 /* nor this */ (' FROM t",
+    `INSERT INTO "orders" ("id", "note") VALUES (1, 'temperature'), (2, 'a "quoted" word'), (3, '')`,
   ]) {
     assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
   }
   for (const sql of [
-    "SELECT 'x'", 'SELECT "col" FROM t', 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', 'SELECT 1; SELECT 2',
+    "SELECT 'a\\b'", "SELECT E'\\''", "SELECT 'unterminated", 'SELECT "unterminated', 'SELECT "set_config"(\'a\', \'b\', false)',
+    'SELECT "pg_advisory_lock"(1)', "SELECT 'x'; SELECT 2", "SELECT 'x' -- c", "'x'", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', 'SELECT 1; SELECT 2',
     'SELECT (1', 'SELECT 1)', 'set search_path = a', 'Begin', 'commit', 'SELECT pg_advisory_lock(1)', 'select set_config(a, b, false)',
     'SELECT * INTO TEMP t FROM x', 'create table t (a int)', 'explain select 1', '', '   ', '(select 1)', 'listen x', 'discard all',
   ]) {
     assert.equal(plainStatement(sql), null, sql);
   }
+});
+
+test('plainStatement answers a multi-row INSERT of megabytes as the full analysis does, reading it once', () => {
+  const rows = Array.from({ length: 20_000 }, (_, i) => `(${i}, 'name ${i}', 'it''s row ${i}; not (a statement')`);
+  const sql = `INSERT INTO "t" ("a", "b", "c") VALUES ${rows.join(', ')}`;
+  assert.ok(sql.length > 1_000_000);
+  assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false });
+  const full = analyzeSessionEffects(sql);
+  assert.deepEqual(full, { effects: [], statements: 1, uncertain: false });
+  assert.equal(plainStatement(`${sql}; SELECT set_config('a', 'b', false)`), null);
+  assert.equal(plainStatement(sql.replace("'name 7'", "'name 7\\'")), null);
 });
 
 test('the cache answers plain statements without keeping them', () => {
