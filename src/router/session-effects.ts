@@ -406,15 +406,52 @@ function mayStartScannedWord(c: number): boolean {
   return lower === 0x73 || lower === 0x61 || lower === 0x74;
 }
 
-/** The index of the quote that closes the literal opened at `open` ('' stands for a quote), or -1. */
-function literalEnd(sql: string, open: number): number {
-  let at = open;
-  for (;;) {
-    at = sql.indexOf("'", at + 1);
-    if (at < 0) return -1;
-    if (sql.charCodeAt(at + 1) !== 0x27) return at;
-    at++;
+/** Whether `c` continues an identifier (a letter, digit, _, $ or anything past ASCII). */
+function identifierChar(c: number): boolean {
+  const lower = c | 0x20;
+  return (lower >= 0x61 && lower <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
+}
+
+/** Index of the quote closing a run opened at `open`: '' stands for a quote; with `escapes`, a backslash escapes what follows. */
+function quotedEnd(sql: string, open: number, escapes: boolean): number {
+  for (let i = open + 1; i < sql.length; i++) {
+    const c = sql.charCodeAt(i);
+    if (escapes && c === 0x5c) i++;
+    else if (c === 0x27) {
+      if (sql.charCodeAt(i + 1) !== 0x27) return i;
+      i++;
+    }
   }
+  return -1;
+}
+
+/**
+ * The index of the quote that closes the literal opened at `open`, read as the lexer reads it, or
+ * -1 when it is unterminated or its end depends on standard_conforming_strings (a backslash in a
+ * '...' string). E'...' takes backslash escapes; B'...' and X'...' end at the next quote.
+ * `backslash`: the first backslash at or after `open`, or -1 (found by the caller, which moves it
+ * forward only as far as it reads: each literal searching the rest of the text would be quadratic).
+ */
+function literalEnd(sql: string, open: number, backslash: number): number {
+  const before = sql.charCodeAt(open - 1);
+  if (identifierChar(before)) {
+    // Only a one-letter word is a prefix (E'...'); in anything longer (1E'...', a.E'...', xE'...') the lexer decides.
+    const start = open >= 2 ? sql.charCodeAt(open - 2) : 0x20;
+    if (identifierChar(start) || start === 0x2e) return -1;
+    const prefix = before | 0x20;
+    if (prefix === 0x65) return quotedEnd(sql, open, true); // E'
+    if (prefix === 0x62 || prefix === 0x78) return sql.indexOf("'", open + 1); // B' X'
+    if (prefix !== 0x6e) return -1; // N' reads as '...'
+  }
+  let end = open;
+  for (;;) {
+    end = sql.indexOf("'", end + 1);
+    if (end < 0) return -1;
+    if (sql.charCodeAt(end + 1) !== 0x27) break;
+    end++;
+  }
+  if (backslash < 0 || backslash > end) return end;
+  return quotedEnd(sql, open, true) === end ? end : -1;
 }
 
 /** The same for a quoted identifier; -1 also when a scanned word is in it ("set_config"(...) is a call). */
@@ -431,29 +468,31 @@ function identifierEnd(sql: string, open: number, findWords: boolean): number {
 
 /**
  * Most texts change nothing in the session, and saying so needs no tokens: one statement (a
- * trailing semicolon allowed) with balanced parentheses, no dollar, backslash or comment (which
- * only the lexer reads right), a first word that opens none of the forms with effects, and none
- * of the words the scan of every statement looks for outside string literals. Literals ('...')
- * and quoted identifiers ("...") are skipped whole, so a multi-row INSERT of megabytes is read
+ * trailing semicolon allowed) with balanced parentheses, no dollar, backslash or comment outside
+ * literals (which only the lexer reads right), no literal whose end depends on
+ * standard_conforming_strings, a first word that opens none of the forms with effects, and none
+ * of the words the scan of every statement looks for outside string literals. Literals ('...',
+ * E'...' and the other prefixes) and quoted identifiers ("...") are skipped whole, so a multi-row INSERT of megabytes is read
  * once, without a token (the lexer took ~300 ms and ~115 MB of garbage for 5 MB of VALUES); a
  * scanned word inside a quoted identifier still counts ("set_config"(...) is a call). Those
  * texts get the answer the full analysis gives them; null means: analyze it.
  */
 export function plainStatement(sql: string): StatementEffects | null {
-  // A backslash anywhere may escape a quote (E'...', or standard_conforming_strings off).
-  if (sql.includes('\\')) return null;
   const findWords = ANY_SCANNED_WORD.test(sql);
+  /** The next backslash from where a literal opens: -2 before the first literal, -1 when there is none. */
+  let backslash = -2;
   let depth = 0;
   let headStart = -1;
   let headEnd = -1;
   for (let i = 0; i < sql.length; i++) {
     const c = sql.charCodeAt(i);
-    if (c === 0x24) return null; // $
+    if (c === 0x24 || c === 0x5c) return null; // $ \\
     if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
     if (c === 0x27 || c === 0x22) {
       if (headStart < 0) return null;
       if (headEnd < 0) headEnd = i;
-      i = c === 0x27 ? literalEnd(sql, i) : identifierEnd(sql, i, findWords);
+      if (c === 0x27 && (backslash === -2 || (backslash >= 0 && backslash < i))) backslash = sql.indexOf('\\', i);
+      i = c === 0x27 ? literalEnd(sql, i, backslash) : identifierEnd(sql, i, findWords);
       if (i < 0) return null;
       continue;
     }

@@ -122,11 +122,13 @@ test('plainStatement answers the statements pgbench sends and declines what need
     'select count(*) from (select 1) s',
     "SELECT 'x'", 'SELECT "col" FROM t', "SELECT 'set_config' AS name, 'temp' AS t", "SELECT 'it''s; -- not a comment, $1 /* nor this */ (' FROM t",
     `INSERT INTO "orders" ("id", "note") VALUES (1, 'temperature'), (2, 'a "quoted" word'), (3, '')`,
+    "SELECT 'C:\\temp\\x'", "SELECT E'it\\'s'", "SELECT N'x', B'101', X'ff', U&'d\\0061t'", 'SELECT "a\\b" FROM t',
   ]) {
     assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
+    assert.deepEqual(analyzeSessionEffects(sql), { effects: [], statements: 1, uncertain: false }, `the full analysis of ${sql}`);
   }
   for (const sql of [
-    "SELECT 'a\\b'", "SELECT E'\\''", "SELECT 'unterminated", 'SELECT "unterminated', 'SELECT "set_config"(\'a\', \'b\', false)',
+    "SELECT 'a\\'", "SELECT 'a\\' || 'b'", "SELECT 1E'x'", "SELECT xE'x'", 'SELECT 1 \\ 2', "SELECT E'unterminated\\'", "SELECT 'unterminated", 'SELECT "unterminated', 'SELECT "set_config"(\'a\', \'b\', false)',
     'SELECT "pg_advisory_lock"(1)', "SELECT 'x'; SELECT 2", "SELECT 'x' -- c", "'x'", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', 'SELECT 1; SELECT 2',
     'SELECT (1', 'SELECT 1)', 'set search_path = a', 'Begin', 'commit', 'SELECT pg_advisory_lock(1)', 'select set_config(a, b, false)',
     'SELECT * INTO TEMP t FROM x', 'create table t (a int)', 'explain select 1', '', '   ', '(select 1)', 'listen x', 'discard all',
@@ -143,7 +145,8 @@ test('plainStatement answers a multi-row INSERT of megabytes as the full analysi
   const full = analyzeSessionEffects(sql);
   assert.deepEqual(full, { effects: [], statements: 1, uncertain: false });
   assert.equal(plainStatement(`${sql}; SELECT set_config('a', 'b', false)`), null);
-  assert.equal(plainStatement(sql.replace("'name 7'", "'name 7\\'")), null);
+  assert.equal(plainStatement(sql.replace("'name 7'", "'name 7\\'")), null, 'a literal whose end depends on standard_conforming_strings');
+  assert.deepEqual(plainStatement(sql.replace("'name 7'", "E'name\\n7'")), { effects: [], statements: 1, uncertain: false });
 });
 
 test('the cache answers plain statements without keeping them', () => {
