@@ -358,7 +358,9 @@ export class BackendConnection {
       case AuthCode.SASLContinue: {
         const client = getScram();
         if (!client) throw new AmbassadorError('UPSTREAM_PROTOCOL', `server ${where} sent SASLContinue before SASL started`);
-        return client.answerServerFirst((request as { data: Buffer }).data, SALTED_KEYS.keysFor).then((clientFinal) => void this.socket.write(encodeSASLResponse(clientFinal)));
+        return client
+          .answerServerFirst((request as { data: Buffer }).data, SALTED_KEYS.keysFor)
+          .then((clientFinal) => void this.socket.write(encodeSASLResponse(clientFinal)));
       }
       case AuthCode.SASLFinal: {
         const client = getScram();

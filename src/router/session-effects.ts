@@ -472,10 +472,11 @@ function identifierEnd(sql: string, open: number, findWords: boolean): number {
  * literals (which only the lexer reads right), no literal whose end depends on
  * standard_conforming_strings, a first word that opens none of the forms with effects, and none
  * of the words the scan of every statement looks for outside string literals. Literals ('...',
- * E'...' and the other prefixes) and quoted identifiers ("...") are skipped whole, so a multi-row INSERT of megabytes is read
- * once, without a token (the lexer took ~300 ms and ~115 MB of garbage for 5 MB of VALUES); a
- * scanned word inside a quoted identifier still counts ("set_config"(...) is a call). Those
- * texts get the answer the full analysis gives them; null means: analyze it.
+ * E'...' and the other prefixes) and quoted identifiers ("...") are skipped whole, so a
+ * multi-row INSERT of megabytes is read once, without a token (the lexer took ~300 ms and ~115 MB
+ * of garbage for 5 MB of VALUES); a scanned word inside a quoted identifier still counts
+ * ("set_config"(...) is a call). Those texts get the answer the full analysis gives them; null
+ * means: analyze it.
  */
 export function plainStatement(sql: string): StatementEffects | null {
   const findWords = ANY_SCANNED_WORD.test(sql);
@@ -486,7 +487,7 @@ export function plainStatement(sql: string): StatementEffects | null {
   let headEnd = -1;
   for (let i = 0; i < sql.length; i++) {
     const c = sql.charCodeAt(i);
-    if (c === 0x24 || c === 0x5c) return null; // $ \\
+    if (c === 0x24 || c === 0x5c) return null; // a dollar or a backslash outside quotes
     if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
     if (c === 0x27 || c === 0x22) {
       if (headStart < 0) return null;
