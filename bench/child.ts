@@ -86,3 +86,32 @@ export function targetLifecycle(
     killNow: supervised.killNow,
   };
 }
+
+/**
+ * Waits until `read` finds what it needs in the child's output (e.g. the port of its "listening"
+ * line), at each stdout write. If the child exits first or `timeoutMs` passes, the child is
+ * stopped and the promise rejects with its output.
+ */
+export function awaitOutput<T>(child: ChildProcess, supervised: SupervisedChild, name: string, read: (output: string) => T | null, timeoutMs = 20_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const fail = (why: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      void supervised.stop().then(() => reject(new Error(`${name} did not start: ${why}\n${supervised.output()}`)));
+    };
+    const timer = setTimeout(() => fail(`no "listening" line within ${timeoutMs / 1000} s`), timeoutMs);
+    const onData = (): void => {
+      const found = settled ? null : read(supervised.output());
+      if (found === null) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      resolve(found);
+    };
+    child.stdout?.on('data', onData);
+    void supervised.exited.then(() => fail(`exited before listening (${supervised.exitInfo()})`));
+  });
+}

@@ -17,7 +17,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-import { supervise, targetLifecycle } from './child.ts';
+import { awaitOutput, supervise, targetLifecycle } from './child.ts';
 import type { RunningTarget, TargetContext } from './targets.ts';
 
 /** Listens on 127.0.0.1 (an OS-chosen port) and pipes every connection to host:port. */
@@ -50,23 +50,9 @@ export async function spawnNodePipe(context: TargetContext, name: string): Promi
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
   const supervised = supervise(child, name, dir, log);
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start: no "listening" line within 20 s\n${supervised.output()}`)), 20_000);
-    const onData = (): void => {
-      const match = /^listening (\d+)$/m.exec(supervised.output());
-      if (match === null) return;
-      clearTimeout(timer);
-      child.stdout!.off('data', onData);
-      resolve(Number(match[1]));
-    };
-    child.stdout!.on('data', onData);
-    void supervised.exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited before listening (${supervised.exitInfo()})\n${supervised.output()}`));
-    });
-  }).catch(async (error: unknown) => {
-    await supervised.stop();
-    throw error;
+  const port = await awaitOutput(child, supervised, name, (output) => {
+    const match = /^listening (\d+)$/m.exec(output);
+    return match === null ? null : Number(match[1]);
   });
   const details = 'bare Node.js byte pipe: no parsing, no pooling, one server connection per client';
   log(`${name}: pid ${child.pid} listening on 127.0.0.1:${port} (${details})`);

@@ -34,7 +34,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
-import { supervise, targetLifecycle } from './child.ts';
+import { awaitOutput, supervise, targetLifecycle } from './child.ts';
 import { QUERY_MODES, type Endpoint, type QueryMode, type WorkloadKind } from './pgbench.ts';
 import { spawnNodePipe } from './node-pipe.ts';
 import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
@@ -160,7 +160,7 @@ export interface AmbassadorTarget extends RunningTarget {
   output(): string;
 }
 
-export function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<AmbassadorTarget> {
+export async function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<AmbassadorTarget> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   const clientPassword = randomBytes(18).toString('base64url');
@@ -175,36 +175,21 @@ export function spawnAmbassador(context: TargetContext, name: string, setup: Amb
   const { pool } = setup;
   const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
-  return new Promise<AmbassadorTarget>((resolve, reject) => {
-    let settled = false;
-    const fail = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      void supervised.stop().then(() => reject(new Error(`${name} did not start: ${why}\n${supervised.output()}`)));
-    };
-    const timer = setTimeout(() => fail('no "listening" log line within 20 s'), 20_000);
-    const onData = (): void => {
-      const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(supervised.output())?.[1];
-      const adminPort = /"admin":"[^"]*:(\d+)"/.exec(supervised.output())?.[1];
-      if (!port || !adminPort || settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.stdout!.off('data', onData);
-      context.log(`${name}: pid ${child.pid} listening on 127.0.0.1:${port} (${details})`);
-      resolve({
-        name,
-        endpoint: { host: '127.0.0.1', port: Number(port), user: context.cluster.users.app.user, password: clientPassword, database: context.cluster.database },
-        pid: child.pid!,
-        adminPort: Number(adminPort),
-        output: supervised.output,
-        details,
-        ...targetLifecycle(supervised, name),
-      });
-    };
-    child.stdout!.on('data', onData);
-    void supervised.exited.then(() => fail(`exited before listening (${supervised.exitInfo()})`));
+  const ports = await awaitOutput(child, supervised, name, (output) => {
+    const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(output)?.[1];
+    const adminPort = /"admin":"[^"]*:(\d+)"/.exec(output)?.[1];
+    return port && adminPort ? { port: Number(port), adminPort: Number(adminPort) } : null;
   });
+  context.log(`${name}: pid ${child.pid} listening on 127.0.0.1:${ports.port} (${details})`);
+  return {
+    name,
+    endpoint: { host: '127.0.0.1', port: ports.port, user: context.cluster.users.app.user, password: clientPassword, database: context.cluster.database },
+    pid: child.pid!,
+    adminPort: ports.adminPort,
+    output: supervised.output,
+    details,
+    ...targetLifecycle(supervised, name),
+  };
 }
 
 const ambassadorSession: TargetSpec = {

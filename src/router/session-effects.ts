@@ -10,7 +10,7 @@
 // transaction committed, no error) is the caller's business.
 
 import { TextCache } from './classifier-cache.ts';
-import { isSignificant, splitStatements, tokenize, type Token } from './sql-lexer.ts';
+import { isSignificant, scanQuoted, splitStatements, tokenize, type Token } from './sql-lexer.ts';
 
 export type PinReason = 'advisory-lock' | 'listen' | 'temp-table' | 'with-hold-cursor' | 'prepare-transaction' | 'sql-prepare' | 'session-state';
 
@@ -382,7 +382,7 @@ const PLAIN_STATEMENT: StatementEffects = Object.freeze({ effects: Object.freeze
 /** Words the full analysis looks for anywhere in a statement (set_config, the advisory lock functions, INTO TEMP). */
 const SCANNED_WORDS = ['set_config', 'advisory', 'temp'];
 /** Any of them anywhere (one native search: most texts have none, and skip the per-character check). */
-const ANY_SCANNED_WORD = /set_config|advisory|temp/i;
+const ANY_SCANNED_WORD = new RegExp(SCANNED_WORDS.join('|'), 'i');
 const SPACE = new Uint8Array(128);
 for (const c of ' \t\n\r\f\v') SPACE[c.charCodeAt(0)] = 1;
 
@@ -412,17 +412,10 @@ function identifierChar(c: number): boolean {
   return (lower >= 0x61 && lower <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
 }
 
-/** Index of the quote closing a run opened at `open`: '' stands for a quote; with `escapes`, a backslash escapes what follows. */
+/** Index of the quote closing a run opened at `open` as the lexer reads it ('' and, with `escapes`, a backslash escape); -1 if none. */
 function quotedEnd(sql: string, open: number, escapes: boolean): number {
-  for (let i = open + 1; i < sql.length; i++) {
-    const c = sql.charCodeAt(i);
-    if (escapes && c === 0x5c) i++;
-    else if (c === 0x27) {
-      if (sql.charCodeAt(i + 1) !== 0x27) return i;
-      i++;
-    }
-  }
-  return -1;
+  const end = scanQuoted(sql, open + 1, "'", escapes);
+  return end === null ? -1 : end - 1;
 }
 
 /**

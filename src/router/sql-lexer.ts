@@ -100,7 +100,7 @@ export function truncateIdentifier(name: string): string {
 }
 
 /** End (exclusive) of a quoted run starting after `open`; `quote` doubles to escape itself. */
-function scanQuoted(sql: string, from: number, quote: string, backslash: boolean): number | null {
+export function scanQuoted(sql: string, from: number, quote: string, backslash: boolean): number | null {
   let i = from;
   while (i < sql.length) {
     const c = sql[i];
