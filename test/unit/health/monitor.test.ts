@@ -214,7 +214,7 @@ test('ready() resolves only after the first round; start() returns the same prom
 });
 
 test('probing runs every intervalMs; stop() closes the prober and no more rounds happen', async (t) => {
-  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
   const prober = new ScriptedProber().script(P, primary('0/1')).script(R1, replica('0/1'));
   const rounds: number[] = [];
   const { health } = monitor(prober, [entry(P), entry(R1)], { intervalMs: 1000, onRound: (hosts) => rounds.push(hosts.length) });
@@ -243,7 +243,7 @@ test('probing runs every intervalMs; stop() closes the prober and no more rounds
 });
 
 test('stop() during a round: its results are not applied and nothing is scheduled', async (t) => {
-  t.mock.timers.enable({ apis: ['setTimeout'] });
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
   const prober = new ScriptedProber().script(P, primary('0/1'), replica('0/1'));
   const rounds: number[] = [];
   const { health, byId } = monitor(prober, [entry(P)], { onRound: () => rounds.push(1) });
