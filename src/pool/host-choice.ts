@@ -64,6 +64,26 @@ export function claimPrimary<H extends HostView>(hosts: readonly H[]): PrimaryCl
   return { kind: 'two', hosts: answering.length > 1 ? answering : primaries };
 }
 
+/**
+ * claimPrimary over consideredUp(hosts), without building either array in the common case of
+ * one primary (a write asks this for every transaction); several claimants go to claimPrimary.
+ */
+function primaryOf<H extends HostView>(hosts: readonly H[]): H | 'no-primary' | 'two-primaries' {
+  const anyUp = hosts.some((host) => host.up);
+  let found: H | undefined;
+  let claimants = 0;
+  for (const host of hosts) {
+    if ((host.up || !anyUp) && host.role === 'primary') {
+      found ??= host;
+      claimants++;
+    }
+  }
+  if (found === undefined) return 'no-primary';
+  if (claimants === 1) return found;
+  const claim = claimPrimary(consideredUp(hosts));
+  return claim.kind === 'one' ? claim.host : claim.kind === 'two' ? 'two-primaries' : 'no-primary';
+}
+
 /** The hosts routing treats as up: the up ones, or all of them when every host is down. */
 export function consideredUp<H extends HostView>(hosts: readonly H[]): readonly H[] {
   const up = hosts.filter((host) => host.up);
@@ -101,6 +121,8 @@ export class HostChooser {
   private options: ChoiceOptions;
   /** Smooth weighted round-robin: current weight per host id (nginx's `current_weight`). */
   private readonly current = new Map<string, number>();
+  /** The last choice of a usable primary, handed out again while it stays the primary. */
+  private primaryChoice: Choice | null = null;
 
   constructor(options: ChoiceOptions) {
     this.options = options;
@@ -116,11 +138,13 @@ export class HostChooser {
    * brain), primary-unavailable (its breaker is open, or the request avoids it).
    */
   primary(hosts: readonly HostView[], need: ChoiceNeeds = {}): Choice {
-    const claim = claimPrimary(consideredUp(hosts));
-    if (claim.kind === 'none') return { host: null, reason: 'no-primary' satisfies NoPrimaryReason };
-    if (claim.kind === 'two') return { host: null, reason: 'two-primaries' satisfies NoPrimaryReason };
-    if (!usableNow(claim.host, need.avoid)) return { host: null, reason: 'primary-unavailable' satisfies NoPrimaryReason };
-    return { host: claim.host, reason: 'primary' };
+    const primary = primaryOf(hosts);
+    if (typeof primary === 'string') return { host: null, reason: primary satisfies NoPrimaryReason };
+    if (!usableNow(primary, need.avoid)) return { host: null, reason: 'primary-unavailable' satisfies NoPrimaryReason };
+    // Every write asks: the answer is the same object while the primary is (callers never change a Choice).
+    let choice = this.primaryChoice;
+    if (choice?.host !== primary) this.primaryChoice = choice = { host: primary, reason: 'primary' };
+    return choice;
   }
 
   /** A host for a read, per loadBalance and readsFromPrimary. */

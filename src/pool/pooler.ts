@@ -179,9 +179,9 @@ export class Pooler implements ServerPool {
 
   choose(route: RouteRequest): Choice {
     const hosts = this.health.hosts;
-    const needs = { minLsn: route.minLsn, avoid: route.avoid };
-    if (route.kind === 'read') return this.chooser.replica(hosts, needs);
-    const primary = this.chooser.primary(hosts, needs);
+    // The route carries what a choice needs (minLsn, avoid): passed as it is, nothing is copied.
+    if (route.kind === 'read') return this.chooser.replica(hosts, route);
+    const primary = this.chooser.primary(hosts, route);
     if (primary.host !== null || this.health.anyRoleKnown) return primary;
     // No probe has succeeded yet (none could log in): try the first host not configured as a
     // replica, so the client sees the server's own answer rather than "no primary".

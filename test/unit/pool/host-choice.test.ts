@@ -42,6 +42,33 @@ test('primary: the one up primary; none is no-primary; two up primaries are refu
   assert.deepEqual(choose.primary([PRIMARY, host('r1'), other]), { host: null, reason: 'two-primaries' });
 });
 
+test('primary: one chooser follows roles that change in place, and agrees with claimPrimary on every mix of roles and health', () => {
+  const choose = chooser();
+  const a = host('a:5432', { role: 'primary' });
+  const b = host('b:5432');
+  const first = choose.primary([a, b]);
+  assert.equal(first.host, a);
+  assert.equal(choose.primary([a, b]), first, 'the same answer object while a stays the primary');
+  // A failover as the health loop records it: the same host objects, roles and health changed.
+  a.up = false;
+  b.role = 'primary';
+  assert.deepEqual(choose.primary([a, b]), { host: b, reason: 'primary' });
+  a.up = true;
+  a.failures = 2;
+  assert.deepEqual(choose.primary([a, b]), { host: b, reason: 'primary' }, 'the old primary still claims it, but its probes fail');
+  // Every combination of role, up and failures over three hosts: the answer is claimPrimary's.
+  const roles = ['primary', 'replica', 'unknown'] as const;
+  for (let mix = 0; mix < 18 ** 3; mix++) {
+    const hosts = [0, 1, 2].map((i) => {
+      const code = Math.floor(mix / 18 ** i) % 18;
+      return host(`h${i}:5432`, { role: roles[code % 3]!, up: Math.floor(code / 3) % 2 === 0, failures: Math.floor(code / 6) });
+    });
+    const claim = claimPrimary(consideredUp(hosts));
+    const expected = claim.kind === 'one' ? { host: claim.host, reason: 'primary' } : { host: null, reason: claim.kind === 'none' ? 'no-primary' : 'two-primaries' };
+    assert.deepEqual(choose.primary(hosts), expected, JSON.stringify(hosts));
+  }
+});
+
 test('round-robin is nginx smooth weighted round-robin: weights 5,1,1 give a,a,b,a,c,a,a', () => {
   const hosts = [host('a', { weight: 5 }), host('b'), host('c'), PRIMARY];
   const choose = chooser();
