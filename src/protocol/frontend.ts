@@ -65,7 +65,7 @@ export function encodeQuery(sql: string): Buffer {
 export interface ParseMessage {
   name: string;
   query: string;
-  /** The parameter-type section as sent (int16 count + int32 OIDs), kept raw for re-encoding. */
+  /** The parameter-type section as sent (int16 count + int32 OIDs): a view of the payload, not a copy. */
   paramTypes: Buffer;
 }
 
@@ -73,7 +73,7 @@ export function decodeParse(payload: Buffer): ParseMessage {
   const r = new PayloadReader(payload);
   const name = r.cstring();
   const query = r.cstring();
-  const paramTypes = Buffer.from(r.rest());
+  const paramTypes = r.rest();
   if (paramTypes.length < 2 || paramTypes.length !== 2 + 4 * paramTypes.readUInt16BE(0)) {
     throw new RangeError('malformed parameter types in Parse');
   }

@@ -254,3 +254,31 @@ test('wait() hands a released connection to the head callback at once; waiters s
   assert.equal(pool.stats().waiting, 45);
   check();
 });
+
+test('a queue that empties and fills again keeps its one timeout timer, and a later waiter still times out on time', async () => {
+  const { pool, clock, check } = setup({ size: 1, acquireTimeoutMs: 1000 });
+  const conn = await pool.acquire(); // it waited for the connection: the timer was armed then
+  const armed: number[] = [];
+  const setTimeoutOf = clock.setTimeout.bind(clock);
+  clock.setTimeout = (fn, ms) => (armed.push(ms), setTimeoutOf(fn, ms));
+  // A busy pool: a waiter queues, the connection comes back to it, the queue is empty again.
+  for (let i = 0; i < 100; i++) {
+    let next: unknown = null;
+    pool.wait((_err, leased) => (next = leased));
+    await clock.advanceAsync(1);
+    pool.release(conn, 'reusable');
+    assert.equal(next, conn, `round ${i}: the waiter got the connection`);
+    assert.equal(pool.stats().waiting, 0);
+  }
+  assert.deepEqual(armed, [], 'never armed again');
+  // The timer (due at 1000) finds nobody and stops; a waiter at 1500 gets its own, due at 2500.
+  await clock.advanceAsync(1400);
+  armed.length = 0; // (the pool's maintenance timer may have been armed meanwhile)
+  const late = track(new Promise((resolve, reject) => pool.wait((err, leased) => (leased === null ? reject(err) : resolve(leased)))));
+  assert.deepEqual(armed, [1000]);
+  await clock.advanceAsync(999);
+  assert.equal(late.settled, false);
+  await clock.advanceAsync(1);
+  assert.equal((late.error as AmbassadorError).code, 'POOL_TIMEOUT');
+  check();
+});
