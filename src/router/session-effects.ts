@@ -10,7 +10,7 @@
 // transaction committed, no error) is the caller's business.
 
 import { TextCache } from './classifier-cache.ts';
-import { isSignificant, scanQuoted, splitStatements, tokenize, type Token } from './sql-lexer.ts';
+import { commentEnd, dollarQuote, isSignificant, parameterEnd, scanQuoted, splitStatements, tokenize, type Token } from './sql-lexer.ts';
 
 export type PinReason = 'advisory-lock' | 'listen' | 'temp-table' | 'with-hold-cursor' | 'prepare-transaction' | 'sql-prepare' | 'session-state';
 
@@ -460,16 +460,30 @@ function identifierEnd(sql: string, open: number, findWords: boolean): number {
 }
 
 /**
+ * Where what a `$` at `at` opens ends, read as the lexer reads it: a $n parameter, or a whole
+ * $tag$...$tag$ string. -1 when the lexer must decide: an unterminated string, a lone `$`, or a
+ * `$` right after a letter, digit or `_` (inside a word it is part of the identifier; after a
+ * number it opens a new token; telling them apart needs the lexer's tokens).
+ */
+function dollarEnd(sql: string, at: number): number {
+  if (identifierChar(sql.charCodeAt(at - 1))) return -1;
+  const parameter = parameterEnd(sql, at);
+  if (parameter > at) return parameter;
+  return dollarQuote(sql, at)?.end ?? -1;
+}
+
+/**
  * Most texts change nothing in the session, and saying so needs no tokens: one statement (a
- * trailing semicolon allowed) with balanced parentheses, no dollar, backslash or comment outside
- * literals (which only the lexer reads right), no literal whose end depends on
- * standard_conforming_strings, a first word that opens none of the forms with effects, and none
- * of the words the scan of every statement looks for outside string literals. Literals ('...',
- * E'...' and the other prefixes) and quoted identifiers ("...") are skipped whole, so a
- * multi-row INSERT of megabytes is read once, without a token (the lexer took ~300 ms and ~115 MB
- * of garbage for 5 MB of VALUES); a scanned word inside a quoted identifier still counts
- * ("set_config"(...) is a call). Those texts get the answer the full analysis gives them; null
- * means: analyze it.
+ * trailing semicolon allowed) with balanced parentheses, no backslash outside literals, no
+ * literal whose end depends on standard_conforming_strings, a first word that opens none of the
+ * forms with effects, and none of the words the scan of every statement looks for outside
+ * literals and comments. Literals ('...', E'...' and the other prefixes, $tag$...$tag$), quoted
+ * identifiers ("...") and comments (-- and nested /* *\/) are skipped whole, so a multi-row
+ * INSERT or a function body of megabytes is read once, without a token (the lexer took ~300 ms
+ * and ~115 MB of garbage for 5 MB of VALUES); a scanned word inside a quoted identifier still
+ * counts ("set_config"(...) is a call). What only the lexer reads right (an unterminated quote
+ * or comment, a `$` it alone can place, anything after the semicolon) is declined. Those texts
+ * get the answer the full analysis gives them; null means: analyze it.
  */
 export function plainStatement(sql: string): StatementEffects | null {
   const findWords = ANY_SCANNED_WORD.test(sql);
@@ -480,8 +494,22 @@ export function plainStatement(sql: string): StatementEffects | null {
   let headEnd = -1;
   for (let i = 0; i < sql.length; i++) {
     const c = sql.charCodeAt(i);
-    if (c === 0x24 || c === 0x5c) return null; // a dollar or a backslash outside quotes
-    if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
+    if (c === 0x5c) return null; // a backslash outside quotes
+    if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) {
+      // -- or /*: skipped like whitespace (before the first word too), and it ends that word.
+      const end = commentEnd(sql, i);
+      if (end < 0) return null;
+      if (headStart >= 0 && headEnd < 0) headEnd = i;
+      i = end - 1;
+      continue;
+    }
+    if (c === 0x24) {
+      const end = headStart < 0 ? -1 : dollarEnd(sql, i);
+      if (end < 0) return null;
+      if (headEnd < 0) headEnd = i;
+      i = end - 1;
+      continue;
+    }
     if (c === 0x27 || c === 0x22) {
       if (headStart < 0) return null;
       if (headEnd < 0) headEnd = i;

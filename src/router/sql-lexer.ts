@@ -218,22 +218,38 @@ function unicodeValue(token: Token, decoded: string | undefined): string | undef
   return token.kind === 'quoted-identifier' && decoded !== undefined ? truncateIdentifier(decoded) : decoded;
 }
 
-function dollarToken(sql: string, pos: number): Token {
-  const paramEnd = sticky(PARAMETER, sql, pos);
-  if (paramEnd > pos) return make(sql, 'parameter', pos, paramEnd);
-  const delimiterEnd = sticky(DOLLAR_DELIMITER, sql, pos);
-  if (delimiterEnd === pos) return make(sql, 'other', pos, pos + 1);
-  const delimiter = sql.slice(pos, delimiterEnd);
-  const close = sql.indexOf(delimiter, delimiterEnd);
-  if (close < 0) return make(sql, 'dollar-string', pos, sql.length, { uncertain: 'unterminated' });
-  return make(sql, 'dollar-string', pos, close + delimiter.length, { value: sql.slice(delimiterEnd, close) });
+/** End (exclusive) of the $n parameter at `pos`; `pos` when there is none. */
+export function parameterEnd(sql: string, pos: number): number {
+  return sticky(PARAMETER, sql, pos);
 }
 
-function commentToken(sql: string, pos: number): Token {
-  if (sql[pos] === '-') {
+/**
+ * The $tag$ (or $$) opening a dollar-quoted string at `pos`: where the delimiter ends, and where
+ * the string ends after its closing delimiter (exclusive; -1 when unterminated). Null when no
+ * delimiter starts at `pos`.
+ */
+export function dollarQuote(sql: string, pos: number): { delimiterEnd: number; end: number } | null {
+  const delimiterEnd = sticky(DOLLAR_DELIMITER, sql, pos);
+  if (delimiterEnd === pos) return null;
+  const close = sql.indexOf(sql.slice(pos, delimiterEnd), delimiterEnd);
+  return { delimiterEnd, end: close < 0 ? -1 : close + delimiterEnd - pos };
+}
+
+function dollarToken(sql: string, pos: number): Token {
+  const paramEnd = parameterEnd(sql, pos);
+  if (paramEnd > pos) return make(sql, 'parameter', pos, paramEnd);
+  const quote = dollarQuote(sql, pos);
+  if (quote === null) return make(sql, 'other', pos, pos + 1);
+  if (quote.end < 0) return make(sql, 'dollar-string', pos, sql.length, { uncertain: 'unterminated' });
+  return make(sql, 'dollar-string', pos, quote.end, { value: sql.slice(quote.delimiterEnd, quote.end - (quote.delimiterEnd - pos)) });
+}
+
+/** End (exclusive) of the `--` or (nested) `/* *\/` comment at `pos`; -1 when a block comment is unterminated. */
+export function commentEnd(sql: string, pos: number): number {
+  if (sql.charCodeAt(pos) === 0x2d) {
     let end = pos + 2;
     while (end < sql.length && sql[end] !== '\n' && sql[end] !== '\r') end++;
-    return make(sql, 'comment', pos, end);
+    return end;
   }
   let depth = 0;
   for (let i = pos; i < sql.length; i++) {
@@ -242,10 +258,15 @@ function commentToken(sql: string, pos: number): Token {
       i++;
     } else if (sql[i] === '*' && sql[i + 1] === '/') {
       i++;
-      if (--depth === 0) return make(sql, 'comment', pos, i + 1);
+      if (--depth === 0) return i + 1;
     }
   }
-  return make(sql, 'comment', pos, sql.length, { uncertain: 'unterminated' });
+  return -1;
+}
+
+function commentToken(sql: string, pos: number): Token {
+  const end = commentEnd(sql, pos);
+  return end < 0 ? make(sql, 'comment', pos, sql.length, { uncertain: 'unterminated' }) : make(sql, 'comment', pos, end);
 }
 
 /** Where the + and - that scan.l split off an operator run end (tokenize() keeps one per text). */

@@ -123,13 +123,20 @@ test('plainStatement answers the statements pgbench sends and declines what need
     "SELECT 'x'", 'SELECT "col" FROM t', "SELECT 'set_config' AS name, 'temp' AS t", "SELECT 'it''s; -- not a comment, $1 /* nor this */ (' FROM t",
     `INSERT INTO "orders" ("id", "note") VALUES (1, 'temperature'), (2, 'a "quoted" word'), (3, '')`,
     "SELECT 'C:\\temp\\x'", "SELECT E'it\\'s'", "SELECT N'x', B'101', X'ff', U&'d\\0061t'", 'SELECT "a\\b" FROM t',
+    // Comments and dollar quotes: skipped whole, scanned words inside them do not count.
+    "SELECT 'x' -- c", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', '/* app=web */ select 1', '-- c\nSELECT 1', 'SELECT/**/1',
+    "SELECT 1 -- set_config('a','b',false)", "SELECT $$set_config('a','b',false)$$", "SELECT $q$ it's $$ \\ $q$, $2", 'SELECT /* /* nested */ still */ 1',
+    "SELECT $f$x$f$ FROM t WHERE a = $1 AND b = 'c'", 'SELECT 1 --',
   ]) {
     assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
     assert.deepEqual(analyzeSessionEffects(sql), { effects: [], statements: 1, uncertain: false }, `the full analysis of ${sql}`);
   }
   for (const sql of [
     "SELECT 'a\\'", "SELECT 'a\\' || 'b'", "SELECT 1E'x'", "SELECT xE'x'", 'SELECT 1 \\ 2', "SELECT E'unterminated\\'", "SELECT 'unterminated", 'SELECT "unterminated', 'SELECT "set_config"(\'a\', \'b\', false)',
-    'SELECT "pg_advisory_lock"(1)', "SELECT 'x'; SELECT 2", "SELECT 'x' -- c", "'x'", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', 'SELECT 1; SELECT 2',
+    'SELECT "pg_advisory_lock"(1)', "SELECT 'x'; SELECT 2", "'x'", 'SELECT 1; SELECT 2',
+    // What only the lexer places: a $ after a word or a number, a lone or unterminated one, an unterminated comment.
+    'SELECT a$1', 'SELECT 1$$x$$', 'SELECT $', 'SELECT $$x', '$$x$$', 'SELECT /* x', 'SELECT /* /* nested */ 1', 'SELECT 1; -- after',
+    '/* c */ SET x = 1', 'SET/**/x = 1', 'select set_config/*x*/($1, $2, false)', 'select pg_advisory_lock($1)',
     'SELECT (1', 'SELECT 1)', 'set search_path = a', 'Begin', 'commit', 'SELECT pg_advisory_lock(1)', 'select set_config(a, b, false)',
     'SELECT * INTO TEMP t FROM x', 'create table t (a int)', 'explain select 1', '', '   ', '(select 1)', 'listen x', 'discard all',
   ]) {
@@ -147,6 +154,16 @@ test('plainStatement answers a multi-row INSERT of megabytes as the full analysi
   assert.equal(plainStatement(`${sql}; SELECT set_config('a', 'b', false)`), null);
   assert.equal(plainStatement(sql.replace("'name 7'", "'name 7\\'")), null, 'a literal whose end depends on standard_conforming_strings');
   assert.deepEqual(plainStatement(sql.replace("'name 7'", "E'name\\n7'")), { effects: [], statements: 1, uncertain: false });
+});
+
+test('plainStatement reads a function body and comments of megabytes once, as the full analysis does', () => {
+  const body = Array.from({ length: 20_000 }, (_, i) => `  -- step ${i}: it's not a quote\n  PERFORM set_config('x', '${i}', false); /* temp */`).join('\n');
+  const sql = `/* migration 42 */ SELECT run_once($body$\n${body}\n$body$, $1) -- done`;
+  assert.ok(sql.length > 1_000_000);
+  assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false });
+  assert.deepEqual(analyzeSessionEffects(sql), { effects: [], statements: 1, uncertain: false });
+  assert.equal(plainStatement(sql.replace('$body$, $1)', '$body$, $1); SELECT 1')), null, 'a second statement');
+  assert.equal(plainStatement(sql.replace(/\$body\$, \$1\)/, '$bod$, $1)')), null, 'the body left open');
 });
 
 test('the cache answers plain statements without keeping them', () => {
