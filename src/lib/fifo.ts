@@ -10,6 +10,12 @@
 const FIRST_CAPACITY = 4;
 /** An empty ring larger than this is given back (a burst of queued requests is over). */
 const KEPT_CAPACITY = 64;
+/**
+ * The slots of a ring that never held anything, shared: a ring of capacity 0 gets slots of its own
+ * before its first entry, and an idle client (thousands of them, each with a few queues) keeps none.
+ */
+const NO_SLOTS: never[] = [];
+const NO_NUMBERS = new Float64Array(0);
 
 /** Where entries are, within a ring of `capacity` slots (a power of two): the part both rings share. */
 abstract class Ring {
@@ -60,7 +66,7 @@ abstract class Ring {
 }
 
 export class Fifo<T> extends Ring {
-  private slots: Array<T | undefined> = [];
+  private slots: Array<T | undefined> = NO_SLOTS;
 
   protected get capacity(): number {
     return this.slots.length;
@@ -101,7 +107,7 @@ export class Fifo<T> extends Ring {
 
 /** A Fifo of numbers in a Float64Array: an Array would box each fractional number it holds. */
 export class NumberFifo extends Ring {
-  private slots = new Float64Array(0);
+  private slots = NO_NUMBERS;
 
   protected get capacity(): number {
     return this.slots.length;
