@@ -100,10 +100,23 @@ export function decodeBindNames(payload: Buffer): { portal: string; statement: s
  * The same Bind aimed at another statement name; everything else is copied as it came, the
  * portal name as bytes (it need not be UTF-8: the client's encoding may be another).
  */
-export function rebindStatement(payload: Buffer, statement: string): Buffer {
-  const { restOffset } = decodeBindNames(payload);
-  const portal = payload.subarray(0, payload.indexOf(0) + 1);
-  return new MessageWriter().bytes(portal).cstring(statement).bytes(payload.subarray(restOffset)).finish(FrontendType.Bind);
+export function rebindStatement(payload: Buffer, name: string): Buffer {
+  // Every Bind of a prepared statement under transaction pooling comes through here: one buffer,
+  // written in place, and no name decoded (the portal's bytes are kept as they came). NULs in
+  // the new name are dropped, as MessageWriter.cstring drops them.
+  const statement = name.includes('\0') ? name.replaceAll('\0', '') : name;
+  const portalEnd = payload.indexOf(0);
+  const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
+  if (statementEnd < 0) throw new RangeError('malformed Bind');
+  const nameBytes = Buffer.byteLength(statement);
+  const message = Buffer.allocUnsafe(5 + portalEnd + 1 + nameBytes + 1 + payload.length - statementEnd - 1);
+  message[0] = FrontendType.Bind;
+  message.writeInt32BE(message.length - 1, 1);
+  let at = 5 + payload.copy(message, 5, 0, portalEnd + 1);
+  at += message.write(statement, at, 'utf8');
+  message[at++] = 0;
+  payload.copy(message, at, statementEnd + 1);
+  return message;
 }
 
 /** Describe and Close: a target kind ('S' statement, 'P' portal) and a name. */

@@ -56,6 +56,16 @@ test('frontend: rebindStatement keeps a portal name that is not UTF-8 byte for b
   assert.equal(decodeBindNames(rebound.subarray(5)).statement, 'pa_1');
 });
 
+test('frontend: rebindStatement writes its length and drops NULs from the new name, as every encoder does', () => {
+  // frontend/encode-decode-round-trip, on the first version that wrote the Bind in place: a new
+  // name of "\0" came out as an empty name plus a stray NUL (the statement became the portal).
+  const payload = Buffer.from([0, 0, 0, 1, 0, 0]); // unnamed portal and statement, then the rest
+  const rebound = rebindStatement(payload, '\0pa\0_2');
+  assert.deepEqual(rebound.subarray(5), Buffer.from([0, ...Buffer.from('pa_2'), 0, 0, 1, 0, 0]));
+  assert.equal(rebound.readInt32BE(1), rebound.length - 1);
+  assert.deepEqual(decodeBindNames(rebound.subarray(5)), { portal: '', statement: 'pa_2', restOffset: 6 });
+});
+
 test('sql-lexer: a long run of + and - is scanned once, not once per character', { timeout: 60_000 }, () => {
   // sql/one-megabyte-texts-finish: '+-' repeated did not finish (50 KB took over 5 minutes).
   const sql = '+-'.repeat(128 * 1024);
