@@ -10,52 +10,64 @@
 const FIRST_CAPACITY = 4;
 /** An empty ring larger than this is given back (a burst of queued requests is over). */
 const KEPT_CAPACITY = 64;
+
+/** An Array or a typed array: what a ring keeps its entries in. */
+interface Slots<E> {
+  readonly length: number;
+  [index: number]: E | undefined;
+}
+
 /**
  * The slots of a ring that never held anything, shared: a ring of capacity 0 gets slots of its own
  * before its first entry, and an idle client (thousands of them, each with a few queues) keeps none.
  */
-const NO_SLOTS: never[] = [];
+const NO_SLOTS: Slots<never> = [];
 const NO_NUMBERS = new Float64Array(0);
 
-/** Where entries are, within a ring of `capacity` slots (a power of two): the part both rings share. */
-abstract class Ring {
-  protected head = 0;
-  protected count = 0;
+/** A ring of a power-of-two number of slots; the storage (`allocate`) is the subclass's. */
+abstract class Ring<E> {
+  private head = 0;
+  private count = 0;
+
+  constructor(private slots: Slots<E>) {}
+
+  /** Storage for `capacity` slots. */
+  protected abstract allocate(capacity: number): Slots<E>;
 
   get length(): number {
     return this.count;
   }
 
-  protected abstract get capacity(): number;
-  /** A ring of `capacity` slots holding the current entries from slot 0 on. */
-  protected abstract regrow(capacity: number): void;
-
-  /** The slot of the next entry pushed (the ring grows first when full). */
-  protected tailSlot(): number {
-    if (this.count === this.capacity) this.regrow(Math.max(FIRST_CAPACITY, this.capacity * 2));
-    return (this.head + this.count++) & (this.capacity - 1);
+  /** The oldest entry, left in place. */
+  get first(): E | undefined {
+    return this.count === 0 ? undefined : this.slots[this.head];
   }
 
-  /** The slot of the entry put back in front (the ring grows first when full). */
-  protected frontSlot(): number {
-    if (this.count === this.capacity) this.regrow(Math.max(FIRST_CAPACITY, this.capacity * 2));
-    this.head = (this.head - 1) & (this.capacity - 1);
+  push(item: E): void {
+    if (this.count === this.slots.length) this.regrow(Math.max(FIRST_CAPACITY, this.slots.length * 2));
+    this.slots[(this.head + this.count++) & (this.slots.length - 1)] = item;
+  }
+
+  /** Puts an entry back in front (it was taken and not used). */
+  unshift(item: E): void {
+    if (this.count === this.slots.length) this.regrow(Math.max(FIRST_CAPACITY, this.slots.length * 2));
+    this.head = (this.head - 1) & (this.slots.length - 1);
     this.count++;
-    return this.head;
+    this.slots[this.head] = item;
   }
 
-  /** The slot of the oldest entry, taken out of the queue; -1 when it is empty. */
-  protected headSlot(): number {
-    if (this.count === 0) return -1;
-    const slot = this.head;
-    this.head = (slot + 1) & (this.capacity - 1);
-    if (--this.count === 0) this.head = 0;
-    return slot;
-  }
-
-  /** After the last entry went: a ring a burst made large goes back to its first size. */
-  protected shrinkIfEmpty(): void {
-    if (this.count === 0 && this.capacity > KEPT_CAPACITY) this.regrow(FIRST_CAPACITY);
+  shift(): E | undefined {
+    if (this.count === 0) return undefined;
+    const slots = this.slots;
+    const item = slots[this.head];
+    slots[this.head] = undefined; // the queue no longer keeps it alive (a typed array reads it as NaN)
+    this.head = (this.head + 1) & (slots.length - 1);
+    if (--this.count === 0) {
+      this.head = 0;
+      // A ring a burst made large goes back to its first size.
+      if (slots.length > KEPT_CAPACITY) this.regrow(FIRST_CAPACITY);
+    }
+    return item;
   }
 
   clear(): void {
@@ -63,78 +75,33 @@ abstract class Ring {
     this.count = 0;
     this.regrow(FIRST_CAPACITY);
   }
-}
 
-export class Fifo<T> extends Ring {
-  private slots: Array<T | undefined> = NO_SLOTS;
-
-  protected get capacity(): number {
-    return this.slots.length;
-  }
-
-  protected regrow(capacity: number): void {
-    const slots = new Array<T | undefined>(capacity).fill(undefined);
+  /** New storage of `capacity` slots holding the current entries from slot 0 on. */
+  private regrow(capacity: number): void {
+    const slots = this.allocate(capacity);
     for (let i = 0; i < this.count; i++) slots[i] = this.slots[(this.head + i) & (this.slots.length - 1)];
     this.slots = slots;
     this.head = 0;
   }
+}
 
-  /** The oldest entry, left in place. */
-  get first(): T | undefined {
-    return this.count === 0 ? undefined : this.slots[this.head];
+export class Fifo<T> extends Ring<T> {
+  constructor() {
+    super(NO_SLOTS);
   }
 
-  push(item: T): void {
-    const slot = this.tailSlot(); // first: it may give the ring new slots
-    this.slots[slot] = item;
-  }
-
-  /** Puts an entry back in front (it was taken and not used). */
-  unshift(item: T): void {
-    const slot = this.frontSlot(); // first: it may give the ring new slots
-    this.slots[slot] = item;
-  }
-
-  shift(): T | undefined {
-    const slot = this.headSlot();
-    if (slot < 0) return undefined;
-    const item = this.slots[slot];
-    this.slots[slot] = undefined; // the queue no longer keeps it alive
-    this.shrinkIfEmpty();
-    return item;
+  protected allocate(capacity: number): Slots<T> {
+    return new Array<T | undefined>(capacity).fill(undefined);
   }
 }
 
 /** A Fifo of numbers in a Float64Array: an Array would box each fractional number it holds. */
-export class NumberFifo extends Ring {
-  private slots = NO_NUMBERS;
-
-  protected get capacity(): number {
-    return this.slots.length;
+export class NumberFifo extends Ring<number> {
+  constructor() {
+    super(NO_NUMBERS);
   }
 
-  protected regrow(capacity: number): void {
-    const slots = new Float64Array(capacity);
-    for (let i = 0; i < this.count; i++) slots[i] = this.slots[(this.head + i) & (this.slots.length - 1)]!;
-    this.slots = slots;
-    this.head = 0;
-  }
-
-  /** The oldest entry, left in place. */
-  get first(): number | undefined {
-    return this.count === 0 ? undefined : this.slots[this.head];
-  }
-
-  push(value: number): void {
-    const slot = this.tailSlot(); // first: it may give the ring new slots
-    this.slots[slot] = value;
-  }
-
-  shift(): number | undefined {
-    const slot = this.headSlot();
-    if (slot < 0) return undefined;
-    const value = this.slots[slot]!;
-    this.shrinkIfEmpty();
-    return value;
+  protected allocate(capacity: number): Slots<number> {
+    return new Float64Array(capacity);
   }
 }

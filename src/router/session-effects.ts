@@ -504,9 +504,9 @@ export function plainStatement(sql: string): StatementEffects | null {
       continue;
     }
     if (c === 0x24) {
+      // (The first word has ended here: a $ right after a letter or _ is declined by dollarEnd.)
       const end = headStart < 0 ? -1 : dollarEnd(sql, i);
       if (end < 0) return null;
-      if (headEnd < 0) headEnd = i;
       i = end - 1;
       continue;
     }
