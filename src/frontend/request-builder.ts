@@ -63,6 +63,14 @@ export class RequestBuilder {
   private readonly byServerName = new Map<string, ClientStatement>();
   private unnamedParse: Buffer | null = null;
   /**
+   * The text and effects read from `unnamedParse` (null when it could not be read). Drivers send
+   * the same unnamed Parse for every execution of a text (pgbench -M extended, pg without a
+   * statement name): a Parse whose bytes repeat it is not decoded or classified again, and the
+   * same string goes on (the caches keyed by text find it by its kept hash).
+   */
+  private unnamedText: string | null = null;
+  private unnamedEffects: SessionEffect[] = NO_EFFECTS;
+  /**
    * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
    */
@@ -146,18 +154,22 @@ export class RequestBuilder {
   }
 
   private onParse(payload: Buffer, whole: Buffer | null): null {
+    if (this.repeatsUnnamedParse(payload)) {
+      // The same bytes: the kept copy goes rather than a slice that would hold on to this chunk.
+      this.noteStatement('', this.unnamedText!, this.unnamedEffects);
+      this.unnamedInExchange = true;
+      this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
+      return null;
+    }
     const parse = readable(decodeParse, payload);
     if (parse === null) return this.unreadable(FrontendType.Parse, payload);
     const effects = this.effects.get(parse.query).effects;
-    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
-    else this.statementEffects.delete(parse.name);
-    this.statementTexts.set(parse.name, parse.query);
-    // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
-    // request goes where the statement will run.
-    this.currentTexts?.push(parse.query);
+    this.noteStatement(parse.name, parse.query, effects);
     if (parse.name === '') {
       const message = whole ?? frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
+      this.unnamedText = parse.query;
+      this.unnamedEffects = effects;
       this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
@@ -168,6 +180,22 @@ export class RequestBuilder {
     this.current.push({ kind: 'parse', statement });
     this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
+  }
+
+  /** A Parse of the unnamed statement with the same bytes as the last one read. */
+  private repeatsUnnamedParse(payload: Buffer): boolean {
+    const last = this.unnamedParse;
+    return this.unnamedText !== null && last !== null && payload[0] === 0 && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
+  }
+
+  /** What the client's statement `name` runs, for the Binds and Executes that follow. */
+  private noteStatement(name: string, text: string, effects: SessionEffect[]): void {
+    if (effects.length > 0) this.statementEffects.set(name, effects);
+    else this.statementEffects.delete(name);
+    this.statementTexts.set(name, text);
+    // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
+    // request goes where the statement will run.
+    this.currentTexts?.push(text);
   }
 
   private onBind(payload: Buffer, whole: Buffer | null): null {
@@ -222,6 +250,7 @@ export class RequestBuilder {
     const message = frameMessage(type, type === FrontendType.Parse && nameEnd > 0 ? payload.subarray(nameEnd) : payload);
     if (type === FrontendType.Parse) {
       this.unnamedParse = message;
+      this.unnamedText = null;
       this.unnamedInExchange = true;
     }
     this.pushRaw(type, message, unreadableEntry(type));

@@ -56,3 +56,36 @@ test('an unnamed Parse kept for a later Bind is the slice of a small chunk, a co
     assert.equal(bind.unnamedParse!.buffer === chunk.buffer, padding === 0, `chunk of ${chunk.length} bytes`);
   }
 });
+
+test('an unnamed Parse that repeats the last one is not read again; any other Parse is', () => {
+  const looked: string[] = [];
+  const cache = new (class extends SessionEffectsCache {
+    override get(sql: string) {
+      looked.push(sql);
+      return super.get(sql);
+    }
+  })();
+  const builder = new RequestBuilder(cache);
+  const exchange = (parse: Buffer): Request => feed(builder, Buffer.concat([parse, unnamedBind, execute, encodeSync()]))[0]!;
+  const set = encodeParse('', 'SET search_path TO app', Buffer.from([0, 0]));
+  const first = exchange(set);
+  const again = exchange(Buffer.from(set));
+  assert.deepEqual(looked, ['SET search_path TO app'], 'classified once');
+  assert.equal(again.texts![0], first.texts![0]);
+  assert.deepEqual(again.effects, first.effects);
+  assert.ok(again.effects.length > 0, 'the SET still counts as a session effect');
+  const parseOf = (r: Request): Buffer => (r.items[0] as Extract<Item, { kind: 'raw' }>).message;
+  assert.deepEqual(parseOf(again), set);
+
+  // Same length, other bytes; a named Parse of the same text; then the first text once more.
+  exchange(encodeParse('', 'SET search_path TO xyz', Buffer.from([0, 0])));
+  feed(builder, Buffer.concat([encodeParse('s1', 'SET search_path TO xyz', Buffer.from([0, 0])), encodeSync()]));
+  exchange(set);
+  assert.deepEqual(looked, ['SET search_path TO app', 'SET search_path TO xyz', 'SET search_path TO xyz', 'SET search_path TO app']);
+
+  // An unreadable Parse in between is never taken for the text before it.
+  feed(builder, Buffer.concat([frameMessage(FrontendType.Parse, Buffer.from('\0SET search_path TO app\0')), encodeSync()]));
+  const after = exchange(set);
+  assert.equal(looked.length, 5, 'read again after an unreadable one');
+  assert.equal(after.texts![0], 'SET search_path TO app');
+});
