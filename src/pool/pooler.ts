@@ -515,7 +515,17 @@ export class Pooler implements ServerPool {
   }
 }
 
+/**
+ * Each client's last key, with the host it was for: a client asks for the same pool on every
+ * transaction, and a string built once keeps its hash (a new one would be joined and hashed anew).
+ */
+const lastKeys = new WeakMap<ServerRequest, { host: HostView; key: string }>();
+
 /** The ConnectionPool of one host, database and user. */
 function poolKey(host: HostView, request: ServerRequest): string {
-  return `${host.id}/${request.database}/${request.user}`;
+  const last = lastKeys.get(request);
+  if (last !== undefined && last.host === host) return last.key;
+  const key = `${host.id}/${request.database}/${request.user}`;
+  lastKeys.set(request, { host, key });
+  return key;
 }
