@@ -1062,8 +1062,9 @@ const ANSWERLESS_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.Co
 /** COMMIT or ROLLBACK from a CommandComplete tag (ROLLBACK TO SAVEPOINT also says ROLLBACK,
  *  but never ends a transaction: the tag that counts is the last one before 'I'). */
 function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
-  if (payload.length === 7 && payload.compare(COMMIT_TAG, 0, 7, 0, 7) === 0) return 'COMMIT';
-  if (payload.length === 9 && payload.compare(ROLLBACK_TAG, 0, 9, 0, 9) === 0) return 'ROLLBACK';
+  // The first letter first: "SELECT 1" is as long as "ROLLBACK", and a compare is a native call.
+  if (payload.length === 7 && payload[0] === 0x43 && payload.compare(COMMIT_TAG, 0, 7, 0, 7) === 0) return 'COMMIT';
+  if (payload.length === 9 && payload[0] === 0x52 && payload.compare(ROLLBACK_TAG, 0, 9, 0, 9) === 0) return 'ROLLBACK';
   return null;
 }
 
