@@ -19,12 +19,6 @@ import { EventMetrics, type ReloadResult } from './event-metrics.ts';
 import { registerScrapeMetrics, type MetricsSource } from './scrape-metrics.ts';
 import { TrafficMetrics } from './traffic-metrics.ts';
 
-/**
- * How often nodejs_eventloop_lag_* samples the loop. prom-client's default (10 ms) is a timer
- * that wakes an idle sidecar 100 times a second; lag worth an alert is far longer than this.
- */
-const EVENT_LOOP_SAMPLE_MS = 100;
-
 export type { MetricsSource } from './scrape-metrics.ts';
 export type { ReloadResult } from './event-metrics.ts';
 
@@ -47,7 +41,7 @@ export class AmbassadorMetrics implements TrafficObserver {
     this.traffic = new TrafficMetrics(this.registry);
     this.events = new EventMetrics(this.registry, () => hostIds(source));
     registerScrapeMetrics(this.registry, source, options.version);
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
   /** The exposition text for GET /metrics (serve it with `contentType`). */
