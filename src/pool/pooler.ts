@@ -79,6 +79,12 @@ export class Pooler implements ServerPool {
   /** The client login the probes borrow the unconfigured parts from. */
   private borrowed: Login | null = null;
   private loginCheck: Promise<void> | null = null;
+  /**
+   * Each client's pool keys by host id: a client asks for the same pools on every transaction,
+   * and a key string made once keeps its hash (one joined per acquire was flattened and hashed
+   * again each time, which perf showed on the hot path).
+   */
+  private readonly keys = new WeakMap<ServerRequest, Map<string, string>>();
 
   constructor(private readonly options: PoolerOptions) {
     const { health } = options;
@@ -200,7 +206,7 @@ export class Pooler implements ServerPool {
     const choice = this.choose(route);
     const host = choice.host as HostState | null;
     if (host === null) return choice;
-    const conn = this.pools.get(poolKey(host, request))?.pool.tryAcquire() ?? null;
+    const conn = this.pools.get(this.keyOf(host, request))?.pool.tryAcquire() ?? null;
     if (conn === null) return choice;
     host.activeConnections += 1;
     return conn;
@@ -208,7 +214,7 @@ export class Pooler implements ServerPool {
 
   waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void {
     const host = choice?.host as HostState | null | undefined;
-    const entry = host ? this.pools.get(poolKey(host, request)) : undefined;
+    const entry = host ? this.pools.get(this.keyOf(host, request)) : undefined;
     if (this.closed || this.gate.paused || !host || host.breaker !== 'closed' || entry === undefined || entry.pool.isClosed) {
       this.acquireFor(route, request, choice).then(
         (connection) => done(null, connection),
@@ -245,7 +251,7 @@ export class Pooler implements ServerPool {
   acquireOn(host: HostView, request: ServerRequest): Promise<BackendConnection> {
     if (this.closed) return Promise.reject(new AmbassadorError('POOL_CLOSED', 'the server pool is closed: the ambassador is shutting down'));
     const state = host as HostState;
-    const key = poolKey(host, request);
+    const key = this.keyOf(host, request);
     let entry = this.pools.get(key);
     // An open breaker refuses at once, unless a connection opened before it is idle in the pool.
     if (state.breaker !== 'closed' && !(entry && entry.pool.idleCount > 0)) {
@@ -261,6 +267,14 @@ export class Pooler implements ServerPool {
       state.activeConnections -= 1;
       throw err;
     });
+  }
+
+  private keyOf(host: HostView, request: ServerRequest): string {
+    let keys = this.keys.get(request);
+    if (keys === undefined) this.keys.set(request, (keys = new Map()));
+    let key = keys.get(host.id);
+    if (key === undefined) keys.set(host.id, (key = poolKey(host, request)));
+    return key;
   }
 
   release(connection: BackendConnection, outcome: ReleaseOutcome): void {
@@ -515,17 +529,7 @@ export class Pooler implements ServerPool {
   }
 }
 
-/**
- * Each client's last key, with the host it was for: a client asks for the same pool on every
- * transaction, and a string built once keeps its hash (a new one would be joined and hashed anew).
- */
-const lastKeys = new WeakMap<ServerRequest, { host: HostView; key: string }>();
-
 /** The ConnectionPool of one host, database and user. */
 function poolKey(host: HostView, request: ServerRequest): string {
-  const last = lastKeys.get(request);
-  if (last !== undefined && last.host === host) return last.key;
-  const key = `${host.id}/${request.database}/${request.user}`;
-  lastKeys.set(request, { host, key });
-  return key;
+  return `${host.id}/${request.database}/${request.user}`;
 }
