@@ -155,7 +155,7 @@ export class RequestBuilder {
 
   private onParse(payload: Buffer, whole: Buffer | null): null {
     if (this.repeatsUnnamedParse(payload)) {
-      // The same bytes: the kept copy goes rather than a slice that would hold on to this chunk.
+      // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held).
       this.noteStatement('', this.unnamedText!, this.unnamedEffects);
       this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);

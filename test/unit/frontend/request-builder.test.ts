@@ -83,8 +83,21 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
   exchange(set);
   assert.deepEqual(looked, ['SET search_path TO app', 'SET search_path TO xyz', 'SET search_path TO xyz', 'SET search_path TO app']);
 
-  // An unreadable Parse in between is never taken for the text before it.
-  feed(builder, Buffer.concat([frameMessage(FrontendType.Parse, Buffer.from('\0SET search_path TO app\0')), encodeSync()]));
+  // A repeat handed over without its whole message goes on as the same bytes.
+  const bare = builder.add(FrontendType.Parse, set.subarray(5), null);
+  assert.equal(bare, null);
+  const [framed] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
+  assert.deepEqual(parseOf(framed!), set);
+  assert.equal((framed!.items[1] as Extract<Item, { kind: 'bind' }>).unnamedParse, null, 'bound in the same exchange: nothing to replay');
+  assert.equal(looked.length, 4);
+
+  // An unreadable Parse (no parameter-type count) is never taken for the one before it, nor
+  // for itself when it comes again: what it runs stays unknown.
+  const unreadable = frameMessage(FrontendType.Parse, Buffer.from('\0SET search_path TO app\0'));
+  for (let i = 0; i < 2; i++) {
+    const [r] = feed(builder, Buffer.concat([unreadable, encodeSync()]));
+    assert.equal(r!.texts, null);
+  }
   const after = exchange(set);
   assert.equal(looked.length, 5, 'read again after an unreadable one');
   assert.equal(after.texts![0], 'SET search_path TO app');
