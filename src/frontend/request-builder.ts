@@ -185,7 +185,7 @@ export class RequestBuilder {
   /** A Parse of the unnamed statement with the same bytes as the last one read. */
   private repeatsUnnamedParse(payload: Buffer): boolean {
     const last = this.unnamedParse;
-    return this.unnamedText !== null && last !== null && payload[0] === 0 && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
+    return this.unnamedText !== null && last !== null && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
   }
 
   /** What the client's statement `name` runs, for the Binds and Executes that follow. */
