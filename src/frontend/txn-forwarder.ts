@@ -52,6 +52,7 @@ import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
+import { deferToMicrotask } from '../lib/microtask.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
@@ -807,7 +808,7 @@ export class TxnForwarder implements ServerSink {
     }
     // What the client sent meanwhile goes next (after this chunk is handled), and a client
     // paused for queueing too much resumes.
-    if (this.ready.length > 0 || this.client.isPaused()) queueMicrotask(this.pumpLater);
+    if (this.ready.length > 0 || this.client.isPaused()) deferToMicrotask(this.pumpLater);
     return goOn;
   }
 
@@ -1088,13 +1089,14 @@ function changesFunctions(payload: Buffer): boolean {
 function joined(out: readonly Buffer[]): Buffer {
   if (out.length === 1) return out[0]!;
   const first = out[0]!;
+  const buffer = first.buffer;
   let end = first.byteOffset + first.length;
   for (let i = 1; i < out.length; i++) {
     const next = out[i]!;
-    if (next.buffer !== first.buffer || next.byteOffset !== end) return Buffer.concat(out);
+    if (next.buffer !== buffer || next.byteOffset !== end) return Buffer.concat(out);
     end += next.length;
   }
-  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+  return Buffer.from(buffer, first.byteOffset, end - first.byteOffset);
 }
 
 /** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */

@@ -45,6 +45,7 @@ import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings 
 import { poolSummary, serverRows, type PoolSummary, type ServerSnapshot, type SnapshotPool } from './pool-snapshot.ts';
 import type { HostEntry, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
 import { UpstreamLogin, type LastLogin } from './upstream-login.ts';
+import { deferToMicrotask } from '../lib/microtask.ts';
 
 export { noHost } from './failover.ts';
 export type { PauseOutcome } from './pause-gate.ts';
@@ -232,7 +233,7 @@ export class Pooler implements ServerPool {
       if (connection !== null) {
         this.acquireSettled();
         // Not inside the release that freed it: the client goes on after it.
-        queueMicrotask(() => done(null, connection));
+        deferToMicrotask(() => done(null, connection));
         return;
       }
       host.activeConnections -= 1;
