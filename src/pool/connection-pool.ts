@@ -263,16 +263,16 @@ export class ConnectionPool<T> {
   }
 
   /** A usable connection is free: the head waiter gets it directly, else it goes idle. */
-  private offer(entry: Entry<T>, now?: number): void {
+  private offer(entry: Entry<T>, now = this.clock.now()): void {
     const head = this.waiters[0];
-    if (head) this.deliver(head, entry);
+    if (head) this.deliver(head, entry, now);
     else this.move(entry, 'idle', undefined, now);
   }
 
-  private deliver(waiter: Waiter<T>, entry: Entry<T>): void {
+  private deliver(waiter: Waiter<T>, entry: Entry<T>, now = this.clock.now()): void {
     this.removeWaiter(waiter);
-    this.move(entry, 'active');
-    this.emit({ type: 'acquired', key: this.key, waitMs: this.clock.now() - waiter.enqueuedAt });
+    this.move(entry, 'active', undefined, now);
+    this.emit({ type: 'acquired', key: this.key, waitMs: now - waiter.enqueuedAt });
     waiter.settle(null, entry.conn);
     this.pump();
   }
