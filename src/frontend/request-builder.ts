@@ -63,13 +63,12 @@ export class RequestBuilder {
   private readonly byServerName = new Map<string, ClientStatement>();
   private unnamedParse: Buffer | null = null;
   /**
-   * The text and effects read from `unnamedParse` (null when it could not be read). Drivers send
-   * the same unnamed Parse for every execution of a text (pgbench -M extended, pg without a
-   * statement name): a Parse whose bytes repeat it is not decoded or classified again, and the
-   * same string goes on (the caches keyed by text find it by its kept hash).
+   * The text read from `unnamedParse` (null when it could not be read). Drivers send the same
+   * unnamed Parse for every execution of a text (pgbench -M extended, pg without a statement
+   * name): a Parse whose bytes repeat it is not decoded or classified again, and the same string
+   * goes on (the caches keyed by text find it by its kept hash).
    */
   private unnamedText: string | null = null;
-  private unnamedEffects: SessionEffect[] = NO_EFFECTS;
   /**
    * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
@@ -155,8 +154,9 @@ export class RequestBuilder {
 
   private onParse(payload: Buffer, whole: Buffer | null): null {
     if (this.repeatsUnnamedParse(payload)) {
-      // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held).
-      this.noteStatement('', this.unnamedText!, this.unnamedEffects);
+      // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held),
+      // and its text and effects are noted under '' already (only an unnamed Parse writes there).
+      this.currentTexts?.push(this.unnamedText!);
       this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
       return null;
@@ -169,7 +169,6 @@ export class RequestBuilder {
       const message = whole ?? frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
       this.unnamedText = parse.query;
-      this.unnamedEffects = effects;
       this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
