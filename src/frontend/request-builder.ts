@@ -164,7 +164,12 @@ export class RequestBuilder {
     const parse = readable(decodeParse, payload);
     if (parse === null) return this.unreadable(FrontendType.Parse, payload);
     const effects = this.effects.get(parse.query).effects;
-    this.noteStatement(parse.name, parse.query, effects);
+    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
+    else this.statementEffects.delete(parse.name);
+    this.statementTexts.set(parse.name, parse.query);
+    // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
+    // request goes where the statement will run.
+    this.currentTexts?.push(parse.query);
     if (parse.name === '') {
       const message = whole ?? frameMessage(FrontendType.Parse, payload);
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
@@ -185,16 +190,6 @@ export class RequestBuilder {
   private repeatsUnnamedParse(payload: Buffer): boolean {
     const last = this.unnamedParse;
     return this.unnamedText !== null && last !== null && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
-  }
-
-  /** What the client's statement `name` runs, for the Binds and Executes that follow. */
-  private noteStatement(name: string, text: string, effects: SessionEffect[]): void {
-    if (effects.length > 0) this.statementEffects.set(name, effects);
-    else this.statementEffects.delete(name);
-    this.statementTexts.set(name, text);
-    // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
-    // request goes where the statement will run.
-    this.currentTexts?.push(text);
   }
 
   private onBind(payload: Buffer, whole: Buffer | null): null {
