@@ -26,6 +26,7 @@ import { encodePasswordMessage, encodeQuery, encodeSASLInitialResponse, encodeSA
 import { md5AuthResponse } from '../protocol/md5.ts';
 import { certificateChannelBindingHash, SaltedKeyCache, ScramClient, ScramError } from '../protocol/scram.ts';
 import { encodeCancelRequest, encodeStartupMessage } from '../protocol/startup.ts';
+import { openWire, type Wire } from '../lib/wire.ts';
 import type { Connector, UpstreamTarget, UpstreamTlsSettings } from './connector.ts';
 
 export interface BackendConnectOptions {
@@ -152,8 +153,10 @@ export class BackendConnection {
   lastError: Error | null = null;
 
   private sink: ServerSink | null = null;
-  /** exchange() calls reading the socket now. */
-  private exchanges = 0;
+  /** The readers of the exchange() calls running now. */
+  private readonly exchangeReaders = new Set<(chunk: Buffer) => void>();
+  /** The socket's bytes after the login (listen). */
+  private wire: Wire | null = null;
 
   /**
    * Hands the socket's data, drain and close events to `sink` until detach(sink). The listeners
@@ -162,16 +165,41 @@ export class BackendConnection {
    */
   attach(sink: ServerSink): void {
     this.sink = sink;
-    this.socket.resume();
+    this.wire!.resume();
+  }
+
+  /** Writes to the server; false when its buffer is full (the sink hears onServerDrain). */
+  write(bytes: Uint8Array): boolean {
+    return this.wire!.write(bytes);
+  }
+
+  /** Stops reading the server until resume() (the client cannot take more now). */
+  pause(): void {
+    this.wire!.pause();
+  }
+
+  resume(): void {
+    this.wire!.resume();
   }
 
   /** After the login: the socket's events go to the sink; bytes that no one asked for end the connection. */
   private listen(): void {
-    this.socket.on('data', (chunk: Buffer) => {
-      if (this.sink !== null) this.sink.onServerData(chunk);
-      else if (this.exchanges === 0) this.unsolicited(chunk);
+    const readers = this.exchangeReaders;
+    this.wire = openWire(this.socket, {
+      onData: (chunk) => {
+        if (readers.size === 0) {
+          if (this.sink !== null) this.sink.onServerData(chunk);
+          else this.unsolicited(chunk);
+          return;
+        }
+        // The exchanges reading now: one the sink starts on this chunk (it stops reading first)
+        // waits for the server's answer to it, which comes in a later chunk.
+        const reading = [...readers];
+        this.sink?.onServerData(chunk);
+        for (const read of reading) read(chunk);
+      },
+      onDrain: () => this.sink?.onServerDrain(),
     });
-    this.socket.on('drain', () => this.sink?.onServerDrain());
     this.socket.on('close', () => this.sink?.onServerClose());
   }
 
@@ -408,8 +436,7 @@ export class BackendConnection {
         if (finished) return;
         finished = true;
         clearTimeout(timer);
-        this.exchanges--;
-        socket.off('data', onData);
+        this.exchangeReaders.delete(onData);
         socket.off('close', onClose);
         if (err) {
           this.close(true);
@@ -441,11 +468,10 @@ export class BackendConnection {
       };
       const onClose = (): void => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} closed the connection`));
       const timer = setTimeout(() => done(new AmbassadorError('UPSTREAM_LOST', `server ${this.target.host}:${this.target.port} did not answer within ${timeoutMs} ms`)), timeoutMs);
-      this.exchanges++;
-      socket.on('data', onData);
+      this.exchangeReaders.add(onData);
       socket.on('close', onClose);
-      socket.resume();
-      socket.write(messages.length === 1 ? messages[0]! : Buffer.concat(messages));
+      this.resume();
+      this.write(messages.length === 1 ? messages[0]! : Buffer.concat(messages));
     });
   }
 

@@ -21,6 +21,7 @@ import { BackendType, decodeReadyForQuery, encodeErrorResponse, encodeReadyForQu
 import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
+import { openWire, type Wire } from '../lib/wire.ts';
 import type { RequestMeter } from './request-meter.ts';
 import type { TrafficRoute } from './traffic.ts';
 import { NO_TURN, rateLimited, type UserSlot } from './user-limits.ts';
@@ -71,6 +72,8 @@ export class Forwarder implements ServerSink {
   private serverEnded = false;
   /** Offset in the server chunk being read just past its last whole message; -1: it began mid-message. */
   private serverWhole = 0;
+  /** The client's bytes, both ways. */
+  private readonly wire: Wire;
 
   constructor(
     private readonly client: net.Socket,
@@ -79,6 +82,7 @@ export class Forwarder implements ServerSink {
   ) {
     this.clientFramer = new Framer(options.maxMessageSize, options.meter.wantsTexts ? CLIENT_INSPECT_TEXTS : CLIENT_INSPECT);
     this.status = server.transactionStatus;
+    this.wire = openWire(client, { onData: this.onClientData, onDrain: this.onClientDrain });
   }
 
   get idle(): boolean {
@@ -110,12 +114,9 @@ export class Forwarder implements ServerSink {
   }
 
   start(held: Buffer[]): void {
-    const { client } = this;
-    client.on('data', this.onClientData);
-    client.on('drain', this.onClientDrain);
     this.server.attach(this);
     for (const chunk of held) this.onClientData(chunk);
-    client.resume();
+    this.wire.resume();
   }
 
   stop(): void {
@@ -123,8 +124,7 @@ export class Forwarder implements ServerSink {
     this.stopped = true;
     if (this.gate !== null) clearTimeout(this.gate.timer);
     this.gate = null;
-    this.client.off('data', this.onClientData);
-    this.client.off('drain', this.onClientDrain);
+    this.wire.detach();
     this.server.detach(this);
   }
 
@@ -178,7 +178,7 @@ export class Forwarder implements ServerSink {
   }
 
   private waitTurn(chunk: Buffer, ms: number): void {
-    this.client.pause();
+    this.wire.pause();
     const gate = {
       held: [chunk],
       timer: setTimeout(() => {
@@ -187,7 +187,7 @@ export class Forwarder implements ServerSink {
         // The first chunk had its turn; the others go through the gate as usual.
         this.relay(gate.held[0]!);
         for (const held of gate.held.slice(1)) this.onClientData(held);
-        if (!this.stopped && this.gate === null) this.client.resume();
+        if (!this.stopped && this.gate === null) this.wire.resume();
       }, ms),
     };
     this.gate = gate;
@@ -220,7 +220,7 @@ export class Forwarder implements ServerSink {
     }
     const answer = Buffer.concat([errorResponseFor(err), encodeReadyForQuery(this.status)]);
     this.options.meter.traffic.sent += answer.length;
-    this.client.write(answer);
+    this.wire.write(answer);
     return false;
   };
 
@@ -237,12 +237,12 @@ export class Forwarder implements ServerSink {
     if (this.terminating) {
       // Everything before Terminate still goes to the server; Terminate itself does not: the
       // server connection goes back to the pool.
-      if (end > TERMINATE_LENGTH) this.server.socket.write(chunk.subarray(0, end - TERMINATE_LENGTH));
+      if (end > TERMINATE_LENGTH) this.server.write(chunk.subarray(0, end - TERMINATE_LENGTH));
       // A Terminate split across reads had its first bytes forwarded already: not reusable.
       this.options.onEnd('client sent Terminate', end < TERMINATE_LENGTH);
       return;
     }
-    if (!this.server.socket.write(chunk)) this.client.pause();
+    if (!this.server.write(chunk)) this.wire.pause();
     this.options.garbage.account(chunk.length);
   };
 
@@ -270,24 +270,24 @@ export class Forwarder implements ServerSink {
       return this.failServer(chunk, err);
     }
     this.options.meter.traffic.sent += chunk.length;
-    if (!this.client.write(chunk)) this.server.socket.pause();
+    if (!this.wire.write(chunk)) this.server.pause();
     this.options.garbage.account(chunk.length);
     if (!wasIdle && this.idle) this.options.onIdle();
   };
 
   private readonly onClientDrain = (): void => {
-    if (!this.stopped) this.server.socket.resume();
+    if (!this.stopped) this.server.resume();
   };
 
   readonly onServerDrain = (): void => {
-    if (!this.stopped) this.client.resume();
+    if (!this.stopped) this.wire.resume();
   };
 
   readonly onServerClose = (): void => {
     if (this.stopped) return;
     this.options.meter.error(LOST);
     if (this.serverFramer.atBoundary && !this.client.destroyed && !this.serverEnded) {
-      this.client.write(
+      this.wire.write(
         encodeErrorResponse({
           severity: 'FATAL',
           code: LOST,
@@ -312,7 +312,7 @@ export class Forwarder implements ServerSink {
       this.client.destroy();
     } else {
       const answer = encodeErrorResponse({ severity: 'FATAL', code: failure.sqlstate, message: failure.message });
-      this.client.write(this.serverWhole === 0 ? answer : Buffer.concat([chunk.subarray(0, this.serverWhole), answer]));
+      this.wire.write(this.serverWhole === 0 ? answer : Buffer.concat([chunk.subarray(0, this.serverWhole), answer]));
     }
     this.options.onEnd(failure.message, true);
   }
@@ -320,7 +320,7 @@ export class Forwarder implements ServerSink {
   private failClient(err: AmbassadorError): void {
     this.options.meter.error(err.sqlstate);
     if (this.serverFramer.atBoundary && !this.client.destroyed) {
-      this.client.write(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
+      this.wire.write(encodeErrorResponse({ severity: 'FATAL', code: err.sqlstate, message: err.message }));
     }
     this.options.onEnd(err.message, true);
   }

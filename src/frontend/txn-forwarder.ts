@@ -53,6 +53,7 @@ import type { SessionEffect, SessionEffectsCache } from '../router/session-effec
 import { RequestBuilder, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
+import { openWire, type Wire } from '../lib/wire.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
@@ -143,6 +144,8 @@ export class TxnForwarder implements ServerSink {
   private turnTimer: NodeJS.Timeout | null = null;
   /** The request whose unnamed statement a preparation re-created, and where (not to be re-created again). */
   private unnamedReplayed: { request: Request; server: BackendConnection } | null = null;
+  /** The client's bytes, both ways. */
+  private readonly wire: Wire;
 
   constructor(
     private readonly client: net.Socket,
@@ -150,6 +153,7 @@ export class TxnForwarder implements ServerSink {
   ) {
     this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES);
     this.requests = new RequestBuilder(options.effects);
+    this.wire = openWire(client, { onData: this.onClientData, onDrain: this.onClientDrain });
   }
 
   /** The server connection leased right now, if any (for cancel). */
@@ -176,10 +180,8 @@ export class TxnForwarder implements ServerSink {
   }
 
   start(held: Buffer[]): void {
-    this.client.on('data', this.onClientData);
-    this.client.on('drain', this.onClientDrain);
     for (const chunk of held) this.onClientData(chunk);
-    this.client.resume();
+    this.wire.resume();
   }
 
   // ---- client side ----
@@ -218,7 +220,7 @@ export class TxnForwarder implements ServerSink {
     } finally {
       this.clientChunk = null;
     }
-    if (this.queuedBytes > this.options.maxQueuedBytes) this.client.pause();
+    if (this.queuedBytes > this.options.maxQueuedBytes) this.wire.pause();
     this.pump();
   };
 
@@ -281,7 +283,7 @@ export class TxnForwarder implements ServerSink {
     // What was sent ends in no ReadyForQuery and left nothing open (CopyData outside COPY, a
     // lone Flush): the lease goes back now, or an idle client would hold it indefinitely.
     if (this.lease !== null && !this.stopped && this.ready.length === 0 && this.leaseUnused) this.releaseLease();
-    if (this.queuedBytes <= this.options.maxQueuedBytes) this.client.resume();
+    if (this.queuedBytes <= this.options.maxQueuedBytes) this.wire.resume();
   }
 
   /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
@@ -502,7 +504,7 @@ export class TxnForwarder implements ServerSink {
     this.plan.push(entries);
     if (out.length > 0) {
       const bytes = joined(out);
-      server.socket.write(bytes);
+      server.write(bytes);
       this.options.garbage.account(bytes.length);
     }
     this.flushSynthesized();
@@ -808,7 +810,7 @@ export class TxnForwarder implements ServerSink {
     }
     // What the client sent meanwhile goes next (after this chunk is handled), and a client
     // paused for queueing too much resumes.
-    if (this.ready.length > 0 || this.client.isPaused()) deferToMicrotask(this.pumpLater);
+    if (this.ready.length > 0 || this.wire.paused) deferToMicrotask(this.pumpLater);
     return goOn;
   }
 
@@ -901,7 +903,7 @@ export class TxnForwarder implements ServerSink {
     if (chunk === null || end <= this.cursor) return;
     const slice = this.cursor === 0 && end === chunk.length ? chunk : chunk.subarray(this.cursor, end);
     this.cursor = end;
-    if (!this.toClient(slice)) this.lease?.socket.pause();
+    if (!this.toClient(slice)) this.lease?.pause();
   }
 
   private flushSynthesized(): void {
@@ -919,15 +921,15 @@ export class TxnForwarder implements ServerSink {
   /** Every write to the client goes through here (bytes sent are counted). */
   private say(bytes: Buffer): boolean {
     this.options.meter.traffic.sent += bytes.length;
-    return this.client.write(bytes);
+    return this.wire.write(bytes);
   }
 
   private readonly onClientDrain = (): void => {
-    if (!this.stopped) this.lease?.socket.resume();
+    if (!this.stopped) this.lease?.resume();
   };
 
   readonly onServerDrain = (): void => {
-    if (!this.stopped) this.client.resume();
+    if (!this.stopped) this.wire.resume();
   };
 
   /**
@@ -1027,8 +1029,7 @@ export class TxnForwarder implements ServerSink {
   stop(): void {
     if (this.stopped && this.lease === null) return;
     this.stopped = true;
-    this.client.off('data', this.onClientData);
-    this.client.off('drain', this.onClientDrain);
+    this.wire.detach();
     if (this.turnTimer !== null) clearTimeout(this.turnTimer);
     this.turnTimer = null;
     const server = this.lease;

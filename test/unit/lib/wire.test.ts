@@ -1,0 +1,209 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import { test, type TestContext } from 'node:test';
+import { openWire, type WireListener } from '../../../src/lib/wire.ts';
+
+/** A connected loopback pair: `near` is the accepted socket (what the ambassador holds), `far` the peer. */
+async function pair(t: TestContext): Promise<{ near: net.Socket; far: net.Socket }> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const far = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const [near] = (await once(server, 'connection')) as [net.Socket];
+  await once(far, 'connect');
+  server.close();
+  t.after(() => {
+    near.destroy();
+    far.destroy();
+  });
+  return { near, far };
+}
+
+/** Records what a wire delivers; `drained` settles on the first drain. */
+function recorder(): WireListener & { chunks: Buffer[]; drains: number; drained: Promise<void>; bytes(): Buffer } {
+  const chunks: Buffer[] = [];
+  let drained!: () => void;
+  const listener = {
+    chunks,
+    drains: 0,
+    drained: new Promise<void>((resolve) => (drained = resolve)),
+    onData: (chunk: Buffer) => void chunks.push(Buffer.from(chunk)),
+    onDrain: () => {
+      listener.drains++;
+      drained();
+    },
+    bytes: () => Buffer.concat(chunks),
+  };
+  return listener;
+}
+
+/** Reads `far` (resuming it) until `count` bytes came, and returns them. */
+async function readFrom(far: net.Socket, count: number): Promise<Buffer> {
+  const received: Buffer[] = [];
+  let total = 0;
+  const onData = (chunk: Buffer): void => {
+    received.push(chunk);
+    total += chunk.length;
+  };
+  far.on('data', onData);
+  far.resume();
+  while (total < count) await once(far, 'data');
+  far.off('data', onData);
+  return Buffer.concat(received);
+}
+
+/** Resolves once `count` bytes have arrived in `listener`. */
+async function until(listener: ReturnType<typeof recorder>, count: number): Promise<void> {
+  while (listener.bytes().length < count) {
+    await new Promise<void>((resolve) => {
+      const onData = listener.onData;
+      listener.onData = (chunk) => {
+        onData(chunk);
+        listener.onData = onData;
+        resolve();
+      };
+    });
+  }
+}
+
+/** A round trip over a second loopback pair: every read the loop had ready before it has been handled after it. */
+async function loopTurns(t: TestContext): Promise<void> {
+  const { near, far } = await pair(t);
+  far.write('x');
+  await once(near, 'data');
+}
+
+const sha = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
+test('a plain TCP socket is read and written through its handle, in order, both ways', async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  assert.equal(wire.direct, true);
+  wire.resume();
+
+  far.write('hello ');
+  far.write('world');
+  await until(listener, 11);
+  assert.equal(listener.bytes().toString(), 'hello world');
+
+  assert.equal(wire.write(Buffer.from('one,')), true);
+  assert.equal(wire.write(Buffer.from('two')), true);
+  assert.equal((await readFrom(far, 7)).toString(), 'one,two');
+  assert.equal(near.bytesWritten, 7, "the socket's count includes what went past its Writable");
+});
+
+test('a write the kernel cannot take whole reports false and drains once the peer read it all, bytes intact', async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  far.pause();
+  const big = randomBytes(32 * 1024 * 1024);
+  assert.equal(wire.write(big), false, 'more than the socket buffers can hold is queued');
+  assert.equal(listener.drains, 0);
+  const tail = Buffer.from('tail');
+  wire.write(tail); // behind the queued bytes
+  const all = await readFrom(far, big.length + tail.length);
+  assert.equal(all.length, big.length + tail.length);
+  assert.equal(sha(all.subarray(0, big.length)), sha(big));
+  assert.equal(all.subarray(big.length).toString(), 'tail');
+  await listener.drained;
+  assert.equal(listener.drains, 1);
+});
+
+test('a write behind bytes a stream write left queued goes out after them, and its drain comes when they are gone', async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  far.pause();
+  const big = randomBytes(16 * 1024 * 1024);
+  near.write(big); // the Writable holds what the kernel did not take
+  assert.ok(near.writableLength > 0);
+  assert.equal(wire.write(Buffer.from('after')), false, 'queued behind more than the high-water mark');
+  const all = await readFrom(far, big.length + 5);
+  assert.equal(sha(all.subarray(0, big.length)), sha(big));
+  assert.equal(all.subarray(big.length).toString(), 'after');
+  await listener.drained;
+  assert.equal(listener.drains, 1);
+});
+
+test('pause stops delivery until resume; what arrived meanwhile comes then, in order', async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  wire.resume();
+  far.write('a');
+  await until(listener, 1);
+  wire.pause();
+  assert.equal(wire.paused, true);
+  far.write('b');
+  far.write('c');
+  await loopTurns(t);
+  assert.equal(listener.bytes().toString(), 'a', 'nothing delivered while paused');
+  wire.resume();
+  assert.equal(wire.paused, false);
+  await until(listener, 3);
+  assert.equal(listener.bytes().toString(), 'abc');
+});
+
+test('bytes the socket buffered before the wire took over are delivered first, on resume', async (t) => {
+  const { near, far } = await pair(t);
+  near.pause();
+  far.write('early');
+  await once(near, 'readable');
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  assert.equal(listener.chunks.length, 0, 'held until resume');
+  far.write('-late');
+  await loopTurns(t);
+  assert.equal(listener.chunks.length, 0);
+  wire.resume();
+  await until(listener, 10);
+  assert.equal(listener.bytes().toString(), 'early-late');
+});
+
+test("the peer's end and a reset reach the socket's own events", async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  wire.resume();
+  const closed = new Promise((resolve) => near.once('close', resolve));
+  far.end('bye');
+  await closed;
+  assert.equal(listener.bytes().toString(), 'bye');
+
+  const other = await pair(t);
+  const errors: Error[] = [];
+  other.near.on('error', (err) => errors.push(err));
+  openWire(other.near, recorder()).resume();
+  const closedToo = new Promise((resolve) => other.near.once('close', resolve));
+  other.far.resetAndDestroy();
+  await closedToo;
+  assert.equal((errors[0] as NodeJS.ErrnoException | undefined)?.code, 'ECONNRESET');
+});
+
+test('a detached wire delivers nothing more; a write on a destroyed socket reports false', async (t) => {
+  const { near, far } = await pair(t);
+  const listener = recorder();
+  const wire = openWire(near, listener);
+  wire.resume();
+  wire.detach();
+  far.write('ignored');
+  await loopTurns(t);
+  assert.equal(listener.chunks.length, 0);
+
+  near.destroy();
+  assert.equal(wire.write(Buffer.from('late')), false);
+  wire.pause();
+  wire.resume();
+  assert.equal(near.bytesWritten, 0);
+});
+
+test('a socket with no libuv stream handle of its own goes through its streams', () => {
+  const socket = new net.Socket();
+  const wire = openWire(socket, recorder());
+  assert.equal(wire.direct, false);
+  socket.destroy();
+});
