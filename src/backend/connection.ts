@@ -214,8 +214,14 @@ export class BackendConnection {
     this.close(true);
   }
 
+  /**
+   * The sink lets go. The socket is read again if the sink had paused it: a connection back in
+   * the pool must notice the server closing, and bytes it sends to no one close it.
+   */
   detach(sink: ServerSink): void {
-    if (this.sink === sink) this.sink = null;
+    if (this.sink !== sink) return;
+    this.sink = null;
+    this.wire?.resume();
   }
 
   get target(): UpstreamTarget {

@@ -274,6 +274,9 @@ class DirectWire implements Wire {
       this.listener.onData(backlog.shift()!);
       if (!this.reading) return; // paused again by what it delivered
     }
+    // Node's own `reading` flag says whether it restarted the handle meanwhile (a second
+    // readStart would fail). A failure otherwise means the socket is closing: its events say so.
+    if (this.handle.reading === true) return;
     this.handle.reading = true;
     this.handle.readStart();
   }
