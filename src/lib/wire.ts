@@ -6,18 +6,19 @@
 // callback (processTicksAndRejections, then processPromiseRejections). Under pgbench -M extended
 // at 32 clients that machinery was about a tenth of the ambassador's CPU samples (perf), and a
 // byte pipe using its sockets' libuv handles directly spent 5-12% less CPU per transaction than
-// the same pipe on streams (bench, paired rounds). The forwarders move every byte of every
+// the same pipe on streams (medians of paired bench rounds). The forwarders move every byte of every
 // transaction, so their sockets go the short way.
 //
-// How (DirectWire): the handle's `onread` is replaced by one that hands each chunk to
-// `onData`; end of stream and read errors go on to Node's own onread, so 'end', 'error' and
-// 'close' happen as before. A write goes to the handle itself while the socket's Writable holds
+// How (DirectWire): the handle reads into one buffer shared by every socket, and its `onread`
+// is replaced by one that hands a copy of each chunk to `onData` (Node allocates 64 KiB per read
+// and shrinks it); end of stream and read errors go on to Node's own onread, so 'end', 'error'
+// and 'close' happen as before. A write goes to the handle itself while the socket's Writable holds
 // nothing (else through socket.write, behind what it holds, so the order is kept); libuv queues
 // what the kernel did not take at once, and `onDrain` runs when that queue empties after a write
 // reported it full. pause/resume stop and start reading on the handle.
 //
 // Node documents none of this (process.binding('stream_wrap') is deprecated, DEP0111, though
-// still there in Node 20-24): a socket whose handle is not a plain TCP or pipe handle (TLS), or a
+// Node 20 still has it): a socket whose handle is not a plain TCP or pipe handle (TLS), or a
 // Node whose binding looks different, gets a StreamWire, the socket's own events and write.
 
 import net from 'node:net';
@@ -52,6 +53,13 @@ export function openWire(socket: net.Socket, listener: WireListener): Wire {
 /** Net's default: a write buffered up to this many bytes still returns true. */
 const HIGH_WATER_MARK = 16 * 1024;
 
+/**
+ * Every direct read lands here (the handles' useUserBuffer), and onread copies it out before the
+ * next read can happen: one 64 KiB buffer for all sockets, where Node allocates 64 KiB per read
+ * and shrinks it. It is never released: the handles hold its address.
+ */
+const READ_BUFFER = Buffer.allocUnsafeSlow(64 * 1024);
+
 // ---- the binding ----
 
 interface WriteReq {
@@ -67,26 +75,25 @@ interface StreamHandle {
   readStart(): number;
   readStop(): number;
   writeBuffer(req: WriteReq, bytes: Uint8Array): number;
+  useUserBuffer(buffer: Uint8Array): void;
 }
 
 interface StreamBinding {
   WriteWrap: new () => WriteReq;
   streamBaseState: Int32Array;
   kReadBytesOrError: number;
-  kArrayBufferOffset: number;
   kLastWriteWasAsync: number;
 }
 
 const binding = loadBinding();
 const READ_BYTES_OR_ERROR = binding?.kReadBytesOrError ?? 0;
-const ARRAY_BUFFER_OFFSET = binding?.kArrayBufferOffset ?? 0;
 const LAST_WRITE_WAS_ASYNC = binding?.kLastWriteWasAsync ?? 0;
 
 function loadBinding(): StreamBinding | null {
   try {
     const found = (process as unknown as { binding(name: string): Partial<StreamBinding> }).binding('stream_wrap');
-    const { WriteWrap, streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = found;
-    const indexes = [kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync];
+    const { WriteWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } = found;
+    const indexes = [kReadBytesOrError, kLastWriteWasAsync];
     if (typeof WriteWrap !== 'function' || !(streamBaseState instanceof Int32Array)) return null;
     if (!indexes.every((index) => Number.isInteger(index) && index! >= 0 && index! < streamBaseState.length)) return null;
     return found as StreamBinding;
@@ -100,8 +107,9 @@ function directHandle(socket: net.Socket): StreamHandle | null {
   if (binding === null || socket instanceof tls.TLSSocket || socket.destroyed) return null;
   const handle = (socket as unknown as { _handle: Partial<StreamHandle> | null })._handle;
   if (handle === null || typeof handle !== 'object') return null;
-  const { onread, readStart, readStop, writeBuffer } = handle;
+  const { onread, readStart, readStop, writeBuffer, useUserBuffer } = handle;
   if (typeof onread !== 'function' || typeof readStart !== 'function' || typeof readStop !== 'function' || typeof writeBuffer !== 'function') return null;
+  if (typeof useUserBuffer !== 'function') return null;
   if (typeof handle.writeQueueSize !== 'number') return null;
   return handle as StreamHandle;
 }
@@ -176,6 +184,7 @@ class DirectWire implements Wire {
     this.state = binding!.streamBaseState;
     this.nodeOnread = handle.onread;
     handle.onread = this.onread;
+    handle.useUserBuffer(READ_BUFFER);
     // Bytes the Readable still holds (the socket was paused) go first, on the next resume().
     while (socket.readableLength > 0) {
       const chunk = socket.read() as Buffer | null;
@@ -187,10 +196,12 @@ class DirectWire implements Wire {
   }
 
   private readonly onread = (arrayBuffer: ArrayBuffer | undefined): unknown => {
-    const state = this.state;
-    const nread = state[READ_BYTES_OR_ERROR]!;
+    const nread = this.state[READ_BYTES_OR_ERROR]!;
     if (nread > 0) {
-      this.listener.onData(Buffer.from(arrayBuffer!, state[ARRAY_BUFFER_OFFSET]!, nread));
+      // A copy the listener may keep (small ones are slices of Node's buffer pool).
+      const chunk = Buffer.allocUnsafe(nread);
+      READ_BUFFER.copy(chunk, 0, 0, nread);
+      this.listener.onData(chunk);
       return undefined;
     }
     // End of stream or an error: Node's own handling ('end', 'error', 'close').

@@ -96,6 +96,26 @@ test('a plain TCP socket is read and written through its handle, in order, both 
   assert.equal(near.bytesWritten, 7, "the socket's count includes what went past its Writable");
 });
 
+test('a chunk handed to the listener stays as it was after later reads (reads share one buffer)', async (t) => {
+  const { near, far } = await pair(t);
+  const kept: Buffer[] = [];
+  let arrived: (() => void) | null = null;
+  const wire = openWire(near, {
+    onData: (chunk) => {
+      kept.push(chunk); // the chunk itself, not a copy
+      arrived?.();
+    },
+    onDrain: () => {},
+  });
+  wire.resume();
+  for (const text of ['first', 'SECOND', 'third!']) {
+    const got = new Promise<void>((resolve) => (arrived = resolve));
+    far.write(text);
+    await got;
+  }
+  assert.deepEqual(kept.map(String), ['first', 'SECOND', 'third!']);
+});
+
 test('a write the kernel cannot take whole reports false and drains once the peer read it all, bytes intact', async (t) => {
   const { near, far } = await pair(t);
   const listener = recorder();
