@@ -22,15 +22,22 @@ async function pair(t: TestContext): Promise<{ near: net.Socket; far: net.Socket
   return { near, far };
 }
 
-/** Records what a wire delivers; `drained` settles on the first drain. */
-function recorder(): WireListener & { chunks: Buffer[]; drains: number; drained: Promise<void>; bytes(): Buffer } {
+/**
+ * Records what a wire delivers: the chunks themselves, not copies (a chunk must stay as it was
+ * after later reads); `arrived` runs after each chunk, `drained` settles on the first drain.
+ */
+function recorder(): WireListener & { chunks: Buffer[]; arrived: (() => void) | null; drains: number; drained: Promise<void>; bytes(): Buffer } {
   const chunks: Buffer[] = [];
   let drained!: () => void;
   const listener = {
     chunks,
+    arrived: null as (() => void) | null,
     drains: 0,
     drained: new Promise<void>((resolve) => (drained = resolve)),
-    onData: (chunk: Buffer) => void chunks.push(Buffer.from(chunk)),
+    onData: (chunk: Buffer) => {
+      chunks.push(chunk);
+      listener.arrived?.();
+    },
     onDrain: () => {
       listener.drains++;
       drained();
@@ -57,16 +64,8 @@ async function readFrom(far: net.Socket, count: number): Promise<Buffer> {
 
 /** Resolves once `count` bytes have arrived in `listener`. */
 async function until(listener: ReturnType<typeof recorder>, count: number): Promise<void> {
-  while (listener.bytes().length < count) {
-    await new Promise<void>((resolve) => {
-      const onData = listener.onData;
-      listener.onData = (chunk) => {
-        onData(chunk);
-        listener.onData = onData;
-        resolve();
-      };
-    });
-  }
+  while (listener.bytes().length < count) await new Promise<void>((resolve) => (listener.arrived = resolve));
+  listener.arrived = null;
 }
 
 /** A round trip over a second loopback pair: every read the loop had ready before it has been handled after it. */
@@ -98,22 +97,14 @@ test('a plain TCP socket is read and written through its handle, in order, both 
 
 test('a chunk handed to the listener stays as it was after later reads (reads share one buffer)', async (t) => {
   const { near, far } = await pair(t);
-  const kept: Buffer[] = [];
-  let arrived: (() => void) | null = null;
-  const wire = openWire(near, {
-    onData: (chunk) => {
-      kept.push(chunk); // the chunk itself, not a copy
-      arrived?.();
-    },
-    onDrain: () => {},
-  });
-  wire.resume();
+  const listener = recorder();
+  openWire(near, listener).resume();
+  let sent = 0;
   for (const text of ['first', 'SECOND', 'third!']) {
-    const got = new Promise<void>((resolve) => (arrived = resolve));
     far.write(text);
-    await got;
+    await until(listener, (sent += text.length));
   }
-  assert.deepEqual(kept.map(String), ['first', 'SECOND', 'third!']);
+  assert.deepEqual(listener.chunks.map(String), ['first', 'SECOND', 'third!']);
 });
 
 test('a write the kernel cannot take whole reports false and drains once the peer read it all, bytes intact', async (t) => {
