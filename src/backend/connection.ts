@@ -128,8 +128,8 @@ const EXCHANGE_INSPECT = typeSet('EZSD');
 
 export class BackendConnection {
   readonly parameters = new Map<string, string>();
-  /** Pooling state: prepared statements this server holds (LRU order) and the session state applied. */
-  readonly statements = new Map<string, true>();
+  /** Pooling state: prepared statements this server holds (with when each was last used) and the session state applied. */
+  readonly statements = new Map<string, number>();
   /** Statements the server still holds in an outdated form (cached plan changed): close first. */
   readonly staleStatements = new Set<string>();
   stateKey = '';

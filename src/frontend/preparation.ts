@@ -5,7 +5,7 @@
 
 import type { BackendConnection } from '../backend/connection.ts';
 import { decodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../protocol/frontend.ts';
-import type { Request } from './request-builder.ts';
+import type { Item, Request } from './request-builder.ts';
 import type { ClientStatement } from './statements.ts';
 
 export interface PreparationContext {
@@ -43,7 +43,7 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
   const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length;
   // Never close what this request creates, parses or uses.
-  const used = request.items.flatMap((i) => (i.kind === 'bind' && i.serverName !== null ? [i.serverName] : i.kind === 'describe' ? [i.serverName] : []));
+  const used = request.items.flatMap((i) => heldName(i) ?? []);
   const evicted = evictable(server, incoming, context.capacity, new Set([...created, ...clientParses, ...used]));
   const statementMessages = [
     ...evicted.map((name) => encodeTarget(FrontendType.Close, 'S', name)),
@@ -67,10 +67,19 @@ export function readyAsItIs(server: BackendConnection, request: Request, unnamed
   for (const item of request.items) {
     if (item.kind === 'parse') return false;
     if (item.kind === 'bind' && item.unnamedParse !== null && !unnamedReplayed) return false;
-    const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
+    const name = heldName(item);
     if (name !== null && !server.statements.has(name)) return false;
   }
   return true;
+}
+
+/**
+ * The server statement an item relies on: a Bind's when it is renamed (a Bind of the unnamed
+ * statement, or of a name the ambassador does not know, goes as it came), a Describe's.
+ */
+function heldName(item: Item): string | null {
+  if (item.kind === 'bind') return item.rename === null ? null : item.serverName;
+  return item.kind === 'describe' ? item.serverName : null;
 }
 
 /** Parse messages the request relies on (Bind, Describe) that the server does not hold. */
@@ -80,7 +89,7 @@ function missingStatements(server: BackendConnection, request: Request, context:
   for (const item of request.items) {
     if (item.kind === 'parse') created.add(item.statement.serverName);
     if (item.kind === 'bind' && item.unnamedParse && !context.unnamedReplayed) missing.push(item.unnamedParse);
-    const name = item.kind === 'bind' || item.kind === 'describe' ? item.serverName : null;
+    const name = heldName(item);
     if (name === null || created.has(name) || server.statements.has(name)) continue;
     const known = context.statementFor(name);
     if (known) {
@@ -95,7 +104,9 @@ function missingStatements(server: BackendConnection, request: Request, context:
 function evictable(server: BackendConnection, incoming: number, capacity: number, keep: ReadonlySet<string>): string[] {
   const names: string[] = [];
   let excess = server.statements.size + incoming - capacity;
-  for (const name of server.statements.keys()) {
+  if (excess <= 0) return names;
+  const byAge = [...server.statements].sort((a, b) => a[1] - b[1]);
+  for (const [name] of byAge) {
     if (excess <= 0) break;
     if (keep.has(name)) continue;
     names.push(name);

@@ -3,7 +3,7 @@
 // their shared server names and the session effects of what each request runs collected.
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
-import { decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
@@ -17,8 +17,12 @@ import { clientStatement, CLOSED_STATEMENT, type ClientStatement } from './state
 export type Item =
   | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
   | { kind: 'parse'; statement: ClientStatement }
-  /** A Bind of the unnamed statement goes as it came (serverName null); a named one is renamed. */
-  | { kind: 'bind'; payload: Buffer; message: Buffer; serverName: string | null; unnamedParse: Buffer | null }
+  /**
+   * A Bind of the unnamed statement goes as it came (serverName null); one of a statement the
+   * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout);
+   * one of a name the ambassador does not know goes as it came too (rename null).
+   */
+  | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; unnamedParse: Buffer | null } & BindLayout)
   | { kind: 'describe'; serverName: string };
 
 export interface Request {
@@ -57,8 +61,21 @@ const ITEM_BYTES_RENAMED = 64;
 /** A retained unnamed Parse is copied out of a client chunk larger than this (the chunk would stay alive with it). */
 const RETAIN_WHOLE_CHUNK = 4096;
 
+/** A statement the client prepared: what it runs, and, when named, the shared server statement. */
+interface Prepared {
+  text: string;
+  effects: readonly SessionEffect[];
+  /** null for the unnamed statement (it goes as it came). */
+  shared: ClientStatement | null;
+}
+
 export class RequestBuilder {
-  private readonly statements = new Map<string, ClientStatement>();
+  /**
+   * The client's statements by name ('' unnamed), and the statement each portal was bound to: a
+   * Bind costs one lookup and one store, an Execute one lookup.
+   */
+  private readonly statements = new Map<string, Prepared>();
+  private readonly portals = new Map<string, Prepared>();
   /** The same statements by server name (several client names may share one). */
   private readonly byServerName = new Map<string, ClientStatement>();
   private unnamedParse: Buffer | null = null;
@@ -74,12 +91,6 @@ export class RequestBuilder {
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
    */
   private unnamedInExchange = false;
-  /** Effects of each client statement (by client name; '' unnamed) and of each bound portal. */
-  private readonly statementEffects = new Map<string, SessionEffect[]>();
-  private readonly portalEffects = new Map<string, SessionEffect[]>();
-  /** Text of each client statement (by client name; '' unnamed) and of each bound portal. */
-  private readonly statementTexts = new Map<string, string>();
-  private readonly portalTexts = new Map<string, string>();
   private current: Item[] = [];
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
@@ -126,11 +137,13 @@ export class RequestBuilder {
       case FrontendType.Flush:
         return this.endRequest(type, body, message, null, false);
       case FrontendType.Execute: {
-        const portal = body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
-        this.addEffects(this.portalEffects.get(portal));
-        const text = this.portalTexts.get(portal);
-        if (text === undefined) this.currentTexts = null;
-        else this.currentTexts?.push(text);
+        const portal = body[0] === 0 ? '' : body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
+        const bound = this.portals.get(portal);
+        if (bound === undefined) this.currentTexts = null;
+        else {
+          this.addEffects(bound.effects);
+          this.currentTexts?.push(bound.text);
+        }
         this.pushRaw(type, message ?? frameMessage(type, body), EXECUTE);
         return null;
       }
@@ -164,9 +177,6 @@ export class RequestBuilder {
     const parse = readable(decodeParse, payload);
     if (parse === null) return this.unreadable(FrontendType.Parse, payload);
     const effects = this.effects.get(parse.query).effects;
-    if (effects.length > 0) this.statementEffects.set(parse.name, effects);
-    else this.statementEffects.delete(parse.name);
-    this.statementTexts.set(parse.name, parse.query);
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
     this.currentTexts?.push(parse.query);
@@ -175,11 +185,12 @@ export class RequestBuilder {
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
       this.unnamedText = parse.query;
       this.unnamedInExchange = true;
+      this.statements.set('', { text: parse.query, effects, shared: null });
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
     }
     const statement = clientStatement(parse, payload);
-    this.statements.set(parse.name, statement);
+    this.statements.set(parse.name, { text: parse.query, effects, shared: statement });
     this.byServerName.set(statement.serverName, statement);
     this.current.push({ kind: 'parse', statement });
     this.currentBytes += ITEM_BYTES_RENAMED;
@@ -196,20 +207,25 @@ export class RequestBuilder {
     const names = readable(decodeBindNames, payload);
     if (names === null) return this.unreadable(FrontendType.Bind, payload);
     const message = whole ?? frameMessage(FrontendType.Bind, payload);
-    const { portal, statement } = names;
-    const effects = this.statementEffects.get(statement);
-    if (effects) this.portalEffects.set(portal, effects);
-    else this.portalEffects.delete(portal);
-    const text = this.statementTexts.get(statement);
-    if (text === undefined) this.portalTexts.delete(portal);
-    else this.portalTexts.set(portal, text);
+    const { portal, statement, portalEnd, restOffset } = names;
+    const prepared = this.statements.get(statement);
+    if (prepared !== undefined) this.portals.set(portal, prepared);
+    else this.portals.delete(portal);
     if (statement === '') {
-      this.current.push({ kind: 'bind', payload, message, serverName: null, unnamedParse: this.unnamedInExchange ? null : this.unnamedParse });
+      const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, unnamedParse });
       this.currentBytes += message.length;
-    } else {
-      // An unknown name is sent as it is: the server answers 26000 as Postgres would.
-      this.current.push({ kind: 'bind', payload, message, serverName: this.statements.get(statement)?.serverName ?? statement, unnamedParse: null });
+      return null;
+    }
+    const shared = prepared?.shared;
+    if (shared) {
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, unnamedParse: null });
       this.currentBytes += ITEM_BYTES_RENAMED;
+    } else {
+      // A name the ambassador does not know goes as it is: the server answers 26000 as Postgres
+      // would, or runs what the session prepared with SQL PREPARE (a pinned session).
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: statement, rename: null, unnamedParse: null });
+      this.currentBytes += message.length;
     }
     return null;
   }
@@ -222,12 +238,11 @@ export class RequestBuilder {
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
       this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
-      this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.serverName ?? name });
+      this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.shared?.serverName ?? name });
       this.currentBytes += ITEM_BYTES_RENAMED;
     } else {
       // Other clients may share the server statement: forget the client's name, close nothing.
       this.statements.delete(name);
-      this.statementTexts.delete(name);
       this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
     }
     return null;
@@ -271,7 +286,7 @@ export class RequestBuilder {
     const first = items[0]!;
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
-    const retryable = first.kind === 'bind' && first.serverName !== null && completes && describesPortal(items);
+    const retryable = first.kind === 'bind' && first.rename !== null && completes && describesPortal(items);
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes };
   }
 }

@@ -3,8 +3,8 @@
 // A client names its statements as it likes; on servers they are named by what they are: a
 // hash of (query text, parameter types), so clients preparing the same statement share one
 // server-side statement, and a client's statement can be re-created on whichever server it
-// lands on. Each server connection keeps an LRU set of the statements it holds (bounded;
-// the least recently used is closed upstream when the bound is reached).
+// lands on. Each server connection keeps the statements it holds with when each was last used
+// (bounded; the least recently used is closed upstream when the bound is reached).
 
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
@@ -12,6 +12,8 @@ import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';
 
 export interface ClientStatement {
   serverName: string;
+  /** serverName as a Bind carries it: its bytes and a NUL. */
+  nameBytes: Buffer;
   /** The statement's text (for routing). */
   query: string;
   /** The Parse to send to a server that does not hold it yet (already carries serverName). */
@@ -37,14 +39,20 @@ export function clientStatement(parse: ParseMessage, payload: Buffer): ClientSta
   message.writeInt32BE(4 + name.length + body.length, 1);
   name.copy(message, 5);
   body.copy(message, 5 + name.length);
-  return { serverName, query: parse.query, parse: message };
+  return { serverName, nameBytes: name, query: parse.query, parse: message };
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */
 export const CLOSED_STATEMENT = 'pa_closed';
 
-/** Marks a statement used on a server (most recently used last). */
+/** Uses so far, across servers: a statement's last use orders it among its server's. */
+let uses = 0;
+
+/**
+ * Marks a statement used on a server. Its entry is overwritten where it is, not moved to the
+ * end: deleting and adding again on every Bind churned the map's table (shrunk when emptied,
+ * grown again, rehashed to drop the holes) for what a number does as well.
+ */
 export function touchStatement(server: BackendConnection, name: string): void {
-  server.statements.delete(name);
-  server.statements.set(name, true);
+  server.statements.set(name, ++uses);
 }

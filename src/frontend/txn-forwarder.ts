@@ -42,7 +42,7 @@ import {
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
-import { encodeQuery, encodeTarget, FrontendType, rebindStatement } from '../protocol/frontend.ts';
+import { encodeQuery, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import type { ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
@@ -57,6 +57,7 @@ import { openWire, type Wire } from '../lib/wire.ts';
 import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
+import { Outgoing } from './outgoing.ts';
 import { touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
@@ -482,9 +483,9 @@ export class TxnForwarder implements ServerSink {
     this.unnamedReplayed = null;
     if (request.effects.length > 0) this.applyAtSend(server, request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
-    const out: Buffer[] = [];
     const entries: PlanEntry[] = [];
-    for (const item of request.items) this.materialize(server, item, out, entries);
+    OUTGOING.clear(); // what a send that threw half-way left
+    for (const item of request.items) this.materialize(server, item, entries);
     this.queuedBytes -= request.bytes;
     const first = this.status === 'I' && this.plan.empty && this.inFlight === 0;
     if (request.completes) {
@@ -502,8 +503,8 @@ export class TxnForwarder implements ServerSink {
       this.held = [];
     }
     this.plan.push(entries);
-    if (out.length > 0) {
-      const bytes = joined(out);
+    const bytes = OUTGOING.take();
+    if (bytes !== null) {
       server.write(bytes);
       this.options.garbage.account(bytes.length);
     }
@@ -530,10 +531,11 @@ export class TxnForwarder implements ServerSink {
     if (dropsStatements) server.statements.clear();
   }
 
-  private materialize(server: BackendConnection, item: Item, out: Buffer[], entries: PlanEntry[]): void {
+  private materialize(server: BackendConnection, item: Item, entries: PlanEntry[]): void {
+    const out = OUTGOING;
     switch (item.kind) {
       case 'raw':
-        out.push(item.message);
+        out.add(item.message);
         if (item.entry) entries.push(item.entry);
         return;
       case 'parse': {
@@ -544,18 +546,22 @@ export class TxnForwarder implements ServerSink {
           return;
         }
         touchStatement(server, name);
-        out.push(item.statement.parse);
+        out.add(item.statement.parse);
         entries.push({ kind: 'parse', onError: () => server.statements.delete(name) });
         return;
       }
       case 'bind':
-        if (item.serverName !== null) touchStatement(server, item.serverName);
-        if (item.serverName === null) out.push(item.message);
-        else out.push(rebindStatement(item.payload, item.serverName));
-        entries.push(item.serverName === null ? UNNAMED_BIND : { kind: 'bind', statement: item.serverName });
+        if (item.rename === null) {
+          out.add(item.message);
+          entries.push(PLAIN_BIND);
+        } else {
+          touchStatement(server, item.serverName!);
+          out.addRenamedBind(item, item.rename);
+          entries.push({ kind: 'bind', statement: item.serverName! });
+        }
         return;
       case 'describe':
-        out.push(encodeTarget(FrontendType.Describe, 'S', item.serverName));
+        out.add(encodeTarget(FrontendType.Describe, 'S', item.serverName));
         entries.push({ kind: 'describe-statement' });
         return;
     }
@@ -1048,7 +1054,13 @@ export class TxnForwarder implements ServerSink {
 const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
 const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
 const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
-const UNNAMED_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
+/** A Bind that goes as it came (the unnamed statement, or a name the ambassador does not hold). */
+const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
+/**
+ * Where send() assembles a request: one for every forwarder, as a request is assembled and taken
+ * within one call, and a forwarder of its own would cost each idle client its arrays.
+ */
+const OUTGOING = new Outgoing();
 const READ_ONLY_TRANSACTION = '25006';
 const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
@@ -1081,23 +1093,6 @@ function changesFunctions(payload: Buffer): boolean {
   const first = payload[0];
   if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && payload[1] === 0x52)) return false; // C, A, DR
   return FUNCTION_DDL.test(payload.toString('latin1', 0, payload.length - 1));
-}
-
-/**
- * The messages of a request as one buffer: when they lie back to back in one client chunk (the
- * client's own bytes, nothing renamed), the slice that spans them; else a copy.
- */
-function joined(out: readonly Buffer[]): Buffer {
-  if (out.length === 1) return out[0]!;
-  const first = out[0]!;
-  const buffer = first.buffer;
-  let end = first.byteOffset + first.length;
-  for (let i = 1; i < out.length; i++) {
-    const next = out[i]!;
-    if (next.buffer !== buffer || next.byteOffset !== end) return Buffer.concat(out);
-    end += next.length;
-  }
-  return Buffer.from(buffer, first.byteOffset, end - first.byteOffset);
 }
 
 /** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */

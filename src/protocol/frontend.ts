@@ -2,7 +2,7 @@
 // authentication, and encoders for what it sends upstream while authenticating itself.
 // Pure: no sockets, timers or logging.
 
-import { MessageWriter, PayloadReader } from './writer.ts';
+import { copyBytes, MessageWriter, PayloadReader } from './writer.ts';
 
 export const FrontendType = {
   Query: 0x51, // Q
@@ -84,39 +84,48 @@ export function encodeParse(name: string, query: string, paramTypes: Buffer): Bu
   return new MessageWriter().cstring(name).cstring(query).bytes(paramTypes).finish(FrontendType.Parse);
 }
 
-/** A Bind's portal and statement names, and where the rest of its payload starts. */
-export function decodeBindNames(payload: Buffer): { portal: string; statement: string; restOffset: number } {
+/** A Bind payload as the client sent it, and where its statement name lies in it. */
+export interface BindLayout {
+  payload: Buffer;
+  /** Offset of the NUL that ends the portal name. */
+  portalEnd: number;
+  /** Offset just past the NUL that ends the statement name. */
+  restOffset: number;
+}
+
+/** A Bind's portal and statement names, and where they lie in its payload. */
+export function decodeBindNames(payload: Buffer): { portal: string; statement: string; portalEnd: number; restOffset: number } {
   const portalEnd = payload.indexOf(0);
   const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
   if (statementEnd < 0) throw new RangeError('malformed Bind');
   return {
-    portal: payload.toString('utf8', 0, portalEnd),
-    statement: payload.toString('utf8', portalEnd + 1, statementEnd),
+    // The unnamed portal (nearly every Bind) needs no decoding.
+    portal: portalEnd === 0 ? '' : payload.toString('utf8', 0, portalEnd),
+    statement: statementEnd === portalEnd + 1 ? '' : payload.toString('utf8', portalEnd + 1, statementEnd),
+    portalEnd,
     restOffset: statementEnd + 1,
   };
 }
 
+/** Size of the Bind `bind` with its statement name replaced by `name` (its bytes and NUL). */
+export function renamedBindSize(bind: BindLayout, name: Buffer): number {
+  return 5 + bind.portalEnd + 1 + name.length + bind.payload.length - bind.restOffset;
+}
+
 /**
- * The same Bind aimed at another statement name; everything else is copied as it came, the
- * portal name as bytes (it need not be UTF-8: the client's encoding may be another).
+ * Writes that Bind, header included, at `at`; returns the offset just past it. Everything but
+ * the statement name is copied as it came, the portal name as bytes (it need not be UTF-8: the
+ * client's encoding may be another).
  */
-export function rebindStatement(payload: Buffer, name: string): Buffer {
-  // Every Bind of a prepared statement under transaction pooling comes through here: one buffer,
-  // written in place, and no name decoded (the portal's bytes are kept as they came). NULs in
-  // the new name are dropped, as MessageWriter.cstring drops them.
-  const statement = name.includes('\0') ? name.replaceAll('\0', '') : name;
-  const portalEnd = payload.indexOf(0);
-  const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
-  if (statementEnd < 0) throw new RangeError('malformed Bind');
-  const nameBytes = Buffer.byteLength(statement);
-  const message = Buffer.allocUnsafe(5 + portalEnd + 1 + nameBytes + 1 + payload.length - statementEnd - 1);
-  message[0] = FrontendType.Bind;
-  message.writeInt32BE(message.length - 1, 1);
-  let at = 5 + payload.copy(message, 5, 0, portalEnd + 1);
-  at += message.write(statement, at, 'utf8');
-  message[at++] = 0;
-  payload.copy(message, at, statementEnd + 1);
-  return message;
+export function writeRenamedBind(target: Buffer, at: number, bind: BindLayout, name: Buffer): number {
+  const { payload, portalEnd, restOffset } = bind;
+  target[at] = FrontendType.Bind;
+  target.writeInt32BE(renamedBindSize(bind, name) - 1, at + 1);
+  let to = at + 5;
+  to += copyBytes(target, to, payload, 0, portalEnd + 1);
+  to += copyBytes(target, to, name, 0, name.length);
+  to += copyBytes(target, to, payload, restOffset, payload.length);
+  return to;
 }
 
 /** Describe and Close: a target kind ('S' statement, 'P' portal) and a name. */

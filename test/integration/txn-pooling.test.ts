@@ -27,7 +27,7 @@ import {
 } from '../support/pooling.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
 import { loginScram } from '../support/raw-client.ts';
-import { encodeParse, encodeSync } from '../../src/protocol/frontend.ts';
+import { encodeParse, encodeQuery, encodeSync } from '../../src/protocol/frontend.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { CLIENT_PASSWORD } from '../support/ambassador.ts';
 
@@ -590,6 +590,31 @@ describe('prepare without a server', () => {
     } finally {
       raw.destroy();
       await holder.end();
+    }
+  });
+});
+
+describe("statements the ambassador does not hold", () => {
+  test('a Bind of a statement made with SQL PREPARE is never closed to make room for the protocol-level ones', async () => {
+    // A server keeps at most 256 statements for the ambassador: it closes the least recently used
+    // to make room. A statement the session made itself (SQL PREPARE, which pins it) is the
+    // session's: binding it by name must not make it one the ambassador may close.
+    const { amb } = await txnAmbassador({ size: 1 });
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      raw.write([encodeQuery('prepare mine(int) as select $1 + 1')]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z']);
+      raw.write([bind('mine', [Buffer.from('41')]), execute(), encodeSync()]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['2', 'D', 'C', 'Z']);
+      const parses = Array.from({ length: 256 }, (_, i) => encodeParse(`p${i}`, `select ${i}`, Buffer.from([0, 0])));
+      raw.write([...parses, encodeSync()]);
+      const prepared = await raw.readUntil('Z');
+      assert.deepEqual(new Set(prepared.map((m) => m.type)), new Set(['1', 'Z']), 'every Parse completes');
+      raw.write([bind('mine', [Buffer.from('1')]), execute(), encodeSync()]);
+      const again = await raw.readUntil('Z');
+      assert.deepEqual(again.map((m) => [m.type, m.error?.code]), [['2', undefined], ['D', undefined], ['C', undefined], ['Z', undefined]]);
+    } finally {
+      raw.destroy();
     }
   });
 });

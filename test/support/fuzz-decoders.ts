@@ -45,11 +45,11 @@ import {
   encodeSASLInitialResponse,
   encodeTarget,
   FrontendType,
-  rebindStatement,
 } from '../../src/protocol/frontend.ts';
 import { isMd5PasswordHash, md5AuthResponse, md5PasswordHash, verifyMd5Response } from '../../src/protocol/md5.ts';
 import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslprep.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
+import { Outgoing } from '../../src/frontend/outgoing.ts';
 import { RequestBuilder, type Request } from '../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
@@ -124,9 +124,14 @@ const frontendRoundTrip = fuzzProperty('frontend', 'encode-decode-round-trip', 2
       return assert.deepEqual(decodeParse(payload), { name: noNul(c.name), query: noNul(c.query), paramTypes: c.paramTypes });
     case 'bind': {
       const names = decodeBindNames(payload);
-      assert.deepEqual(names, { portal: c.portal.toString('utf8'), statement: c.statement.toString('utf8'), restOffset: c.portal.length + c.statement.length + 2 });
+      assert.deepEqual(names, {
+        portal: c.portal.toString('utf8'),
+        statement: c.statement.toString('utf8'),
+        portalEnd: c.portal.length,
+        restOffset: c.portal.length + c.statement.length + 2,
+      });
       // The portal and everything after the names travel as the client wrote them.
-      const rebound = reframe(rebindStatement(payload, c.rebound), sizes);
+      const rebound = reframe(renamed(payload, noNul(c.rebound)), sizes);
       assert.equal(rebound.type, FrontendType.Bind);
       return assert.deepEqual(rebound.payload, Buffer.concat([c.portal, Buffer.from(`\0${noNul(c.rebound)}\0`), c.rest]));
     }
@@ -135,6 +140,14 @@ const frontendRoundTrip = fuzzProperty('frontend', 'encode-decode-round-trip', 2
       return assert.deepEqual(decodeTarget(payload), { kind: c.target, name: noNul(c.name) });
   }
 });
+
+/** The Bind `payload` aimed at the statement `name`, as the transaction forwarder writes it. */
+export function renamed(payload: Buffer, name: string): Buffer {
+  const { portalEnd, restOffset } = decodeBindNames(payload);
+  const out = new Outgoing();
+  out.addRenamedBind({ payload, portalEnd, restOffset }, Buffer.from(`${name}\0`));
+  return out.take()!;
+}
 
 const hostilePayload = (valid: fc.Arbitrary<Buffer>): fc.Arbitrary<Buffer> =>
   fc.oneof(bytes(64), fc.tuple(valid, mutations).map(([payload, changes]) => mutateAll(payload, changes)));
@@ -152,7 +165,7 @@ const frontendHostile = fuzzProperty(
     if ('value' in parse) assert.equal(parse.value.paramTypes.length, 2 + 4 * parse.value.paramTypes.readUInt16BE(0));
     const target = outcome(() => decodeTarget(payload), RangeError);
     if ('value' in target) assert.ok(target.value.kind === 'S' || target.value.kind === 'P');
-    const rebound = outcome(() => rebindStatement(payload, 'pa_x'), RangeError);
+    const rebound = outcome(() => renamed(payload, 'pa_x'), RangeError);
     if ('value' in rebound) assert.equal(decodeBindNames(rebound.value.subarray(5)).statement, 'pa_x');
   },
 );

@@ -4,10 +4,13 @@ import type { BackendConnection } from '../../../src/backend/connection.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
 import { preparationFor, type PreparationContext } from '../../../src/frontend/preparation.ts';
 import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
+import { touchStatement } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 function server(statements: string[] = [], stateKey = ''): BackendConnection {
-  return { statements: new Map(statements.map((s) => [s, true])), staleStatements: new Set<string>(), stateKey } as unknown as BackendConnection;
+  const conn = { statements: new Map<string, number>(), staleStatements: new Set<string>(), stateKey } as unknown as BackendConnection;
+  for (const name of statements) touchStatement(conn, name); // listed least recently used first
+  return conn;
 }
 
 /** Feeds whole client messages to a RequestBuilder; returns every finished request. */
@@ -72,6 +75,25 @@ test('a full cache makes room (least recently used first), keeping what the requ
   const plan = preparationFor(server(['old1', 'old2', 'old3']), request!, context(builder, { capacity: 3 }))!;
   assert.deepEqual(plan.evicted, ['old1']);
   assert.deepEqual(plan.messages.map((m) => String.fromCharCode(m[0]!)), ['C', 'S']);
+});
+
+test('a statement used again is the last to be closed', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, encodeParse('new', 'select 2', noTypes), encodeSync());
+  const full = server(['old1', 'old2', 'old3']);
+  touchStatement(full, 'old1');
+  assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 3 }))!.evicted, ['old2']);
+  touchStatement(full, 'old2');
+  assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 2 }))!.evicted, ['old3', 'old1']);
+});
+
+test('a Bind of a name the client never prepared needs nothing from the server, and is not renamed', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, bind('made_with_sql_prepare'), encodeSync());
+  const item = request!.items[0]!;
+  assert.equal(item.kind === 'bind' && item.rename, null);
+  assert.equal(request!.retryable, false, 'the ambassador could not re-create it');
+  assert.equal(preparationFor(server(), request!, context(builder)), null);
 });
 
 test('making room never closes a statement the same request executes', () => {

@@ -6,12 +6,13 @@ import { test } from 'node:test';
 
 import { RequestBuilder } from '../../../src/frontend/request-builder.ts';
 import { Framer, FramingError } from '../../../src/protocol/framer.ts';
-import { decodeBindNames, decodeParse, rebindStatement } from '../../../src/protocol/frontend.ts';
+import { decodeBindNames, decodeParse } from '../../../src/protocol/frontend.ts';
 import { createClassifier, EMPTY_FUNCTION_CATALOG } from '../../../src/router/classifier.ts';
 import { readHints } from '../../../src/router/classifier-hints.ts';
 import { literalShape } from '../../../src/router/literal-shape.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 import { tokenize } from '../../../src/router/sql-lexer.ts';
+import { renamed } from '../../support/fuzz-decoders.ts';
 
 test('framer: after a FramingError the bytes that follow are never framed (nothing is delivered, the error repeats)', () => {
   // framer/bad-length-fails-at-its-header: type 0, length 2^31-1, limit 0, then five zero bytes, one byte at a time.
@@ -48,22 +49,21 @@ test('framer: a mutated stream delivers nothing after its bad header (framer/mut
   assert.deepEqual(errors, Array(6).fill('message-too-large'), 'the bad header and every byte after it');
 });
 
-test('frontend: rebindStatement keeps a portal name that is not UTF-8 byte for byte', () => {
+test('frontend: a renamed Bind keeps a portal name that is not UTF-8 byte for byte', () => {
   // frontend/encode-decode-round-trip: portal 0x80, statement '', nothing after the names.
   const payload = Buffer.from([0x80, 0, 0]);
-  const rebound = rebindStatement(payload, 'pa_1');
+  const rebound = renamed(payload, 'pa_1');
   assert.deepEqual(rebound.subarray(5), Buffer.from([0x80, 0, ...Buffer.from('pa_1'), 0]), 'was EF BF BD (U+FFFD) in place of 0x80');
   assert.equal(decodeBindNames(rebound.subarray(5)).statement, 'pa_1');
 });
 
-test('frontend: rebindStatement writes its length and drops NULs from the new name, as every encoder does', () => {
-  // frontend/encode-decode-round-trip, on the first version that wrote the Bind in place: a new
-  // name of "\0" came out as an empty name plus a stray NUL (the statement became the portal).
+test('frontend: a renamed Bind carries its own length', () => {
+  // frontend/encode-decode-round-trip, on the first version that wrote the Bind in place.
   const payload = Buffer.from([0, 0, 0, 1, 0, 0]); // unnamed portal and statement, then the rest
-  const rebound = rebindStatement(payload, '\0pa\0_2');
+  const rebound = renamed(payload, 'pa_2');
   assert.deepEqual(rebound.subarray(5), Buffer.from([0, ...Buffer.from('pa_2'), 0, 0, 1, 0, 0]));
   assert.equal(rebound.readInt32BE(1), rebound.length - 1);
-  assert.deepEqual(decodeBindNames(rebound.subarray(5)), { portal: '', statement: 'pa_2', restOffset: 6 });
+  assert.deepEqual(decodeBindNames(rebound.subarray(5)), { portal: '', statement: 'pa_2', portalEnd: 0, restOffset: 6 });
 });
 
 test('sql-lexer: a long run of + and - is scanned once, not once per character', { timeout: 60_000 }, () => {
