@@ -212,9 +212,14 @@ class DirectWire implements Wire {
     const socket = this.socket;
     if (!socket.writable || socket.writableLength > 0) return this.writeBehind(bytes);
     const handle = this.handle;
-    const req = this.spare ?? new binding!.WriteWrap();
-    req.handle = handle;
-    req.oncomplete = this.onWritten;
+    let req = this.spare;
+    if (req === null) {
+      // A request is reused until a write stays pending: its handle and callback stay set (they
+      // are accessors on the native object, costly to store again on every write).
+      req = new binding!.WriteWrap();
+      req.handle = handle;
+      req.oncomplete = this.onWritten;
+    }
     const err = handle.writeBuffer(req, bytes);
     if (err !== 0) {
       socket.destroy(systemError(err, 'write'));

@@ -67,7 +67,13 @@ export class ConnectionPool<T> {
   private readonly backoff: FailureBackoff;
   /** Oldest first; acquire takes from the end (LIFO), the idle timeout reaps from the start. */
   private readonly idle: Entry<T>[] = [];
-  private readonly active = new Map<T, Entry<T>>();
+  /**
+   * Every open connection, idle or leased, by connection: entered once and left once. (A map of
+   * the leased ones alone changed on every acquire and release, and its table was shrunk and
+   * grown again as the pool emptied and filled, transaction after transaction.)
+   */
+  private readonly open = new Map<T, Entry<T>>();
+  private active = 0;
   private readonly jobs = new Set<CreateJob<T>>();
   /** FIFO: index 0 is the oldest (and, all sharing one limit, the first to time out). */
   private readonly waiters: Waiter<T>[] = [];
@@ -121,8 +127,8 @@ export class ConnectionPool<T> {
   }
 
   release(conn: T, outcome: 'reusable' | 'broken'): void {
-    const entry = this.active.get(conn);
-    if (!entry) {
+    const entry = this.open.get(conn);
+    if (entry?.state !== 'active') {
       throw new AmbassadorError('INTERNAL', `pool ${this.key}: release of a connection it has not leased (released twice?)`);
     }
     const now = this.clock.now();
@@ -138,7 +144,7 @@ export class ConnectionPool<T> {
       key: this.key,
       size: this.options.size,
       idle: this.idle.length,
-      active: this.active.size,
+      active: this.active,
       connecting: this.jobs.size,
       waiting: this.waiters.length,
       maxWaitMs: oldest ? this.clock.now() - oldest.enqueuedAt : 0,
@@ -154,7 +160,7 @@ export class ConnectionPool<T> {
 
   /** Leased connections (a closed pool keeps counting them until they are released). */
   get activeCount(): number {
-    return this.active.size;
+    return this.active;
   }
 
   /** close() was called. */
@@ -164,7 +170,7 @@ export class ConnectionPool<T> {
 
   /** The open connections, idle and leased, with their times (read-only; for SHOW SERVERS). */
   connections(): PooledConnection<T>[] {
-    const open = [...this.idle, ...this.active.values()];
+    const open = [...this.idle, ...[...this.open.values()].filter((entry) => entry.state === 'active')];
     return open.map((entry) => ({ conn: entry.conn, state: entry.state === 'active' ? 'active' : 'idle', connectedAt: entry.connectedAt, lastUsedAt: entry.usedAt }));
   }
 
@@ -215,15 +221,17 @@ export class ConnectionPool<T> {
       const idle = this.idle;
       if (idle[idle.length - 1] === entry) idle.pop();
       else idle.splice(idle.lastIndexOf(entry), 1);
-    } else if (entry.state === 'active') this.active.delete(entry.conn);
+    } else if (entry.state === 'active') this.active--;
+    else if (entry.state === 'new' && to !== 'gone') this.open.set(entry.conn, entry);
     entry.state = to;
     if (to === 'idle') {
       entry.usedAt = now ?? this.clock.now();
       this.idle.push(entry);
     } else if (to === 'active') {
       entry.usedAt = now ?? this.clock.now();
-      this.active.set(entry.conn, entry);
+      this.active++;
     } else {
+      this.open.delete(entry.conn);
       try {
         this.factory.destroy(entry.conn);
       } catch {
@@ -234,7 +242,7 @@ export class ConnectionPool<T> {
   }
 
   private total(): number {
-    return this.idle.length + this.active.size + this.jobs.size;
+    return this.idle.length + this.active + this.jobs.size;
   }
 
   /** The most recently used idle connection that is still usable; dead or expired ones are destroyed. */
@@ -507,7 +515,7 @@ export class ConnectionPool<T> {
   // ---- errors and events ----------------------------------------------------------------------
 
   private timeoutError(waitedMs: number): AmbassadorError {
-    const busy = `${this.active.size} active, ${this.jobs.size} connecting, ${this.waiters.length} waiting`;
+    const busy = `${this.active} active, ${this.jobs.size} connecting, ${this.waiters.length} waiting`;
     const failing = this.backoff.failures > 0 ? this.lastConnectError : null;
     return poolTimeoutError(this.key, waitedMs, this.options, busy, failing);
   }
