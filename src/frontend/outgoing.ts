@@ -61,8 +61,8 @@ export class Outgoing {
     let at = 0;
     let bind = 0;
     for (let i = 0; i < this.count; i++) {
-      const part = this.parts[i]!;
-      if (part !== null) at += copyBytes(out, at, part, 0, part.length);
+      const part = this.parts[i];
+      if (part) at += copyBytes(out, at, part, 0, part.length);
       else {
         at = writeRenamedBind(out, at, this.binds[bind]!, this.names[bind]!);
         bind++;

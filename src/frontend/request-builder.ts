@@ -8,7 +8,7 @@ import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
-import { clientStatement, CLOSED_STATEMENT, type ClientStatement } from './statements.ts';
+import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName } from './statements.ts';
 
 /**
  * One message of a pending request, before it is bound to a server. A `message` is the whole
@@ -45,7 +45,7 @@ export interface Request {
   avoid: string[] | null;
   /** It already ran once more after its server was lost (a request is retried at most once). */
   retried: boolean;
-  /** What it counts for the client-side queue limit (its messages' sizes; 64 for a renamed one). */
+  /** What it counts for the client-side queue limit (its messages' sizes; 64 for a renamed Parse or Describe). */
   bytes: number;
 }
 
@@ -220,7 +220,7 @@ export class RequestBuilder {
     const shared = prepared?.shared;
     if (shared) {
       this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, unnamedParse: null });
-      this.currentBytes += ITEM_BYTES_RENAMED;
+      this.currentBytes += message.length; // it holds the client's bytes until it is sent
     } else {
       // A name the ambassador does not know goes as it is: the server answers 26000 as Postgres
       // would, or runs what the session prepared with SQL PREPARE (a pinned session).
@@ -240,10 +240,15 @@ export class RequestBuilder {
     } else if (type === FrontendType.Describe) {
       this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.shared?.serverName ?? name });
       this.currentBytes += ITEM_BYTES_RENAMED;
-    } else {
+    } else if (this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.
+      // (Nor is a statement of the ambassador's own naming closed for a client that names it.)
       this.statements.delete(name);
       this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
+    } else {
+      // A name the ambassador does not know (made with SQL PREPARE, which pins the session): the
+      // server's to close, as a Bind of it is the server's to run.
+      this.pushRaw(type, whole ?? frameMessage(type, payload), CLOSE);
     }
     return null;
   }

@@ -20,13 +20,21 @@ export interface ClientStatement {
   parse: Buffer;
 }
 
+/** How every name the ambassador gives a statement on a server begins. */
+const SERVER_NAME_PREFIX = 'pa_';
+
 /**
  * Server-side name for a statement: same text and parameter types, same name. `body` is the
  * Parse payload after the client's statement name (query bytes, NUL, parameter types): bytes,
  * not decoded text, so a client in another client_encoding (LATIN1) gets its statement as sent.
  */
 export function serverStatementName(body: Buffer): string {
-  return `pa_${createHash('sha1').update(body).digest('hex').slice(0, 24)}`;
+  return `${SERVER_NAME_PREFIX}${createHash('sha1').update(body).digest('hex').slice(0, 24)}`;
+}
+
+/** Whether `name` has the form of the ambassador's own statement names (shared between clients). */
+export function isServerStatementName(name: string): boolean {
+  return name.startsWith(SERVER_NAME_PREFIX);
 }
 
 /** The client's Parse (`payload`, decoded as `parse`) as a shared statement: renamed, bytes kept. */
@@ -43,7 +51,7 @@ export function clientStatement(parse: ParseMessage, payload: Buffer): ClientSta
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */
-export const CLOSED_STATEMENT = 'pa_closed';
+export const CLOSED_STATEMENT = `${SERVER_NAME_PREFIX}closed`;
 
 /** Uses so far, across servers: a statement's last use orders it among its server's. */
 let uses = 0;

@@ -27,7 +27,7 @@ import {
 } from '../support/pooling.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
 import { loginScram } from '../support/raw-client.ts';
-import { encodeParse, encodeQuery, encodeSync } from '../../src/protocol/frontend.ts';
+import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { CLIENT_PASSWORD } from '../support/ambassador.ts';
 
@@ -613,6 +613,26 @@ describe("statements the ambassador does not hold", () => {
       raw.write([bind('mine', [Buffer.from('1')]), execute(), encodeSync()]);
       const again = await raw.readUntil('Z');
       assert.deepEqual(again.map((m) => [m.type, m.error?.code]), [['2', undefined], ['D', undefined], ['C', undefined], ['Z', undefined]]);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('a protocol Close of a statement made with SQL PREPARE closes it on the server', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      raw.write([encodeQuery('prepare mine(int) as select $1 + 1')]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z']);
+      raw.write([encodeTarget(FrontendType.Close, 'S', 'mine'), encodeSync()]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['3', 'Z']);
+      raw.write([bind('mine', [Buffer.from('1')]), execute(), encodeSync()]);
+      const gone = [await raw.nextMessage(), await raw.nextMessage()];
+      assert.deepEqual(gone.map((m) => [m.type, m.error?.code]), [['E', '26000'], ['Z', undefined]], 'the statement is closed');
+      raw.write([encodeQuery('prepare mine(int) as select $1 + 2')]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z'], 'its name is free again (not 42P05)');
+      raw.write([encodeQuery('deallocate mine')]);
+      await raw.readUntil('Z');
     } finally {
       raw.destroy();
     }

@@ -4,9 +4,10 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { encodeParse, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
+import { decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
 import { RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { CLOSED_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 /** Feeds every message of `chunk` with its payload and its slice of the chunk. */
@@ -101,4 +102,17 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
   const after = exchange(set);
   assert.equal(looked.length, 5, 'read again after an unreadable one');
   assert.equal(after.texts![0], 'SET search_path TO app');
+});
+
+test('Close of a statement: the client forgets its own, the server closes one the ambassador does not know', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const closeOf = (name: string): Buffer => encodeTarget(FrontendType.Close, 'S', name);
+  const sent = (request: Request): Buffer => (request.items[0] as Extract<Item, { kind: 'raw' }>).message;
+  feed(builder, Buffer.concat([encodeParse('mine', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
+  const [own, unknown, shared] = feed(builder, Buffer.concat([closeOf('mine'), encodeSync(), closeOf('made_with_sql'), encodeSync(), closeOf('pa_0123'), encodeSync()]));
+  assert.deepEqual(decodeTarget(sent(own!).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'a shared statement is never closed for one client');
+  assert.deepEqual(decodeTarget(sent(unknown!).subarray(5)), { kind: 'S', name: 'made_with_sql' });
+  assert.deepEqual(decodeTarget(sent(shared!).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'nor one named as the ambassador names its own');
+  const [bind] = feed(builder, Buffer.concat([frameMessage(FrontendType.Bind, Buffer.from('\0mine\0\0\0\0\0\0\0')), encodeSync()]));
+  assert.equal((bind!.items[0] as Extract<Item, { kind: 'bind' }>).rename, null, 'after its Close the name is unknown: the server answers a Bind of it');
 });
