@@ -370,17 +370,24 @@ const clientMessage: fc.Arbitrary<ClientMessage> = fc.oneof(
 const COMPLETING = new Set([0x53, 0x51, 0x46]);
 const ENDING = new Set([0x53, 0x51, 0x46, 0x48, 0x64, 0x63, 0x66]);
 
-/** Checks one finished request against the messages it was built from. */
-function checkRequest(request: Request, messages: readonly ClientMessage[]): void {
+/**
+ * Checks one finished request against the messages it was built from. `prepared`: the names the
+ * client has prepared (named Parse) and not closed, before this request; kept up to date.
+ */
+function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Set<string>): void {
   const last = messages.at(-1)!;
   assert.equal(request.items.length, messages.length, 'one item per client message');
   assert.equal(request.completes, COMPLETING.has(last.type));
   if (messages.some((m) => m.type === 0x46)) assert.equal(request.texts, null, 'a FunctionCall runs unknown SQL');
   request.items.forEach((item, i) => {
     const { type, payload } = messages[i]!;
+    if (type === 0x50) prepared.add(decodeParse(payload).name);
     if (item.kind === 'raw') {
-      const closesNamed = type === 0x43 && payload[0] === 0x53 && payload.length > 2;
-      assert.deepEqual(item.message, closesNamed ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
+      const closed = type === 0x43 && payload[0] === 0x53 && payload.length > 2 ? decodeTarget(payload).name : null;
+      // A Close of a statement the client prepared closes nothing (it may be shared); of any
+      // other name it goes to the server as it came.
+      const closesShared = closed !== null && prepared.delete(closed);
+      assert.deepEqual(item.message, closesShared ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);
       assert.deepEqual(item.payload, payload);
@@ -397,13 +404,14 @@ function checkRequest(request: Request, messages: readonly ClientMessage[]): voi
 
 const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-become-requests', 200, fc.array(clientMessage, { maxLength: 30 }), (messages) => {
   const builder = new RequestBuilder(new SessionEffectsCache());
+  const prepared = new Set<string>();
   let since: ClientMessage[] = [];
   for (const message of messages) {
     since.push(message);
     const result = builder.add(message.type, message.payload);
     if (ENDING.has(message.type)) {
       assert.ok(result !== null && result !== 'terminate', `type 0x${message.type.toString(16)} ends a request`);
-      checkRequest(result, since);
+      checkRequest(result, since, prepared);
       assert.equal(builder.pending, false);
       since = [];
     } else {
