@@ -38,12 +38,13 @@ export class ResponsePlan {
     return this.head >= this.entries.length;
   }
 
-  push(entries: readonly PlanEntry[]): void {
+  /** What the server will answer to the next message sent. */
+  add(entry: PlanEntry): void {
     if (this.head > 64 && this.head === this.entries.length) {
       this.entries = [];
       this.head = 0;
     }
-    for (const entry of entries) this.entries.push(entry);
+    this.entries.push(entry);
   }
 
   /** The entry the next response belongs to. */

@@ -81,7 +81,7 @@ export class ClientSessionState {
 
   /** Whether anything staged would change the session's settings when committed. */
   get hasStaged(): boolean {
-    return this.staged.some((e) => e.kind !== 'transaction');
+    return this.staged.length > 0 && this.staged.some((e) => e.kind !== 'transaction');
   }
 
   /**
@@ -89,6 +89,7 @@ export class ClientSessionState {
    * after a savepoint and undone by ROLLBACK TO is not applied.
    */
   commit(): void {
+    if (this.staged.length === 0) return; // nearly every transaction: it changed no setting
     const applied: SessionEffect[] = [];
     const savepoints: number[] = [];
     for (const effect of this.staged) {
@@ -104,7 +105,7 @@ export class ClientSessionState {
 
   /** The transaction rolled back: what it staged never happened. */
   discard(): void {
-    this.staged = [];
+    if (this.staged.length > 0) this.staged = [];
   }
 
   private applyCommitted(effect: SessionEffect): void {

@@ -483,11 +483,11 @@ export class TxnForwarder implements ServerSink {
     this.unnamedReplayed = null;
     if (request.effects.length > 0) this.applyAtSend(server, request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
-    const entries: PlanEntry[] = [];
+    const planWasEmpty = this.plan.empty;
     OUTGOING.clear(); // what a send that threw half-way left
-    for (const item of request.items) this.materialize(server, item, entries);
+    for (const item of request.items) this.materialize(server, item);
     this.queuedBytes -= request.bytes;
-    const first = this.status === 'I' && this.plan.empty && this.inFlight === 0;
+    const first = this.status === 'I' && planWasEmpty && this.inFlight === 0;
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
@@ -497,12 +497,11 @@ export class TxnForwarder implements ServerSink {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.unsynced = true;
     }
-    if (request.retryable && this.status === 'I' && this.plan.empty) this.retry = { request, phase: 'watch' };
+    if (request.retryable && this.status === 'I' && planWasEmpty) this.retry = { request, phase: 'watch' };
     if (first && request.completes && this.watchesFirstAnswer(request)) {
       this.watch = { request, swallowing: false };
       this.held = [];
     }
-    this.plan.push(entries);
     const bytes = OUTGOING.take();
     if (bytes !== null) {
       server.write(bytes);
@@ -531,38 +530,40 @@ export class TxnForwarder implements ServerSink {
     if (dropsStatements) server.statements.clear();
   }
 
-  private materialize(server: BackendConnection, item: Item, entries: PlanEntry[]): void {
+  /** Adds an item's message to what goes out, and what the server will answer it to the plan. */
+  private materialize(server: BackendConnection, item: Item): void {
     const out = OUTGOING;
+    const plan = this.plan;
     switch (item.kind) {
       case 'raw':
         out.add(item.message);
-        if (item.entry) entries.push(item.entry);
+        if (item.entry) plan.add(item.entry);
         return;
       case 'parse': {
         const name = item.statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
-          entries.push({ kind: 'synthesized-parse' });
+          plan.add({ kind: 'synthesized-parse' });
           return;
         }
         touchStatement(server, name);
         out.add(item.statement.parse);
-        entries.push({ kind: 'parse', onError: () => server.statements.delete(name) });
+        plan.add({ kind: 'parse', onError: () => server.statements.delete(name) });
         return;
       }
       case 'bind':
         if (item.rename === null) {
           out.add(item.message);
-          entries.push(PLAIN_BIND);
+          plan.add(PLAIN_BIND);
         } else {
           touchStatement(server, item.serverName!);
           out.addRenamedBind(item, item.rename);
-          entries.push({ kind: 'bind', statement: item.serverName! });
+          plan.add({ kind: 'bind', statement: item.serverName! });
         }
         return;
       case 'describe':
         out.add(encodeTarget(FrontendType.Describe, 'S', item.serverName));
-        entries.push({ kind: 'describe-statement' });
+        plan.add({ kind: 'describe-statement' });
         return;
     }
   }
