@@ -100,17 +100,21 @@ function missingStatements(server: BackendConnection, request: Request, context:
   return missing;
 }
 
-/** Least recently used statements to close so `incoming` more fit within `capacity`. */
+/** Least recently used statements to close so `incoming` more fit within `capacity`, oldest first. */
 function evictable(server: BackendConnection, incoming: number, capacity: number, keep: ReadonlySet<string>): string[] {
-  const names: string[] = [];
-  let excess = server.statements.size + incoming - capacity;
-  if (excess <= 0) return names;
-  const byAge = [...server.statements].sort((a, b) => a[1] - b[1]);
-  for (const [name] of byAge) {
-    if (excess <= 0) break;
-    if (keep.has(name)) continue;
-    names.push(name);
-    excess--;
+  const excess = server.statements.size + incoming - capacity;
+  if (excess <= 0) return [];
+  // One pass that keeps the `excess` oldest seen so far in order (excess is nearly always 1).
+  const oldest: [string, number][] = [];
+  for (const entry of server.statements) {
+    if (keep.has(entry[0])) continue;
+    if (oldest.length === excess && entry[1] >= oldest[excess - 1]![1]) continue;
+    oldest.push(entry);
+    for (let i = oldest.length - 1; i > 0 && oldest[i - 1]![1] > entry[1]; i--) {
+      oldest[i] = oldest[i - 1]!;
+      oldest[i - 1] = entry;
+    }
+    if (oldest.length > excess) oldest.pop();
   }
-  return names;
+  return oldest.map(([name]) => name);
 }

@@ -85,6 +85,11 @@ test('a statement used again is the last to be closed', () => {
   assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 3 }))!.evicted, ['old2']);
   touchStatement(full, 'old2');
   assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 2 }))!.evicted, ['old3', 'old1']);
+  const five = server(['a', 'b', 'c', 'd', 'e']);
+  for (const name of ['c', 'a', 'e']) touchStatement(five, name);
+  // Oldest first: b, d, c, a, e.
+  assert.deepEqual(preparationFor(five, request!, context(builder, { capacity: 3 }))!.evicted, ['b', 'd', 'c']);
+  assert.deepEqual(preparationFor(five, request!, context(builder, { capacity: 1 }))!.evicted, ['b', 'd', 'c', 'a', 'e']);
 });
 
 test('a Bind of a name the client never prepared needs nothing from the server, and is not renamed', () => {
