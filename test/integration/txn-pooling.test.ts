@@ -26,7 +26,7 @@ import {
   withClient,
 } from '../support/pooling.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
-import { loginScram } from '../support/raw-client.ts';
+import { loginScram, type RawClient } from '../support/raw-client.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { CLIENT_PASSWORD } from '../support/ambassador.ts';
@@ -594,16 +594,25 @@ describe('prepare without a server', () => {
   });
 });
 
-describe("statements the ambassador does not hold", () => {
-  test('a Bind of a statement made with SQL PREPARE is never closed to make room for the protocol-level ones', async () => {
-    // A server keeps at most 256 statements for the ambassador: it closes the least recently used
-    // to make room. A statement the session made itself (SQL PREPARE, which pins it) is the
-    // session's: binding it by name must not make it one the ambassador may close.
+describe('statements the ambassador does not hold', () => {
+  /** Runs `body` with a raw client on a pool of one whose session made `mine(int)` with SQL PREPARE (which pins it). */
+  async function withSqlPrepared(body: (raw: RawClient) => Promise<void>): Promise<void> {
     const { amb } = await txnAmbassador({ size: 1 });
     const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
     try {
       raw.write([encodeQuery('prepare mine(int) as select $1 + 1')]);
       assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z']);
+      await body(raw);
+    } finally {
+      raw.destroy();
+    }
+  }
+
+  test('a Bind of a statement made with SQL PREPARE is never closed to make room for the protocol-level ones', () =>
+    // A server keeps at most 256 statements for the ambassador: it closes the least recently used
+    // to make room. A statement the session made itself is the session's: binding it by name
+    // must not make it one the ambassador may close.
+    withSqlPrepared(async (raw) => {
       raw.write([bind('mine', [Buffer.from('41')]), execute(), encodeSync()]);
       assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['2', 'D', 'C', 'Z']);
       const parses = Array.from({ length: 256 }, (_, i) => encodeParse(`p${i}`, `select ${i}`, Buffer.from([0, 0])));
@@ -613,17 +622,10 @@ describe("statements the ambassador does not hold", () => {
       raw.write([bind('mine', [Buffer.from('1')]), execute(), encodeSync()]);
       const again = await raw.readUntil('Z');
       assert.deepEqual(again.map((m) => [m.type, m.error?.code]), [['2', undefined], ['D', undefined], ['C', undefined], ['Z', undefined]]);
-    } finally {
-      raw.destroy();
-    }
-  });
+    }));
 
-  test('a protocol Close of a statement made with SQL PREPARE closes it on the server', async () => {
-    const { amb } = await txnAmbassador({ size: 1 });
-    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
-    try {
-      raw.write([encodeQuery('prepare mine(int) as select $1 + 1')]);
-      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z']);
+  test('a protocol Close of a statement made with SQL PREPARE closes it on the server', () =>
+    withSqlPrepared(async (raw) => {
       raw.write([encodeTarget(FrontendType.Close, 'S', 'mine'), encodeSync()]);
       assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['3', 'Z']);
       raw.write([bind('mine', [Buffer.from('1')]), execute(), encodeSync()]);
@@ -633,10 +635,7 @@ describe("statements the ambassador does not hold", () => {
       assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z'], 'its name is free again (not 42P05)');
       raw.write([encodeQuery('deallocate mine')]);
       await raw.readUntil('Z');
-    } finally {
-      raw.destroy();
-    }
-  });
+    }));
 });
 
 function bind(statement: string, params: Buffer[]): Buffer {
