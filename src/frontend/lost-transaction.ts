@@ -7,14 +7,18 @@
 // server: the transaction's server is gone and no other holds it. PURE: no sockets.
 
 import {
+  BIND_COMPLETE,
+  CLOSE_COMPLETE,
   decodeErrorFields,
   encodeCommandComplete,
   encodeErrorResponse,
   encodeReadyForQuery,
+  NO_DATA,
+  NO_PARAMETERS,
+  PARSE_COMPLETE,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { FrontendType } from '../protocol/frontend.ts';
-import { frameMessage } from '../protocol/writer.ts';
 import type { Request } from './request-builder.ts';
 
 export interface LostAnswer {
@@ -30,12 +34,6 @@ const TRANSACTION_END = /^\s*(rollback|abort|commit|end)(\s+(work|transaction))?
 const IN_FAILED_TRANSACTION = '25P02';
 const CONNECTION_FAILURE = '08006';
 
-const PARSE_COMPLETE = frameMessage(0x31, Buffer.alloc(0));
-const BIND_COMPLETE = frameMessage(0x32, Buffer.alloc(0));
-const CLOSE_COMPLETE = frameMessage(0x33, Buffer.alloc(0));
-const NO_DATA = frameMessage(0x6e, Buffer.alloc(0));
-/** ParameterDescription with no parameters. */
-const NO_PARAMETERS = frameMessage(0x74, Buffer.from([0, 0]));
 const ROLLBACK_DONE = encodeCommandComplete('ROLLBACK');
 
 /** Whether the payload of an ErrorResponse says the server is ending the session (FATAL, PANIC). */

@@ -39,6 +39,7 @@ import {
   decodeReadyForQuery,
   encodeErrorResponse,
   encodeReadyForQuery,
+  PARSE_COMPLETE,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
@@ -1052,7 +1053,6 @@ export class TxnForwarder implements ServerSink {
   }
 }
 
-const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
 const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
 const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
 /** A Bind that goes as it came (the unnamed statement, or a name the ambassador does not hold). */
@@ -1065,7 +1065,16 @@ const OUTGOING = new Outgoing();
 const READ_ONLY_TRANSACTION = '25006';
 const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
-const ACKNOWLEDGEMENTS = new Set<number>([0x31, 0x32, 0x33, 0x74, 0x54, 0x6e, BackendType.NoticeResponse, BackendType.ParameterStatus]);
+const ACKNOWLEDGEMENTS = new Set<number>([
+  BackendType.ParseComplete,
+  BackendType.BindComplete,
+  BackendType.CloseComplete,
+  BackendType.ParameterDescription,
+  BackendType.RowDescription,
+  BackendType.NoData,
+  BackendType.NoticeResponse,
+  BackendType.ParameterStatus,
+]);
 /** At or past the commit record of the transaction that just ended on this connection. */
 const CURRENT_WAL_POSITION = 'SELECT pg_catalog.pg_current_wal_insert_lsn()';
 const FUNCTION_DDL = /^(CREATE|ALTER|DROP) (FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|EXTENSION|SCHEMA)\b|^DROP OWNED\b/;

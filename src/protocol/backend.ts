@@ -19,6 +19,11 @@ export const BackendType = {
   RowDescription: 0x54, // T
   DataRow: 0x44, // D
   CommandComplete: 0x43, // C
+  ParseComplete: 0x31, // 1
+  BindComplete: 0x32, // 2
+  CloseComplete: 0x33, // 3
+  NoData: 0x6e, // n
+  ParameterDescription: 0x74, // t
 } as const;
 
 export const AuthCode = {
@@ -104,6 +109,14 @@ export function encodeBackendKeyData(processId: number, secretKey: number): Buff
 export function encodeReadyForQuery(status: TransactionStatus): Buffer {
   return new MessageWriter().byte(status.charCodeAt(0)).finish(BackendType.ReadyForQuery);
 }
+
+/** Answers with no fields, the same bytes every time (shared: never written to). */
+export const PARSE_COMPLETE: Buffer = new MessageWriter().finish(BackendType.ParseComplete);
+export const BIND_COMPLETE: Buffer = new MessageWriter().finish(BackendType.BindComplete);
+export const CLOSE_COMPLETE: Buffer = new MessageWriter().finish(BackendType.CloseComplete);
+export const NO_DATA: Buffer = new MessageWriter().finish(BackendType.NoData);
+/** ParameterDescription of a statement with no parameters. */
+export const NO_PARAMETERS: Buffer = new MessageWriter().int16(0).finish(BackendType.ParameterDescription);
 
 export function encodeCommandComplete(tag: string): Buffer {
   return new MessageWriter().cstring(tag).finish(BackendType.CommandComplete);
