@@ -3,18 +3,24 @@
 // session default) and its read-your-writes position. The forwarder asks; this file decides.
 //
 // Directives (`SET ambassador.route = ...`, `SET ambassador.min_lsn = '...'`,
-// `SET ambassador.retry = off`, `RESET` of each) sent alone as a simple Query are answered here,
-// as are `SHOW` of each; inside a longer text or the extended protocol (or with splitting off,
-// when only ambassador.retry matters) they reach the server (which accepts them as placeholder
-// settings) and take effect here when sent. They are not transactional: a ROLLBACK does not
-// undo them.
+// `SET ambassador.retry = off`, `RESET` of each) are answered here, as are `SHOW` of each: sent
+// alone as a simple Query, or in an extended-protocol request made only of them (Parse, Bind,
+// Describe, Execute, Close, Sync: how postgres.js sends every statement). Inside a longer text, or
+// in a request that also runs something else (or with splitting off, when only ambassador.retry
+// matters), they reach the server (which accepts them as placeholder settings) and take effect
+// here when sent. They are not transactional: a ROLLBACK does not undo them.
 
 import {
+  BIND_COMPLETE,
+  CLOSE_COMPLETE,
   encodeCommandComplete,
   encodeDataRow,
   encodeErrorResponse,
   encodeReadyForQuery,
   encodeTextRowDescription,
+  NO_DATA,
+  NO_PARAMETERS,
+  PARSE_COMPLETE,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import type { Classification, Classifier } from '../router/classifier.ts';
@@ -24,7 +30,7 @@ import { decideRoute, shownDirective, type RouteDecision, type SessionRoute, typ
 import type { SessionEffect } from '../router/session-effects.ts';
 import { formatLsn, parseLsn } from '../pool/host-choice.ts';
 import type { RouteRequest, ServerRequest } from '../pool/server-pool.ts';
-import type { Request } from './request-builder.ts';
+import type { LocalStep, Request } from './request-builder.ts';
 
 /** The per-database classifiers (health/function-catalogs.ts implements it). */
 export interface ClassifierSource {
@@ -42,10 +48,14 @@ export interface RoutingContext {
   readYourWrites: 'off' | 'lsn';
 }
 
-export type LocalCommand =
-  | { kind: 'show'; name: ShownDirective }
-  | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' }
-  | { kind: 'invalid'; sql: string };
+/** A directive or a SHOW of one, which the ambassador runs itself. */
+export type DirectiveCommand = { kind: 'show'; name: ShownDirective } | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' };
+
+/** One statement the ambassador answers itself: it runs it, or refuses an invalid value. */
+export type StatementCommand = DirectiveCommand | { kind: 'invalid'; sql: string };
+
+/** A request the ambassador answers itself: one statement as a simple Query, or extended-protocol steps. */
+export type LocalCommand = StatementCommand | { kind: 'steps'; steps: readonly LocalStep[] };
 
 export interface ClientRoutingOptions {
   /** Null when read/write splitting is off: everything goes to the primary. */
@@ -132,11 +142,21 @@ export class ClientRouting {
     if (name === 'default_transaction_read_only') this.readOnlyDefault = value === 'on';
   }
 
-  /** A simple Query that is only a directive or a SHOW of one: the ambassador answers it. */
+  /**
+   * A request the ambassador answers: a simple Query that is only a directive or a SHOW of one,
+   * or an extended-protocol request made only of them. Not in a failed transaction, which the
+   * server refuses everything but its end in (25P02).
+   */
   localCommand(request: Request, status: TransactionStatus): LocalCommand | null {
+    if (status === 'E') return null;
+    if (request.local !== null) return { kind: 'steps', steps: request.local };
     const texts = request.texts;
-    if (texts === null || texts.length !== 1 || request.items.length !== 1 || status === 'E') return null;
-    const sql = texts[0]!;
+    if (texts === null || texts.length !== 1 || request.items.length !== 1) return null;
+    return this.statementCommand(texts[0]!);
+  }
+
+  /** The directive or SHOW of one that `sql` is, if it is one (and the ambassador answers it). */
+  statementCommand(sql: string): StatementCommand | null {
     const shown = shownDirective(sql);
     if (shown !== null) return { kind: 'show', name: shown };
     if (!DIRECTIVE_NAMES.test(sql)) return null;
@@ -148,21 +168,53 @@ export class ClientRouting {
 
   /** Applies a local command; returns the client's answer. */
   answer(command: LocalCommand, status: TransactionStatus): Buffer {
-    if (command.kind === 'invalid') {
-      const error = encodeErrorResponse({
-        severity: 'ERROR',
-        code: INVALID_PARAMETER_VALUE,
-        message: 'invalid value for an ambassador setting',
-        hint: "ambassador.route takes primary, replica or auto; ambassador.min_lsn takes a WAL position such as '0/16B3748'.",
-      });
-      return Buffer.concat([error, encodeReadyForQuery(status)]);
+    if (command.kind === 'steps') return this.answerSteps(command.steps, status);
+    if (command.kind === 'invalid') return Buffer.concat([invalidValue(), encodeReadyForQuery(status)]);
+    const results = this.run(command);
+    return Buffer.concat(command.kind === 'show' ? [describeShown(command), results, encodeReadyForQuery(status)] : [results, encodeReadyForQuery(status)]);
+  }
+
+  /** What a server would answer each message with (the statements run at Execute). */
+  private answerSteps(steps: readonly LocalStep[], status: TransactionStatus): Buffer {
+    const out: Buffer[] = [];
+    let skipping = false;
+    for (const step of steps) {
+      if (step.kind === 'sync') {
+        out.push(encodeReadyForQuery(status));
+        skipping = false;
+      }
+      if (skipping) continue;
+      switch (step.kind) {
+        case 'parse':
+          skipping = step.command.kind === 'invalid';
+          out.push(skipping ? invalidValue() : PARSE_COMPLETE);
+          break;
+        case 'bind':
+          out.push(BIND_COMPLETE);
+          break;
+        case 'close':
+          out.push(CLOSE_COMPLETE);
+          break;
+        case 'describe':
+          if (step.statement) out.push(NO_PARAMETERS);
+          out.push(step.command.kind === 'show' ? describeShown(step.command) : NO_DATA);
+          break;
+        case 'execute':
+          out.push(this.run(step.command));
+          break;
+      }
     }
+    return Buffer.concat(out);
+  }
+
+  /** Runs a directive or SHOW: its DataRow (SHOW) and CommandComplete. */
+  private run(command: DirectiveCommand): Buffer {
     if (command.kind === 'set') {
       this.apply(command.directive);
-      return Buffer.concat([encodeCommandComplete(command.tag), encodeReadyForQuery(status)]);
+      return encodeCommandComplete(command.tag);
     }
     const value = command.name === 'ambassador.route' ? this.route : command.name === 'ambassador.retry' ? (this.retry ? 'on' : 'off') : formatLsn(this.minLsn);
-    return Buffer.concat([encodeTextRowDescription([command.name]), encodeDataRow([value]), encodeCommandComplete('SHOW'), encodeReadyForQuery(status)]);
+    return Buffer.concat([encodeDataRow([value]), encodeCommandComplete('SHOW')]);
   }
 
   /** Applies the directives among a forwarded request's texts (they also run on the server). */
@@ -202,4 +254,17 @@ export class ClientRouting {
       this.minLsn = lsn === 0n ? 0n : lsn > this.minLsn ? lsn : this.minLsn;
     }
   }
+}
+
+function describeShown(command: { name: ShownDirective }): Buffer {
+  return encodeTextRowDescription([command.name]);
+}
+
+function invalidValue(): Buffer {
+  return encodeErrorResponse({
+    severity: 'ERROR',
+    code: INVALID_PARAMETER_VALUE,
+    message: 'invalid value for an ambassador setting',
+    hint: "ambassador.route takes primary, replica or auto; ambassador.min_lsn takes a WAL position such as '0/16B3748'.",
+  });
 }

@@ -6,6 +6,7 @@
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
+import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName } from './statements.ts';
@@ -24,6 +25,18 @@ export type Item =
    */
   | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; unnamedParse: Buffer | null } & BindLayout)
   | { kind: 'describe'; serverName: string };
+
+/**
+ * What the ambassador answers for one message of an extended-protocol request made only of its
+ * own directives and SHOWs of them (postgres.js sends every statement so): such a request never
+ * reaches a server (client-routing.ts answers it). A Parse of an invalid directive is refused,
+ * and what follows it up to Sync is skipped, as a server skips after an error.
+ */
+export type LocalStep =
+  | { kind: 'parse'; command: StatementCommand }
+  | { kind: 'describe'; command: DirectiveCommand; statement: boolean }
+  | { kind: 'execute'; command: DirectiveCommand }
+  | { kind: 'bind' | 'close' | 'sync' };
 
 export interface Request {
   items: Item[];
@@ -47,6 +60,8 @@ export interface Request {
   retried: boolean;
   /** What it counts for the client-side queue limit (its messages' sizes; 64 for a renamed Parse or Describe). */
   bytes: number;
+  /** Set when the ambassador answers the whole request itself (see LocalStep). */
+  local: readonly LocalStep[] | null;
 }
 
 /** Plan entries that carry no state of their own are shared by every request. */
@@ -58,6 +73,10 @@ const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
 const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
 const ITEM_BYTES_RENAMED = 64;
+const BIND_STEP: LocalStep = Object.freeze({ kind: 'bind' });
+const CLOSE_STEP: LocalStep = Object.freeze({ kind: 'close' });
+const SYNC_STEP: LocalStep = Object.freeze({ kind: 'sync' });
+const NOTHING_LOCAL = (): null => null;
 /** A retained unnamed Parse is copied out of a client chunk larger than this (the chunk would stay alive with it). */
 const RETAIN_WHOLE_CHUNK = 4096;
 
@@ -67,6 +86,8 @@ interface Prepared {
   effects: readonly SessionEffect[];
   /** null for the unnamed statement (it goes as it came). */
   shared: ClientStatement | null;
+  /** A directive or SHOW of one: the ambassador answers what runs it. */
+  local: DirectiveCommand | null;
 }
 
 export class RequestBuilder {
@@ -86,6 +107,8 @@ export class RequestBuilder {
    * goes on (the caches keyed by text find it by its kept hash).
    */
   private unnamedText: string | null = null;
+  /** What `unnamedText` is when the ambassador answers it (a directive). */
+  private unnamedLocal: DirectiveCommand | null = null;
   /**
    * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
@@ -95,8 +118,18 @@ export class RequestBuilder {
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
   private currentBytes = 0;
+  /** Every message of the current request so far is one the ambassador answers (see LocalStep). */
+  private currentLocal = true;
+  /** Their answers (allocated by the first). */
+  private currentSteps: LocalStep[] | null = null;
+  /** A Parse of the current request was refused: what follows up to Sync is skipped. */
+  private currentRefused = false;
 
-  constructor(private readonly effects: SessionEffectsCache) {}
+  /** `localOf`: the ambassador's own statement a text is, if it is one (ClientRouting.statementCommand). */
+  constructor(
+    private readonly effects: SessionEffectsCache,
+    private readonly localOf: (sql: string) => StatementCommand | null = NOTHING_LOCAL,
+  ) {}
 
   /** Whether a request is partly assembled (messages received, no Sync yet). */
   get pending(): boolean {
@@ -124,17 +157,21 @@ export class RequestBuilder {
       case FrontendType.Close:
         return this.onTarget(type, body, message);
       case FrontendType.Query: {
+        this.notLocal(); // a lone directive is ClientRouting.localCommand's
         const sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
         this.addEffects(this.effects.get(sql).effects);
         this.currentTexts?.push(sql);
         return this.endRequest(type, body, message, QUERY, true);
       }
       case FrontendType.FunctionCall:
+        this.notLocal();
         this.currentTexts = null;
         return this.endRequest(type, body, message, QUERY, true);
       case FrontendType.Sync:
+        this.local(SYNC_STEP);
         return this.endRequest(type, body, message, SYNC, true);
       case FrontendType.Flush:
+        this.notLocal();
         return this.endRequest(type, body, message, null, false);
       case FrontendType.Execute: {
         const portal = body[0] === 0 ? '' : body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
@@ -144,6 +181,8 @@ export class RequestBuilder {
           this.addEffects(bound.effects);
           this.currentTexts?.push(bound.text);
         }
+        if (bound?.local) this.local({ kind: 'execute', command: bound.local });
+        else this.notLocal();
         this.pushRaw(type, message ?? frameMessage(type, body), EXECUTE);
         return null;
       }
@@ -151,13 +190,25 @@ export class RequestBuilder {
       case FrontendType.CopyDone:
       case FrontendType.CopyFail:
         // Part of a COPY already under way on the lease: sent as soon as its turn comes.
+        this.notLocal();
         return this.endRequest(type, body, message, null, false);
       case FrontendType.Terminate:
         return 'terminate';
       default:
+        this.notLocal();
         this.pushRaw(type, message ?? frameMessage(type, body), null);
         return null;
     }
+  }
+
+  /** The current request has a message the ambassador answers itself. */
+  private local(step: LocalStep): void {
+    if (this.currentLocal) (this.currentSteps ??= []).push(step);
+  }
+
+  /** The current request has a message for a server (unless it is skipped after a refused Parse). */
+  private notLocal(): void {
+    if (!this.currentRefused) this.currentLocal = false;
   }
 
   private pushRaw(type: number, message: Buffer, entry: PlanEntry | null): void {
@@ -171,6 +222,8 @@ export class RequestBuilder {
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
       this.currentTexts?.push(this.unnamedText!);
       this.unnamedInExchange = true;
+      if (this.unnamedLocal !== null) this.local({ kind: 'parse', command: this.unnamedLocal });
+      else this.notLocal();
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
       return null;
     }
@@ -180,18 +233,32 @@ export class RequestBuilder {
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
     this.currentTexts?.push(parse.query);
+    const command = this.localOf(parse.query);
+    // An invalid value in a request answered here is refused: the statement is not created, and
+    // what follows up to Sync is skipped. In a request that goes to a server (something else in
+    // it), the server takes it as a placeholder setting, as it takes any directive there.
+    const refused = command?.kind === 'invalid' && this.currentLocal;
+    if (command === null) this.notLocal();
+    else this.local({ kind: 'parse', command });
+    if (refused) this.currentRefused = true;
+    const local = command?.kind === 'invalid' ? null : command;
     if (parse.name === '') {
       const message = whole ?? frameMessage(FrontendType.Parse, payload);
-      this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
-      this.unnamedText = parse.query;
+      if (!refused) {
+        this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
+        this.unnamedText = parse.query;
+        this.unnamedLocal = local;
+        this.statements.set('', { text: parse.query, effects, shared: null, local });
+      }
       this.unnamedInExchange = true;
-      this.statements.set('', { text: parse.query, effects, shared: null });
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
     }
     const statement = clientStatement(parse, payload);
-    this.statements.set(parse.name, { text: parse.query, effects, shared: statement });
-    this.byServerName.set(statement.serverName, statement);
+    if (!refused) {
+      this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
+      this.byServerName.set(statement.serverName, statement);
+    }
     this.current.push({ kind: 'parse', statement });
     this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
@@ -211,6 +278,8 @@ export class RequestBuilder {
     const prepared = this.statements.get(statement);
     if (prepared !== undefined) this.portals.set(portal, prepared);
     else this.portals.delete(portal);
+    if (prepared?.local) this.local(BIND_STEP);
+    else this.notLocal();
     if (statement === '') {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
       this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, unnamedParse });
@@ -234,7 +303,9 @@ export class RequestBuilder {
     const target = readable(decodeTarget, payload);
     if (target === null) return this.unreadable(type, payload);
     const { kind, name } = target;
+    if (this.currentLocal) this.targetStep(type, kind, name);
     if (kind === 'P' || name === '') {
+      if (kind === 'P' && type === FrontendType.Close) this.portals.delete(name);
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
       this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
@@ -253,18 +324,27 @@ export class RequestBuilder {
     return null;
   }
 
+  /** The answer to a Describe or Close of a statement or portal the ambassador answers for. */
+  private targetStep(type: number, kind: 'S' | 'P', name: string): void {
+    const command = (kind === 'S' ? this.statements : this.portals).get(name)?.local;
+    if (command === null || command === undefined) return this.notLocal();
+    this.local(type === FrontendType.Close ? CLOSE_STEP : { kind: 'describe', command, statement: kind === 'S' });
+  }
+
   /**
    * A Parse, Bind, Describe or Close the ambassador cannot read goes on as it came (a Parse as an
    * unnamed one, so that nothing is created under a name not tracked here): the server rejects it
    * as Postgres does (08P01, then everything up to Sync skipped) and the session goes on.
    */
   private unreadable(type: number, payload: Buffer): null {
+    this.notLocal();
     this.currentTexts = null;
     const nameEnd = payload.indexOf(0);
     const message = frameMessage(type, type === FrontendType.Parse && nameEnd > 0 ? payload.subarray(nameEnd) : payload);
     if (type === FrontendType.Parse) {
       this.unnamedParse = message;
       this.unnamedText = null;
+      this.unnamedLocal = null;
       this.unnamedInExchange = true;
     }
     this.pushRaw(type, message, unreadableEntry(type));
@@ -283,6 +363,11 @@ export class RequestBuilder {
     const effects = this.currentEffects.length === 0 ? NO_EFFECTS : this.currentEffects;
     const texts = this.currentTexts;
     const bytes = this.currentBytes;
+    // Answered here only when it ends in Sync (a ReadyForQuery closes the answer).
+    const local = this.currentLocal && type === FrontendType.Sync ? this.currentSteps : null;
+    this.currentLocal = true;
+    this.currentSteps = null;
+    this.currentRefused = false;
     this.current = [];
     if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = [];
@@ -292,7 +377,7 @@ export class RequestBuilder {
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
     const retryable = first.kind === 'bind' && first.rename !== null && completes && describesPortal(items);
-    return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes };
+    return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
 }
 

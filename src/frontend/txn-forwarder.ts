@@ -154,7 +154,7 @@ export class TxnForwarder implements ServerSink {
     private readonly options: TxnForwarderOptions,
   ) {
     this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES);
-    this.requests = new RequestBuilder(options.effects);
+    this.requests = new RequestBuilder(options.effects, (sql) => options.routing.statementCommand(sql));
     this.wire = openWire(client, { onData: this.onClientData, onDrain: this.onClientDrain });
   }
 

@@ -232,11 +232,11 @@ describe('read-your-writes', () => {
       await Promise.all([writer.end(), reader.end(), control.end()]);
     }
   });
-  // Known gap: SHOW ambassador.min_lsn is answered by the ambassador only as a lone simple Query.
-  // In the extended protocol (postgres.js's default) it reaches the server: 42704 when the session
-  // never SET it, or worse, the server's placeholder value from an earlier SET, which is lower than
-  // the client's real requirement; a token read that way breaks read-your-writes silently.
-  test('postgres.js reads its own requirement with SHOW ambassador.min_lsn (extended protocol)', { todo: 'extended-protocol directives are not answered by the ambassador yet' }, async () => {
+  // postgres.js sends every statement in the extended protocol: the ambassador answers its SHOW
+  // itself there too. Were it to reach the server, the answer would be 42704 when the session never
+  // SET it, or worse the server's placeholder value from an earlier SET, lower than the client's
+  // real requirement: a token read that way breaks read-your-writes silently.
+  test('postgres.js reads its own requirement with SHOW ambassador.min_lsn (extended protocol)', async () => {
     const amb = await splitting({ routing: { readYourWrites: 'lsn', maxReplicaLag: RYW_LAG_BOUND } });
     const sql = jsClient(amb);
     try {

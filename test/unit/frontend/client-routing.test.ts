@@ -42,9 +42,13 @@ function functionCall(oid: number): Buffer {
   return new MessageWriter().int32(oid).int16(0).int16(0).int16(0).finish(FrontendType.FunctionCall);
 }
 
-/** One client's request stream. */
+/** One client's request stream; with `router`, its builder knows the ambassador's own statements (as the forwarder's does). */
 class Client {
-  private readonly builder = new RequestBuilder(new SessionEffectsCache());
+  private readonly builder: RequestBuilder;
+
+  constructor(router: ClientRouting | null = null) {
+    this.builder = new RequestBuilder(new SessionEffectsCache(), router === null ? undefined : (sql) => router.statementCommand(sql));
+  }
 
   /** Feeds messages; returns the one request they complete. */
   request(...messages: Buffer[]): Request {
@@ -80,7 +84,10 @@ type Answer =
   | { type: 'D'; values: Array<string | null> }
   | { type: 'C'; tag: string }
   | { type: 'Z'; status: TransactionStatus }
-  | { type: 'E'; code: string };
+  | { type: 'E'; code: string }
+  /** ParseComplete, BindComplete, CloseComplete, NoData; ParameterDescription with its count. */
+  | { type: '1' | '2' | '3' | 'n' }
+  | { type: 't'; parameters: number };
 
 function decodeAnswer(bytes: Buffer): Answer[] {
   const out: Answer[] = [];
@@ -110,6 +117,13 @@ function decodeAnswer(bytes: Buffer): Answer[] {
       out.push({ type: 'Z', status: decodeReadyForQuery(payload) });
     } else if (type === BackendType.ErrorResponse) {
       out.push({ type: 'E', code: decodeErrorFields(payload).get('C') ?? '' });
+    } else if (type === BackendType.ParameterDescription) {
+      const parameters = reader.int16();
+      assert.equal(reader.remaining, 4 * parameters);
+      out.push({ type: 't', parameters });
+    } else if (type === BackendType.ParseComplete || type === BackendType.BindComplete || type === BackendType.CloseComplete || type === BackendType.NoData) {
+      assert.equal(payload.length, 0);
+      out.push({ type: String.fromCharCode(type) as '1' | '2' | '3' | 'n' });
     } else {
       assert.fail(`unexpected message type ${String.fromCharCode(type)}`);
     }
@@ -296,8 +310,7 @@ test('not answered locally: a failed transaction, the extended protocol, other s
   assert.equal(router.localCommand(client.query('SET ambassador.route = replica'), 'E'), null);
   assert.notEqual(router.localCommand(client.query('SHOW ambassador.route'), 'T'), null);
 
-  assert.equal(router.localCommand(client.request(parse('', 'SHOW ambassador.route'), encodeSync()), 'I'), null);
-  assert.equal(router.localCommand(client.request(parse('', 'SET ambassador.route = replica'), bind('', ''), execute(''), encodeSync()), 'I'), null);
+  assert.equal(router.localCommand(client.request(parse('', 'SHOW ambassador.route'), encodeSync()), 'I'), null, 'a builder that does not know the directives');
 
   for (const sql of [
     'SET search_path = app',
@@ -308,6 +321,91 @@ test('not answered locally: a failed transaction, the extended protocol, other s
   ]) {
     assert.equal(router.localCommand(client.query(sql), 'I'), null, sql);
   }
+  assert.equal(router.route, 'auto', 'nothing applied');
+});
+
+// ---- directives in the extended protocol ----
+
+function describe(kind: 'S' | 'P', name: string): Buffer {
+  return encodeTarget(FrontendType.Describe, kind, name);
+}
+
+function close(kind: 'S' | 'P', name: string): Buffer {
+  return encodeTarget(FrontendType.Close, kind, name);
+}
+
+/** Answers an extended-protocol request as the forwarder would when the ambassador answers it itself. */
+function answerSteps(router: ClientRouting, request: Request, status: TransactionStatus = 'I'): Answer[] {
+  const command = router.localCommand(request, status);
+  assert.equal(command?.kind, 'steps', 'answered locally');
+  return decodeAnswer(router.answer(command!, status));
+}
+
+test('postgres.js: a named directive prepared, described and run in one request, then run again, answered here', () => {
+  const router = routing();
+  const client = new Client(router);
+  const first = client.request(parse('s1', 'SET ambassador.route = primary'), describe('S', 's1'), bind('', 's1'), execute(''), encodeSync());
+  assert.equal(router.route, 'auto', 'nothing applied before the request is answered');
+  assert.deepEqual(answerSteps(router, first), [{ type: '1' }, { type: 't', parameters: 0 }, { type: 'n' }, { type: '2' }, { type: 'C', tag: 'SET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.route, 'primary');
+
+  answerLocally(router, 'SET ambassador.route = auto');
+  assert.deepEqual(answerSteps(router, client.request(bind('', 's1'), execute(''), encodeSync()), 'T'), [{ type: '2' }, { type: 'C', tag: 'SET' }, { type: 'Z', status: 'T' }]);
+  assert.equal(router.route, 'primary', 'run again from its Bind');
+});
+
+test('SHOW in the extended protocol: described as one text column, its value read when it executes', () => {
+  const router = routing();
+  const client = new Client(router);
+  router.noteCommit(0x16b3748n);
+  const request = client.request(parse('', 'SHOW ambassador.min_lsn'), describe('S', ''), bind('', ''), describe('P', ''), execute(''), encodeSync());
+  const column = { type: 'T', columns: ['ambassador.min_lsn'] };
+  assert.deepEqual(answerSteps(router, request), [
+    { type: '1' },
+    { type: 't', parameters: 0 },
+    column,
+    { type: '2' },
+    column,
+    { type: 'D', values: ['0/16B3748'] },
+    { type: 'C', tag: 'SHOW' },
+    { type: 'Z', status: 'I' },
+  ]);
+  const reset = client.request(parse('r', 'RESET ambassador.min_lsn'), bind('p', 'r'), execute('p'), close('P', 'p'), close('S', 'r'), encodeSync());
+  assert.deepEqual(answerSteps(router, reset), [{ type: '1' }, { type: '2' }, { type: 'C', tag: 'RESET' }, { type: '3' }, { type: '3' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.minLsn, 0n);
+  // The unnamed statement is still the SHOW; the closed one is gone (the server would answer 26000).
+  assert.deepEqual(answerSteps(router, client.request(bind('', ''), execute(''), encodeSync())), [{ type: '2' }, { type: 'D', values: ['0/0'] }, { type: 'C', tag: 'SHOW' }, { type: 'Z', status: 'I' }]);
+  assert.equal(router.localCommand(client.request(bind('', 'r'), execute(''), encodeSync()), 'I'), null);
+});
+
+test('an invalid directive in the extended protocol: 22023 at its Parse, the rest skipped to Sync, the statement not created', () => {
+  const router = routing();
+  const client = new Client(router);
+  const request = client.request(parse('bad', "SET ambassador.route = 'sideways'"), describe('S', 'bad'), bind('', 'bad'), execute(''), encodeSync());
+  assert.deepEqual(answerSteps(router, request, 'T'), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'T' }]);
+  assert.equal(router.route, 'auto');
+  assert.equal(router.localCommand(client.request(bind('', 'bad'), execute(''), encodeSync()), 'I'), null, 'a Bind of it goes on to the server');
+});
+
+test('extended-protocol directives go to the server with anything else in the request, without Sync, or in a failed transaction', () => {
+  const router = routing();
+  const client = new Client(router);
+  const mixed = [
+    client.request(parse('', 'SET ambassador.route = primary'), bind('', ''), execute(''), parse('', 'SELECT 1'), bind('', ''), execute(''), encodeSync()),
+    client.request(parse('', 'SELECT 1'), bind('', ''), execute(''), parse('', 'SHOW ambassador.route'), bind('', ''), execute(''), encodeSync()),
+    client.request(parse('', 'SHOW ambassador.route'), bind('', ''), execute(''), flush()),
+  ];
+  for (const request of mixed) assert.equal(router.localCommand(request, 'I'), null);
+  // An invalid value there is the server's placeholder setting: the statement exists, renamed as any other.
+  assert.equal(router.localCommand(client.request(parse('', 'SELECT 1'), parse('odd', "SET ambassador.route = 'sideways'"), encodeSync()), 'I'), null);
+  const bindOdd = client.request(bind('', 'odd'), execute(''), encodeSync());
+  assert.equal(router.localCommand(bindOdd, 'I'), null);
+  const [first] = bindOdd.items;
+  assert.ok(first?.kind === 'bind' && first.rename !== null, 'a Bind of the server statement the client prepared');
+  const alone = client.request(parse('', 'SHOW ambassador.route'), bind('', ''), execute(''), encodeSync());
+  assert.equal(router.localCommand(alone, 'E'), null);
+  assert.equal(router.localCommand(alone, 'I')?.kind, 'steps');
+  assert.equal(router.localCommand(client.request(parse('', 'SHOW work_mem'), bind('', ''), execute(''), encodeSync()), 'I'), null);
   assert.equal(router.route, 'auto', 'nothing applied');
 });
 
