@@ -251,6 +251,12 @@ export class Classifier {
    * that differ only in numbers share an entry; see literal-shape.ts), else by exact text.
    */
   classify(sql: string): Readonly<Classification> {
+    if (exceedsBytes(sql, this.maxParseBytes)) {
+      // Never parsed nor cached: its key (the literal shape, a pass over the whole text that
+      // builds a copy: some 100 ms for a 3 MB IN list of numbers) would be made for nothing.
+      this.counters.misses += 1;
+      return this.judge(sql);
+    }
     const key = cacheKey(sql);
     const cached = this.cache.get(key);
     if (cached !== undefined) {
