@@ -7,8 +7,9 @@
 // alone as a simple Query, or in an extended-protocol request made only of them (Parse, Bind,
 // Describe, Execute, Close, Sync: how postgres.js sends every statement). Inside a longer text, or
 // in a request that also runs something else (or with splitting off, when only ambassador.retry
-// matters), they reach the server (which accepts them as placeholder settings) and take effect
-// here when sent. They are not transactional: a ROLLBACK does not undo them.
+// matters), they reach the server (which accepts them as placeholder settings; a bare `primary`
+// in a simple query is quoted first, see StatementEffects.quoted) and take effect here when sent.
+// They are not transactional: a ROLLBACK does not undo them.
 
 import {
   BIND_COMPLETE,

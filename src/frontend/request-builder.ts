@@ -3,7 +3,7 @@
 // their shared server names and the session effects of what each request runs collected.
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
-import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
@@ -158,8 +158,15 @@ export class RequestBuilder {
         return this.onTarget(type, body, message);
       case FrontendType.Query: {
         this.notLocal(); // a lone directive is ClientRouting.localCommand's
-        const sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
-        this.addEffects(this.effects.get(sql).effects);
+        let sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
+        let analysis = this.effects.get(sql);
+        if (analysis.quoted !== undefined) {
+          // What the server (and the parser behind routing) can read: see StatementEffects.quoted.
+          sql = analysis.quoted;
+          analysis = this.effects.get(sql);
+          message = encodeQuery(sql);
+        }
+        this.addEffects(analysis.effects);
         this.currentTexts?.push(sql);
         return this.endRequest(type, body, message, QUERY, true);
       }

@@ -35,6 +35,13 @@ export interface StatementEffects {
   statements: number;
   /** Set when the lexer could not make sense of the text: callers pin conservatively. */
   uncertain: boolean;
+  /**
+   * The text with the values of `SET ambassador.route = primary` quoted, when it has such a
+   * statement among others: PRIMARY is a reserved word, so Postgres's grammar (and the parser
+   * behind routing) reject it bare. Only the ambassador reads the setting, and a lone directive
+   * never reaches a server; in a longer text, the server must take it as a placeholder setting.
+   */
+  quoted?: string;
 }
 
 type Effects = SessionEffect[];
@@ -370,12 +377,39 @@ export function analyzeSessionEffects(sql: string): StatementEffects {
   const statements = splitStatements(sql, tokens);
   const effects: Effects = [];
   let uncertain = tokens.some((token) => token.uncertain !== undefined);
+  let bare: Token[] | null = null;
   for (const statement of statements) {
     uncertain ||= statement.unbalanced;
-    effects.push(...statementEffects(statement.tokens.filter(isSignificant), sql));
+    const significant = statement.tokens.filter(isSignificant);
+    effects.push(...statementEffects(significant, sql));
+    const value = bareReservedValue(significant);
+    if (value !== undefined) (bare ??= []).push(value);
   }
   if (uncertain) effects.push(PIN_SESSION);
-  return { effects: withoutRepeatedPins(effects), statements: statements.length, uncertain };
+  const result: StatementEffects = { effects: withoutRepeatedPins(effects), statements: statements.length, uncertain };
+  if (bare !== null && !uncertain) result.quoted = quoteTokens(sql, bare);
+  return result;
+}
+
+/** The bare `primary` of a `SET [SESSION|LOCAL] ambassador.route {=|TO} primary` statement. */
+function bareReservedValue(tokens: Token[]): Token | undefined {
+  if (word(tokens[0]) !== 'set') return undefined;
+  const scope = word(tokens[1]);
+  const parsed = dottedName(tokens, scope === 'session' || scope === 'local' ? 2 : 1);
+  if (parsed?.name !== 'ambassador.route' || !isAssign(tokens[parsed.next]) || tokens.length !== parsed.next + 2) return undefined;
+  const value = tokens[parsed.next + 1];
+  return word(value) === 'primary' ? value : undefined;
+}
+
+/** `sql` with each of `tokens` (keywords, in text order) written as a string literal of the word. */
+function quoteTokens(sql: string, tokens: readonly Token[]): string {
+  let out = '';
+  let copied = 0;
+  for (const token of tokens) {
+    out += `${sql.slice(copied, token.start)}'${token.value!}'`;
+    copied = token.end;
+  }
+  return out + sql.slice(copied);
 }
 
 const PLAIN_STATEMENT: StatementEffects = Object.freeze({ effects: Object.freeze([]) as unknown as Effects, statements: 1, uncertain: false });

@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { Classifier, createClassifier, InMemoryFunctionCatalog } from '../../src/router/classifier.ts';
 import { readHints } from '../../src/router/classifier-hints.ts';
 import { literalShape } from '../../src/router/literal-shape.ts';
-import { analyzeSessionEffects, plainStatement, SessionEffectsCache } from '../../src/router/session-effects.ts';
+import { analyzeSessionEffects, plainStatement, SessionEffectsCache, type StatementEffects } from '../../src/router/session-effects.ts';
 import { isSignificant, splitStatements, tokenize, type Token } from '../../src/router/sql-lexer.ts';
 import { CORPUS, CORPUS_FUNCTIONS } from '../unit/router/classifier-corpus.ts';
 import { codePoint, fuzzProperty, type FuzzProperty } from './fuzz.ts';
@@ -278,7 +278,10 @@ function sqlProperties(classifier: Classifier, fresh: () => Classifier): FuzzPro
     const joined = analyzeSessionEffects(`${first}\n;\n${second}`);
     const seen = new Set<string>();
     const effects = [...a.effects, ...b.effects].filter((effect) => effect.kind !== 'pin' || (!seen.has(effect.reason) && Boolean(seen.add(effect.reason))));
-    assert.deepEqual(joined, { effects, statements: a.statements + b.statements, uncertain: false });
+    const expected: StatementEffects = { effects, statements: a.statements + b.statements, uncertain: false };
+    // Bare directive values are quoted in place, wherever they are.
+    if (a.quoted !== undefined || b.quoted !== undefined) expected.quoted = `${a.quoted ?? first}\n;\n${b.quoted ?? second}`;
+    assert.deepEqual(joined, expected);
   });
 
   return [lexerCovers, operatorRuns, hintsAreLeading, literalShapeProperty, classifiesAnything, shapeIsSound, writeAnywhere, effectsTotal, effectsCompose, megabyte(classifier)];

@@ -116,3 +116,15 @@ test('Close of a statement: the client forgets its own, the server closes one th
   const [bind] = feed(builder, Buffer.concat([frameMessage(FrontendType.Bind, Buffer.from('\0mine\0\0\0\0\0\0\0')), encodeSync()]));
   assert.equal((bind!.items[0] as Extract<Item, { kind: 'bind' }>).rename, null, 'after its Close the name is unknown: the server answers a Bind of it');
 });
+
+test('a simple Query with a bare SET ambassador.route = primary goes on, and is read, with the value quoted', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const sent = frameMessage(FrontendType.Query, Buffer.from('SET ambassador.route = primary; SELECT 1\0'));
+  const [request] = feed(builder, sent);
+  const quoted = "SET ambassador.route = 'primary'; SELECT 1";
+  assert.deepEqual(request!.texts, [quoted]);
+  const [item] = request!.items as Extract<Item, { kind: 'raw' }>[];
+  assert.deepEqual(item!.message, frameMessage(FrontendType.Query, Buffer.from(`${quoted}\0`)));
+  assert.deepEqual(request!.effects, [{ kind: 'set', name: 'ambassador.route', statement: "SET ambassador.route = 'primary'" }], 'replayed as the server can take it');
+});
+
