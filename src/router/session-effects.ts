@@ -36,10 +36,10 @@ export interface StatementEffects {
   /** Set when the lexer could not make sense of the text: callers pin conservatively. */
   uncertain: boolean;
   /**
-   * The text with the values of `SET ambassador.route = primary` quoted, when it has such a
-   * statement among others: PRIMARY is a reserved word, so Postgres's grammar (and the parser
-   * behind routing) reject it bare. Only the ambassador reads the setting, and a lone directive
-   * never reaches a server; in a longer text, the server must take it as a placeholder setting.
+   * The text with the bare value of each `SET ambassador.route = primary` quoted, when it has
+   * one: PRIMARY is a reserved word, so Postgres's grammar (and the parser behind routing) reject
+   * it bare. Only the ambassador reads the setting; where the statement reaches a server (in a
+   * longer text, or with splitting off) the server takes it as a placeholder setting.
    */
   quoted?: string;
 }
