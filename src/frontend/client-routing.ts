@@ -146,11 +146,12 @@ export class ClientRouting {
   /**
    * A request the ambassador answers: a simple Query that is only a directive or a SHOW of one,
    * or an extended-protocol request made only of them. Not in a failed transaction, which the
-   * server refuses everything but its end in (25P02).
+   * server refuses everything but its end in (25P02); nor, for an extended-protocol request, while
+   * an exchange is open on the server (`exchangeOpen`: sent up to a Flush), whose Sync it is.
    */
-  localCommand(request: Request, status: TransactionStatus): LocalCommand | null {
+  localCommand(request: Request, status: TransactionStatus, exchangeOpen = false): LocalCommand | null {
     if (status === 'E') return null;
-    if (request.local !== null) return { kind: 'steps', steps: request.local };
+    if (request.local !== null) return exchangeOpen ? null : { kind: 'steps', steps: request.local };
     const texts = request.texts;
     if (texts === null || texts.length !== 1 || request.items.length !== 1) return null;
     return this.statementCommand(texts[0]!);

@@ -60,7 +60,7 @@ export interface Request {
   retried: boolean;
   /** What it counts for the client-side queue limit (its messages' sizes; 64 for a renamed Parse or Describe). */
   bytes: number;
-  /** Set when the ambassador answers the whole request itself (see LocalStep). */
+  /** Set when the ambassador can answer the whole request itself (see LocalStep and ClientRouting.localCommand). */
   local: readonly LocalStep[] | null;
 }
 
@@ -107,8 +107,8 @@ export class RequestBuilder {
    * goes on (the caches keyed by text find it by its kept hash).
    */
   private unnamedText: string | null = null;
-  /** What `unnamedText` is when the ambassador answers it (a directive). */
-  private unnamedLocal: DirectiveCommand | null = null;
+  /** What `unnamedText` is when it is the ambassador's own (a directive, or one it refuses). */
+  private unnamedCommand: StatementCommand | null = null;
   /**
    * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
@@ -122,8 +122,13 @@ export class RequestBuilder {
   private currentLocal = true;
   /** Their answers (allocated by the first). */
   private currentSteps: LocalStep[] | null = null;
-  /** A Parse of the current request was refused: what follows up to Sync is skipped. */
-  private currentRefused = false;
+  /**
+   * Set once a Parse of the current request is refused (an invalid directive value): what
+   * follows is skipped up to Sync, as a server skips after an error. Answered here, the request
+   * must leave the statements as if nothing after the refusal had run, so what it changes is
+   * noted here and put back; sent to a server (it ended without Sync), it keeps them.
+   */
+  private undo: Array<() => void> | null = null;
 
   /** `localOf`: the ambassador's own statement a text is, if it is one (ClientRouting.statementCommand). */
   constructor(
@@ -215,7 +220,46 @@ export class RequestBuilder {
 
   /** The current request has a message for a server (unless it is skipped after a refused Parse). */
   private notLocal(): void {
-    if (!this.currentRefused) this.currentLocal = false;
+    if (this.undo === null) this.currentLocal = false;
+  }
+
+  /** The Parse of the ambassador's own statement `command`, if it is one (named `name`). */
+  private parseStep(command: StatementCommand | null, name: string): void {
+    if (command === null) return this.notLocal();
+    if (command.kind === 'invalid' && this.currentLocal && this.undo === null) {
+      // Refused: the statement is not created (and the unnamed one is gone, as in Postgres).
+      this.undo = [name === '' ? () => this.forgetUnnamed() : this.restorer(this.statements, name)];
+    }
+    this.local({ kind: 'parse', command });
+  }
+
+  /** Puts `key` of `map` back as it is now. */
+  private restorer(map: Map<string, Prepared>, key: string): () => void {
+    const before = map.get(key);
+    return () => (before === undefined ? map.delete(key) : map.set(key, before));
+  }
+
+  /** Before `map` changes at `key`: noted while a refused Parse's request is assembled (see undo). */
+  private changing(map: Map<string, Prepared>, key: string): void {
+    this.undo?.push(this.restorer(map, key));
+  }
+
+  /** Before the unnamed statement changes: noted while a refused Parse's request is assembled. */
+  private changingUnnamed(): void {
+    if (this.undo === null) return;
+    const { unnamedParse, unnamedText, unnamedCommand } = this;
+    this.undo.push(() => {
+      this.unnamedParse = unnamedParse;
+      this.unnamedText = unnamedText;
+      this.unnamedCommand = unnamedCommand;
+    });
+  }
+
+  private forgetUnnamed(): void {
+    this.statements.delete('');
+    this.unnamedParse = null;
+    this.unnamedText = null;
+    this.unnamedCommand = null;
   }
 
   private pushRaw(type: number, message: Buffer, entry: PlanEntry | null): void {
@@ -229,8 +273,7 @@ export class RequestBuilder {
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
       this.currentTexts?.push(this.unnamedText!);
       this.unnamedInExchange = true;
-      if (this.unnamedLocal !== null) this.local({ kind: 'parse', command: this.unnamedLocal });
-      else this.notLocal();
+      this.parseStep(this.unnamedCommand, '');
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
       return null;
     }
@@ -240,32 +283,29 @@ export class RequestBuilder {
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
     this.currentTexts?.push(parse.query);
-    const command = this.localOf(parse.query);
-    // An invalid value in a request answered here is refused: the statement is not created, and
-    // what follows up to Sync is skipped. In a request that goes to a server (something else in
-    // it), the server takes it as a placeholder setting, as it takes any directive there.
-    const refused = command?.kind === 'invalid' && this.currentLocal;
-    if (command === null) this.notLocal();
-    else this.local({ kind: 'parse', command });
-    if (refused) this.currentRefused = true;
+    // Declared parameter types: not one the ambassador answers (a directive takes none).
+    const command = parse.paramTypes.readUInt16BE(0) === 0 ? this.localOf(parse.query) : null;
+    // An invalid value is refused when the request is answered here (parseStep). In a request
+    // that goes to a server (something else in it), the server takes it as a placeholder
+    // setting, as it takes any directive there: recorded like any statement.
+    this.parseStep(command, parse.name);
     const local = command?.kind === 'invalid' ? null : command;
     if (parse.name === '') {
       const message = whole ?? frameMessage(FrontendType.Parse, payload);
-      if (!refused) {
-        this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
-        this.unnamedText = parse.query;
-        this.unnamedLocal = local;
-        this.statements.set('', { text: parse.query, effects, shared: null, local });
-      }
+      this.changingUnnamed();
+      this.changing(this.statements, '');
+      this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
+      this.unnamedText = parse.query;
+      this.unnamedCommand = command;
       this.unnamedInExchange = true;
+      this.statements.set('', { text: parse.query, effects, shared: null, local });
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
       return null;
     }
     const statement = clientStatement(parse, payload);
-    if (!refused) {
-      this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
-      this.byServerName.set(statement.serverName, statement);
-    }
+    this.changing(this.statements, parse.name);
+    this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
+    this.byServerName.set(statement.serverName, statement);
     this.current.push({ kind: 'parse', statement });
     this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
@@ -283,9 +323,11 @@ export class RequestBuilder {
     const message = whole ?? frameMessage(FrontendType.Bind, payload);
     const { portal, statement, portalEnd, restOffset } = names;
     const prepared = this.statements.get(statement);
+    this.changing(this.portals, portal);
     if (prepared !== undefined) this.portals.set(portal, prepared);
     else this.portals.delete(portal);
-    if (prepared?.local) this.local(BIND_STEP);
+    // Answered here only without parameters and with text results, as a directive is run.
+    if (prepared?.local && bindsNothing(payload, restOffset)) this.local(BIND_STEP);
     else this.notLocal();
     if (statement === '') {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
@@ -312,7 +354,10 @@ export class RequestBuilder {
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
     if (kind === 'P' || name === '') {
-      if (kind === 'P' && type === FrontendType.Close) this.portals.delete(name);
+      if (kind === 'P' && type === FrontendType.Close) {
+        this.changing(this.portals, name);
+        this.portals.delete(name);
+      }
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
       this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
@@ -321,6 +366,7 @@ export class RequestBuilder {
     } else if (this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.
       // (Nor is a statement of the ambassador's own naming closed for a client that names it.)
+      this.changing(this.statements, name);
       this.statements.delete(name);
       this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
     } else {
@@ -349,9 +395,10 @@ export class RequestBuilder {
     const nameEnd = payload.indexOf(0);
     const message = frameMessage(type, type === FrontendType.Parse && nameEnd > 0 ? payload.subarray(nameEnd) : payload);
     if (type === FrontendType.Parse) {
+      this.changingUnnamed();
       this.unnamedParse = message;
       this.unnamedText = null;
-      this.unnamedLocal = null;
+      this.unnamedCommand = null;
       this.unnamedInExchange = true;
     }
     this.pushRaw(type, message, unreadableEntry(type));
@@ -370,11 +417,16 @@ export class RequestBuilder {
     const effects = this.currentEffects.length === 0 ? NO_EFFECTS : this.currentEffects;
     const texts = this.currentTexts;
     const bytes = this.currentBytes;
-    // Answered here only when it ends in Sync (a ReadyForQuery closes the answer).
-    const local = this.currentLocal && type === FrontendType.Sync ? this.currentSteps : null;
+    // Answered here only when it ends in Sync (a ReadyForQuery closes the answer), and has more
+    // than the Sync (a lone Sync may close an exchange left open on a server).
+    const steps = this.currentSteps;
+    const local = this.currentLocal && type === FrontendType.Sync && steps !== null && steps.length > 1 ? steps : null;
+    if (this.undo !== null) {
+      if (local !== null) for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
+      this.undo = null;
+    }
     this.currentLocal = true;
     this.currentSteps = null;
-    this.currentRefused = false;
     this.current = [];
     if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = [];
@@ -386,6 +438,15 @@ export class RequestBuilder {
     const retryable = first.kind === 'bind' && first.rename !== null && completes && describesPortal(items);
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
+}
+
+/** A Bind with no parameters (nor parameter formats) that asks for its results in text. */
+function bindsNothing(payload: Buffer, restOffset: number): boolean {
+  if (payload.length < restOffset + 6 || payload.readUInt16BE(restOffset) !== 0 || payload.readUInt16BE(restOffset + 2) !== 0) return false;
+  const results = payload.readUInt16BE(restOffset + 4);
+  if (payload.length !== restOffset + 6 + 2 * results) return false;
+  for (let i = 0; i < results; i++) if (payload.readUInt16BE(restOffset + 6 + 2 * i) !== 0) return false;
+  return true;
 }
 
 function describesPortal(items: readonly Item[]): boolean {

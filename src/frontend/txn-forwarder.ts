@@ -241,7 +241,7 @@ export class TxnForwarder implements ServerSink {
         this.answerLost(request);
         continue;
       }
-      const command = routing.localCommand(request, this.status);
+      const command = routing.localCommand(request, this.status, this.unsynced);
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
         this.ready.shift();

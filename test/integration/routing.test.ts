@@ -34,6 +34,9 @@ import {
   type ServerSeen,
 } from '../support/routing.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
+import { loginScram } from '../support/raw-client.ts';
+import { encodeParse, encodeSync, FrontendType } from '../../src/protocol/frontend.ts';
+import { frameMessage, MessageWriter } from '../../src/protocol/writer.ts';
 
 const run = promisify(execFile);
 const DB = 'pa_routing';
@@ -66,6 +69,18 @@ after(async () => {
   await admin?.end().catch(() => {});
   await dropTestDatabase(topology, DB).catch(() => {});
 });
+
+const NO_TYPES = Buffer.from([0, 0]);
+
+/** Bind of the unnamed statement to the unnamed portal: no parameters, text results. */
+function rawBind(): Buffer {
+  return new MessageWriter().cstring('').cstring('').int16(0).int16(0).int16(0).finish(FrontendType.Bind);
+}
+
+/** Execute of the unnamed portal, every row. */
+function rawExecute(): Buffer {
+  return new MessageWriter().cstring('').int32(0).finish(FrontendType.Execute);
+}
 
 function splitting(options: RoutingOptions = {}): Promise<TestAmbassador> {
   return ambassadors.start(routingOverrides(topology, options));
@@ -436,6 +451,37 @@ describe('hints and session routes', () => {
       assertAllOnReplicas(topology, after, 'postgres.js reads after SET ambassador.route = auto');
     } finally {
       await sql.end({ timeout: 5 });
+    }
+  });
+
+  // An exchange left open with Flush (libpq pipelines, pg-cursor, postgres.js after an error) is
+  // closed by the client's next Sync, which only the server can answer: a lone Sync, or a
+  // directive sent with it, goes there, and what the exchange ran commits.
+  test('a Sync after an exchange left open with Flush reaches the server, alone or with a directive', async () => {
+    const amb = await splitting();
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    const committed = (note: string): Promise<number> =>
+      withClient(directConfig(topology, DB), async (c) => Number((await c.query('SELECT count(*) AS n FROM items WHERE note = $1', [note])).rows[0].n));
+    const insert = (note: string): Buffer[] => [
+      encodeParse('', `INSERT INTO items (note) VALUES ('${note}')`, NO_TYPES),
+      rawBind(),
+      rawExecute(),
+      frameMessage(FrontendType.Flush, Buffer.alloc(0)),
+    ];
+    try {
+      raw.write(insert('flush, then sync'));
+      assert.deepEqual((await raw.readUntil('C')).map((m) => m.type), ['1', '2', 'C']);
+      raw.write(encodeSync());
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['Z']);
+      assert.equal(await committed('flush, then sync'), 1);
+
+      raw.write(insert('flush, then a directive'));
+      assert.deepEqual((await raw.readUntil('C')).map((m) => m.type), ['1', '2', 'C']);
+      raw.write([encodeParse('', "SET ambassador.route = 'replica'", NO_TYPES), rawBind(), rawExecute(), encodeSync()]);
+      assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['1', '2', 'C', 'Z']);
+      assert.equal(await committed('flush, then a directive'), 1);
+    } finally {
+      raw.destroy();
     }
   });
 

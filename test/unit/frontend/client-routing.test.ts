@@ -303,7 +303,7 @@ test('SET ambassador.min_lsn keeps the higher of it and the captured position; R
   assert.deepEqual(router.routeRequest({ kind: 'read', reason: 'select' }), { kind: 'read' });
 });
 
-test('not answered locally: a failed transaction, the extended protocol, other statements', () => {
+test('not answered locally: a failed transaction, a builder that does not know the directives, other statements', () => {
   const client = new Client();
   const router = routing();
   assert.equal(router.localCommand(client.query('SHOW ambassador.route'), 'E'), null);
@@ -385,6 +385,52 @@ test('an invalid directive in the extended protocol: 22023 at its Parse, the res
   assert.deepEqual(answerSteps(router, request, 'T'), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'T' }]);
   assert.equal(router.route, 'auto');
   assert.equal(router.localCommand(client.request(bind('', 'bad'), execute(''), encodeSync()), 'I'), null, 'a Bind of it goes on to the server');
+});
+
+test('a refused Parse: what follows it up to Sync changes nothing; the unnamed statement is gone', () => {
+  const router = routing();
+  const client = new Client(router);
+  answerSteps(router, client.request(parse('good', 'SHOW ambassador.route'), encodeSync()));
+  answerSteps(router, client.request(parse('', 'SHOW ambassador.retry'), encodeSync()));
+  const refused = client.request(parse('bad', "SET ambassador.route = 'x'"), close('S', 'good'), parse('', 'SHOW ambassador.min_lsn'), bind('p', 'good'), encodeSync());
+  assert.deepEqual(answerSteps(router, refused), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'I' }]);
+  assert.deepEqual(answerSteps(router, client.request(bind('p', ''), execute('p'), encodeSync())), [{ type: '2' }, { type: 'D', values: ['on'] }, { type: 'C', tag: 'SHOW' }, { type: 'Z', status: 'I' }], 'the unnamed statement is still the one before');
+  assert.deepEqual(answerSteps(router, client.request(bind('', 'good'), execute(''), encodeSync())), [{ type: '2' }, { type: 'D', values: ['auto'] }, { type: 'C', tag: 'SHOW' }, { type: 'Z', status: 'I' }], 'the skipped Close closed nothing');
+
+  answerSteps(router, client.request(parse('', "SET ambassador.route = 'x'"), encodeSync()));
+  assert.equal(router.localCommand(client.request(bind('', ''), execute(''), encodeSync()), 'I'), null, 'no unnamed statement left: the server answers');
+});
+
+test('an invalid value is refused here whatever came before; in a request that ends without Sync it goes to the server and exists there', () => {
+  const router = routing();
+  const client = new Client(router);
+  const invalid = parse('', "SET ambassador.route = 'x'");
+  assert.equal(router.localCommand(client.request(parse('', 'SELECT 1'), bind('', ''), execute(''), invalid, encodeSync()), 'I'), null);
+  assert.deepEqual(answerSteps(router, client.request(invalid, bind('', ''), execute(''), encodeSync())), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'I' }], 'the same bytes again, alone');
+
+  assert.equal(router.localCommand(client.request(parse('odd', "SET ambassador.route = 'x'"), flush()), 'I'), null);
+  const bindOdd = client.request(bind('', 'odd'), execute(''), encodeSync());
+  assert.equal(router.localCommand(bindOdd, 'I'), null);
+  const [first] = bindOdd.items;
+  assert.ok(first?.kind === 'bind' && first.rename !== null, 'bound as the server statement the Parse created');
+});
+
+test('not answered here: a lone Sync, a request while an exchange is open, parameters, binary results', () => {
+  const router = routing();
+  const client = new Client(router);
+  assert.equal(router.localCommand(client.request(encodeSync()), 'I'), null, 'a lone Sync may close an exchange open on the server');
+  const alone = client.request(parse('s', 'SHOW ambassador.route'), bind('', 's'), execute(''), encodeSync());
+  assert.equal(router.localCommand(alone, 'I', true), null, 'after a Flush, the Sync is the server exchange\'s');
+  assert.equal(router.localCommand(alone, 'I', false)?.kind, 'steps');
+
+  const withParameter = new MessageWriter().cstring('').cstring('s').int16(0).int16(1).int32(1).bytes(Buffer.from('x')).int16(0).finish(FrontendType.Bind);
+  const binaryResults = new MessageWriter().cstring('').cstring('s').int16(0).int16(0).int16(1).int16(1).finish(FrontendType.Bind);
+  const textResults = new MessageWriter().cstring('').cstring('s').int16(0).int16(0).int16(1).int16(0).finish(FrontendType.Bind);
+  assert.equal(router.localCommand(client.request(withParameter, execute(''), encodeSync()), 'I'), null);
+  assert.equal(router.localCommand(client.request(binaryResults, execute(''), encodeSync()), 'I'), null);
+  assert.equal(router.localCommand(client.request(textResults, execute(''), encodeSync()), 'I')?.kind, 'steps');
+  const typed = encodeParse('', 'SHOW ambassador.route', Buffer.from([0, 1, 0, 0, 0, 25]));
+  assert.equal(router.localCommand(client.request(typed, bind('', ''), execute(''), encodeSync()), 'I'), null, 'declared parameter types');
 });
 
 test('extended-protocol directives go to the server with anything else in the request, without Sync, or in a failed transaction', () => {
