@@ -57,6 +57,10 @@ test('a bare SET ambassador.route = primary is quoted (PRIMARY is reserved); not
     ['SET ambassador.route = primary key', undefined],
     ['SET other.route = primary', undefined],
     ['SELECT primary FROM t', undefined],
+    ['SELECT $$SET ambassador.route = primary$$; SELECT 1', undefined],
+    ['/* SET ambassador.route = primary */ SELECT 1', undefined],
+    ["SELECT E'SET ambassador.route = primary'; SET ambassador.route = primary", "SELECT E'SET ambassador.route = primary'; SET ambassador.route = 'primary'"],
+    ['-- SET ambassador.route = primary\nSET /* x */ ambassador.route = primary -- y', "-- SET ambassador.route = primary\nSET /* x */ ambassador.route = 'primary' -- y"],
     ['SET ambassador.route = primary; SELECT (1', undefined], // uncertain: the lexer's offsets are not trusted
   ];
   for (const [sql, quoted] of cases) {
