@@ -227,21 +227,18 @@ export class RequestBuilder {
   private parseStep(command: StatementCommand | null, name: string): void {
     if (command === null) return this.notLocal();
     if (command.kind === 'invalid' && this.currentLocal && this.undo === null) {
-      // Refused: the statement is not created (and the unnamed one is gone, as in Postgres).
-      this.undo = [name === '' ? () => this.forgetUnnamed() : this.restorer(this.statements, name)];
+      // Refused: the statement is not created (onParse notes its entry as it changes it), and
+      // the unnamed one is gone, as in Postgres.
+      this.undo = name === '' ? [() => this.forgetUnnamed()] : [];
     }
     this.local({ kind: 'parse', command });
   }
 
-  /** Puts `key` of `map` back as it is now. */
-  private restorer(map: Map<string, Prepared>, key: string): () => void {
-    const before = map.get(key);
-    return () => (before === undefined ? map.delete(key) : map.set(key, before));
-  }
-
   /** Before `map` changes at `key`: noted while a refused Parse's request is assembled (see undo). */
   private changing(map: Map<string, Prepared>, key: string): void {
-    this.undo?.push(this.restorer(map, key));
+    if (this.undo === null) return;
+    const before = map.get(key);
+    this.undo.push(() => (before === undefined ? map.delete(key) : map.set(key, before)));
   }
 
   /** Before the unnamed statement changes: noted while a refused Parse's request is assembled. */

@@ -384,7 +384,10 @@ test('an invalid directive in the extended protocol: 22023 at its Parse, the res
   const request = client.request(parse('bad', "SET ambassador.route = 'sideways'"), describe('S', 'bad'), bind('', 'bad'), execute(''), encodeSync());
   assert.deepEqual(answerSteps(router, request, 'T'), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'T' }]);
   assert.equal(router.route, 'auto');
-  assert.equal(router.localCommand(client.request(bind('', 'bad'), execute(''), encodeSync()), 'I'), null, 'a Bind of it goes on to the server');
+  const bindBad = client.request(bind('', 'bad'), execute(''), encodeSync());
+  assert.equal(router.localCommand(bindBad, 'I'), null, 'a Bind of it goes on to the server');
+  const [first] = bindBad.items;
+  assert.ok(first?.kind === 'bind' && first.rename === null, 'as a name the ambassador does not hold (the server answers 26000)');
 });
 
 test('a refused Parse: what follows it up to Sync changes nothing; the unnamed statement is gone', () => {
