@@ -95,7 +95,7 @@ describe('a transaction block whose server is lost', () => {
       assert.equal(await failure(client.query('SELECT 3')), '25P02', 'simple protocol, aborted transaction');
       await client.query('ROLLBACK');
 
-      const after = await client.query('SELECT count(*)::int AS n FROM notes WHERE id = 1 /* ambassador:route=primary */');
+      const after = await client.query('/* ambassador:route=primary */ SELECT count(*)::int AS n FROM notes WHERE id = 1');
       assert.equal(after.rows[0].n, 0, 'the lost transaction did not commit');
       await client.query('BEGIN');
       await client.query('INSERT INTO notes VALUES (2, $1)', ['after']);
@@ -166,7 +166,7 @@ describe('a statement outside a transaction block whose server is lost', () => {
       assert.equal(server.port, topology.primary.port);
       await terminate(server, pid);
       assert.ok(LOST.includes(sqlstateOf(await write) ?? ''));
-      const { rows } = await client.query('SELECT count(*)::int AS n FROM notes WHERE id = 10 /* ambassador:route=primary */');
+      const { rows } = await client.query('/* ambassador:route=primary */ SELECT count(*)::int AS n FROM notes WHERE id = 10');
       assert.equal(rows[0].n, 0);
       await client.query("INSERT INTO notes VALUES (11, 'next')");
     } finally {
@@ -187,7 +187,7 @@ describe('clients not running anything', () => {
         );
       }
       await client.query("INSERT INTO notes VALUES (21, 'after')");
-      const { rows } = await client.query('SELECT count(*)::int AS n FROM notes WHERE id IN (20, 21) /* ambassador:route=primary */');
+      const { rows } = await client.query('/* ambassador:route=primary */ SELECT count(*)::int AS n FROM notes WHERE id IN (20, 21)');
       assert.equal(rows[0].n, 2);
     } finally {
       await client.end();
