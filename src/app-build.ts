@@ -127,6 +127,7 @@ function frontendSettings(config: Config, tlsContext: FrontendSettings['tlsConte
     upstreamDatabase: config.upstream.database,
     poolMode: config.pool.mode,
     statementCapacity: PREPARED_STATEMENTS_PER_SERVER,
+    cacheUnnamedStatements: config.pool.cacheUnnamedStatements,
     exchangeTimeoutMs: config.upstream.connectTimeout,
     queryLog: { queries: config.logging.queries, slowQueryThresholdMs: config.logging.slowQueryThreshold },
     logConnections: config.logging.connections,

@@ -119,6 +119,11 @@ export const DEFAULTS = {
     maxLifetime: '1h',
     /** Time a client waits for a server connection before an error. */
     acquireTimeout: '5s',
+    /**
+     * Transaction mode: keep unnamed extended-protocol statements on servers, shared by text, as
+     * named ones are, so a text parsed again is planned from the server's cache (see the README).
+     */
+    cacheUnnamedStatements: false,
   },
   routing: {
     /** Send read-only statements to replicas. */

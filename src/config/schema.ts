@@ -301,6 +301,7 @@ const pool = z
     idleTimeout: duration().prefault(D.pool.idleTimeout),
     maxLifetime: duration().prefault(D.pool.maxLifetime),
     acquireTimeout: duration(1).prefault(D.pool.acquireTimeout),
+    cacheUnnamedStatements: bool.prefault(D.pool.cacheUnnamedStatements),
   })
   .superRefine((value, ctx) => {
     if (value.minIdle > value.size) issue(ctx, ['minIdle'], `must not exceed pool.size (${value.size})`);

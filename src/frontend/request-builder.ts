@@ -17,7 +17,8 @@ import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatem
  */
 export type Item =
   | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
-  | { kind: 'parse'; statement: ClientStatement }
+  /** `unnamed`: the client's unnamed statement, shared under pool.cacheUnnamedStatements. */
+  | { kind: 'parse'; statement: ClientStatement; unnamed: boolean }
   /**
    * A Bind of the unnamed statement goes as it came (serverName null); one of a statement the
    * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout);
@@ -44,7 +45,10 @@ export interface Request {
   effects: SessionEffect[];
   /** Ends in Sync, Query or FunctionCall: a ReadyForQuery will answer it. */
   completes: boolean;
-  /** The first message is a Bind of a named statement: eligible for the cached-plan retry. */
+  /**
+   * Eligible for the cached-plan retry: the first message is a Bind of a named statement (in a
+   * request that describes its portal again), or a Parse of a shared unnamed statement.
+   */
   retryable: boolean;
   /**
    * The SQL texts the request runs or prepares (Query texts, Parse texts, the statements of its Executes), for
@@ -79,12 +83,22 @@ const SYNC_STEP: LocalStep = Object.freeze({ kind: 'sync' });
 const NOTHING_LOCAL = (): null => null;
 /** A retained unnamed Parse is copied out of a client chunk larger than this (the chunk would stay alive with it). */
 const RETAIN_WHOLE_CHUNK = 4096;
+/** Shared unnamed statements a client's later requests can still re-create on a server (see recentUnnamed). */
+const RECENT_UNNAMED = 64;
+
+export interface RequestBuilderOptions {
+  /**
+   * pool.cacheUnnamedStatements: the unnamed statement is shared like a named one (named on
+   * servers by what it is), so a text parsed again is not parsed again on a server that holds it.
+   */
+  cacheUnnamed?: boolean;
+}
 
 /** A statement the client prepared: what it runs, and, when named, the shared server statement. */
 interface Prepared {
   text: string;
   effects: readonly SessionEffect[];
-  /** null for the unnamed statement (it goes as it came). */
+  /** null for the unnamed statement (it goes as it came), unless pool.cacheUnnamedStatements shares it. */
   shared: ClientStatement | null;
   /** A directive or SHOW of one: the ambassador answers what runs it. */
   local: DirectiveCommand | null;
@@ -99,6 +113,13 @@ export class RequestBuilder {
   private readonly portals = new Map<string, Prepared>();
   /** The same statements by server name (several client names may share one). */
   private readonly byServerName = new Map<string, ClientStatement>();
+  /**
+   * The last shared unnamed statements, by server name, oldest first: what a request already
+   * built (or retried) may bind after the client parsed other texts. Bounded, unlike
+   * byServerName: a client may run any number of texts as unnamed statements.
+   */
+  private readonly recentUnnamed = new Map<string, ClientStatement>();
+  private readonly cacheUnnamed: boolean;
   private unnamedParse: Buffer | null = null;
   /**
    * The text read from `unnamedParse` (null when it could not be read). Drivers send the same
@@ -109,6 +130,8 @@ export class RequestBuilder {
   private unnamedText: string | null = null;
   /** What `unnamedText` is when it is the ambassador's own (a directive, or one it refuses). */
   private unnamedCommand: StatementCommand | null = null;
+  /** The unnamed statement `unnamedParse` made, when shared (pool.cacheUnnamedStatements). */
+  private unnamedShared: Prepared | null = null;
   /**
    * An unnamed Parse was sent since the last Sync: the exchange that holds it is still open on
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
@@ -134,7 +157,10 @@ export class RequestBuilder {
   constructor(
     private readonly effects: SessionEffectsCache,
     private readonly localOf: (sql: string) => StatementCommand | null = NOTHING_LOCAL,
-  ) {}
+    options: RequestBuilderOptions = {},
+  ) {
+    this.cacheUnnamed = options.cacheUnnamed === true;
+  }
 
   /** Whether a request is partly assembled (messages received, no Sync yet). */
   get pending(): boolean {
@@ -143,7 +169,7 @@ export class RequestBuilder {
 
   /** A statement this client prepared, by its server name (for re-creating it elsewhere). */
   statementFor(serverName: string): ClientStatement | undefined {
-    return this.byServerName.get(serverName);
+    return this.byServerName.get(serverName) ?? this.recentUnnamed.get(serverName);
   }
 
   /**
@@ -244,11 +270,12 @@ export class RequestBuilder {
   /** Before the unnamed statement changes: noted while a refused Parse's request is assembled. */
   private changingUnnamed(): void {
     if (this.undo === null) return;
-    const { unnamedParse, unnamedText, unnamedCommand } = this;
+    const { unnamedParse, unnamedText, unnamedCommand, unnamedShared } = this;
     this.undo.push(() => {
       this.unnamedParse = unnamedParse;
       this.unnamedText = unnamedText;
       this.unnamedCommand = unnamedCommand;
+      this.unnamedShared = unnamedShared;
     });
   }
 
@@ -257,6 +284,7 @@ export class RequestBuilder {
     this.unnamedParse = null;
     this.unnamedText = null;
     this.unnamedCommand = null;
+    this.unnamedShared = null;
   }
 
   private pushRaw(type: number, message: Buffer, entry: PlanEntry | null): void {
@@ -269,8 +297,17 @@ export class RequestBuilder {
       // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held),
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
       this.currentTexts?.push(this.unnamedText!);
-      this.unnamedInExchange = true;
       this.parseStep(this.unnamedCommand, '');
+      const shared = this.unnamedShared;
+      if (shared !== null) {
+        // Not decoded, hashed or copied again; put back under '' if the client closed it.
+        if (this.statements.get('') !== shared) {
+          this.changing(this.statements, '');
+          this.statements.set('', shared);
+        }
+        return this.pushParse(shared.shared!, true);
+      }
+      this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
       return null;
     }
@@ -294,6 +331,18 @@ export class RequestBuilder {
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
       this.unnamedText = parse.query;
       this.unnamedCommand = command;
+      if (this.cacheUnnamed && command === null) {
+        const statement = clientStatement(parse, payload);
+        const shared: Prepared = { text: parse.query, effects, shared: statement, local: null };
+        this.unnamedShared = shared;
+        this.statements.set('', shared);
+        this.recentUnnamed.delete(statement.serverName); // moved to the end: the newest
+        this.recentUnnamed.set(statement.serverName, statement);
+        if (this.recentUnnamed.size > RECENT_UNNAMED) this.recentUnnamed.delete(this.recentUnnamed.keys().next().value!);
+        return this.pushParse(statement, true);
+      }
+      // The ambassador's own statements stay unnamed (answered here, or placeholders on a server).
+      this.unnamedShared = null;
       this.unnamedInExchange = true;
       this.statements.set('', { text: parse.query, effects, shared: null, local });
       this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
@@ -303,7 +352,11 @@ export class RequestBuilder {
     this.changing(this.statements, parse.name);
     this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
     this.byServerName.set(statement.serverName, statement);
-    this.current.push({ kind: 'parse', statement });
+    return this.pushParse(statement, false);
+  }
+
+  private pushParse(statement: ClientStatement, unnamed: boolean): null {
+    this.current.push({ kind: 'parse', statement, unnamed });
     this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
   }
@@ -326,13 +379,13 @@ export class RequestBuilder {
     // Answered here only without parameters and with text results, as a directive is run.
     if (prepared?.local && bindsNothing(payload, restOffset)) this.local(BIND_STEP);
     else this.notLocal();
-    if (statement === '') {
+    const shared = prepared?.shared;
+    if (statement === '' && !shared) {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
       this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, unnamedParse });
       this.currentBytes += message.length;
       return null;
     }
-    const shared = prepared?.shared;
     if (shared) {
       this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, unnamedParse: null });
       this.currentBytes += message.length; // it holds the client's bytes until it is sent
@@ -350,7 +403,7 @@ export class RequestBuilder {
     if (target === null) return this.unreadable(type, payload);
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
-    if (kind === 'P' || name === '') {
+    if (kind === 'P' || (name === '' && !this.statements.get('')?.shared)) {
       if (kind === 'P' && type === FrontendType.Close) {
         this.changing(this.portals, name);
         this.portals.delete(name);
@@ -364,7 +417,11 @@ export class RequestBuilder {
       // Other clients may share the server statement: forget the client's name, close nothing.
       // (Nor is a statement of the ambassador's own naming closed for a client that names it.)
       this.changing(this.statements, name);
-      this.statements.delete(name);
+      if (name === '') {
+        // A shared unnamed statement (pool.cacheUnnamedStatements): a Bind of it fails as in Postgres.
+        this.changingUnnamed();
+        this.forgetUnnamed();
+      } else this.statements.delete(name);
       this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
     } else {
       // A name the ambassador does not know (made with SQL PREPARE, which pins the session): the
@@ -396,6 +453,7 @@ export class RequestBuilder {
       this.unnamedParse = message;
       this.unnamedText = null;
       this.unnamedCommand = null;
+      this.unnamedShared = null;
       this.unnamedInExchange = true;
     }
     this.pushRaw(type, message, unreadableEntry(type));
@@ -432,7 +490,9 @@ export class RequestBuilder {
     const first = items[0]!;
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.
-    const retryable = first.kind === 'bind' && first.rename !== null && completes && describesPortal(items);
+    // A shared unnamed statement is one the client just parsed: whatever it expects of it, it
+    // expects of the text, as it would get from a server that parsed it again.
+    const retryable = completes && ((first.kind === 'bind' && first.rename !== null && describesPortal(items)) || (first.kind === 'parse' && first.unnamed));
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
 }

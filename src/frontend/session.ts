@@ -64,6 +64,8 @@ export interface FrontendSettings {
   poolMode: 'session' | 'transaction';
   /** Prepared statements kept per server connection in transaction mode (LRU beyond). */
   statementCapacity: number;
+  /** pool.cacheUnnamedStatements: unnamed statements shared and kept on servers like named ones. */
+  cacheUnnamedStatements: boolean;
   /** Deadline for the ambassador's own exchanges with a server (state sync, cleanup). */
   exchangeTimeoutMs: number;
   /** Query logging (logging.queries, logging.slowQueryThreshold). */
@@ -515,6 +517,7 @@ export class ClientSession {
       maxQueuedBytes: settings.maxClientBuffer,
       userSlot: this.userSlot!,
       statementCapacity: settings.statementCapacity,
+      cacheUnnamedStatements: settings.cacheUnnamedStatements,
       exchangeTimeoutMs: settings.exchangeTimeoutMs,
       garbage: this.deps.garbage,
       log: this.log,

@@ -76,6 +76,8 @@ export interface TxnForwarderOptions {
   /** The client's user: its rate limit on new transactions (listen.rateLimit). */
   userSlot: UserSlot;
   statementCapacity: number;
+  /** pool.cacheUnnamedStatements (request-builder.ts). */
+  cacheUnnamedStatements: boolean;
   exchangeTimeoutMs: number;
   garbage: GarbageBound;
   log: Logger;
@@ -154,7 +156,7 @@ export class TxnForwarder implements ServerSink {
     private readonly options: TxnForwarderOptions,
   ) {
     this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES);
-    this.requests = new RequestBuilder(options.effects, (sql) => options.routing.statementCommand(sql));
+    this.requests = new RequestBuilder(options.effects, (sql) => options.routing.statementCommand(sql), { cacheUnnamed: options.cacheUnnamedStatements });
     this.wire = openWire(client, { onData: this.onClientData, onDrain: this.onClientDrain });
   }
 
@@ -776,7 +778,7 @@ export class TxnForwarder implements ServerSink {
         this.inFlight--;
         this.options.meter.dropped();
         this.plan.clear();
-        this.ready.unshift(retry.request);
+        this.ready.unshift(withoutAnsweredParse(retry.request));
         this.queuedBytes += retry.request.bytes;
         queueMicrotask(() => this.pump());
       }
@@ -1122,5 +1124,15 @@ function isChoice(value: BackendConnection | Choice): value is Choice {
 
 function firstServerName(request: Request): string {
   const first = request.items[0];
+  if (first?.kind === 'parse') return first.statement.serverName;
   return first?.kind === 'bind' && first.serverName !== null ? first.serverName : '';
+}
+
+/**
+ * A retried request that began with the Parse of a shared unnamed statement: the client has
+ * its ParseComplete already (the ambassador answered it, the server held the statement), so
+ * the retry goes without it and the preparation re-creates the statement.
+ */
+function withoutAnsweredParse(request: Request): Request {
+  return request.items[0]?.kind === 'parse' ? { ...request, items: request.items.slice(1) } : request;
 }

@@ -59,14 +59,15 @@ interface PgbenchResult {
   output: string;
 }
 
-async function pgbench(args: string[]): Promise<PgbenchResult> {
+/** pgbench through `through` (the shared ambassador unless told). */
+async function pgbench(args: string[], through: SpawnedAmbassador = amb): Promise<PgbenchResult> {
   let output: string;
   try {
-    const { stdout, stderr } = await run('pgbench', ['--no-vacuum', ...args], { env: viaAmb(), maxBuffer: 64 << 20, timeout: 180_000 });
+    const { stdout, stderr } = await run('pgbench', ['--no-vacuum', ...args], { env: pgEnv(through.port, CLIENT_PASSWORD), maxBuffer: 64 << 20, timeout: 180_000 });
     output = `${stdout}\n${stderr}`;
   } catch (err) {
     const e = err as Error & { stdout?: string; stderr?: string; code?: number };
-    assert.fail(`pgbench ${args.join(' ')} exited with ${e.code}:\n${tail(e.stdout)}\n${tail(e.stderr)}\n--- ambassador ---\n${tail(amb.output())}`);
+    assert.fail(`pgbench ${args.join(' ')} exited with ${e.code}:\n${tail(e.stdout)}\n${tail(e.stderr)}\n--- ambassador ---\n${tail(through.output())}`);
   }
   const processed = /number of transactions actually processed: (\d+)/.exec(output);
   const failed = /number of failed transactions: (\d+)/.exec(output);
@@ -117,9 +118,10 @@ async function maxServersDuring<T>(work: () => Promise<T>): Promise<{ result: T;
   }
 }
 
-async function benchAndCheck(args: string[]): Promise<void> {
+/** `serverLimit`: the server connections the primary may see in DB meanwhile (every ambassador's pools). */
+async function benchAndCheck(args: string[], through: SpawnedAmbassador = amb, serverLimit = POOL_SIZE): Promise<void> {
   await initDirect();
-  const { result, maxServers, busiest } = await maxServersDuring(() => pgbench(args));
+  const { result, maxServers, busiest } = await maxServersDuring(() => pgbench(args, through));
   assert.equal(result.failed, 0, tail(result.output));
   assert.ok(result.processed > 0, tail(result.output));
   const b = await balances();
@@ -127,7 +129,7 @@ async function benchAndCheck(args: string[]): Promise<void> {
   assert.equal(b.accounts, b.history, 'sum(abalance) != sum(delta): a transaction was applied partially or twice');
   assert.equal(b.tellers, b.history);
   assert.equal(b.branches, b.history);
-  assert.ok(maxServers <= POOL_SIZE, `the primary saw ${maxServers} server connections, pool.size is ${POOL_SIZE}: ${busiest}`);
+  assert.ok(maxServers <= serverLimit, `the primary saw ${maxServers} server connections, at most ${serverLimit} expected: ${busiest}`);
 }
 
 describe('pgbench through transaction pooling (pool.size 20)', () => {
@@ -162,6 +164,30 @@ describe('pgbench through transaction pooling (pool.size 20)', () => {
 
   test('-M extended -c 20 -j 2 -t 100: zero failed transactions, TPC-B invariant holds', async () => {
     await benchAndCheck(['-M', 'extended', '-c', '20', '-j', '2', '-t', '100']);
+  });
+
+  test('-M extended -c 50 -j 2 -t 100 on a pool of 10 with pool.cacheUnnamedStatements: zero failed transactions, TPC-B invariant holds', async () => {
+    const CACHED_POOL = 10;
+    const cached = await spawnAmbassador(topology, {
+      pool: { mode: 'transaction', size: CACHED_POOL, acquireTimeout: '30s', cacheUnnamedStatements: true },
+      logging: { level: 'info' },
+    });
+    try {
+      // The shared ambassador keeps its idle servers meanwhile.
+      await benchAndCheck(['-M', 'extended', '-c', '50', '-j', '2', '-t', '100'], cached, POOL_SIZE + CACHED_POOL);
+      // The script's statements are held on the servers (a server that ran a transaction ran them all).
+      const c = new pg.Client(viaAmbassador(cached.port, { database: DB }) as pg.ClientConfig);
+      await c.connect();
+      try {
+        const held = await c.query('select statement from pg_prepared_statements where not from_sql');
+        const texts = held.rows.map((r: { statement: string }) => r.statement);
+        assert.ok(texts.some((t) => t.includes('SELECT abalance FROM pgbench_accounts')), `held: ${JSON.stringify(texts)}`);
+      } finally {
+        await c.end();
+      }
+    } finally {
+      await cached.stop();
+    }
   });
 });
 

@@ -372,9 +372,10 @@ const ENDING = new Set([0x53, 0x51, 0x46, 0x48, 0x64, 0x63, 0x66]);
 
 /**
  * Checks one finished request against the messages it was built from. `prepared`: the names the
- * client has prepared (named Parse) and not closed, before this request; kept up to date.
+ * client has prepared (named Parse, and unnamed under `cacheUnnamed`) and not closed, before this
+ * request; kept up to date.
  */
-function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Set<string>): void {
+function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Set<string>, cacheUnnamed: boolean): void {
   const last = messages.at(-1)!;
   assert.equal(request.items.length, messages.length, 'one item per client message');
   assert.equal(request.completes, COMPLETING.has(last.type));
@@ -383,17 +384,18 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
     const { type, payload } = messages[i]!;
     if (type === 0x50) prepared.add(decodeParse(payload).name);
     if (item.kind === 'raw') {
-      const closed = type === 0x43 && payload[0] === 0x53 && payload.length > 2 ? decodeTarget(payload).name : null;
+      const closed = type === 0x43 && payload[0] === 0x53 ? decodeTarget(payload).name : null;
       // A Close of a statement the client prepared closes nothing (it may be shared); of any
-      // other name it goes to the server as it came.
-      const closesShared = closed !== null && prepared.delete(closed);
+      // other name it goes to the server as it came (the unnamed one too, unless shared).
+      const closesShared = closed !== null && (closed !== '' || cacheUnnamed) && prepared.delete(closed);
       assert.deepEqual(item.message, closesShared ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);
       assert.deepEqual(item.payload, payload);
     } else if (item.kind === 'parse') {
       const parse = decodeParse(payload);
-      assert.notEqual(parse.name, '');
+      assert.equal(item.unnamed, parse.name === '');
+      if (parse.name === '') assert.ok(cacheUnnamed, 'the unnamed statement is shared only under pool.cacheUnnamedStatements');
       assert.deepEqual(decodeParse(item.statement.parse.subarray(5)), { name: item.statement.serverName, query: parse.query, paramTypes: parse.paramTypes });
     } else {
       assert.equal(type, 0x44);
@@ -402,8 +404,8 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
   });
 }
 
-const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-become-requests', 200, fc.array(clientMessage, { maxLength: 30 }), (messages) => {
-  const builder = new RequestBuilder(new SessionEffectsCache());
+const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-become-requests', 200, fc.tuple(fc.array(clientMessage, { maxLength: 30 }), fc.boolean()), ([messages, cacheUnnamed]) => {
+  const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed });
   const prepared = new Set<string>();
   let since: ClientMessage[] = [];
   for (const message of messages) {
@@ -411,7 +413,7 @@ const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-
     const result = builder.add(message.type, message.payload);
     if (ENDING.has(message.type)) {
       assert.ok(result !== null && result !== 'terminate', `type 0x${message.type.toString(16)} ends a request`);
-      checkRequest(result, since, prepared);
+      checkRequest(result, since, prepared, cacheUnnamed);
       assert.equal(builder.pending, false);
       since = [];
     } else {

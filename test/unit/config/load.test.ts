@@ -59,6 +59,7 @@ test('a minimal file gets every documented default', () => {
     idleTimeout: 600_000,
     maxLifetime: 3_600_000,
     acquireTimeout: 5000,
+    cacheUnnamedStatements: false,
   });
   assert.deepEqual(config.routing, {
     readWriteSplit: false,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ClientRouting, type ClientRoutingOptions } from '../../../src/frontend/client-routing.ts';
-import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
+import { RequestBuilder, type Request, type RequestBuilderOptions } from '../../../src/frontend/request-builder.ts';
 import { BackendType, decodeDataRow, decodeErrorFields, decodeReadyForQuery, type TransactionStatus } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter, PayloadReader } from '../../../src/protocol/writer.ts';
@@ -46,8 +46,8 @@ function functionCall(oid: number): Buffer {
 class Client {
   private readonly builder: RequestBuilder;
 
-  constructor(router: ClientRouting | null = null) {
-    this.builder = new RequestBuilder(new SessionEffectsCache(), router === null ? undefined : (sql) => router.statementCommand(sql));
+  constructor(router: ClientRouting | null = null, options: RequestBuilderOptions = {}) {
+    this.builder = new RequestBuilder(new SessionEffectsCache(), router === null ? undefined : (sql) => router.statementCommand(sql), options);
   }
 
   /** Feeds messages; returns the one request they complete. */
@@ -536,4 +536,22 @@ test('with splitting off, SET ambassador.retry reaches the server and still take
   assert.equal(router.retry, true);
   router.applyDirectives(client.query('SET ambassador.route = replica'));
   assert.equal(router.route, 'auto', 'routing directives need the parser');
+});
+
+test('pool.cacheUnnamedStatements: directives stay unnamed and answered here; a refusal leaves the shared unnamed statement', () => {
+  const router = routing();
+  const client = new Client(router, { cacheUnnamed: true });
+  const select = client.request(parse('', 'SELECT 1'), encodeSync());
+  const [shared] = select.items;
+  assert.ok(shared?.kind === 'parse' && shared.unnamed, 'an ordinary text is shared');
+  const refused = client.request(parse('bad', "SET ambassador.route = 'x'"), parse('', 'SHOW ambassador.route'), encodeSync());
+  assert.deepEqual(answerSteps(router, refused), [{ type: 'E', code: '22023' }, { type: 'Z', status: 'I' }]);
+  const bound = client.request(bind('', ''), execute(''), encodeSync());
+  assert.equal(router.localCommand(bound, 'I'), null);
+  const [first] = bound.items;
+  assert.ok(first?.kind === 'bind' && first.serverName === shared.statement.serverName, 'still the SELECT, under its server name');
+
+  const show = client.request(parse('', 'SHOW ambassador.route'), bind('', ''), execute(''), encodeSync());
+  assert.deepEqual(answerSteps(router, show), [{ type: '1' }, { type: '2' }, { type: 'D', values: ['auto'] }, { type: 'C', tag: 'SHOW' }, { type: 'Z', status: 'I' }]);
+  assert.deepEqual(answerSteps(router, client.request(bind('', ''), execute(''), encodeSync())), [{ type: '2' }, { type: 'D', values: ['auto'] }, { type: 'C', tag: 'SHOW' }, { type: 'Z', status: 'I' }], 'bound again: still the directive');
 });

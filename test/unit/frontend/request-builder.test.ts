@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
+import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
 import { RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT } from '../../../src/frontend/statements.ts';
@@ -128,3 +128,69 @@ test('a simple Query with a bare SET ambassador.route = primary goes on, and is 
   assert.deepEqual(request!.effects, [{ kind: 'set', name: 'ambassador.route', statement: "SET ambassador.route = 'primary'" }], 'replayed as the server can take it');
 });
 
+
+test('pool.cacheUnnamedStatements: an unnamed statement is shared by what it is, parsed on a server once, hashed once per text', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
+  const parse = encodeParse('', 'SELECT $1', Buffer.from([0, 0]));
+  const portalDescribe = encodeTarget(FrontendType.Describe, 'P', '');
+  const run = (): Request => feed(builder, Buffer.concat([parse, unnamedBind, portalDescribe, execute, encodeSync()]))[0]!;
+  const first = run();
+  const [p, b] = first.items as [Extract<Item, { kind: 'parse' }>, Extract<Item, { kind: 'bind' }>];
+  assert.equal(p.kind, 'parse');
+  assert.equal(p.unnamed, true);
+  assert.match(p.statement.serverName, /^pa_[0-9a-f]{24}$/);
+  assert.deepEqual(decodeParse(p.statement.parse.subarray(5)), { name: p.statement.serverName, query: 'SELECT $1', paramTypes: Buffer.from([0, 0]) });
+  assert.equal(b.kind, 'bind');
+  assert.equal(b.serverName, p.statement.serverName, 'the Bind of the unnamed statement is renamed');
+  assert.deepEqual(b.rename, Buffer.from(`${p.statement.serverName}\0`));
+  assert.equal(first.retryable, true, 'a cached-plan error is retried: the client parsed the text just now');
+  const again = run();
+  assert.equal((again.items[0] as Extract<Item, { kind: 'parse' }>).statement, p.statement, 'the same bytes: the same statement, not hashed again');
+  assert.equal(builder.statementFor(p.statement.serverName), p.statement, 're-created from it on a server that lacks it');
+
+  // A Bind in a later request, with no Parse, is renamed too; the named statement of the same text shares it.
+  const [later] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
+  assert.equal((later!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, p.statement.serverName);
+  assert.equal(later!.retryable, false, 'it does not describe its portal again: the client may rely on an old description');
+  const [named] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT $1', Buffer.from([0, 0])), encodeSync()]));
+  assert.equal((named!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName, p.statement.serverName);
+  assert.equal((named!.items[0] as Extract<Item, { kind: 'parse' }>).unnamed, false);
+
+  // Off (the default), the same messages go as they came.
+  const plain = feed(new RequestBuilder(new SessionEffectsCache()), Buffer.concat([parse, unnamedBind, portalDescribe, execute, encodeSync()]))[0]!;
+  assert.deepEqual(plain.items.map((i) => i.kind), ['raw', 'bind', 'raw', 'raw', 'raw']);
+  assert.equal((plain.items[1] as Extract<Item, { kind: 'bind' }>).rename, null);
+  assert.equal(plain.retryable, false);
+});
+
+test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; a Bind after its Close fails on the server', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
+  const [created] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]));
+  const serverName = (created!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName;
+  assert.deepEqual(created!.items[1], { kind: 'describe', serverName }, 'described under its server name');
+  const [closed] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync()]));
+  assert.deepEqual(decodeTarget((closed!.items[0] as Extract<Item, { kind: 'raw' }>).message.subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
+  const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
+  const item = bind!.items[0] as Extract<Item, { kind: 'bind' }>;
+  assert.equal(item.rename, null);
+  assert.equal(item.unnamedParse, null, 'nothing replayed: the server answers 26000, as Postgres does after the Close');
+  // The same Parse again creates it again (the kept bytes were forgotten with it).
+  const [back] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), unnamedBind, execute, encodeSync()]));
+  assert.equal((back!.items[1] as Extract<Item, { kind: 'bind' }>).serverName, serverName);
+});
+
+test('pool.cacheUnnamedStatements: statements of earlier texts stay known for a while, not forever', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
+  const nameOf = (sql: string): string => {
+    const [request] = feed(builder, Buffer.concat([encodeParse('', sql, Buffer.from([0, 0])), unnamedBind, execute, encodeSync()]));
+    return (request!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName;
+  };
+  const first = nameOf('SELECT 0');
+  for (let i = 1; i < 64; i++) nameOf(`SELECT ${i}`);
+  assert.equal(builder.statementFor(first)?.query, 'SELECT 0', '64 texts: the first is still known');
+  nameOf('SELECT 0'); // used again: the newest
+  nameOf('SELECT 64');
+  assert.equal(builder.statementFor(first)?.query, 'SELECT 0', 'used again, so not the oldest any more');
+  for (let i = 65; i < 130; i++) nameOf(`SELECT ${i}`);
+  assert.equal(builder.statementFor(first), undefined, 'forgotten after 64 newer texts');
+});
