@@ -91,6 +91,9 @@ export interface TxnForwarderOptions {
 }
 
 const SERVER_INSPECT = typeSet('EZCS');
+/** Owed bytes are copied in front of a write up to this size; written on their own before a larger one. */
+const OWED_COPY_LIMIT = 16 * 1024;
+const NOTHING = Buffer.alloc(0);
 /** Every message type a client may send after login (Postgres ends the session on any other). */
 const FRONTEND_TYPES = typeSet('QPBEFCDHSXdcf');
 
@@ -136,6 +139,13 @@ export class TxnForwarder implements ServerSink {
   private watch: { request: Request; swallowing: boolean } | null = null;
   /** Client-bound bytes held back meanwhile (copies). */
   private held: Buffer[] | null = null;
+  /**
+   * Client-bound bytes that go out in front of the next write (say): ParseCompletes the
+   * ambassador answered, and a watched answer's released acknowledgements, travel with the
+   * server's next answer in one write instead of a write of their own. Set only while a server
+   * answer is due; paid at the latest when the server's chunk has been handled (onServerData).
+   */
+  private owed: Buffer | null = null;
   /** The FATAL error the server sent before closing (told to the client as an ERROR). */
   private serverFatal: Buffer | null = null;
   /** After a lost server: the rest of an extended-protocol exchange is skipped up to Sync. */
@@ -510,7 +520,8 @@ export class TxnForwarder implements ServerSink {
       server.write(bytes);
       this.options.garbage.account(bytes.length);
     }
-    this.flushSynthesized();
+    // A request that ends in Sync gets a ReadyForQuery at least: what was answered here goes with it.
+    this.flushSynthesized(!request.completes);
   }
 
   /** The routing reason a request sent now counts under (metrics): its lease's, or why it follows it. */
@@ -604,6 +615,7 @@ export class TxnForwarder implements ServerSink {
       this.forwardUpTo(chunk.length);
       this.chunk = null;
     }
+    if (this.owed !== null && !this.stopped) this.say(NOTHING);
     this.options.garbage.account(chunk.length);
   };
 
@@ -669,7 +681,7 @@ export class TxnForwarder implements ServerSink {
     }
     if (this.plan.synthesizedPending) {
       this.forwardUpTo(end);
-      this.flushSynthesized();
+      this.flushSynthesized(false);
     }
     return true;
   }
@@ -735,7 +747,7 @@ export class TxnForwarder implements ServerSink {
     const held = this.held;
     this.held = null;
     this.watch = null;
-    if (held !== null && held.length > 0) this.say(held.length === 1 ? held[0]! : Buffer.concat(held));
+    if (held !== null && held.length > 0) this.owe(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
   private rerunAfterRefusal(request: Request, ready: Buffer): void {
@@ -916,9 +928,18 @@ export class TxnForwarder implements ServerSink {
     if (!this.toClient(slice)) this.lease?.pause();
   }
 
-  private flushSynthesized(): void {
+  /** The ParseCompletes due now: written `now`, or owed to the next write (a server answer is due). */
+  private flushSynthesized(now: boolean): void {
     const count = this.plan.takeSynthesized();
-    if (count > 0) this.toClient(count === 1 ? PARSE_COMPLETE : Buffer.concat(Array<Buffer>(count).fill(PARSE_COMPLETE)));
+    if (count === 0) return;
+    const answers = count === 1 ? PARSE_COMPLETE : Buffer.concat(Array<Buffer>(count).fill(PARSE_COMPLETE));
+    if (this.held !== null) this.held.push(answers);
+    else if (now) this.say(answers);
+    else this.owe(answers);
+  }
+
+  private owe(bytes: Buffer): void {
+    this.owed = this.owed === null ? bytes : Buffer.concat([this.owed, bytes]);
   }
 
   /** Writes server-bound-for-client bytes, or holds a copy while a replica read is watched. */
@@ -930,8 +951,20 @@ export class TxnForwarder implements ServerSink {
 
   /** Every write to the client goes through here (bytes sent are counted). */
   private say(bytes: Buffer): boolean {
+    if (this.owed !== null) bytes = this.withOwed(bytes);
     this.options.meter.traffic.sent += bytes.length;
     return this.wire.write(bytes);
+  }
+
+  /** `bytes` behind what is owed: one buffer, unless copying `bytes` would cost more than a write. */
+  private withOwed(bytes: Buffer): Buffer {
+    const owed = this.owed!;
+    this.owed = null;
+    if (bytes.length === 0) return owed;
+    if (bytes.length <= OWED_COPY_LIMIT) return Buffer.concat([owed, bytes], owed.length + bytes.length);
+    this.options.meter.traffic.sent += owed.length;
+    this.wire.write(owed);
+    return bytes;
   }
 
   private readonly onClientDrain = (): void => {
@@ -1129,9 +1162,10 @@ function firstServerName(request: Request): string {
 }
 
 /**
- * A retried request that began with the Parse of a shared unnamed statement: the client has
- * its ParseComplete already (the ambassador answered it, the server held the statement), so
- * the retry goes without it and the preparation re-creates the statement.
+ * A retried request that began with the Parse of a shared unnamed statement: the ambassador
+ * answered that Parse (the server held the statement), and the client has its ParseComplete or
+ * gets it in front of the retry's answers (owed), so the retry goes without it and the
+ * preparation re-creates the statement.
  */
 function withoutAnsweredParse(request: Request): Request {
   return request.items[0]?.kind === 'parse' ? { ...request, items: request.items.slice(1) } : request;
