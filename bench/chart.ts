@@ -24,6 +24,7 @@ const COLORS: Record<string, string> = {
   direct: '#7f7f7f',
   ambassador: '#9ecae1',
   'ambassador-txn': '#2171b5',
+  'ambassador-txn-cached': '#08306b',
   'ambassador-split': '#6a51a3',
   pgbouncer: '#e6550d',
   'pgbouncer-session': '#fdae6b',

@@ -128,7 +128,7 @@ export function buildAmbassador(log: (line: string) => void): Promise<void> {
 export type AmbassadorPoolMode = 'session' | 'transaction';
 
 export interface AmbassadorSetup {
-  pool: { mode: AmbassadorPoolMode; size: number };
+  pool: { mode: AmbassadorPoolMode; size: number; cacheUnnamedStatements?: boolean };
   /** Read/write splitting over the primary and every replica of the cluster. */
   split?: boolean;
 }
@@ -173,7 +173,7 @@ export async function spawnAmbassador(context: TargetContext, name: string, setu
   });
   const supervised = supervise(child, name, dir, context.log);
   const { pool } = setup;
-  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
+  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${pool.cacheUnnamedStatements ? ', pool.cacheUnnamedStatements=true' : ''}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
   const ports = await awaitOutput(child, supervised, name, (output) => {
     const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(output)?.[1];
@@ -212,6 +212,20 @@ const ambassadorTransaction: TargetSpec = {
   serverConnections: (context) => context.poolSize,
   prepare: buildAmbassador,
   start: (context) => spawnAmbassador(context, 'ambassador-txn', { pool: { mode: 'transaction', size: context.poolSize } }),
+};
+
+const ambassadorTransactionCached: TargetSpec = {
+  name: 'ambassador-txn-cached',
+  description:
+    'ambassador-txn with pool.cacheUnnamedStatements (unnamed statements kept on servers, shared by text, as PgDog\'s extended_anonymous); ' +
+    'by default only with -M extended and select-only, the one case where it changes what runs (-M simple sends no Parse, -M prepared names its statements)',
+  defaultModes: ['extended'],
+  supportedModes: QUERY_MODES,
+  workloadKinds: ['plain'],
+  onlyWorkloads: ['select-only'],
+  serverConnections: (context) => context.poolSize,
+  prepare: buildAmbassador,
+  start: (context) => spawnAmbassador(context, 'ambassador-txn-cached', { pool: { mode: 'transaction', size: context.poolSize, cacheUnnamedStatements: true } }),
 };
 
 const ambassadorSplit: TargetSpec = {
@@ -268,7 +282,7 @@ const nodePipe: TargetSpec = {
 };
 
 /** Every target the bench knows, in run order within a round; the first selected is the baseline. */
-export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorSplit, pgbouncerTransaction, pgbouncerSession, nodePipe];
+export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorTransactionCached, ambassadorSplit, pgbouncerTransaction, pgbouncerSession, nodePipe];
 
 /** The target latency is "added over" in the 1-client comparisons. */
 export const LATENCY_REFERENCE = 'direct';
@@ -290,6 +304,8 @@ export const COMPARISONS: readonly Comparison[] = [
     denominator: 'pgbouncer-session',
     note: 'transaction vs session pooling: PgBouncer 1.18 cannot run prepared statements in transaction mode',
   },
+  { numerator: 'ambassador-txn-cached', denominator: 'pgbouncer', note: 'pool.cacheUnnamedStatements: Postgres binds unnamed statements it parsed once (PgBouncer sends every Parse)' },
+  { numerator: 'ambassador-txn-cached', denominator: 'ambassador-txn', note: 'what pool.cacheUnnamedStatements changes' },
   { numerator: 'ambassador-txn', denominator: 'node-pipe', note: "what the ambassador adds to Node's floor (a bare byte pipe, no pooling)" },
   { numerator: 'node-pipe', denominator: 'pgbouncer', note: "Node's floor vs PgBouncer (transaction pooling)" },
   { numerator: 'node-pipe', denominator: 'pgbouncer-session', note: "Node's floor vs PgBouncer (session pooling)" },
