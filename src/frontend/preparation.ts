@@ -15,8 +15,6 @@ export interface PreparationContext {
   canSyncState: boolean;
   /** Most statements a server connection keeps. */
   capacity: number;
-  /** The client's statement with this server name, if it prepared one. */
-  statementFor: (serverName: string) => ClientStatement | undefined;
   /** The unnamed statement the request binds was re-created on this server already (by the preparation just done). */
   unnamedReplayed?: boolean;
 }
@@ -89,13 +87,10 @@ function missingStatements(server: BackendConnection, request: Request, context:
   for (const item of request.items) {
     if (item.kind === 'parse') created.add(item.statement.serverName);
     if (item.kind === 'bind' && item.unnamedParse && !context.unnamedReplayed) missing.push(item.unnamedParse);
-    const name = heldName(item);
-    if (name === null || created.has(name) || server.statements.has(name)) continue;
-    const known = context.statementFor(name);
-    if (known) {
-      missing.push(known.parse);
-      created.add(name);
-    }
+    const source = item.kind === 'bind' || item.kind === 'describe' ? item.source : null;
+    if (source === null || created.has(source.serverName) || server.statements.has(source.serverName)) continue;
+    missing.push(source.parse);
+    created.add(source.serverName);
   }
   return missing;
 }

@@ -21,11 +21,12 @@ export type Item =
   | { kind: 'parse'; statement: ClientStatement; unnamed: boolean }
   /**
    * A Bind of the unnamed statement goes as it came (serverName null); one of a statement the
-   * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout);
-   * one of a name the ambassador does not know goes as it came too (rename null).
+   * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout;
+   * `source`: the statement, re-created from it on a server that lacks it); one of a name the
+   * ambassador does not know goes as it came too (rename and source null).
    */
-  | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; unnamedParse: Buffer | null } & BindLayout)
-  | { kind: 'describe'; serverName: string };
+  | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & BindLayout)
+  | { kind: 'describe'; serverName: string; source: ClientStatement | null };
 
 /**
  * What the ambassador answers for one message of an extended-protocol request made only of its
@@ -83,8 +84,6 @@ const SYNC_STEP: LocalStep = Object.freeze({ kind: 'sync' });
 const NOTHING_LOCAL = (): null => null;
 /** A retained unnamed Parse is copied out of a client chunk larger than this (the chunk would stay alive with it). */
 const RETAIN_WHOLE_CHUNK = 4096;
-/** Shared unnamed statements a client's later requests can still re-create on a server (see recentUnnamed). */
-const RECENT_UNNAMED = 64;
 
 export interface RequestBuilderOptions {
   /**
@@ -111,14 +110,6 @@ export class RequestBuilder {
    */
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
-  /** The same statements by server name (several client names may share one). */
-  private readonly byServerName = new Map<string, ClientStatement>();
-  /**
-   * The last shared unnamed statements, by server name, oldest first: what a request already
-   * built (or retried) may bind after the client parsed other texts. Bounded, unlike
-   * byServerName: a client may run any number of texts as unnamed statements.
-   */
-  private readonly recentUnnamed = new Map<string, ClientStatement>();
   private readonly cacheUnnamed: boolean;
   private unnamedParse: Buffer | null = null;
   /**
@@ -165,11 +156,6 @@ export class RequestBuilder {
   /** Whether a request is partly assembled (messages received, no Sync yet). */
   get pending(): boolean {
     return this.current.length > 0;
-  }
-
-  /** A statement this client prepared, by its server name (for re-creating it elsewhere). */
-  statementFor(serverName: string): ClientStatement | undefined {
-    return this.byServerName.get(serverName) ?? this.recentUnnamed.get(serverName);
   }
 
   /**
@@ -336,9 +322,6 @@ export class RequestBuilder {
         const shared: Prepared = { text: parse.query, effects, shared: statement, local: null };
         this.unnamedShared = shared;
         this.statements.set('', shared);
-        this.recentUnnamed.delete(statement.serverName); // moved to the end: the newest
-        this.recentUnnamed.set(statement.serverName, statement);
-        if (this.recentUnnamed.size > RECENT_UNNAMED) this.recentUnnamed.delete(this.recentUnnamed.keys().next().value!);
         return this.pushParse(statement, true);
       }
       // The ambassador's own statements stay unnamed (answered here, or placeholders on a server).
@@ -351,7 +334,6 @@ export class RequestBuilder {
     const statement = clientStatement(parse, payload);
     this.changing(this.statements, parse.name);
     this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
-    this.byServerName.set(statement.serverName, statement);
     return this.pushParse(statement, false);
   }
 
@@ -382,17 +364,17 @@ export class RequestBuilder {
     const shared = prepared?.shared;
     if (statement === '' && !shared) {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, unnamedParse });
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, source: null, unnamedParse });
       this.currentBytes += message.length;
       return null;
     }
     if (shared) {
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, unnamedParse: null });
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, source: shared, unnamedParse: null });
       this.currentBytes += message.length; // it holds the client's bytes until it is sent
     } else {
       // A name the ambassador does not know goes as it is: the server answers 26000 as Postgres
       // would, or runs what the session prepared with SQL PREPARE (a pinned session).
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: statement, rename: null, unnamedParse: null });
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: statement, rename: null, source: null, unnamedParse: null });
       this.currentBytes += message.length;
     }
     return null;
@@ -411,7 +393,8 @@ export class RequestBuilder {
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
       this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
-      this.current.push({ kind: 'describe', serverName: this.statements.get(name)?.shared?.serverName ?? name });
+      const source = this.statements.get(name)?.shared ?? null;
+      this.current.push({ kind: 'describe', serverName: source?.serverName ?? name, source });
       this.currentBytes += ITEM_BYTES_RENAMED;
     } else if (this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.

@@ -243,7 +243,8 @@ export class TxnForwarder implements ServerSink {
   private readonly pumpLater = (): void => this.pump();
 
   private pump(): void {
-    if (this.busy || this.stopped) return;
+    // While a retried request's error is being swallowed, nothing may go behind it (watchRetry).
+    if (this.busy || this.stopped || this.retry?.phase === 'swallow') return;
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready.first!;
@@ -452,7 +453,6 @@ export class TxnForwarder implements ServerSink {
       syncStatements: state.syncStatements,
       canSyncState: this.inFlight === 0 && this.status === 'I',
       capacity: this.options.statementCapacity,
-      statementFor: (name) => this.requests.statementFor(name),
       unnamedReplayed,
     });
   }
@@ -511,6 +511,8 @@ export class TxnForwarder implements ServerSink {
       this.unsynced = true;
     }
     if (request.retryable && this.status === 'I' && planWasEmpty) this.retry = { request, phase: 'watch' };
+    // A request sent behind a watched one: a retry would clear the plan, and the answers of this one with it.
+    else if (this.retry !== null) this.retry = null;
     if (first && request.completes && this.watchesFirstAnswer(request)) {
       this.watch = { request, swallowing: false };
       this.held = [];
@@ -785,13 +787,19 @@ export class TxnForwarder implements ServerSink {
       if (type === BackendType.ReadyForQuery) {
         this.retry = null;
         this.status = decodeReadyForQuery(payload!);
-        // Forget it so the retry re-creates it (closing the outdated one first).
-        this.lease!.statements.delete(firstServerName(retry.request));
+        // Which of its statements failed is not known: every one it uses is closed and created again.
+        const lease = this.lease!;
+        for (const name of serverNamesOf(retry.request)) {
+          lease.statements.delete(name);
+          lease.staleStatements.add(name);
+        }
         this.inFlight--;
         this.options.meter.dropped();
         this.plan.clear();
-        this.ready.unshift(withoutAnsweredParse(retry.request));
-        this.queuedBytes += retry.request.bytes;
+        const again = retriedOnce(retry.request);
+        if (this.admitted === retry.request) this.admitted = again; // its turn under the rate limit was taken
+        this.ready.unshift(again);
+        this.queuedBytes += again.bytes;
         queueMicrotask(() => this.pump());
       }
       return true;
@@ -1155,18 +1163,24 @@ function isChoice(value: BackendConnection | Choice): value is Choice {
   return 'reason' in value;
 }
 
-function firstServerName(request: Request): string {
-  const first = request.items[0];
-  if (first?.kind === 'parse') return first.statement.serverName;
-  return first?.kind === 'bind' && first.serverName !== null ? first.serverName : '';
+/** The shared statements a request parses, binds or describes (server names). */
+function serverNamesOf(request: Request): Set<string> {
+  const names = new Set<string>();
+  for (const item of request.items) {
+    if (item.kind === 'parse') names.add(item.statement.serverName);
+    else if ((item.kind === 'bind' || item.kind === 'describe') && item.source !== null) names.add(item.source.serverName);
+  }
+  return names;
 }
 
 /**
- * A retried request that began with the Parse of a shared unnamed statement: the ambassador
- * answered that Parse (the server held the statement), and the client has its ParseComplete or
- * gets it in front of the retry's answers (owed), so the retry goes without it and the
- * preparation re-creates the statement.
+ * A request to run once more after a cached-plan error (and not again). The Parses it began
+ * with were answered by the ambassador (the first answer from the server was the error, so the
+ * server held each of them): the client has their ParseCompletes, or gets them in front of the
+ * retry's answers (owed), so they are left out; the Binds re-create their statements.
  */
-function withoutAnsweredParse(request: Request): Request {
-  return request.items[0]?.kind === 'parse' ? { ...request, items: request.items.slice(1) } : request;
+function retriedOnce(request: Request): Request {
+  let answered = 0;
+  while (request.items[answered]?.kind === 'parse') answered++;
+  return { ...request, items: answered === 0 ? request.items : request.items.slice(answered), retryable: false };
 }

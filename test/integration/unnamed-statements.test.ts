@@ -147,6 +147,28 @@ describe('pool.cacheUnnamedStatements', () => {
       raw.write([...unnamedRun('select * from pa_unnamed_raw'), ...unnamedRun('select 2')]);
       assert.deepEqual(summarize(await raw.readUntil('Z')), ONE_ROW);
       assert.deepEqual(summarize(await raw.readUntil('Z')), ONE_ROW);
+
+      // Two Parses answered here, then the failing Bind: the retry leaves both out.
+      raw.write(unnamedRun('select 1'));
+      assert.deepEqual(summarize(await raw.readUntil('Z')), ONE_ROW, 'held now, under the server name s1 will share');
+      await direct('alter table pa_unnamed_raw add column c int default 8');
+      const [parse, ...rest] = unnamedRun('select * from pa_unnamed_raw');
+      raw.write([parse!, encodeParse('s1', 'select 1', Buffer.from([0, 0])), ...rest]);
+      const two = await raw.readUntil('Z');
+      assert.deepEqual(summarize(two), ['1', ...ONE_ROW], 'one ParseComplete for each Parse');
+      assert.equal(two.find((m) => m.type === 'D')!.payload.readUInt16BE(0), 3);
+
+      // A run pipelined behind the failing one: no retry (its answers would be lost with the
+      // plan); the first gets 0A000 once, the second its rows, and the next run works.
+      await direct('alter table pa_unnamed_raw add column d int default 9');
+      raw.write([...unnamedRun('select * from pa_unnamed_raw'), ...unnamedRun('select 3')]);
+      const failed = [await raw.nextMessage(), await raw.nextMessage(), await raw.nextMessage()];
+      assert.deepEqual(summarize(failed), ['1', 'E(ERROR 0A000)', 'Z(I)']);
+      assert.deepEqual(summarize(await raw.readUntil('Z')), ONE_ROW);
+      raw.write(unnamedRun('select * from pa_unnamed_raw'));
+      const four = await raw.readUntil('Z');
+      assert.deepEqual(summarize(four), ONE_ROW);
+      assert.equal(four.find((m) => m.type === 'D')!.payload.readUInt16BE(0), 4);
     } finally {
       raw.destroy();
     }

@@ -33,8 +33,8 @@ function bind(statement: string): Buffer {
 }
 
 const noTypes = Buffer.from([0, 0]);
-function context(builder: RequestBuilder, overrides: Partial<PreparationContext> = {}): PreparationContext {
-  return { stateKey: '', syncStatements: [], canSyncState: true, capacity: 10, statementFor: (n) => builder.statementFor(n), ...overrides };
+function context(_builder: RequestBuilder, overrides: Partial<PreparationContext> = {}): PreparationContext {
+  return { stateKey: '', syncStatements: [], canSyncState: true, capacity: 10, ...overrides };
 }
 
 test('nothing to do: null', () => {

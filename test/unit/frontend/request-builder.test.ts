@@ -146,11 +146,12 @@ test('pool.cacheUnnamedStatements: an unnamed statement is shared by what it is,
   assert.equal(first.retryable, true, 'a cached-plan error is retried: the client parsed the text just now');
   const again = run();
   assert.equal((again.items[0] as Extract<Item, { kind: 'parse' }>).statement, p.statement, 'the same bytes: the same statement, not hashed again');
-  assert.equal(builder.statementFor(p.statement.serverName), p.statement, 're-created from it on a server that lacks it');
+  assert.equal(b.source, p.statement, 're-created from it on a server that lacks it');
 
   // A Bind in a later request, with no Parse, is renamed too; the named statement of the same text shares it.
   const [later] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
   assert.equal((later!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, p.statement.serverName);
+  assert.equal((later!.items[0] as Extract<Item, { kind: 'bind' }>).source, p.statement);
   assert.equal(later!.retryable, false, 'it does not describe its portal again: the client may rely on an old description');
   const [named] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT $1', Buffer.from([0, 0])), encodeSync()]));
   assert.equal((named!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName, p.statement.serverName);
@@ -166,8 +167,9 @@ test('pool.cacheUnnamedStatements: an unnamed statement is shared by what it is,
 test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; a Bind after its Close fails on the server', () => {
   const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
   const [created] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]));
-  const serverName = (created!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName;
-  assert.deepEqual(created!.items[1], { kind: 'describe', serverName }, 'described under its server name');
+  const { statement } = created!.items[0] as Extract<Item, { kind: 'parse' }>;
+  const serverName = statement.serverName;
+  assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement }, 'described under its server name');
   const [closed] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync()]));
   assert.deepEqual(decodeTarget((closed!.items[0] as Extract<Item, { kind: 'raw' }>).message.subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
   const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
@@ -179,18 +181,14 @@ test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; 
   assert.equal((back!.items[1] as Extract<Item, { kind: 'bind' }>).serverName, serverName);
 });
 
-test('pool.cacheUnnamedStatements: statements of earlier texts stay known for a while, not forever', () => {
+test('pool.cacheUnnamedStatements: each request carries the statements it binds, however many texts the client parsed after it', () => {
   const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
-  const nameOf = (sql: string): string => {
-    const [request] = feed(builder, Buffer.concat([encodeParse('', sql, Buffer.from([0, 0])), unnamedBind, execute, encodeSync()]));
-    return (request!.items[0] as Extract<Item, { kind: 'parse' }>).statement.serverName;
-  };
-  const first = nameOf('SELECT 0');
-  for (let i = 1; i < 64; i++) nameOf(`SELECT ${i}`);
-  assert.equal(builder.statementFor(first)?.query, 'SELECT 0', '64 texts: the first is still known');
-  nameOf('SELECT 0'); // used again: the newest
-  nameOf('SELECT 64');
-  assert.equal(builder.statementFor(first)?.query, 'SELECT 0', 'used again, so not the oldest any more');
-  for (let i = 65; i < 130; i++) nameOf(`SELECT ${i}`);
-  assert.equal(builder.statementFor(first), undefined, 'forgotten after 64 newer texts');
+  const chunk = Buffer.concat(Array.from({ length: 200 }, (_, i) => [encodeParse('', `SELECT ${i}`, Buffer.from([0, 0])), encodeSync(), unnamedBind, execute, encodeSync()]).flat());
+  const built = feed(builder, chunk);
+  assert.equal(built.length, 400);
+  for (let i = 0; i < 200; i++) {
+    const bind = built[2 * i + 1]!.items[0] as Extract<Item, { kind: 'bind' }>;
+    assert.equal(bind.source?.query, `SELECT ${i}`, `request ${2 * i + 1}`);
+    assert.equal(bind.serverName, bind.source!.serverName);
+  }
 });
