@@ -285,14 +285,9 @@ export class RequestBuilder {
       this.currentTexts?.push(this.unnamedText!);
       this.parseStep(this.unnamedCommand, '');
       const shared = this.unnamedShared;
-      if (shared !== null) {
-        // Not decoded, hashed or copied again; put back under '' if the client closed it.
-        if (this.statements.get('') !== shared) {
-          this.changing(this.statements, '');
-          this.statements.set('', shared);
-        }
-        return this.pushParse(shared.shared!, true);
-      }
+      // Not decoded, hashed or copied again (still the client's unnamed statement: a Close of it,
+      // or anything else that replaces it, clears unnamedShared with it).
+      if (shared !== null) return this.pushParse(shared.shared!, true);
       this.unnamedInExchange = true;
       this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
       return null;

@@ -64,3 +64,12 @@ let uses = 0;
 export function touchStatement(server: BackendConnection, name: string): void {
   server.statements.set(name, ++uses);
 }
+
+/**
+ * The server holds the statement in an outdated form (its result type changed): it is no longer
+ * counted as held, and is closed before it is created there again (preparation.ts).
+ */
+export function markStale(server: BackendConnection, name: string): void {
+  server.statements.delete(name);
+  server.staleStatements.add(name);
+}

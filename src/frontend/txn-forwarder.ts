@@ -59,7 +59,7 @@ import { ResponsePlan, type PlanEntry } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
 import { Outgoing } from './outgoing.ts';
-import { touchStatement } from './statements.ts';
+import { markStale, touchStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 import type { RequestMeter } from './request-meter.ts';
@@ -696,8 +696,7 @@ export class TxnForwarder implements ServerSink {
   private noteStaleStatement(payload: Buffer): void {
     const entry = this.plan.current;
     if (entry?.kind !== 'bind' || entry.statement === undefined || this.lease === null || !isCachedPlanError(payload)) return;
-    this.lease.statements.delete(entry.statement);
-    this.lease.staleStatements.add(entry.statement);
+    markStale(this.lease, entry.statement);
   }
 
   /**
@@ -788,11 +787,7 @@ export class TxnForwarder implements ServerSink {
         this.retry = null;
         this.status = decodeReadyForQuery(payload!);
         // Which of its statements failed is not known: every one it uses is closed and created again.
-        const lease = this.lease!;
-        for (const name of serverNamesOf(retry.request)) {
-          lease.statements.delete(name);
-          lease.staleStatements.add(name);
-        }
+        for (const name of serverNamesOf(retry.request)) markStale(this.lease!, name);
         this.inFlight--;
         this.options.meter.dropped();
         this.plan.clear();

@@ -33,14 +33,14 @@ function bind(statement: string): Buffer {
 }
 
 const noTypes = Buffer.from([0, 0]);
-function context(_builder: RequestBuilder, overrides: Partial<PreparationContext> = {}): PreparationContext {
+function context(overrides: Partial<PreparationContext> = {}): PreparationContext {
   return { stateKey: '', syncStatements: [], canSyncState: true, capacity: 10, ...overrides };
 }
 
 test('nothing to do: null', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const [request] = requests(builder, encodeParse('s1', 'select 1', noTypes), encodeSync());
-  assert.equal(preparationFor(server(), request!, context(builder)), null);
+  assert.equal(preparationFor(server(), request!, context()), null);
 });
 
 test('a statement prepared earlier is re-created where the client lands, closed first in case it is outdated', () => {
@@ -48,19 +48,19 @@ test('a statement prepared earlier is re-created where the client lands, closed 
   const [first] = requests(builder, encodeParse('s1', 'select 1', noTypes), encodeSync());
   const serverName = first!.items[0]!.kind === 'parse' ? first!.items[0]!.statement.serverName : '';
   const [second] = requests(builder, bind('s1'), encodeSync());
-  const plan = preparationFor(server(), second!, context(builder))!;
+  const plan = preparationFor(server(), second!, context())!;
   assert.deepEqual(plan.created, [serverName]);
   assert.equal(plan.readies, 1);
   assert.deepEqual(plan.messages.map((m) => String.fromCharCode(m[0]!)), ['C', 'P', 'S']);
   assert.deepEqual(decodeTarget(plan.messages[0]!.subarray(5)), { kind: 'S', name: serverName });
   assert.equal(decodeParse(plan.messages[1]!.subarray(5)).name, serverName);
-  assert.equal(preparationFor(server([serverName]), second!, context(builder)), null, 'the server holds it');
+  assert.equal(preparationFor(server([serverName]), second!, context()), null, 'the server holds it');
 });
 
 test('settings are replayed only when they differ and may be replayed now', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const [request] = requests(builder, encodeSync());
-  const ctx = context(builder, { stateKey: 'k', syncStatements: ['set a = 1'] });
+  const ctx = context({ stateKey: 'k', syncStatements: ['set a = 1'] });
   const plan = preparationFor(server([], ''), request!, ctx)!;
   assert.equal(plan.syncsState, true);
   assert.equal(plan.readies, 1);
@@ -72,7 +72,7 @@ test('settings are replayed only when they differ and may be replayed now', () =
 test('a full cache makes room (least recently used first), keeping what the request needs', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const [request] = requests(builder, encodeParse('new', 'select 2', noTypes), encodeSync());
-  const plan = preparationFor(server(['old1', 'old2', 'old3']), request!, context(builder, { capacity: 3 }))!;
+  const plan = preparationFor(server(['old1', 'old2', 'old3']), request!, context({ capacity: 3 }))!;
   assert.deepEqual(plan.evicted, ['old1']);
   assert.deepEqual(plan.messages.map((m) => String.fromCharCode(m[0]!)), ['C', 'S']);
 });
@@ -82,14 +82,14 @@ test('a statement used again is the last to be closed', () => {
   const [request] = requests(builder, encodeParse('new', 'select 2', noTypes), encodeSync());
   const full = server(['old1', 'old2', 'old3']);
   touchStatement(full, 'old1');
-  assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 3 }))!.evicted, ['old2']);
+  assert.deepEqual(preparationFor(full, request!, context({ capacity: 3 }))!.evicted, ['old2']);
   touchStatement(full, 'old2');
-  assert.deepEqual(preparationFor(full, request!, context(builder, { capacity: 2 }))!.evicted, ['old3', 'old1']);
+  assert.deepEqual(preparationFor(full, request!, context({ capacity: 2 }))!.evicted, ['old3', 'old1']);
   const five = server(['a', 'b', 'c', 'd', 'e']);
   for (const name of ['c', 'a', 'e']) touchStatement(five, name);
   // Oldest first: b, d, c, a, e.
-  assert.deepEqual(preparationFor(five, request!, context(builder, { capacity: 3 }))!.evicted, ['b', 'd', 'c']);
-  assert.deepEqual(preparationFor(five, request!, context(builder, { capacity: 1 }))!.evicted, ['b', 'd', 'c', 'a', 'e']);
+  assert.deepEqual(preparationFor(five, request!, context({ capacity: 3 }))!.evicted, ['b', 'd', 'c']);
+  assert.deepEqual(preparationFor(five, request!, context({ capacity: 1 }))!.evicted, ['b', 'd', 'c', 'a', 'e']);
 });
 
 test('a Bind of a name the client never prepared needs nothing from the server, and is not renamed', () => {
@@ -98,7 +98,7 @@ test('a Bind of a name the client never prepared needs nothing from the server, 
   const item = request!.items[0]!;
   assert.equal(item.kind === 'bind' && item.rename, null);
   assert.equal(request!.retryable, false, 'the ambassador could not re-create it');
-  assert.equal(preparationFor(server(), request!, context(builder)), null);
+  assert.equal(preparationFor(server(), request!, context()), null);
 });
 
 test('making room never closes a statement the same request executes', () => {
@@ -107,7 +107,7 @@ test('making room never closes a statement the same request executes', () => {
   const x = first!.items[0]!.kind === 'parse' ? first!.items[0]!.statement.serverName : '';
   // The server is full with x; the request executes x and prepares y.
   const [request] = requests(builder, bind('x'), encodeParse('y', 'select 2', noTypes), encodeSync());
-  assert.equal(preparationFor(server([x]), request!, context(builder, { capacity: 1 })), null, 'nothing may be closed: it goes as it is');
-  const plan = preparationFor(server(['z', x]), request!, context(builder, { capacity: 2 }))!;
+  assert.equal(preparationFor(server([x]), request!, context({ capacity: 1 })), null, 'nothing may be closed: it goes as it is');
+  const plan = preparationFor(server(['z', x]), request!, context({ capacity: 2 }))!;
   assert.deepEqual(plan.evicted, ['z']);
 });
