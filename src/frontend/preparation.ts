@@ -72,12 +72,12 @@ export function readyAsItIs(server: BackendConnection, request: Request, unnamed
 }
 
 /**
- * The server statement an item relies on: a Bind's when it is renamed (a Bind of the unnamed
- * statement, or of a name the ambassador does not know, goes as it came), a Describe's.
+ * The shared server statement a Bind or Describe relies on; none for one that goes as it came
+ * (the unnamed statement, a name the ambassador does not know) or names a statement the client
+ * never prepared.
  */
 function heldName(item: Item): string | null {
-  if (item.kind === 'bind') return item.rename === null ? null : item.serverName;
-  return item.kind === 'describe' ? item.serverName : null;
+  return (item.kind === 'bind' || item.kind === 'describe') && item.source !== null ? item.source.serverName : null;
 }
 
 /** Parse messages the request relies on (Bind, Describe) that the server does not hold. */

@@ -9,7 +9,7 @@ import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
-import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName } from './statements.ts';
+import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES } from './statements.ts';
 
 /**
  * One message of a pending request, before it is bound to a server. A `message` is the whole
@@ -23,7 +23,8 @@ export type Item =
    * A Bind of the unnamed statement goes as it came (serverName null); one of a statement the
    * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout;
    * `source`: the statement, re-created from it on a server that lacks it); one of a name the
-   * ambassador does not know goes as it came too (rename and source null).
+   * ambassador does not know goes as it came too (rename and source null), unless the client
+   * cannot have prepared it (MISSING_STATEMENT: renamed, source null).
    */
   | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & BindLayout)
   | { kind: 'describe'; serverName: string; source: ClientStatement | null };
@@ -357,6 +358,13 @@ export class RequestBuilder {
     if (prepared?.local && bindsNothing(payload, restOffset)) this.local(BIND_STEP);
     else this.notLocal();
     const shared = prepared?.shared;
+    if (prepared === undefined && this.neverPrepared(statement)) {
+      // Postgres answers 26000; so does the server, for a name nothing has (not for the client's:
+      // another client may have left a statement of that name on the server connection).
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: MISSING_STATEMENT, rename: MISSING_STATEMENT_BYTES, source: null, unnamedParse: null });
+      this.currentBytes += message.length;
+      return null;
+    }
     if (statement === '' && !shared) {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
       this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, source: null, unnamedParse });
@@ -380,18 +388,26 @@ export class RequestBuilder {
     if (target === null) return this.unreadable(type, payload);
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
-    if (kind === 'P' || (name === '' && !this.statements.get('')?.shared)) {
+    const missing = kind === 'S' && this.neverPrepared(name);
+    if (kind === 'P' || (name === '' && !missing && !this.statements.get('')?.shared)) {
       if (kind === 'P' && type === FrontendType.Close) {
         this.changing(this.portals, name);
         this.portals.delete(name);
+      } else if (type === FrontendType.Close) {
+        // The client's own unnamed statement, closed on the lease: gone for the client too (a
+        // Bind of it fails, as in Postgres, instead of replaying its Parse).
+        this.changing(this.statements, '');
+        this.changingUnnamed();
+        this.forgetUnnamed();
       }
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
       this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
     } else if (type === FrontendType.Describe) {
-      const source = this.statements.get(name)?.shared ?? null;
-      this.current.push({ kind: 'describe', serverName: source?.serverName ?? name, source });
+      // Of a statement the client never prepared: the server answers 26000 (see onBind).
+      const source = missing ? null : (this.statements.get(name)?.shared ?? null);
+      this.current.push({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source });
       this.currentBytes += ITEM_BYTES_RENAMED;
-    } else if (this.statements.has(name) || isServerStatementName(name)) {
+    } else if (missing || this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.
       // (Nor is a statement of the ambassador's own naming closed for a client that names it.)
       this.changing(this.statements, name);
@@ -407,6 +423,15 @@ export class RequestBuilder {
       this.pushRaw(type, whole ?? frameMessage(type, payload), CLOSE);
     }
     return null;
+  }
+
+  /**
+   * Whether the client has no statement `name` that a server may hold for it: no unnamed one
+   * (never parsed, or closed), or a name of the ambassador's form it did not prepare. Any other
+   * unknown name may be the session's own (SQL PREPARE, which pins it to its server).
+   */
+  private neverPrepared(name: string): boolean {
+    return name === '' ? this.unnamedParse === null : !this.statements.has(name) && isServerStatementName(name);
   }
 
   /** The answer to a Describe or Close of a statement or portal the ambassador answers for. */
@@ -470,7 +495,7 @@ export class RequestBuilder {
     // that relies on its cached row description (postgres.js) must see the error instead.
     // A shared unnamed statement is one the client just parsed: whatever it expects of it, it
     // expects of the text, as it would get from a server that parsed it again.
-    const retryable = completes && ((first.kind === 'bind' && first.rename !== null && describesPortal(items)) || (first.kind === 'parse' && first.unnamed));
+    const retryable = completes && ((first.kind === 'bind' && first.source !== null && describesPortal(items)) || (first.kind === 'parse' && first.unnamed));
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
 }

@@ -53,6 +53,16 @@ export function clientStatement(parse: ParseMessage, payload: Buffer): ClientSta
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */
 export const CLOSED_STATEMENT = `${SERVER_NAME_PREFIX}closed`;
 
+/**
+ * A name no statement has, for a Bind or Describe of a statement the client never prepared (the
+ * unnamed one, or a name of the ambassador's form): the server answers 26000 with this name in
+ * its message, where passing the client's name on could reach what another client left on the
+ * server connection.
+ */
+export const MISSING_STATEMENT = `${SERVER_NAME_PREFIX}not_prepared_by_this_client`;
+/** MISSING_STATEMENT as a Bind carries it. */
+export const MISSING_STATEMENT_BYTES = Buffer.from(`${MISSING_STATEMENT}\0`);
+
 /** Uses so far, across servers: a statement's last use orders it among its server's. */
 let uses = 0;
 

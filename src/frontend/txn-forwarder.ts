@@ -572,9 +572,10 @@ export class TxnForwarder implements ServerSink {
           out.add(item.message);
           plan.add(PLAIN_BIND);
         } else {
-          touchStatement(server, item.serverName!);
+          // Without a source, it names a statement nothing has (the client never prepared it).
+          if (item.source !== null) touchStatement(server, item.serverName!);
           out.addRenamedBind(item, item.rename);
-          plan.add({ kind: 'bind', statement: item.serverName! });
+          plan.add(item.source === null ? PLAIN_BIND : { kind: 'bind', statement: item.serverName! });
         }
         return;
       case 'describe':

@@ -31,6 +31,7 @@ import { eventually, freePort, getTopology, type Topology } from '../support/top
 import { loginScram, summarize, type RawClient } from '../support/raw-client.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
+import { MISSING_STATEMENT, serverStatementName } from '../../src/frontend/statements.ts';
 import { CLIENT_PASSWORD } from '../support/ambassador.ts';
 
 const DB = 'pa_txn_pool';
@@ -637,6 +638,50 @@ describe('statements the ambassador does not hold', () => {
       assert.deepEqual((await raw.readUntil('Z')).map((m) => m.type), ['C', 'Z'], 'its name is free again (not 42P05)');
       raw.write([encodeQuery('deallocate mine')]);
       await raw.readUntil('Z');
+    }));
+});
+
+describe('statements a client never prepared', () => {
+  // On a pool of one, client A leaves a statement on the server; client B, on the same server
+  // connection, names it without having prepared it. A direct connection would answer 26000, and
+  // so must the ambassador, not run or describe A's statement.
+  async function afterAnotherClient(cacheUnnamedStatements: boolean, body: (raw: RawClient) => Promise<void>): Promise<void> {
+    const { amb } = await txnAmbassador({ size: 1, cacheUnnamedStatements });
+    const a = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    const b = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      a.write(unnamedRun('select 42 as left_behind'));
+      assert.deepEqual(summarize(await a.readUntil('Z')), ['1', '2', 'T', 'D', 'C', 'Z(I)']);
+      await body(b);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  }
+
+  /** The answer to `messages`: 26000 naming a statement nothing has, then ReadyForQuery. */
+  async function refused(raw: RawClient, messages: Buffer[]): Promise<void> {
+    raw.write(messages);
+    const answer = [await raw.nextMessage(), await raw.nextMessage()];
+    assert.deepEqual(summarize(answer), ['E(ERROR 26000)', 'Z(I)']);
+    assert.match(answer[0]!.error!.message, new RegExp(`prepared statement "${MISSING_STATEMENT}" does not exist`));
+  }
+
+  test('a Bind or Describe of the unnamed statement by a client that never parsed one gets 26000', () =>
+    afterAnotherClient(false, async (b) => {
+      await refused(b, [bind('', []), execute(), encodeSync()]);
+      await refused(b, [encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]);
+      b.write(unnamedRun('select 7 as own'));
+      assert.deepEqual(summarize(await b.readUntil('Z')), ['1', '2', 'T', 'D', 'C', 'Z(I)'], 'its own unnamed statement works');
+    }));
+
+  test('pool.cacheUnnamedStatements: a Bind or Describe of another client’s shared statement by its server name gets 26000', () =>
+    afterAnotherClient(true, async (b) => {
+      const shared = serverStatementName(Buffer.concat([Buffer.from('select 42 as left_behind\0'), Buffer.from([0, 0])]));
+      await refused(b, [bind(shared, []), execute(), encodeSync()]);
+      await refused(b, [encodeTarget(FrontendType.Describe, 'S', shared), encodeSync()]);
+      b.write(unnamedRun('select 42 as left_behind'));
+      assert.deepEqual(summarize(await b.readUntil('Z')), ['1', '2', 'T', 'D', 'C', 'Z(I)'], 'parsed by B, the same text binds the shared statement');
     }));
 });
 

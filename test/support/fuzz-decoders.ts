@@ -51,7 +51,7 @@ import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslp
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { Outgoing } from '../../src/frontend/outgoing.ts';
 import { RequestBuilder, type Request } from '../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT } from '../../src/frontend/statements.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
 import { bytes, chunkSizes, codePoint, cstringText, fuzzProperty, mutations, mutateAll, outcome, split, type FuzzProperty } from './fuzz.ts';
 
@@ -383,15 +383,24 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
   request.items.forEach((item, i) => {
     const { type, payload } = messages[i]!;
     if (type === 0x50) prepared.add(decodeParse(payload).name);
+    // A Bind or Describe of the unnamed statement the client has not got (never parsed, or
+    // closed) names one nothing has: the server answers 26000.
+    const target = type === 0x44 || type === 0x43 ? decodeTarget(payload) : null;
+    const statement = type === 0x42 ? payload.toString('utf8').split('\0')[1] : target?.kind === 'S' ? target.name : null;
+    const missing = statement === '' && !prepared.has('');
     if (item.kind === 'raw') {
-      const closed = type === 0x43 && payload[0] === 0x53 ? decodeTarget(payload).name : null;
-      // A Close of a statement the client prepared closes nothing (it may be shared); of any
-      // other name it goes to the server as it came (the unnamed one too, unless shared).
-      const closesShared = closed !== null && (closed !== '' || cacheUnnamed) && prepared.delete(closed);
-      assert.deepEqual(item.message, closesShared ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
+      const closed = type === 0x43 && target!.kind === 'S' ? target!.name : null;
+      // A Close of a statement the client prepared closes nothing (it may be shared), nor does
+      // one of an unnamed statement it has not got; of any other name it goes to the server as
+      // it came (the client's own unnamed one too, unless shared).
+      const had = closed !== null && prepared.delete(closed);
+      const closesNothing = closed !== null && (closed === '' ? !had || cacheUnnamed : had);
+      assert.deepEqual(item.message, closesNothing ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
+      if (type === 0x44 && target!.kind === 'S') assert.ok(!missing && !cacheUnnamed, 'only a Describe of the client’s own unshared unnamed statement goes as it came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);
       assert.deepEqual(item.payload, payload);
+      assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Bind of ${JSON.stringify(statement)}`);
     } else if (item.kind === 'parse') {
       const parse = decodeParse(payload);
       assert.equal(item.unnamed, parse.name === '');
@@ -399,7 +408,8 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
       assert.deepEqual(decodeParse(item.statement.parse.subarray(5)), { name: item.statement.serverName, query: parse.query, paramTypes: parse.paramTypes });
     } else {
       assert.equal(type, 0x44);
-      assert.deepEqual(decodeTarget(payload).kind, 'S');
+      assert.deepEqual(target!.kind, 'S');
+      assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Describe of ${JSON.stringify(statement)}`);
     }
   });
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
 import { RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT } from '../../../src/frontend/statements.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 /** Feeds every message of `chunk` with its payload and its slice of the chunk. */
@@ -117,6 +117,40 @@ test('Close of a statement: the client forgets its own, the server closes one th
   assert.equal((bind!.items[0] as Extract<Item, { kind: 'bind' }>).rename, null, 'after its Close the name is unknown: the server answers a Bind of it');
 });
 
+test('a Bind or Describe of a statement the client never prepared names one nothing has, never what another client left', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const describeOf = (name: string): Buffer => encodeTarget(FrontendType.Describe, 'S', name);
+  const first = (request: Request | undefined): Item => request!.items[0]!;
+  const [unnamed, describedUnnamed, shared, describedShared, sqlPrepared] = feed(
+    builder,
+    Buffer.concat([unnamedBind, encodeSync(), describeOf(''), encodeSync(), bindOf('pa_0123'), encodeSync(), describeOf('pa_0123'), encodeSync(), bindOf('made_with_sql'), encodeSync()]),
+  );
+  for (const request of [unnamed, shared]) {
+    const bind = first(request) as Extract<Item, { kind: 'bind' }>;
+    assert.equal(bind.serverName, MISSING_STATEMENT);
+    assert.deepEqual(bind.rename, Buffer.from(`${MISSING_STATEMENT}\0`));
+    assert.equal(bind.source, null, 'nothing to create on the server');
+  }
+  for (const request of [describedUnnamed, describedShared]) assert.deepEqual(first(request), { kind: 'describe', serverName: MISSING_STATEMENT, source: null });
+  assert.equal((first(sqlPrepared) as Extract<Item, { kind: 'bind' }>).rename, null, "another unknown name may be the session's own (SQL PREPARE): the server's to answer");
+
+  // Once the client parses its unnamed statement, a Bind and a Describe of it go as they came.
+  feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
+  const [bound, described] = feed(builder, Buffer.concat([unnamedBind, encodeSync(), describeOf(''), encodeSync()]));
+  assert.equal((first(bound) as Extract<Item, { kind: 'bind' }>).rename, null);
+  assert.equal(first(described).kind, 'raw');
+  // Closed, it is gone: a later Bind is not answered by replaying its Parse.
+  const [closed, afterClose] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync(), unnamedBind, encodeSync()]));
+  assert.equal(first(closed).kind, 'raw', 'the Close goes on: it closes the client’s own');
+  assert.equal((first(afterClose) as Extract<Item, { kind: 'bind' }>).serverName, MISSING_STATEMENT);
+  assert.equal((first(afterClose) as Extract<Item, { kind: 'bind' }>).unnamedParse, null);
+  // A Parse the ambassador cannot read may still create it on the server: its Bind goes on too.
+  const other = new RequestBuilder(new SessionEffectsCache());
+  feed(other, Buffer.concat([frameMessage(FrontendType.Parse, Buffer.from('\0SELECT 1')), encodeSync()]));
+  assert.equal((first(feed(other, Buffer.concat([unnamedBind, encodeSync()]))[0]) as Extract<Item, { kind: 'bind' }>).rename, null);
+});
+
 test('a simple Query with a bare SET ambassador.route = primary goes on, and is read, with the value quoted', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const sent = frameMessage(FrontendType.Query, Buffer.from('SET ambassador.route = primary; SELECT 1\0'));
@@ -174,8 +208,8 @@ test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; 
   assert.deepEqual(decodeTarget((closed!.items[0] as Extract<Item, { kind: 'raw' }>).message.subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
   const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
   const item = bind!.items[0] as Extract<Item, { kind: 'bind' }>;
-  assert.equal(item.rename, null);
-  assert.equal(item.unnamedParse, null, 'nothing replayed: the server answers 26000, as Postgres does after the Close');
+  assert.equal(item.serverName, MISSING_STATEMENT, 'the server answers 26000, as Postgres does after the Close');
+  assert.equal(item.unnamedParse, null, 'nothing replayed');
   // The same Parse again creates it again (the kept bytes were forgotten with it).
   const [back] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), unnamedBind, execute, encodeSync()]));
   assert.equal((back!.items[1] as Extract<Item, { kind: 'bind' }>).serverName, serverName);
