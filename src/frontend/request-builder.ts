@@ -12,11 +12,19 @@ import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES } from './statements.ts';
 
 /**
- * One message of a pending request, before it is bound to a server. A `message` is the whole
- * message as the client sent it (header included): a slice of the client's chunk, not a copy.
+ * Where a whole message (header included) lies: `chunk[start, end)`, the client's chunk it came
+ * in (nothing copied, and no view made of it: a request whose messages lie side by side goes out
+ * as one range of that chunk), or a buffer of its own.
  */
+export interface MessageBytes {
+  chunk: Buffer;
+  start: number;
+  end: number;
+}
+
+/** One message of a pending request, before it is bound to a server. */
 export type Item =
-  | { kind: 'raw'; type: number; message: Buffer; entry: PlanEntry | null }
+  | ({ kind: 'raw'; type: number; entry: PlanEntry | null } & MessageBytes)
   /** `unnamed`: the client's unnamed statement, shared under pool.cacheUnnamedStatements. */
   | { kind: 'parse'; statement: ClientStatement; unnamed: boolean }
   /**
@@ -26,7 +34,7 @@ export type Item =
    * ambassador does not know goes as it came too (rename and source null), unless the client
    * cannot have prepared it (MISSING_STATEMENT: renamed, source null).
    */
-  | ({ kind: 'bind'; message: Buffer; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & BindLayout)
+  | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & MessageBytes & BindLayout)
   | { kind: 'describe'; serverName: string; source: ClientStatement | null };
 
 /**
@@ -78,6 +86,9 @@ const CLOSE: PlanEntry = Object.freeze({ kind: 'close' });
 const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
 const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
+const EMPTY = Buffer.alloc(0);
+/** A Close of a statement no server has: CloseComplete, nothing closed (CLOSED_STATEMENT). */
+const CLOSE_CLOSED_STATEMENT = encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT);
 const ITEM_BYTES_RENAMED = 64;
 const BIND_STEP: LocalStep = Object.freeze({ kind: 'bind' });
 const CLOSE_STEP: LocalStep = Object.freeze({ kind: 'close' });
@@ -130,6 +141,10 @@ export class RequestBuilder {
    */
   private unnamedInExchange = false;
   private current: Item[] = [];
+  /** The message add() is taking, as MessageBytes has it. */
+  private chunk: Buffer = EMPTY;
+  private start = 0;
+  private end = 0;
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
   private currentBytes = 0;
@@ -160,20 +175,28 @@ export class RequestBuilder {
   }
 
   /**
-   * Takes one whole client message: its payload, and the whole message (header included) when
-   * the caller has it in one piece (a slice of its chunk; framed from the payload otherwise).
-   * Returns a finished request when this message completes one, 'terminate' for Terminate, or
-   * null while a request is still being assembled.
+   * Takes one whole client message: its payload, and where the whole message (header included)
+   * lies when the caller has it in one piece (`chunk[start, end)`; framed from the payload
+   * otherwise). Returns a finished request when this message completes one, 'terminate' for
+   * Terminate, or null while a request is still being assembled.
    */
-  add(type: number, body: Buffer, message: Buffer | null = null): Request | 'terminate' | null {
+  add(type: number, body: Buffer, chunk: Buffer | null = null, start = 0, end = 0): Request | 'terminate' | null {
+    if (chunk === null) {
+      chunk = frameMessage(type, body);
+      start = 0;
+      end = chunk.length;
+    }
+    this.chunk = chunk;
+    this.start = start;
+    this.end = end;
     switch (type) {
       case FrontendType.Parse:
-        return this.onParse(body, message);
+        return this.onParse(body);
       case FrontendType.Bind:
-        return this.onBind(body, message);
+        return this.onBind(body);
       case FrontendType.Describe:
       case FrontendType.Close:
-        return this.onTarget(type, body, message);
+        return this.onTarget(type, body);
       case FrontendType.Query: {
         this.notLocal(); // a lone directive is ClientRouting.localCommand's
         let sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
@@ -182,22 +205,22 @@ export class RequestBuilder {
           // What the server (and the parser behind routing) can read: see StatementEffects.quoted.
           sql = analysis.quoted;
           analysis = this.effects.get(sql);
-          message = encodeQuery(sql);
+          this.replaceMessage(encodeQuery(sql));
         }
         this.addEffects(analysis.effects);
         this.currentTexts?.push(sql);
-        return this.endRequest(type, body, message, QUERY, true);
+        return this.endRequest(type, QUERY, true);
       }
       case FrontendType.FunctionCall:
         this.notLocal();
         this.currentTexts = null;
-        return this.endRequest(type, body, message, QUERY, true);
+        return this.endRequest(type, QUERY, true);
       case FrontendType.Sync:
         this.local(SYNC_STEP);
-        return this.endRequest(type, body, message, SYNC, true);
+        return this.endRequest(type, SYNC, true);
       case FrontendType.Flush:
         this.notLocal();
-        return this.endRequest(type, body, message, null, false);
+        return this.endRequest(type, null, false);
       case FrontendType.Execute: {
         const portal = body[0] === 0 ? '' : body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
         const bound = this.portals.get(portal);
@@ -208,7 +231,7 @@ export class RequestBuilder {
         }
         if (bound?.local) this.local({ kind: 'execute', command: bound.local });
         else this.notLocal();
-        this.pushRaw(type, message ?? frameMessage(type, body), EXECUTE);
+        this.pushRaw(type, EXECUTE);
         return null;
       }
       case FrontendType.CopyData:
@@ -216,12 +239,12 @@ export class RequestBuilder {
       case FrontendType.CopyFail:
         // Part of a COPY already under way on the lease: sent as soon as its turn comes.
         this.notLocal();
-        return this.endRequest(type, body, message, null, false);
+        return this.endRequest(type, null, false);
       case FrontendType.Terminate:
         return 'terminate';
       default:
         this.notLocal();
-        this.pushRaw(type, message ?? frameMessage(type, body), null);
+        this.pushRaw(type, null);
         return null;
     }
   }
@@ -274,12 +297,21 @@ export class RequestBuilder {
     this.unnamedShared = null;
   }
 
-  private pushRaw(type: number, message: Buffer, entry: PlanEntry | null): void {
-    this.current.push({ kind: 'raw', type, message, entry });
-    this.currentBytes += message.length;
+  /** The message being added goes on as it is. */
+  private pushRaw(type: number, entry: PlanEntry | null): void {
+    const { chunk, start, end } = this;
+    this.current.push({ kind: 'raw', type, chunk, start, end, entry });
+    this.currentBytes += end - start;
   }
 
-  private onParse(payload: Buffer, whole: Buffer | null): null {
+  /** What goes on for the message being added is `message` instead. */
+  private replaceMessage(message: Buffer): void {
+    this.chunk = message;
+    this.start = 0;
+    this.end = message.length;
+  }
+
+  private onParse(payload: Buffer): null {
     if (this.repeatsUnnamedParse(payload)) {
       // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held),
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
@@ -290,7 +322,7 @@ export class RequestBuilder {
       // or anything else that replaces it, clears unnamedShared with it).
       if (shared !== null) return this.pushParse(shared.shared!, true);
       this.unnamedInExchange = true;
-      this.pushRaw(FrontendType.Parse, whole ?? this.unnamedParse!, UNNAMED_PARSE);
+      this.pushRaw(FrontendType.Parse, UNNAMED_PARSE);
       return null;
     }
     const parse = readable(decodeParse, payload);
@@ -307,7 +339,7 @@ export class RequestBuilder {
     this.parseStep(command, parse.name);
     const local = command?.kind === 'invalid' ? null : command;
     if (parse.name === '') {
-      const message = whole ?? frameMessage(FrontendType.Parse, payload);
+      const message = this.chunk.subarray(this.start, this.end);
       this.changingUnnamed();
       this.changing(this.statements, '');
       this.unnamedParse = message.buffer.byteLength > RETAIN_WHOLE_CHUNK ? Buffer.from(message) : message;
@@ -324,7 +356,7 @@ export class RequestBuilder {
       this.unnamedShared = null;
       this.unnamedInExchange = true;
       this.statements.set('', { text: parse.query, effects, shared: null, local });
-      this.pushRaw(FrontendType.Parse, message, UNNAMED_PARSE);
+      this.pushRaw(FrontendType.Parse, UNNAMED_PARSE);
       return null;
     }
     const statement = clientStatement(parse, payload);
@@ -345,10 +377,10 @@ export class RequestBuilder {
     return this.unnamedText !== null && last !== null && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
   }
 
-  private onBind(payload: Buffer, whole: Buffer | null): null {
+  private onBind(payload: Buffer): null {
     const names = readable(decodeBindNames, payload);
     if (names === null) return this.unreadable(FrontendType.Bind, payload);
-    const message = whole ?? frameMessage(FrontendType.Bind, payload);
+    const { chunk, start, end } = this;
     const { portal, statement, portalEnd, restOffset } = names;
     const prepared = this.statements.get(statement);
     this.changing(this.portals, portal);
@@ -361,29 +393,29 @@ export class RequestBuilder {
     if (prepared === undefined && this.neverPrepared(statement)) {
       // Postgres answers 26000; so does the server, for a name nothing has (not for the client's:
       // another client may have left a statement of that name on the server connection).
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: MISSING_STATEMENT, rename: MISSING_STATEMENT_BYTES, source: null, unnamedParse: null });
-      this.currentBytes += message.length;
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: MISSING_STATEMENT, rename: MISSING_STATEMENT_BYTES, source: null, unnamedParse: null });
+      this.currentBytes += end - start;
       return null;
     }
     if (statement === '' && !shared) {
       const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: null, rename: null, source: null, unnamedParse });
-      this.currentBytes += message.length;
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: null, rename: null, source: null, unnamedParse });
+      this.currentBytes += end - start;
       return null;
     }
     if (shared) {
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: shared.serverName, rename: shared.nameBytes, source: shared, unnamedParse: null });
-      this.currentBytes += message.length; // it holds the client's bytes until it is sent
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: shared.serverName, rename: shared.nameBytes, source: shared, unnamedParse: null });
+      this.currentBytes += end - start; // it holds the client's bytes until it is sent
     } else {
       // A name the ambassador does not know goes as it is: the server answers 26000 as Postgres
       // would, or runs what the session prepared with SQL PREPARE (a pinned session).
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, message, serverName: statement, rename: null, source: null, unnamedParse: null });
-      this.currentBytes += message.length;
+      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: statement, rename: null, source: null, unnamedParse: null });
+      this.currentBytes += end - start;
     }
     return null;
   }
 
-  private onTarget(type: number, payload: Buffer, whole: Buffer | null): null {
+  private onTarget(type: number, payload: Buffer): null {
     const target = readable(decodeTarget, payload);
     if (target === null) return this.unreadable(type, payload);
     const { kind, name } = target;
@@ -401,7 +433,7 @@ export class RequestBuilder {
         this.forgetUnnamed();
       }
       const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
-      this.pushRaw(type, whole ?? frameMessage(type, payload), entry);
+      this.pushRaw(type, entry);
     } else if (type === FrontendType.Describe) {
       // Of a statement the client never prepared: the server answers 26000 (see onBind).
       const source = missing ? null : (this.statements.get(name)?.shared ?? null);
@@ -416,11 +448,12 @@ export class RequestBuilder {
         this.changingUnnamed();
         this.forgetUnnamed();
       } else this.statements.delete(name);
-      this.pushRaw(type, encodeTarget(FrontendType.Close, 'S', CLOSED_STATEMENT), CLOSE);
+      this.replaceMessage(CLOSE_CLOSED_STATEMENT);
+      this.pushRaw(type, CLOSE);
     } else {
       // A name the ambassador does not know (made with SQL PREPARE, which pins the session): the
       // server's to close, as a Bind of it is the server's to run.
-      this.pushRaw(type, whole ?? frameMessage(type, payload), CLOSE);
+      this.pushRaw(type, CLOSE);
     }
     return null;
   }
@@ -451,6 +484,7 @@ export class RequestBuilder {
     this.currentTexts = null;
     const nameEnd = payload.indexOf(0);
     const message = frameMessage(type, type === FrontendType.Parse && nameEnd > 0 ? payload.subarray(nameEnd) : payload);
+    this.replaceMessage(message);
     if (type === FrontendType.Parse) {
       this.changingUnnamed();
       this.unnamedParse = message;
@@ -459,7 +493,7 @@ export class RequestBuilder {
       this.unnamedShared = null;
       this.unnamedInExchange = true;
     }
-    this.pushRaw(type, message, unreadableEntry(type));
+    this.pushRaw(type, unreadableEntry(type));
     return null;
   }
 
@@ -467,8 +501,8 @@ export class RequestBuilder {
     if (effects && effects.length > 0) this.currentEffects.push(...effects);
   }
 
-  private endRequest(type: number, body: Buffer, whole: Buffer | null, entry: PlanEntry | null, completes: boolean): Request {
-    this.pushRaw(type, whole ?? frameMessage(type, body), entry);
+  private endRequest(type: number, entry: PlanEntry | null, completes: boolean): Request {
+    this.pushRaw(type, entry);
     const items = this.current;
     // Most requests change nothing in the session: they share one empty list (frozen), and the
     // builder keeps its own empty one.
@@ -486,6 +520,7 @@ export class RequestBuilder {
     this.currentLocal = true;
     this.currentSteps = null;
     this.current = [];
+    this.chunk = EMPTY; // not kept alive by the builder
     if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = [];
     this.currentBytes = 0;
@@ -498,6 +533,11 @@ export class RequestBuilder {
     const retryable = completes && ((first.kind === 'bind' && first.source !== null && describesPortal(items)) || (first.kind === 'parse' && first.unnamed));
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
+}
+
+/** The whole message an item holds (a view: for tests and rare paths, not for sending). */
+export function messageOf(item: MessageBytes): Buffer {
+  return item.chunk.subarray(item.start, item.end);
 }
 
 /** A Bind with no parameters (nor parameter formats) that asks for its results in text. */

@@ -206,10 +206,10 @@ export class TxnForwarder implements ServerSink {
       this.failClient(new AmbassadorError('PROTOCOL_VIOLATION', `invalid frontend message type ${type}`));
       return false;
     }
-    // A message that lies whole in this chunk goes on as that slice of it (no copy); one that
+    // A message that lies whole in this chunk goes on as that range of it (no copy); one that
     // began in an earlier chunk was assembled, and is framed again.
     const start = end - length - 1;
-    const request = this.requests.add(type, payload!, start >= 0 ? this.clientChunk!.subarray(start, end) : null);
+    const request = this.requests.add(type, payload!, start >= 0 ? this.clientChunk : null, start, end);
     if (request === null) return true;
     if (request === 'terminate') {
       this.stopped = true;
@@ -552,7 +552,7 @@ export class TxnForwarder implements ServerSink {
     const plan = this.plan;
     switch (item.kind) {
       case 'raw':
-        out.add(item.message);
+        out.add(item.chunk, item.start, item.end);
         if (item.entry) plan.add(item.entry);
         return;
       case 'parse': {
@@ -569,7 +569,7 @@ export class TxnForwarder implements ServerSink {
       }
       case 'bind':
         if (item.rename === null) {
-          out.add(item.message);
+          out.add(item.chunk, item.start, item.end);
           plan.add(PLAIN_BIND);
         } else {
           // Without a source, it names a statement nothing has (the client never prepared it).

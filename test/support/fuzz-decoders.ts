@@ -50,7 +50,7 @@ import { isMd5PasswordHash, md5AuthResponse, md5PasswordHash, verifyMd5Response 
 import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslprep.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { Outgoing } from '../../src/frontend/outgoing.ts';
-import { RequestBuilder, type Request } from '../../src/frontend/request-builder.ts';
+import { messageOf, RequestBuilder, type Request } from '../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
 import { bytes, chunkSizes, codePoint, cstringText, fuzzProperty, mutations, mutateAll, outcome, split, type FuzzProperty } from './fuzz.ts';
@@ -395,7 +395,7 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
       // it came (the client's own unnamed one too, unless shared).
       const had = closed !== null && prepared.delete(closed);
       const closesNothing = closed !== null && (closed === '' ? !had || cacheUnnamed : had);
-      assert.deepEqual(item.message, closesNothing ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
+      assert.deepEqual(messageOf(item), closesNothing ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
       if (type === 0x44 && target!.kind === 'S') assert.ok(!missing && !cacheUnnamed, 'only a Describe of the client’s own unshared unnamed statement goes as it came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);

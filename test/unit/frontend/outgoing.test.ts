@@ -17,12 +17,30 @@ const execute = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]))
 test('messages side by side in one chunk go as a view of it: nothing copied', () => {
   const chunk = Buffer.concat([Buffer.from('xx'), execute, encodeSync(), Buffer.from('yy')]);
   const out = new Outgoing();
-  out.add(chunk.subarray(2, 2 + execute.length));
-  out.add(chunk.subarray(2 + execute.length, 2 + execute.length + 5));
+  out.add(chunk, 2, 2 + execute.length);
+  out.add(chunk, 2 + execute.length, 2 + execute.length + 5);
   const taken = out.take()!;
   assert.deepEqual(taken, Buffer.concat([execute, encodeSync()]));
   chunk[2] = 0x21;
   assert.equal(taken[0], 0x21, 'the same memory as the chunk');
+});
+
+test('messages that fill their chunk go as the chunk itself; a gap between them or another order means a copy', () => {
+  const chunk = Buffer.concat([execute, encodeSync()]);
+  const out = new Outgoing();
+  out.add(chunk, 0, execute.length);
+  out.add(chunk, execute.length, chunk.length);
+  assert.equal(out.take(), chunk);
+  out.add(chunk, execute.length, chunk.length);
+  out.add(chunk, 0, execute.length);
+  const reordered = out.take()!;
+  assert.deepEqual(reordered, Buffer.concat([encodeSync(), execute]));
+  chunk[execute.length] = 0x21;
+  assert.equal(reordered[0], FrontendType.Sync, 'a copy');
+  const spaced = Buffer.concat([execute, Buffer.from('xx'), encodeSync()]);
+  out.add(spaced, 0, execute.length);
+  out.add(spaced, execute.length + 2, spaced.length);
+  assert.deepEqual(out.take(), Buffer.concat([execute, encodeSync()]));
 });
 
 test('messages from different buffers are copied into one', () => {

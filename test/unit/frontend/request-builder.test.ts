@@ -1,45 +1,44 @@
-// RequestBuilder with whole messages handed over as slices of a client chunk (as the transaction
-// forwarder frames them): they go on as those slices, not copies; an unnamed Parse kept for later
+// RequestBuilder with whole messages handed over as ranges of a client chunk (as the transaction
+// forwarder frames them): they go on as those ranges, not copies; an unnamed Parse kept for later
 // replays is copied out of a large chunk so that the chunk is not kept alive with it.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { messageOf, RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
-/** Feeds every message of `chunk` with its payload and its slice of the chunk. */
+/** Feeds every message of `chunk` with its payload and its range of the chunk. */
 function feed(builder: RequestBuilder, chunk: Buffer): Request[] {
   const out: Request[] = [];
   for (let at = 0; at < chunk.length; ) {
     const end = at + 1 + chunk.readInt32BE(at + 1);
-    const r = builder.add(chunk[at]!, chunk.subarray(at + 5, end), chunk.subarray(at, end));
+    const r = builder.add(chunk[at]!, chunk.subarray(at + 5, end), chunk, at, end);
     if (r !== null && r !== 'terminate') out.push(r);
     at = end;
   }
   return out;
 }
 
-const sameMemory = (a: Buffer, b: Buffer): boolean => a.buffer === b.buffer && a.byteOffset === b.byteOffset;
 const unnamedBind = frameMessage(FrontendType.Bind, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]));
 const execute = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
 const query = frameMessage(FrontendType.Query, Buffer.from('SELECT 1\0'));
 
-test('messages handed over whole go on as those slices of the chunk, and count their sizes', () => {
+test('messages handed over whole go on as those ranges of the chunk, and count their sizes', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const chunk = Buffer.concat([encodeParse('', 'SELECT $1', Buffer.from([0, 0])), unnamedBind, execute, encodeSync(), query]);
   const [extended, simple] = feed(builder, chunk);
   let at = 0;
   for (const item of extended!.items) {
-    const message = item.kind === 'raw' || item.kind === 'bind' ? item.message : null;
-    assert.ok(message !== null && sameMemory(message, chunk.subarray(at)), `${item.kind} at ${at} is a slice of the chunk`);
-    at += message.length;
+    assert.ok(item.kind === 'raw' || item.kind === 'bind');
+    assert.ok(item.chunk === chunk && item.start === at, `${item.kind} at ${at} is a range of the chunk`);
+    at = item.end;
   }
   assert.equal(extended!.bytes, at);
   const [q] = simple!.items as Extract<Item, { kind: 'raw' }>[];
-  assert.ok(sameMemory(q!.message, chunk.subarray(at)));
+  assert.deepEqual([q!.chunk === chunk, q!.start, q!.end], [true, at, chunk.length]);
   assert.equal(simple!.bytes, query.length);
   assert.equal(Object.isFrozen(simple!.effects), true, 'no effects: the shared empty list');
 });
@@ -75,7 +74,7 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
   assert.equal(again.texts![0], first.texts![0]);
   assert.deepEqual(again.effects, first.effects);
   assert.ok(again.effects.length > 0, 'the SET still counts as a session effect');
-  const parseOf = (r: Request): Buffer => (r.items[0] as Extract<Item, { kind: 'raw' }>).message;
+  const parseOf = (r: Request): Buffer => messageOf(r.items[0] as Extract<Item, { kind: 'raw' }>);
   assert.deepEqual(parseOf(again), set);
 
   // Same length, other bytes; a named Parse of the same text; then the first text once more.
@@ -107,7 +106,7 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
 test('Close of a statement: the client forgets its own, the server closes one the ambassador does not know', () => {
   const builder = new RequestBuilder(new SessionEffectsCache());
   const closeOf = (name: string): Buffer => encodeTarget(FrontendType.Close, 'S', name);
-  const sent = (request: Request): Buffer => (request.items[0] as Extract<Item, { kind: 'raw' }>).message;
+  const sent = (request: Request): Buffer => messageOf(request.items[0] as Extract<Item, { kind: 'raw' }>);
   feed(builder, Buffer.concat([encodeParse('mine', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
   const [own, unknown, shared] = feed(builder, Buffer.concat([closeOf('mine'), encodeSync(), closeOf('made_with_sql'), encodeSync(), closeOf('pa_0123'), encodeSync()]));
   assert.deepEqual(decodeTarget(sent(own!).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'a shared statement is never closed for one client');
@@ -158,7 +157,7 @@ test('a simple Query with a bare SET ambassador.route = primary goes on, and is 
   const quoted = "SET ambassador.route = 'primary'; SELECT 1";
   assert.deepEqual(request!.texts, [quoted]);
   const [item] = request!.items as Extract<Item, { kind: 'raw' }>[];
-  assert.deepEqual(item!.message, frameMessage(FrontendType.Query, Buffer.from(`${quoted}\0`)));
+  assert.deepEqual(messageOf(item!), frameMessage(FrontendType.Query, Buffer.from(`${quoted}\0`)));
   assert.deepEqual(request!.effects, [{ kind: 'set', name: 'ambassador.route', statement: "SET ambassador.route = 'primary'" }], 'replayed as the server can take it');
 });
 
@@ -205,7 +204,7 @@ test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; 
   const serverName = statement.serverName;
   assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement }, 'described under its server name');
   const [closed] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync()]));
-  assert.deepEqual(decodeTarget((closed!.items[0] as Extract<Item, { kind: 'raw' }>).message.subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
+  assert.deepEqual(decodeTarget(messageOf(closed!.items[0] as Extract<Item, { kind: 'raw' }>).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
   const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
   const item = bind!.items[0] as Extract<Item, { kind: 'bind' }>;
   assert.equal(item.serverName, MISSING_STATEMENT, 'the server answers 26000, as Postgres does after the Close');
