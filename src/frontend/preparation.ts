@@ -64,7 +64,7 @@ export function preparationFor(server: BackendConnection, request: Request, cont
 export function readyAsItIs(server: BackendConnection, request: Request, unnamedReplayed: boolean): boolean {
   for (const item of request.items) {
     if (item.kind === 'parse') return false;
-    if (item.kind === 'bind' && item.unnamedParse !== null && !unnamedReplayed) return false;
+    if ((item.kind === 'bind' || item.kind === 'describe') && item.unnamedParse !== null && !unnamedReplayed) return false;
     const name = heldName(item);
     if (name !== null && !server.statements.has(name)) return false;
   }
@@ -86,7 +86,8 @@ function missingStatements(server: BackendConnection, request: Request, context:
   const created = new Set<string>();
   for (const item of request.items) {
     if (item.kind === 'parse') created.add(item.statement.serverName);
-    if (item.kind === 'bind' && item.unnamedParse && !context.unnamedReplayed) missing.push(item.unnamedParse);
+    const unnamed = item.kind === 'bind' || item.kind === 'describe' ? item.unnamedParse : null;
+    if (unnamed !== null && !context.unnamedReplayed && !missing.includes(unnamed)) missing.push(unnamed);
     const source = item.kind === 'bind' || item.kind === 'describe' ? item.source : null;
     if (source === null || created.has(source.serverName) || server.statements.has(source.serverName)) continue;
     missing.push(source.parse);

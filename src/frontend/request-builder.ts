@@ -13,8 +13,8 @@ import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatem
 
 /**
  * Where a whole message (header included) lies: `chunk[start, end)`, the client's chunk it came
- * in (nothing copied, and no view made of it: a request whose messages lie side by side goes out
- * as one range of that chunk), or a buffer of its own.
+ * in (nothing copied, and no view made of it on the way: a request whose messages lie side by
+ * side goes out as one range of that chunk), or a buffer of its own.
  */
 export interface MessageBytes {
   chunk: Buffer;
@@ -28,14 +28,16 @@ export type Item =
   /** `unnamed`: the client's unnamed statement, shared under pool.cacheUnnamedStatements. */
   | { kind: 'parse'; statement: ClientStatement; unnamed: boolean }
   /**
-   * A Bind of the unnamed statement goes as it came (serverName null); one of a statement the
-   * client prepared is renamed (`rename`: the server name's bytes, at the offsets of BindLayout;
-   * `source`: the statement, re-created from it on a server that lacks it); one of a name the
-   * ambassador does not know goes as it came too (rename and source null), unless the client
-   * cannot have prepared it (MISSING_STATEMENT: renamed, source null).
+   * A Bind of the client's unnamed statement goes as it came (serverName null), behind its Parse
+   * (`unnamedParse`) when that went in an earlier exchange, maybe to another server. One of a
+   * statement the client prepared is renamed (`rename`: the server name's bytes, at the offsets
+   * of BindLayout; `source`: the statement, re-created from it on a server that lacks it). One of
+   * a name the ambassador does not know goes as it came too (rename and source null), unless the
+   * client cannot have prepared it (MISSING_STATEMENT: renamed, source null).
    */
   | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & MessageBytes & BindLayout)
-  | { kind: 'describe'; serverName: string; source: ClientStatement | null };
+  /** Of a statement: `source` and `unnamedParse` as for a Bind. */
+  | { kind: 'describe'; serverName: string; source: ClientStatement | null; unnamedParse: Buffer | null };
 
 /**
  * What the ambassador answers for one message of an extended-protocol request made only of its
@@ -199,6 +201,12 @@ export class RequestBuilder {
         return this.onTarget(type, body);
       case FrontendType.Query: {
         this.notLocal(); // a lone directive is ClientRouting.localCommand's
+        // A simple Query drops the unnamed statement in Postgres: a Bind of it fails after one.
+        if (this.unnamedParse !== null) {
+          this.changing(this.statements, '');
+          this.changingUnnamed();
+          this.forgetUnnamed();
+        }
         let sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
         let analysis = this.effects.get(sql);
         if (analysis.quoted !== undefined) {
@@ -421,23 +429,24 @@ export class RequestBuilder {
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
     const missing = kind === 'S' && this.neverPrepared(name);
-    if (kind === 'P' || (name === '' && !missing && !this.statements.get('')?.shared)) {
+    if (kind === 'P' || (type === FrontendType.Close && name === '' && !missing && !this.statements.get('')?.shared)) {
       if (kind === 'P' && type === FrontendType.Close) {
         this.changing(this.portals, name);
         this.portals.delete(name);
-      } else if (type === FrontendType.Close) {
+      } else if (kind === 'S') {
         // The client's own unnamed statement, closed on the lease: gone for the client too (a
         // Bind of it fails, as in Postgres, instead of replaying its Parse).
         this.changing(this.statements, '');
         this.changingUnnamed();
         this.forgetUnnamed();
       }
-      const entry: PlanEntry = type === FrontendType.Close ? CLOSE : kind === 'P' ? DESCRIBE_PORTAL : { kind: 'describe-statement' };
-      this.pushRaw(type, entry);
+      this.pushRaw(type, type === FrontendType.Close ? CLOSE : DESCRIBE_PORTAL);
     } else if (type === FrontendType.Describe) {
-      // Of a statement the client never prepared: the server answers 26000 (see onBind).
+      // Of a statement the client never prepared: the server answers 26000 (see onBind). Of its
+      // own unnamed one, parsed in an earlier exchange: its Parse goes first, as for a Bind.
       const source = missing ? null : (this.statements.get(name)?.shared ?? null);
-      this.current.push({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source });
+      const unnamedParse = name === '' && !missing && source === null && !this.unnamedInExchange ? this.unnamedParse : null;
+      this.current.push({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source, unnamedParse });
       this.currentBytes += ITEM_BYTES_RENAMED;
     } else if (missing || this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.

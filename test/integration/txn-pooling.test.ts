@@ -645,14 +645,14 @@ describe('statements a client never prepared', () => {
   // On a pool of one, client A leaves a statement on the server; client B, on the same server
   // connection, names it without having prepared it. A direct connection would answer 26000, and
   // so must the ambassador, not run or describe A's statement.
-  async function afterAnotherClient(cacheUnnamedStatements: boolean, body: (raw: RawClient) => Promise<void>): Promise<void> {
+  async function afterAnotherClient(cacheUnnamedStatements: boolean, body: (raw: RawClient, a: RawClient) => Promise<void>): Promise<void> {
     const { amb } = await txnAmbassador({ size: 1, cacheUnnamedStatements });
     const a = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
     const b = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
     try {
       a.write(unnamedRun('select 42 as left_behind'));
       assert.deepEqual(summarize(await a.readUntil('Z')), ['1', '2', 'T', 'D', 'C', 'Z(I)']);
-      await body(b);
+      await body(b, a);
     } finally {
       a.destroy();
       b.destroy();
@@ -675,9 +675,24 @@ describe('statements a client never prepared', () => {
       assert.deepEqual(summarize(await b.readUntil('Z')), ['1', '2', 'T', 'D', 'C', 'Z(I)'], 'its own unnamed statement works');
     }));
 
+  test('a Describe of its own unnamed statement, parsed in an earlier exchange, describes that one', () =>
+    afterAnotherClient(false, async (b, a) => {
+      b.write([encodeParse('', 'select 7 as own', Buffer.from([0, 0])), encodeSync()]);
+      assert.deepEqual(summarize(await b.readUntil('Z')), ['1', 'Z(I)']);
+      a.write(unnamedRun('select 42 as left_behind')); // the server's unnamed statement is A's again
+      await a.readUntil('Z');
+      b.write([encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]);
+      const described = await b.readUntil('Z');
+      assert.deepEqual(summarize(described), ['t', 'T', 'Z(I)']);
+      const columns = described.find((m) => m.type === 'T')!.payload;
+      assert.equal(columns.toString('utf8', 2, columns.indexOf(0, 2)), 'own', 'not the statement A left on the server');
+    }));
+
   test('pool.cacheUnnamedStatements: a Bind or Describe of another client’s shared statement by its server name gets 26000', () =>
-    afterAnotherClient(true, async (b) => {
+    afterAnotherClient(true, async (b, a) => {
       const shared = serverStatementName(Buffer.concat([Buffer.from('select 42 as left_behind\0'), Buffer.from([0, 0])]));
+      a.write([encodeQuery(`select name from pg_prepared_statements where name = '${shared}'`)]);
+      assert.equal((await a.readUntil('Z')).filter((m) => m.type === 'D').length, 1, 'A left it on the one server connection');
       await refused(b, [bind(shared, []), execute(), encodeSync()]);
       await refused(b, [encodeTarget(FrontendType.Describe, 'S', shared), encodeSync()]);
       b.write(unnamedRun('select 42 as left_behind'));

@@ -341,7 +341,7 @@ const saslprepBytes = fuzzProperty('saslprep', 'invalid-utf8-bytes-pass-raw', 20
 // Request builder (client messages -> requests under transaction pooling)
 
 const SQL = ['select 1', 'SET search_path = x', 'BEGIN', 'COMMIT', "select pg_advisory_lock(1)", 'LISTEN ch', 'insert into t values ($1)', 'DISCARD ALL', '', "select 'é'"];
-const NAMES = ['', 's1', 's2', 'ß'];
+const NAMES = ['', 's1', 's2', 'ß', 'pa_x'];
 const PORTALS = ['', 'p1'];
 
 type ClientMessage = { type: number; payload: Buffer };
@@ -372,8 +372,8 @@ const ENDING = new Set([0x53, 0x51, 0x46, 0x48, 0x64, 0x63, 0x66]);
 
 /**
  * Checks one finished request against the messages it was built from. `prepared`: the names the
- * client has prepared (named Parse, and unnamed under `cacheUnnamed`) and not closed, before this
- * request; kept up to date.
+ * client has prepared ('' for the unnamed statement) and not closed (nor, for '', dropped by a
+ * Query), before this request; kept up to date.
  */
 function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Set<string>, cacheUnnamed: boolean): void {
   const last = messages.at(-1)!;
@@ -383,24 +383,27 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
   request.items.forEach((item, i) => {
     const { type, payload } = messages[i]!;
     if (type === 0x50) prepared.add(decodeParse(payload).name);
-    // A Bind or Describe of the unnamed statement the client has not got (never parsed, or
-    // closed) names one nothing has: the server answers 26000.
+    // A Bind or Describe of a statement the client has not got (the unnamed one, never parsed,
+    // closed or dropped by a Query; or a name of the ambassador's form it did not prepare) names
+    // one nothing has: the server answers 26000.
     const target = type === 0x44 || type === 0x43 ? decodeTarget(payload) : null;
     const statement = type === 0x42 ? payload.toString('utf8').split('\0')[1] : target?.kind === 'S' ? target.name : null;
-    const missing = statement === '' && !prepared.has('');
+    const missing = (statement === '' || statement?.startsWith('pa_') === true) && !prepared.has(statement!);
+    if (type === 0x51) prepared.delete('');
     if (item.kind === 'raw') {
       const closed = type === 0x43 && target!.kind === 'S' ? target!.name : null;
       // A Close of a statement the client prepared closes nothing (it may be shared), nor does
       // one of an unnamed statement it has not got; of any other name it goes to the server as
       // it came (the client's own unnamed one too, unless shared).
       const had = closed !== null && prepared.delete(closed);
-      const closesNothing = closed !== null && (closed === '' ? !had || cacheUnnamed : had);
+      const closesNothing = closed !== null && (closed === '' ? !had || cacheUnnamed : had || closed.startsWith('pa_'));
       assert.deepEqual(messageOf(item), closesNothing ? encodeTarget(0x43, 'S', CLOSED_STATEMENT) : frameMessage(type, payload), 'raw messages go on as they came');
-      if (type === 0x44 && target!.kind === 'S') assert.ok(!missing && !cacheUnnamed, 'only a Describe of the client’s own unshared unnamed statement goes as it came');
+      assert.ok(type !== 0x44 || target!.kind === 'P', 'a Describe of a statement is never sent as it came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);
       assert.deepEqual(item.payload, payload);
       assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Bind of ${JSON.stringify(statement)}`);
+      if (item.rename === null) assert.deepEqual(messageOf(item), frameMessage(type, payload), 'sent as it came');
     } else if (item.kind === 'parse') {
       const parse = decodeParse(payload);
       assert.equal(item.unnamed, parse.name === '');
@@ -414,16 +417,43 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
   });
 }
 
-const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-become-requests', 200, fc.tuple(fc.array(clientMessage, { maxLength: 30 }), fc.boolean()), ([messages, cacheUnnamed]) => {
+/**
+ * What the forwarder sends of a request's messages that go as they came (raw, and Binds not
+ * renamed), through Outgoing: the same bytes, in order, whatever chunks they lie in.
+ */
+function checkOutgoing(request: Request): void {
+  const out = new Outgoing();
+  const expected: Buffer[] = [];
+  for (const item of request.items) {
+    if (item.kind !== 'raw' && (item.kind !== 'bind' || item.rename !== null)) continue;
+    out.add(item.chunk, item.start, item.end);
+    expected.push(Buffer.from(messageOf(item)));
+  }
+  assert.deepEqual(out.take(), expected.length === 0 ? null : Buffer.concat(expected));
+}
+
+const builderWellFormed = fuzzProperty(
+  'request-builder',
+  'well-formed-messages-become-requests',
+  200,
+  // Each message handed over as a range of one chunk they all lie in (as the forwarder frames
+  // them), or alone, framed by the builder (a message split across reads).
+  fc.tuple(fc.array(fc.tuple(clientMessage, fc.boolean()), { maxLength: 30 }), fc.boolean()),
+  ([handed, cacheUnnamed]) => {
   const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed });
   const prepared = new Set<string>();
+  const chunk = Buffer.concat(handed.map(([m]) => frameMessage(m.type, m.payload)));
   let since: ClientMessage[] = [];
-  for (const message of messages) {
+  let at = 0;
+  for (const [message, inChunk] of handed) {
     since.push(message);
-    const result = builder.add(message.type, message.payload);
+    const end = at + 5 + message.payload.length;
+    const result = inChunk ? builder.add(message.type, chunk.subarray(at + 5, end), chunk, at, end) : builder.add(message.type, message.payload);
+    at = end;
     if (ENDING.has(message.type)) {
       assert.ok(result !== null && result !== 'terminate', `type 0x${message.type.toString(16)} ends a request`);
       checkRequest(result, since, prepared, cacheUnnamed);
+      checkOutgoing(result);
       assert.equal(builder.pending, false);
       since = [];
     } else {
@@ -432,7 +462,8 @@ const builderWellFormed = fuzzProperty('request-builder', 'well-formed-messages-
     }
   }
   assert.equal(builder.add(0x58, Buffer.alloc(0)), 'terminate');
-});
+  },
+);
 
 const builderHostile = fuzzProperty(
   'request-builder',

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BackendConnection } from '../../../src/backend/connection.ts';
-import { decodeParse, decodeTarget, encodeParse, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
+import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { preparationFor, type PreparationContext } from '../../../src/frontend/preparation.ts';
 import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
-import { touchStatement } from '../../../src/frontend/statements.ts';
+import { MISSING_STATEMENT, touchStatement } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 function server(statements: string[] = [], stateKey = ''): BackendConnection {
@@ -99,6 +99,24 @@ test('a Bind of a name the client never prepared needs nothing from the server, 
   assert.equal(item.kind === 'bind' && item.rename, null);
   assert.equal(request!.retryable, false, 'the ambassador could not re-create it');
   assert.equal(preparationFor(server(), request!, context()), null);
+});
+
+test('a Bind or Describe the server answers 26000 (a statement the client never prepared) needs nothing from it', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, bind(''), encodeTarget(FrontendType.Describe, 'S', 'pa_0123'), encodeSync());
+  assert.deepEqual(request!.items.map((i) => i.kind === 'bind' || i.kind === 'describe' ? i.serverName : i.kind), [MISSING_STATEMENT, MISSING_STATEMENT, 'raw']);
+  assert.equal(preparationFor(server(), request!, context()), null, 'nothing to create, none of the 256 places taken');
+});
+
+test('the unnamed statement parsed in an earlier exchange is parsed again, once, before a Bind and a Describe of it', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const parse = encodeParse('', 'select 1', noTypes);
+  requests(builder, parse, encodeSync());
+  const [request] = requests(builder, encodeTarget(FrontendType.Describe, 'S', ''), bind(''), encodeSync());
+  const plan = preparationFor(server(), request!, context())!;
+  assert.deepEqual(plan.messages, [parse, encodeSync()]);
+  assert.equal(plan.readies, 1);
+  assert.equal(preparationFor(server(), request!, context({ unnamedReplayed: true })), null, 'not again on the server that replayed it');
 });
 
 test('making room never closes a statement the same request executes', () => {

@@ -131,14 +131,23 @@ test('a Bind or Describe of a statement the client never prepared names one noth
     assert.deepEqual(bind.rename, Buffer.from(`${MISSING_STATEMENT}\0`));
     assert.equal(bind.source, null, 'nothing to create on the server');
   }
-  for (const request of [describedUnnamed, describedShared]) assert.deepEqual(first(request), { kind: 'describe', serverName: MISSING_STATEMENT, source: null });
+  for (const request of [describedUnnamed, describedShared]) assert.deepEqual(first(request), { kind: 'describe', serverName: MISSING_STATEMENT, source: null, unnamedParse: null });
   assert.equal((first(sqlPrepared) as Extract<Item, { kind: 'bind' }>).rename, null, "another unknown name may be the session's own (SQL PREPARE): the server's to answer");
 
-  // Once the client parses its unnamed statement, a Bind and a Describe of it go as they came.
-  feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
+  // Once the client parses its unnamed statement, a Bind and a Describe of it go as they came,
+  // behind its Parse when it was sent in an earlier exchange (the server may be another).
+  const parse = encodeParse('', 'SELECT 1', Buffer.from([0, 0]));
+  feed(builder, Buffer.concat([parse, encodeSync()]));
   const [bound, described] = feed(builder, Buffer.concat([unnamedBind, encodeSync(), describeOf(''), encodeSync()]));
   assert.equal((first(bound) as Extract<Item, { kind: 'bind' }>).rename, null);
-  assert.equal(first(described).kind, 'raw');
+  assert.deepEqual((first(bound) as Extract<Item, { kind: 'bind' }>).unnamedParse, parse);
+  assert.deepEqual(first(described), { kind: 'describe', serverName: '', source: null, unnamedParse: parse });
+  const [together] = feed(builder, Buffer.concat([parse, describeOf(''), encodeSync()]));
+  assert.deepEqual(together!.items[1], { kind: 'describe', serverName: '', source: null, unnamedParse: null }, 'parsed in the same exchange: nothing to replay');
+  // A simple Query drops it, as in Postgres.
+  const [, afterQuery] = feed(builder, Buffer.concat([query, unnamedBind, encodeSync()]));
+  assert.equal((first(afterQuery) as Extract<Item, { kind: 'bind' }>).serverName, MISSING_STATEMENT);
+  feed(builder, Buffer.concat([parse, encodeSync()]));
   // Closed, it is gone: a later Bind is not answered by replaying its Parse.
   const [closed, afterClose] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync(), unnamedBind, encodeSync()]));
   assert.equal(first(closed).kind, 'raw', 'the Close goes on: it closes the client’s own');
@@ -202,7 +211,7 @@ test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; 
   const [created] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]));
   const { statement } = created!.items[0] as Extract<Item, { kind: 'parse' }>;
   const serverName = statement.serverName;
-  assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement }, 'described under its server name');
+  assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement, unnamedParse: null }, 'described under its server name');
   const [closed] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync()]));
   assert.deepEqual(decodeTarget(messageOf(closed!.items[0] as Extract<Item, { kind: 'raw' }>).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
   const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
