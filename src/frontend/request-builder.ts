@@ -469,8 +469,9 @@ export class RequestBuilder {
 
   /**
    * Whether the client has no statement `name` that a server may hold for it: no unnamed one
-   * (never parsed, or closed), or a name of the ambassador's form it did not prepare. Any other
-   * unknown name may be the session's own (SQL PREPARE, which pins it to its server).
+   * (never parsed, closed, or dropped by a Query), or a name of the ambassador's form it did not
+   * prepare. Any other unknown name may be the session's own (SQL PREPARE, which pins it to its
+   * server).
    */
   private neverPrepared(name: string): boolean {
     return name === '' ? this.unnamedParse === null : !this.statements.has(name) && isServerStatementName(name);
