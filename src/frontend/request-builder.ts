@@ -202,11 +202,7 @@ export class RequestBuilder {
       case FrontendType.Query: {
         this.notLocal(); // a lone directive is ClientRouting.localCommand's
         // A simple Query drops the unnamed statement in Postgres: a Bind of it fails after one.
-        if (this.unnamedParse !== null) {
-          this.changing(this.statements, '');
-          this.changingUnnamed();
-          this.forgetUnnamed();
-        }
+        if (this.unnamedParse !== null) this.dropUnnamed();
         let sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
         let analysis = this.effects.get(sql);
         if (analysis.quoted !== undefined) {
@@ -295,6 +291,13 @@ export class RequestBuilder {
       this.unnamedCommand = unnamedCommand;
       this.unnamedShared = unnamedShared;
     });
+  }
+
+  /** The unnamed statement is gone (closed, or dropped by a Query): noted for undo, then forgotten. */
+  private dropUnnamed(): void {
+    this.changing(this.statements, '');
+    this.changingUnnamed();
+    this.forgetUnnamed();
   }
 
   private forgetUnnamed(): void {
@@ -436,9 +439,7 @@ export class RequestBuilder {
       } else if (kind === 'S') {
         // The client's own unnamed statement, closed on the lease: gone for the client too (a
         // Bind of it fails, as in Postgres, instead of replaying its Parse).
-        this.changing(this.statements, '');
-        this.changingUnnamed();
-        this.forgetUnnamed();
+        this.dropUnnamed();
       }
       this.pushRaw(type, type === FrontendType.Close ? CLOSE : DESCRIBE_PORTAL);
     } else if (type === FrontendType.Describe) {
@@ -451,12 +452,12 @@ export class RequestBuilder {
     } else if (missing || this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.
       // (Nor is a statement of the ambassador's own naming closed for a client that names it.)
-      this.changing(this.statements, name);
-      if (name === '') {
-        // A shared unnamed statement (pool.cacheUnnamedStatements): a Bind of it fails as in Postgres.
-        this.changingUnnamed();
-        this.forgetUnnamed();
-      } else this.statements.delete(name);
+      // A shared unnamed statement (pool.cacheUnnamedStatements): a Bind of it fails as in Postgres.
+      if (name === '') this.dropUnnamed();
+      else {
+        this.changing(this.statements, name);
+        this.statements.delete(name);
+      }
       this.replaceMessage(CLOSE_CLOSED_STATEMENT);
       this.pushRaw(type, CLOSE);
     } else {

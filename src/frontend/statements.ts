@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
 import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';
+import type { PlanEntry } from './response-plan.ts';
 
 export interface ClientStatement {
   serverName: string;
@@ -18,6 +19,8 @@ export interface ClientStatement {
   query: string;
   /** The Parse to send to a server that does not hold it yet (already carries serverName). */
   parse: Buffer;
+  /** What the server answers a Bind of it with, in the response plan (made once: plans never change it). */
+  bindEntry: PlanEntry;
 }
 
 /** How every name the ambassador gives a statement on a server begins. */
@@ -47,7 +50,7 @@ export function clientStatement(parse: ParseMessage, payload: Buffer): ClientSta
   message.writeInt32BE(4 + name.length + body.length, 1);
   name.copy(message, 5);
   body.copy(message, 5 + name.length);
-  return { serverName, nameBytes: name, query: parse.query, parse: message };
+  return { serverName, nameBytes: name, query: parse.query, parse: message, bindEntry: Object.freeze({ kind: 'bind', statement: serverName }) };
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */

@@ -559,7 +559,7 @@ export class TxnForwarder implements ServerSink {
         const name = item.statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
-          plan.add({ kind: 'synthesized-parse' });
+          plan.add(SYNTHESIZED_PARSE);
           return;
         }
         touchStatement(server, name);
@@ -575,7 +575,7 @@ export class TxnForwarder implements ServerSink {
           // Without a source, it names a statement nothing has (the client never prepared it).
           if (item.source !== null) touchStatement(server, item.serverName!);
           out.addRenamedBind(item, item.rename);
-          plan.add(item.source === null ? PLAIN_BIND : { kind: 'bind', statement: item.serverName! });
+          plan.add(item.source === null ? PLAIN_BIND : item.source.bindEntry);
         }
         return;
       case 'describe':
@@ -1096,6 +1096,7 @@ const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
 const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
 /** A Bind that goes as it came (the unnamed statement, or a name the ambassador does not hold). */
 const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
+const SYNTHESIZED_PARSE: PlanEntry = Object.freeze({ kind: 'synthesized-parse' });
 /**
  * Where send() assembles a request: one for every forwarder, as a request is assembled and taken
  * within one call, and a forwarder of its own would cost each idle client its arrays.
