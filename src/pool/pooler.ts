@@ -57,6 +57,16 @@ type Login = { user: string; database: string };
 
 type PoolEntry = SnapshotPool;
 
+/** One client login's pools (Pooler.clientPools). */
+interface ClientPools {
+  /** Pool keys by host id. */
+  readonly keys: Map<string, string>;
+  /** The host of the pool found last, and that pool: still in `pools` while poolsRemoved is `removedBefore`. */
+  lastHost: HostView | null;
+  last: PoolEntry | null;
+  removedBefore: number;
+}
+
 export class Pooler implements ServerPool {
   readonly health: HealthMonitor;
   private readonly chooser: HostChooser;
@@ -81,11 +91,15 @@ export class Pooler implements ServerPool {
   private borrowed: Login | null = null;
   private loginCheck: Promise<void> | null = null;
   /**
-   * Each client's pool keys by host id: a client asks for the same pools on every transaction,
-   * and a key string made once keeps its hash (one joined per acquire was flattened and hashed
-   * again each time, which perf showed on the hot path).
+   * Each client's pool keys by host id, and the pool it used last: a client asks for the same
+   * pools on every transaction, so a key string is made once (it keeps its hash: one joined per
+   * acquire was flattened and hashed again each time), and an acquire on the same host as the
+   * last one finds its pool without a lookup by key (two string-keyed lookups per acquire, which
+   * perf showed growing with the number of clients).
    */
-  private readonly keys = new WeakMap<ServerRequest, Map<string, string>>();
+  private readonly clientPools = new WeakMap<ServerRequest, ClientPools>();
+  /** Counts pools taken out of `pools`: a client's last pool is current while it is unchanged. */
+  private poolsRemoved = 0;
 
   constructor(private readonly options: PoolerOptions) {
     const { health } = options;
@@ -207,7 +221,7 @@ export class Pooler implements ServerPool {
     const choice = this.choose(route);
     const host = choice.host as HostState | null;
     if (host === null) return choice;
-    const conn = this.pools.get(this.keyOf(host, request))?.pool.tryAcquire() ?? null;
+    const conn = this.entryOf(host, request)?.pool.tryAcquire() ?? null;
     if (conn === null) return choice;
     host.activeConnections += 1;
     return conn;
@@ -215,7 +229,7 @@ export class Pooler implements ServerPool {
 
   waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void {
     const host = choice?.host as HostState | null | undefined;
-    const entry = host ? this.pools.get(this.keyOf(host, request)) : undefined;
+    const entry = host ? this.entryOf(host, request) : undefined;
     if (this.closed || this.gate.paused || !host || host.breaker !== 'closed' || entry === undefined || entry.pool.isClosed) {
       this.acquireFor(route, request, choice).then(
         (connection) => done(null, connection),
@@ -271,11 +285,32 @@ export class Pooler implements ServerPool {
   }
 
   private keyOf(host: HostView, request: ServerRequest): string {
-    let keys = this.keys.get(request);
-    if (keys === undefined) this.keys.set(request, (keys = new Map()));
-    let key = keys.get(host.id);
-    if (key === undefined) keys.set(host.id, (key = poolKey(host, request)));
+    return this.keyIn(this.poolsOf(request), host, request);
+  }
+
+  private poolsOf(request: ServerRequest): ClientPools {
+    let pools = this.clientPools.get(request);
+    if (pools === undefined) this.clientPools.set(request, (pools = { keys: new Map(), lastHost: null, last: null, removedBefore: 0 }));
+    return pools;
+  }
+
+  private keyIn(pools: ClientPools, host: HostView, request: ServerRequest): string {
+    let key = pools.keys.get(host.id);
+    if (key === undefined) pools.keys.set(host.id, (key = poolKey(host, request)));
     return key;
+  }
+
+  /** The pool of `host` for the client's login, if there is one (the hot path's lookup). */
+  private entryOf(host: HostView, request: ServerRequest): PoolEntry | undefined {
+    const pools = this.poolsOf(request);
+    if (pools.lastHost === host && pools.removedBefore === this.poolsRemoved) return pools.last!;
+    const entry = this.pools.get(this.keyIn(pools, host, request));
+    if (entry !== undefined) {
+      pools.lastHost = host;
+      pools.last = entry;
+      pools.removedBefore = this.poolsRemoved;
+    }
+    return entry;
   }
 
   release(connection: BackendConnection, outcome: ReleaseOutcome): void {
@@ -355,6 +390,7 @@ export class Pooler implements ServerPool {
     this.health.stop();
     await Promise.all([...this.pools.values()].map((entry) => entry.pool.close()));
     this.pools.clear();
+    this.poolsRemoved += 1;
   }
 
   private acquirePastGate(route: RouteRequest, request: ServerRequest, choice: Choice | null, failed: FailedAttempt | null = null): Promise<BackendConnection> {
@@ -406,6 +442,7 @@ export class Pooler implements ServerPool {
     for (const [key, entry] of this.pools) {
       if (entry.host.id !== id) continue;
       this.pools.delete(key);
+      this.poolsRemoved += 1;
       void entry.pool.close();
       if (entry.pool.activeCount > 0) this.draining.add(entry);
       drained += 1;

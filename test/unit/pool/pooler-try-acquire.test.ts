@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BackendConnection } from '../../../src/backend/connection.ts';
+import { settle } from './pool-fakes.ts';
 import { PRIMARY, REPLICA, REQUEST, setupPooler } from './pooler-fakes.ts';
 
 const P = 'db1:5432';
@@ -66,6 +67,27 @@ test('waitFor: a connection freed later reaches the callback after the release t
   assert.equal(outcomes[1]!.connection, null);
   assert.equal((outcomes[1]!.err as unknown as { code?: string } | null)?.code, 'POOL_TIMEOUT', 'a healthy host that is only busy: the timeout itself');
   pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  await pooler.close();
+});
+
+test('after a host\'s pool is drained, the next idle connection of its new pool is leased synchronously again', async () => {
+  const answers = [['10.0.0.1'], ['10.0.0.2']];
+  const { pooler, clock } = setupPooler(['db.example:5432'], { resolve: async () => (answers.length > 1 ? answers.shift()! : answers[0]!) });
+  pooler.startHealth();
+  await settle();
+  const write = { kind: 'write' } as const;
+  const first = await pooler.acquire(REQUEST);
+  pooler.release(first, 'reusable');
+  const again = pooler.tryAcquireFor(write, REQUEST);
+  assert.equal(again, first, 'the idle connection, leased at once (the client now knows this pool)');
+  pooler.release(first, 'reusable');
+  await clock.advanceAsync(1_000); // the name resolves elsewhere: the host's pool is drained
+  assert.equal(first.isClosed, true);
+  const second = await pooler.acquire(REQUEST);
+  pooler.release(second, 'reusable');
+  const now = pooler.tryAcquireFor(write, REQUEST);
+  assert.equal(now, second, 'leased from the new pool, not refused by the drained one the client used before');
   pooler.release(second, 'reusable');
   await pooler.close();
 });
