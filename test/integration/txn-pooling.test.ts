@@ -688,6 +688,32 @@ describe('statements a client never prepared', () => {
       assert.equal(columns.toString('utf8', 2, columns.indexOf(0, 2)), 'own', 'not the statement A left on the server');
     }));
 
+  test('a refused Bind takes none of the 256 statement places of the server connection', async () => {
+    // A fills the one server connection with 256 statements; B's Binds of statements it never
+    // prepared are refused; A's next statement then closes exactly one old statement on the
+    // server. Had a refused name been counted as held there, it would have closed two.
+    const { amb } = await txnAmbassador({ size: 1 });
+    const a = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    const b = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    const run = (i: number): Buffer[] => [encodeParse(`s${i}`, `select ${i} as n`, Buffer.from([0, 0])), bind(`s${i}`, []), execute(), encodeSync()];
+    const held = async (): Promise<number> => (await a.query('select name from pg_prepared_statements')).filter((m) => m.type === 'D').length;
+    try {
+      for (let i = 0; i < 256; i += 32) {
+        a.write(Array.from({ length: 32 }, (_, k) => run(i + k)).flat());
+        for (let k = 0; k < 32; k++) await a.readUntil('Z');
+      }
+      assert.equal(await held(), 256);
+      await refused(b, [bind('', []), execute(), encodeSync()]);
+      await refused(b, [bind('pa_not_mine', []), execute(), encodeSync()]);
+      a.write(run(256));
+      assert.deepEqual(summarize(await a.readUntil('Z')), ['1', '2', 'D', 'C', 'Z(I)']);
+      assert.equal(await held(), 256, 'one statement closed for the new one, no more');
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  });
+
   test('pool.cacheUnnamedStatements: a Bind or Describe of another client’s shared statement by its server name gets 26000', () =>
     afterAnotherClient(true, async (b, a) => {
       const shared = serverStatementName(Buffer.concat([Buffer.from('select 42 as left_behind\0'), Buffer.from([0, 0])]));
