@@ -400,29 +400,28 @@ export class RequestBuilder {
     // Answered here only without parameters and with text results, as a directive is run.
     if (prepared?.local && bindsNothing(payload, restOffset)) this.local(BIND_STEP);
     else this.notLocal();
-    const shared = prepared?.shared;
+    const shared = prepared?.shared ?? null;
+    let serverName: string | null = statement;
+    let rename: Buffer | null = null;
+    let unnamedParse: Buffer | null = null;
     if (prepared === undefined && this.neverPrepared(statement)) {
       // Postgres answers 26000; so does the server, for a name nothing has (not for the client's:
       // another client may have left a statement of that name on the server connection).
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: MISSING_STATEMENT, rename: MISSING_STATEMENT_BYTES, source: null, unnamedParse: null });
-      this.currentBytes += end - start;
-      return null;
+      serverName = MISSING_STATEMENT;
+      rename = MISSING_STATEMENT_BYTES;
+    } else if (shared !== null) {
+      serverName = shared.serverName;
+      rename = shared.nameBytes;
+    } else if (statement === '') {
+      // The client's unnamed statement goes as it came, behind its Parse when that went in an
+      // earlier exchange (maybe to another server).
+      serverName = null;
+      if (!this.unnamedInExchange) unnamedParse = this.unnamedParse;
     }
-    if (statement === '' && !shared) {
-      const unnamedParse = this.unnamedInExchange ? null : this.unnamedParse;
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: null, rename: null, source: null, unnamedParse });
-      this.currentBytes += end - start;
-      return null;
-    }
-    if (shared) {
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: shared.serverName, rename: shared.nameBytes, source: shared, unnamedParse: null });
-      this.currentBytes += end - start; // it holds the client's bytes until it is sent
-    } else {
-      // A name the ambassador does not know goes as it is: the server answers 26000 as Postgres
-      // would, or runs what the session prepared with SQL PREPARE (a pinned session).
-      this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName: statement, rename: null, source: null, unnamedParse: null });
-      this.currentBytes += end - start;
-    }
+    // Otherwise a name the ambassador does not know goes as it is: the server answers 26000 as
+    // Postgres would, or runs what the session prepared with SQL PREPARE (a pinned session).
+    this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName, rename, source: shared, unnamedParse });
+    this.currentBytes += end - start; // it holds the client's bytes until it is sent
     return null;
   }
 
