@@ -570,9 +570,28 @@ export function plainStatement(sql: string): StatementEffects | null {
     }
   }
   if (depth !== 0 || headStart < 0) return null;
-  const head = sql.slice(headStart, headEnd < 0 ? sql.length : headEnd).toLowerCase();
-  if (Object.hasOwn(HANDLERS, head) || NOT_EXECUTED_HEADS.has(head)) return null;
-  return PLAIN_STATEMENT;
+  return analyzedHead(sql, headStart, headEnd < 0 ? sql.length : headEnd) ? null : PLAIN_STATEMENT;
+}
+
+/**
+ * The first words the full analysis must see (HANDLERS and NOT_EXECUTED_HEADS), by their first
+ * letter: plainStatement compares a head with the few of its letter and length in place, where
+ * slicing and lowercasing it to look it up cost a string and a hash on every simple Query.
+ */
+const ANALYZED_HEADS: string[][] = Array.from({ length: 26 }, () => []);
+for (const head of [...Object.keys(HANDLERS), ...NOT_EXECUTED_HEADS]) ANALYZED_HEADS[head.charCodeAt(0) - 0x61]!.push(head);
+
+/** Whether sql[start, end), a word of letters and `_` that starts with a letter, is one of ANALYZED_HEADS (any case). */
+function analyzedHead(sql: string, start: number, end: number): boolean {
+  const length = end - start;
+  for (const head of ANALYZED_HEADS[(sql.charCodeAt(start) | 0x20) - 0x61]!) {
+    if (head.length !== length) continue;
+    let i = 1;
+    // `_` | 0x20 is 0x7f, which no letter of a head is.
+    while (i < length && (sql.charCodeAt(start + i) | 0x20) === head.charCodeAt(i)) i++;
+    if (i === length) return true;
+  }
+  return false;
 }
 
 /**

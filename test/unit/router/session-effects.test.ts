@@ -156,6 +156,8 @@ test('plainStatement answers the statements pgbench sends and declines what need
     "SELECT 'x' -- c", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', '/* app=web */ select 1', '-- c\nSELECT 1', 'SELECT/**/1',
     "SELECT 1 -- set_config('a','b',false)", "SELECT $$set_config('a','b',false)$$", "SELECT $q$ it's $$ \\ $q$, $2", 'SELECT /* /* nested */ still */ 1',
     "SELECT $f$x$f$ FROM t WHERE a = $1 AND b = 'c'", 'SELECT 1 --',
+    // First words that only share a letter or a beginning with one the full analysis reads.
+    'TABLE t', 'VALUES (1)', 'with w as (select 1) select * from w', 'SHOW search_path', 'Sets_not_a_statement', 'ending', 'CALL p()',
   ]) {
     assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
     assert.deepEqual(analyzeSessionEffects(sql), { effects: [], statements: 1, uncertain: false }, `the full analysis of ${sql}`);
@@ -168,6 +170,10 @@ test('plainStatement answers the statements pgbench sends and declines what need
     '/* c */ SET x = 1', 'SET/**/x = 1', 'select set_config/*x*/($1, $2, false)', 'select pg_advisory_lock($1)',
     'SELECT (1', 'SELECT 1)', 'set search_path = a', 'Begin', 'commit', 'SELECT pg_advisory_lock(1)', 'select set_config(a, b, false)',
     'SELECT * INTO TEMP t FROM x', 'create table t (a int)', 'explain select 1', '', '   ', '(select 1)', 'listen x', 'discard all',
+    // Every first word the full analysis reads, in any case.
+    'DROP TABLE t', 'Grant select on t to u', 'ReVoKe all on t from u', 'SECURITY LABEL ON TABLE t IS NULL', 'COMMENT ON TABLE t IS NULL', 'ABORT', 'end',
+    'release sp', 'SAVEPOINT sp', 'Rollback', 'START TRANSACTION', 'DeAllocate p', 'prepare p as select 1', 'CLOSE c', 'declare c cursor for select 1',
+    "LOAD 'x'", 'unlisten *', 'RESET ALL', 'reset x',
   ]) {
     assert.equal(plainStatement(sql), null, sql);
   }
