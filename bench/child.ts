@@ -3,8 +3,12 @@
 // SIGTERM is a "fast exit" with status 1; SIGKILL after 5 s) and then removes the target's private
 // directory. Every signal goes to the child's own pid; nothing is looked up by name.
 
-import type { ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import type { RunningTarget, TargetContext } from './targets.ts';
 
 const OUTPUT_KEPT = 64 * 1024;
 
@@ -114,4 +118,46 @@ export function awaitOutput<T>(child: ChildProcess, supervised: SupervisedChild,
     child.stdout?.on('data', onData);
     void supervised.exited.then(() => fail(`exited before listening (${supervised.exitInfo()})`));
   });
+}
+
+/** A bench script of the bench's own that proxies to the primary (node-pipe, node-pool). */
+export interface ScriptTarget {
+  name: string;
+  /** The script's path; it is run as `node --import tsx <script> <args...>`. */
+  script: string;
+  args: string[];
+  /** Added to an environment stripped to PATH (a password goes here, not in argv: argv is readable in /proc). */
+  env?: Record<string, string>;
+  /** What the script is, for the log and the report. */
+  details: string;
+}
+
+/**
+ * Starts `target` as a child process in a private temp dir and waits for its "listening <port>"
+ * line (it listens on 127.0.0.1, an OS-chosen port). pgbench logs in through it as the upstream
+ * app user, so its CPU and RSS are read from /proc like every other target's.
+ */
+export async function spawnScriptTarget(context: TargetContext, target: ScriptTarget): Promise<RunningTarget> {
+  const { cluster, log } = context;
+  const { name, script, args, details } = target;
+  const dir = mkdtempSync(path.join(os.tmpdir(), `pg-ambassador-bench-${name}-`));
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+    cwd: path.resolve(import.meta.dirname, '..'),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...target.env },
+  });
+  const supervised = supervise(child, name, dir, log);
+  const port = await awaitOutput(child, supervised, name, (output) => {
+    const match = /^listening (\d+)$/m.exec(output);
+    return match === null ? null : Number(match[1]);
+  });
+  log(`${name}: pid ${child.pid} listening on 127.0.0.1:${port} (${details})`);
+  const { user, password } = cluster.users.app;
+  return {
+    name,
+    endpoint: { host: '127.0.0.1', port, user, password, database: cluster.database },
+    pid: child.pid!,
+    details,
+    ...targetLifecycle(supervised, name),
+  };
 }

@@ -43,12 +43,12 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
   --targets LIST   default: all, each in its default modes (pgbouncer: simple, extended; pgbouncer-session:
                    prepared); a target named here runs in every selected mode it supports; ambassador-split
                    runs only the split workloads, ambassador and ambassador-txn only the others, node-pipe
-                   (a bare Node.js byte pipe: the floor of a proxy on Node) only select-only, and
-                   ambassador-txn-cached (pool.cacheUnnamedStatements) select-only, by default -M extended only
+                   (a bare Node.js byte pipe) and node-pool (a minimal pooler on Node, simple and extended)
+                   only select-only, and ambassador-txn-cached (pool.cacheUnnamedStatements) select-only, by default -M extended only
   --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
 
-  Wall time on 2 CPUs: the default run ~40 min (71 runs a round x 3 rounds of 10 s, 39 verification runs,
-  2 x ${DEFAULTS.memoryClients} idle logins); --quick ~15 min. The estimate for the options given is logged at
+  Wall time on 2 CPUs: the default run ~44 min (77 runs a round x 3 rounds of 10 s, 41 verification runs,
+  2 x ${DEFAULTS.memoryClients} idle logins); --quick ~17 min. The estimate for the options given is logged at
   start.`;
 
 export interface BenchOptions {

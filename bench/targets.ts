@@ -37,6 +37,7 @@ import type { LocalCluster } from '../src/demo/cluster.ts';
 import { awaitOutput, supervise, targetLifecycle } from './child.ts';
 import { QUERY_MODES, type Endpoint, type QueryMode, type WorkloadKind } from './pgbench.ts';
 import { spawnNodePipe } from './node-pipe.ts';
+import { spawnNodePool } from './node-pool.ts';
 import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -271,7 +272,7 @@ const nodePipe: TargetSpec = {
   name: 'node-pipe',
   description:
     'a bare Node.js byte pipe (bench/node-pipe.ts): no parsing, no pooling, one server connection per client, which logs in to ' +
-    "Postgres through it; the floor of any proxy on Node's net streams, so ambassador-txn / node-pipe is what the ambassador adds",
+    "Postgres through it: what Node's net streams cost before a proxy does any work",
   defaultModes: QUERY_MODES,
   supportedModes: QUERY_MODES,
   workloadKinds: ['plain'],
@@ -281,8 +282,33 @@ const nodePipe: TargetSpec = {
   start: (context) => spawnNodePipe(context, 'node-pipe'),
 };
 
+const nodePool: TargetSpec = {
+  name: 'node-pool',
+  description:
+    "a minimal Node.js transaction pooler (bench/node-pool.ts) on the ambassador's own sockets and server login: --pool-size server " +
+    'connections, requests cut at Query or Sync and answered up to ReadyForQuery, every client login accepted; no statement ' +
+    'names (so no -M prepared), session state, routing, health checks, retries or metrics. The floor of a pooler on Node, so ' +
+    "ambassador-txn / node-pool is what the ambassador's features cost",
+  defaultModes: ['simple', 'extended'],
+  supportedModes: ['simple', 'extended'],
+  workloadKinds: ['plain'],
+  onlyWorkloads: ['select-only'],
+  serverConnections: (context) => context.poolSize,
+  start: (context) => spawnNodePool(context, 'node-pool'),
+};
+
 /** Every target the bench knows, in run order within a round; the first selected is the baseline. */
-export const TARGETS: readonly TargetSpec[] = [direct, ambassadorSession, ambassadorTransaction, ambassadorTransactionCached, ambassadorSplit, pgbouncerTransaction, pgbouncerSession, nodePipe];
+export const TARGETS: readonly TargetSpec[] = [
+  direct,
+  ambassadorSession,
+  ambassadorTransaction,
+  ambassadorTransactionCached,
+  ambassadorSplit,
+  pgbouncerTransaction,
+  pgbouncerSession,
+  nodePipe,
+  nodePool,
+];
 
 /** The target latency is "added over" in the 1-client comparisons. */
 export const LATENCY_REFERENCE = 'direct';
@@ -306,9 +332,11 @@ export const COMPARISONS: readonly Comparison[] = [
   },
   { numerator: 'ambassador-txn-cached', denominator: 'pgbouncer', note: 'pool.cacheUnnamedStatements: Postgres binds unnamed statements it parsed once (PgBouncer sends every Parse)' },
   { numerator: 'ambassador-txn-cached', denominator: 'ambassador-txn', note: 'what pool.cacheUnnamedStatements changes' },
-  { numerator: 'ambassador-txn', denominator: 'node-pipe', note: "what the ambassador adds to Node's floor (a bare byte pipe, no pooling)" },
-  { numerator: 'node-pipe', denominator: 'pgbouncer', note: "Node's floor vs PgBouncer (transaction pooling)" },
-  { numerator: 'node-pipe', denominator: 'pgbouncer-session', note: "Node's floor vs PgBouncer (session pooling)" },
+  { numerator: 'ambassador-txn', denominator: 'node-pipe', note: "the ambassador vs a bare byte pipe on Node's net streams (no pooling)" },
+  { numerator: 'node-pipe', denominator: 'pgbouncer', note: "Node's net streams vs PgBouncer (transaction pooling)" },
+  { numerator: 'node-pipe', denominator: 'pgbouncer-session', note: "Node's net streams vs PgBouncer (session pooling)" },
+  { numerator: 'ambassador-txn', denominator: 'node-pool', note: "what the ambassador's features cost over a minimal pooler on the same sockets" },
+  { numerator: 'node-pool', denominator: 'pgbouncer', note: 'the floor of a pooler on Node vs PgBouncer (transaction pooling)' },
   { numerator: 'ambassador-split', denominator: 'direct', note: 'reads over 2 replicas vs no proxy on the primary' },
   { numerator: 'ambassador-split', denominator: 'pgbouncer', note: 'reads over 2 replicas vs PgBouncer on the primary (PgBouncer cannot split)' },
   {

@@ -58,6 +58,7 @@ test('workload kinds: only ambassador-split and its partners (direct, the pgboun
     pgbouncer: 'plain+split',
     'pgbouncer-session': 'plain+split',
     'node-pipe': 'plain',
+    'node-pool': 'plain',
   });
 });
 
@@ -65,8 +66,9 @@ test('server connections at 256 clients and pool 20, and the max_connections the
   const held = Object.fromEntries(TARGETS.map((target) => [target.name, target.serverConnections({ clients: 256, poolSize: 20 })]));
   assert.deepEqual(held, {
     direct: 256, ambassador: 256, 'ambassador-txn': 20, 'ambassador-txn-cached': 20, 'ambassador-split': 20, pgbouncer: 20, 'pgbouncer-session': 256, 'node-pipe': 256,
+    'node-pool': 20,
   });
-  // 1124 + 40 spare, rounded up to a hundred.
+  // 1144 + 40 spare, rounded up to a hundred.
   assert.equal(requiredMaxConnections(Object.values(held)), 1200);
   assert.equal(requiredMaxConnections([4, 20, 20]), 300, 'never below the cluster default');
 });
