@@ -120,7 +120,7 @@ export function awaitOutput<T>(child: ChildProcess, supervised: SupervisedChild,
   });
 }
 
-/** A bench script of the bench's own that proxies to the primary (node-pipe, node-pool). */
+/** One of the bench's own scripts that proxies to the primary (node-pipe, node-pool). */
 export interface ScriptTarget {
   name: string;
   /** The script's path; it is run as `node --import tsx <script> <args...>`. */

@@ -47,7 +47,10 @@ const NOTHING = Buffer.alloc(0);
 /** One server connection of the pool, and the client whose request it answers now. */
 class Server implements ServerSink {
   holder: Client | null = null;
-  /** The head of a message the last chunk ended in (at most 4 bytes of header, or more of a message). */
+  /**
+   * The start of a message the last chunk ended in, kept until the message is whole (select-only's
+   * answers are small; a large row would be copied again with every chunk).
+   */
   private partial: Buffer = NOTHING;
 
   constructor(
@@ -63,7 +66,9 @@ class Server implements ServerSink {
     let at = 0;
     // Only message boundaries matter: the bytes go on as they came, cut after each ReadyForQuery.
     while (data.length - at >= 5) {
-      const end = at + 1 + data.readInt32BE(at + 1);
+      const length = data.readInt32BE(at + 1);
+      if (length < 4) return void this.conn.close(true); // not Postgres: the close discards it
+      const end = at + 1 + length;
       if (end > data.length) break;
       if (data[at] === READY_FOR_QUERY) {
         const holder = this.holder;
@@ -135,7 +140,9 @@ class Client {
     let at = 0;
     while (data.length - at >= 5) {
       const type = data[at]!;
-      const end = at + 1 + data.readInt32BE(at + 1);
+      const length = data.readInt32BE(at + 1);
+      if (length < 4) return void this.socket.destroy();
+      const end = at + 1 + length;
       if (end > data.length) break;
       at = end;
       if (type === TERMINATE) return void this.socket.destroy();

@@ -103,3 +103,13 @@ test('node-pool: a server left inside a transaction block by a client that went 
   assert.equal(sessions.length, 2);
   assert.deepEqual(sessions[1]!.received.filter((m) => m.type === 'Q').map((m) => m.payload.toString('utf8', 0, m.payload.length - 1)), ['select b']);
 });
+
+test('node-pool: a client whose message declares a length below 4 is disconnected; the others go on', BOUNDED, async (t) => {
+  const { port } = await startPool(t, 1);
+  const bad = await login(t, port);
+  const good = await login(t, port);
+  bad.write(Buffer.from([0x51, 0, 0, 0, 2, 0x51, 0, 0, 0, 2]));
+  await assert.rejects(bad.nextMessage(5_000), 'the connection closes with nothing sent');
+  assert.equal(bad.closed, true);
+  assert.equal(await query(good, 'select good'), 'select good I');
+});
