@@ -231,7 +231,6 @@ class Client {
       server.holder = null;
       this.pool.discard(server); // left inside a transaction block: not reusable as it is
     }
-    this.pool.forget(this);
   }
 }
 
@@ -240,7 +239,6 @@ export class NodePool {
   welcome: Buffer = NOTHING;
   private readonly idle: Server[] = [];
   private readonly waiting = new Fifo<{ client: Client; request: Buffer }>();
-  private readonly clients = new Set<Client>();
   private readonly servers = new Set<Server>();
   private closing = false;
   private server: net.Server | null = null;
@@ -257,7 +255,7 @@ export class NodePool {
     this.welcome = Buffer.concat([encodeAuthenticationOk(), ...parameters, encodeBackendKeyData(process.pid, 0), encodeReadyForQuery('I')]);
     this.release(first);
     await Promise.all(Array.from({ length: this.size - 1 }, async () => this.release(await this.connect())));
-    const server = net.createServer((socket) => this.clients.add(new Client(socket, this)));
+    const server = net.createServer((socket) => void new Client(socket, this));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -291,10 +289,6 @@ export class NodePool {
       (replacement) => this.release(replacement),
       (err: unknown) => process.stderr.write(`node-pool: reconnecting failed: ${err instanceof Error ? err.message : String(err)}\n`),
     );
-  }
-
-  forget(client: Client): void {
-    this.clients.delete(client);
   }
 
   close(): void {
