@@ -43,6 +43,11 @@ abstract class Ring<E> {
     return this.count === 0 ? undefined : this.slots[this.head];
   }
 
+  /** The entry `index` places behind the oldest, left in place. */
+  at(index: number): E | undefined {
+    return index >= 0 && index < this.count ? this.slots[(this.head + index) & (this.slots.length - 1)] : undefined;
+  }
+
   push(item: E): void {
     if (this.count === this.slots.length) this.regrow(Math.max(FIRST_CAPACITY, this.slots.length * 2));
     this.slots[(this.head + this.count++) & (this.slots.length - 1)] = item;

@@ -26,6 +26,7 @@
 import { AmbassadorError } from '../errors.ts';
 import { FailureBackoff } from '../lib/backoff.ts';
 import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
+import { Fifo } from '../lib/fifo.ts';
 import { poolClosedError, poolTimeoutError, type ConnectionFactory, type DestroyReason, type PoolDeps, type PooledConnection, type PoolEvent, type PoolOptions, type PoolStats } from './pool-types.ts';
 
 export type { ConnectionFactory, DestroyReason, PoolDeps, PooledConnection, PoolEvent, PoolOptions, PoolStats } from './pool-types.ts';
@@ -49,6 +50,8 @@ interface Waiter<T> {
   readonly settle: WaitCallback<T>;
   readonly enqueuedAt: number;
   job: CreateJob<T> | null;
+  /** Served or failed: no longer waiting, though maybe still in the queue (see removeWaiter). */
+  gone: boolean;
 }
 
 interface CreateJob<T> {
@@ -75,8 +78,14 @@ export class ConnectionPool<T> {
   private readonly open = new Map<T, Entry<T>>();
   private active = 0;
   private readonly jobs = new Set<CreateJob<T>>();
-  /** FIFO: index 0 is the oldest (and, all sharing one limit, the first to time out). */
-  private readonly waiters: Waiter<T>[] = [];
+  /**
+   * Oldest first (all sharing one limit, the first to time out). A ring, not an Array: with
+   * hundreds of clients waiting, every hand-off takes the head, and Array.shift moves the
+   * array's start in the heap each time. Entries may be gone (served out of turn by a connect
+   * they owned) until they reach the head; `waiting` counts the others.
+   */
+  private readonly waiters = new Fifo<Waiter<T>>();
+  private waiting = 0;
   /** One timer for the waiters' acquire timeouts: due when the oldest waiter's is. */
   private waitTimer: Timer | null = null;
   private waitTimerDue = Infinity;
@@ -110,7 +119,8 @@ export class ConnectionPool<T> {
     if (this.closed) return settle(this.closedError(), null);
     const conn = this.tryAcquire();
     if (conn !== null) return settle(null, conn);
-    this.waiters.push({ settle, enqueuedAt: this.clock.now(), job: null });
+    this.waiters.push({ settle, enqueuedAt: this.clock.now(), job: null, gone: false });
+    this.waiting++;
     this.armWaitTimer();
     this.pump();
   }
@@ -139,14 +149,14 @@ export class ConnectionPool<T> {
   }
 
   stats(): PoolStats {
-    const oldest = this.waiters[0];
+    const oldest = this.headWaiter();
     return {
       key: this.key,
       size: this.options.size,
       idle: this.idle.length,
       active: this.active,
       connecting: this.jobs.size,
-      waiting: this.waiters.length,
+      waiting: this.waiting,
       maxWaitMs: oldest ? this.clock.now() - oldest.enqueuedAt : 0,
       ...this.counts,
       lastConnectError: this.lastConnectError,
@@ -200,7 +210,7 @@ export class ConnectionPool<T> {
     this.maintenanceTimer = null;
     if (this.waitTimer) this.clock.clearTimeout(this.waitTimer);
     this.waitTimer = null;
-    for (const waiter of [...this.waiters]) {
+    for (let waiter = this.headWaiter(); waiter !== undefined; waiter = this.headWaiter()) {
       this.removeWaiter(waiter);
       waiter.settle(this.closedError(), null);
     }
@@ -272,7 +282,7 @@ export class ConnectionPool<T> {
 
   /** A usable connection is free: the head waiter gets it directly, else it goes idle. */
   private offer(entry: Entry<T>, now = this.clock.now()): void {
-    const head = this.waiters[0];
+    const head = this.headWaiter();
     if (head) this.deliver(head, entry, now);
     else this.move(entry, 'idle', undefined, now);
   }
@@ -289,18 +299,38 @@ export class ConnectionPool<T> {
 
   /** Takes a waiter out of the queue; a job it owned is left for another waiter (see pump). */
   private removeWaiter(waiter: Waiter<T>): void {
+    if (waiter.gone) return;
+    waiter.gone = true;
+    this.waiting--;
     const waiters = this.waiters;
-    if (waiters[0] === waiter) waiters.shift();
-    else {
-      const at = waiters.indexOf(waiter);
-      if (at >= 0) waiters.splice(at, 1);
-    }
+    if (waiters.first === waiter) waiters.shift();
+    else if (waiters.length > 2 * this.waiting + 16) this.dropGone();
     if (waiter.job) waiter.job.owner = null;
     waiter.job = null;
     // With nobody waiting the timer stays: it finds no one when it fires and is not armed again.
     // Clearing it here would cost a clearTimeout and a setTimeout each time a busy pool's queue
     // empties and fills again (with 32 clients on 20 connections, most transactions); it is
     // unref'd, so it never keeps the process up.
+  }
+
+  /** The oldest waiter still waiting; gone ones ahead of it leave the queue. */
+  private headWaiter(): Waiter<T> | undefined {
+    const waiters = this.waiters;
+    let head = waiters.first;
+    while (head !== undefined && head.gone) {
+      waiters.shift();
+      head = waiters.first;
+    }
+    return head;
+  }
+
+  /** Rebuilds the queue without its gone entries (many were served out of turn behind a long wait). */
+  private dropGone(): void {
+    const waiters = this.waiters;
+    for (let n = waiters.length; n > 0; n--) {
+      const waiter = waiters.shift()!;
+      if (!waiter.gone) waiters.push(waiter);
+    }
   }
 
   /**
@@ -310,7 +340,7 @@ export class ConnectionPool<T> {
    * one not due and is armed for that one (one timer change per timeout period, not per wait).
    */
   private armWaitTimer(again = false): void {
-    const head = this.waiters[0];
+    const head = this.headWaiter();
     const limit = this.options.acquireTimeoutMs;
     const due = head === undefined || limit <= 0 ? Infinity : head.enqueuedAt + limit;
     if (!again && this.waitTimer !== null && this.waitTimerDue <= due) return;
@@ -328,7 +358,7 @@ export class ConnectionPool<T> {
     const limit = this.options.acquireTimeoutMs;
     const now = this.clock.now();
     for (;;) {
-      const waiter = this.waiters[0];
+      const waiter = this.headWaiter();
       if (waiter === undefined || limit <= 0 || waiter.enqueuedAt + limit > now) break;
       this.removeWaiter(waiter);
       const waitedMs = now - waiter.enqueuedAt;
@@ -342,8 +372,10 @@ export class ConnectionPool<T> {
   /** Gives every waiter without a connect in flight one: an unowned job, or a new one while there is room. */
   private pump(): void {
     if (this.closed) return;
-    for (const waiter of this.waiters) {
-      if (waiter.job) continue;
+    const waiters = this.waiters;
+    for (let i = 0; i < waiters.length; i++) {
+      const waiter = waiters.at(i)!;
+      if (waiter.job || waiter.gone) continue;
       const unowned = this.unownedJob();
       if (unowned) {
         unowned.owner = waiter;
@@ -462,7 +494,7 @@ export class ConnectionPool<T> {
     this.factory.onClosed(conn, () => this.died(entry));
     if (owner) return this.deliver(owner, entry);
     // Connected for no one in particular after the pool shrank: not kept beyond the new size.
-    if (!this.waiters[0] && this.total() >= this.options.size) return this.move(entry, 'gone', 'resized');
+    if (this.waiting === 0 && this.total() >= this.options.size) return this.move(entry, 'gone', 'resized');
     this.offer(entry);
   }
 
@@ -515,7 +547,7 @@ export class ConnectionPool<T> {
   // ---- errors and events ----------------------------------------------------------------------
 
   private timeoutError(waitedMs: number): AmbassadorError {
-    const busy = `${this.active} active, ${this.jobs.size} connecting, ${this.waiters.length} waiting`;
+    const busy = `${this.active} active, ${this.jobs.size} connecting, ${this.waiting} waiting`;
     const failing = this.backoff.failures > 0 ? this.lastConnectError : null;
     return poolTimeoutError(this.key, waitedMs, this.options, busy, failing);
   }

@@ -77,3 +77,16 @@ test('NumberFifo keeps fractional numbers exactly, in order, across growth and w
   fifo.clear();
   assert.deepEqual([fifo.length, fifo.shift()], [0, undefined]);
 });
+
+test('at() reads an entry by its place from the oldest, also once the ring wraps', () => {
+  const fifo = new Fifo<number>();
+  assert.equal(fifo.at(0), undefined);
+  for (let i = 0; i < 4; i++) fifo.push(i);
+  fifo.shift();
+  fifo.shift();
+  fifo.push(4);
+  fifo.push(5); // wrapped: slots hold 4, 5, 2, 3
+  assert.deepEqual([0, 1, 2, 3].map((i) => fifo.at(i)), [2, 3, 4, 5]);
+  assert.equal(fifo.at(4), undefined);
+  assert.equal(fifo.at(-1), undefined);
+});

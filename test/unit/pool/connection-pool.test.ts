@@ -282,3 +282,31 @@ test('a queue that empties and fills again keeps its one timeout timer, and a la
   assert.equal((late.error as AmbassadorError).code, 'POOL_TIMEOUT');
   check();
 });
+
+test('waiters served out of turn by their own connects leave the oldest at the head, counted once', async () => {
+  const { pool, factory, clock, check } = setup({ size: 40 });
+  factory.failNext(1); // the oldest waiter's connect fails once and sleeps in backoff
+  const waiters = Array.from({ length: 40 }, () => track(pool.acquire()));
+  await settle();
+  check();
+  assert.equal(waiters[0]!.settled, false);
+  assert.ok(waiters.slice(1).every((w) => w.value !== undefined), 'the other 39 got the connects they started');
+  assert.equal(pool.stats().waiting, 1);
+  // Two more arrive behind the oldest (and behind the 39 served, still in the queue until passed).
+  const later = [track(pool.acquire()), track(pool.acquire())];
+  await settle();
+  assert.equal(pool.stats().waiting, 3);
+  for (let i = 1; i <= 3; i++) {
+    pool.release(waiters[i]!.value!, 'reusable');
+    await settle();
+    check();
+  }
+  assert.equal(waiters[0]!.value, waiters[1]!.value, 'the oldest waiter is served first');
+  assert.equal(later[0]!.value, waiters[2]!.value);
+  assert.equal(later[1]!.value, waiters[3]!.value);
+  assert.equal(pool.stats().waiting, 0);
+  // The failed connect's retry lands for no one: it stays idle, over nothing.
+  await clock.advanceAsync(1000);
+  check();
+  assert.deepEqual([pool.stats().active, pool.stats().idle, pool.stats().waiting], [39, 1, 0]);
+});
