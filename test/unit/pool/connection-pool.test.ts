@@ -292,7 +292,7 @@ test('waiters served out of turn by their own connects leave the oldest at the h
   assert.equal(waiters[0]!.settled, false);
   assert.ok(waiters.slice(1).every((w) => w.value !== undefined), 'the other 39 got the connects they started');
   assert.equal(pool.stats().waiting, 1);
-  // Two more arrive behind the oldest (and behind the 39 served, still in the queue until passed).
+  // Two more arrive behind the oldest.
   const later = [track(pool.acquire()), track(pool.acquire())];
   await settle();
   assert.equal(pool.stats().waiting, 3);
@@ -305,7 +305,7 @@ test('waiters served out of turn by their own connects leave the oldest at the h
   assert.equal(later[0]!.value, waiters[2]!.value);
   assert.equal(later[1]!.value, waiters[3]!.value);
   assert.equal(pool.stats().waiting, 0);
-  // The failed connect's retry lands for no one: it stays idle, over nothing.
+  // The failed connect tries again and lands for no one waiting: it goes idle.
   await clock.advanceAsync(1000);
   check();
   assert.deepEqual([pool.stats().active, pool.stats().idle, pool.stats().waiting], [39, 1, 0]);
