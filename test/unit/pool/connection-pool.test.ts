@@ -310,3 +310,18 @@ test('waiters served out of turn by their own connects leave the oldest at the h
   check();
   assert.deepEqual([pool.stats().active, pool.stats().idle, pool.stats().waiting], [39, 1, 0]);
 });
+
+test('close settles only the waiters still waiting, once each, when others were served out of turn', async () => {
+  // Few enough that the served ones stay queued behind the oldest (no rebuild of the queue).
+  const { pool, factory } = setup({ size: 8 });
+  factory.failNext(1); // the oldest waiter's connect fails once; the other 7 are served by theirs
+  const settled = Array.from({ length: 8 }, () => [] as string[]);
+  for (const calls of settled) pool.wait((err, conn) => calls.push(conn === null ? (err as AmbassadorError).code : 'conn'));
+  await settle();
+  assert.deepEqual(settled[0], []);
+  assert.ok(settled.slice(1).every((calls) => calls.length === 1 && calls[0] === 'conn'));
+  await pool.close();
+  assert.deepEqual(settled[0], ['POOL_CLOSED']);
+  assert.ok(settled.slice(1).every((calls) => calls.length === 1), 'no waiter served before the close is settled again');
+  assert.equal(pool.stats().waiting, 0);
+});
