@@ -156,10 +156,11 @@ test('plainStatement answers the statements pgbench sends and declines what need
     "SELECT 'x' -- c", 'SELECT $1', 'SELECT $$x$$', 'SELECT 1 -- note', 'SELECT /* c */ 1', '/* app=web */ select 1', '-- c\nSELECT 1', 'SELECT/**/1',
     "SELECT 1 -- set_config('a','b',false)", "SELECT $$set_config('a','b',false)$$", "SELECT $q$ it's $$ \\ $q$, $2", 'SELECT /* /* nested */ still */ 1',
     "SELECT $f$x$f$ FROM t WHERE a = $1 AND b = 'c'", 'SELECT 1 --',
-    // No quote, parenthesis, comment or second statement: read in one match (with spaces and a
-    // semicolon around it, a digit or a letter beyond ASCII after the first word).
+    // No quote, parenthesis, `/` or inner semicolon: read in one match (with spaces and a
+    // semicolon around it, a digit, `_` or a letter beyond ASCII in or after the first word, a
+    // `--` comment). One whose comment hides a semicolon goes to the loop, to the same answer.
     ' \t\nSELECT abalance FROM t WHERE aid = 5 ;\n ', 'select1', 'SELECT café FROM t', 'SELECT a.b, c::int FROM t WHERE x >= 2 AND y <> 3 OR z ~* w',
-    'SELECT 1 -- a; SET x = 1', 'SELECT 1 -- a;  ', 'SELECT 1 -- a;\n', 'SELECT-1',
+    'SELECT 1 -- a;  ', 'SELECT 1 -- a;\n', 'SELECT-1', 'end_x', 'SELECT 1 -- a; SET x = 1',
     // First words that only share a letter or a beginning with one the full analysis reads.
     'TABLE t', 'VALUES (1)', 'with w as (select 1) select * from w', 'SHOW search_path', 'Sets_not_a_statement', 'ending', 'CALL p()',
   ]) {
@@ -180,7 +181,7 @@ test('plainStatement answers the statements pgbench sends and declines what need
     "LOAD 'x'", 'unlisten *', 'RESET ALL', 'reset x',
     // Nor without a quote, parenthesis or comment: a first word the analysis reads (around spaces
     // and semicolons), a second statement, a space beyond ASCII first, a scanned word.
-    ' \tBEGIN;', 'end ;\n', 'RESET ALL ;', 'SET x TO 1;', 'SELECT 1;;', 'SELECT 1; SET x = 1', '\u00a0SELECT 1', 'SELECT 1 AS temp_x', 'SELECT 1 -- a\n; SET x = 1', 'SELECT 1 /* a',
+    ' \tBEGIN;', 'end ;\n', 'RESET ALL ;', 'SET x TO 1;', 'SELECT 1;;', 'SELECT 1; SET x = 1', '\u00a0SELECT 1', 'SELECT 1 AS temp_x', 'SELECT 1 -- a\n; SET x = 1', 'SELECT 1 /* a', 'end1', 'endé',
   ]) {
     assert.equal(plainStatement(sql), null, sql);
   }
