@@ -179,8 +179,9 @@ test('plainStatement answers the statements pgbench sends and declines what need
     'DROP TABLE t', 'Grant select on t to u', 'ReVoKe all on t from u', 'SECURITY LABEL ON TABLE t IS NULL', 'COMMENT ON TABLE t IS NULL', 'ABORT', 'end',
     'release sp', 'SAVEPOINT sp', 'Rollback', 'START TRANSACTION', 'DeAllocate p', 'prepare p as select 1', 'CLOSE c', 'declare c cursor for select 1',
     "LOAD 'x'", 'unlisten *', 'RESET ALL', 'reset x',
-    // Nor without a quote, parenthesis or comment: a first word the analysis reads (around spaces
-    // and semicolons), a second statement, a space beyond ASCII first, a scanned word.
+    // Declined with no quote or parenthesis either: a first word the analysis reads (around spaces
+    // and semicolons, or ended by a digit or a letter beyond ASCII), a second statement (after a
+    // `--` comment too), a space beyond ASCII first, a scanned word, an unclosed `/*`.
     ' \tBEGIN;', 'end ;\n', 'RESET ALL ;', 'SET x TO 1;', 'SELECT 1;;', 'SELECT 1; SET x = 1', '\u00a0SELECT 1', 'SELECT 1 AS temp_x', 'SELECT 1 -- a\n; SET x = 1', 'SELECT 1 /* a', 'end1', 'endé',
   ]) {
     assert.equal(plainStatement(sql), null, sql);
