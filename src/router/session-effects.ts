@@ -516,9 +516,14 @@ function dollarEnd(sql: string, at: number): number {
  */
 const UNREMARKABLE = /^[ \t\n\r\f\v]*[A-Za-z][^\\'"$();/]*(?:;[ \t\n\r\f\v]*)?$/;
 
-/** A letter or `_`: what a first word is made of (a digit ends it, as in the loop). */
+/** An ASCII letter: what a first word starts with. */
+function asciiLetter(c: number): boolean {
+  return (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a;
+}
+
+/** A letter or `_`: what the rest of a first word is made of (anything else, a digit too, ends it). */
 function headChar(c: number): boolean {
-  return ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) || c === 0x5f;
+  return asciiLetter(c) || c === 0x5f;
 }
 
 /**
@@ -577,10 +582,9 @@ export function plainStatement(sql: string): StatementEffects | null {
     }
     if (findWords && mayStartScannedWord(c) && scannedWordAt(sql, i)) return null;
     if (headEnd < 0) {
-      const letter = (c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a;
-      if (headStart < 0 && letter) headStart = i;
+      if (headStart < 0 && asciiLetter(c)) headStart = i;
       else if (headStart < 0 && !(c < 128 && SPACE[c])) return null;
-      else if (headStart >= 0 && !letter && c !== 0x5f) headEnd = i;
+      else if (headStart >= 0 && !headChar(c)) headEnd = i;
     }
     if (c === 0x28) depth++;
     else if (c === 0x29 && --depth < 0) return null;
