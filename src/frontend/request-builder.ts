@@ -3,7 +3,7 @@
 // their shared server names and the session effects of what each request runs collected.
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
-import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
@@ -124,6 +124,8 @@ export class RequestBuilder {
    */
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
+  /** Statement names read from Binds (allocated by the first Bind: a client that sends none keeps none). */
+  private names: NameCache | null = null;
   private readonly cacheUnnamed: boolean;
   private unnamedParse: Buffer | null = null;
   /**
@@ -389,7 +391,7 @@ export class RequestBuilder {
   }
 
   private onBind(payload: Buffer): null {
-    const names = readable(decodeBindNames, payload);
+    const names = readable(decodeBindNames, payload, (this.names ??= new NameCache()));
     if (names === null) return this.unreadable(FrontendType.Bind, payload);
     const { chunk, start, end } = this;
     const { portal, statement, portalEnd, restOffset } = names;
@@ -565,9 +567,9 @@ function describesPortal(items: readonly Item[]): boolean {
 }
 
 /** A decoded message, or null when its payload is malformed (the decoders throw RangeError). */
-function readable<T>(decode: (payload: Buffer) => T, payload: Buffer): T | null {
+function readable<T, A = undefined>(decode: (payload: Buffer, arg: A) => T, payload: Buffer, arg?: A): T | null {
   try {
-    return decode(payload);
+    return decode(payload, arg as A);
   } catch (err) {
     if (err instanceof RangeError) return null;
     throw err;

@@ -93,18 +93,50 @@ export interface BindLayout {
   restOffset: number;
 }
 
-/** A Bind's portal and statement names, and where they lie in its payload. */
-export function decodeBindNames(payload: Buffer): { portal: string; statement: string; portalEnd: number; restOffset: number } {
+/** A Bind's portal and statement names, and where they lie in its payload; `names` remembers statement names read before. */
+export function decodeBindNames(payload: Buffer, names: NameCache | null = null): { portal: string; statement: string; portalEnd: number; restOffset: number } {
   const portalEnd = payload.indexOf(0);
   const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
   if (statementEnd < 0) throw new RangeError('malformed Bind');
   return {
     // The unnamed portal (nearly every Bind) needs no decoding.
     portal: portalEnd === 0 ? '' : payload.toString('utf8', 0, portalEnd),
-    statement: statementEnd === portalEnd + 1 ? '' : payload.toString('utf8', portalEnd + 1, statementEnd),
+    statement: statementEnd === portalEnd + 1 ? '' : names === null ? payload.toString('utf8', portalEnd + 1, statementEnd) : names.read(payload, portalEnd + 1, statementEnd),
     portalEnd,
     restOffset: statementEnd + 1,
   };
+}
+
+const NAME_SLOTS = 16;
+
+/**
+ * Names read from one client's messages, for the next time the same bytes come: a driver names
+ * the same few prepared statements in Bind after Bind, and a string made from a Buffer costs
+ * more than the rest of reading a Bind (about 0.3 µs under pgbench -M prepared). A name read
+ * again is the same string, its hash already computed for the lookups that follow. Only
+ * names that are pure ASCII are kept (one character per byte, compared with the bytes as they
+ * are); a slot holds the last name of its length and last byte.
+ */
+export class NameCache {
+  private readonly slots: string[] = Array<string>(NAME_SLOTS).fill('');
+
+  /** payload[start, end) (not empty) decoded as UTF-8. */
+  read(payload: Buffer, start: number, end: number): string {
+    const length = end - start;
+    const slot = (length * 7 + payload[end - 1]!) & (NAME_SLOTS - 1);
+    const known = this.slots[slot]!;
+    if (known.length === length) {
+      let i = 0;
+      while (i < length && known.charCodeAt(i) === payload[start + i]) i++;
+      if (i === length) return known;
+    }
+    const name = payload.toString('utf8', start, end);
+    // Kept when it has a character per byte: then a later name whose bytes equal its characters
+    // decodes to it (a byte that is not UTF-8 reads as U+FFFD, which no byte equals; a letter
+    // beyond ASCII takes two bytes or more, so a name with one is not kept).
+    if (name.length === length) this.slots[slot] = name;
+    return name;
+  }
 }
 
 /** Size of the Bind `bind` with its statement name replaced by `name` (its bytes and NUL). */
