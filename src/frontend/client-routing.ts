@@ -31,7 +31,7 @@ import { decideRoute, shownDirective, type RouteDecision, type SessionRoute, typ
 import type { SessionEffect } from '../router/session-effects.ts';
 import { formatLsn, parseLsn } from '../pool/host-choice.ts';
 import type { RouteRequest, ServerRequest } from '../pool/server-pool.ts';
-import type { LocalStep, Request } from './request-builder.ts';
+import { textsOf, UNDECODED, type LocalStep, type Request } from './request-builder.ts';
 
 /** The per-database classifiers (health/function-catalogs.ts implements it). */
 export interface ClassifierSource {
@@ -104,7 +104,7 @@ export class ClientRouting {
     const classifier = this.options.classifier;
     if (classifier === null) return WRITE_ALL;
     if (request.route === null) {
-      const texts = request.texts;
+      const texts = textsOf(request);
       request.route = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
     }
     return request.route;
@@ -113,7 +113,7 @@ export class ClientRouting {
   /** Sends this request to the primary from now on (a replica refused it as read-only). */
   forceWrite(request: Request): void {
     request.route = { kind: 'write', reason: 'replica-refused' };
-    for (const text of request.texts ?? []) this.options.classifier?.learnWrite(text);
+    for (const text of textsOf(request) ?? []) this.options.classifier?.learnWrite(text);
   }
 
   /** Where the pool must look for the request (shared objects: copy before changing one). */
@@ -129,6 +129,8 @@ export class ClientRouting {
    */
   mayRetry(request: Request): boolean {
     if (!this.retry) return false;
+    // A plain Query opens with a letter: no comment.
+    if (request.texts === UNDECODED) return true;
     for (const text of request.texts ?? []) if (LEADING_COMMENT.test(text) && readHints(text).retry === 'off') return false;
     return true;
   }
@@ -153,12 +155,14 @@ export class ClientRouting {
     if (status === 'E') return null;
     if (request.local !== null) return exchangeOpen ? null : { kind: 'steps', steps: request.local };
     const texts = request.texts;
-    if (texts === null || texts.length !== 1 || request.items.length !== 1) return null;
+    // A plain Query is none of the ambassador's own statements (plainQueryBytes).
+    if (texts === null || texts === UNDECODED || texts.length !== 1 || request.items.length !== 1) return null;
     return this.statementCommand(texts[0]!);
   }
 
   /** The directive or SHOW of one that `sql` is, if it is one (and the ambassador answers it). */
   statementCommand(sql: string): StatementCommand | null {
+    if (!mayBeDirective(sql)) return null;
     const shown = shownDirective(sql);
     if (shown !== null) return { kind: 'show', name: shown };
     if (!DIRECTIVE_NAMES.test(sql)) return null;
@@ -222,7 +226,7 @@ export class ClientRouting {
   /** Applies the directives among a forwarded request's texts (they also run on the server). */
   applyDirectives(request: Request): void {
     if (this.options.classifier === null) return this.applyRetrySettings(request.effects);
-    for (const text of request.texts ?? []) {
+    for (const text of textsOf(request) ?? []) {
       if (!DIRECTIVE_NAMES.test(text)) continue;
       const directive = this.classify(text)?.directive;
       if (directive !== undefined) this.apply(directive);
@@ -256,6 +260,37 @@ export class ClientRouting {
       this.minLsn = lsn === 0n ? 0n : lsn > this.minLsn ? lsn : this.minLsn;
     }
   }
+}
+
+/**
+ * Whether `sql` opens with the first word of a directive or a SHOW (SET, RESET, SHOW, any case),
+ * as SHOW_DIRECTIVE and DIRECTIVE_NAMES require: read in place, where the two regexes cost every
+ * simple Query and every Parse two matches. A non-ASCII character before the first word may be a
+ * space to `\s`: the regexes decide then.
+ */
+export function mayBeDirective(sql: string): boolean {
+  let i = 0;
+  let c = sql.charCodeAt(0);
+  while (c === 0x20 || (c >= 0x09 && c <= 0x0d)) c = sql.charCodeAt(++i);
+  if (c > 0x7f) return true;
+  const start = i;
+  while ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) c = sql.charCodeAt(++i);
+  switch (i - start) {
+    case 3:
+      return wordAt(sql, start, 'set');
+    case 4:
+      return wordAt(sql, start, 'show');
+    case 5:
+      return wordAt(sql, start, 'reset');
+    default:
+      return false;
+  }
+}
+
+/** Whether the letters at sql[start] spell `word` (lower case), in any case. */
+function wordAt(sql: string, start: number, word: string): boolean {
+  for (let i = 0; i < word.length; i++) if ((sql.charCodeAt(start + i) | 0x20) !== word.charCodeAt(i)) return false;
+  return true;
 }
 
 function describeShown(command: { name: ShownDirective }): Buffer {

@@ -19,7 +19,7 @@ import {
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { FrontendType } from '../protocol/frontend.ts';
-import type { Request } from './request-builder.ts';
+import { textsOf, type Request } from './request-builder.ts';
 
 export interface LostAnswer {
   bytes: Buffer;
@@ -69,7 +69,7 @@ export function lostServerError(where: string, fatal: Buffer | null, inTransacti
  * has not heard of it yet) or 25P02, and the rest skipped up to Sync.
  */
 export function answerInLostTransaction(request: Request, firstError: Buffer | null): LostAnswer {
-  const texts = request.texts;
+  const texts = textsOf(request);
   if (texts !== null && texts.length > 0 && texts.every((text) => TRANSACTION_END.test(text))) {
     return { bytes: Buffer.concat(request.items.map(endingAnswer)), status: 'I', skipToSync: false };
   }

@@ -51,7 +51,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { RequestBuilder, type Item, type Request } from './request-builder.ts';
+import { RequestBuilder, textsOf, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
 import { openWire, type Wire } from '../lib/wire.ts';
@@ -504,7 +504,8 @@ export class TxnForwarder implements ServerSink {
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
-      this.options.meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), request.texts, first);
+      const meter = this.options.meter;
+      meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), meter.wantsTexts ? textsOf(request) : null, first);
       this.leaseFresh = false;
     } else if (!answerless(request)) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.

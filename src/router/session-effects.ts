@@ -424,14 +424,15 @@ for (const c of ' \t\n\r\f\v') SPACE[c.charCodeAt(0)] = 1;
 function scannedWordAt(sql: string, at: number): boolean {
   for (const word of SCANNED_WORDS) {
     let i = 0;
-    while (i < word.length) {
-      const c = sql.charCodeAt(at + i);
-      if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== word.charCodeAt(i)) break;
-      i++;
-    }
+    while (i < word.length && lowerAscii(sql.charCodeAt(at + i)) === word.charCodeAt(i)) i++;
     if (i === word.length) return true;
   }
   return false;
+}
+
+/** An ASCII capital as its small letter; any other code as it is. */
+function lowerAscii(c: number): number {
+  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
 }
 
 /** Could a scanned word start with this character (s, a, t, any case)? */
@@ -619,6 +620,76 @@ function analyzedHead(sql: string, start: number, end: number): boolean {
     if (i === length) return true;
   }
   return false;
+}
+
+/**
+ * How plainQueryBytes reads each byte: 0 goes on; UNPLAIN ends UNREMARKABLE's run (quote, `$`,
+ * backslash, parenthesis, `/`, `;`) or is left to the text (controls, DEL, anything past ASCII);
+ * otherwise the byte may open the scanned word at that index of SCANNED_WORDS, plus one.
+ */
+const BYTE_CLASS = new Uint8Array(256);
+const UNPLAIN = 255;
+for (let c = 0; c < 256; c++) {
+  if (c >= 0x7f || (c < 0x20 && SPACE[c] !== 1) || '\\\'"$();/'.includes(String.fromCharCode(c))) BYTE_CLASS[c] = UNPLAIN;
+}
+SCANNED_WORDS.forEach((word, index) => {
+  BYTE_CLASS[word.charCodeAt(0)] = index + 1;
+  BYTE_CLASS[word.charCodeAt(0) - 0x20] = index + 1;
+});
+
+/**
+ * Whether a simple Query's text, bytes[start, end) as it came (UTF-8), is one plainStatement
+ * finds plain by its fast path, read without making a string of it: ASCII only (so its text is
+ * its bytes), matched by UNREMARKABLE, no scanned word, and a first word that is neither an
+ * analyzed head nor one that opens the ambassador's own statements (SET, RESET, SHOW; see
+ * ClientRouting.statementCommand). Such a text is not decoded unless something asks for it
+ * (query logging, splitting). False only means: decode it and ask plainStatement.
+ */
+export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): boolean {
+  let i = start;
+  while (i < end && SPACE[bytes[i]!] === 1) i++;
+  if (i >= end || !asciiLetter(bytes[i]!)) return false;
+  const headStart = i;
+  while (++i < end && headChar(bytes[i]!));
+  if (analyzedHeadBytes(bytes, headStart, i) || ownHead(bytes, headStart, i)) return false;
+  for (let j = headStart; j < end; j++) {
+    const kind = BYTE_CLASS[bytes[j]!]!;
+    if (kind === 0) continue;
+    if (kind !== UNPLAIN) {
+      if (wordAtBytes(bytes, j, end, SCANNED_WORDS[kind - 1]!)) return false;
+      continue;
+    }
+    if (bytes[j] !== 0x3b) return false;
+    // A semicolon ends the text, but for spaces.
+    for (let k = j + 1; k < end; k++) if (SPACE[bytes[k]!] !== 1) return false;
+    return true;
+  }
+  return true;
+}
+
+/** analyzedHead on bytes: whether bytes[start, end) is one of ANALYZED_HEADS (any case). */
+function analyzedHeadBytes(bytes: Uint8Array, start: number, end: number): boolean {
+  for (const head of ANALYZED_HEADS[(bytes[start]! | 0x20) - 0x61]!) {
+    if (head.length === end - start && wordAtBytes(bytes, start, end, head)) return true;
+  }
+  return false;
+}
+
+/** SET, RESET or SHOW (any case): a text that may be the ambassador's own statement. */
+function ownHead(bytes: Uint8Array, start: number, end: number): boolean {
+  for (const head of OWN_HEADS) {
+    if (head.length === end - start && wordAtBytes(bytes, start, end, head)) return true;
+  }
+  return false;
+}
+const OWN_HEADS = ['set', 'reset', 'show'];
+
+/** Whether `word` (small letters and `_`) starts at bytes[at], in any case, before `end`. */
+function wordAtBytes(bytes: Uint8Array, at: number, end: number, word: string): boolean {
+  if (end - at < word.length) return false;
+  let i = 0;
+  while (i < word.length && lowerAscii(bytes[at + i]!) === word.charCodeAt(i)) i++;
+  return i === word.length;
 }
 
 /**

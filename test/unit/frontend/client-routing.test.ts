@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ClientRouting, type ClientRoutingOptions } from '../../../src/frontend/client-routing.ts';
-import { RequestBuilder, type Request, type RequestBuilderOptions } from '../../../src/frontend/request-builder.ts';
+import { ClientRouting, mayBeDirective, type ClientRoutingOptions } from '../../../src/frontend/client-routing.ts';
+import { RequestBuilder, textsOf, UNDECODED, type Request, type RequestBuilderOptions } from '../../../src/frontend/request-builder.ts';
 import { BackendType, decodeDataRow, decodeErrorFields, decodeReadyForQuery, type TransactionStatus } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter, PayloadReader } from '../../../src/protocol/writer.ts';
 import { formatLsn, parseLsn } from '../../../src/pool/host-choice.ts';
 import { createClassifier, InMemoryFunctionCatalog, type Classifier } from '../../../src/router/classifier.ts';
-import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
+import { plainQueryBytes, plainStatement, SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 const NO_TYPES = Buffer.from([0, 0]);
 const catalog = new InMemoryFunctionCatalog({ volatile: ['add_order'], readOnly: ['price_of'] });
@@ -470,6 +470,90 @@ test('an invalid value for an ambassador setting is refused here with 22023, and
   }
   assert.equal(router.route, 'auto');
   assert.equal(router.minLsn, 0n);
+});
+
+test('directives open with any spaces the patterns read, in any case; texts with other first words are not directives', () => {
+  const client = routing();
+  assert.equal(show(client, 'route'), 'auto');
+  assert.deepEqual(answerLocally(client, '\t\n sEt ambassador.route = replica'), [{ type: 'C', tag: 'SET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(client.route, 'replica');
+  assert.deepEqual(answerLocally(client, ' ReSeT ambassador.route'), [{ type: 'C', tag: 'RESET' }, { type: 'Z', status: 'I' }]);
+  assert.equal(client.route, 'auto');
+  // A space outside ASCII is a space to the SHOW pattern (\s): still answered here.
+  assert.equal(client.statementCommand('\u00a0SHOW ambassador.retry')?.kind, 'show');
+  assert.equal(client.statementCommand('\u3000show ambassador.route')?.kind, 'show');
+  for (const sql of ['settings ambassador.route', 'set1 ambassador.route = primary', 'SELECT ambassador.route', 'shows ambassador.route', '', ' ', '(SET ambassador.route = primary)']) {
+    assert.equal(client.statementCommand(sql), null, sql);
+  }
+});
+
+test('mayBeDirective: false only where neither directive pattern can match', () => {
+  // What SHOW_DIRECTIVE and DIRECTIVE_NAMES accept at the start of a text.
+  const patterns = [/^\s*show\s+ambassador\./i, /^\s*(set|reset)\b[\s\S]*\bambassador\./i];
+  const pieces = [' ', '\t', '\n', '\u00a0', '\u2028', 's', 'S', 'e', 't', 'T', 'r', 'h', 'o', 'w', 'W', '1', '_', '-', '/*', 'set', 'SHOW', 'reset', ' ambassador.route', '=on'];
+  let seed = 7;
+  const next = (n: number): number => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return (seed >>> 16) % n;
+  };
+  let directives = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let sql = '';
+    for (let n = 1 + next(7); n > 0; n--) sql += pieces[next(pieces.length)];
+    const matches = patterns.some((pattern) => pattern.test(sql));
+    if (matches) directives++;
+    if (matches) assert.equal(mayBeDirective(sql), true, JSON.stringify(sql));
+  }
+  assert.ok(directives > 100, `test: enough directives generated (${directives})`);
+  for (const sql of ['select 1', 'SELECT abalance FROM pgbench_accounts WHERE aid = 1;', 'settings', 'sets', 'resets', 'showing', 'begin', '--set\nset x', '/* set */ set x']) {
+    assert.equal(mayBeDirective(sql), false, sql);
+  }
+  for (const sql of ['set', 'SET x = 1', ' \r\f\vShow x', 'RESET ALL', 'set1', 'set_config', '\u00a0select']) {
+    assert.equal(mayBeDirective(sql), true, sql);
+  }
+});
+
+test('a plain simple Query goes undecoded; what it would have been decoded for agrees', async () => {
+  const { CORPUS: EFFECTS } = await import('../router/session-effects-corpus.ts');
+  const { CORPUS: CLASSIFIED } = await import('../router/classifier-corpus.ts');
+  const router = routing();
+  const decoded = new ClientRouting({ classifier, readYourWrites: 'lsn', route: 'auto', readOnlyDefault: false });
+  const texts = [
+    ...EFFECTS.map((c) => c.sql),
+    ...CLASSIFIED.map((c) => c.sql),
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 48213;',
+    'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;',
+    'SHOW ambassador.route', 'show ambassador.retry;', 'SET ambassador.route = primary', 'reset ambassador.min_lsn', 'set_x = 1', 'setx', 'Show_x',
+    'SELECT 1 AS temp_x', 'SELECT 1 AS TEMP', 'SELECT x FROM advisory', 'SELECT set_config', 'SELECT SET_CONFIG', 'SELECT 1;;', 'SELECT 1; ', 'SELECT 1 ;\n',
+    'SELECT café', 'SELECT 1\u0001', 'SELECT \u007f1', '\u00a0SELECT 1', '/* c */ SELECT 1', '-- c\nSELECT 1', ' \t\nselect 1', '',
+  ];
+  // Every byte that ends UNREMARKABLE's run, last in the text (where only a semicolon may be).
+  const endings = [';', ';  \n', '; select 1', ' -- c', ')', '(', "'", '"', '$', '/', '\\'];
+  const variants = texts.flatMap((sql) => [sql, sql.toUpperCase(), sql.toLowerCase(), `_${sql}`, ...endings.map((end) => `${sql}${end}`)]);
+  let plain = 0;
+  for (const sql of variants) {
+    const request = new Client(router).query(sql);
+    if (request.texts !== UNDECODED) continue;
+    plain++;
+    assert.equal(plainQueryBytes(Buffer.from(sql), 0, Buffer.byteLength(sql)), true, sql);
+    assert.deepEqual(plainStatement(sql), { effects: [], statements: 1, uncertain: false }, sql);
+    assert.deepEqual(request.effects, [], sql);
+    assert.equal(router.statementCommand(sql), null, sql);
+    assert.equal(router.localCommand(request, 'I'), null, sql);
+    assert.equal(router.mayRetry(request), true, sql);
+    // The same request with its text decoded is routed, answered and retried alike.
+    const twin: Request = { ...request, texts: [sql], route: null };
+    assert.deepEqual(textsOf(request), [sql], sql);
+    assert.deepEqual(decoded.decide(twin), router.decide(request), sql);
+    assert.equal(decoded.mayRetry(twin), true, sql);
+  }
+  assert.ok(plain >= 150, `test: enough plain texts (${plain} of ${variants.length})`);
+  for (const sql of ['SELECT abalance FROM pgbench_accounts WHERE aid = 48213;', 'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;', 'select 1']) {
+    assert.equal(new Client(router).query(sql).texts, UNDECODED, sql);
+  }
+  for (const sql of ['SHOW ambassador.route', 'Reset ambassador.route', 'SELECT 1 AS Temp', 'SELECT 1;;', 'SELECT café', "SELECT 'x'", '/* c */ SELECT 1', 'BEGIN', 'SET x = 1']) {
+    assert.notEqual(new Client(router).query(sql).texts, UNDECODED, sql);
+  }
 });
 
 test('applyDirectives applies the directives in forwarded texts', () => {

@@ -4,9 +4,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
+import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { messageOf, RequestBuilder, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
@@ -71,7 +71,7 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
   const first = exchange(set);
   const again = exchange(Buffer.from(set));
   assert.deepEqual(looked, ['SET search_path TO app'], 'classified once');
-  assert.equal(again.texts![0], first.texts![0]);
+  assert.equal(textsOf(again)![0], textsOf(first)![0]);
   assert.deepEqual(again.effects, first.effects);
   assert.ok(again.effects.length > 0, 'the SET still counts as a session effect');
   const parseOf = (r: Request): Buffer => messageOf(r.items[0] as Extract<Item, { kind: 'raw' }>);
@@ -100,7 +100,7 @@ test('an unnamed Parse that repeats the last one is not read again; any other Pa
   }
   const after = exchange(set);
   assert.equal(looked.length, 5, 'read again after an unreadable one');
-  assert.equal(after.texts![0], 'SET search_path TO app');
+  assert.equal(textsOf(after)![0], 'SET search_path TO app');
 });
 
 test('Close of a statement: the client forgets its own, the server closes one the ambassador does not know', () => {
@@ -233,4 +233,22 @@ test('pool.cacheUnnamedStatements: each request carries the statements it binds,
     assert.equal(bind.source?.query, `SELECT ${i}`, `request ${2 * i + 1}`);
     assert.equal(bind.serverName, bind.source!.serverName);
   }
+});
+
+test('a plain simple Query keeps its text undecoded until asked for; one behind other messages of its request is decoded with them', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const sql = 'SELECT abalance FROM pgbench_accounts WHERE aid = 7';
+  const [alone] = feed(builder, Buffer.concat([encodeQuery(sql)]));
+  assert.equal(alone!.texts, UNDECODED);
+  assert.deepEqual(alone!.effects, []);
+  const texts = textsOf(alone!);
+  assert.deepEqual(texts, [sql]);
+  assert.equal(textsOf(alone!), texts, 'decoded once, then kept');
+  // Behind a Parse of the same request (no Sync in between): both texts, decoded.
+  const [behind] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 2', Buffer.from([0, 0])), encodeQuery(sql)]));
+  assert.deepEqual(behind!.texts, ['SELECT 2', sql]);
+  // Not plain: decoded now, its effects read.
+  const [set] = feed(builder, encodeQuery('SET search_path TO app'));
+  assert.deepEqual(set!.texts, ['SET search_path TO app']);
+  assert.equal(set!.effects.length, 1);
 });
