@@ -75,6 +75,17 @@ async function pgbench(args: string[], through: SpawnedAmbassador = amb): Promis
   return { processed: Number(processed[1]), failed: failed ? Number(failed[1]) : 0, output };
 }
 
+/** Waits until the primary shows at most `limit` server connections in DB (backends exit a moment after their sockets close). */
+async function serversAtMost(limit: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const backends = (await serverBackends(admin, DB)).filter((b) => b.application_name !== DIRECT_APP);
+    if (backends.length <= limit) return;
+    assert.ok(Date.now() < deadline, `${backends.length} server connections after ${timeoutMs} ms, at most ${limit} expected`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function tail(text: string | undefined, lines = 40): string {
   return (text ?? '').split('\n').slice(-lines).join('\n');
 }
@@ -188,6 +199,9 @@ describe('pgbench through transaction pooling (pool.size 20)', () => {
     } finally {
       await cached.stop();
     }
+    // Its server connections end with it, their backends a moment later: gone before the next
+    // test counts the shared ambassador's.
+    await serversAtMost(POOL_SIZE);
   });
 });
 
