@@ -93,6 +93,9 @@ export const UNDECODED: unique symbol = Symbol('undecoded Query text');
 export function textsOf(request: Request): string[] | null {
   const texts = request.texts;
   if (texts !== UNDECODED) return texts;
+  // The Query is the request's only message (UNDECODED is set only then), as it came: a plain
+  // text is never replaced (replaceMessage), and a request is copied with other items only when
+  // it starts with a Bind or Parse (retriedOnce).
   const query = request.items[0] as MessageBytes;
   const decoded = [query.chunk.toString('utf8', query.start + 5, query.end - 1)];
   request.texts = decoded;

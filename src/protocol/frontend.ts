@@ -113,9 +113,9 @@ const NAME_SLOTS = 16;
  * Names read from one client's messages, for the next time the same bytes come: a driver names
  * the same few prepared statements in Bind after Bind, and a string made from a Buffer costs
  * more than the rest of reading a Bind (about 0.3 µs under pgbench -M prepared). A name read
- * again is the same string, its hash already computed for the lookups that follow. Only
- * names that are pure ASCII are kept (one character per byte, compared with the bytes as they
- * are); a slot holds the last name of its length and last byte.
+ * again is the same string, its hash already computed for the lookups that follow. A name is
+ * kept when it has one character per byte, and matched by comparing its characters with the
+ * bytes; a slot holds the last name of its length and last byte.
  */
 export class NameCache {
   private readonly slots: string[] = Array<string>(NAME_SLOTS).fill('');

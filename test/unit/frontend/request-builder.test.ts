@@ -41,6 +41,9 @@ test('messages handed over whole go on as those ranges of the chunk, and count t
   assert.deepEqual([q!.chunk === chunk, q!.start, q!.end], [true, at, chunk.length]);
   assert.equal(simple!.bytes, query.length);
   assert.equal(Object.isFrozen(simple!.effects), true, 'no effects: the shared empty list');
+  // Its text, not decoded yet, is read from where the Query lies in the chunk.
+  assert.equal(simple!.texts, UNDECODED);
+  assert.deepEqual(textsOf(simple!), [query.subarray(5, query.length - 1).toString()]);
 });
 
 test('an unnamed Parse kept for a later Bind is the slice of a small chunk, a copy out of a large one', () => {
