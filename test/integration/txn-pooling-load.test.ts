@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
-import { prepareTestDatabase, directConfig, dropTestDatabase, serverBackends, withClient } from '../support/pooling.ts';
+import { prepareTestDatabase, directConfig, dropTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 
 const run = promisify(execFile);
@@ -75,13 +75,18 @@ async function pgbench(args: string[], through: SpawnedAmbassador = amb): Promis
   return { processed: Number(processed[1]), failed: failed ? Number(failed[1]) : 0, output };
 }
 
-/** Waits until the primary shows at most `limit` server connections in DB (backends exit a moment after their sockets close). */
-async function serversAtMost(limit: number, timeoutMs = 10_000): Promise<void> {
+/** The server connections in DB, but this file's own direct ones. */
+async function appServers(): Promise<ServerBackend[]> {
+  return (await serverBackends(admin, DB)).filter((b) => b.application_name !== DIRECT_APP);
+}
+
+/** Waits until every server connection in DB is one of `pids` (backends exit a moment after their sockets close). */
+async function onlyServers(pids: ReadonlySet<number>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const backends = (await serverBackends(admin, DB)).filter((b) => b.application_name !== DIRECT_APP);
-    if (backends.length <= limit) return;
-    assert.ok(Date.now() < deadline, `${backends.length} server connections after ${timeoutMs} ms, at most ${limit} expected`);
+    const others = (await appServers()).filter((b) => !pids.has(b.pid));
+    if (others.length === 0) return;
+    assert.ok(Date.now() < deadline, `${others.length} server connections of a stopped ambassador still there after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -113,7 +118,7 @@ async function maxServersDuring<T>(work: () => Promise<T>): Promise<{ result: T;
   const sampler = (async () => {
     while (running) {
       // A direct connection that just ended (pgbench -i) can linger a moment: not the ambassador's.
-      const backends = (await serverBackends(admin, DB)).filter((b) => b.application_name !== DIRECT_APP);
+      const backends = await appServers();
       if (backends.length > maxServers) {
         maxServers = backends.length;
         busiest = JSON.stringify(backends.map((b) => [b.pid, b.state, b.client_port, b.query.slice(0, 40)]));
@@ -179,6 +184,7 @@ describe('pgbench through transaction pooling (pool.size 20)', () => {
 
   test('-M extended -c 50 -j 2 -t 100 on a pool of 10 with pool.cacheUnnamedStatements: zero failed transactions, TPC-B invariant holds', async () => {
     const CACHED_POOL = 10;
+    const shared = new Set((await appServers()).map((b) => b.pid));
     const cached = await spawnAmbassador(topology, {
       pool: { mode: 'transaction', size: CACHED_POOL, acquireTimeout: '30s', cacheUnnamedStatements: true },
       logging: { level: 'info' },
@@ -200,8 +206,8 @@ describe('pgbench through transaction pooling (pool.size 20)', () => {
       await cached.stop();
     }
     // Its server connections end with it, their backends a moment later: gone before the next
-    // test counts the shared ambassador's.
-    await serversAtMost(POOL_SIZE);
+    // test counts the shared ambassador's (which was idle meanwhile: its servers are those before).
+    await onlyServers(shared);
   });
 });
 
@@ -237,7 +243,7 @@ describe('1,000 clients on a pool of 20', () => {
       const { result: answers, maxServers: maxDuring } = await maxServersDuring(() => Promise.all(clients.map((c, n) => c.query('select $1::int + 1 as n', [n]))));
       answers.forEach((r, n) => assert.equal(r.rows[0].n, n + 1));
       assert.ok(maxDuring <= POOL_SIZE, `the primary saw ${maxDuring} server connections while 1,000 clients queried`);
-      const backends = (await serverBackends(admin, DB)).filter((b) => b.application_name !== DIRECT_APP);
+      const backends = await appServers();
       assert.ok(backends.length <= POOL_SIZE, `${backends.length} server connections for user app in ${DB}`);
       assert.deepEqual(lost, []);
     } finally {
