@@ -651,7 +651,7 @@ export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): 
   if (i >= end || !asciiLetter(bytes[i]!)) return false;
   const headStart = i;
   while (++i < end && headChar(bytes[i]!));
-  if (analyzedHeadBytes(bytes, headStart, i) || ownHead(bytes, headStart, i)) return false;
+  if (headIn(bytes, headStart, i, ANALYZED_HEADS[(bytes[headStart]! | 0x20) - 0x61]!) || headIn(bytes, headStart, i, OWN_HEADS)) return false;
   for (let j = headStart; j < end; j++) {
     const kind = BYTE_CLASS[bytes[j]!]!;
     if (kind === 0) continue;
@@ -667,21 +667,15 @@ export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): 
   return true;
 }
 
-/** analyzedHead on bytes: whether bytes[start, end) is one of ANALYZED_HEADS (any case). */
-function analyzedHeadBytes(bytes: Uint8Array, start: number, end: number): boolean {
-  for (const head of ANALYZED_HEADS[(bytes[start]! | 0x20) - 0x61]!) {
+/** Whether the word bytes[start, end) is one of `heads` (small letters), in any case. */
+function headIn(bytes: Uint8Array, start: number, end: number, heads: readonly string[]): boolean {
+  for (const head of heads) {
     if (head.length === end - start && wordAtBytes(bytes, start, end, head)) return true;
   }
   return false;
 }
 
-/** SET, RESET or SHOW (any case): a text that may be the ambassador's own statement. */
-function ownHead(bytes: Uint8Array, start: number, end: number): boolean {
-  for (const head of OWN_HEADS) {
-    if (head.length === end - start && wordAtBytes(bytes, start, end, head)) return true;
-  }
-  return false;
-}
+/** First words of the ambassador's own statements (SET and RESET are analyzed heads too). */
 const OWN_HEADS = ['set', 'reset', 'show'];
 
 /** Whether `word` (small letters and `_`) starts at bytes[at], in any case, before `end`. */
