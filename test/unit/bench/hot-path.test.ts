@@ -1,0 +1,51 @@
+// The in-process hot path measures a forwarder that does its real work: each pgbench request
+// reaches the server as the forwarder would send it (the prepared statement renamed to its
+// shared server name), each answer reaches the client whole, and with splitting a read goes to
+// the replica.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { HOT_MODES, hotPath, measure, pgbenchRequest, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
+
+/** The request as the server must get it: the client's statement name replaced by the server's. */
+function expectedAtServer(mode: HotMode, aid: number, serverName: string | undefined): Buffer {
+  if (mode !== 'prepared') return pgbenchRequest(mode, aid);
+  assert.ok(serverName !== undefined && serverName !== 'P0_1', `a shared server name (${serverName})`);
+  return pgbenchRequest(mode, aid, serverName);
+}
+
+for (const mode of HOT_MODES) {
+  for (const split of [false, true]) {
+    test(`${mode}${split ? ' with splitting' : ''}: requests reach the server as sent, answers reach the client whole`, async () => {
+      const path = await hotPath(mode, split);
+      const server = split ? path.replica : path.primary;
+      const other = split ? path.primary : path.replica;
+      server.keep = true;
+      other.keep = true;
+      path.client.keep = true;
+      const answer = serverAnswer(mode);
+      for (const aid of [7, 123456, 42]) path.transaction(pgbenchRequest(mode, aid), answer);
+      const serverName = [...server.statements.keys()][0];
+      assert.deepEqual(
+        server.written.map((bytes) => bytes.toString('hex')),
+        [7, 123456, 42].map((aid) => expectedAtServer(mode, aid, serverName).toString('hex')),
+      );
+      assert.deepEqual(other.written, [], 'nothing went to the other host');
+      assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([answer, answer, answer]).toString('hex'));
+    });
+  }
+}
+
+test('measure gives one figure per round, in ns per transaction', async () => {
+  const ns = await measure('simple', false, 2000, 3);
+  assert.equal(ns.length, 3);
+  for (const value of ns) assert.ok(Number.isFinite(value) && value > 0, `${value}`);
+});
+
+test('a transaction nothing answers is an error, not a figure', async () => {
+  const path = await hotPath('simple', false);
+  // A Flush alone goes to a server, which owes no answer: the lease goes back at once.
+  assert.throws(() => path.transaction(Buffer.from([0x48, 0, 0, 0, 4]), serverAnswer('simple')), /let go before its answer/);
+  // Nothing at all: no server is asked.
+  assert.throws(() => path.transaction(Buffer.alloc(0), serverAnswer('simple')), /no server got the request/);
+});
