@@ -11,7 +11,7 @@ import { type BindLayout, renamedBindSize, writeRenamedBind } from '../protocol/
 import { copyBytes } from '../protocol/writer.ts';
 
 const EMPTY = Buffer.alloc(0);
-const NO_BIND: BindLayout = Object.freeze({ payload: EMPTY, portalEnd: 0, restOffset: 0 });
+const NO_BIND: BindLayout = Object.freeze({ chunk: EMPTY, start: 0, end: 0, portalEnd: 0, restOffset: 0 });
 
 /** Collects a request's messages, then hands them over as one buffer; reused (take() leaves it empty). */
 export class Outgoing {

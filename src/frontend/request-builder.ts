@@ -3,7 +3,7 @@
 // their shared server names and the session effects of what each request runs collected.
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
-import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache } from '../protocol/frontend.ts';
+import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
@@ -167,10 +167,11 @@ export class RequestBuilder {
    */
   private unnamedInExchange = false;
   private current: Item[] = [];
-  /** The message add() is taking, as MessageBytes has it. */
+  /** The message add() is taking, as MessageBytes has it, and its payload when the caller had one. */
   private chunk: Buffer = EMPTY;
   private start = 0;
   private end = 0;
+  private body: Buffer | null = null;
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
   private currentBytes = 0;
@@ -203,11 +204,14 @@ export class RequestBuilder {
   /**
    * Takes one whole client message: its payload, and where the whole message (header included)
    * lies when the caller has it in one piece (`chunk[start, end)`; framed from the payload
-   * otherwise). Returns a finished request when this message completes one, 'terminate' for
+   * otherwise). With the chunk, the payload may be null: the messages of every request (Query,
+   * Bind, Describe, Execute, Sync, a Parse repeated) are read where they lie, and no view of them
+   * is made. Returns a finished request when this message completes one, 'terminate' for
    * Terminate, or null while a request is still being assembled.
    */
-  add(type: number, body: Buffer, chunk: Buffer | null = null, start = 0, end = 0): Request | 'terminate' | null {
+  add(type: number, body: Buffer | null, chunk: Buffer | null = null, start = 0, end = 0): Request | 'terminate' | null {
     if (chunk === null) {
+      if (body === null) throw new TypeError('a message needs its payload or its chunk');
       chunk = frameMessage(type, body);
       start = 0;
       end = chunk.length;
@@ -215,21 +219,25 @@ export class RequestBuilder {
     this.chunk = chunk;
     this.start = start;
     this.end = end;
+    this.body = body;
     switch (type) {
       case FrontendType.Parse:
-        return this.onParse(body);
+        return this.onParse();
       case FrontendType.Bind:
-        return this.onBind(body);
+        return this.onBind();
       case FrontendType.Describe:
       case FrontendType.Close:
-        return this.onTarget(type, body);
+        return this.onTarget(type);
       case FrontendType.Query: {
         this.notLocal(); // a lone directive is ClientRouting.localCommand's
         // A simple Query drops the unnamed statement in Postgres: a Bind of it fails after one.
         if (this.unnamedParse !== null) this.dropUnnamed();
+        // The text, without its NUL (a Query without one is the server's to refuse).
+        const from = start + 5;
+        const to = Math.max(from, end - 1);
         // Alone in its request and plain: no effects, nothing to decode now.
-        if (this.current.length === 0 && plainQueryBytes(body, 0, body.length - 1)) return this.endRequest(type, QUERY, true, UNDECODED);
-        let sql = body.toString('utf8', 0, Math.max(0, body.length - 1));
+        if (this.current.length === 0 && plainQueryBytes(chunk, from, to)) return this.endRequest(type, QUERY, true, UNDECODED);
+        let sql = chunk.toString('utf8', from, to);
         let analysis = this.effects.get(sql);
         if (analysis.quoted !== undefined) {
           // What the server (and the parser behind routing) can read: see StatementEffects.quoted.
@@ -252,7 +260,8 @@ export class RequestBuilder {
         this.notLocal();
         return this.endRequest(type, null, false);
       case FrontendType.Execute: {
-        const portal = body[0] === 0 ? '' : body.toString('utf8', 0, Math.max(0, body.indexOf(0)));
+        const from = start + 5;
+        const portal = chunk[from] === 0 || from === end ? '' : chunk.toString('utf8', from, Math.max(from, nulIndex(chunk, from, end)));
         const bound = this.portals.get(portal);
         if (bound === undefined) this.currentTexts = null;
         else {
@@ -334,6 +343,11 @@ export class RequestBuilder {
     this.unnamedShared = null;
   }
 
+  /** The payload of the message being added: the caller's, or a view of its chunk made now. */
+  private payload(): Buffer {
+    return (this.body ??= this.chunk.subarray(this.start + 5, this.end));
+  }
+
   /** The message being added goes on as it is. */
   private pushRaw(type: number, entry: PlanEntry | null): void {
     const { chunk, start, end } = this;
@@ -348,8 +362,8 @@ export class RequestBuilder {
     this.end = message.length;
   }
 
-  private onParse(payload: Buffer): null {
-    if (this.repeatsUnnamedParse(payload)) {
+  private onParse(): null {
+    if (this.repeatsUnnamedParse()) {
       // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held),
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
       this.currentTexts?.push(this.unnamedText!);
@@ -362,8 +376,9 @@ export class RequestBuilder {
       this.pushRaw(FrontendType.Parse, UNNAMED_PARSE);
       return null;
     }
+    const payload = this.payload();
     const parse = readable(decodeParse, payload);
-    if (parse === null) return this.unreadable(FrontendType.Parse, payload);
+    if (parse === null) return this.unreadable(FrontendType.Parse);
     const effects = this.effects.get(parse.query).effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
@@ -409,22 +424,29 @@ export class RequestBuilder {
   }
 
   /** A Parse of the unnamed statement with the same bytes as the last one read. */
-  private repeatsUnnamedParse(payload: Buffer): boolean {
+  private repeatsUnnamedParse(): boolean {
+    const { chunk, start, end } = this;
     const last = this.unnamedParse;
-    return this.unnamedText !== null && last !== null && last.length === payload.length + 5 && payload.compare(last, 5) === 0;
+    // Whole messages compared: the same type and length, then the same payload.
+    return this.unnamedText !== null && last !== null && last.length === end - start && chunk.compare(last, 5, last.length, start + 5, end) === 0;
   }
 
-  private onBind(payload: Buffer): null {
-    const names = readable(decodeBindNames, payload, (this.names ??= new NameCache()));
-    if (names === null) return this.unreadable(FrontendType.Bind, payload);
+  private onBind(): null {
     const { chunk, start, end } = this;
+    let names: ReturnType<typeof decodeBindNames>;
+    try {
+      names = decodeBindNames(chunk, (this.names ??= new NameCache()), start + 5, end);
+    } catch (err) {
+      if (err instanceof RangeError) return this.unreadable(FrontendType.Bind);
+      throw err;
+    }
     const { portal, statement, portalEnd, restOffset } = names;
     const prepared = this.statements.get(statement);
     this.changing(this.portals, portal);
     if (prepared !== undefined) this.portals.set(portal, prepared);
     else this.portals.delete(portal);
     // Answered here only without parameters and with text results, as a directive is run.
-    if (prepared?.local && bindsNothing(payload, restOffset)) this.local(BIND_STEP);
+    if (prepared?.local && bindsNothing(chunk, restOffset, end)) this.local(BIND_STEP);
     else this.notLocal();
     const shared = prepared?.shared ?? null;
     let serverName: string | null = statement;
@@ -446,14 +468,19 @@ export class RequestBuilder {
     }
     // Otherwise a name the ambassador does not know goes as it is: the server answers 26000 as
     // Postgres would, or runs what the session prepared with SQL PREPARE (a pinned session).
-    this.current.push({ kind: 'bind', payload, portalEnd, restOffset, chunk, start, end, serverName, rename, source: shared, unnamedParse });
+    this.current.push({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse });
     this.currentBytes += end - start; // it holds the client's bytes until it is sent
     return null;
   }
 
-  private onTarget(type: number, payload: Buffer): null {
-    const target = readable(decodeTarget, payload);
-    if (target === null) return this.unreadable(type, payload);
+  private onTarget(type: number): null {
+    let target: ReturnType<typeof decodeTarget>;
+    try {
+      target = decodeTarget(this.chunk, this.start + 5, this.end);
+    } catch (err) {
+      if (err instanceof RangeError) return this.unreadable(type);
+      throw err;
+    }
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
     const missing = kind === 'S' && this.neverPrepared(name);
@@ -515,7 +542,8 @@ export class RequestBuilder {
    * unnamed one, so that nothing is created under a name not tracked here): the server rejects it
    * as Postgres does (08P01, then everything up to Sync skipped) and the session goes on.
    */
-  private unreadable(type: number, payload: Buffer): null {
+  private unreadable(type: number): null {
+    const payload = this.payload();
     this.notLocal();
     this.currentTexts = null;
     const nameEnd = payload.indexOf(0);
@@ -556,6 +584,7 @@ export class RequestBuilder {
     this.currentSteps = null;
     this.current = [];
     this.chunk = EMPTY; // not kept alive by the builder
+    this.body = null;
     if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = [];
     this.currentBytes = 0;
@@ -575,12 +604,12 @@ export function messageOf(item: MessageBytes): Buffer {
   return item.chunk.subarray(item.start, item.end);
 }
 
-/** A Bind with no parameters (nor parameter formats) that asks for its results in text. */
-function bindsNothing(payload: Buffer, restOffset: number): boolean {
-  if (payload.length < restOffset + 6 || payload.readUInt16BE(restOffset) !== 0 || payload.readUInt16BE(restOffset + 2) !== 0) return false;
-  const results = payload.readUInt16BE(restOffset + 4);
-  if (payload.length !== restOffset + 6 + 2 * results) return false;
-  for (let i = 0; i < results; i++) if (payload.readUInt16BE(restOffset + 6 + 2 * i) !== 0) return false;
+/** A Bind with no parameters (nor parameter formats) that asks for its results in text: what follows its names is `bytes[restOffset, end)`. */
+function bindsNothing(bytes: Buffer, restOffset: number, end: number): boolean {
+  if (end < restOffset + 6 || bytes.readUInt16BE(restOffset) !== 0 || bytes.readUInt16BE(restOffset + 2) !== 0) return false;
+  const results = bytes.readUInt16BE(restOffset + 4);
+  if (end !== restOffset + 6 + 2 * results) return false;
+  for (let i = 0; i < results; i++) if (bytes.readUInt16BE(restOffset + 6 + 2 * i) !== 0) return false;
   return true;
 }
 
@@ -590,9 +619,9 @@ function describesPortal(items: readonly Item[]): boolean {
 }
 
 /** A decoded message, or null when its payload is malformed (the decoders throw RangeError). */
-function readable<T, A = undefined>(decode: (payload: Buffer, arg: A) => T, payload: Buffer, arg?: A): T | null {
+function readable<T>(decode: (payload: Buffer) => T, payload: Buffer): T | null {
   try {
-    return decode(payload, arg as A);
+    return decode(payload);
   } catch (err) {
     if (err instanceof RangeError) return null;
     throw err;

@@ -101,7 +101,8 @@ export class TxnForwarder implements ServerSink {
   private readonly clientFramer: Framer;
   /** The client chunk being framed (onClientData). */
   private clientChunk: Buffer | null = null;
-  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
+  /** In place: the inspected messages of every answer (CommandComplete, ReadyForQuery) are read where they lie. */
+  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT, true);
   private lease: BackendConnection | null = null;
   private acquiring = false;
   private readonly plan = new ResponsePlan();
@@ -165,7 +166,8 @@ export class TxnForwarder implements ServerSink {
     private readonly client: net.Socket,
     private readonly options: TxnForwarderOptions,
   ) {
-    this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES);
+    // In place: the request builder reads a message that lies whole in the chunk from the chunk.
+    this.clientFramer = new Framer(options.maxMessageSize, ALL_TYPES, true);
     this.requests = new RequestBuilder(options.effects, (sql) => options.routing.statementCommand(sql), { cacheUnnamed: options.cacheUnnamedStatements });
     this.wire = openWire(client, { onData: this.onClientData, onDrain: this.onClientDrain });
   }
@@ -206,10 +208,10 @@ export class TxnForwarder implements ServerSink {
       this.failClient(new AmbassadorError('PROTOCOL_VIOLATION', `invalid frontend message type ${type}`));
       return false;
     }
-    // A message that lies whole in this chunk goes on as that range of it (no copy); one that
-    // began in an earlier chunk was assembled, and is framed again.
-    const start = end - length - 1;
-    const request = this.requests.add(type, payload!, start >= 0 ? this.clientChunk : null, start, end);
+    // A message that lies whole in this chunk (no payload: see Framer inPlace) goes on as that
+    // range of it, nothing copied; one that began in an earlier chunk was assembled, and is
+    // framed again.
+    const request = payload === null ? this.requests.add(type, null, this.clientChunk, end - length - 1, end) : this.requests.add(type, payload);
     if (request === null) return true;
     if (request === 'terminate') {
       this.stopped = true;
@@ -649,7 +651,14 @@ export class TxnForwarder implements ServerSink {
     this.onServerClose();
   }
 
-  private onServerMessageOf(type: number, payload: Buffer | null, _length: number, end: number): boolean {
+  private onServerMessageOf(type: number, given: Buffer | null, length: number, end: number): boolean {
+    // An inspected message that lies whole in the chunk comes without a payload (Framer inPlace):
+    // ReadyForQuery and CommandComplete, in every answer, are read where they lie; the rarer
+    // ones, and every one while an answer is watched, get a view.
+    let payload = given;
+    if (payload === null && SERVER_INSPECT[type] === 1 && ((type !== BackendType.ReadyForQuery && type !== BackendType.CommandComplete) || this.watch !== null || this.retry !== null)) {
+      payload = this.chunk!.subarray(end - length + 4, end);
+    }
     if (type === BackendType.ErrorResponse && endsSession(payload!)) {
       // The server is closing (shutdown, crash, terminated backend): the client hears of it as
       // an ERROR once the connection is gone (onServerClose), and keeps its own connection.
@@ -666,15 +675,18 @@ export class TxnForwarder implements ServerSink {
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
-      this.status = decodeReadyForQuery(payload!);
+      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.chunk!, end - length + 4, end);
       this.options.meter.answered(this.status, this.lease);
       this.plan.complete(type);
       this.forwardUpTo(end);
       return this.onReady();
-    } else if (type === BackendType.CommandComplete && payload !== null) {
-      const tag = transactionEndTag(payload);
+    } else if (type === BackendType.CommandComplete) {
+      const bytes = payload ?? this.chunk!;
+      const from = payload !== null ? 0 : end - length + 4;
+      const to = payload !== null ? payload.length : end;
+      const tag = transactionEndTag(bytes, from, to);
       if (tag !== null) this.endTag = tag;
-      else if (changesFunctions(payload)) this.catalogChanged = true;
+      else if (changesFunctions(bytes, from, to)) this.catalogChanged = true;
       this.plan.complete(type);
     } else if (type === BackendType.ParameterStatus) {
       const { name, value } = decodeParameterStatus(payload!);
@@ -1124,12 +1136,12 @@ const ADVISORY_LOCKS_HELD = `DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_
 /** Messages that open no exchange on their own: COPY messages (ignored by a server not in COPY) and Flush. */
 const ANSWERLESS_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.CopyDone, FrontendType.CopyFail, FrontendType.Flush]);
 
-/** COMMIT or ROLLBACK from a CommandComplete tag (ROLLBACK TO SAVEPOINT also says ROLLBACK,
+/** COMMIT or ROLLBACK from a CommandComplete tag, the payload `bytes[from, to)` (ROLLBACK TO SAVEPOINT also says ROLLBACK,
  *  but never ends a transaction: the tag that counts is the last one before 'I'). */
-function transactionEndTag(payload: Buffer): 'COMMIT' | 'ROLLBACK' | null {
+function transactionEndTag(bytes: Buffer, from: number, to: number): 'COMMIT' | 'ROLLBACK' | null {
   // The first letter first: "SELECT 1" is as long as "ROLLBACK", and a compare is a native call.
-  if (payload.length === 7 && payload[0] === 0x43 && payload.compare(COMMIT_TAG, 0, 7, 0, 7) === 0) return 'COMMIT';
-  if (payload.length === 9 && payload[0] === 0x52 && payload.compare(ROLLBACK_TAG, 0, 9, 0, 9) === 0) return 'ROLLBACK';
+  if (to - from === 7 && bytes[from] === 0x43 && bytes.compare(COMMIT_TAG, 0, 7, from, to) === 0) return 'COMMIT';
+  if (to - from === 9 && bytes[from] === 0x52 && bytes.compare(ROLLBACK_TAG, 0, 9, from, to) === 0) return 'ROLLBACK';
   return null;
 }
 
@@ -1139,11 +1151,11 @@ function errorResponse(e: AmbassadorError): Buffer {
 }
 
 
-/** A CommandComplete tag of DDL that can change which functions exist or how volatile they are. */
-function changesFunctions(payload: Buffer): boolean {
-  const first = payload[0];
-  if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && payload[1] === 0x52)) return false; // C, A, DR
-  return FUNCTION_DDL.test(payload.toString('latin1', 0, payload.length - 1));
+/** Whether the CommandComplete payload `bytes[from, to)` is a tag of DDL that can change which functions exist or how volatile they are. */
+function changesFunctions(bytes: Buffer, from: number, to: number): boolean {
+  const first = to > from ? bytes[from] : -1;
+  if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && to - from > 1 && bytes[from + 1] === 0x52)) return false; // C, A, DR
+  return FUNCTION_DDL.test(bytes.toString('latin1', from, Math.max(from, to - 1)));
 }
 
 /** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */

@@ -235,8 +235,12 @@ export function decodeDataRow(payload: Buffer): Array<string | null> {
   return values;
 }
 
-export function decodeReadyForQuery(payload: Buffer): TransactionStatus {
-  const status = payload.length === 1 ? String.fromCharCode(payload[0]!) : '';
-  if (status !== 'I' && status !== 'T' && status !== 'E') throw new RangeError(`invalid transaction status '${status}'`);
-  return status;
+/** The transaction status of a ReadyForQuery whose payload is `bytes[from, to)` (all of it by default). */
+export function decodeReadyForQuery(bytes: Buffer, from = 0, to = bytes.length): TransactionStatus {
+  const byte = to - from === 1 ? bytes[from]! : 0;
+  // Compared as bytes: String.fromCharCode would make a string only to compare it.
+  if (byte === 0x49) return 'I';
+  if (byte === 0x54) return 'T';
+  if (byte === 0x45) return 'E';
+  throw new RangeError(`invalid transaction status '${to - from === 1 ? String.fromCharCode(byte) : ''}'`);
 }

@@ -4,7 +4,9 @@
 // Invariants:
 // - Input may be split anywhere; output is the same however it was split.
 // - A message whose type the caller wants to inspect is delivered whole: as a subarray of the
-//   chunk when it fits in one (no copy), or assembled into one buffer when it spans chunks.
+//   chunk when it fits in one (no copy), or assembled into one buffer when it spans chunks. A
+//   framer made `inPlace` makes no subarray for a message that lies whole in the chunk (header
+//   included): its payload is null and the caller reads the chunk where the message lies.
 // - A message the caller does not inspect is skipped without buffering its payload, so a 50 MB
 //   DataRow flowing through never sits in memory; the caller forwards the raw chunk itself.
 // - The declared length is checked against maxMessageSize before any byte of the payload is
@@ -36,7 +38,9 @@ export class FramingError extends Error {
  * Called once per complete message. `payload` is the message body (without the 5-byte header)
  * when the type is inspected, otherwise null; `end` is the offset in the current chunk just
  * past the message. Return false to stop processing the current chunk: push() then returns
- * the offset of the first byte not consumed.
+ * the offset of the first byte not consumed. With `inPlace`, an inspected message that lies
+ * whole in the chunk (end - length - 1 >= 0) comes with a null payload too: it is
+ * chunk[end - length + 4, end).
  */
 export type MessageHandler = (type: number, payload: Buffer | null, length: number, end: number) => boolean | void;
 
@@ -63,9 +67,14 @@ export class Framer {
   private assembled = 0;
   private failure: FramingError | null = null;
 
+  /**
+   * `inPlace`: no subarray is made for an inspected message that lies whole in the chunk (see
+   * MessageHandler). A subarray costs about as much as reading a small message does.
+   */
   constructor(
     private readonly maxMessageSize: number,
     private inspect: Uint8Array,
+    private readonly inPlace = false,
   ) {}
 
   /** Changes which types are delivered with their payload; takes effect at the next message. */
@@ -119,9 +128,11 @@ export class Framer {
     const end = chunk.length;
     while (pos < end) {
       if (this.remaining < 0) {
+        let whole = false;
         if (this.headerHave === 0 && end - pos >= HEADER) {
           this.beginMessage(chunk[pos]!, chunk.readInt32BE(pos + 1));
           pos += HEADER;
+          whole = this.inPlace;
         } else {
           const take = Math.min(HEADER - this.headerHave, end - pos);
           chunk.copy(this.header, this.headerHave, pos, pos + take);
@@ -132,12 +143,12 @@ export class Framer {
           this.beginMessage(this.header[0]!, this.header.readInt32BE(1));
         }
         if (this.remaining === 0) {
-          if (this.finish(onMessage, this.inspect[this.type] ? EMPTY : null, pos) === false) return pos;
+          if (this.finish(onMessage, this.inspect[this.type] && !whole ? EMPTY : null, pos) === false) return pos;
           continue;
         }
         if (this.inspect[this.type]) {
           if (end - pos >= this.remaining) {
-            const payload = chunk.subarray(pos, pos + this.remaining);
+            const payload = whole ? null : chunk.subarray(pos, pos + this.remaining);
             pos += this.remaining;
             if (this.finish(onMessage, payload, pos) === false) return pos;
             continue;

@@ -84,27 +84,50 @@ export function encodeParse(name: string, query: string, paramTypes: Buffer): Bu
   return new MessageWriter().cstring(name).cstring(query).bytes(paramTypes).finish(FrontendType.Parse);
 }
 
-/** A Bind payload as the client sent it, and where its statement name lies in it. */
+/**
+ * A Bind as the client sent it: the whole message, `chunk[start, end)` (header included), and
+ * where its names end in `chunk` (decodeBindNames read from the same chunk gives both).
+ */
 export interface BindLayout {
-  payload: Buffer;
-  /** Offset of the NUL that ends the portal name. */
+  chunk: Buffer;
+  start: number;
+  end: number;
+  /** Index in chunk of the NUL that ends the portal name. */
   portalEnd: number;
-  /** Offset just past the NUL that ends the statement name. */
+  /** Index in chunk just past the NUL that ends the statement name. */
   restOffset: number;
 }
 
-/** A Bind's portal and statement names, and where they lie in its payload; `names` remembers statement names read before. */
-export function decodeBindNames(payload: Buffer, names: NameCache | null = null): { portal: string; statement: string; portalEnd: number; restOffset: number } {
-  const portalEnd = payload.indexOf(0);
-  const statementEnd = portalEnd < 0 ? -1 : payload.indexOf(0, portalEnd + 1);
+/**
+ * A Bind's portal and statement names, read from its payload `bytes[from, to)` (the whole of
+ * `bytes` by default), and where they end, as indexes in `bytes`; `names` remembers statement
+ * names read before.
+ */
+export function decodeBindNames(
+  bytes: Buffer,
+  names: NameCache | null = null,
+  from = 0,
+  to = bytes.length,
+): { portal: string; statement: string; portalEnd: number; restOffset: number } {
+  const portalEnd = nulIndex(bytes, from, to);
+  const statementEnd = portalEnd < 0 ? -1 : nulIndex(bytes, portalEnd + 1, to);
   if (statementEnd < 0) throw new RangeError('malformed Bind');
   return {
     // The unnamed portal (nearly every Bind) needs no decoding.
-    portal: portalEnd === 0 ? '' : payload.toString('utf8', 0, portalEnd),
-    statement: statementEnd === portalEnd + 1 ? '' : names === null ? payload.toString('utf8', portalEnd + 1, statementEnd) : names.read(payload, portalEnd + 1, statementEnd),
+    portal: portalEnd === from ? '' : bytes.toString('utf8', from, portalEnd),
+    statement: statementEnd === portalEnd + 1 ? '' : names === null ? bytes.toString('utf8', portalEnd + 1, statementEnd) : names.read(bytes, portalEnd + 1, statementEnd),
     portalEnd,
     restOffset: statementEnd + 1,
   };
+}
+
+/**
+ * Index of the first NUL in bytes[from, to), or -1. A loop: the names it ends are a few bytes
+ * long, and Buffer#indexOf is a call into the runtime that costs several times more than that.
+ */
+export function nulIndex(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (bytes[i] === 0) return i;
+  return -1;
 }
 
 const NAME_SLOTS = 16;
@@ -141,7 +164,7 @@ export class NameCache {
 
 /** Size of the Bind `bind` with its statement name replaced by `name` (its bytes and NUL). */
 export function renamedBindSize(bind: BindLayout, name: Buffer): number {
-  return 5 + bind.portalEnd + 1 + name.length + bind.payload.length - bind.restOffset;
+  return bind.portalEnd + 1 - bind.start + name.length + bind.end - bind.restOffset;
 }
 
 /**
@@ -150,23 +173,25 @@ export function renamedBindSize(bind: BindLayout, name: Buffer): number {
  * client's encoding may be another).
  */
 export function writeRenamedBind(target: Buffer, at: number, bind: BindLayout, name: Buffer): number {
-  const { payload, portalEnd, restOffset } = bind;
+  const { chunk, start, end, portalEnd, restOffset } = bind;
   target[at] = FrontendType.Bind;
   target.writeInt32BE(renamedBindSize(bind, name) - 1, at + 1);
   let to = at + 5;
-  to += copyBytes(target, to, payload, 0, portalEnd + 1);
+  to += copyBytes(target, to, chunk, start + 5, portalEnd + 1);
   to += copyBytes(target, to, name, 0, name.length);
-  to += copyBytes(target, to, payload, restOffset, payload.length);
+  to += copyBytes(target, to, chunk, restOffset, end);
   return to;
 }
 
-/** Describe and Close: a target kind ('S' statement, 'P' portal) and a name. */
-export function decodeTarget(payload: Buffer): { kind: 'S' | 'P'; name: string } {
-  const kind = String.fromCharCode(payload[0] ?? 0);
-  if (kind !== 'S' && kind !== 'P') throw new RangeError(`invalid Describe/Close target '${kind}'`);
-  const end = payload.indexOf(0, 1);
-  if (end !== payload.length - 1) throw new RangeError('malformed Describe/Close');
-  return { kind, name: payload.toString('utf8', 1, end) };
+/** Describe and Close: a target kind ('S' statement, 'P' portal) and a name, read from the payload `bytes[from, to)` (all of it by default). */
+export function decodeTarget(bytes: Buffer, from = 0, to = bytes.length): { kind: 'S' | 'P'; name: string } {
+  const first = from < to ? bytes[from]! : 0;
+  const kind = first === 0x53 ? 'S' : first === 0x50 ? 'P' : null;
+  if (kind === null) throw new RangeError(`invalid Describe/Close target '${String.fromCharCode(first)}'`);
+  const end = nulIndex(bytes, from + 1, to);
+  if (end !== to - 1) throw new RangeError('malformed Describe/Close');
+  // The unnamed portal or statement (most of them) needs no decoding.
+  return { kind, name: end === from + 1 ? '' : bytes.toString('utf8', from + 1, end) };
 }
 
 export function encodeTarget(type: typeof FrontendType.Describe | typeof FrontendType.Close, kind: 'S' | 'P', name: string): Buffer {

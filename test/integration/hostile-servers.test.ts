@@ -615,6 +615,7 @@ for (const mode of ['session', 'transaction'] as const) {
       { name: 'a message longer than the limit (declared 2 GiB)', bytes: [header('D', 0x7ffffff0), Buffer.alloc(16)], message: /over the limit/ },
       { name: 'a message with a negative length', bytes: [header('D', -1), Buffer.alloc(16)], message: /invalid message length -1/ },
       { name: 'ReadyForQuery with an invalid status byte', bytes: [encodeCommandComplete('SELECT 0'), header('Z', 5), Buffer.from('X')], message: /invalid transaction status 'X'/ },
+      { name: 'ReadyForQuery with two status bytes', bytes: [encodeCommandComplete('SELECT 0'), header('Z', 6), Buffer.from('II')], message: /invalid transaction status ''/ },
     ];
     for (const scenario of streamBreaks) {
       test(`${scenario.name}: 08P01, and the server connection is closed`, async () => {

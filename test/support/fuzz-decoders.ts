@@ -50,7 +50,7 @@ import { isMd5PasswordHash, md5AuthResponse, md5PasswordHash, verifyMd5Response 
 import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslprep.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { Outgoing } from '../../src/frontend/outgoing.ts';
-import { messageOf, RequestBuilder, type Request } from '../../src/frontend/request-builder.ts';
+import { messageOf, RequestBuilder, textsOf, type Request } from '../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
 import { bytes, chunkSizes, codePoint, cstringText, fuzzProperty, mutations, mutateAll, outcome, split, type FuzzProperty } from './fuzz.ts';
@@ -143,9 +143,10 @@ const frontendRoundTrip = fuzzProperty('frontend', 'encode-decode-round-trip', 2
 
 /** The Bind `payload` aimed at the statement `name`, as the transaction forwarder writes it. */
 export function renamed(payload: Buffer, name: string): Buffer {
-  const { portalEnd, restOffset } = decodeBindNames(payload);
+  const chunk = frameMessage(FrontendType.Bind, payload);
+  const { portalEnd, restOffset } = decodeBindNames(chunk, null, 5);
   const out = new Outgoing();
-  out.addRenamedBind({ payload, portalEnd, restOffset }, Buffer.from(`${name}\0`));
+  out.addRenamedBind({ chunk, start: 0, end: chunk.length, portalEnd, restOffset }, Buffer.from(`${name}\0`));
   return out.take()!;
 }
 
@@ -401,7 +402,7 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
       assert.ok(type !== 0x44 || target!.kind === 'P', 'a Describe of a statement is never sent as it came');
     } else if (item.kind === 'bind') {
       assert.equal(type, 0x42);
-      assert.deepEqual(item.payload, payload);
+      assert.deepEqual(messageOf(item).subarray(5), payload);
       assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Bind of ${JSON.stringify(statement)}`);
       if (item.rename === null) assert.deepEqual(messageOf(item), frameMessage(type, payload), 'sent as it came');
     } else if (item.kind === 'parse') {
@@ -436,8 +437,8 @@ const builderWellFormed = fuzzProperty(
   'request-builder',
   'well-formed-messages-become-requests',
   200,
-  // Each message handed over as a range of one chunk they all lie in (as the forwarder frames
-  // them), or alone, framed by the builder (a message split across reads).
+  // Each message handed over as a range of one chunk they all lie in, without a payload (as the
+  // forwarder frames them), or alone, framed by the builder (a message split across reads).
   fc.tuple(fc.array(fc.tuple(clientMessage, fc.boolean()), { maxLength: 30 }), fc.boolean()),
   ([handed, cacheUnnamed]) => {
   const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed });
@@ -448,7 +449,7 @@ const builderWellFormed = fuzzProperty(
   for (const [message, inChunk] of handed) {
     since.push(message);
     const end = at + 5 + message.payload.length;
-    const result = inChunk ? builder.add(message.type, chunk.subarray(at + 5, end), chunk, at, end) : builder.add(message.type, message.payload);
+    const result = inChunk ? builder.add(message.type, null, chunk, at, end) : builder.add(message.type, message.payload);
     at = end;
     if (ENDING.has(message.type)) {
       assert.ok(result !== null && result !== 'terminate', `type 0x${message.type.toString(16)} ends a request`);
@@ -465,16 +466,34 @@ const builderWellFormed = fuzzProperty(
   },
 );
 
+/** What a builder made of a message: enough to tell two builders' readings apart. */
+function reading(result: Request | 'terminate' | null): unknown {
+  if (result === null || result === 'terminate') return result;
+  const items = result.items.map((item) =>
+    item.kind === 'raw' || item.kind === 'bind' ? [item.kind, messageOf(item).toString('hex')] : [item.kind, item.kind === 'parse' ? item.statement.serverName : item.serverName],
+  );
+  return { items, texts: textsOf(result), completes: result.completes, local: result.local, effects: result.effects };
+}
+
 const builderHostile = fuzzProperty(
   'request-builder',
   'hostile-messages-throw-only-range-error',
   300,
-  fc.array(fc.tuple(clientMessage, fc.option(mutations, { nil: undefined })), { maxLength: 12 }),
+  // Bytes after each message (mostly NULs, which end names): a message read where it lies in a
+  // chunk must be read as the same message alone, never past its end.
+  fc.array(fc.tuple(clientMessage, fc.option(mutations, { nil: undefined }), fc.uint8Array({ minLength: 1, maxLength: 12, max: 2 })), { maxLength: 12 }),
   (messages) => {
-    const builder = new RequestBuilder(new SessionEffectsCache());
-    for (const [{ type, payload }, changes] of messages) {
-      const result = outcome(() => builder.add(type, changes ? mutateAll(payload, changes) : payload), RangeError);
-      if ('error' in result) return; // the session ends with a protocol violation
+    const alone = new RequestBuilder(new SessionEffectsCache());
+    const inChunk = new RequestBuilder(new SessionEffectsCache());
+    for (const [{ type, payload }, changes, after] of messages) {
+      const body = changes ? mutateAll(payload, changes) : payload;
+      const result = outcome(() => alone.add(type, body), RangeError);
+      const message = frameMessage(type, body);
+      const chunk = Buffer.concat([message, after]);
+      const read = outcome(() => inChunk.add(type, null, chunk, 0, message.length), RangeError);
+      assert.equal('error' in read, 'error' in result);
+      if ('error' in result || 'error' in read) return; // the session ends with a protocol violation
+      assert.deepEqual(reading(read.value), reading(result.value));
     }
   },
 );

@@ -69,9 +69,11 @@ interface Run {
 
 /**
  * Pushes `chunks` as the callers do: a push that stops early (handler returned false) is resumed
- * at the offset it returned. After an error, the remaining chunks are pushed anyway: nothing may come out.
+ * at the offset it returned. After an error, the remaining chunks are pushed anyway: nothing may
+ * come out. `inPlace`: the framer was made inPlace with these inspected types, and an inspected
+ * message that comes without a payload is read from its chunk, where it must lie whole.
  */
-function drive(framer: Framer, chunks: readonly Buffer[], stopAt: (index: number) => boolean = () => false): Run {
+function drive(framer: Framer, chunks: readonly Buffer[], stopAt: (index: number) => boolean = () => false, inPlace: Uint8Array | null = null): Run {
   const seen: Seen[] = [];
   let error: FramingError | null = null;
   let errorChunkEnd = -1;
@@ -80,8 +82,13 @@ function drive(framer: Framer, chunks: readonly Buffer[], stopAt: (index: number
     let pos = 0;
     try {
       while (pos < chunk.length) {
-        const stopped = framer.push(chunk, (type, payload, length, end) => {
+        const stopped = framer.push(chunk, (type, given, length, end) => {
           assert.ok(error === null, 'a message was delivered after a FramingError');
+          let payload = given;
+          if (inPlace !== null && given === null && inPlace[type]) {
+            assert.ok(end - length - 1 >= pos && end <= chunk.length, 'a message read in place lies whole in its chunk, past where the push began');
+            payload = chunk.subarray(end - length + 4, end);
+          }
           seen.push({ type, payload: payload === null ? null : payload.toString('hex'), length, end: base + end });
           return !stopAt(seen.length - 1);
         }, pos);
@@ -105,13 +112,14 @@ const wellFormed = fc.record({
   inspect: inspectSets,
   sizes: chunkSizes,
   slack: fc.nat({ max: 64 }),
+  inPlace: fc.boolean(),
 });
 
-const splitInvariance = fuzzProperty('framer', 'split-invariance', 150, wellFormed, ({ frames, inspect, sizes, slack }) => {
+const splitInvariance = fuzzProperty('framer', 'split-invariance', 150, wellFormed, ({ frames, inspect, sizes, slack, inPlace }) => {
   const largest = Math.max(0, ...frames.map((f) => f.payload.length));
-  const framer = new Framer(largest + slack, inspect);
+  const framer = new Framer(largest + slack, inspect, inPlace);
   const stream = encodeFrames(frames);
-  const run = drive(framer, split(stream, sizes));
+  const run = drive(framer, split(stream, sizes), undefined, inPlace ? inspect : null);
   assert.equal(run.error, null);
   assert.deepEqual(run.seen, model(frames, inspect));
   assert.ok(framer.atBoundary, 'a stream of whole messages leaves the framer at a boundary');
@@ -121,10 +129,10 @@ const stopAndResume = fuzzProperty(
   'framer',
   'stop-and-resume',
   100,
-  fc.record({ frames: fc.array(frame, { maxLength: 16 }), inspect: inspectSets, sizes: chunkSizes, stops: fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }) }),
-  ({ frames, inspect, sizes, stops }) => {
-    const framer = new Framer(1 << 20, inspect);
-    const run = drive(framer, split(encodeFrames(frames), sizes), (index) => stops[index % stops.length]!);
+  fc.record({ frames: fc.array(frame, { maxLength: 16 }), inspect: inspectSets, sizes: chunkSizes, stops: fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), inPlace: fc.boolean() }),
+  ({ frames, inspect, sizes, stops, inPlace }) => {
+    const framer = new Framer(1 << 20, inspect, inPlace);
+    const run = drive(framer, split(encodeFrames(frames), sizes), (index) => stops[index % stops.length]!, inPlace ? inspect : null);
     assert.equal(run.error, null);
     assert.deepEqual(run.seen, model(frames, inspect));
   },

@@ -57,11 +57,14 @@ test('messages from different buffers are copied into one', () => {
 
 test('a renamed Bind is written in place among the messages around it, in one buffer', () => {
   const message = bindMessage('portal', 'mine', '42');
-  const payload = message.subarray(5);
-  const { portalEnd, restOffset } = decodeBindNames(payload);
+  // Among other bytes, as it lies in a client's chunk.
+  const chunk = Buffer.concat([execute, message, encodeSync()]);
+  const start = execute.length;
+  const end = start + message.length;
+  const { portalEnd, restOffset } = decodeBindNames(chunk, null, start + 5, end);
   const out = new Outgoing();
   out.add(execute);
-  out.addRenamedBind({ payload, portalEnd, restOffset }, Buffer.from('pa_0123456789\0'));
+  out.addRenamedBind({ chunk, start, end, portalEnd, restOffset }, Buffer.from('pa_0123456789\0'));
   out.add(encodeSync());
   const taken = out.take()!;
   const expected = bindMessage('portal', 'pa_0123456789', '42');
@@ -75,8 +78,8 @@ test('take() empties it; nothing added gives null; clear() drops what was added'
   out.add(execute);
   assert.deepEqual(out.take(), execute);
   assert.equal(out.take(), null);
-  const payload = bindMessage('', 'mine', '1').subarray(5);
-  out.addRenamedBind({ payload, ...decodeBindNames(payload) }, Buffer.from('pa_1\0'));
+  const chunk = bindMessage('', 'mine', '1');
+  out.addRenamedBind({ chunk, start: 0, end: chunk.length, ...decodeBindNames(chunk, null, 5) }, Buffer.from('pa_1\0'));
   out.clear();
   out.add(encodeSync());
   assert.deepEqual(out.take(), encodeSync(), 'nothing of the dropped Bind');

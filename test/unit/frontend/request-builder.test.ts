@@ -10,12 +10,12 @@ import { messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request 
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
-/** Feeds every message of `chunk` with its payload and its range of the chunk. */
+/** Feeds every message of `chunk` as its range of the chunk, as the forwarder does (no payload). */
 function feed(builder: RequestBuilder, chunk: Buffer): Request[] {
   const out: Request[] = [];
   for (let at = 0; at < chunk.length; ) {
     const end = at + 1 + chunk.readInt32BE(at + 1);
-    const r = builder.add(chunk[at]!, chunk.subarray(at + 5, end), chunk, at, end);
+    const r = builder.add(chunk[at]!, null, chunk, at, end);
     if (r !== null && r !== 'terminate') out.push(r);
     at = end;
   }
