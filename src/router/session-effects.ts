@@ -636,6 +636,11 @@ SCANNED_WORDS.forEach((word, index) => {
   BYTE_CLASS[word.charCodeAt(0)] = index + 1;
   BYTE_CLASS[word.charCodeAt(0) - 0x20] = index + 1;
 });
+/**
+ * The second letter of the scanned word at each BYTE_CLASS index: checked before the word, as
+ * most bytes that may open one (every s, a and t) are not followed by it.
+ */
+const SECOND_LETTER = Uint8Array.from([0, ...SCANNED_WORDS.map((word) => word.charCodeAt(1))]);
 
 /**
  * Whether a simple Query's text, bytes[start, end) as it came (UTF-8), is one plainStatement
@@ -656,7 +661,7 @@ export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): 
     const kind = BYTE_CLASS[bytes[j]!]!;
     if (kind === 0) continue;
     if (kind !== UNPLAIN) {
-      if (wordAtBytes(bytes, j, end, SCANNED_WORDS[kind - 1]!)) return false;
+      if (j + 1 < end && lowerAscii(bytes[j + 1]!) === SECOND_LETTER[kind] && wordAtBytes(bytes, j, end, SCANNED_WORDS[kind - 1]!)) return false;
       continue;
     }
     if (bytes[j] !== 0x3b) return false;
