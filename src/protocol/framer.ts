@@ -130,7 +130,8 @@ export class Framer {
       if (this.remaining < 0) {
         let whole = false;
         if (this.headerHave === 0 && end - pos >= HEADER) {
-          this.beginMessage(chunk[pos]!, chunk.readInt32BE(pos + 1));
+          // The length read by hand: readInt32BE checks its offset, which the test above did.
+          this.beginMessage(chunk[pos]!, (chunk[pos + 1]! << 24) | (chunk[pos + 2]! << 16) | (chunk[pos + 3]! << 8) | chunk[pos + 4]!);
           pos += HEADER;
           whole = this.inPlace;
         } else {
