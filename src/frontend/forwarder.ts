@@ -54,10 +54,15 @@ const EMPTY = Buffer.alloc(0);
 /** connection_failure: the session's server went away. */
 const LOST = '08006';
 const SERVER_INSPECT = typeSet('ZE');
+/** Stands for no chunk (the framer is not running). */
+const NOTHING = Buffer.alloc(0);
 
 export class Forwarder implements ServerSink {
   private readonly clientFramer: Framer;
-  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT);
+  /** In place: a ReadyForQuery that lies whole in its chunk is read there (see onServerMessage). */
+  private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT, true);
+  /** The server chunk being framed (onServerData). */
+  private serverChunk: Buffer = NOTHING;
   private pendingRequests = 0;
   private status: TransactionStatus;
   private stopped = false;
@@ -246,15 +251,17 @@ export class Forwarder implements ServerSink {
     this.options.garbage.account(chunk.length);
   };
 
-  private readonly onServerMessage = (type: number, payload: Buffer | null, _length: number, end: number): boolean => {
-    if (type === BackendType.ReadyForQuery && payload !== null) {
-      this.status = decodeReadyForQuery(payload);
+  private readonly onServerMessage = (type: number, payload: Buffer | null, length: number, end: number): boolean => {
+    // An inspected message that lies whole in the chunk comes without a payload (Framer inPlace).
+    if (type === BackendType.ReadyForQuery) {
+      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.serverChunk, end - length + 4, end);
       if (this.pendingRequests > 0) this.pendingRequests--;
       this.server.transactionStatus = this.status;
       this.options.meter.answered(this.status, this.server);
-    } else if (type === BackendType.ErrorResponse && payload !== null) {
-      this.options.meter.serverError(payload);
-      this.serverEnded = endsSession(payload);
+    } else if (type === BackendType.ErrorResponse) {
+      const error = payload ?? this.serverChunk.subarray(end - length + 4, end);
+      this.options.meter.serverError(error);
+      this.serverEnded = endsSession(error);
     }
     this.serverWhole = end;
     return true;
@@ -264,10 +271,13 @@ export class Forwarder implements ServerSink {
     if (this.stopped) return;
     const wasIdle = this.idle;
     this.serverWhole = this.serverFramer.atBoundary ? 0 : -1;
+    this.serverChunk = chunk;
     try {
       this.serverFramer.push(chunk, this.onServerMessage);
     } catch (err) {
       return this.failServer(chunk, err);
+    } finally {
+      this.serverChunk = NOTHING;
     }
     this.options.meter.traffic.sent += chunk.length;
     if (!this.wire.write(chunk)) this.server.pause();
