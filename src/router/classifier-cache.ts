@@ -30,8 +30,9 @@ export class TextCache<V> {
     return old;
   }
 
-  set(key: string, value: V): void {
-    if (key.length > this.generationChars) return; // would evict everything and still not fit
+  /** Adds or replaces; false when the key is too long to keep at all. */
+  set(key: string, value: V): boolean {
+    if (key.length > this.generationChars) return false; // would evict everything and still not fit
     this.current.set(key, value);
     this.currentChars += key.length;
     if (this.current.size >= this.generationEntries || this.currentChars >= this.generationChars) {
@@ -39,6 +40,7 @@ export class TextCache<V> {
       this.current = new Map();
       this.currentChars = 0;
     }
+    return true;
   }
 
   /** Drops every entry. */

@@ -226,6 +226,15 @@ export class Classifier {
   private readonly cache: TextCache<Readonly<Classification>>;
   private readonly learned: TextStore<Readonly<Classification>>;
   private counters = { hits: 0, misses: 0, parseErrors: 0, tooLarge: 0 };
+  /**
+   * The last text classified from the cache, and its classification. A prepared statement, or an
+   * unnamed one parsed again, brings the same string on every execution (request-builder.ts), and
+   * comparing it costs far less than its literal shape and the hash of that. Only what the cache
+   * took (never a text too long for it); dropped whenever an entry may change (setCatalog,
+   * learnWrite).
+   */
+  private lastText: string | null = null;
+  private lastClassification: Readonly<Classification> | null = null;
 
   /** Throws unless the parser module is loaded (use createClassifier()). */
   constructor(options: ClassifierOptions) {
@@ -251,6 +260,10 @@ export class Classifier {
    * that differ only in numbers share an entry; see literal-shape.ts), else by exact text.
    */
   classify(sql: string): Readonly<Classification> {
+    if (sql === this.lastText) {
+      this.counters.hits += 1;
+      return this.lastClassification!;
+    }
     if (exceedsBytes(sql, this.maxParseBytes)) {
       // Never parsed nor cached: its key (the literal shape, a pass over the whole text that
       // builds a copy: some 100 ms for a 3 MB IN list of numbers) would be made for nothing.
@@ -261,18 +274,26 @@ export class Classifier {
     const cached = this.cache.get(key);
     if (cached !== undefined) {
       this.counters.hits += 1;
-      return cached;
+      return this.remember(sql, cached);
     }
     this.counters.misses += 1;
     const result = this.learned.get(key) ?? this.judge(sql);
-    if (result.reason !== 'too-large') this.cache.set(key, result);
-    return result;
+    // Remembered only when cached: what the cache may not hold (too large), neither may this.
+    if (result.reason === 'too-large' || !this.cache.set(key, result)) return result;
+    return this.remember(sql, result);
+  }
+
+  private remember(sql: string, classification: Readonly<Classification>): Readonly<Classification> {
+    this.lastText = sql;
+    this.lastClassification = classification;
+    return classification;
   }
 
   /** Judges with `functions` from now on (allow/deny kept) and drops every cached classification. */
   setCatalog(functions: FunctionCatalog): void {
     this.policy = { ...this.policy, catalog: functions };
     this.cache.clear();
+    this.lastText = null;
   }
 
   /**
@@ -288,6 +309,7 @@ export class Classifier {
     // By shape: the same statement with other numbers would be refused the same way.
     this.learned.set(key, learned);
     this.cache.set(key, learned);
+    this.lastText = null;
   }
 
   stats(): ClassifierStats {
