@@ -601,7 +601,10 @@ describe('pgbench through read/write splitting', () => {
       const amb = await splitting({ pool: { size: 8 } });
       const scansBefore = await replicaAccountScans();
       const historyBefore = await historyRows();
-      const args = ['-n', '-M', mode, '-b', 'tpcb-like', '-b', 'select-only', '-c', '4', '-j', '2', '-t', '200'];
+      // One thread: pgbench adds up its per-script counts without a lock ("XXX could use a mutex
+      // here, but we choose not to"), so with two threads their sum can come out short of the
+      // transactions processed, and the checks below rest on those counts.
+      const args = ['-n', '-M', mode, '-b', 'tpcb-like', '-b', 'select-only', '-c', '4', '-j', '1', '-t', '200'];
       let output: string;
       try {
         const { stdout, stderr } = await run('pgbench', args, { env: pgEnv(amb.port, CLIENT_PASSWORD), maxBuffer: 16 << 20, timeout: 120_000 });
@@ -617,7 +620,7 @@ describe('pgbench through read/write splitting', () => {
       const mix = parseMix(output);
       assert.equal(mix.processed, 800, tail(output));
       assert.equal(mix.failed, 0, tail(output));
-      assert.equal(mix.tpcb + mix.selectOnly, 800);
+      assert.equal(mix.tpcb + mix.selectOnly, 800, tail(output));
       assert.ok(mix.selectOnly > 0 && mix.tpcb > 0, `pgbench ran only one script: ${JSON.stringify(mix)}`);
       assert.equal((await historyRows()) - historyBefore, mix.tpcb, 'pgbench_history rows on the primary differ from the TPC-B transactions');
       const served = (scans: number[]): number => scans.reduce((sum, value, index) => sum + value - scansBefore[index]!, 0);
