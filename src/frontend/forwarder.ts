@@ -54,15 +54,13 @@ const EMPTY = Buffer.alloc(0);
 /** connection_failure: the session's server went away. */
 const LOST = '08006';
 const SERVER_INSPECT = typeSet('ZE');
-/** Stands for no chunk (the framer is not running). */
-const NOTHING = Buffer.alloc(0);
 
 export class Forwarder implements ServerSink {
   private readonly clientFramer: Framer;
   /** In place: a ReadyForQuery that lies whole in its chunk is read there (see onServerMessage). */
   private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT, true);
   /** The server chunk being framed (onServerData). */
-  private serverChunk: Buffer = NOTHING;
+  private serverChunk: Buffer = EMPTY;
   private pendingRequests = 0;
   private status: TransactionStatus;
   private stopped = false;
@@ -277,7 +275,7 @@ export class Forwarder implements ServerSink {
     } catch (err) {
       return this.failServer(chunk, err);
     } finally {
-      this.serverChunk = NOTHING;
+      this.serverChunk = EMPTY;
     }
     this.options.meter.traffic.sent += chunk.length;
     if (!this.wire.write(chunk)) this.server.pause();

@@ -261,7 +261,7 @@ export class RequestBuilder {
         return this.endRequest(type, null, false);
       case FrontendType.Execute: {
         const from = start + 5;
-        const portal = chunk[from] === 0 || from === end ? '' : chunk.toString('utf8', from, Math.max(from, nulIndex(chunk, from, end)));
+        const portal = from === end || chunk[from] === 0 ? '' : chunk.toString('utf8', from, Math.max(from, nulIndex(chunk, from, end)));
         const bound = this.portals.get(portal);
         if (bound === undefined) this.currentTexts = null;
         else {
@@ -377,7 +377,7 @@ export class RequestBuilder {
       return null;
     }
     const payload = this.payload();
-    const parse = readable(decodeParse, payload);
+    const parse = readable(() => decodeParse(payload));
     if (parse === null) return this.unreadable(FrontendType.Parse);
     const effects = this.effects.get(parse.query).effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
@@ -427,19 +427,14 @@ export class RequestBuilder {
   private repeatsUnnamedParse(): boolean {
     const { chunk, start, end } = this;
     const last = this.unnamedParse;
-    // Whole messages compared: the same type and length, then the same payload.
+    // Both Parse messages: the same length, then the same payload.
     return this.unnamedText !== null && last !== null && last.length === end - start && chunk.compare(last, 5, last.length, start + 5, end) === 0;
   }
 
   private onBind(): null {
     const { chunk, start, end } = this;
-    let names: ReturnType<typeof decodeBindNames>;
-    try {
-      names = decodeBindNames(chunk, (this.names ??= new NameCache()), start + 5, end);
-    } catch (err) {
-      if (err instanceof RangeError) return this.unreadable(FrontendType.Bind);
-      throw err;
-    }
+    const names = readable(() => decodeBindNames(chunk, (this.names ??= new NameCache()), start + 5, end));
+    if (names === null) return this.unreadable(FrontendType.Bind);
     const { portal, statement, portalEnd, restOffset } = names;
     const prepared = this.statements.get(statement);
     this.changing(this.portals, portal);
@@ -474,13 +469,8 @@ export class RequestBuilder {
   }
 
   private onTarget(type: number): null {
-    let target: ReturnType<typeof decodeTarget>;
-    try {
-      target = decodeTarget(this.chunk, this.start + 5, this.end);
-    } catch (err) {
-      if (err instanceof RangeError) return this.unreadable(type);
-      throw err;
-    }
+    const target = readable(() => decodeTarget(this.chunk, this.start + 5, this.end));
+    if (target === null) return this.unreadable(type);
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
     const missing = kind === 'S' && this.neverPrepared(name);
@@ -618,10 +608,10 @@ function describesPortal(items: readonly Item[]): boolean {
   return false;
 }
 
-/** A decoded message, or null when its payload is malformed (the decoders throw RangeError). */
-function readable<T>(decode: (payload: Buffer) => T, payload: Buffer): T | null {
+/** What `decode` read, or null when the message is malformed (the decoders throw RangeError). */
+function readable<T>(decode: () => T): T | null {
   try {
-    return decode(payload);
+    return decode();
   } catch (err) {
     if (err instanceof RangeError) return null;
     throw err;

@@ -667,7 +667,8 @@ export class TxnForwarder implements ServerSink {
       this.serverFatal = Buffer.from(payload!);
       return true;
     }
-    if (this.watch !== null && this.watchFirstAnswer(type, payload, end)) return true;
+    // A refusal re-run gives the lease back (rerunAfterRefusal): nothing more of this chunk is read.
+    if (this.watch !== null && this.watchFirstAnswer(type, payload, end)) return this.lease !== null;
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
@@ -730,6 +731,9 @@ export class TxnForwarder implements ServerSink {
    * a replica, or from a "primary" that is a standby now (demoted), drops them and everything
    * up to ReadyForQuery, and the request runs again on the primary; a lost connection may run it
    * again too (onServerClose). Anything else releases them and forwarding goes on as usual.
+   * Only while nothing was sent behind the request on the lease: a client that pipelines gets the
+   * refusal as its answer (a replica's refusal still sends the text to the primary from then on),
+   * since what follows it on the lease must be answered there, in order.
    */
   private watchFirstAnswer(type: number, payload: Buffer | null, end: number): boolean {
     const watch = this.watch!;
@@ -739,10 +743,13 @@ export class TxnForwarder implements ServerSink {
       return true;
     }
     if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION && this.refusalRunsElsewhere(watch.request)) {
-      this.cursor = end;
-      this.held = null;
-      watch.swallowing = true;
-      return true;
+      if (this.inFlight === 1 && !this.unsynced) {
+        this.cursor = end;
+        this.held = null;
+        watch.swallowing = true;
+        return true;
+      }
+      if (this.leaseReplica) this.options.routing.forceWrite(watch.request);
     }
     if (!ACKNOWLEDGEMENTS.has(type)) this.releaseHeld();
     return false;

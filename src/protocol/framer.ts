@@ -39,8 +39,9 @@ export class FramingError extends Error {
  * when the type is inspected, otherwise null; `end` is the offset in the current chunk just
  * past the message. Return false to stop processing the current chunk: push() then returns
  * the offset of the first byte not consumed. With `inPlace`, an inspected message that lies
- * whole in the chunk (end - length - 1 >= 0) comes with a null payload too: it is
- * chunk[end - length + 4, end).
+ * whole in the chunk (header included) comes with a null payload too: it is
+ * chunk[end - length + 4, end). An inspected message whose payload is null therefore lies
+ * whole in the chunk; one that began in an earlier chunk always comes with its payload.
  */
 export type MessageHandler = (type: number, payload: Buffer | null, length: number, end: number) => boolean | void;
 
@@ -106,8 +107,10 @@ export class Framer {
     while (chunks.length > 0) {
       const chunk = chunks[0]!;
       let message: { type: number; payload: Buffer } | undefined;
-      const stopped = this.push(chunk, (type, payload) => {
-        message = { type, payload: Buffer.from(payload ?? EMPTY) };
+      const stopped = this.push(chunk, (type, payload, length, end) => {
+        // In place, a message whole in the chunk comes without its payload: copied from there.
+        const inChunk = payload === null && this.inPlace && this.inspect[type] === 1;
+        message = { type, payload: Buffer.from(inChunk ? chunk.subarray(end - length + 4, end) : (payload ?? EMPTY)) };
         return false;
       });
       if (stopped >= chunk.length) chunks.shift();

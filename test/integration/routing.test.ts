@@ -35,7 +35,8 @@ import {
 } from '../support/routing.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
 import { loginScram } from '../support/raw-client.ts';
-import { encodeParse, encodeSync, FrontendType } from '../../src/protocol/frontend.ts';
+import { decodeDataRow } from '../../src/protocol/backend.ts';
+import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../src/protocol/frontend.ts';
 import { frameMessage, MessageWriter } from '../../src/protocol/writer.ts';
 
 const run = promisify(execFile);
@@ -646,6 +647,35 @@ async function eventuallyOrLast<T>(read: () => Promise<T>, done: (value: T) => b
 
 describe('safety net: a replica refusing a write (25006)', () => {
   // sneaky_add_item() inserts, but routing.functions.allow tells the classifier it only reads.
+  test('pipelined behind the refused call, every query is answered in order: the refusal as an error, then the others; the text then goes to the primary', async () => {
+    const amb = await splitting({ routing: { functions: { allow: ['sneaky_add_item'] } } });
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    const note = 'safety net pipelined';
+    const sneaky = `SELECT sneaky_add_item('${note}') AS id, ${WHERE}`;
+    try {
+      // One write: the three requests reach the ambassador together and go out on one replica
+      // lease back to back, so the other two are in flight there when the first is refused.
+      raw.write([encodeQuery(sneaky), encodeQuery('SELECT 1 AS n'), encodeQuery('SELECT 2 AS n')]);
+      const refused = await raw.answer();
+      // The replica describes the row before the insert fails: the client sees what it would there.
+      assert.deepEqual(refused.map((m) => m.type), ['T', 'E', 'Z'], 'the refused call is answered with its error');
+      assert.equal(refused[1]!.error?.code, '25006');
+      for (const n of ['1', '2']) {
+        const answer = await raw.answer();
+        assert.deepEqual(answer.map((m) => m.type), ['T', 'D', 'C', 'Z'], `SELECT ${n}`);
+        assert.equal(decodeDataRow(answer[1]!.payload)[0], n);
+      }
+      // Learned as a write: this time it runs on the primary, and inserts.
+      raw.write(encodeQuery(sneaky));
+      const again = await raw.answer();
+      assert.deepEqual(again.map((m) => m.type), ['T', 'D', 'C', 'Z']);
+      const { rows } = await withClient(directConfig(topology, DB), (d) => d.query('SELECT count(*)::int AS n FROM items WHERE note = $1', [note]));
+      assert.equal(rows[0].n, 1, 'only the call on the primary inserted');
+    } finally {
+      raw.destroy();
+    }
+  });
+
   PROTOCOLS.forEach((protocol, index) => {
     test(`${protocol.name}: an allow-listed writing function is re-run on the primary once, then its text goes there directly`, async () => {
       const amb = await splitting({ routing: { functions: { allow: ['sneaky_add_item'] } } });

@@ -479,18 +479,21 @@ const builderHostile = fuzzProperty(
   'request-builder',
   'hostile-messages-throw-only-range-error',
   300,
-  // Bytes after each message (mostly NULs, which end names): a message read where it lies in a
-  // chunk must be read as the same message alone, never past its end.
-  fc.array(fc.tuple(clientMessage, fc.option(mutations, { nil: undefined }), fc.uint8Array({ minLength: 1, maxLength: 12, max: 2 })), { maxLength: 12 }),
+  // Bytes before and after each message (mostly NULs, which end names): a message read where it
+  // lies in a chunk must be read as the same message alone, never outside its range.
+  fc.array(
+    fc.tuple(clientMessage, fc.option(mutations, { nil: undefined }), fc.uint8Array({ maxLength: 12, max: 2 }), fc.uint8Array({ minLength: 1, maxLength: 12, max: 2 })),
+    { maxLength: 12 },
+  ),
   (messages) => {
     const alone = new RequestBuilder(new SessionEffectsCache());
     const inChunk = new RequestBuilder(new SessionEffectsCache());
-    for (const [{ type, payload }, changes, after] of messages) {
+    for (const [{ type, payload }, changes, before, after] of messages) {
       const body = changes ? mutateAll(payload, changes) : payload;
       const result = outcome(() => alone.add(type, body), RangeError);
       const message = frameMessage(type, body);
-      const chunk = Buffer.concat([message, after]);
-      const read = outcome(() => inChunk.add(type, null, chunk, 0, message.length), RangeError);
+      const chunk = Buffer.concat([before, message, after]);
+      const read = outcome(() => inChunk.add(type, null, chunk, before.length, before.length + message.length), RangeError);
       assert.equal('error' in read, 'error' in result);
       if ('error' in result || 'error' in read) return; // the session ends with a protocol violation
       assert.deepEqual(reading(read.value), reading(result.value));

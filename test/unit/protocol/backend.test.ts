@@ -90,6 +90,16 @@ test('authentication requests, status, key data and ReadyForQuery round-trip thr
   assert.equal(decodeReadyForQuery(encodeReadyForQuery('E').subarray(5)), 'E');
 });
 
+test('ReadyForQuery read in place: only the status byte of its range counts, whatever lies around it', () => {
+  // Z messages side by side, as in a server's chunk: each read by its payload's range.
+  const chunk = Buffer.concat([encodeReadyForQuery('T'), encodeReadyForQuery('I'), encodeReadyForQuery('E')]);
+  assert.deepEqual([5, 11, 17].map((from) => decodeReadyForQuery(chunk, from, from + 1)), ['T', 'I', 'E']);
+  // A range of two bytes or none is no status, even where the bytes around hold one.
+  assert.throws(() => decodeReadyForQuery(chunk, 5, 7), RangeError);
+  assert.throws(() => decodeReadyForQuery(chunk, 5, 5), RangeError);
+  assert.throws(() => decodeReadyForQuery(Buffer.from('ZX'), 1, 2), /invalid transaction status 'X'/);
+});
+
 test('NegotiateProtocolVersion carries the newest minor and the unsupported options', () => {
   const m = encodeNegotiateProtocolVersion(0, ['_pq_.a', '_pq_.b']);
   assert.equal(String.fromCharCode(m[0]!), 'v');

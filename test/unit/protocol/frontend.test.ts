@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { decodeBindNames, NameCache } from '../../../src/protocol/frontend.ts';
+import { decodeBindNames, decodeTarget, NameCache } from '../../../src/protocol/frontend.ts';
 
 /** A Bind payload: portal, statement, then no parameters and no result formats. */
 function bindPayload(portal: Buffer, statement: Buffer): Buffer {
@@ -75,4 +75,22 @@ test('against a plain decode: random names from a small alphabet of ASCII and ot
     seen.add(bytes.toString('hex'));
   }
   assert.ok(again > 1000, `test: names came again (${again} times)`);
+});
+
+test('Bind names and Describe/Close targets read in place: within their range, whatever lies around it', () => {
+  // A Bind whose names have no NUL before the range ends, with NULs right after it: malformed.
+  const bind = Buffer.from('portal\0stmt');
+  const around = Buffer.concat([Buffer.from([0, 0]), bind, Buffer.from([0, 0, 0])]);
+  assert.throws(() => decodeBindNames(around, null, 2, 2 + bind.length), RangeError);
+  // Well formed at an offset: names as read alone, ends as indexes in the chunk.
+  const whole = bindPayload(Buffer.from('p1'), Buffer.from('s1'));
+  const chunk = Buffer.concat([Buffer.from('xx\0'), whole, Buffer.from('\0')]);
+  assert.deepEqual(decodeBindNames(chunk, null, 3, 3 + whole.length), { portal: 'p1', statement: 's1', portalEnd: 5, restOffset: 9 });
+  // Describe 'S' "name": the NUL must be the range's last byte.
+  const target = Buffer.from('Sname\0');
+  const framed = Buffer.concat([Buffer.from('P\0'), target, Buffer.from('S\0')]);
+  assert.deepEqual(decodeTarget(framed, 2, 2 + target.length), { kind: 'S', name: 'name' });
+  assert.deepEqual(decodeTarget(framed, 0, 2), { kind: 'P', name: '' });
+  assert.throws(() => decodeTarget(framed, 2, 2 + target.length - 1), RangeError, 'no NUL in range');
+  assert.throws(() => decodeTarget(framed, 2, 2), RangeError, 'an empty range has no kind, whatever byte follows');
 });
