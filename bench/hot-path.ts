@@ -156,6 +156,7 @@ export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
     roleOf: (connection) => serverOf(connection).role,
     hostIdOf: (connection) => `${serverOf(connection).role}:5432`,
     demoted: () => false,
+    suspect: () => {},
   };
   const routing = new ClientRouting({ classifier: split ? await createClassifier({ functions: EMPTY_FUNCTION_CATALOG }) : null, readYourWrites: 'off', route: 'auto', readOnlyDefault: false });
   const client = new FakeClient();

@@ -18,7 +18,8 @@
 // request at the head of the queue. A replica lease never runs a write: a write that comes next
 // waits for the replica's answers, then a primary lease is taken. The first answer of a read on
 // a replica is held back until it is clearly not a read-only refusal (25006); a refused read is
-// re-run on the primary and its text remembered as a write. A lease that ran a write transaction
+// re-run on the primary when nothing was sent behind it on the lease (otherwise the client gets
+// the error), and its text is remembered as a write either way. A lease that ran a write transaction
 // with read-your-writes on learns the server's WAL position before it goes back.
 //
 // A lost server (lost-transaction.ts): a request that was the first on its lease, outside a
@@ -245,8 +246,9 @@ export class TxnForwarder implements ServerSink {
   private readonly pumpLater = (): void => this.pump();
 
   private pump(): void {
-    // While a retried request's error is being swallowed, nothing may go behind it (watchRetry).
-    if (this.busy || this.stopped || this.retry?.phase === 'swallow') return;
+    // While a retried request's error or a refusal is being swallowed, nothing may go behind it
+    // on the lease (watchRetry, watchFirstAnswer): it is given back, or re-run, at ReadyForQuery.
+    if (this.busy || this.stopped || this.retry?.phase === 'swallow' || this.watch?.swallowing === true) return;
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready.first!;
@@ -499,6 +501,10 @@ export class TxnForwarder implements ServerSink {
     if (request.effects.length > 0) this.applyAtSend(server, request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const planWasEmpty = this.plan.empty;
+    // Behind an exchange left open without Sync, a request is part of that one's implicit
+    // transaction: it can be neither retried nor run again alone, unless that exchange ran on a
+    // replica (it only read there).
+    const alone = !this.unsynced;
     OUTGOING.clear(); // what a send that threw half-way left
     for (const item of request.items) this.materialize(server, item);
     this.queuedBytes -= request.bytes;
@@ -513,10 +519,10 @@ export class TxnForwarder implements ServerSink {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.unsynced = true;
     }
-    if (request.retryable && this.status === 'I' && planWasEmpty) this.retry = { request, phase: 'watch' };
+    if (request.retryable && this.status === 'I' && planWasEmpty && alone) this.retry = { request, phase: 'watch' };
     // A request sent behind a watched one: a retry would clear the plan, and the answers of this one with it.
     else if (this.retry !== null) this.retry = null;
-    if (first && request.completes && this.watchesFirstAnswer(request)) {
+    if (first && (alone || this.leaseReplica) && request.completes && this.watchesFirstAnswer(request)) {
       this.watch = { request, swallowing: false };
       this.held = [];
     }
@@ -749,7 +755,10 @@ export class TxnForwarder implements ServerSink {
         watch.swallowing = true;
         return true;
       }
-      if (this.leaseReplica) this.options.routing.forceWrite(watch.request);
+      if (this.leaseReplica) {
+        this.options.log.info({ host: this.lease?.target.host, port: this.lease?.target.port }, 'a replica refused a read as read-only with more requests sent behind it: the client gets the error, and its text goes to the primary from now on');
+        this.options.routing.forceWrite(watch.request);
+      }
     }
     if (!ACKNOWLEDGEMENTS.has(type)) this.releaseHeld();
     return false;
@@ -1039,7 +1048,7 @@ export class TxnForwarder implements ServerSink {
       }));
       return this.options.onEnd('server closed the connection of a pinned session');
     }
-    if (unanswered && this.inFlight === 1 && this.status === 'I' && this.runsAgainAfterLoss(watch.request)) {
+    if (unanswered && this.inFlight === 1 && !this.unsynced && this.status === 'I' && this.runsAgainAfterLoss(watch.request)) {
       this.runElsewhere(watch.request, hostId, 'server connection lost before the read was answered');
       this.forgetInFlight();
       return this.requeue(watch.request);

@@ -109,7 +109,7 @@ export class Framer {
       let message: { type: number; payload: Buffer } | undefined;
       const stopped = this.push(chunk, (type, payload, length, end) => {
         // In place, a message whole in the chunk comes without its payload: copied from there.
-        const inChunk = payload === null && this.inPlace && this.inspect[type] === 1;
+        const inChunk = payload === null && this.inPlace && this.inspect[type] !== 0;
         message = { type, payload: Buffer.from(inChunk ? chunk.subarray(end - length + 4, end) : (payload ?? EMPTY)) };
         return false;
       });

@@ -1,0 +1,160 @@
+// What transaction pooling runs again, and what it must not. A replica's read-only refusal
+// (25006) runs the refused read on the primary; what the client sends meanwhile waits for that
+// re-run. A request behind an exchange left open without Sync belongs to that exchange's implicit
+// transaction: behind a write it is neither retried (cached plan) nor run again on another server
+// when its own is lost; behind a read on a replica it may be. Driven in process with
+// bench/hot-path.ts's fake client, pool and servers, so that each answer can be cut where
+// Postgres flushes (after an ErrorResponse) and each loss put between two requests.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { hotPath, pgbenchRequest, serverAnswer, type HotPath } from '../../../bench/hot-path.ts';
+import {
+  BIND_COMPLETE,
+  decodeErrorFields,
+  encodeCommandComplete,
+  encodeDataRow,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  encodeTextRowDescription,
+  PARSE_COMPLETE,
+} from '../../../src/protocol/backend.ts';
+import { encodeParse, encodeQuery, FrontendType } from '../../../src/protocol/frontend.ts';
+import { MessageWriter } from '../../../src/protocol/writer.ts';
+
+const REFUSAL = encodeErrorResponse({ severity: 'ERROR', code: '25006', message: 'cannot execute INSERT in a read-only transaction' });
+const READY = encodeReadyForQuery('I');
+const FLUSH = new MessageWriter().finish(FrontendType.Flush);
+
+function rows(column: string, value: string): Buffer {
+  return Buffer.concat([encodeTextRowDescription([column]), encodeDataRow([value]), encodeCommandComplete('SELECT 1')]);
+}
+
+/** Each message as its type letter, with the SQLSTATE of an error. */
+function messages(bytes: Buffer): string[] {
+  const out: string[] = [];
+  for (let offset = 0; offset < bytes.length; ) {
+    const type = String.fromCharCode(bytes[offset]!);
+    const end = offset + 1 + bytes.readInt32BE(offset + 1);
+    out.push(type === 'E' ? `E ${decodeErrorFields(bytes.subarray(offset + 5, end)).get('C')}` : type);
+    offset = end;
+  }
+  return out;
+}
+
+/** A split forwarder (reads to the fake replica) that keeps everything written either way. */
+async function splitPath(mode: 'simple' | 'extended'): Promise<HotPath> {
+  const path = await hotPath(mode, true);
+  for (const side of [path.client, path.primary, path.replica]) side.keep = true;
+  return path;
+}
+
+const hex = (buffers: Buffer[]): string[] => buffers.map((bytes) => bytes.toString('hex'));
+
+test('a refusal being swallowed holds back what the client sends next: the read runs on the primary first, then the next one', async () => {
+  const path = await splitPath('simple');
+  const refused = encodeQuery('SELECT 1 AS a');
+  const next = encodeQuery('SELECT 2 AS b');
+  path.client.emit('data', refused);
+  assert.deepEqual(hex(path.replica.written), hex([refused]));
+  // Postgres flushes after an ErrorResponse: the ReadyForQuery can come in a later read.
+  path.replica.sink!.onServerData(Buffer.concat([encodeTextRowDescription(['a']), REFUSAL]));
+  path.client.emit('data', next);
+  assert.deepEqual(hex(path.replica.written), hex([refused]), 'nothing went behind the refused read on its replica lease');
+  assert.deepEqual(path.client.received, [], 'the refusal is not the answer');
+
+  path.replica.sink!.onServerData(READY);
+  await path.settle();
+  assert.equal(path.replica.sink, null, 'the replica lease was given back');
+  assert.deepEqual(hex(path.primary.written.slice(0, 1)), hex([refused]), 'the refused read ran again, on the primary');
+  const primaryAnswer = [rows('a', '1'), READY];
+  // The next read goes wherever routing puts it once the re-run is sent: answered there.
+  if (path.primary.written.length === 2) primaryAnswer.push(rows('b', '2'), READY);
+  path.primary.sink!.onServerData(Buffer.concat(primaryAnswer));
+  await path.settle();
+  if (path.primary.written.length === 1) {
+    assert.deepEqual(hex(path.replica.written.slice(1)), hex([next]));
+    path.replica.sink!.onServerData(Buffer.concat([rows('b', '2'), READY]));
+  } else {
+    assert.deepEqual(hex(path.primary.written), hex([refused, next]));
+  }
+  assert.deepEqual(messages(Buffer.concat(path.client.received)), ['T', 'D', 'C', 'Z', 'T', 'D', 'C', 'Z']);
+  assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([rows('a', '1'), READY, rows('b', '2'), READY]).toString('hex'));
+});
+
+test('a refused read behind a read left open without Sync on the replica runs again on the primary', async () => {
+  const path = await splitPath('extended');
+  const whole = pgbenchRequest('extended', 7);
+  // Parse, Bind, Describe, Execute, Flush: the implicit transaction stays open on the replica.
+  const open = Buffer.concat([whole.subarray(0, whole.length - FLUSH.length), FLUSH]);
+  path.client.emit('data', open);
+  const openAnswer = serverAnswer('extended').subarray(0, -READY.length);
+  path.replica.sink!.onServerData(openAnswer);
+  const tail = pgbenchRequest('extended', 8);
+  path.client.emit('data', tail);
+  assert.deepEqual(hex(path.replica.written), hex([open, tail]), 'the rest of the exchange followed on its lease');
+  path.replica.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeTextRowDescription(['abalance']), REFUSAL, READY]));
+  await path.settle();
+  // What ran on the replica only read: the refused request alone runs on the primary.
+  assert.deepEqual(hex(path.primary.written), hex([tail]));
+  path.primary.sink!.onServerData(serverAnswer('extended'));
+  assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([openAnswer, serverAnswer('extended')]).toString('hex'));
+});
+
+/** Parse, Bind, Execute and Flush of an INSERT, and what the server answers before the Sync. */
+function openWrite(): { request: Buffer; answer: Buffer } {
+  const bind = new MessageWriter().cstring('').cstring('').int16(0).int16(0).int16(0).finish(FrontendType.Bind);
+  const execute = new MessageWriter().cstring('').int32(0).finish(FrontendType.Execute);
+  return {
+    request: Buffer.concat([encodeParse('', 'INSERT INTO items (note) VALUES (1)', Buffer.from([0, 0])), bind, execute, FLUSH]),
+    answer: Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('INSERT 0 1')]),
+  };
+}
+
+test('a lost primary with a write left open without Sync: the read behind it is answered with the loss, not run again elsewhere', async () => {
+  const path = await splitPath('extended');
+  const { request: write, answer: writeAnswer } = openWrite();
+  path.client.emit('data', write);
+  path.primary.sink!.onServerData(writeAnswer);
+  // A read, sent on the primary's lease: it closes the write's implicit transaction.
+  const read = pgbenchRequest('extended', 8);
+  path.client.emit('data', read);
+  assert.deepEqual(hex(path.primary.written), hex([write, read]));
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  // Run again on a replica, the read would answer with a ReadyForQuery: the lost insert as committed.
+  assert.deepEqual(path.replica.written, [], 'the read did not run again elsewhere');
+  const received = Buffer.concat(path.client.received);
+  assert.equal(received.subarray(0, writeAnswer.length).toString('hex'), writeAnswer.toString('hex'));
+  assert.deepEqual(messages(received.subarray(writeAnswer.length)), ['E 08006', 'Z']);
+});
+
+test('a cached-plan error behind a write left open without Sync reaches the client: the read is not retried alone', async () => {
+  // Prepared: a Bind of a statement prepared earlier is what a retry re-prepares and runs again.
+  const path = await hotPath('prepared', false);
+  for (const side of [path.client, path.primary]) side.keep = true;
+  const { request: write, answer: writeAnswer } = openWrite();
+  path.client.emit('data', write);
+  path.primary.sink!.onServerData(writeAnswer);
+  path.client.emit('data', pgbenchRequest('prepared', 8));
+  // The error aborts the implicit transaction, the insert with it: the client must hear of it.
+  const failed = Buffer.concat([encodeErrorResponse({ severity: 'ERROR', code: '0A000', message: 'cached plan must not change result type' }), READY]);
+  path.primary.sink!.onServerData(failed);
+  await path.settle();
+  assert.equal(path.primary.written.length, 2, 'nothing was sent again');
+  assert.deepEqual(hex(path.primary.written.slice(0, 1)), hex([write]));
+  assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([writeAnswer, failed]).toString('hex'));
+});
+
+test('a lost replica with an open exchange behind the watched read: both are answered with the loss, nothing runs again', async () => {
+  const path = await splitPath('extended');
+  const watched = pgbenchRequest('extended', 7);
+  const open = Buffer.concat([watched.subarray(0, watched.length - FLUSH.length), FLUSH]);
+  path.client.emit('data', Buffer.concat([watched, open]));
+  assert.equal(Buffer.concat(path.replica.written).toString('hex'), Buffer.concat([watched, open]).toString('hex'));
+  path.replica.sink!.onServerClose();
+  await path.settle();
+  assert.deepEqual(path.primary.written, [], 'the watched read was not run again without the exchange behind it');
+  assert.deepEqual(messages(Buffer.concat(path.client.received)), ['E 08006', 'Z', 'E 08006']);
+});
