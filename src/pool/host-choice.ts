@@ -90,11 +90,13 @@ export function consideredUp<H extends HostView>(hosts: readonly H[]): readonly 
   return up.length > 0 ? up : hosts;
 }
 
-/** The candidates whose last probe and last connect worked, when there are any; else all of them. */
-function answeringFirst(candidates: HostView[]): HostView[] {
-  const answering = candidates.filter((host) => (host.failures ?? 0) === 0 && (host.connectFailures ?? 0) === 0);
-  return answering.length > 0 ? answering : candidates;
+/** Whether the host's last probe and last connect worked. */
+function answering(host: HostView): boolean {
+  return (host.failures ?? 0) === 0 && (host.connectFailures ?? 0) === 0;
 }
+
+/** usableReplicas' reason, by the last filter any replica passed (none, up, weighted, within lag). */
+const NO_REPLICA: readonly NoReplicaReason[] = ['no-replica-up', 'all-weight-zero', 'all-lagging', 'lsn-not-replayed'];
 
 function usableNow(host: HostView, avoid: readonly string[] | undefined): boolean {
   return host.breaker !== 'open' && !(avoid?.includes(host.id) ?? false);
@@ -123,6 +125,9 @@ export class HostChooser {
   private readonly current = new Map<string, number>();
   /** The last choice of a usable primary, handed out again while it stays the primary. */
   private primaryChoice: Choice | null = null;
+  /** usableReplicas' answers, reused: every read asks, and pick() reads them at once. */
+  private readonly usable: HostView[] = [];
+  private readonly usableAnswering: HostView[] = [];
 
   constructor(options: ChoiceOptions) {
     this.options = options;
@@ -161,17 +166,38 @@ export class HostChooser {
   }
 
   /** Replicas that may serve the read (non-empty), or why there are none. */
-  private usableReplicas(hosts: readonly HostView[], need: ChoiceNeeds): HostView[] | NoReplicaReason {
+  /**
+   * The replicas a read may use (the answering ones of them when there are any), or why there is
+   * none: the first filter, in order, that left none. One pass that builds no array (every read
+   * asks): the answer holds until the next call.
+   */
+  private usableReplicas(hosts: readonly HostView[], need: ChoiceNeeds): readonly HostView[] | NoReplicaReason {
     const { minLsn, avoid } = need;
-    const up = consideredUp(hosts).filter((host) => host.role === 'replica' && usableNow(host, avoid));
-    if (up.length === 0) return 'no-replica-up';
-    const weighted = up.filter((host) => Number.isFinite(host.weight) && host.weight > 0);
-    if (weighted.length === 0) return 'all-weight-zero';
-    const fresh = weighted.filter((host) => this.lagWithinBounds(host));
-    if (fresh.length === 0) return 'all-lagging';
-    if (minLsn === undefined) return answeringFirst(fresh);
-    const caughtUp = fresh.filter((host) => host.replayLsn !== undefined && host.replayLsn >= minLsn);
-    return caughtUp.length === 0 ? 'lsn-not-replayed' : answeringFirst(caughtUp);
+    const anyUp = hosts.some((host) => host.up);
+    const usable = this.usable;
+    const usableAnswering = this.usableAnswering;
+    usable.length = 0;
+    usableAnswering.length = 0;
+    let passed = 0;
+    for (const host of hosts) {
+      if (!(host.up || !anyUp) || host.role !== 'replica' || !usableNow(host, avoid)) continue;
+      if (!(Number.isFinite(host.weight) && host.weight > 0)) {
+        passed = Math.max(passed, 1);
+        continue;
+      }
+      if (!this.lagWithinBounds(host)) {
+        passed = Math.max(passed, 2);
+        continue;
+      }
+      if (minLsn !== undefined && !(host.replayLsn !== undefined && host.replayLsn >= minLsn)) {
+        passed = 3;
+        continue;
+      }
+      usable.push(host);
+      if (answering(host)) usableAnswering.push(host);
+    }
+    if (usable.length === 0) return NO_REPLICA[passed]!;
+    return usableAnswering.length > 0 ? usableAnswering : usable;
   }
 
   private lagWithinBounds(host: HostView): boolean {
@@ -204,7 +230,10 @@ export class HostChooser {
       const current = (this.current.get(host.id) ?? 0) + host.weight;
       this.current.set(host.id, current);
       total += host.weight;
-      if (current > bestCurrent) [best, bestCurrent] = [host, current];
+      if (current > bestCurrent) {
+        best = host;
+        bestCurrent = current;
+      }
     }
     if (best === undefined) throw new Error('smoothRoundRobin needs at least one candidate');
     this.current.set(best.id, bestCurrent - total);

@@ -175,6 +175,25 @@ test("readsFromPrimary 'fallback' reads from the primary and names why no replic
   assert.deepEqual(choose.replica([PRIMARY, host('r', { lagMs: 0 })]), { host: host('r', { lagMs: 0 }), reason: 'replica' });
 });
 
+test('with replicas stopped by different filters, the reason is the furthest filter any of them passed, whatever their order', () => {
+  const choose = chooser({ readsFromPrimary: 'never', maxReplicaLag: { ms: 100 } });
+  const down = host('down', { up: false, lagMs: 0 });
+  const unweighted = host('zero', { weight: 0, lagMs: 0 });
+  const lagging = host('lag', { lagMs: 500 });
+  const behind = host('behind', { lagMs: 0, replayLsn: 5n });
+  const cases: [HostView[], string][] = [
+    [[unweighted, down], 'no-replica:all-weight-zero'],
+    [[lagging, unweighted, down], 'no-replica:all-lagging'],
+    [[unweighted, lagging], 'no-replica:all-lagging'],
+    [[behind, lagging, unweighted], 'no-replica:lsn-not-replayed'],
+    [[lagging, behind], 'no-replica:lsn-not-replayed'],
+  ];
+  for (const [hosts, reason] of cases) assert.deepEqual(choose.replica([PRIMARY, ...hosts], { minLsn: 6n }), { host: null, reason }, reason);
+  // Without minLsn the one behind serves; the reused answer of the call before does not leak into this one.
+  assert.equal(choose.replica([PRIMARY, lagging, behind]).host?.id, 'behind');
+  assert.deepEqual(choose.replica([PRIMARY, lagging]), { host: null, reason: 'no-replica:all-lagging' });
+});
+
 test("readsFromPrimary 'never' returns no host with a named reason", () => {
   const choose = chooser({ readsFromPrimary: 'never', maxReplicaLag: { bytes: 10 } });
   assert.deepEqual(choose.replica([PRIMARY, host('r', { lagBytes: 11 })]), { host: null, reason: 'no-replica:all-lagging' });
