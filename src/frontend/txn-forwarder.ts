@@ -118,6 +118,8 @@ export class TxnForwarder implements ServerSink {
   private queuedBytes = 0;
   private inFlight = 0;
   private unsynced = false;
+  /** The exchange left open without Sync ran something the classifier calls a write (read while unsynced). */
+  private openWrote = false;
   private status: TransactionStatus = 'I';
   private stopped = false;
   private busy = false;
@@ -502,9 +504,10 @@ export class TxnForwarder implements ServerSink {
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const planWasEmpty = this.plan.empty;
     // Behind an exchange left open without Sync, a request is part of that one's implicit
-    // transaction: it can be neither retried nor run again alone, unless that exchange ran on a
-    // replica (it only read there).
+    // transaction: it can be neither retried nor run again alone, unless that exchange only read
+    // on a replica (not so after SET LOCAL or set_config(..., true), which a replica runs).
     const alone = !this.unsynced;
+    const behindReads = this.unsynced && !this.openWrote && this.leaseReplica;
     OUTGOING.clear(); // what a send that threw half-way left
     for (const item of request.items) this.materialize(server, item);
     this.queuedBytes -= request.bytes;
@@ -517,12 +520,13 @@ export class TxnForwarder implements ServerSink {
       this.leaseFresh = false;
     } else if (!answerless(request)) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
+      this.openWrote = (this.unsynced && this.openWrote) || routing.decide(request).kind === 'write';
       this.unsynced = true;
     }
     if (request.retryable && this.status === 'I' && planWasEmpty && alone) this.retry = { request, phase: 'watch' };
     // A request sent behind a watched one: a retry would clear the plan, and the answers of this one with it.
     else if (this.retry !== null) this.retry = null;
-    if (first && (alone || this.leaseReplica) && request.completes && this.watchesFirstAnswer(request)) {
+    if (first && (alone || behindReads) && request.completes && this.watchesFirstAnswer(request)) {
       this.watch = { request, swallowing: false };
       this.held = [];
     }

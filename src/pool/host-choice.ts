@@ -158,14 +158,13 @@ export class HostChooser {
     const { readsFromPrimary } = this.options;
     if (readsFromPrimary === 'always') return this.withReason(this.primary(hosts, need), 'always-primary');
     const usable = this.usableReplicas(hosts, need);
-    if (Array.isArray(usable)) return { host: this.pick(usable), reason: 'replica' };
+    if (typeof usable !== 'string') return { host: this.pick(usable), reason: 'replica' };
     if (readsFromPrimary === 'never') return { host: null, reason: `no-replica:${usable}` };
     const primary = this.primary(hosts, need);
     if (primary.host === null) return { host: null, reason: `no-replica:${usable},${primary.reason}` };
     return { host: primary.host, reason: `fallback:${usable}` };
   }
 
-  /** Replicas that may serve the read (non-empty), or why there are none. */
   /**
    * The replicas a read may use (the answering ones of them when there are any), or why there is
    * none: the first filter, in order, that left none. One pass that builds no array (every read

@@ -2,9 +2,10 @@
 // (25006) runs the refused read on the primary; what the client sends meanwhile waits for that
 // re-run. A request behind an exchange left open without Sync belongs to that exchange's implicit
 // transaction: behind a write it is neither retried (cached plan) nor run again on another server
-// when its own is lost; behind a read on a replica it may be. Driven in process with
-// bench/hot-path.ts's fake client, pool and servers, so that each answer can be cut where
-// Postgres flushes (after an ErrorResponse) and each loss put between two requests.
+// when its own is lost; behind reads on a replica it may be (not behind SET LOCAL, which a
+// replica runs too). Driven in process with bench/hot-path.ts's fake client, pool and servers,
+// so that each answer can be cut where Postgres flushes (after an ErrorResponse) and each loss
+// put between two requests.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -20,7 +21,7 @@ import {
   encodeTextRowDescription,
   PARSE_COMPLETE,
 } from '../../../src/protocol/backend.ts';
-import { encodeParse, encodeQuery, FrontendType } from '../../../src/protocol/frontend.ts';
+import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter } from '../../../src/protocol/writer.ts';
 
 const REFUSAL = encodeErrorResponse({ severity: 'ERROR', code: '25006', message: 'cannot execute INSERT in a read-only transaction' });
@@ -102,13 +103,41 @@ test('a refused read behind a read left open without Sync on the replica runs ag
   assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([openAnswer, serverAnswer('extended')]).toString('hex'));
 });
 
+test('a refused write behind SET LOCAL left open on the replica is answered with its error, not run on the primary without it', async () => {
+  const path = await splitPath('extended');
+  const whole = pgbenchRequest('extended', 7);
+  const read = Buffer.concat([whole.subarray(0, whole.length - FLUSH.length), FLUSH]);
+  path.client.emit('data', read);
+  const readAnswer = serverAnswer('extended').subarray(0, -READY.length);
+  path.replica.sink!.onServerData(readAnswer);
+  // A replica runs SET LOCAL: the INSERT after it depends on it (search_path, a tenant setting).
+  const setLocal = openStatement('SET LOCAL search_path = tenant1');
+  path.client.emit('data', setLocal.request);
+  path.replica.sink!.onServerData(setLocal.answer('SET'));
+  const insert = openStatement('INSERT INTO items (note) VALUES (1)');
+  const closing = Buffer.concat([insert.request.subarray(0, -FLUSH.length), encodeSync()]);
+  path.client.emit('data', closing);
+  assert.deepEqual(hex(path.replica.written), hex([read, setLocal.request, closing]), 'the open exchange went on on its lease');
+  const refusal = Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, REFUSAL, READY]);
+  path.replica.sink!.onServerData(refusal);
+  await path.settle();
+  assert.deepEqual(path.primary.written, [], 'the INSERT did not run on the primary without its SET LOCAL');
+  assert.equal(Buffer.concat(path.client.received).toString('hex'), Buffer.concat([readAnswer, setLocal.answer('SET'), refusal]).toString('hex'));
+});
+
 /** Parse, Bind, Execute and Flush of an INSERT, and what the server answers before the Sync. */
 function openWrite(): { request: Buffer; answer: Buffer } {
+  const { request, answer } = openStatement('INSERT INTO items (note) VALUES (1)');
+  return { request, answer: answer('INSERT 0 1') };
+}
+
+/** Parse, Bind, Execute and Flush of `sql`, and what the server answers before the Sync (with its tag). */
+function openStatement(sql: string): { request: Buffer; answer: (tag: string) => Buffer } {
   const bind = new MessageWriter().cstring('').cstring('').int16(0).int16(0).int16(0).finish(FrontendType.Bind);
   const execute = new MessageWriter().cstring('').int32(0).finish(FrontendType.Execute);
   return {
-    request: Buffer.concat([encodeParse('', 'INSERT INTO items (note) VALUES (1)', Buffer.from([0, 0])), bind, execute, FLUSH]),
-    answer: Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('INSERT 0 1')]),
+    request: Buffer.concat([encodeParse('', sql, Buffer.from([0, 0])), bind, execute, FLUSH]),
+    answer: (tag) => Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete(tag)]),
   };
 }
 
