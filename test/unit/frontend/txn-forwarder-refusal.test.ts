@@ -53,6 +53,21 @@ async function splitPath(mode: 'simple' | 'extended'): Promise<HotPath> {
 
 const hex = (buffers: Buffer[]): string[] => buffers.map((bytes) => bytes.toString('hex'));
 
+/** pgbench's read for `aid` ending in Flush instead of Sync: its implicit transaction stays open. */
+function openRead(aid: number): Buffer {
+  const whole = pgbenchRequest('extended', aid);
+  return Buffer.concat([whole.subarray(0, whole.length - FLUSH.length), FLUSH]);
+}
+
+/** Sends an open read, answered by the replica: the lease stays with the client. Returns both. */
+function readLeftOpen(path: HotPath): { read: Buffer; answer: Buffer } {
+  const read = openRead(7);
+  path.client.emit('data', read);
+  const answer = serverAnswer('extended').subarray(0, -READY.length);
+  path.replica.sink!.onServerData(answer);
+  return { read, answer };
+}
+
 test('a refusal being swallowed holds back what the client sends next: the read runs on the primary first, then the next one', async () => {
   const path = await splitPath('simple');
   const refused = encodeQuery('SELECT 1 AS a');
@@ -86,12 +101,7 @@ test('a refusal being swallowed holds back what the client sends next: the read 
 
 test('a refused read behind a read left open without Sync on the replica runs again on the primary', async () => {
   const path = await splitPath('extended');
-  const whole = pgbenchRequest('extended', 7);
-  // Parse, Bind, Describe, Execute, Flush: the implicit transaction stays open on the replica.
-  const open = Buffer.concat([whole.subarray(0, whole.length - FLUSH.length), FLUSH]);
-  path.client.emit('data', open);
-  const openAnswer = serverAnswer('extended').subarray(0, -READY.length);
-  path.replica.sink!.onServerData(openAnswer);
+  const { read: open, answer: openAnswer } = readLeftOpen(path);
   const tail = pgbenchRequest('extended', 8);
   path.client.emit('data', tail);
   assert.deepEqual(hex(path.replica.written), hex([open, tail]), 'the rest of the exchange followed on its lease');
@@ -105,11 +115,7 @@ test('a refused read behind a read left open without Sync on the replica runs ag
 
 test('a refused write behind SET LOCAL left open on the replica is answered with its error, not run on the primary without it', async () => {
   const path = await splitPath('extended');
-  const whole = pgbenchRequest('extended', 7);
-  const read = Buffer.concat([whole.subarray(0, whole.length - FLUSH.length), FLUSH]);
-  path.client.emit('data', read);
-  const readAnswer = serverAnswer('extended').subarray(0, -READY.length);
-  path.replica.sink!.onServerData(readAnswer);
+  const { read, answer: readAnswer } = readLeftOpen(path);
   // A replica runs SET LOCAL: the INSERT after it depends on it (search_path, a tenant setting).
   const setLocal = openStatement('SET LOCAL search_path = tenant1');
   path.client.emit('data', setLocal.request);
@@ -179,7 +185,7 @@ test('a cached-plan error behind a write left open without Sync reaches the clie
 test('a lost replica with an open exchange behind the watched read: both are answered with the loss, nothing runs again', async () => {
   const path = await splitPath('extended');
   const watched = pgbenchRequest('extended', 7);
-  const open = Buffer.concat([watched.subarray(0, watched.length - FLUSH.length), FLUSH]);
+  const open = openRead(8);
   path.client.emit('data', Buffer.concat([watched, open]));
   assert.equal(Buffer.concat(path.replica.written).toString('hex'), Buffer.concat([watched, open]).toString('hex'));
   path.replica.sink!.onServerClose();
