@@ -172,6 +172,10 @@ export class RequestBuilder {
   private start = 0;
   private end = 0;
   private body: Buffer | null = null;
+  // The message being added, decoded: made once, so reading a message allocates no closure.
+  private readonly readParse = () => decodeParse(this.payload());
+  private readonly readBindNames = () => decodeBindNames(this.chunk, (this.names ??= new NameCache()), this.start + 5, this.end);
+  private readonly readTarget = () => decodeTarget(this.chunk, this.start + 5, this.end);
   private currentEffects: SessionEffect[] = [];
   private currentTexts: string[] | null = [];
   private currentBytes = 0;
@@ -377,7 +381,7 @@ export class RequestBuilder {
       return null;
     }
     const payload = this.payload();
-    const parse = readable(() => decodeParse(payload));
+    const parse = readable(this.readParse);
     if (parse === null) return this.unreadable(FrontendType.Parse);
     const effects = this.effects.get(parse.query).effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
@@ -433,7 +437,7 @@ export class RequestBuilder {
 
   private onBind(): null {
     const { chunk, start, end } = this;
-    const names = readable(() => decodeBindNames(chunk, (this.names ??= new NameCache()), start + 5, end));
+    const names = readable(this.readBindNames);
     if (names === null) return this.unreadable(FrontendType.Bind);
     const { portal, statement, portalEnd, restOffset } = names;
     const prepared = this.statements.get(statement);
@@ -469,7 +473,7 @@ export class RequestBuilder {
   }
 
   private onTarget(type: number): null {
-    const target = readable(() => decodeTarget(this.chunk, this.start + 5, this.end));
+    const target = readable(this.readTarget);
     if (target === null) return this.unreadable(type);
     const { kind, name } = target;
     if (this.currentLocal) this.targetStep(type, kind, name);
