@@ -18,7 +18,7 @@ import type net from 'node:net';
 import { AmbassadorError } from '../errors.ts';
 import { SERVER_MAX_MESSAGE, type BackendConnection, type ServerSink } from '../backend/connection.ts';
 import { BackendType, decodeReadyForQuery, encodeErrorResponse, encodeReadyForQuery, type TransactionStatus } from '../protocol/backend.ts';
-import { Framer, FramingError, typeSet } from '../protocol/framer.ts';
+import { Framer, FramingError, payloadStart, typeSet } from '../protocol/framer.ts';
 import { FrontendType } from '../protocol/frontend.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
 import { openWire, type Wire } from '../lib/wire.ts';
@@ -252,12 +252,12 @@ export class Forwarder implements ServerSink {
   private readonly onServerMessage = (type: number, payload: Buffer | null, length: number, end: number): boolean => {
     // An inspected message that lies whole in the chunk comes without a payload (Framer inPlace).
     if (type === BackendType.ReadyForQuery) {
-      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.serverChunk, end - length + 4, end);
+      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.serverChunk, payloadStart(length, end), end);
       if (this.pendingRequests > 0) this.pendingRequests--;
       this.server.transactionStatus = this.status;
       this.options.meter.answered(this.status, this.server);
     } else if (type === BackendType.ErrorResponse) {
-      const error = payload ?? this.serverChunk.subarray(end - length + 4, end);
+      const error = payload ?? this.serverChunk.subarray(payloadStart(length, end), end);
       this.options.meter.serverError(error);
       this.serverEnded = endsSession(error);
     }

@@ -43,7 +43,7 @@ import {
   PARSE_COMPLETE,
   type TransactionStatus,
 } from '../protocol/backend.ts';
-import { ALL_TYPES, Framer, FramingError, typeSet } from '../protocol/framer.ts';
+import { ALL_TYPES, Framer, FramingError, payloadStart, typeSet } from '../protocol/framer.ts';
 import { encodeQuery, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
@@ -667,7 +667,7 @@ export class TxnForwarder implements ServerSink {
     // ones, and every one while an answer is watched, get a view.
     let payload = given;
     if (payload === null && SERVER_INSPECT[type] === 1 && ((type !== BackendType.ReadyForQuery && type !== BackendType.CommandComplete) || this.watch !== null || this.retry !== null)) {
-      payload = this.chunk!.subarray(end - length + 4, end);
+      payload = this.chunk!.subarray(payloadStart(length, end), end);
     }
     if (type === BackendType.ErrorResponse && endsSession(payload!)) {
       // The server is closing (shutdown, crash, terminated backend): the client hears of it as
@@ -686,14 +686,14 @@ export class TxnForwarder implements ServerSink {
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
-      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.chunk!, end - length + 4, end);
+      this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.chunk!, payloadStart(length, end), end);
       this.options.meter.answered(this.status, this.lease);
       this.plan.complete(type);
       this.forwardUpTo(end);
       return this.onReady();
     } else if (type === BackendType.CommandComplete) {
       const bytes = payload ?? this.chunk!;
-      const from = payload !== null ? 0 : end - length + 4;
+      const from = payload !== null ? 0 : payloadStart(length, end);
       const to = payload !== null ? payload.length : end;
       const tag = transactionEndTag(bytes, from, to);
       if (tag !== null) this.endTag = tag;

@@ -45,6 +45,11 @@ export class FramingError extends Error {
  */
 export type MessageHandler = (type: number, payload: Buffer | null, length: number, end: number) => boolean | void;
 
+/** Where in the chunk the payload of a message delivered in place (null payload) begins: it ends at `end`. */
+export function payloadStart(length: number, end: number): number {
+  return end - length + 4;
+}
+
 /** A 256-entry table of message types whose payloads the caller needs to see. */
 export function typeSet(types: string): Uint8Array {
   const set = new Uint8Array(256);
@@ -110,7 +115,7 @@ export class Framer {
       const stopped = this.push(chunk, (type, payload, length, end) => {
         // In place, a message whole in the chunk comes without its payload: copied from there.
         const inChunk = payload === null && this.inPlace && this.inspect[type] !== 0;
-        message = { type, payload: Buffer.from(inChunk ? chunk.subarray(end - length + 4, end) : (payload ?? EMPTY)) };
+        message = { type, payload: Buffer.from(inChunk ? chunk.subarray(payloadStart(length, end), end) : (payload ?? EMPTY)) };
         return false;
       });
       if (stopped >= chunk.length) chunks.shift();
