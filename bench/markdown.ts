@@ -35,11 +35,12 @@ export function renderTable(summary: readonly GroupSummary[]): string {
     group.targets.map((target) => [
       group.workload, group.mode, group.clients, target.target, fixed(target.medianTps, 0), ratioCell(target, group.baseline),
       fixed(target.medianLatencyMeanMs, 3), fixed(target.medianLatencyP99Ms, 3), fixed(target.medianCpuUsPerTxn, 1),
+      fixed(target.medianUserCpuUsPerTxn, 1),
       target.maxRssBytes === null ? '–' : (target.maxRssBytes / 2 ** 20).toFixed(1), `${target.okRuns}/${target.runs}`,
     ]),
   );
   const columns = [
-    'workload', 'mode', 'clients:', 'target', 'median tps:', 'tps / baseline: median (per round)', 'latency mean ms:', 'p99 ms:', 'CPU µs/txn:',
+    'workload', 'mode', 'clients:', 'target', 'median tps:', 'tps / baseline: median (per round)', 'latency mean ms:', 'p99 ms:', 'CPU µs/txn:', 'user µs/txn:',
     'RSS MiB (max):', 'ok runs:',
   ];
   return markdownTable(columns, rows);
@@ -56,11 +57,11 @@ export function renderComparisons(summary: readonly GroupSummary[]): string {
   const rows = summary.flatMap((group) =>
     group.comparisons.map((comparison) => [
       group.workload, group.mode, group.clients, `${comparison.numerator} / ${comparison.denominator}`, tpsCell(comparison),
-      perRound(comparison.cpu), perRound(comparison.p99), comparison.addedLatency === null ? '' : perRound(comparison.addedLatency), comparison.note,
+      perRound(comparison.cpu), perRound(comparison.userCpu), perRound(comparison.p99), comparison.addedLatency === null ? '' : perRound(comparison.addedLatency), comparison.note,
     ]),
   );
   if (rows.length === 0) return '(no comparison: no pair of compared targets ran in the same group)';
-  return markdownTable(['workload', 'mode', 'clients:', 'ratio', 'tps', 'CPU µs/txn', 'p99 latency', 'latency added over direct', 'compares'], rows);
+  return markdownTable(['workload', 'mode', 'clients:', 'ratio', 'tps', 'CPU µs/txn', 'user CPU µs/txn', 'p99 latency', 'latency added over direct', 'compares'], rows);
 }
 
 /** Each target at its highest client count against the next highest. */

@@ -1,6 +1,7 @@
 // CPU time and resident memory of a process, from Linux /proc. Used to charge the ambassador's
-// CPU to the transactions of one run (read before and after: utime + stime, fields 14 and 15 of
-// /proc/<pid>/stat, in clock ticks) and to record its RSS after the run (VmRSS of
+// CPU to the transactions of one run (read before and after: utime and stime, fields 14 and 15 of
+// /proc/<pid>/stat, in clock ticks; user time apart, since the kernel's share is the same
+// whichever proxy makes the same system calls) and to record its RSS after the run (VmRSS of
 // /proc/<pid>/status). The parsers are pure; the readers throw when the process is gone.
 
 import { execFileSync } from 'node:child_process';
@@ -43,10 +44,17 @@ export function parseVmRssBytes(text: string): number {
   return Number(match[1]) * 1024;
 }
 
+/** User and system CPU seconds the process has used so far. */
+export function readCpuTimes(pid: number): { user: number; system: number } {
+  const { utime, stime } = parseProcStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  const ticks = clockTicksPerSecond();
+  return { user: utime / ticks, system: stime / ticks };
+}
+
 /** User + system CPU seconds the process has used so far. */
 export function readCpuSeconds(pid: number): number {
-  const { utime, stime } = parseProcStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  return (utime + stime) / clockTicksPerSecond();
+  const { user, system } = readCpuTimes(pid);
+  return user + system;
 }
 
 /** Resident set size of the process now, in bytes. */

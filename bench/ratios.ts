@@ -11,7 +11,7 @@
 
 import type { RunRow } from './report.ts';
 
-export type RatioMetric = 'tps' | 'cpuUsPerTxn' | 'latencyP99Ms' | 'latencyMeanMs';
+export type RatioMetric = 'tps' | 'cpuUsPerTxn' | 'userCpuUsPerTxn' | 'latencyP99Ms' | 'latencyMeanMs';
 
 /** Median of the values (mean of the middle two for an even count); null when empty. */
 export function median(values: readonly number[]): number | null {

@@ -42,6 +42,8 @@ export interface RunRow {
   /** CPU seconds (user + system) the target's process used during the run. */
   cpuSeconds: number | null;
   cpuUsPerTxn: number | null;
+  /** The user-mode part of cpuUsPerTxn (utime): the proxy's own work, without the kernel's. */
+  userCpuUsPerTxn: number | null;
   /** The target process's VmRSS right after the run. */
   rssBytes: number | null;
   /** The machine's 1-minute load average right after the run (noise from other work shows here). */
@@ -60,6 +62,7 @@ export interface TargetSummary {
   medianLatencyMeanMs: number | null;
   medianLatencyP99Ms: number | null;
   medianCpuUsPerTxn: number | null;
+  medianUserCpuUsPerTxn: number | null;
   maxRssBytes: number | null;
   /** target tps / baseline tps per round where both runs are ok (in round order); empty for the baseline. */
   ratios: number[];
@@ -87,6 +90,8 @@ export interface ComparisonSummary extends ComparisonSpec {
   rounds: number;
   /** numerator / denominator CPU µs per transaction (empty when either has no process). */
   cpu: RatioSet;
+  /** The same for user CPU alone (the proxies' own work; their kernel time is much alike). */
+  userCpu: RatioSet;
   /** numerator / denominator p99 latency. */
   p99: RatioSet;
   /** (numerator - reference) / (denominator - reference) mean latency; only in 1-client groups where the reference ran. */
@@ -233,6 +238,7 @@ function summarizeTarget(rows: readonly RunRow[], target: string, baseline: stri
     medianLatencyMeanMs: median(present(ok.map((row) => row.latencyMeanMs))),
     medianLatencyP99Ms: median(present(ok.map((row) => row.latencyP99Ms))),
     medianCpuUsPerTxn: median(present(ok.map((row) => row.cpuUsPerTxn))),
+    medianUserCpuUsPerTxn: median(present(ok.map((row) => row.userCpuUsPerTxn))),
     maxRssBytes: rss.length > 0 ? Math.max(...rss) : null,
     ratios,
     medianRatio: median(ratios),
@@ -258,6 +264,7 @@ function summarizeComparison(rows: readonly RunRow[], comparison: ComparisonSpec
     medianRatio: median(ratios),
     rounds: [...roundsOf(numerator)].filter((round) => denominatorRounds.has(round)).length,
     cpu: ratioSet(pairRatios(rows, numerator, denominator, 'cpuUsPerTxn')),
+    userCpu: ratioSet(pairRatios(rows, numerator, denominator, 'userCpuUsPerTxn')),
     p99: ratioSet(pairRatios(rows, numerator, denominator, 'latencyP99Ms')),
     addedLatency: reference === null ? null : ratioSet(addedLatencyRatios(rows, numerator, denominator, reference)),
   };

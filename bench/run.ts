@@ -205,7 +205,8 @@ function settingsNotes(work: Work, outcome: Outcome): string[] {
     'every run: one connection per client for the whole run (no -C), --no-vacuum, no progress reports, PGSSLMODE=disable, -j min(threads, clients), ' +
       '-l per-transaction log in a temp dir (parsed after the CPU reading, then removed)',
     'latency mean and p99: from the -l log (p99: nearest rank over every completed transaction of the run); CPU µs/txn: user+system CPU ' +
-      'of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; RSS: VmRSS after the run',
+      'of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; user µs/txn: its user ' +
+      'part alone (utime: the process\'s own work; the system part is the kernel\'s, much the same for every proxy); RSS: VmRSS after the run',
     'comparisons: per-round ratios of runs back to back, median over rounds; "latency added over direct" (1 client): ' +
       '(numerator mean latency - direct) / (denominator - direct), rounds where the denominator adds nothing left out',
     ...(work.memorySpecs.length > 0

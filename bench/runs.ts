@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BenchOptions, RunGroup } from './cli.ts';
 import { readLatencyLogs } from './latency.ts';
 import { pgbenchDurationS, runPgbench, stderrExcerpt, type QueryMode, type Workload } from './pgbench.ts';
-import { readCpuSeconds, readRssBytes } from './proc.ts';
+import { readCpuTimes, readRssBytes } from './proc.ts';
 import { cpuMicrosPerTransaction, type RunRow } from './report.ts';
 import type { RunningTarget } from './targets.ts';
 
@@ -46,7 +46,7 @@ export function firstLine(text: string): string {
 }
 
 /** A /proc reading, or null when the process is gone (its death is reported by deathReason()). */
-function tryRead(read: () => number): number | null {
+function tryRead<T>(read: () => T): T | null {
   try {
     return read();
   } catch {
@@ -65,7 +65,7 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
   const { options, deaths } = context;
   const startedAt = new Date().toISOString();
   const logDir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-log-'));
-  const cpuBefore = target.pid === null ? null : tryRead(() => readCpuSeconds(target.pid!));
+  const cpuBefore = target.pid === null ? null : tryRead(() => readCpuTimes(target.pid!));
   const run = await runPgbench(context.pgbenchBin, {
     endpoint: target.endpoint, workload, mode, clients, threads: options.threads, durationS, logPrefix: path.join(logDir, LOG_NAME), signal: context.signal,
   }).catch((error: unknown) => {
@@ -76,10 +76,14 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
   if (run.problem !== null && target.pid !== null) await sleep(250);
   const death = target.deathReason();
   let cpuSeconds: number | null = null;
+  let userCpuSeconds: number | null = null;
   let rssBytes: number | null = null;
   if (death === null && target.pid !== null && cpuBefore !== null) {
-    const cpuAfter = tryRead(() => readCpuSeconds(target.pid!));
-    cpuSeconds = cpuAfter === null ? null : cpuAfter - cpuBefore;
+    const cpuAfter = tryRead(() => readCpuTimes(target.pid!));
+    if (cpuAfter !== null) {
+      userCpuSeconds = cpuAfter.user - cpuBefore.user;
+      cpuSeconds = userCpuSeconds + cpuAfter.system - cpuBefore.system;
+    }
     rssBytes = tryRead(() => readRssBytes(target.pid!));
   }
   const loadAvg1 = os.loadavg()[0]!;
@@ -102,6 +106,7 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
     abortedClients: summary.abortedClients,
     cpuSeconds,
     cpuUsPerTxn: cpuMicrosPerTransaction(cpuSeconds, summary.transactions),
+    userCpuUsPerTxn: cpuMicrosPerTransaction(userCpuSeconds, summary.transactions),
     rssBytes,
     loadAvg1,
     stderr: stderrExcerpt(run.stderr),
@@ -109,7 +114,8 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
 }
 
 export function describeRow(row: RunRow): string {
-  const cpu = row.cpuUsPerTxn === null ? '' : `, ${row.cpuUsPerTxn.toFixed(1)} CPU µs/txn, RSS ${((row.rssBytes ?? 0) / 2 ** 20).toFixed(1)} MiB`;
+  const user = row.userCpuUsPerTxn === null ? '' : ` (user ${row.userCpuUsPerTxn.toFixed(1)})`;
+  const cpu = row.cpuUsPerTxn === null ? '' : `, ${row.cpuUsPerTxn.toFixed(1)} CPU µs/txn${user}, RSS ${((row.rssBytes ?? 0) / 2 ** 20).toFixed(1)} MiB`;
   const latency = `latency mean ${row.latencyMeanMs?.toFixed(3) ?? '–'} ms, p99 ${row.latencyP99Ms?.toFixed(3) ?? '–'} ms`;
   return row.ok ? `${row.tps?.toFixed(0)} tps, ${latency}${cpu}, load ${row.loadAvg1.toFixed(1)}` : `FAILED: ${row.problem}`;
 }

@@ -8,20 +8,20 @@ import { renderComparisons, renderMarkdown, renderMemory, renderScaling, renderT
 import { summarize, summarizeScaling, type BenchReport, type MemoryResult, type RunRow } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
-test('results table: one line per group and target, with the ratio to the baseline, mean and p99 latency, CPU, RSS', () => {
+test('results table: one line per group and target, with the ratio to the baseline, mean and p99 latency, CPU and its user part, RSS', () => {
   const MiB = 2 ** 20;
   const rows = [
-    row(1, 'direct', 2000), row(1, 'ambassador', 900, { cpuUsPerTxn: 40, rssBytes: 70 * MiB, latencyMeanMs: 1.25, latencyP99Ms: 4.5 }),
+    row(1, 'direct', 2000), row(1, 'ambassador', 900, { cpuUsPerTxn: 40, userCpuUsPerTxn: 12.5, rssBytes: 70 * MiB, latencyMeanMs: 1.25, latencyP99Ms: 4.5 }),
     row(2, 'direct', 2000), row(2, 'ambassador', null),
   ];
   const table = renderTable(summarize(rows, 'direct'));
-  assert.match(table, /\| select-only \| simple \| 32 \| direct \| 2000 \| baseline \| 16\.000 \| 50\.000 \| – \| – \| 2\/2 \|/);
-  assert.match(table, /\| select-only \| simple \| 32 \| ambassador \| 900 \| \*\*0\.450\*\* \(0\.450\) \| 1\.250 \| 4\.500 \| 40\.0 \| 70\.0 \| 1\/2 \|/);
+  assert.match(table, /\| select-only \| simple \| 32 \| direct \| 2000 \| baseline \| 16\.000 \| 50\.000 \| – \| – \| – \| 2\/2 \|/);
+  assert.match(table, /\| select-only \| simple \| 32 \| ambassador \| 900 \| \*\*0\.450\*\* \(0\.450\) \| 1\.250 \| 4\.500 \| 40\.0 \| 12\.5 \| 70\.0 \| 1\/2 \|/);
 });
 
-test('comparisons table: tps, CPU, p99 and (1 client) latency added over direct, each as median (per round)', () => {
+test('comparisons table: tps, CPU, user CPU, p99 and (1 client) latency added over direct, each as median (per round)', () => {
   const rows = [
-    row(1, 'direct', 1000), row(1, 'ambassador-txn', 600, { cpuUsPerTxn: 60 }), row(1, 'pgbouncer', 800, { cpuUsPerTxn: 20 }),
+    row(1, 'direct', 1000), row(1, 'ambassador-txn', 600, { cpuUsPerTxn: 60, userCpuUsPerTxn: 30 }), row(1, 'pgbouncer', 800, { cpuUsPerTxn: 20, userCpuUsPerTxn: 8 }),
     row(2, 'direct', 1000), row(2, 'ambassador-txn', null), row(2, 'pgbouncer', 900, { cpuUsPerTxn: 20 }),
     row(1, 'direct', 1000, { clients: 1, latencyMeanMs: 0.1 }), row(1, 'ambassador-txn', 600, { clients: 1, latencyMeanMs: 0.16 }),
     row(1, 'pgbouncer', 800, { clients: 1, latencyMeanMs: 0.15 }),
@@ -29,9 +29,9 @@ test('comparisons table: tps, CPU, p99 and (1 client) latency added over direct,
   const table = renderComparisons(summarize(rows, 'direct', { comparisons: COMPARED, latencyReference: 'direct' }));
   assert.match(
     table,
-    /\| select-only \| simple \| 32 \| ambassador-txn \/ pgbouncer \| \*\*0\.750\*\* \(0\.750; 1 of 2 rounds with both runs ok\) \| \*\*3\.000\*\* \(3\.000\) \| \*\*1\.333\*\* \(1\.333\) \|  \| same pool mode \(transaction\) \|/,
+    /\| select-only \| simple \| 32 \| ambassador-txn \/ pgbouncer \| \*\*0\.750\*\* \(0\.750; 1 of 2 rounds with both runs ok\) \| \*\*3\.000\*\* \(3\.000\) \| \*\*3\.750\*\* \(3\.750\) \| \*\*1\.333\*\* \(1\.333\) \|  \| same pool mode \(transaction\) \|/,
   );
-  assert.match(table, /\| select-only \| simple \| 1 \| ambassador-txn \/ pgbouncer \| \*\*0\.750\*\* \(0\.750\) \| – \| \*\*1\.333\*\* \(1\.333\) \| \*\*1\.200\*\* \(1\.200\) \|/);
+  assert.match(table, /\| select-only \| simple \| 1 \| ambassador-txn \/ pgbouncer \| \*\*0\.750\*\* \(0\.750\) \| – \| – \| \*\*1\.333\*\* \(1\.333\) \| \*\*1\.200\*\* \(1\.200\) \|/);
 });
 
 test('comparisons with no round where both runs are ok say so', () => {

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseProcStatTicks, parseVmRssBytes } from '../../../bench/proc.ts';
+import { parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes } from '../../../bench/proc.ts';
 import { cpuMicrosPerTransaction, pairRatios, summarize, summarizeScaling } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
@@ -27,10 +27,10 @@ test('ratios pair each round with the baseline of the same round, skipping faile
 test('summary: groups by workload, mode and clients; median of per-round ratios (not ratio of medians); CPU, RSS, latencies of ok runs only', () => {
   const MiB = 2 ** 20;
   const rows = [
-    row(1, 'direct', 1000), row(1, 'ambassador', 900, { cpuUsPerTxn: 30, rssBytes: 60 * MiB, latencyP99Ms: 3 }),
-    row(2, 'direct', 3000), row(2, 'ambassador', 600, { cpuUsPerTxn: 50, rssBytes: 70 * MiB, latencyP99Ms: 5 }),
-    row(3, 'direct', 2000), row(3, 'ambassador', 1000, { cpuUsPerTxn: 40, rssBytes: 65 * MiB, latencyP99Ms: 4 }),
-    row(4, 'direct', 2000), row(4, 'ambassador', null, { cpuUsPerTxn: 999, rssBytes: 999 * MiB, latencyP99Ms: 999 }),
+    row(1, 'direct', 1000), row(1, 'ambassador', 900, { cpuUsPerTxn: 30, userCpuUsPerTxn: 9, rssBytes: 60 * MiB, latencyP99Ms: 3 }),
+    row(2, 'direct', 3000), row(2, 'ambassador', 600, { cpuUsPerTxn: 50, userCpuUsPerTxn: 20, rssBytes: 70 * MiB, latencyP99Ms: 5 }),
+    row(3, 'direct', 2000), row(3, 'ambassador', 1000, { cpuUsPerTxn: 40, userCpuUsPerTxn: 11, rssBytes: 65 * MiB, latencyP99Ms: 4 }),
+    row(4, 'direct', 2000), row(4, 'ambassador', null, { cpuUsPerTxn: 999, userCpuUsPerTxn: 999, rssBytes: 999 * MiB, latencyP99Ms: 999 }),
     row(1, 'direct', 100, { mode: 'prepared' }), row(1, 'ambassador', 50, { mode: 'prepared' }),
     row(1, 'direct', 100, { clients: 256 }), row(1, 'ambassador', 20, { clients: 256 }),
   ];
@@ -45,6 +45,8 @@ test('summary: groups by workload, mode and clients; median of per-round ratios 
   assert.deepEqual(ambassador!.ratios, [0.9, 0.2, 0.5]);
   assert.equal(ambassador!.medianRatio, 0.5); // the ratio of medians would be 0.45
   assert.equal(ambassador!.medianCpuUsPerTxn, 40);
+  assert.equal(ambassador!.medianUserCpuUsPerTxn, 11);
+  assert.equal(direct!.medianUserCpuUsPerTxn, null);
   assert.equal(ambassador!.medianLatencyP99Ms, 4);
   assert.ok(Math.abs(ambassador!.medianLatencyMeanMs! - 32_000 / 900) < 1e-9);
   assert.equal(ambassador!.maxRssBytes, 70 * MiB);
@@ -126,6 +128,20 @@ test('/proc/<pid>/stat: utime and stime counted from the last ")" of the command
   const stat = '4242 (no de) (x)) S 1 4242 4242 0 -1 4194560 20960 0 0 0 1234 567 0 0 20 0 11 0 93012 1195626496 14318 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0 0 0 0';
   assert.deepEqual(parseProcStatTicks(stat), { utime: 1234, stime: 567 });
   assert.throws(() => parseProcStatTicks('garbage'), /unexpected/);
+});
+
+test('/proc/<pid>/stat read: user time apart from system time, both in seconds', () => {
+  const before = readCpuTimes(process.pid);
+  // Work in user mode only until the kernel has charged this process 100 ms more of it.
+  const start = process.cpuUsage().user;
+  let spin = 0;
+  while (process.cpuUsage().user - start < 100_000) for (let i = 0; i < 1_000_000; i++) spin = (spin * 31 + i) % 1_000_003;
+  assert.ok(spin >= 0);
+  const after = readCpuTimes(process.pid);
+  assert.ok(after.user - before.user >= 0.05, `user time went from ${before.user} to ${after.user} s`);
+  assert.ok(after.system >= before.system && after.system - before.system < after.user - before.user);
+  const total = readCpuSeconds(process.pid);
+  assert.ok(total >= after.user + after.system && total - (after.user + after.system) < 0.05);
 });
 
 test('/proc/<pid>/status: VmRSS in bytes', () => {
