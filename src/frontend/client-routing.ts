@@ -11,6 +11,7 @@
 // in a simple query is quoted first, see StatementEffects.quoted) and take effect here when sent.
 // They are not transactional: a ROLLBACK does not undo them.
 
+import { Buffer } from 'node:buffer';
 import {
   BIND_COMPLETE,
   CLOSE_COMPLETE,

@@ -3,6 +3,7 @@
 // upstream. Messages are framed here and answered one at a time, in order, by the console the
 // composition root supplies (admin/console.ts), so this module never imports admin/.
 
+import { Buffer } from 'node:buffer';
 import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type { Logger } from 'pino';

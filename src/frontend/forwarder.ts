@@ -14,6 +14,7 @@
 // client socket paused); no turn in time drops the request up to its end (Query, Sync or
 // FunctionCall) and answers it with 53400, as a server would answer a failed request.
 
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import { AmbassadorError } from '../errors.ts';
 import { SERVER_MAX_MESSAGE, type BackendConnection, type ServerSink } from '../backend/connection.ts';

@@ -6,6 +6,7 @@
 // answers with ROLLBACK for a failed transaction) ends it. Those answers are made here, with no
 // server: the transaction's server is gone and no other holds it. PURE: no sockets.
 
+import { Buffer } from 'node:buffer';
 import {
   BIND_COMPLETE,
   CLOSE_COMPLETE,

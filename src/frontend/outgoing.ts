@@ -7,6 +7,7 @@
 // one new buffer, the renamed Bind in place among the rest, so that it costs one allocation and
 // one copy whatever the number of its parts.
 
+import { Buffer } from 'node:buffer';
 import { type BindLayout, renamedBindSize, writeRenamedBind } from '../protocol/frontend.ts';
 import { copyBytes } from '../protocol/writer.ts';
 

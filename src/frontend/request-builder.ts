@@ -3,6 +3,7 @@
 // their shared server names and the session effects of what each request runs collected.
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
+import { Buffer } from 'node:buffer';
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';

@@ -11,6 +11,7 @@
 // - forwarding: raw chunks relayed both ways (see forwarder.ts).
 // Every failure ends in one ErrorResponse (when the stream is at a message boundary) and a close.
 
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';

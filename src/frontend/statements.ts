@@ -6,6 +6,7 @@
 // lands on. Each server connection keeps the statements it holds with when each was last used
 // (bounded; the least recently used is closed upstream when the bound is reached).
 
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
 import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';

@@ -29,6 +29,7 @@
 // client goes on; an open transaction block is then answered as aborted until it ends. A client
 // pinned to the server (session state only it held) is disconnected: that state is gone.
 
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import { SERVER_MAX_MESSAGE, type BackendConnection, type ServerSink } from '../backend/connection.ts';

@@ -4,6 +4,7 @@
 // stdout may lose its reader (a log collector died, the parent exited): logging then stops
 // silently and the process goes on serving; the log flush at exit must not keep it alive.
 
+import { Buffer } from 'node:buffer';
 import fs from 'node:fs';
 import { pino, type DestinationStream, type Logger } from 'pino';
 

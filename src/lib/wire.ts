@@ -21,6 +21,7 @@
 // Node 20 still has it): a socket whose handle is not a plain TCP or pipe handle (TLS), or a
 // Node whose binding looks different, gets a StreamWire, the socket's own events and write.
 
+import { Buffer } from 'node:buffer'; // not the global Buffer: on Node 20 that is a getter, called at every use
 import net from 'node:net';
 import tls from 'node:tls';
 import { getSystemErrorName } from 'node:util';

@@ -2,6 +2,7 @@
 // and decoders for the few server messages it inspects (R, E/N, S, K, Z, v).
 // Pure: no sockets, timers or logging.
 
+import { Buffer } from 'node:buffer';
 import { MessageWriter, PayloadReader } from './writer.ts';
 
 export const BackendType = {

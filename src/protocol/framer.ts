@@ -15,6 +15,8 @@
 //   (until reset()), so no message is ever cut from the bytes that follow a bad header.
 // Pure: no sockets, timers or logging.
 
+import { Buffer } from 'node:buffer';
+
 export class FramingError extends Error {
   readonly reason: 'length-too-small' | 'message-too-large';
   readonly messageType: number;

@@ -2,6 +2,7 @@
 // authentication, and encoders for what it sends upstream while authenticating itself.
 // Pure: no sockets, timers or logging.
 
+import { Buffer } from 'node:buffer';
 import { copyBytes, MessageWriter, PayloadReader } from './writer.ts';
 
 export const FrontendType = {

@@ -5,6 +5,7 @@
 // Strings are hashed as UTF-8. A password that already has the stored form ('md5' + 32 lowercase
 // hex digits) is used as the hash itself, so an ambassador holding only hashes can still log in.
 
+import { Buffer } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
 
 export const MD5_SALT_BYTES = 4;

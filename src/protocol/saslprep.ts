@@ -11,6 +11,8 @@
 // A.1 (unassigned in Unicode 3.2), D.1 (RandALCat) and D.2 (LCat) generated from Unicode 3.2 data
 // and checked against src/common/saslprep.c. Format: space-separated hex code points or lo-hi ranges.
 
+import { Buffer } from 'node:buffer';
+
 export type SaslprepFailure = 'prohibited' | 'bidi' | 'empty' | 'invalid-unicode';
 
 export class SaslprepError extends Error {

@@ -14,6 +14,7 @@
 //   downgrade when the server offers PLUS, and the password goes through SASLprep (raw on failure).
 // - Any error leaves the exchange in state 'failed'; calls out of order fail with 'out-of-order'.
 
+import { Buffer } from 'node:buffer';
 import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { saslprepOrRaw } from './saslprep.ts';
 

@@ -5,6 +5,8 @@
 // against a limit before buffering (as Postgres does, 10000 bytes by default), and decodes it.
 // Pure: no sockets, timers or logging.
 
+import { Buffer } from 'node:buffer';
+
 export const SSL_REQUEST_CODE = 80877103;
 export const GSSENC_REQUEST_CODE = 80877104;
 export const CANCEL_REQUEST_CODE = 80877102;

@@ -2,6 +2,8 @@
 // type byte and the length filled in. Used for the few messages the ambassador originates
 // (errors, auth requests, status); forwarded messages are never re-encoded.
 
+import { Buffer } from 'node:buffer';
+
 export class MessageWriter {
   private parts: Buffer[] = [];
   private size = 0;

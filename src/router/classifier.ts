@@ -22,6 +22,7 @@
 // setCatalog(), which swaps the function catalog and clears the cache. classify() is synchronous:
 // build through createClassifier(), which loads the WASM module once.
 
+import { Buffer } from 'node:buffer';
 import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
