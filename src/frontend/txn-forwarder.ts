@@ -516,9 +516,6 @@ export class TxnForwarder implements ServerSink {
     if (request.completes) {
       this.inFlight++;
       this.unsynced = false;
-      const meter = this.options.meter;
-      meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), meter.wantsTexts ? textsOf(request) : null, first);
-      this.leaseFresh = false;
     } else if (!answerless(request)) {
       // Extended-protocol messages sent without Sync (Flush): the rest must follow on this lease.
       this.openWrote = (this.unsynced && this.openWrote) || routing.decide(request).kind === 'write';
@@ -532,10 +529,14 @@ export class TxnForwarder implements ServerSink {
       this.held = [];
     }
     const bytes = OUTGOING.take();
-    if (bytes !== null) {
-      server.write(bytes);
-      this.options.garbage.account(bytes.length);
+    if (bytes !== null) server.write(bytes);
+    // The server works on it from here: what only keeps count comes after the write.
+    if (request.completes) {
+      const meter = this.options.meter;
+      meter.sent(this.leaseReplica ? 'replica' : 'primary', this.requestReason(), meter.wantsTexts ? textsOf(request) : null, first);
+      this.leaseFresh = false;
     }
+    if (bytes !== null) this.options.garbage.account(bytes.length);
     // A request that ends in Sync gets a ReadyForQuery at least: what was answered here goes with it.
     this.flushSynthesized(!request.completes);
   }
@@ -688,9 +689,10 @@ export class TxnForwarder implements ServerSink {
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
       this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.chunk!, payloadStart(length, end), end);
-      this.options.meter.answered(this.status, this.lease);
       this.plan.complete(type);
+      // The client has its answer before the ambassador counts it.
       this.forwardUpTo(end);
+      this.options.meter.answered(this.status, this.lease);
       return this.onReady();
     } else if (type === BackendType.CommandComplete) {
       const bytes = payload ?? this.chunk!;
