@@ -1,7 +1,7 @@
 // CPU time and resident memory of a process, from Linux /proc. Used to charge the ambassador's
 // CPU to the transactions of one run (read before and after: utime and stime, fields 14 and 15 of
-// /proc/<pid>/stat, in clock ticks; user time apart, since the kernel's share is the same
-// whichever proxy makes the same system calls) and to record its RSS after the run (VmRSS of
+// /proc/<pid>/stat, in clock ticks; user time also apart, as the kernel's share is much the
+// same for any proxy that makes the same system calls) and to record its RSS after the run (VmRSS of
 // /proc/<pid>/status). The parsers are pure; the readers throw when the process is gone.
 
 import { execFileSync } from 'node:child_process';
