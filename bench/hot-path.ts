@@ -10,9 +10,10 @@
 // and the cold caches of a real run, where the same JavaScript costs several times more.
 //
 // `node --import tsx bench/hot-path.ts [--modes simple,extended,prepared] [--split]
-//  [--transactions N] [--rounds N]` prints one JSON line per mode: ns per transaction in each
-// round, and the median. --split routes through the classifier (a read goes to the fake
-// replica). --cpu-prof (a node flag) gives the profile of the same loop.
+//  [--transactions N] [--rounds N] [--clients N]` prints one JSON line per mode: ns per
+// transaction in each round, and the median. --split routes through the classifier (a read goes
+// to the fake replica). --clients N runs N forwarders in turn (their state no longer all fits in
+// the CPU's caches, as in a real run). --cpu-prof (a node flag) gives the profile of the same loop.
 
 import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -140,9 +141,13 @@ export interface HotPath {
   settle(): Promise<void>;
 }
 
+/** One logger for every forwarder, each with a child of its own, as the listener gives each session. */
+const ROOT_LOG = pino({ level: 'silent' });
+let sessions = 0;
+
 /** A TxnForwarder for one client of `mode`, its statement prepared when `mode` is prepared. */
 export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
-  const log = pino({ level: 'silent' });
+  const log = ROOT_LOG.child({ session: ++sessions });
   const primary = new FakeServer('primary');
   const replica = new FakeServer('replica');
   const asServer = (server: FakeServer): BackendConnection => server as unknown as BackendConnection;
@@ -209,14 +214,23 @@ export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
   return { client, primary, replica, transaction, settle };
 }
 
-/** ns per transaction over `rounds` rounds of `transactions`, after a warm-up. */
-export async function measure(mode: HotMode, split: boolean, transactions: number, rounds: number): Promise<number[]> {
-  const path = await hotPath(mode, split);
+/**
+ * ns per transaction over `rounds` rounds of `transactions`, after a warm-up; with `clients` > 1,
+ * that many forwarders take turns, one transaction each, as pgbench's clients do, so each finds
+ * its state colder.
+ */
+export async function measure(mode: HotMode, split: boolean, transactions: number, rounds: number, clients = 1): Promise<number[]> {
+  const paths: HotPath[] = [];
+  for (let i = 0; i < clients; i++) paths.push(await hotPath(mode, split));
   // Requests made up front: building them is not measured. Accounts vary as pgbench's do.
   const requests = Array.from({ length: 4096 }, (_, i) => pgbenchRequest(mode, 1 + ((i * 7919) % 1_000_000)));
   const answer = serverAnswer(mode);
+  let turn = 0;
   const run = (count: number): void => {
-    for (let i = 0; i < count; i++) path.transaction(requests[i & 4095]!, answer);
+    for (let i = 0; i < count; i++) {
+      paths[turn]!.transaction(requests[i & 4095]!, answer);
+      if (++turn === clients) turn = 0;
+    }
   };
   run(Math.min(transactions, 50_000));
   const ns: number[] = [];
@@ -224,7 +238,7 @@ export async function measure(mode: HotMode, split: boolean, transactions: numbe
     const start = performance.now();
     run(transactions);
     ns.push(((performance.now() - start) * 1e6) / transactions);
-    await path.settle();
+    await paths[0]!.settle();
   }
   return ns;
 }
@@ -236,6 +250,7 @@ async function main(): Promise<void> {
       split: { type: 'boolean', default: false },
       transactions: { type: 'string', default: '200000' },
       rounds: { type: 'string', default: '5' },
+      clients: { type: 'string', default: '1' },
     },
   });
   const modes = values.modes.split(',').map((mode) => {
@@ -252,9 +267,11 @@ async function main(): Promise<void> {
     return;
   }
   const mode = modes[0]!;
-  const ns = await measure(mode, values.split, Number(values.transactions), Number(values.rounds));
+  const clients = Number(values.clients);
+  if (!Number.isInteger(clients) || clients < 1) throw new Error(`--clients expects a positive integer, got ${values.clients}`);
+  const ns = await measure(mode, values.split, Number(values.transactions), Number(values.rounds), clients);
   const median = [...ns].sort((a, b) => a - b)[Math.floor(ns.length / 2)]!;
-  console.log(JSON.stringify({ mode, split: values.split, nsPerTransaction: ns.map(Math.round), median: Math.round(median) }));
+  console.log(JSON.stringify({ mode, split: values.split, clients, nsPerTransaction: ns.map(Math.round), median: Math.round(median) }));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

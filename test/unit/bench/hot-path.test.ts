@@ -40,6 +40,10 @@ test('measure gives one figure per round, in ns per transaction', async () => {
   const ns = await measure('simple', false, 2000, 3);
   assert.equal(ns.length, 3);
   for (const value of ns) assert.ok(Number.isFinite(value) && value > 0, `${value}`);
+  // Forwarders taking turns: each transaction must still reach its server and come back.
+  const turns = await measure('prepared', false, 2000, 2, 5);
+  assert.equal(turns.length, 2);
+  for (const value of turns) assert.ok(Number.isFinite(value) && value > 0, `${value}`);
 });
 
 test('a transaction nothing answers is an error, not a figure', async () => {
