@@ -137,6 +137,22 @@ test('pipelined requests: the one queued behind a finished transaction starts th
   assert.equal(stats.totals()[0]!.xacts, 2);
 });
 
+test('requests in flight behind one another keep their own route and text, in order, across a dropped one', async () => {
+  const { events, lines, meter, flush } = harness({ queries: 'all', slowQueryThresholdMs: 0 });
+  meter.sent('replica', 'select', ['SELECT 1'], true);
+  meter.sent('primary', 'dml', ['SELECT 2'], false);
+  meter.sent('replica', 'select', ['SELECT 3'], false);
+  meter.dropped(); // SELECT 1's answer was swallowed: it runs again and is measured then
+  meter.sent('primary', 'dml', ['SELECT 4'], false);
+  meter.answered('T', server);
+  meter.answered('T', server);
+  meter.answered('I', server);
+  meter.answered('I', server); // nothing in flight: ignored
+  await flush();
+  assert.deepEqual(lines.map((l) => [l.query, l.route]), [['SELECT 2', 'primary'], ['SELECT 3', 'replica'], ['SELECT 4', 'primary']]);
+  assert.deepEqual(events.filter((e) => !e.startsWith('request')), ['query primary', 'query replica', 'query primary', 'transaction primary']);
+});
+
 test('turning query logging on or off mid-flight never pairs a query with another one\'s text', async () => {
   const { lines, meter, flush } = harness({ queries: 'all', slowQueryThresholdMs: 0 });
   meter.sent('primary', 'dml', ['SELECT 1'], true);
