@@ -624,14 +624,21 @@ function analyzedHead(sql: string, start: number, end: number): boolean {
 
 /**
  * How plainQueryBytes reads each byte: 0 goes on; UNPLAIN ends UNREMARKABLE's run (quote, `$`,
- * backslash, parenthesis, `/`, `;`) or is left to the text (controls, DEL, anything past ASCII);
+ * backslash, `/`, `;`) or is left to the text (controls, DEL, anything past ASCII); OPEN and
+ * CLOSE are parentheses, counted as plainStatement counts them; DASH may open a `--` comment;
  * otherwise the byte may open the scanned word at that index of SCANNED_WORDS, plus one.
  */
 const BYTE_CLASS = new Uint8Array(256);
 const UNPLAIN = 255;
+const OPEN = 254;
+const CLOSE = 253;
+const DASH = 252;
 for (let c = 0; c < 256; c++) {
-  if (c >= 0x7f || (c < 0x20 && SPACE[c] !== 1) || '\\\'"$();/'.includes(String.fromCharCode(c))) BYTE_CLASS[c] = UNPLAIN;
+  if (c >= 0x7f || (c < 0x20 && SPACE[c] !== 1) || '\\\'"$;/'.includes(String.fromCharCode(c))) BYTE_CLASS[c] = UNPLAIN;
 }
+BYTE_CLASS[0x28] = OPEN;
+BYTE_CLASS[0x29] = CLOSE;
+BYTE_CLASS[0x2d] = DASH;
 SCANNED_WORDS.forEach((word, index) => {
   BYTE_CLASS[word.charCodeAt(0)] = index + 1;
   BYTE_CLASS[word.charCodeAt(0) - 0x20] = index + 1;
@@ -644,11 +651,15 @@ const SECOND_LETTER = Uint8Array.from([0, ...SCANNED_WORDS.map((word) => word.ch
 
 /**
  * Whether a simple Query's text, bytes[start, end) as it came (UTF-8), is one plainStatement
- * finds plain by its fast path, read without making a string of it: ASCII only (so its text is
- * its bytes), matched by UNREMARKABLE, no scanned word, and a first word that is neither an
- * analyzed head nor one that opens the ambassador's own statements (SET, RESET, SHOW; see
- * ClientRouting.statementCommand). Such a text is not decoded unless something asks for it
- * (query logging, splitting). False only means: decode it and ask plainStatement.
+ * finds plain, read without making a string of it: ASCII only (so its text is its bytes), no
+ * quote, `$`, backslash, `/` or scanned word, nothing but spaces after a semicolon, balanced
+ * parentheses, and a first word that is neither an analyzed head nor one that opens the
+ * ambassador's own statements (SET, RESET, SHOW; see ClientRouting.statementCommand). A `--`
+ * comment is taken only in a text without parentheses (UNREMARKABLE's kind): plainStatement
+ * skips comments when it counts parentheses, and this loop does not. Such a text is not decoded
+ * unless something asks for it (query logging, splitting); most statements of applications
+ * (an INSERT's VALUES (...), a call of now()) are such texts. False only means: decode it and
+ * ask plainStatement.
  */
 export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): boolean {
   let i = start;
@@ -657,19 +668,29 @@ export function plainQueryBytes(bytes: Uint8Array, start: number, end: number): 
   const headStart = i;
   while (++i < end && headChar(bytes[i]!));
   if (headIn(bytes, headStart, i, ANALYZED_HEADS[(bytes[headStart]! | 0x20) - 0x61]!) || headIn(bytes, headStart, i, OWN_HEADS)) return false;
+  let depth = 0;
+  let parentheses = false;
+  let comment = false;
   for (let j = headStart; j < end; j++) {
     const kind = BYTE_CLASS[bytes[j]!]!;
     if (kind === 0) continue;
-    if (kind !== UNPLAIN) {
+    if (kind === OPEN) {
+      depth++;
+      parentheses = true;
+    } else if (kind === CLOSE) {
+      if (--depth < 0) return false;
+    } else if (kind === DASH) {
+      if (j + 1 < end && bytes[j + 1] === 0x2d) comment = true;
+    } else if (kind !== UNPLAIN) {
       if (j + 1 < end && lowerAscii(bytes[j + 1]!) === SECOND_LETTER[kind] && wordAtBytes(bytes, j, end, SCANNED_WORDS[kind - 1]!)) return false;
-      continue;
+    } else {
+      if (bytes[j] !== 0x3b) return false;
+      // A semicolon ends the text, but for spaces.
+      for (let k = j + 1; k < end; k++) if (SPACE[bytes[k]!] !== 1) return false;
+      break;
     }
-    if (bytes[j] !== 0x3b) return false;
-    // A semicolon ends the text, but for spaces.
-    for (let k = j + 1; k < end; k++) if (SPACE[bytes[k]!] !== 1) return false;
-    return true;
   }
-  return true;
+  return depth === 0 && !(parentheses && comment);
 }
 
 /** Whether the word bytes[start, end) is one of `heads` (small letters), in any case. */

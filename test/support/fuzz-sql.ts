@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { Classifier, createClassifier, InMemoryFunctionCatalog } from '../../src/router/classifier.ts';
 import { readHints } from '../../src/router/classifier-hints.ts';
 import { literalShape } from '../../src/router/literal-shape.ts';
-import { analyzeSessionEffects, plainStatement, SessionEffectsCache, type StatementEffects } from '../../src/router/session-effects.ts';
+import { analyzeSessionEffects, plainQueryBytes, plainStatement, SessionEffectsCache, type StatementEffects } from '../../src/router/session-effects.ts';
 import { isSignificant, splitStatements, tokenize, type Token } from '../../src/router/sql-lexer.ts';
 import { CORPUS, CORPUS_FUNCTIONS } from '../unit/router/classifier-corpus.ts';
 import { codePoint, fuzzProperty, type FuzzProperty } from './fuzz.ts';
@@ -256,6 +256,9 @@ function sqlProperties(classifier: Classifier, fresh: () => Classifier): FuzzPro
     assert.equal(analysis.statements, splitStatements(sql).length);
     if (analysis.uncertain) assert.ok(analysis.effects.some((e) => e.kind === 'pin' && e.reason === 'session-state'), 'an uncertain text pins');
     if (plainStatement(sql) !== null) assert.deepEqual(analysis, { effects: [], statements: 1, uncertain: false }, 'the fast path answers what the analysis does');
+    // The byte path of a simple Query (no string made) is never plainer than plainStatement.
+    const bytes = Buffer.from(sql);
+    if (plainQueryBytes(bytes, 0, bytes.length)) assert.notEqual(plainStatement(sql), null, 'plainQueryBytes takes only what plainStatement takes');
     assert.deepEqual(new SessionEffectsCache().get(sql), analysis);
   });
 

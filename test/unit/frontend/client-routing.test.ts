@@ -526,6 +526,9 @@ test('a plain simple Query goes undecoded; what it would have been decoded for a
     'SHOW ambassador.route', 'show ambassador.retry;', 'SET ambassador.route = primary', 'reset ambassador.min_lsn', 'set_x = 1', 'setx', 'Show_x',
     'SELECT 1 AS temp_x', 'SELECT 1 AS TEMP', 'SELECT x FROM advisory', 'SELECT set_config', 'SELECT SET_CONFIG', 'SELECT 1;;', 'SELECT 1; ', 'SELECT 1 ;\n',
     'SELECT café', 'SELECT 1\u0001', 'SELECT \u007f1', '\u00a0SELECT 1', '/* c */ SELECT 1', '-- c\nSELECT 1', ' \t\nselect 1', '',
+    'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -2113, CURRENT_TIMESTAMP);',
+    'SELECT now()', 'SELECT count(*) FROM t WHERE a IN (1, (2)) -- c', 'SELECT (1 -- )\n', 'SELECT (1 -- (\n)', 'SELECT 1 -- (\n', 'SELECT (1', 'SELECT 1)', 'SELECT (1));',
+    'SELECT (1) ;  ', 'SELECT pg_advisory_lock(1)', 'SELECT f(temp)', 'SELECT (1)-(-2)', 'SELECT (x) --',
   ];
   // Every byte that ends UNREMARKABLE's run, last in the text (where only a semicolon may be).
   const endings = [';', ';  \n', '; select 1', ' -- c', ')', '(', "'", '"', '$', '/', '\\'];
@@ -548,10 +551,16 @@ test('a plain simple Query goes undecoded; what it would have been decoded for a
     assert.equal(decoded.mayRetry(twin), true, sql);
   }
   assert.ok(plain >= 150, `test: enough plain texts (${plain} of ${variants.length})`);
-  for (const sql of ['SELECT abalance FROM pgbench_accounts WHERE aid = 48213;', 'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;', 'select 1']) {
+  for (const sql of [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 48213;', 'UPDATE pgbench_accounts SET abalance = abalance + -2113 WHERE aid = 48213;', 'select 1',
+    'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 48213, -2113, CURRENT_TIMESTAMP);', 'SELECT now()', 'SELECT (1)-(-2) ;',
+  ]) {
     assert.equal(new Client(router).query(sql).texts, UNDECODED, sql);
   }
-  for (const sql of ['SHOW ambassador.route', 'Reset ambassador.route', 'SELECT 1 AS Temp', 'SELECT 1;;', 'SELECT café', "SELECT 'x'", '/* c */ SELECT 1', 'BEGIN', 'SET x = 1']) {
+  for (const sql of [
+    'SHOW ambassador.route', 'Reset ambassador.route', 'SELECT 1 AS Temp', 'SELECT 1;;', 'SELECT café', "SELECT 'x'", '/* c */ SELECT 1', 'BEGIN', 'SET x = 1',
+    'SELECT (1 -- )\n', 'SELECT (1', 'SELECT 1)', 'SELECT (1));', 'SELECT pg_advisory_lock(1)', 'SELECT (x) -- c',
+  ]) {
     assert.notEqual(new Client(router).query(sql).texts, UNDECODED, sql);
   }
 });
