@@ -27,7 +27,7 @@ import {
   
   withClient,
 } from '../support/pooling.ts';
-import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
+import { eventually, getTopology, refusingPort, type Topology } from '../support/topology.ts';
 import { loginScram, summarize, type RawClient } from '../support/raw-client.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
 import { frameMessage } from '../../src/protocol/writer.ts';
@@ -963,8 +963,10 @@ describe('failures under transaction pooling', () => {
     }
   });
 
-  test('a host refusing connections: 1 + retry.max attempts with growing, capped backoff; the client learns ECONNREFUSED', async () => {
-    const port = await freePort();
+  test('a host refusing connections: 1 + retry.max attempts with growing, capped backoff; the client learns ECONNREFUSED', async (t) => {
+    const refusing = await refusingPort();
+    t.after(() => refusing.close());
+    const port = refusing.port;
     const runs = 8;
     const ceilings = [50, 100, 200]; // initialDelay 50ms doubling, capped at maxDelay 400ms
     const results = await Promise.all(

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
 import { ambassadorsFor, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
-import { freePort, getTopology, type Topology } from '../support/topology.ts';
+import { getTopology, refusingPort, type Topology } from '../support/topology.ts';
 
 let topology: Topology;
 const ambassadors = ambassadorsFor(() => topology);
@@ -170,8 +170,10 @@ describe('what the client sees of the upstream', () => {
     assert.equal((await probe(amb)).user, 'app');
   });
 
-  test('an upstream that refuses TCP gives 08001 naming the address', async () => {
-    const port = await freePort();
+  test('an upstream that refuses TCP gives 08001 naming the address', async (t) => {
+    const refusing = await refusingPort();
+    t.after(() => refusing.close());
+    const port = refusing.port;
     const amb = await ambassador({ upstream: { hosts: [{ host: '127.0.0.1', port, role: 'primary' }] } });
     const err = await refused(amb);
     assert.equal(err.code, '08001');

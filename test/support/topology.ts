@@ -115,6 +115,38 @@ export async function eventually<T>(
   }
 }
 
+/**
+ * A loopback port that refuses connections (ECONNREFUSED) until close(): the local end of a
+ * connection this process holds. A port from freePort() is only free when returned, and a test
+ * running alongside may start listening on it meanwhile; this one no server can take, since a
+ * connected socket (without SO_REUSEADDR) holds it.
+ */
+export async function refusingPort(): Promise<{ port: number; close(): Promise<void> }> {
+  const { createServer, connect } = await import('node:net');
+  const sockets: import('node:net').Socket[] = [];
+  const server = createServer((accepted) => sockets.push(accepted));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+  });
+  const holder = connect((server.address() as import('node:net').AddressInfo).port, '127.0.0.1');
+  sockets.push(holder);
+  await new Promise<void>((resolve, reject) => {
+    holder.once('error', reject);
+    holder.once('connect', () => resolve());
+  });
+  // Only the connection stays (a listener would be a port that accepts); the server's 'close'
+  // comes once its accepted socket is destroyed too.
+  server.close();
+  server.unref();
+  return {
+    port: holder.localPort!,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
 /** Holds a loopback port open (for "address in use" cases); close() releases it. */
 export async function occupyPort(): Promise<{ port: number; close(): Promise<void> }> {
   const { createServer } = await import('node:net');
