@@ -124,17 +124,22 @@ export async function eventually<T>(
 export async function refusingPort(): Promise<{ port: number; close(): Promise<void> }> {
   const { createServer, connect } = await import('node:net');
   const sockets: import('node:net').Socket[] = [];
-  const server = createServer((accepted) => sockets.push(accepted));
+  // Nothing is sent either way; an error on the held connection only ends it.
+  const hold = (socket: import('node:net').Socket): void => {
+    socket.on('error', () => {});
+    sockets.push(socket);
+  };
+  const server = createServer(hold);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
   });
   const holder = connect((server.address() as import('node:net').AddressInfo).port, '127.0.0.1');
-  sockets.push(holder);
   await new Promise<void>((resolve, reject) => {
     holder.once('error', reject);
     holder.once('connect', () => resolve());
   });
+  hold(holder);
   // Only the connection stays (a listener would be a port that accepts); the server's 'close'
   // comes once its accepted socket is destroyed too.
   server.close();
