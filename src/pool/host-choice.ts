@@ -73,7 +73,7 @@ function primaryOf<H extends HostView>(hosts: readonly H[]): H | 'no-primary' | 
   let found: H | undefined;
   let claimants = 0;
   for (const host of hosts) {
-    if ((host.up || !anyUp) && host.role === 'primary') {
+    if (countsAsUp(host, anyUp) && host.role === 'primary') {
       found ??= host;
       claimants++;
     }
@@ -88,6 +88,11 @@ function primaryOf<H extends HostView>(hosts: readonly H[]): H | 'no-primary' | 
 export function consideredUp<H extends HostView>(hosts: readonly H[]): readonly H[] {
   const up = hosts.filter((host) => host.up);
   return up.length > 0 ? up : hosts;
+}
+
+/** Whether consideredUp(hosts) holds `host`, `anyUp` saying whether any of the hosts is up (for loops that build no array). */
+function countsAsUp(host: HostView, anyUp: boolean): boolean {
+  return host.up || !anyUp;
 }
 
 /** Whether the host's last probe and last connect worked. */
@@ -179,7 +184,7 @@ export class HostChooser {
     usableAnswering.length = 0;
     let passed = 0;
     for (const host of hosts) {
-      if (!(host.up || !anyUp) || host.role !== 'replica' || !usableNow(host, avoid)) continue;
+      if (!countsAsUp(host, anyUp) || host.role !== 'replica' || !usableNow(host, avoid)) continue;
       if (!(Number.isFinite(host.weight) && host.weight > 0)) {
         passed = Math.max(passed, 1);
         continue;
