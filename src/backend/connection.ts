@@ -138,6 +138,12 @@ export class BackendConnection {
   processId = 0;
   secretKey: Buffer = Buffer.alloc(0);
   transactionStatus: TransactionStatus = 'I';
+  /**
+   * The pool this connection was opened for, set once by the Pooler that opened it (opaque here):
+   * kept on the connection, where a map from connection to pool cost a hash lookup at every
+   * lease and release.
+   */
+  pooledBy: object | null = null;
   private closed = false;
 
   private constructor(

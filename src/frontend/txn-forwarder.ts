@@ -48,7 +48,7 @@ import { ALL_TYPES, Framer, FramingError, payloadStart, typeSet } from '../proto
 import { encodeQuery, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { GarbageBound } from '../lib/garbage-bound.ts';
-import type { ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
+import type { LeaseWaiter, ReleaseOutcome, ServerPool, ServerRequest } from '../pool/server-pool.ts';
 import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
@@ -99,14 +99,15 @@ const NOTHING = Buffer.alloc(0);
 /** Every message type a client may send after login (Postgres ends the session on any other). */
 const FRONTEND_TYPES = typeSet('QPBEFCDHSXdcf');
 
-export class TxnForwarder implements ServerSink {
+export class TxnForwarder implements ServerSink, LeaseWaiter {
   private readonly clientFramer: Framer;
   /** The client chunk being framed (onClientData). */
   private clientChunk: Buffer | null = null;
   /** In place: the inspected messages of every answer (CommandComplete, ReadyForQuery) are read where they lie. */
   private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT, true);
   private lease: BackendConnection | null = null;
-  private acquiring = false;
+  /** While a lease is awaited (waitFor): the routing decision it is for (see leaseSettled). */
+  private awaited: RouteDecision | null = null;
   private readonly plan = new ResponsePlan();
   private readonly requests: RequestBuilder;
   /** How the transaction now ending ended, from CommandComplete tags; and whether it saw an error. */
@@ -196,7 +197,7 @@ export class TxnForwarder implements ServerSink {
 
   /** The client waits for a server connection or for its turn under the rate limit (SHOW CLIENTS, metrics). */
   get waiting(): boolean {
-    return this.acquiring || this.turnTimer !== null;
+    return this.awaited !== null || this.turnTimer !== null;
   }
 
   start(held: Buffer[]): void {
@@ -369,7 +370,7 @@ export class TxnForwarder implements ServerSink {
    * idle and is attached now; otherwise null, and pump() runs again once the pool hands one over.
    */
   private acquire(request: Request): BackendConnection | null {
-    if (this.acquiring) return null;
+    if (this.awaited !== null) return null;
     const { pool, routing } = this.options;
     const decision = routing.decide(request);
     const shared = routing.routeRequest(decision);
@@ -382,25 +383,29 @@ export class TxnForwarder implements ServerSink {
       return now;
     }
     meter.waitStarted();
-    this.acquiring = true;
     this.busy = true;
-    pool.waitFor(route, this.options.request, now, (err, server) => {
-      this.acquiring = false;
-      this.busy = false;
-      meter.waitEnded();
-      if (server !== null) {
-        if (this.stopped) return pool.release(server, 'reusable');
-        this.leased(server, decision);
-      } else if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') {
-        // No replica for a read: that request fails and the next may still run; anything else
-        // (no primary after failover.timeout, the upstream refusing us) fails what is queued.
-        this.failHead(err);
-      } else {
-        this.answerWithError(err);
-      }
-      this.pump();
-    });
+    this.awaited = decision;
+    pool.waitFor(route, this.options.request, now, this);
     return null;
+  }
+
+  /** The pool's answer to the wait acquire() began: a server for the request at the head of the queue, or why there is none. */
+  leaseSettled(err: unknown, server: BackendConnection | null): void {
+    const decision = this.awaited!;
+    this.awaited = null;
+    this.busy = false;
+    this.options.meter.waitEnded();
+    if (server !== null) {
+      if (this.stopped) return this.options.pool.release(server, 'reusable');
+      this.leased(server, decision);
+    } else if (err instanceof AmbassadorError && err.code === 'NO_REPLICA') {
+      // No replica for a read: that request fails and the next may still run; anything else
+      // (no primary after failover.timeout, the upstream refusing us) fails what is queued.
+      this.failHead(err);
+    } else {
+      this.answerWithError(err);
+    }
+    this.pump();
   }
 
   private leased(server: BackendConnection, decision: RouteDecision): void {

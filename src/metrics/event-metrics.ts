@@ -91,9 +91,6 @@ export class EventMetrics {
         return this.serverDisconnects.inc({ host: this.hostOf(event.key), reason: event.reason });
       case 'timeout':
         return this.acquireTimeouts.inc({ host: this.hostOf(event.key) });
-      case 'acquired':
-        // Waits are observed through TrafficObserver.poolWait (once per client wait).
-        return;
     }
   }
 

@@ -46,8 +46,13 @@ interface Entry<T> {
 /** Called once: with the connection, or with why there is none (timeout, failed connect, closed). */
 export type WaitCallback<T> = (err: unknown, conn: T | null) => void;
 
+/** wait()'s callback as an object: one whose method is told, where a closure per wait would be made. */
+export interface PoolWaiter<T> {
+  poolSettled(err: unknown, conn: T | null): void;
+}
+
 interface Waiter<T> {
-  readonly settle: WaitCallback<T>;
+  readonly target: PoolWaiter<T>;
   readonly enqueuedAt: number;
   job: CreateJob<T> | null;
   /** Served or failed: no longer waiting, though maybe still in the queue (see removeWaiter). */
@@ -90,8 +95,6 @@ export class ConnectionPool<T> {
   private waitTimer: Timer | null = null;
   private waitTimerDue = Infinity;
   private maintenanceTimer: Timer | null = null;
-  /** The event of every acquire served at once (one object, not one per acquire). */
-  private readonly acquiredAtOnce: PoolEvent;
   private closed = false;
   private readonly counts = { totalCreated: 0, connectAttempts: 0, connectFailures: 0 };
   private lastConnectError: string | null = null;
@@ -101,7 +104,6 @@ export class ConnectionPool<T> {
     this.random = deps.random ?? Math.random;
     this.onEvent = deps.onEvent;
     this.backoff = new FailureBackoff(options.retry, this.random);
-    this.acquiredAtOnce = Object.freeze({ type: 'acquired', key, waitMs: 0 });
     this.scheduleMaintenance();
     this.refill();
   }
@@ -116,10 +118,15 @@ export class ConnectionPool<T> {
    * not run inside another's release defer the work themselves.
    */
   wait(settle: WaitCallback<T>): void {
-    if (this.closed) return settle(this.closedError(), null);
+    this.waitAs({ poolSettled: settle });
+  }
+
+  /** wait() for a caller that is its own callback (poolSettled), as the hot path's hand-off is. */
+  waitAs(target: PoolWaiter<T>): void {
+    if (this.closed) return target.poolSettled(this.closedError(), null);
     const conn = this.tryAcquire();
-    if (conn !== null) return settle(null, conn);
-    this.waiters.push({ settle, enqueuedAt: this.clock.now(), job: null, gone: false });
+    if (conn !== null) return target.poolSettled(null, conn);
+    this.waiters.push({ target, enqueuedAt: this.clock.now(), job: null, gone: false });
     this.waiting++;
     this.armWaitTimer();
     this.pump();
@@ -132,7 +139,6 @@ export class ConnectionPool<T> {
     const entry = this.takeIdle(now);
     if (entry === null) return null;
     this.move(entry, 'active', undefined, now);
-    this.emit(this.acquiredAtOnce);
     return entry.conn;
   }
 
@@ -212,7 +218,7 @@ export class ConnectionPool<T> {
     this.waitTimer = null;
     for (let waiter = this.headWaiter(); waiter !== undefined; waiter = this.headWaiter()) {
       this.removeWaiter(waiter);
-      waiter.settle(this.closedError(), null);
+      waiter.target.poolSettled(this.closedError(), null);
     }
     while (this.idle[0]) this.move(this.idle[0], 'gone', 'pool-closed');
     for (const job of this.jobs) {
@@ -290,8 +296,7 @@ export class ConnectionPool<T> {
   private deliver(waiter: Waiter<T>, entry: Entry<T>, now = this.clock.now()): void {
     this.removeWaiter(waiter);
     this.move(entry, 'active', undefined, now);
-    this.emit({ type: 'acquired', key: this.key, waitMs: now - waiter.enqueuedAt });
-    waiter.settle(null, entry.conn);
+    waiter.target.poolSettled(null, entry.conn);
     this.pump();
   }
 
@@ -363,7 +368,7 @@ export class ConnectionPool<T> {
       this.removeWaiter(waiter);
       const waitedMs = now - waiter.enqueuedAt;
       this.emit({ type: 'timeout', key: this.key, waitMs: waitedMs });
-      waiter.settle(this.timeoutError(waitedMs), null);
+      waiter.target.poolSettled(this.timeoutError(waitedMs), null);
     }
     this.armWaitTimer(true);
     this.pump();
@@ -392,6 +397,7 @@ export class ConnectionPool<T> {
   // ---- connecting -----------------------------------------------------------------------------
 
   private unownedJob(): CreateJob<T> | null {
+    if (this.jobs.size === 0) return null; // the usual case; iterating an empty Set still makes an iterator
     for (const job of this.jobs) if (job.owner === null) return job;
     return null;
   }
@@ -473,7 +479,7 @@ export class ConnectionPool<T> {
     this.endJob(job);
     if (owner) {
       this.removeWaiter(owner);
-      owner.settle(err, null);
+      owner.target.poolSettled(err, null);
     }
     this.pump();
   }

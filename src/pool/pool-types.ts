@@ -53,7 +53,6 @@ export type PoolEvent =
   | { type: 'created'; key: string }
   | { type: 'destroyed'; key: string; reason: DestroyReason }
   | { type: 'connect-failed'; key: string; error: string; attempt: number }
-  | { type: 'acquired'; key: string; waitMs: number }
   | { type: 'timeout'; key: string; waitMs: number };
 
 export interface PoolDeps {

@@ -37,13 +37,13 @@ import type { HealthEvent } from '../health/events.ts';
 import { HealthMonitor, type HostState } from '../health/monitor.ts';
 import { BackendProber } from '../health/prober.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import { ConnectionPool, type PoolStats } from './connection-pool.ts';
+import { ConnectionPool, type PoolStats, type PoolWaiter } from './connection-pool.ts';
 import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailedAttempt, type FailoverDeps } from './failover.ts';
 import { claimPrimary, consideredUp, HostChooser, type Choice, type HostView } from './host-choice.ts';
 import { PauseGate, type PauseOutcome } from './pause-gate.ts';
 import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings } from './pooler-options.ts';
 import { poolSummary, serverRows, type PoolSummary, type ServerSnapshot, type SnapshotPool } from './pool-snapshot.ts';
-import type { HostEntry, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
+import type { HostEntry, LeaseWaiter, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
 import { UpstreamLogin, type LastLogin } from './upstream-login.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
 
@@ -56,6 +56,7 @@ export type { LastLogin, ServerConnect } from './upstream-login.ts';
 type Login = { user: string; database: string };
 
 type PoolEntry = SnapshotPool;
+type HostChoice = Choice & { host: HostView };
 
 /** One client login's pools (Pooler.clientPools). */
 interface ClientPools {
@@ -73,7 +74,6 @@ export class Pooler implements ServerPool {
   private readonly pools = new Map<string, PoolEntry>();
   /** Drained pools with connections still leased (see the file comment). */
   private readonly draining = new Set<PoolEntry>();
-  private readonly owner = new WeakMap<BackendConnection, PoolEntry>();
   private probing: boolean;
   private settings: PoolerSettings;
   private readonly clock: Clock;
@@ -100,6 +100,10 @@ export class Pooler implements ServerPool {
   private readonly clientPools = new WeakMap<ServerRequest, ClientPools>();
   /** Counts pools taken out of `pools`: a client's last pool is current while it is unchanged. */
   private poolsRemoved = 0;
+  private readonly handOffs = new HandOffs(
+    () => this.acquireSettled(),
+    (wait, err) => this.waitFailed(wait, err),
+  );
 
   constructor(private readonly options: PoolerOptions) {
     const { health } = options;
@@ -227,36 +231,32 @@ export class Pooler implements ServerPool {
     return conn;
   }
 
-  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void {
+  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, waiter: LeaseWaiter): void {
     const host = choice?.host as HostState | null | undefined;
     const entry = host ? this.entryOf(host, request) : undefined;
     if (this.closed || this.gate.paused || !host || host.breaker !== 'closed' || entry === undefined || entry.pool.isClosed) {
       this.acquireFor(route, request, choice).then(
-        (connection) => done(null, connection),
-        (err: unknown) => done(err, null),
+        (connection) => waiter.leaseSettled(null, connection),
+        (err: unknown) => waiter.leaseSettled(err, null),
       );
       return;
     }
     // What acquireFor's first attempt would do (acquireOn on the chosen host), without its
-    // promises: the pool calls back when a connection comes free. A failed wait goes on in the
-    // failover loop, its deadline counted from now.
-    const since = this.clock.now();
+    // promises: the pool tells the wait when a connection comes free. A failed wait goes on in
+    // the failover loop, its deadline counted from now.
     this.acquiring += 1;
     host.activeConnections += 1;
-    entry.pool.wait((err, connection) => {
-      if (connection !== null) {
-        this.acquireSettled();
-        // Not inside the release that freed it: the client goes on after it.
-        deferToMicrotask(() => done(null, connection));
-        return;
-      }
-      host.activeConnections -= 1;
-      this.acquiring -= 1; // acquirePastGate counts it again
-      this.acquirePastGate(route, request, null, { choice: choice as Choice & { host: HostView }, error: err, since }).then(
-        (next) => done(null, next),
-        (failure: unknown) => done(failure, null),
-      );
-    });
+    entry.pool.waitAs(new PoolWait(this.handOffs, route, request, choice as HostChoice, waiter, this.clock.now()));
+  }
+
+  /** A wait in waitFor failed (timeout, pool closed, failed connect): the failover loop takes it on. */
+  private waitFailed(wait: PoolWait, err: unknown): void {
+    (wait.choice.host as HostState).activeConnections -= 1;
+    this.acquiring -= 1; // acquirePastGate counts it again
+    this.acquirePastGate(wait.route, wait.request, null, { choice: wait.choice, error: err, since: wait.since }).then(
+      (next) => wait.waiter.leaseSettled(null, next),
+      (failure: unknown) => wait.waiter.leaseSettled(failure, null),
+    );
   }
 
   acquire(request: ServerRequest): Promise<BackendConnection> {
@@ -314,8 +314,8 @@ export class Pooler implements ServerPool {
   }
 
   release(connection: BackendConnection, outcome: ReleaseOutcome): void {
-    const entry = this.owner.get(connection);
-    if (entry === undefined) return connection.close(outcome === 'broken');
+    const entry = ownerOf(connection);
+    if (entry === null) return connection.close(outcome === 'broken');
     entry.host.activeConnections = Math.max(0, entry.host.activeConnections - 1);
     entry.pool.release(connection, outcome);
     if (entry.pool.isClosed && entry.pool.activeCount === 0) this.draining.delete(entry);
@@ -323,15 +323,15 @@ export class Pooler implements ServerPool {
   }
 
   roleOf(connection: BackendConnection): HostView['role'] {
-    return this.owner.get(connection)?.host.role ?? 'unknown';
+    return ownerOf(connection)?.host.role ?? 'unknown';
   }
 
   hostIdOf(connection: BackendConnection): string | null {
-    return this.owner.get(connection)?.host.id ?? null;
+    return ownerOf(connection)?.host.id ?? null;
   }
 
   demoted(connection: BackendConnection): boolean {
-    const host = this.owner.get(connection)?.host;
+    const host = ownerOf(connection)?.host;
     if (host === undefined) return false;
     // A host configured as a replica (a replica-only sidecar, which routing treats as the
     // primary because it is the only host) was never expected to take writes.
@@ -552,7 +552,7 @@ export class Pooler implements ServerPool {
         {
           create: async () => {
             const connection = await this.connectThroughBreaker(host, request);
-            this.owner.set(connection, entry);
+            connection.pooledBy = entry;
             return connection;
           },
           destroy: (connection) => connection.close(),
@@ -570,4 +570,67 @@ export class Pooler implements ServerPool {
 /** The ConnectionPool of one host, database and user. */
 function poolKey(host: HostView, request: ServerRequest): string {
   return `${host.id}/${request.database}/${request.user}`;
+}
+
+/** The pool `connection` was opened for (createEntry), or null for one no Pooler opened. */
+function ownerOf(connection: BackendConnection): PoolEntry | null {
+  return (connection.pooledBy as PoolEntry | null | undefined) ?? null; // undefined: a test's fake
+}
+
+/** One wait in Pooler.waitFor: the pool's callback, and what a failed wait goes on with. */
+class PoolWait implements PoolWaiter<BackendConnection> {
+  /** The connection the pool handed over, until the waiter is told. */
+  connection: BackendConnection | null = null;
+
+  constructor(
+    private readonly handOffs: HandOffs,
+    readonly route: RouteRequest,
+    readonly request: ServerRequest,
+    readonly choice: HostChoice,
+    readonly waiter: LeaseWaiter,
+    /** When the wait began (the failover loop's deadline counts from here). */
+    readonly since: number,
+  ) {}
+
+  poolSettled(err: unknown, connection: BackendConnection | null): void {
+    if (connection === null) return this.handOffs.failed(this, err);
+    this.connection = connection;
+    this.handOffs.served(this);
+  }
+}
+
+/**
+ * Connections handed to waits (PoolWait), told to their waiters after the release that freed
+ * them has returned (the releasing client is still inside its server's data handler): one
+ * microtask for every hand-off queued before it runs, not a closure and a microtask each.
+ */
+class HandOffs {
+  private readonly due: PoolWait[] = [];
+
+  constructor(
+    /** A wait got its connection (counted as an acquire that settled). */
+    private readonly settled: () => void,
+    readonly failed: (wait: PoolWait, err: unknown) => void,
+  ) {}
+
+  served(wait: PoolWait): void {
+    this.settled();
+    if (this.due.push(wait) === 1) deferToMicrotask(this.run);
+  }
+
+  private readonly run = (): void => {
+    const due = this.due;
+    let told = 0;
+    try {
+      // A hand-off queued while these run (a waiter's own release) joins this turn, behind them.
+      while (told < due.length) {
+        const wait = due[told++]!;
+        wait.waiter.leaseSettled(null, wait.connection);
+      }
+    } finally {
+      due.splice(0, told);
+      // Only after a waiter threw: the others are still told.
+      if (due.length > 0) deferToMicrotask(this.run);
+    }
+  };
 }

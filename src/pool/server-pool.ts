@@ -23,6 +23,14 @@ export interface RouteRequest {
 
 export type ReleaseOutcome = 'reusable' | 'broken';
 
+/**
+ * Who waits in waitFor: an object told once, where a callback would be a closure made per wait
+ * (a client in transaction pooling waits for a server on most transactions under load).
+ */
+export interface LeaseWaiter {
+  leaseSettled(err: unknown, connection: BackendConnection | null): void;
+}
+
 export interface ServerPool {
   /** Resolves once the hosts' roles are known (the first health round), using `request`'s login if needed. */
   ready(request: ServerRequest): Promise<void>;
@@ -50,11 +58,11 @@ export interface ServerPool {
    */
   tryAcquireFor(route: RouteRequest, request: ServerRequest): BackendConnection | Choice | null;
   /**
-   * acquireFor after tryAcquireFor made `choice`, for the hot path: the same outcome through a
-   * callback (never called synchronously), without a promise per wait when the chosen host's
-   * pool is only busy.
+   * acquireFor after tryAcquireFor made `choice`, for the hot path: the same outcome told to
+   * `waiter` (never synchronously, nor inside the release that freed the connection), without a
+   * promise per wait when the chosen host's pool is only busy.
    */
-  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, done: (err: unknown, connection: BackendConnection | null) => void): void;
+  waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, waiter: LeaseWaiter): void;
   /** A connection to the primary (logins, writes): acquireFor({ kind: 'write' }, request). */
   acquire(request: ServerRequest): Promise<BackendConnection>;
   /** A connection to a chosen host (no waiting, no second choice). */

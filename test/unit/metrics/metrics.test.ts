@@ -405,7 +405,6 @@ test('pool events: connects by host and result, disconnects by reason, acquire t
   metrics.poolEvent({ type: 'connect-failed', key: 'db1:5432/app/alice', error: 'ECONNREFUSED', attempt: 1 });
   metrics.poolEvent({ type: 'created', key: '/var/run/postgresql:5433/app/alice' });
   metrics.poolEvent({ type: 'destroyed', key: 'db1:5432/app/alice', reason: 'idle-timeout' });
-  metrics.poolEvent({ type: 'acquired', key: 'db1:5432/app/alice', waitMs: 3 });
   metrics.poolEvent({ type: 'timeout', key: 'db1:5432/app/alice', waitMs: 5000 });
   metrics.poolEvent({ type: 'created', key: 'gone:5432/app/alice' }); // a host no longer configured
   const samples = await scrape();

@@ -61,7 +61,8 @@ test('a released connection goes straight to the head waiter, never through idle
   check();
   assert.deepEqual(
     events.filter((e) => e.type !== 'created').map((e) => e.type),
-    ['acquired', 'acquired'],
+    [],
+    'the one connection served both: none destroyed, none opened again',
   );
 });
 
@@ -213,7 +214,7 @@ test('releasing a connection the pool did not lease throws', async () => {
 });
 
 test('tryAcquire leases an idle connection at once, and otherwise neither waits nor queues', async () => {
-  const { pool, factory, check, events } = setup({ size: 1 });
+  const { pool, factory, check } = setup({ size: 1 });
   assert.equal(pool.tryAcquire(), null, 'nothing idle yet: no lease');
   await settle();
   assert.deepEqual([pool.stats().waiting, factory.attemptTimes.length], [0, 0], 'a failed tryAcquire queues nothing and connects nothing');
@@ -222,7 +223,6 @@ test('tryAcquire leases an idle connection at once, and otherwise neither waits 
   pool.release(conn, 'reusable');
   assert.equal(pool.tryAcquire(), conn);
   assert.deepEqual([pool.stats().active, pool.stats().idle], [1, 0]);
-  assert.equal(events.filter((e) => e.type === 'acquired').length, 2);
   check();
   pool.release(conn, 'reusable');
   await pool.close();

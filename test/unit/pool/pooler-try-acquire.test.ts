@@ -51,7 +51,7 @@ test('waitFor: a connection freed later reaches the callback after the release t
   const record = (err: unknown, connection: BackendConnection | null): void => {
     outcomes.push({ err, connection });
   };
-  pooler.waitFor(write, REQUEST, choice, record);
+  pooler.waitFor(write, REQUEST, choice, { leaseSettled: record });
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(outcomes.length, 0, 'nothing free: it waits');
   pooler.release(first, 'reusable');
@@ -61,11 +61,41 @@ test('waitFor: a connection freed later reaches the callback after the release t
 
   const busy = pooler.tryAcquireFor(write, REQUEST);
   assert.ok(busy !== null && !isConnection(busy), 'still both leased');
-  pooler.waitFor(write, REQUEST, busy, record);
+  pooler.waitFor(write, REQUEST, busy, { leaseSettled: record });
   await clock.advanceAsync(5000);
   assert.equal(outcomes.length, 2);
   assert.equal(outcomes[1]!.connection, null);
   assert.equal((outcomes[1]!.err as unknown as { code?: string } | null)?.code, 'POOL_TIMEOUT', 'a healthy host that is only busy: the timeout itself');
+  pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  await pooler.close();
+});
+
+test('waitFor: connections freed in one task reach their waiters in turn, after the releases; one a waiter releases at once goes on to the next', async () => {
+  const { pooler, prober } = setupPooler([P]);
+  prober.answers.set(P, PRIMARY);
+  await pooler.ready(REQUEST);
+  const write = { kind: 'write' } as const;
+  const first = await pooler.acquireFor(write, REQUEST);
+  const second = await pooler.acquireFor(write, REQUEST);
+  const told: string[] = [];
+  const waiter = (name: string, releaseAtOnce = false) => ({
+    leaseSettled(err: unknown, connection: BackendConnection | null): void {
+      told.push(`${name}:${connection === first ? 'first' : connection === second ? 'second' : String(err)}`);
+      if (releaseAtOnce && connection !== null) pooler.release(connection, 'reusable');
+    },
+  });
+  for (const [name, releaseAtOnce] of [['a', true], ['b', false], ['c', false]] as const) {
+    const choice = pooler.tryAcquireFor(write, REQUEST);
+    assert.ok(choice !== null && !isConnection(choice), `${name}: both connections are leased (pool.size 2)`);
+    pooler.waitFor(write, REQUEST, choice, waiter(name, releaseAtOnce));
+  }
+  await new Promise((resolve) => setImmediate(resolve));
+  pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  assert.deepEqual(told, [], 'no waiter is told inside a release');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(told, ['a:first', 'b:second', 'c:first'], 'in the order they waited; a gave its connection back, and c got it');
   pooler.release(first, 'reusable');
   pooler.release(second, 'reusable');
   await pooler.close();
