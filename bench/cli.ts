@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { pgbenchDurationS, QUERY_MODES, WORKLOADS, type QueryMode, type Workload } from './pgbench.ts';
-import { ROOT, TARGETS, type TargetSpec } from './targets.ts';
+import { OTHER_BUILD, otherBuildTarget, ROOT, TARGETS, type TargetSpec } from './targets.ts';
 
 /** The memory bench: idle clients against these targets (transaction pooling), when selected. */
 export const MEMORY_TARGETS = ['ambassador-txn', 'pgbouncer'] as const;
@@ -19,7 +19,7 @@ export const DEFAULTS = { durationS: 10, quickDurationS: 3, repeats: 3, memoryCl
 export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat N] [--clients N,...] [--threads N] [--scale N]
                         [--pool-size N] [--workloads ${WORKLOAD_NAMES.join(',')}] [--memory] [--memory-clients N]
                         [--targets ${TARGETS.map((t) => t.name).join(',')}]
-                        [--modes ${QUERY_MODES.join(',')}] [--out DIR]
+                        [--modes ${QUERY_MODES.join(',')}] [--against REF] [--out DIR]
 
   --duration S     seconds per measured run (default ${DEFAULTS.durationS})
   --quick          ${DEFAULTS.quickDurationS} s runs instead of ${DEFAULTS.durationS} s (--duration wins)
@@ -45,6 +45,10 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
                    runs only the split workloads, ambassador and ambassador-txn only the others, node-pipe
                    (a bare Node.js byte pipe) and node-pool (a minimal pooler on Node, simple and extended)
                    only select-only, and ambassador-txn-cached (pool.cacheUnnamedStatements) select-only, by default -M extended only
+  --against REF    also run ambassador-txn built from git commit REF (as ${OTHER_BUILD}, right after
+                   ambassador-txn wherever it runs) and report ambassador-txn / ${OTHER_BUILD} per round: the
+                   way to measure a change on a machine whose speed drifts; e.g.
+                   --against HEAD~1 --targets ambassador-txn --workloads select-only --clients 32
   --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
 
   Wall time on 2 CPUs: the default run ~44 min (77 runs a round x 3 rounds of 10 s, 41 verification runs,
@@ -67,6 +71,8 @@ export interface BenchOptions {
   workloads: Workload[];
   memory: boolean;
   memoryClients: number;
+  /** --against: the git ref ambassador-txn-old is built from, or null. */
+  against: string | null;
   outDir: string;
 }
 
@@ -167,7 +173,7 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
       duration: { type: 'string' }, quick: { type: 'boolean' }, repeat: { type: 'string' }, clients: { type: 'string' },
       threads: { type: 'string' }, scale: { type: 'string' }, 'pool-size': { type: 'string' }, targets: { type: 'string' },
       modes: { type: 'string' }, workloads: { type: 'string' }, memory: { type: 'boolean' }, 'memory-clients': { type: 'string' },
-      out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      against: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
     allowPositionals: false,
@@ -175,6 +181,8 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
   if (values.help) return null;
   if (values.memory && values.workloads !== undefined) throw new Error('--memory is --workloads memory: give one of them');
   const workloadNames = values.memory ? [MEMORY] : pick('workloads', values.workloads, WORKLOAD_NAMES, (name) => name);
+  if (values.against !== undefined && values.against.trim() === '') throw new Error('--against: give a git ref (a commit, branch or tag)');
+  const other = values.against === undefined ? null : otherBuildTarget(values.against);
   const options: BenchOptions = {
     durationS: positiveInt('duration', values.duration, values.quick ? DEFAULTS.quickDurationS : DEFAULTS.durationS),
     repeats: positiveInt('repeat', values.repeat, DEFAULTS.repeats),
@@ -183,20 +191,34 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
     scale: positiveInt('scale', values.scale, 10),
     poolSize: positiveInt('pool-size', values['pool-size'], 20),
     // In the order given (the first is the baseline); by default the table's order, direct first.
-    targets: pick('targets', values.targets, targets, (target) => target.name),
+    targets: besideAmbassadorTxn(pick('targets', values.targets, other ? [...targets, other] : targets, (target) => target.name), other),
     explicitTargets: values.targets !== undefined,
     modes: pick('modes', values.modes, QUERY_MODES, (mode) => mode),
     workloads: WORKLOADS.filter((workload) => workloadNames.includes(workload.name)),
     memory: workloadNames.includes(MEMORY),
     memoryClients: positiveInt('memory-clients', values['memory-clients'], DEFAULTS.memoryClients),
+    against: values.against ?? null,
     outDir: values.out === undefined ? path.join(ROOT, 'bench', 'results') : path.resolve(values.out),
   };
   checkTargets(options);
   return options;
 }
 
+/** The selection with `other` (--against's build) right after ambassador-txn, named in --targets or not. */
+function besideAmbassadorTxn(selected: TargetSpec[], other: TargetSpec | null): TargetSpec[] {
+  if (other === null) return selected;
+  const rest = selected.filter((target) => target !== other);
+  const at = rest.findIndex((target) => target.name === 'ambassador-txn');
+  return at < 0 ? rest : [...rest.slice(0, at + 1), other, ...rest.slice(at + 1)];
+}
+
 /** Every target named in --targets must have work; so must the selection as a whole. */
 function checkTargets(options: BenchOptions): void {
+  if (options.against !== null) {
+    if (!options.targets.some((target) => target.name === 'ambassador-txn')) {
+      throw new Error(`--against compares ambassador-txn with ${OTHER_BUILD}: select ambassador-txn too (--targets ambassador-txn,...)`);
+    }
+  }
   const groups = runGroups(options);
   const memory = memoryTargets(options);
   if (options.explicitTargets) {

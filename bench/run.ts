@@ -31,10 +31,11 @@ import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchClust
 import { issueGoals } from './goals.ts';
 import { renderComparisons, renderMarkdown, renderTable } from './markdown.ts';
 import { MEMORY_DEFAULTS, measureIdleMemory } from './memory.ts';
+import { resolveCommit } from './other-build.ts';
 import { initPgbench, pgbenchVersion, type Endpoint } from './pgbench.ts';
 import { summarize, summarizeScaling, type BenchReport, type MachineFacts, type MemoryResult, type RunRow, type TargetProblem } from './report.ts';
 import { firstLine, measureAll, verifyTargets, type Deaths, type RunContext } from './runs.ts';
-import { COMPARISONS, LATENCY_REFERENCE, type RunningTarget, type TargetSpec } from './targets.ts';
+import { COMPARISONS, LATENCY_REFERENCE, ROOT, type RunningTarget, type TargetSpec } from './targets.ts';
 
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
@@ -271,6 +272,15 @@ async function main(): Promise<number> {
   const startedMs = Date.now();
   const options = optionsOrExitCode(() => parseCli(process.argv.slice(2)), USAGE);
   if (typeof options === 'number') return options;
+  if (options.against !== null) {
+    // A ref that names no commit fails now, not after the cluster is up (prepare would leave the target out).
+    try {
+      resolveCommit(ROOT, options.against);
+    } catch (error) {
+      process.stderr.write(`${(error as Error).message}\n`);
+      return 2;
+    }
+  }
   const resources = new Resources();
   installSignalHandlers(resources);
   const unavailable: TargetProblem[] = [];

@@ -38,6 +38,7 @@ import { awaitOutput, supervise, targetLifecycle } from './child.ts';
 import { QUERY_MODES, type Endpoint, type QueryMode, type WorkloadKind } from './pgbench.ts';
 import { spawnNodePipe } from './node-pipe.ts';
 import { spawnNodePool } from './node-pool.ts';
+import { prepareOtherBuild, type OtherBuild } from './other-build.ts';
 import { ensurePgbouncer, spawnPgbouncer } from './pgbouncer.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -111,19 +112,24 @@ const direct: TargetSpec = {
   },
 };
 
-/** tsc -p tsconfig.build.json (dist/ is what bin/pg-ambassador.js runs); once per bench. */
+/** tsc -p tsconfig.build.json of this checkout (dist/ is what bin/pg-ambassador.js runs); once per bench. */
 let built: Promise<void> | undefined;
 export function buildAmbassador(log: (line: string) => void): Promise<void> {
-  built ??= new Promise((resolve, reject) => {
-    log('build: tsc -p tsconfig.build.json');
-    const tsc = spawn(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], {
-      cwd: ROOT,
+  built ??= compileAmbassador(ROOT, log);
+  return built;
+}
+
+/** tsc -p tsconfig.build.json in `root` (this checkout, or another build's directory), with this checkout's tsc. */
+function compileAmbassador(root: string, log: (line: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    log(`build: tsc -p ${root === ROOT ? 'tsconfig.build.json' : path.join(root, 'tsconfig.build.json')}`);
+    const tsc = spawn(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], {
+      cwd: root,
       stdio: 'inherit',
     });
     tsc.once('error', reject);
     tsc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build failed: tsc exited with ${code}`))));
   });
-  return built;
 }
 
 export type AmbassadorPoolMode = 'session' | 'transaction';
@@ -161,20 +167,22 @@ export interface AmbassadorTarget extends RunningTarget {
   output(): string;
 }
 
-export async function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup): Promise<AmbassadorTarget> {
+/** Starts the ambassador of this checkout, or of `build` (--against). */
+export async function spawnAmbassador(context: TargetContext, name: string, setup: AmbassadorSetup, build: OtherBuild | null = null): Promise<AmbassadorTarget> {
+  const root = build?.root ?? ROOT;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   const clientPassword = randomBytes(18).toString('base64url');
   writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, setup)), { mode: 0o600 });
 
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, [path.join(root, 'bin/pg-ambassador.js'), '--config', configFile], {
+    cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
   const supervised = supervise(child, name, dir, context.log);
   const { pool } = setup;
-  const details = `pool.mode=${pool.mode}, pool.size=${pool.size}${pool.cacheUnnamedStatements ? ', pool.cacheUnnamedStatements=true' : ''}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
+  const details = `${build ? `built from ${build.commit.slice(0, 12)}, ` : ''}pool.mode=${pool.mode}, pool.size=${pool.size}${pool.cacheUnnamedStatements ? ', pool.cacheUnnamedStatements=true' : ''}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
   const ports = await awaitOutput(child, supervised, name, (output) => {
     const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(output)?.[1];
@@ -214,6 +222,26 @@ const ambassadorTransaction: TargetSpec = {
   prepare: buildAmbassador,
   start: (context) => spawnAmbassador(context, 'ambassador-txn', { pool: { mode: 'transaction', size: context.poolSize } }),
 };
+
+/** The name of ambassador-txn built from --against REF. */
+export const OTHER_BUILD = 'ambassador-txn-old';
+
+/** ambassador-txn built from another commit (see other-build.ts): it runs wherever ambassador-txn does, right after it. */
+export function otherBuildTarget(ref: string): TargetSpec {
+  let build: OtherBuild | null = null;
+  return {
+    ...ambassadorTransaction,
+    name: OTHER_BUILD,
+    description: `ambassador-txn built from --against ${ref} (git archive of that commit, this checkout's node_modules), the same configuration`,
+    prepare: async (log) => {
+      build = await prepareOtherBuild(ROOT, ref, (root) => compileAmbassador(root, log), log);
+    },
+    start: (context) => {
+      if (build === null) throw new Error(`${OTHER_BUILD} started before it was built`);
+      return spawnAmbassador(context, OTHER_BUILD, { pool: { mode: 'transaction', size: context.poolSize } }, build);
+    },
+  };
+}
 
 const ambassadorTransactionCached: TargetSpec = {
   name: 'ambassador-txn-cached',
@@ -332,6 +360,7 @@ export const COMPARISONS: readonly Comparison[] = [
   },
   { numerator: 'ambassador-txn-cached', denominator: 'pgbouncer', note: 'pool.cacheUnnamedStatements: Postgres binds unnamed statements it parsed once (PgBouncer sends every Parse)' },
   { numerator: 'ambassador-txn-cached', denominator: 'ambassador-txn', note: 'what pool.cacheUnnamedStatements changes' },
+  { numerator: 'ambassador-txn', denominator: OTHER_BUILD, note: 'this checkout vs the build of --against REF, same configuration, alternated within each round' },
   { numerator: 'ambassador-txn', denominator: 'node-pipe', note: "the ambassador vs a bare byte pipe on Node's net streams (no pooling)" },
   { numerator: 'node-pipe', denominator: 'pgbouncer', note: "Node's net streams vs PgBouncer (transaction pooling)" },
   { numerator: 'node-pipe', denominator: 'pgbouncer-session', note: "Node's net streams vs PgBouncer (session pooling)" },

@@ -109,7 +109,30 @@ test('--targets keeps the order given (the first is the baseline) and runs each 
   assert.deepEqual(parsed(['--targets', 'direct,direct']).targets.map((t) => t.name), ['direct']);
 });
 
+test('--against REF adds ambassador-txn built from REF right after ambassador-txn, in every group it runs in', () => {
+  const all = parsed(['--against', 'HEAD~1', '--workloads', 'select-only', '--clients', '32']);
+  assert.equal(all.against, 'HEAD~1');
+  assert.deepEqual(plan(all)['select-only prepared ×32'], ['direct', 'ambassador', 'ambassador-txn', 'ambassador-txn-old', 'pgbouncer-session', 'node-pipe']);
+  assert.deepEqual(
+    plan(all)['select-only extended ×32'],
+    ['direct', 'ambassador', 'ambassador-txn', 'ambassador-txn-old', 'ambassador-txn-cached', 'pgbouncer', 'node-pipe', 'node-pool'],
+  );
+  const old = all.targets.find((t) => t.name === 'ambassador-txn-old')!;
+  assert.match(old.description, /built from --against HEAD~1/);
+  // Named or not in --targets, it goes right after ambassador-txn.
+  for (const named of ['pgbouncer,ambassador-txn', 'ambassador-txn-old,pgbouncer,ambassador-txn']) {
+    const options = parsed(['--against', 'main', '--targets', named, '--workloads', 'tpcb']);
+    assert.deepEqual(options.targets.map((t) => t.name), ['pgbouncer', 'ambassador-txn', 'ambassador-txn-old'], named);
+    assert.deepEqual(plan(options)['tpcb prepared ×32'], ['ambassador-txn', 'ambassador-txn-old'], 'pgbouncer has no -M prepared; both builds run it');
+  }
+  assert.equal(parsed([]).against, null);
+  assert.ok(!parsed([]).targets.some((t) => t.name === 'ambassador-txn-old'), 'without --against there is no second build');
+});
+
 test('bad input is rejected with the reason', () => {
+  assert.throws(() => parseCli(['--against', 'HEAD~1', '--targets', 'direct,pgbouncer']), /--against compares ambassador-txn with ambassador-txn-old: select ambassador-txn too/);
+  assert.throws(() => parseCli(['--against', ' ']), /--against: give a git ref/);
+  assert.throws(() => parseCli(['--targets', 'ambassador-txn-old']), /--targets: unknown "ambassador-txn-old"/);
   assert.throws(() => parseCli(['--pool-size', '0']), /--pool-size expects a positive integer, got "0"/);
   assert.throws(() => parseCli(['--clients', '1,x']), /--clients expects a positive integer, got "x"/);
   assert.throws(() => parseCli(['--targets', 'pgpool']), /--targets: unknown "pgpool"; expected some of direct, ambassador, ambassador-txn, ambassador-txn-cached, ambassador-split, pgbouncer, pgbouncer-session/);
