@@ -112,16 +112,16 @@ export class ConnectionPool<T> {
     return new Promise<T>((resolve, reject) => this.wait((err, leased) => (leased === null ? reject(err) : resolve(leased))));
   }
 
-  /**
-   * acquire() without a promise, for the hot path: `settle` gets the connection as soon as one
-   * is free (synchronously, from whoever released it), or the error. Callers that would rather
-   * not run inside another's release defer the work themselves.
-   */
+  /** waitAs() with a callback. */
   wait(settle: WaitCallback<T>): void {
     this.waitAs({ poolSettled: settle });
   }
 
-  /** wait() for a caller that is its own callback (poolSettled), as the hot path's hand-off is. */
+  /**
+   * acquire() without a promise, for the hot path: `target` is told the connection as soon as one
+   * is free (synchronously, from whoever released it), or the error. Callers that would rather
+   * not run inside another's release defer the work themselves (Pooler's HandOffs).
+   */
   waitAs(target: PoolWaiter<T>): void {
     if (this.closed) return target.poolSettled(this.closedError(), null);
     const conn = this.tryAcquire();

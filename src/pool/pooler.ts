@@ -574,7 +574,7 @@ function poolKey(host: HostView, request: ServerRequest): string {
 
 /** The pool `connection` was opened for (createEntry), or null for one no Pooler opened. */
 function ownerOf(connection: BackendConnection): PoolEntry | null {
-  return (connection.pooledBy as PoolEntry | null | undefined) ?? null; // undefined: a test's fake
+  return connection.pooledBy as PoolEntry | null;
 }
 
 /** One wait in Pooler.waitFor: the pool's callback, and what a failed wait goes on with. */

@@ -58,6 +58,7 @@ function fakeConnection(target: { host: string; port: number }): BackendConnecti
   const connection = {
     target,
     isClosed: false,
+    pooledBy: null,
     socket,
     parameters: new Map<string, string>(),
     close(): void {
