@@ -27,7 +27,7 @@ import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
-import { literalShape } from './literal-shape.ts';
+import { literalShape, sameLiteralShape } from './literal-shape.ts';
 import { tokenize } from './sql-lexer.ts';
 import {
   judgeStatement,
@@ -230,11 +230,13 @@ export class Classifier {
   /**
    * The last text classified from the cache, and its classification. A prepared statement, or an
    * unnamed one parsed again, brings the same string on every execution (request-builder.ts), and
-   * comparing it costs far less than its literal shape and the hash of that. Only what the cache
-   * took (never a text too long for it); dropped whenever an entry may change (setCatalog,
-   * learnWrite).
+   * comparing it costs far less than its literal shape and the hash of that; so does telling
+   * that a text differs from it only in numbers (`lastShaped`: it was cached by its literal
+   * shape), as each execution of one simple Query does. Only what the cache took (never a text
+   * too long for it); dropped whenever an entry may change (setCatalog, learnWrite).
    */
   private lastText: string | null = null;
+  private lastShaped = false;
   private lastClassification: Readonly<Classification> | null = null;
 
   /** Throws unless the parser module is loaded (use createClassifier()). */
@@ -271,21 +273,33 @@ export class Classifier {
       this.counters.misses += 1;
       return this.judge(sql);
     }
+    if (this.lastShaped && sameLiteralShape(this.lastText!, sql)) {
+      this.counters.hits += 1;
+      return this.remember(sql, true, this.lastClassification!);
+    }
     const key = cacheKey(sql);
     const cached = this.cache.get(key);
     if (cached !== undefined) {
       this.counters.hits += 1;
-      return this.remember(sql, cached);
+      return this.remember(sql, key !== sql, cached);
     }
     this.counters.misses += 1;
     const result = this.learned.get(key) ?? this.judge(sql);
     // Remembered only when cached: what the cache may not hold (too large), neither may this.
     if (result.reason === 'too-large' || !this.cache.set(key, result)) return result;
-    return this.remember(sql, result);
+    return this.remember(sql, key !== sql, result);
   }
 
-  private remember(sql: string, classification: Readonly<Classification>): Readonly<Classification> {
+  private forgetLast(): void {
+    this.lastText = null;
+    this.lastShaped = false;
+    this.lastClassification = null;
+  }
+
+  /** `shaped`: the text is cached by its literal shape (its key is not the text itself). */
+  private remember(sql: string, shaped: boolean, classification: Readonly<Classification>): Readonly<Classification> {
     this.lastText = sql;
+    this.lastShaped = shaped;
     this.lastClassification = classification;
     return classification;
   }
@@ -294,7 +308,7 @@ export class Classifier {
   setCatalog(functions: FunctionCatalog): void {
     this.policy = { ...this.policy, catalog: functions };
     this.cache.clear();
-    this.lastText = null;
+    this.forgetLast();
   }
 
   /**
@@ -310,7 +324,7 @@ export class Classifier {
     // By shape: the same statement with other numbers would be refused the same way.
     this.learned.set(key, learned);
     this.cache.set(key, learned);
-    this.lastText = null;
+    this.forgetLast();
   }
 
   stats(): ClassifierStats {
@@ -352,8 +366,14 @@ export class Classifier {
   }
 }
 
+/**
+ * A text's cache key: its literal shape behind a NUL, or the text itself. So a shape is never
+ * the key of a text a server runs (the protocol ends a query text at its first NUL, and a server
+ * refuses one with bytes after it): `select ?`, a syntax error, is not taken for `select 1`.
+ */
 function cacheKey(sql: string): string {
-  return literalShape(sql) ?? sql;
+  const shape = literalShape(sql);
+  return shape === null ? sql : `\0${shape}`;
 }
 
 /** One line, e.g. `write reason=dml kind=query statements=1 hint=primary`. */

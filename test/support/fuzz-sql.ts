@@ -11,7 +11,7 @@ import fc from 'fast-check';
 
 import { Classifier, createClassifier, InMemoryFunctionCatalog } from '../../src/router/classifier.ts';
 import { readHints } from '../../src/router/classifier-hints.ts';
-import { literalShape } from '../../src/router/literal-shape.ts';
+import { literalShape, sameLiteralShape } from '../../src/router/literal-shape.ts';
 import { analyzeSessionEffects, plainQueryBytes, plainStatement, SessionEffectsCache, type StatementEffects } from '../../src/router/session-effects.ts';
 import { isSignificant, splitStatements, tokenize, type Token } from '../../src/router/sql-lexer.ts';
 import { CORPUS, CORPUS_FUNCTIONS } from '../unit/router/classifier-corpus.ts';
@@ -213,6 +213,35 @@ function withNumbers(sql: string, numbers: readonly string[]): string {
   return sql.replace(NUMBER, () => numbers[i++ % numbers.length]!);
 }
 
+/**
+ * A text with a literal shape and another to compare it with: the same with other numbers, the
+ * same with any of its digits changed (names' digits too), the same with pieces written over it
+ * (a number turned into a word, a quote, a comment), or any text.
+ */
+const shapePairs: fc.Arbitrary<[string, string]> = fc.oneof(
+  numberVariants.map(({ sql, first, second }): [string, string] => [withNumbers(sql, first), withNumbers(sql, second)]),
+  fc.tuple(numberVariants, fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3 }), piece), { minLength: 1, maxLength: 3 })).map(([{ sql, first, second }, edits]): [string, string] => {
+    let text = withNumbers(sql, second);
+    for (const [at, remove, insert] of edits) {
+      const where = at % (text.length + 1);
+      text = text.slice(0, where) + insert + text.slice(where + remove);
+    }
+    return [withNumbers(sql, first), text];
+  }),
+  fc.tuple(numberVariants, fc.array(fc.constantFrom(...'0123456789x'), { minLength: 1, maxLength: 12 })).map(([{ sql, first }, digits]): [string, string] => {
+    const shaped = withNumbers(sql, first);
+    let n = 0;
+    return [shaped, shaped.replace(/[0-9]/g, (digit) => (n++ % 3 === 0 ? digits[n % digits.length]! : digit))];
+  }),
+  fc.tuple(sqlText, sqlText),
+);
+
+const sameShapeProperty = fuzzProperty('literal-shape', 'same-shape-walk-agrees-with-the-shapes', 500, shapePairs, ([shaped, text]) => {
+  const shape = literalShape(shaped);
+  fc.pre(shape !== null);
+  assert.equal(sameLiteralShape(shaped, text), literalShape(text) === shape, `"${shaped}" / "${text}"`);
+});
+
 /** Transaction effects that neither read nor write by themselves (classifier.ts). */
 const NEUTRAL = new Set(['commit', 'rollback', 'savepoint', 'release', 'rollback-to', 'follow']);
 
@@ -287,7 +316,7 @@ function sqlProperties(classifier: Classifier, fresh: () => Classifier): FuzzPro
     assert.deepEqual(joined, expected);
   });
 
-  return [lexerCovers, operatorRuns, hintsAreLeading, literalShapeProperty, classifiesAnything, shapeIsSound, writeAnywhere, effectsTotal, effectsCompose, megabyte(classifier)];
+  return [lexerCovers, operatorRuns, hintsAreLeading, literalShapeProperty, sameShapeProperty, classifiesAnything, shapeIsSound, writeAnywhere, effectsTotal, effectsCompose, megabyte(classifier)];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { createClassifier, EMPTY_FUNCTION_CATALOG } from '../../../src/router/classifier.ts';
-import { literalShape } from '../../../src/router/literal-shape.ts';
+import { literalShape, sameLiteralShape } from '../../../src/router/literal-shape.ts';
 import { CORPUS } from './classifier-corpus.ts';
 
 test('numeric literals of every form become one placeholder', () => {
@@ -58,4 +58,44 @@ test('the classifier shares one entry between texts of one shape, and a learned 
   classifier.learnWrite('SELECT refresh_totals(7)');
   assert.equal(classifier.classify('SELECT refresh_totals(8)').reason, 'learned-write');
   assert.equal(classifier.classify('SELECT refresh_totals(7)').reason, 'learned-write');
+});
+
+test('sameLiteralShape tells a text of the same shape without making one', () => {
+  const shaped = 'SELECT abalance FROM pgbench_accounts WHERE aid = 48213;';
+  for (const text of ['SELECT abalance FROM pgbench_accounts WHERE aid = 7;', 'SELECT abalance FROM pgbench_accounts WHERE aid = 1.5e3;', 'SELECT abalance FROM pgbench_accounts WHERE aid = 0x1F;']) {
+    assert.equal(sameLiteralShape(shaped, text), true, text);
+    assert.equal(literalShape(text), literalShape(shaped), text);
+  }
+  for (const text of [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 7',
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 7; ',
+    'SELECT abalance FROM pgbench_accounts WHERE aid = x;',
+    "SELECT abalance FROM pgbench_accounts WHERE aid = '7';",
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 7a;', // runs into a word: the exact text is its key
+    'select abalance FROM pgbench_accounts WHERE aid = 7;',
+  ]) {
+    assert.equal(sameLiteralShape(shaped, text), false, text);
+    assert.notEqual(literalShape(text), literalShape(shaped), text);
+  }
+  // A digit inside a name is the name's: it must be the same digit.
+  assert.equal(sameLiteralShape('select a1 from t where b = 2', 'select a1 from t where b = 3'), true);
+  assert.equal(sameLiteralShape('select a1 from t where b = 2', 'select a2 from t where b = 2'), false);
+});
+
+test('the text after one of its shape is answered from the last one, and no shape is a text', async () => {
+  const fresh = () => createClassifier({ functions: EMPTY_FUNCTION_CATALOG });
+  const classifier = await fresh();
+  const pgbench = (aid: number) => `SELECT abalance FROM pgbench_accounts WHERE aid = ${aid};`;
+  assert.equal(classifier.classify(pgbench(1)).route, 'read');
+  for (const text of [pgbench(2), pgbench(3), 'SELECT abalance FROM pgbench_accounts WHERE aid = 3x;', 'update t set a = 2 where id = 4', 'update t set a = 3 where id = 4']) {
+    assert.deepEqual(classifier.classify(text), (await fresh()).classify(text), text);
+  }
+  // `select ?` is a syntax error, whatever `select 1` (its shape's text) is.
+  assert.equal(classifier.classify('select 1').route, 'read');
+  assert.equal(classifier.classify('select ?').reason, 'parse-error');
+  // A learned write is not answered with the read before it, by the last text or by its shape.
+  assert.equal(classifier.classify('select * from orders where id = 1').route, 'read');
+  classifier.learnWrite('select * from orders where id = 5');
+  assert.equal(classifier.classify('select * from orders where id = 2').reason, 'learned-write');
+  assert.equal(classifier.classify('select * from orders where id = 3').reason, 'learned-write');
 });
