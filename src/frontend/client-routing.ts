@@ -32,7 +32,7 @@ import { decideRoute, shownDirective, type RouteDecision, type SessionRoute, typ
 import type { SessionEffect } from '../router/session-effects.ts';
 import { formatLsn, parseLsn } from '../pool/host-choice.ts';
 import type { RouteRequest, ServerRequest } from '../pool/server-pool.ts';
-import { textsOf, UNDECODED, type LocalStep, type Request } from './request-builder.ts';
+import { type MessageBytes, textsOf, UNDECODED, type LocalStep, type Request } from './request-builder.ts';
 
 /** The per-database classifiers (health/function-catalogs.ts implements it). */
 export interface ClassifierSource {
@@ -105,8 +105,14 @@ export class ClientRouting {
     const classifier = this.options.classifier;
     if (classifier === null) return WRITE_ALL;
     if (request.route === null) {
-      const texts = textsOf(request);
-      request.route = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
+      if (request.texts === UNDECODED) {
+        // One plain Query: classified from its bytes, most often without making a string of it.
+        const query = request.items[0] as MessageBytes;
+        request.route = decideRoute([classifier.classifyAsciiQuery(query.chunk, query.start + 5, query.end - 1)], this);
+      } else {
+        const texts = textsOf(request);
+        request.route = texts === null ? UNKNOWN_TEXT : decideRoute(texts.map((t) => classifier.classify(t)), this);
+      }
     }
     return request.route;
   }

@@ -27,7 +27,7 @@ import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
-import { literalShape, sameLiteralShape } from './literal-shape.ts';
+import { literalShape, sameLiteralShape, sameLiteralShapeBytes } from './literal-shape.ts';
 import { tokenize } from './sql-lexer.ts';
 import {
   judgeStatement,
@@ -238,6 +238,8 @@ export class Classifier {
   private lastText: string | null = null;
   private lastShaped = false;
   private lastClassification: Readonly<Classification> | null = null;
+  /** lastText's bytes, when a simple Query brought it (classifyAsciiQuery); else null. */
+  private lastBytes: Buffer | null = null;
 
   /** Throws unless the parser module is loaded (use createClassifier()). */
   constructor(options: ClassifierOptions) {
@@ -290,10 +292,29 @@ export class Classifier {
     return this.remember(sql, key !== sql, result);
   }
 
+  /**
+   * classify() for the text of a simple Query as it came, `bytes[start, end)`, ASCII only (a text
+   * plainQueryBytes took: request-builder.ts UNDECODED). The text after one of its literal shape
+   * (or the same text) is told from its bytes, without making a string of it.
+   */
+  classifyAsciiQuery(bytes: Buffer, start: number, end: number): Readonly<Classification> {
+    const last = this.lastBytes;
+    if (last !== null && end - start <= this.maxParseBytes && (this.lastShaped ? sameLiteralShapeBytes(last, bytes, start, end) : sameBytes(last, bytes, start, end))) {
+      this.counters.hits += 1;
+      return this.lastClassification!;
+    }
+    const sql = bytes.toString('utf8', start, end);
+    const classification = this.classify(sql);
+    // A copy: the client's chunk is not kept alive by it.
+    if (this.lastText === sql && this.lastBytes === null) this.lastBytes = Buffer.from(bytes.subarray(start, end));
+    return classification;
+  }
+
   private forgetLast(): void {
     this.lastText = null;
     this.lastShaped = false;
     this.lastClassification = null;
+    this.lastBytes = null;
   }
 
   /** `shaped`: the text is cached by its literal shape (its key is not the text itself). */
@@ -301,6 +322,7 @@ export class Classifier {
     this.lastText = sql;
     this.lastShaped = shaped;
     this.lastClassification = classification;
+    this.lastBytes = null;
     return classification;
   }
 
@@ -364,6 +386,13 @@ export class Classifier {
       return { route: 'write', reason: 'parse-error', kind: 'query', statements: 0 };
     }
   }
+}
+
+/** Whether `bytes[start, end)` are the bytes of `whole`. */
+function sameBytes(whole: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
+  if (end - start !== whole.length) return false;
+  for (let i = 0; i < whole.length; i++) if (whole[i] !== bytes[start + i]) return false;
+  return true;
 }
 
 /**

@@ -69,6 +69,57 @@ export function sameLiteralShape(shaped: string, text: string): boolean {
   return i === shaped.length && j === text.length;
 }
 
+/**
+ * sameLiteralShape for texts held as bytes, ASCII only (so each byte is its character):
+ * `shaped` whole, the other text `bytes[start, end)`. For the classifier's last simple Query,
+ * compared with the next one before a string is made of it.
+ */
+export function sameLiteralShapeBytes(shaped: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
+  let i = 0;
+  let j = start;
+  while (i < shaped.length && j < end) {
+    const c = shaped[i]!;
+    if (isDigit(c) && !(i > 0 && isIdentifierChar(shaped[i - 1]!))) {
+      if (!isDigit(bytes[j]!)) return false;
+      i = numberEndBytes(shaped, i, shaped.length);
+      j = numberEndBytes(bytes, j, end);
+      continue;
+    }
+    if (bytes[j] !== c) return false;
+    i++;
+    j++;
+  }
+  return i === shaped.length && j === end;
+}
+
+/** numberEnd over bytes[start, end) (start is a digit): what lies at or past `end` is not the text's. */
+function numberEndBytes(bytes: Uint8Array, start: number, end: number): number {
+  const radix = byteAt(bytes, start, end) === 0x30 ? byteAt(bytes, start + 1, end) | 0x20 : 0;
+  if (radix === 0x78 || radix === 0x6f || radix === 0x62) {
+    let i = start + 2;
+    while (i < end && (isHexDigit(bytes[i]!) || bytes[i] === 0x5f)) i++;
+    return i;
+  }
+  let i = digitsEndBytes(bytes, start, end);
+  if (byteAt(bytes, i, end) === 0x2e && isDigit(byteAt(bytes, i + 1, end))) i = digitsEndBytes(bytes, i + 1, end);
+  if ((byteAt(bytes, i, end) | 0x20) === 0x65) {
+    const sign = byteAt(bytes, i + 1, end) === 0x2b || byteAt(bytes, i + 1, end) === 0x2d ? 1 : 0;
+    if (isDigit(byteAt(bytes, i + 1 + sign, end))) i = digitsEndBytes(bytes, i + 1 + sign, end);
+  }
+  return i;
+}
+
+function digitsEndBytes(bytes: Uint8Array, from: number, end: number): number {
+  let i = from;
+  while (i < end && (isDigit(bytes[i]!) || (bytes[i] === 0x5f && isDigit(byteAt(bytes, i + 1, end))))) i++;
+  return i;
+}
+
+/** bytes[i], or -1 past `end` (as charCodeAt past a string's end gives NaN). */
+function byteAt(bytes: Uint8Array, i: number, end: number): number {
+  return i < end ? bytes[i]! : -1;
+}
+
 function isDigit(c: number): boolean {
   return c >= 0x30 && c <= 0x39;
 }

@@ -99,3 +99,19 @@ test('the text after one of its shape is answered from the last one, and no shap
   assert.equal(classifier.classify('select * from orders where id = 2').reason, 'learned-write');
   assert.equal(classifier.classify('select * from orders where id = 3').reason, 'learned-write');
 });
+
+test('a simple Query is classified from its bytes as its text is, and never from another text', async () => {
+  const fresh = () => createClassifier({ functions: EMPTY_FUNCTION_CATALOG });
+  const classifier = await fresh();
+  // As a client's chunk holds it: a Query message, and bytes after it (an exponent, if read).
+  const ascii = (sql: string) => classifier.classifyAsciiQuery(Buffer.from(`Q\0\0\0\0${sql}e5`), 5, 5 + sql.length);
+  for (const sql of ['select * from orders where id = 1', 'select * from orders where id = 2', 'select * from orders where id = 2a', 'select now()', 'select now()', 'update orders set n = 1 where id = 2', 'update orders set n = 5 where id = 2']) {
+    assert.deepEqual(ascii(sql), (await fresh()).classify(sql), sql);
+  }
+  assert.equal(ascii('select * from orders where id = 1').route, 'read');
+  // The last text came as a string: the bytes of the one before say nothing any more.
+  assert.equal(classifier.classify('delete from orders where id = 9').route, 'write');
+  assert.equal(ascii('select * from orders where id = 2').route, 'read');
+  classifier.learnWrite('select * from orders where id = 7');
+  assert.equal(ascii('select * from orders where id = 3').reason, 'learned-write');
+});
