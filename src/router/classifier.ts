@@ -232,14 +232,20 @@ export class Classifier {
    * unnamed one parsed again, brings the same string on every execution (request-builder.ts), and
    * comparing it costs far less than its literal shape and the hash of that; so does telling
    * that a text differs from it only in numbers (`lastShaped`: it was cached by its literal
-   * shape), as each execution of one simple Query does. Only what the cache took (never a text
-   * too long for it); dropped whenever an entry may change (setCatalog, learnWrite).
+   * shape), as each execution of one simple Query does. Only a text whose key the cache took
+   * (never one too long for it); dropped whenever an entry may change (setCatalog, learnWrite).
    */
   private lastText: string | null = null;
   private lastShaped = false;
   private lastClassification: Readonly<Classification> | null = null;
-  /** lastText's bytes, when a simple Query brought it (classifyAsciiQuery); else null. */
-  private lastBytes: Buffer | null = null;
+  /**
+   * lastText's bytes, `lastChunk[lastStart, lastEnd)`, when a simple Query brought it
+   * (classifyAsciiQuery): the client's chunk it came in, kept as it is (nothing writes into a
+   * chunk read; one of at most KEPT_CHUNK_MAX bytes stays alive with it); null: none.
+   */
+  private lastChunk: Uint8Array | null = null;
+  private lastStart = 0;
+  private lastEnd = 0;
 
   /** Throws unless the parser module is loaded (use createClassifier()). */
   constructor(options: ClassifierOptions) {
@@ -265,6 +271,11 @@ export class Classifier {
    * that differ only in numbers share an entry; see literal-shape.ts), else by exact text.
    */
   classify(sql: string): Readonly<Classification> {
+    return this.lookUp(sql, true);
+  }
+
+  /** classify(); `tryShape` false: sameLiteralShape(lastText, sql) is known to be false. */
+  private lookUp(sql: string, tryShape: boolean): Readonly<Classification> {
     if (sql === this.lastText) {
       this.counters.hits += 1;
       return this.lastClassification!;
@@ -275,7 +286,7 @@ export class Classifier {
       this.counters.misses += 1;
       return this.judge(sql);
     }
-    if (this.lastShaped && sameLiteralShape(this.lastText!, sql)) {
+    if (tryShape && this.lastShaped && sameLiteralShape(this.lastText!, sql)) {
       this.counters.hits += 1;
       return this.remember(sql, true, this.lastClassification!);
     }
@@ -298,15 +309,24 @@ export class Classifier {
    * (or the same text) is told from its bytes, without making a string of it.
    */
   classifyAsciiQuery(bytes: Buffer, start: number, end: number): Readonly<Classification> {
-    const last = this.lastBytes;
-    if (last !== null && end - start <= this.maxParseBytes && (this.lastShaped ? sameLiteralShapeBytes(last, bytes, start, end) : sameBytes(last, bytes, start, end))) {
-      this.counters.hits += 1;
-      return this.lastClassification!;
+    const last = this.lastChunk;
+    if (last !== null && end - start <= this.maxParseBytes) {
+      const same = this.lastShaped
+        ? sameLiteralShapeBytes(last, this.lastStart, this.lastEnd, bytes, start, end)
+        : sameBytes(last, this.lastStart, this.lastEnd, bytes, start, end);
+      if (same) {
+        this.counters.hits += 1;
+        return this.lastClassification!;
+      }
     }
     const sql = bytes.toString('utf8', start, end);
-    const classification = this.classify(sql);
-    // A copy: the client's chunk is not kept alive by it.
-    if (this.lastText === sql && this.lastBytes === null) this.lastBytes = Buffer.from(bytes.subarray(start, end));
+    // The bytes of the last text said no: so would its string.
+    const classification = this.lookUp(sql, last === null);
+    if (this.lastText === sql && this.lastChunk === null && bytes.length <= KEPT_CHUNK_MAX) {
+      this.lastChunk = bytes;
+      this.lastStart = start;
+      this.lastEnd = end;
+    }
     return classification;
   }
 
@@ -314,7 +334,7 @@ export class Classifier {
     this.lastText = null;
     this.lastShaped = false;
     this.lastClassification = null;
-    this.lastBytes = null;
+    this.lastChunk = null;
   }
 
   /** `shaped`: the text is cached by its literal shape (its key is not the text itself). */
@@ -322,7 +342,7 @@ export class Classifier {
     this.lastText = sql;
     this.lastShaped = shaped;
     this.lastClassification = classification;
-    this.lastBytes = null;
+    this.lastChunk = null;
     return classification;
   }
 
@@ -388,10 +408,13 @@ export class Classifier {
   }
 }
 
-/** Whether `bytes[start, end)` are the bytes of `whole`. */
-function sameBytes(whole: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
-  if (end - start !== whole.length) return false;
-  for (let i = 0; i < whole.length; i++) if (whole[i] !== bytes[start + i]) return false;
+/** Largest client chunk the classifier keeps for the bytes of its last simple Query (classifyAsciiQuery). */
+const KEPT_CHUNK_MAX = 16 * 1024;
+
+/** Whether `bytes[start, end)` are `kept[keptStart, keptEnd)`. */
+function sameBytes(kept: Uint8Array, keptStart: number, keptEnd: number, bytes: Uint8Array, start: number, end: number): boolean {
+  if (end - start !== keptEnd - keptStart) return false;
+  for (let i = keptStart, j = start; i < keptEnd; i++, j++) if (kept[i] !== bytes[j]) return false;
   return true;
 }
 

@@ -9,7 +9,8 @@
 // exact text as the key. So does a text with a quote, dollar, backslash or comment (strings
 // carry directive values and hints, comments carry hints, and only the lexer reads those right),
 // and a text where a number runs straight into a word (`1into`), which the parser splits in ways
-// a key must not blur. PURE.
+// a key must not blur; and a text with a `?`, whose shape could be another text's (`select ?, 2`
+// and `select 1, 2`). PURE.
 
 /** Names of the options and settings whose numeric values are booleans (EXPLAIN ANALYSE is ANALYZE). */
 const BOOLEAN_NUMBERS = /analy[sz]e|read_only|ambassador/i;
@@ -21,7 +22,8 @@ export function literalShape(sql: string): string | null {
   let copied = 0;
   for (let i = 0; i < sql.length; ) {
     const c = sql.charCodeAt(i);
-    if (c === 0x27 || c === 0x22 || c === 0x24 || c === 0x5c) return null; // ' " $ \
+    // ' " $ \, and ? (a text holding the placeholder would share the shape of another).
+    if (c === 0x27 || c === 0x22 || c === 0x24 || c === 0x5c || c === 0x3f) return null;
     if ((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a)) return null; // -- /*
     if (!isDigit(c) || (i > 0 && isIdentifierChar(sql.charCodeAt(i - 1)))) {
       i++;
@@ -42,7 +44,7 @@ export function literalShape(sql: string): string | null {
  * builds nothing (for the classifier's last text, see Classifier.classify). Both are walked in
  * step: a number in one must be a number in the other, anything else the same character.
  *
- * Why nothing else needs checking: `shaped` holds no quote, dollar, backslash or comment opener,
+ * Why nothing else needs checking: `shaped` holds no quote, dollar, backslash, `?` or comment opener,
  * no BOOLEAN_NUMBERS word and no number running into a word (its shape is not null), so a text
  * that matches it outside its numbers holds none either -- a number is bounded by characters
  * that continue no identifier, so no such word can reach into one, and a `--` or `/*` would
@@ -71,17 +73,17 @@ export function sameLiteralShape(shaped: string, text: string): boolean {
 
 /**
  * sameLiteralShape for texts held as bytes, ASCII only (so each byte is its character):
- * `shaped` whole, the other text `bytes[start, end)`. For the classifier's last simple Query,
+ * `shaped[shapedStart, shapedEnd)` and `bytes[start, end)`. For the classifier's last simple Query,
  * compared with the next one before a string is made of it.
  */
-export function sameLiteralShapeBytes(shaped: Uint8Array, bytes: Uint8Array, start: number, end: number): boolean {
-  let i = 0;
+export function sameLiteralShapeBytes(shaped: Uint8Array, shapedStart: number, shapedEnd: number, bytes: Uint8Array, start: number, end: number): boolean {
+  let i = shapedStart;
   let j = start;
-  while (i < shaped.length && j < end) {
+  while (i < shapedEnd && j < end) {
     const c = shaped[i]!;
-    if (isDigit(c) && !(i > 0 && isIdentifierChar(shaped[i - 1]!))) {
+    if (isDigit(c) && !(i > shapedStart && isIdentifierChar(shaped[i - 1]!))) {
       if (!isDigit(bytes[j]!)) return false;
-      i = numberEndBytes(shaped, i, shaped.length);
+      i = numberEndBytes(shaped, i, shapedEnd);
       j = numberEndBytes(bytes, j, end);
       continue;
     }
@@ -89,7 +91,7 @@ export function sameLiteralShapeBytes(shaped: Uint8Array, bytes: Uint8Array, sta
     i++;
     j++;
   }
-  return i === shaped.length && j === end;
+  return i === shapedEnd && j === end;
 }
 
 /** numberEnd over bytes[start, end) (start is a digit): what lies at or past `end` is not the text's. */
@@ -97,8 +99,8 @@ function numberEndBytes(bytes: Uint8Array, start: number, end: number): number {
   const radix = byteAt(bytes, start, end) === 0x30 ? byteAt(bytes, start + 1, end) | 0x20 : 0;
   if (radix === 0x78 || radix === 0x6f || radix === 0x62) {
     let i = start + 2;
-    while (i < end && (isHexDigit(bytes[i]!) || bytes[i] === 0x5f)) i++;
-    return i;
+    while (i < end && radixDigit(bytes[i]!, radix)) i++;
+    return i > start + 2 ? i : start + 1;
   }
   let i = digitsEndBytes(bytes, start, end);
   if (byteAt(bytes, i, end) === 0x2e && isDigit(byteAt(bytes, i + 1, end))) i = digitsEndBytes(bytes, i + 1, end);
@@ -134,8 +136,9 @@ function numberEnd(sql: string, start: number): number {
   const radix = sql.charCodeAt(start) === 0x30 ? (sql.charCodeAt(start + 1) | 0x20) : 0;
   if (radix === 0x78 || radix === 0x6f || radix === 0x62) {
     let i = start + 2;
-    while (i < sql.length && (isHexDigit(sql.charCodeAt(i)) || sql.charCodeAt(i) === 0x5f)) i++;
-    return i;
+    while (i < sql.length && radixDigit(sql.charCodeAt(i), radix)) i++;
+    // A prefix without a digit of its radix (`0x`, `0b2`) is a 0 running into a word.
+    return i > start + 2 ? i : start + 1;
   }
   let i = digitsEnd(sql, start);
   if (sql.charCodeAt(i) === 0x2e && isDigit(sql.charCodeAt(i + 1))) i = digitsEnd(sql, i + 1);
@@ -150,6 +153,13 @@ function digitsEnd(sql: string, from: number): number {
   let i = from;
   while (i < sql.length && (isDigit(sql.charCodeAt(i)) || (sql.charCodeAt(i) === 0x5f && isDigit(sql.charCodeAt(i + 1))))) i++;
   return i;
+}
+
+/** A digit of the radix `0x`, `0o` or `0b` names (`radix`: x, o or b), or `_` between digits. */
+function radixDigit(c: number, radix: number): boolean {
+  if (c === 0x5f) return true;
+  if (radix === 0x78) return isHexDigit(c);
+  return radix === 0x6f ? c >= 0x30 && c <= 0x37 : c === 0x30 || c === 0x31;
 }
 
 function isHexDigit(c: number): boolean {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { createClassifier, EMPTY_FUNCTION_CATALOG } from '../../../src/router/classifier.ts';
-import { literalShape, sameLiteralShape } from '../../../src/router/literal-shape.ts';
+import { literalShape, sameLiteralShape, sameLiteralShapeBytes } from '../../../src/router/literal-shape.ts';
 import { CORPUS } from './classifier-corpus.ts';
 
 test('numeric literals of every form become one placeholder', () => {
@@ -27,6 +27,8 @@ test('texts whose strings, comments or run-on numbers matter keep their exact te
     "SET ambassador.min_lsn = '0/16B3748'",
     'select 1into t', // SELECT 1 INTO t: a write, which `select 1 t` is not
     'select 1e', 'select 0xg',
+    'select 0x', 'select 0b2f', 'select 0o8', // a radix prefix without a digit of its radix
+    'select ?, 2', // its shape would be that of `select 1, 2`
     "select E'\\\\' || 1",
   ]) {
     assert.equal(literalShape(sql), null, sql);
@@ -77,6 +79,10 @@ test('sameLiteralShape tells a text of the same shape without making one', () =>
     assert.equal(sameLiteralShape(shaped, text), false, text);
     assert.notEqual(literalShape(text), literalShape(shaped), text);
   }
+  // Bytes in a larger chunk: what lies before the text is not the text's (a digit opening it starts a number).
+  const kept = Buffer.from('Qa15 + x');
+  assert.equal(sameLiteralShapeBytes(kept, 3, kept.length, Buffer.from('Q\u00007 + x1'), 2, 7), true);
+  assert.equal(sameLiteralShapeBytes(kept, 3, kept.length, Buffer.from('Q\u00007 + y1'), 2, 7), false);
   // A digit inside a name is the name's: it must be the same digit.
   assert.equal(sameLiteralShape('select a1 from t where b = 2', 'select a1 from t where b = 3'), true);
   assert.equal(sameLiteralShape('select a1 from t where b = 2', 'select a2 from t where b = 2'), false);
@@ -90,9 +96,12 @@ test('the text after one of its shape is answered from the last one, and no shap
   for (const text of [pgbench(2), pgbench(3), 'SELECT abalance FROM pgbench_accounts WHERE aid = 3x;', 'update t set a = 2 where id = 4', 'update t set a = 3 where id = 4']) {
     assert.deepEqual(classifier.classify(text), (await fresh()).classify(text), text);
   }
-  // `select ?` is a syntax error, whatever `select 1` (its shape's text) is.
+  // `select ?` is a syntax error, whatever `select 1` (its shape's text) is; so is `select ?, 2`.
   assert.equal(classifier.classify('select 1').route, 'read');
   assert.equal(classifier.classify('select ?').reason, 'parse-error');
+  assert.equal(classifier.classify('select 1, 2').route, 'read');
+  assert.equal(classifier.classify('select now()').route, 'read');
+  assert.equal(classifier.classify('select ?, 2').reason, 'parse-error');
   // A learned write is not answered with the read before it, by the last text or by its shape.
   assert.equal(classifier.classify('select * from orders where id = 1').route, 'read');
   classifier.learnWrite('select * from orders where id = 5');
