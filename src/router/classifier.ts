@@ -306,7 +306,8 @@ export class Classifier {
   /**
    * classify() for the text of a simple Query as it came, `bytes[start, end)`, ASCII only (a text
    * plainQueryBytes took: request-builder.ts UNDECODED). The text after one of its literal shape
-   * (or the same text) is told from its bytes, without making a string of it.
+   * (or the same text) is told from its bytes, without making a string of it. The classifier may
+   * keep `bytes` to compare the next text with: the caller never writes into them afterwards.
    */
   classifyAsciiQuery(bytes: Buffer, start: number, end: number): Readonly<Classification> {
     const last = this.lastChunk;
