@@ -27,7 +27,7 @@ import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
-import { literalShape, sameLiteralShape, sameLiteralShapeBytes } from './literal-shape.ts';
+import { literalShape, sameLiteralShapeBytes } from './literal-shape.ts';
 import { tokenize } from './sql-lexer.ts';
 import {
   judgeStatement,
@@ -231,9 +231,9 @@ export class Classifier {
    * The last text classified from the cache, and its classification. A prepared statement, or an
    * unnamed one parsed again, brings the same string on every execution (request-builder.ts), and
    * comparing it costs far less than its literal shape and the hash of that; so does telling
-   * that a text differs from it only in numbers (`lastShaped`: it was cached by its literal
-   * shape), as each execution of one simple Query does. Only a text whose key the cache took
-   * (never one too long for it); dropped whenever an entry may change (setCatalog, learnWrite).
+   * that a simple Query differs from it only in numbers (classifyAsciiQuery; `lastShaped`: it was
+   * cached by its literal shape), as each execution of one does. Only a text whose key the cache
+   * took (never one too long for it); dropped whenever an entry may change (setCatalog, learnWrite).
    */
   private lastText: string | null = null;
   private lastShaped = false;
@@ -271,11 +271,6 @@ export class Classifier {
    * that differ only in numbers share an entry; see literal-shape.ts), else by exact text.
    */
   classify(sql: string): Readonly<Classification> {
-    return this.lookUp(sql, true);
-  }
-
-  /** classify(); `tryShape` false: sameLiteralShape(lastText, sql) is known to be false. */
-  private lookUp(sql: string, tryShape: boolean): Readonly<Classification> {
     if (sql === this.lastText) {
       this.counters.hits += 1;
       return this.lastClassification!;
@@ -285,10 +280,6 @@ export class Classifier {
       // builds a copy: some 100 ms for a 3 MB IN list of numbers) would be made for nothing.
       this.counters.misses += 1;
       return this.judge(sql);
-    }
-    if (tryShape && this.lastShaped && sameLiteralShape(this.lastText!, sql)) {
-      this.counters.hits += 1;
-      return this.remember(sql, true, this.lastClassification!);
     }
     const key = cacheKey(sql);
     const cached = this.cache.get(key);
@@ -321,8 +312,7 @@ export class Classifier {
       }
     }
     const sql = bytes.toString('utf8', start, end);
-    // The bytes of the last text said no: so would its string.
-    const classification = this.lookUp(sql, last === null);
+    const classification = this.classify(sql);
     if (this.lastText === sql && this.lastChunk === null && bytes.length <= KEPT_CHUNK_MAX) {
       this.lastChunk = bytes;
       this.lastStart = start;

@@ -39,42 +39,21 @@ export function literalShape(sql: string): string | null {
 }
 
 /**
- * Whether `text` has the literal shape of `shaped`, a text whose literalShape is not null: what
- * `literalShape(text) === literalShape(shaped)` says, read in one pass over both texts that
- * builds nothing (for the classifier's last text, see Classifier.classify). Both are walked in
- * step: a number in one must be a number in the other, anything else the same character.
+ * Whether `bytes[start, end)` has the literal shape of `shaped[shapedStart, shapedEnd)`, a text
+ * whose literalShape is not null; both ASCII only, so each byte is its character: what
+ * `literalShape(text) === literalShape(shaped)` says, read in one pass over both that builds
+ * nothing. For the classifier's last simple Query, compared with the next one before a string is
+ * made of it (Classifier.classifyAsciiQuery). Both are walked in step: a number in one must be a
+ * number in the other, anything else the same byte.
  *
- * Why nothing else needs checking: `shaped` holds no quote, dollar, backslash, `?` or comment opener,
- * no BOOLEAN_NUMBERS word and no number running into a word (its shape is not null), so a text
- * that matches it outside its numbers holds none either -- a number is bounded by characters
- * that continue no identifier, so no such word can reach into one, and a `--` or `/*` would
- * need a character `shaped` lacks. A digit after a matched character starts a number in both
- * texts or in neither, as that character is the same in both. After a number, `shaped` goes on
- * with a character that continues no identifier: `text` differs there if its number runs into
- * a word (`7a`, which literalShape leaves whole).
- */
-export function sameLiteralShape(shaped: string, text: string): boolean {
-  let i = 0;
-  let j = 0;
-  while (i < shaped.length && j < text.length) {
-    const c = shaped.charCodeAt(i);
-    if (isDigit(c) && !(i > 0 && isIdentifierChar(shaped.charCodeAt(i - 1)))) {
-      if (!isDigit(text.charCodeAt(j))) return false;
-      i = numberEnd(shaped, i);
-      j = numberEnd(text, j);
-      continue;
-    }
-    if (text.charCodeAt(j) !== c) return false;
-    i++;
-    j++;
-  }
-  return i === shaped.length && j === text.length;
-}
-
-/**
- * sameLiteralShape for texts held as bytes, ASCII only (so each byte is its character):
- * `shaped[shapedStart, shapedEnd)` and `bytes[start, end)`. For the classifier's last simple Query,
- * compared with the next one before a string is made of it.
+ * Why nothing else needs checking: `shaped` holds no quote, dollar, backslash, `?` or comment
+ * opener, no BOOLEAN_NUMBERS word and no number running into a word (its shape is not null), so
+ * a text that matches it outside its numbers holds none either -- a number is bounded by
+ * characters that continue no identifier, so no such word can reach into one, and a `--` or `/*`
+ * would need a character `shaped` lacks. A digit after a matched character starts a number in
+ * both texts or in neither, as that character is the same in both. After a number, `shaped` goes
+ * on with a character that continues no identifier: the other text differs there if its number
+ * runs into a word (`7a`, which literalShape leaves whole).
  */
 export function sameLiteralShapeBytes(shaped: Uint8Array, shapedStart: number, shapedEnd: number, bytes: Uint8Array, start: number, end: number): boolean {
   let i = shapedStart;
