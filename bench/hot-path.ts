@@ -6,14 +6,17 @@
 // the kernel's. Here the forwarder's own work (framing, the request builder, leasing, the response
 // plan, metering) runs alone and hot, so a cut in it shows as a steady difference in ns per
 // transaction. What it leaves out: reads and writes (the wire's onread and write are replaced by
-// the fake socket's events), the pool and host choice (a fake hands over its one server at once),
-// and the cold caches of a real run, where the same JavaScript costs several times more.
+// the fake socket's events), the pool and host choice (a fake hands over its one server at once;
+// --servers puts the real Pooler back), and the cold caches of a real run, where the same JavaScript costs several times more.
 //
 // `node --import tsx bench/hot-path.ts [--modes simple,extended,prepared] [--split]
-//  [--transactions N] [--rounds N] [--clients N]` prints one JSON line per mode: ns per
-// transaction in each round, and the median. --split routes through the classifier (a read goes
-// to the fake replica). --clients N runs N forwarders in turn (their state no longer all fits in
-// the CPU's caches, as in a real run). --cpu-prof (a node flag) gives the profile of the same loop.
+//  [--transactions N] [--rounds N] [--clients N] [--servers M]` prints one JSON line per mode: ns
+// per transaction in each round, and the median. --split routes through the classifier (a read
+// goes to the fake replica). --clients N runs N forwarders in turn (their state no longer all fits
+// in the CPU's caches, as in a real run). --servers M puts the N forwarders on M fake server
+// connections of a real Pooler instead, so that with N > M most requests wait for a lease and the
+// pool hands it over, as at 256 pgbench clients on a pool of 20 (one host: not with --split).
+// --cpu-prof (a node flag) gives the profile of the same loop.
 
 import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -30,6 +33,7 @@ import { ClientSessionState } from '../src/frontend/session-state.ts';
 import { DatabaseTraffic } from '../src/frontend/traffic.ts';
 import { TxnForwarder } from '../src/frontend/txn-forwarder.ts';
 import type { GarbageBound } from '../src/lib/garbage-bound.ts';
+import { Pooler } from '../src/pool/pooler.ts';
 import type { RouteRequest, ServerPool } from '../src/pool/server-pool.ts';
 import {
   BIND_COMPLETE,
@@ -84,11 +88,18 @@ class FakeClient extends EventEmitter {
   readonly received: Buffer[] = [];
   keep = false;
   bytes = 0;
+  /** The pooled driver's queue of answered clients, which this one joins on its answer. */
+  answered: FakeClient[] | null = null;
+  waitsForAnswer = false;
   isPaused(): boolean {
     return false;
   }
   write(bytes: Uint8Array): boolean {
     this.bytes += bytes.length;
+    if (this.waitsForAnswer && this.answered !== null) {
+      this.waitsForAnswer = false;
+      this.answered.push(this);
+    }
     if (this.keep) this.received.push(Buffer.from(bytes));
     return true;
   }
@@ -103,7 +114,12 @@ class FakeServer {
   readonly staleStatements = new Set<string>();
   stateKey = '';
   transactionStatus: 'I' | 'T' | 'E' = 'I';
-  readonly isClosed = false;
+  isClosed = false;
+  /** Set by the Pooler that opened it (the pooled driver's). */
+  pooledBy: unknown = null;
+  readonly socket = new EventEmitter();
+  /** The pooled driver's queue of servers with a request to answer, which this one joins on a request. */
+  due: FakeServer[] | null = null;
   readonly target = { host: '127.0.0.1', port: 5432 };
   sink: ServerSink | null = null;
   readonly written: Buffer[] = [];
@@ -119,12 +135,18 @@ class FakeServer {
     this.sink = null;
   }
   write(bytes: Uint8Array): boolean {
+    if (!this.pending && this.due !== null) this.due.push(this);
     this.pending = true;
     if (this.keep) this.written.push(Buffer.from(bytes));
     return true;
   }
   pause(): void {}
   resume(): void {}
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.socket.emit('close');
+  }
   /** A preparation (statements created before first use): Postgres would accept it. */
   exchange(): Promise<{ error: Buffer | null }> {
     return Promise.resolve({ error: null });
@@ -145,28 +167,13 @@ export interface HotPath {
 const ROOT_LOG = pino({ level: 'silent' });
 let sessions = 0;
 
-/** A TxnForwarder for one client of `mode`, its statement prepared when `mode` is prepared. */
-export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
+/** A TxnForwarder over `pool` for a new fake client, started. */
+async function startForwarder(pool: ServerPool, split: boolean): Promise<FakeClient> {
   const log = ROOT_LOG.child({ session: ++sessions });
-  const primary = new FakeServer('primary');
-  const replica = new FakeServer('replica');
-  const asServer = (server: FakeServer): BackendConnection => server as unknown as BackendConnection;
-  const serverOf = (connection: BackendConnection): FakeServer => connection as unknown as FakeServer;
-  const pool: Partial<ServerPool> = {
-    tryAcquireFor: (route: RouteRequest) => asServer(route.kind === 'read' ? replica : primary),
-    waitFor: () => {
-      throw new Error('the fake pool never makes a client wait');
-    },
-    release: () => {},
-    roleOf: (connection) => serverOf(connection).role,
-    hostIdOf: (connection) => `${serverOf(connection).role}:5432`,
-    demoted: () => false,
-    suspect: () => {},
-  };
   const routing = new ClientRouting({ classifier: split ? await createClassifier({ functions: EMPTY_FUNCTION_CATALOG }) : null, readYourWrites: 'off', route: 'auto', readOnlyDefault: false });
   const client = new FakeClient();
   const forwarder = new TxnForwarder(client as unknown as net.Socket, {
-    pool: pool as ServerPool,
+    pool,
     request: { user: 'app', database: 'bench', params: new Map() },
     state: new ClientSessionState(new Map([['user', 'app'], ['database', 'bench']])),
     effects: new SessionEffectsCache(),
@@ -187,6 +194,27 @@ export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
     onIdle: () => {},
   });
   forwarder.start([]);
+  return client;
+}
+
+/** A TxnForwarder for one client of `mode`, its statement prepared when `mode` is prepared. */
+export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
+  const primary = new FakeServer('primary');
+  const replica = new FakeServer('replica');
+  const asServer = (server: FakeServer): BackendConnection => server as unknown as BackendConnection;
+  const serverOf = (connection: BackendConnection): FakeServer => connection as unknown as FakeServer;
+  const pool: Partial<ServerPool> = {
+    tryAcquireFor: (route: RouteRequest) => asServer(route.kind === 'read' ? replica : primary),
+    waitFor: () => {
+      throw new Error('the fake pool never makes a client wait');
+    },
+    release: () => {},
+    roleOf: (connection) => serverOf(connection).role,
+    hostIdOf: (connection) => `${serverOf(connection).role}:5432`,
+    demoted: () => false,
+    suspect: () => {},
+  };
+  const client = await startForwarder(pool as ServerPool, split);
   const settle = async (): Promise<void> => {
     for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
   };
@@ -243,6 +271,102 @@ export async function measure(mode: HotMode, split: boolean, transactions: numbe
   return ns;
 }
 
+export interface PooledClients {
+  clients: FakeClient[];
+  /** The server connections the Pooler opened. */
+  servers: FakeServer[];
+  /** Answers `count` requests, each client sending its next one once answered. */
+  run(count: number): Promise<void>;
+}
+
+/**
+ * `clients` forwarders sharing `servers` connections of a real Pooler (one host), driven as
+ * pgbench drives them: each server answers in the order it got its request, its lease goes back
+ * and the pool hands it to the next waiter, and only then does the answered client send its next
+ * request. With more clients than servers nearly every request waits for a lease, as with 256
+ * pgbench clients on a pool of 20: the path (waitFor, the pool's hand-off, leaseSettled) that
+ * hotPath()'s fake pool, which hands its server over at once, never takes.
+ */
+export async function pooledClients(mode: HotMode, clients: number, servers: number): Promise<PooledClients> {
+  const due: FakeServer[] = [];
+  const answered: FakeClient[] = [];
+  const opened: FakeServer[] = [];
+  const pooler = new Pooler({
+    connector: { connect: () => Promise.reject(new Error('the bench opens fake connections')) },
+    hosts: [{ host: '127.0.0.1', port: 5432, role: 'primary' }],
+    tls: () => ({ mode: 'disable' }),
+    connectTimeoutMs: 10_000,
+    credentials: null,
+    maxMessageSize: 1 << 30,
+    // As the bench's ambassador-txn runs (the defaults but for the size).
+    pool: { size: servers, minIdle: 0, idleTimeoutMs: 600_000, maxLifetimeMs: 3_600_000, acquireTimeoutMs: 5_000, retry: { max: 0, initialDelayMs: 10, maxDelayMs: 10 } },
+    choice: { loadBalance: 'round-robin', maxReplicaLag: {}, readsFromPrimary: 'fallback' },
+    health: { intervalMs: 60_000, timeoutMs: 10_000, failureThreshold: 3, failoverTimeoutMs: 10_000, circuitBreaker: { threshold: 5, cooldownMs: 10_000 } },
+    probeLogin: { user: 'app', database: 'bench' },
+    log: ROOT_LOG,
+    connect: async () => {
+      const server = new FakeServer('primary');
+      server.due = due;
+      opened.push(server);
+      return server as unknown as BackendConnection;
+    },
+  });
+  const fakes: FakeClient[] = [];
+  for (let i = 0; i < clients; i++) {
+    const client = await startForwarder(pooler, false);
+    client.answered = answered;
+    fakes.push(client);
+    // PQprepare's Parse and Sync, answered by the forwarder itself.
+    if (mode === 'prepared') client.emit('data', Buffer.concat([encodeParse(STATEMENT, SELECT, NO_TYPES), SYNC]));
+  }
+  // Requests made up front: building them is not measured. Accounts vary as pgbench's do.
+  const requests = Array.from({ length: 4096 }, (_, i) => pgbenchRequest(mode, 1 + ((i * 7919) % 1_000_000)));
+  const answer = serverAnswer(mode);
+  let sent = 0;
+  const send = (client: FakeClient): void => {
+    client.waitsForAnswer = true;
+    // A copy, as the wire hands over each read.
+    client.emit('data', Buffer.from(requests[sent++ & 4095]!));
+  };
+  for (const client of fakes) send(client);
+  const run = async (count: number): Promise<void> => {
+    let stalls = 0;
+    for (let done = 0; done < count; ) {
+      const server = due.shift();
+      if (server === undefined) {
+        // Connections being opened, or a preparation under way: let them settle.
+        if (++stalls > 100) throw new Error('no server got a request');
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
+      stalls = 0;
+      server.pending = false;
+      if (server.sink === null) throw new Error('the server was let go before its answer');
+      server.sink.onServerData(Buffer.from(answer));
+      done++;
+      // The released lease's hand-off runs in a microtask, before the client's next request arrives.
+      await SETTLED;
+      for (let client = answered.shift(); client !== undefined; client = answered.shift()) send(client);
+    }
+  };
+  return { clients: fakes, servers: opened, run };
+}
+
+/** measure() over pooledClients(): ns per transaction when most requests wait for a lease. */
+export async function measurePooled(mode: HotMode, transactions: number, rounds: number, clients: number, servers: number): Promise<number[]> {
+  const pooled = await pooledClients(mode, clients, servers);
+  await pooled.run(Math.min(transactions, 50_000));
+  const ns: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const start = performance.now();
+    await pooled.run(transactions);
+    ns.push(((performance.now() - start) * 1e6) / transactions);
+  }
+  return ns;
+}
+
+const SETTLED = Promise.resolve();
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -251,6 +375,7 @@ async function main(): Promise<void> {
       transactions: { type: 'string', default: '200000' },
       rounds: { type: 'string', default: '5' },
       clients: { type: 'string', default: '1' },
+      servers: { type: 'string' },
     },
   });
   const modes = values.modes.split(',').map((mode) => {
@@ -269,9 +394,15 @@ async function main(): Promise<void> {
   const mode = modes[0]!;
   const clients = Number(values.clients);
   if (!Number.isInteger(clients) || clients < 1) throw new Error(`--clients expects a positive integer, got ${values.clients}`);
-  const ns = await measure(mode, values.split, Number(values.transactions), Number(values.rounds), clients);
+  const servers = values.servers === undefined ? null : Number(values.servers);
+  if (servers !== null && (!Number.isInteger(servers) || servers < 1)) throw new Error(`--servers expects a positive integer, got ${values.servers}`);
+  if (servers !== null && values.split) throw new Error('--servers runs one host: it does not go with --split');
+  const transactions = Number(values.transactions);
+  const rounds = Number(values.rounds);
+  const ns = servers === null ? await measure(mode, values.split, transactions, rounds, clients) : await measurePooled(mode, transactions, rounds, clients, servers);
   const median = [...ns].sort((a, b) => a - b)[Math.floor(ns.length / 2)]!;
-  console.log(JSON.stringify({ mode, split: values.split, clients, nsPerTransaction: ns.map(Math.round), median: Math.round(median) }));
+  const setup = servers === null ? { split: values.split, clients } : { clients, servers };
+  console.log(JSON.stringify({ mode, ...setup, nsPerTransaction: ns.map(Math.round), median: Math.round(median) }));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HOT_MODES, hotPath, measure, pgbenchRequest, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
+import { HOT_MODES, hotPath, measure, measurePooled, pgbenchRequest, pooledClients, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
 
 /** The request as the server must get it: the client's statement name replaced by the server's. */
 function expectedAtServer(mode: HotMode, aid: number, serverName: string | undefined): Buffer {
@@ -52,4 +52,33 @@ test('a transaction nothing answers is an error, not a figure', async () => {
   assert.throws(() => path.transaction(Buffer.from([0x48, 0, 0, 0, 4]), serverAnswer('simple')), /let go before its answer/);
   // Nothing at all: no server is asked.
   assert.throws(() => path.transaction(Buffer.alloc(0), serverAnswer('simple')), /no server got the request/);
+});
+
+for (const mode of HOT_MODES) {
+  test(`${mode}, pooled: clients beyond the pool wait their turn, and every answer reaches the client that asked`, async () => {
+    const pooled = await pooledClients(mode, 7, 3);
+    for (const client of pooled.clients) client.keep = true;
+    for (const server of [...pooled.servers]) server.keep = true;
+    await pooled.run(70);
+    assert.equal(pooled.servers.length, 3, 'the pool opened no more than its size');
+    // Each client's requests went out one at a time, and each got its own answer back whole.
+    const answer = serverAnswer(mode).toString('hex');
+    const answers = pooled.clients.map((client) => Buffer.concat(client.received).toString('hex'));
+    for (const [i, got] of answers.entries()) {
+      // A prepared client was answered its PQprepare by the forwarder first (ParseComplete, ReadyForQuery).
+      const own = mode === 'prepared' ? got.slice(got.indexOf(answer)) : got;
+      assert.equal(own.length % answer.length, 0, `client ${i} got whole answers`);
+      assert.equal(own, answer.repeat(own.length / answer.length), `client ${i} got only answers`);
+    }
+    const total = answers.reduce((sum, got) => sum + got.split(answer).length - 1, 0);
+    assert.equal(total, 70);
+    // The servers took turns: with 7 clients on 3 servers, each served more than one client.
+    for (const server of pooled.servers) assert.ok(server.written.length >= 10, `a server that served ${server.written.length} requests`);
+  });
+}
+
+test('measurePooled gives one figure per round', async () => {
+  const ns = await measurePooled('extended', 2000, 2, 9, 4);
+  assert.equal(ns.length, 2);
+  for (const value of ns) assert.ok(Number.isFinite(value) && value > 0, `${value}`);
 });
