@@ -120,13 +120,14 @@ export class ConnectionPool<T> {
   /**
    * acquire() without a promise, for the hot path: `target` is told the connection as soon as one
    * is free (synchronously, from whoever released it), or the error. Callers that would rather
-   * not run inside another's release defer the work themselves (Pooler's HandOffs).
+   * not run inside another's release defer the work themselves (Pooler's HandOffs). `now` is
+   * the pool clock's reading when the caller has just taken one (the wait's start).
    */
-  waitAs(target: PoolWaiter<T>): void {
+  waitAs(target: PoolWaiter<T>, now?: number): void {
     if (this.closed) return target.poolSettled(this.closedError(), null);
     const conn = this.tryAcquire();
     if (conn !== null) return target.poolSettled(null, conn);
-    this.waiters.push({ target, enqueuedAt: this.clock.now(), job: null, gone: false });
+    this.waiters.push({ target, enqueuedAt: now ?? this.clock.now(), job: null, gone: false });
     this.waiting++;
     this.armWaitTimer();
     this.pump();
@@ -134,7 +135,8 @@ export class ConnectionPool<T> {
 
   /** An idle connection leased at once, or null when acquire() would have to wait (or the pool is closed). */
   tryAcquire(): T | null {
-    if (this.closed) return null;
+    // Nothing idle (every request that waits asks twice: Pooler.tryAcquireFor, then waitAs): no clock read.
+    if (this.closed || this.idle.length === 0) return null;
     const now = this.clock.now();
     const entry = this.takeIdle(now);
     if (entry === null) return null;

@@ -45,6 +45,7 @@ import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings 
 import { poolSummary, serverRows, type PoolSummary, type ServerSnapshot, type SnapshotPool } from './pool-snapshot.ts';
 import type { HostEntry, LeaseWaiter, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
 import { UpstreamLogin, type LastLogin } from './upstream-login.ts';
+import { Fifo } from '../lib/fifo.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
 
 export { noHost } from './failover.ts';
@@ -246,7 +247,8 @@ export class Pooler implements ServerPool {
     // the failover loop, its deadline counted from now.
     this.acquiring += 1;
     host.activeConnections += 1;
-    entry.pool.waitAs(new PoolWait(this.handOffs, route, request, choice as HostChoice, waiter, this.clock.now()));
+    const now = this.clock.now();
+    entry.pool.waitAs(new PoolWait(this.handOffs, route, request, choice as HostChoice, waiter, now), now);
   }
 
   /** A wait in waitFor failed (timeout, pool closed, failed connect): the failover loop takes it on. */
@@ -605,7 +607,9 @@ class PoolWait implements PoolWaiter<BackendConnection> {
  * microtask for every hand-off queued before it runs, not a closure and a microtask each.
  */
 class HandOffs {
-  private readonly due: PoolWait[] = [];
+  /** A ring: an Array emptied after each turn costs a splice or a length store, runtime calls both. */
+  private readonly due = new Fifo<PoolWait>();
+  private running = false;
 
   constructor(
     /** A wait got its connection (counted as an acquire that settled). */
@@ -615,20 +619,18 @@ class HandOffs {
 
   served(wait: PoolWait): void {
     this.settled();
-    if (this.due.push(wait) === 1) deferToMicrotask(this.run);
+    this.due.push(wait);
+    // A hand-off queued while they run (a waiter's own release) joins this turn, behind them.
+    if (this.due.length === 1 && !this.running) deferToMicrotask(this.run);
   }
 
   private readonly run = (): void => {
     const due = this.due;
-    let told = 0;
+    this.running = true;
     try {
-      // A hand-off queued while these run (a waiter's own release) joins this turn, behind them.
-      while (told < due.length) {
-        const wait = due[told++]!;
-        wait.waiter.leaseSettled(null, wait.connection);
-      }
+      for (let wait = due.shift(); wait !== undefined; wait = due.shift()) wait.waiter.leaseSettled(null, wait.connection);
     } finally {
-      due.splice(0, told);
+      this.running = false;
       // Only after a waiter threw: the others are still told.
       if (due.length > 0) deferToMicrotask(this.run);
     }

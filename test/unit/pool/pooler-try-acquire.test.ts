@@ -5,12 +5,25 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BackendConnection } from '../../../src/backend/connection.ts';
+import type { Pooler } from '../../../src/pool/pooler.ts';
 import { settle } from './pool-fakes.ts';
 import { PRIMARY, REPLICA, REQUEST, setupPooler } from './pooler-fakes.ts';
 
 const P = 'db1:5432';
 const R1 = 'db2:5432';
 const R2 = 'db3:5432';
+
+const write = { kind: 'write' } as const;
+
+/** A Pooler on one primary whose pool (pool.size 2) has both its connections leased. */
+async function bothLeased(): Promise<{ pooler: Pooler; first: BackendConnection; second: BackendConnection }> {
+  const { pooler, prober } = setupPooler([P]);
+  prober.answers.set(P, PRIMARY);
+  await pooler.ready(REQUEST);
+  const first = await pooler.acquireFor(write, REQUEST);
+  const second = await pooler.acquireFor(write, REQUEST);
+  return { pooler, first, second };
+}
 
 const isConnection = (value: unknown): value is BackendConnection => value !== null && typeof value === 'object' && !('reason' in value);
 
@@ -42,7 +55,6 @@ test('waitFor: a connection freed later reaches the callback after the release t
   const { pooler, prober, clock } = setupPooler([P]);
   prober.answers.set(P, PRIMARY);
   await pooler.ready(REQUEST);
-  const write = { kind: 'write' } as const;
   const first = await pooler.acquireFor(write, REQUEST);
   const second = await pooler.acquireFor(write, REQUEST);
   const choice = pooler.tryAcquireFor(write, REQUEST);
@@ -72,12 +84,7 @@ test('waitFor: a connection freed later reaches the callback after the release t
 });
 
 test('waitFor: connections freed in one task reach their waiters in turn, after the releases; one a waiter releases at once goes on to the next', async () => {
-  const { pooler, prober } = setupPooler([P]);
-  prober.answers.set(P, PRIMARY);
-  await pooler.ready(REQUEST);
-  const write = { kind: 'write' } as const;
-  const first = await pooler.acquireFor(write, REQUEST);
-  const second = await pooler.acquireFor(write, REQUEST);
+  const { pooler, first, second } = await bothLeased();
   const told: string[] = [];
   const waiter = (name: string, releaseAtOnce = false) => ({
     leaseSettled(err: unknown, connection: BackendConnection | null): void {
@@ -101,12 +108,47 @@ test('waitFor: connections freed in one task reach their waiters in turn, after 
   await pooler.close();
 });
 
+test('waitFor: a waiter that throws when told keeps no other waiter from being told', async () => {
+  const { pooler, first, second } = await bothLeased();
+  const told: string[] = [];
+  for (const name of ['a', 'b']) {
+    const choice = pooler.tryAcquireFor(write, REQUEST);
+    assert.ok(choice !== null && !isConnection(choice), `${name}: both connections are leased (pool.size 2)`);
+    pooler.waitFor(write, REQUEST, choice, {
+      leaseSettled(_err: unknown, connection: BackendConnection | null): void {
+        told.push(`${name}:${connection === first ? 'first' : 'second'}`);
+        if (name === 'a') throw new Error('waiter a failed');
+      },
+    });
+  }
+  // The throw surfaces as an unhandled rejection (deferToMicrotask), caught here instead of by the runner.
+  const rejections: unknown[] = [];
+  const listeners = process.listeners('unhandledRejection');
+  process.removeAllListeners('unhandledRejection');
+  process.on('unhandledRejection', (reason) => rejections.push(reason));
+  try {
+    pooler.release(first, 'reusable');
+    pooler.release(second, 'reusable');
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.removeAllListeners('unhandledRejection');
+    for (const listener of listeners) process.on('unhandledRejection', listener);
+  }
+  assert.deepEqual(told, ['a:first', 'b:second'], 'b was told after a threw');
+  assert.deepEqual(
+    rejections.map((reason) => (reason as Error).message),
+    ['waiter a failed'],
+  );
+  pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  await pooler.close();
+});
+
 test('after a host\'s pool is drained, the next idle connection of its new pool is leased synchronously again', async () => {
   const answers = [['10.0.0.1'], ['10.0.0.2']];
   const { pooler, clock } = setupPooler(['db.example:5432'], { resolve: async () => (answers.length > 1 ? answers.shift()! : answers[0]!) });
   pooler.startHealth();
   await settle();
-  const write = { kind: 'write' } as const;
   const first = await pooler.acquire(REQUEST);
   pooler.release(first, 'reusable');
   const again = pooler.tryAcquireFor(write, REQUEST);
