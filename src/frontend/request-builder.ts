@@ -103,6 +103,12 @@ export function textsOf(request: Request): string[] | null {
   return decoded;
 }
 
+/** The current request before its first message (never added to: addItem and pushRaw replace it). */
+const NO_ITEMS: Item[] = [];
+
+/** A request's texts before its first (never added to: addText replaces it). */
+const NO_TEXTS: string[] = [];
+
 /** Plan entries that carry no state of their own are shared by every request. */
 const QUERY: PlanEntry = Object.freeze({ kind: 'query' });
 const SYNC: PlanEntry = Object.freeze({ kind: 'sync' });
@@ -167,7 +173,8 @@ export class RequestBuilder {
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
    */
   private unnamedInExchange = false;
-  private current: Item[] = [];
+  /** NO_ITEMS until the request's first message. */
+  private current: Item[] = NO_ITEMS;
   /** The message add() is taking, as MessageBytes has it, and its payload when the caller had one. */
   private chunk: Buffer = EMPTY;
   private start = 0;
@@ -178,7 +185,8 @@ export class RequestBuilder {
   private readonly readBindNames = () => decodeBindNames(this.chunk, (this.names ??= new NameCache()), this.start + 5, this.end);
   private readonly readTarget = () => decodeTarget(this.chunk, this.start + 5, this.end);
   private currentEffects: SessionEffect[] = [];
-  private currentTexts: string[] | null = [];
+  /** NO_TEXTS until the first text (see addText); null once one cannot be known. */
+  private currentTexts: string[] | null = NO_TEXTS;
   private currentBytes = 0;
   /** Every message of the current request so far is one the ambassador answers (see LocalStep). */
   private currentLocal = true;
@@ -251,7 +259,7 @@ export class RequestBuilder {
           this.replaceMessage(encodeQuery(sql));
         }
         this.addEffects(analysis.effects);
-        this.currentTexts?.push(sql);
+        this.addText(sql);
         return this.endRequest(type, QUERY, true);
       }
       case FrontendType.FunctionCall:
@@ -271,7 +279,7 @@ export class RequestBuilder {
         if (bound === undefined) this.currentTexts = null;
         else {
           this.addEffects(bound.effects);
-          this.currentTexts?.push(bound.text);
+          this.addText(bound.text);
         }
         if (bound?.local) this.local({ kind: 'execute', command: bound.local });
         else this.notLocal();
@@ -314,23 +322,39 @@ export class RequestBuilder {
     this.local({ kind: 'parse', command });
   }
 
+  /**
+   * Notes a text the request runs or prepares. Arrays of one or two are made as literals, sized
+   * to fit: the first push onto an empty array reserves 17 slots, and a request has one text (a
+   * simple Query, a Bind of a prepared statement) or two (Parse and Execute of the same text).
+   */
+  private addText(text: string): void {
+    const texts = this.currentTexts;
+    if (texts === null) return;
+    if (texts === NO_TEXTS) this.currentTexts = [text];
+    else if (texts.length === 1) this.currentTexts = [texts[0]!, text];
+    else texts.push(text);
+  }
+
   /** Before `map` changes at `key`: noted while a refused Parse's request is assembled (see undo). */
   private changing(map: Map<string, Prepared>, key: string): void {
-    if (this.undo === null) return;
-    const before = map.get(key);
-    this.undo.push(() => (before === undefined ? map.delete(key) : map.set(key, before)));
+    // The closure is made apart: a function whose variables a closure captures allocates their
+    // context on every call, even one that returns before making the closure.
+    if (this.undo !== null) this.undo.push(restoring(map, key));
   }
 
   /** Before the unnamed statement changes: noted while a refused Parse's request is assembled. */
   private changingUnnamed(): void {
-    if (this.undo === null) return;
+    if (this.undo !== null) this.undo.push(this.restoringUnnamed());
+  }
+
+  private restoringUnnamed(): () => void {
     const { unnamedParse, unnamedText, unnamedCommand, unnamedShared } = this;
-    this.undo.push(() => {
+    return () => {
       this.unnamedParse = unnamedParse;
       this.unnamedText = unnamedText;
       this.unnamedCommand = unnamedCommand;
       this.unnamedShared = unnamedShared;
-    });
+    };
   }
 
   /** The unnamed statement is gone (closed, or dropped by a Query): noted for undo, then forgotten. */
@@ -353,10 +377,22 @@ export class RequestBuilder {
     return (this.body ??= this.chunk.subarray(this.start + 5, this.end));
   }
 
-  /** The message being added goes on as it is. */
-  private pushRaw(type: number, entry: PlanEntry | null): void {
+  /** Adds a message to the current request (not its last: see pushRaw). */
+  private addItem(item: Item): void {
+    if (this.current === NO_ITEMS) this.current = [];
+    this.current.push(item);
+  }
+
+  /**
+   * Adds the message being read, to go on as it is. The message that ends a request (`last`) with
+   * nothing before it (a simple Query: most requests) makes an array literal of one slot, where
+   * the first push onto an empty array reserves 17.
+   */
+  private pushRaw(type: number, entry: PlanEntry | null, last = false): void {
     const { chunk, start, end } = this;
-    this.current.push({ kind: 'raw', type, chunk, start, end, entry });
+    const item: Item = { kind: 'raw', type, chunk, start, end, entry };
+    if (last && this.current === NO_ITEMS) this.current = [item];
+    else this.addItem(item);
     this.currentBytes += end - start;
   }
 
@@ -371,7 +407,7 @@ export class RequestBuilder {
     if (this.repeatsUnnamedParse()) {
       // The same bytes: the kept Parse stays the one to replay (no slice of this chunk is held),
       // and its text and effects are noted under '' already (only an unnamed Parse writes there).
-      this.currentTexts?.push(this.unnamedText!);
+      this.addText(this.unnamedText!);
       this.parseStep(this.unnamedCommand, '');
       const shared = this.unnamedShared;
       // Not decoded, hashed or copied again (still the client's unnamed statement: a Close of it,
@@ -387,7 +423,7 @@ export class RequestBuilder {
     const effects = this.effects.get(parse.query).effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
-    this.currentTexts?.push(parse.query);
+    this.addText(parse.query);
     // Declared parameter types: not one the ambassador answers (a directive takes none).
     const command = parse.paramTypes.readUInt16BE(0) === 0 ? this.localOf(parse.query) : null;
     // An invalid value is refused when the request is answered here (parseStep). In a request
@@ -423,7 +459,7 @@ export class RequestBuilder {
   }
 
   private pushParse(statement: ClientStatement, unnamed: boolean): null {
-    this.current.push({ kind: 'parse', statement, unnamed });
+    this.addItem({ kind: 'parse', statement, unnamed });
     this.currentBytes += ITEM_BYTES_RENAMED;
     return null;
   }
@@ -468,7 +504,7 @@ export class RequestBuilder {
     }
     // Otherwise a name the ambassador does not know goes as it is: the server answers 26000 as
     // Postgres would, or runs what the session prepared with SQL PREPARE (a pinned session).
-    this.current.push({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse });
+    this.addItem({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse });
     this.currentBytes += end - start; // it holds the client's bytes until it is sent
     return null;
   }
@@ -494,7 +530,7 @@ export class RequestBuilder {
       // own unnamed one, parsed in an earlier exchange: its Parse goes first, as for a Bind.
       const source = missing ? null : (this.statements.get(name)?.shared ?? null);
       const unnamedParse = name === '' && !missing && source === null && !this.unnamedInExchange ? this.unnamedParse : null;
-      this.current.push({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source, unnamedParse });
+      this.addItem({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source, unnamedParse });
       this.currentBytes += ITEM_BYTES_RENAMED;
     } else if (missing || this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.
@@ -561,7 +597,7 @@ export class RequestBuilder {
   }
 
   private endRequest(type: number, entry: PlanEntry | null, completes: boolean, texts: Request['texts'] = this.currentTexts): Request {
-    this.pushRaw(type, entry);
+    this.pushRaw(type, entry, true);
     const items = this.current;
     // Most requests change nothing in the session: they share one empty list (frozen), and the
     // builder keeps its own empty one.
@@ -577,11 +613,11 @@ export class RequestBuilder {
     }
     this.currentLocal = true;
     this.currentSteps = null;
-    this.current = [];
+    this.current = NO_ITEMS;
     this.chunk = EMPTY; // not kept alive by the builder
     this.body = null;
     if (effects !== NO_EFFECTS) this.currentEffects = [];
-    this.currentTexts = [];
+    this.currentTexts = NO_TEXTS;
     this.currentBytes = 0;
     if (completes) this.unnamedInExchange = false;
     const first = items[0]!;
@@ -592,6 +628,12 @@ export class RequestBuilder {
     const retryable = completes && ((first.kind === 'bind' && first.source !== null && describesPortal(items)) || (first.kind === 'parse' && first.unnamed));
     return { items, effects, completes, retryable, texts, route: null, avoid: null, retried: false, bytes, local };
   }
+}
+
+/** Undoes a change of `map[key]`: puts back what it holds now. */
+function restoring(map: Map<string, Prepared>, key: string): () => void {
+  const before = map.get(key);
+  return () => (before === undefined ? map.delete(key) : map.set(key, before));
 }
 
 /** The whole message an item holds (a view: for tests and rare paths, not for sending). */

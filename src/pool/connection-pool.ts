@@ -46,21 +46,37 @@ interface Entry<T> {
 /** Called once: with the connection, or with why there is none (timeout, failed connect, closed). */
 export type WaitCallback<T> = (err: unknown, conn: T | null) => void;
 
-/** wait()'s callback as an object: one whose method is told, where a closure per wait would be made. */
-export interface PoolWaiter<T> {
-  poolSettled(err: unknown, conn: T | null): void;
-}
-
-interface Waiter<T> {
-  readonly target: PoolWaiter<T>;
-  readonly enqueuedAt: number;
-  job: CreateJob<T> | null;
+/**
+ * One wait in a pool's queue, told its outcome once (poolSettled): with the connection, or with
+ * why there is none. waitAs() queues the very object it is given, so a caller's subclass that
+ * carries what its wait needs is the only object a wait makes (a record of the pool's beside it
+ * cost an allocation per wait on the hot path); the fields here are the pool's own.
+ */
+export abstract class PoolWaiter<T> {
+  /** When it was queued (the pool's clock). */
+  enqueuedAt = 0;
+  /** The connect it owns, if any (see pump). */
+  job: CreateJob<T> | null = null;
   /** Served or failed: no longer waiting, though maybe still in the queue (see removeWaiter). */
-  gone: boolean;
+  gone = false;
+
+  abstract poolSettled(err: unknown, conn: T | null): void;
 }
 
-interface CreateJob<T> {
-  owner: Waiter<T> | null;
+/** wait()'s: a PoolWaiter that calls back. */
+class CallbackWaiter<T> extends PoolWaiter<T> {
+  constructor(private readonly settle: WaitCallback<T>) {
+    super();
+  }
+
+  poolSettled(err: unknown, conn: T | null): void {
+    this.settle(err, conn);
+  }
+}
+
+/** A connect under way (the pool's; PoolWaiter.job names the one a wait owns). */
+export interface CreateJob<T> {
+  owner: PoolWaiter<T> | null;
   ownerAttempts: number; // attempts made for the current owner
   sleep: { timer: Timer; until: number; wake: () => void } | null; // pending backoff delay, cut short by close() and resize()
 }
@@ -89,7 +105,7 @@ export class ConnectionPool<T> {
    * array's start in the heap each time. Entries may be gone (served out of turn by a connect
    * they owned) until they reach the head; `waiting` counts the others.
    */
-  private readonly waiters = new Fifo<Waiter<T>>();
+  private readonly waiters = new Fifo<PoolWaiter<T>>();
   private waiting = 0;
   /** One timer for the waiters' acquire timeouts: due when the oldest waiter's is. */
   private waitTimer: Timer | null = null;
@@ -114,20 +130,24 @@ export class ConnectionPool<T> {
 
   /** waitAs() with a callback. */
   wait(settle: WaitCallback<T>): void {
-    this.waitAs({ poolSettled: settle });
+    this.waitAs(new CallbackWaiter(settle));
   }
 
   /**
-   * acquire() without a promise, for the hot path: `target` is told the connection as soon as one
+   * acquire() without a promise, for the hot path: `waiter` is told the connection as soon as one
    * is free (synchronously, from whoever released it), or the error. Callers that would rather
    * not run inside another's release defer the work themselves (Pooler's HandOffs). `now` is
-   * the pool clock's reading when the caller has just taken one (the wait's start).
+   * the pool clock's reading when the caller has just taken one (the wait's start). A waiter is
+   * queued once at a time: it may wait again only after it was told.
    */
-  waitAs(target: PoolWaiter<T>, now?: number): void {
-    if (this.closed) return target.poolSettled(this.closedError(), null);
+  waitAs(waiter: PoolWaiter<T>, now?: number): void {
+    if (this.closed) return waiter.poolSettled(this.closedError(), null);
     const conn = this.tryAcquire();
-    if (conn !== null) return target.poolSettled(null, conn);
-    this.waiters.push({ target, enqueuedAt: now ?? this.clock.now(), job: null, gone: false });
+    if (conn !== null) return waiter.poolSettled(null, conn);
+    waiter.enqueuedAt = now ?? this.clock.now();
+    waiter.job = null;
+    waiter.gone = false;
+    this.waiters.push(waiter);
     this.waiting++;
     this.armWaitTimer();
     this.pump();
@@ -220,7 +240,7 @@ export class ConnectionPool<T> {
     this.waitTimer = null;
     for (let waiter = this.headWaiter(); waiter !== undefined; waiter = this.headWaiter()) {
       this.removeWaiter(waiter);
-      waiter.target.poolSettled(this.closedError(), null);
+      waiter.poolSettled(this.closedError(), null);
     }
     while (this.idle[0]) this.move(this.idle[0], 'gone', 'pool-closed');
     for (const job of this.jobs) {
@@ -295,17 +315,17 @@ export class ConnectionPool<T> {
     else this.move(entry, 'idle', undefined, now);
   }
 
-  private deliver(waiter: Waiter<T>, entry: Entry<T>, now = this.clock.now()): void {
+  private deliver(waiter: PoolWaiter<T>, entry: Entry<T>, now = this.clock.now()): void {
     this.removeWaiter(waiter);
     this.move(entry, 'active', undefined, now);
-    waiter.target.poolSettled(null, entry.conn);
+    waiter.poolSettled(null, entry.conn);
     this.pump();
   }
 
   // ---- waiters --------------------------------------------------------------------------------
 
   /** Takes a waiter out of the queue; a job it owned is left for another waiter (see pump). */
-  private removeWaiter(waiter: Waiter<T>): void {
+  private removeWaiter(waiter: PoolWaiter<T>): void {
     if (waiter.gone) return;
     waiter.gone = true;
     this.waiting--;
@@ -321,7 +341,7 @@ export class ConnectionPool<T> {
   }
 
   /** The oldest waiter still waiting; gone ones ahead of it leave the queue. */
-  private headWaiter(): Waiter<T> | undefined {
+  private headWaiter(): PoolWaiter<T> | undefined {
     const waiters = this.waiters;
     let head = waiters.first;
     while (head !== undefined && head.gone) {
@@ -370,7 +390,7 @@ export class ConnectionPool<T> {
       this.removeWaiter(waiter);
       const waitedMs = now - waiter.enqueuedAt;
       this.emit({ type: 'timeout', key: this.key, waitMs: waitedMs });
-      waiter.target.poolSettled(this.timeoutError(waitedMs), null);
+      waiter.poolSettled(this.timeoutError(waitedMs), null);
     }
     this.armWaitTimer(true);
     this.pump();
@@ -404,7 +424,7 @@ export class ConnectionPool<T> {
     return null;
   }
 
-  private startJob(owner: Waiter<T> | null): void {
+  private startJob(owner: PoolWaiter<T> | null): void {
     const job: CreateJob<T> = { owner, ownerAttempts: 0, sleep: null };
     if (owner) owner.job = job;
     this.jobs.add(job);
@@ -481,7 +501,7 @@ export class ConnectionPool<T> {
     this.endJob(job);
     if (owner) {
       this.removeWaiter(owner);
-      owner.target.poolSettled(err, null);
+      owner.poolSettled(err, null);
     }
     this.pump();
   }
@@ -493,7 +513,7 @@ export class ConnectionPool<T> {
     job.sleep = null;
   }
 
-  private landConnection(conn: T, owner: Waiter<T> | null): void {
+  private landConnection(conn: T, owner: PoolWaiter<T> | null): void {
     this.counts.totalCreated += 1;
     const now = this.clock.now();
     const entry: Entry<T> = { conn, connectedAt: now, lifetimeShare: 0.85 + 0.15 * this.random(), state: 'new', usedAt: now, dead: false };

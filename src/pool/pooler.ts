@@ -37,7 +37,7 @@ import type { HealthEvent } from '../health/events.ts';
 import { HealthMonitor, type HostState } from '../health/monitor.ts';
 import { BackendProber } from '../health/prober.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import { ConnectionPool, type PoolStats, type PoolWaiter } from './connection-pool.ts';
+import { ConnectionPool, PoolWaiter, type PoolStats } from './connection-pool.ts';
 import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailedAttempt, type FailoverDeps } from './failover.ts';
 import { claimPrimary, consideredUp, HostChooser, type Choice, type HostView } from './host-choice.ts';
 import { PauseGate, type PauseOutcome } from './pause-gate.ts';
@@ -580,7 +580,7 @@ function ownerOf(connection: BackendConnection): PoolEntry | null {
 }
 
 /** One wait in Pooler.waitFor: the pool's callback, and what a failed wait goes on with. */
-class PoolWait implements PoolWaiter<BackendConnection> {
+class PoolWait extends PoolWaiter<BackendConnection> {
   /** The connection the pool handed over, until the waiter is told. */
   connection: BackendConnection | null = null;
 
@@ -592,7 +592,9 @@ class PoolWait implements PoolWaiter<BackendConnection> {
     readonly waiter: LeaseWaiter,
     /** When the wait began (the failover loop's deadline counts from here). */
     readonly since: number,
-  ) {}
+  ) {
+    super();
+  }
 
   poolSettled(err: unknown, connection: BackendConnection | null): void {
     if (connection === null) return this.handOffs.failed(this, err);

@@ -255,3 +255,40 @@ test('a plain simple Query keeps its text undecoded until asked for; one behind 
   assert.deepEqual(set!.texts, ['SET search_path TO app']);
   assert.equal(set!.effects.length, 1);
 });
+
+test('each request gets its own items and texts, one, two or many, and none of the one before', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const parse = (sql: string): Buffer => encodeParse('', sql, Buffer.from([0, 0]));
+  const [one, two, three, none, unknown] = feed(
+    builder,
+    Buffer.concat([
+      encodeQuery('SET search_path TO app'),
+      parse('SELECT 1'),
+      unnamedBind,
+      execute,
+      encodeSync(),
+      parse('SELECT 2'),
+      unnamedBind,
+      execute,
+      parse('SELECT 3'),
+      encodeSync(),
+      encodeSync(),
+      frameMessage(FrontendType.FunctionCall, Buffer.from([0, 0, 0, 1, 0, 0, 0, 0, 0, 0])),
+    ]),
+  );
+  assert.deepEqual(one!.texts, ['SET search_path TO app']);
+  assert.deepEqual(one!.items.map((item) => item.kind), ['raw']);
+  assert.deepEqual(two!.texts, ['SELECT 1', 'SELECT 1'], 'the Parse, then the Execute of what it parsed');
+  assert.deepEqual(two!.items.map((item) => item.kind), ['raw', 'bind', 'raw', 'raw']);
+  assert.deepEqual(three!.texts, ['SELECT 2', 'SELECT 2', 'SELECT 3']);
+  assert.equal(three!.items.length, 5);
+  assert.deepEqual(none!.texts, [], 'a lone Sync runs no text');
+  assert.deepEqual(none!.items.map((item) => item.kind), ['raw']);
+  assert.equal(unknown!.texts, null, 'a FunctionCall runs what cannot be known');
+  // What one request holds is not another's (a request without texts has the shared empty list).
+  const arrays = [one, two, three].flatMap((request) => [request!.items, request!.texts]).concat([none!.items]);
+  assert.equal(new Set(arrays).size, arrays.length, 'no array is shared between requests');
+  const [after] = feed(builder, encodeQuery('SET search_path TO other'));
+  assert.deepEqual(after!.texts, ['SET search_path TO other']);
+  assert.deepEqual(none!.texts, [], 'the empty texts of a request stay empty');
+});
