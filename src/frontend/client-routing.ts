@@ -75,6 +75,16 @@ const INVALID_PARAMETER_VALUE = '22023';
 const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
 /** Only a text opening with a comment can carry a hint (checked without allocating). */
 const LEADING_COMMENT = /^\s*(\/\*|--)/;
+
+/**
+ * LEADING_COMMENT.test(text), without running the expression for a text that opens with an
+ * ASCII character past '/' (a letter, most texts): neither whitespace nor the start of a comment.
+ */
+function opensWithComment(text: string): boolean {
+  const first = text.charCodeAt(0);
+  return !(first > 0x2f && first < 0x80) && LEADING_COMMENT.test(text);
+}
+
 /** The value of a `SET ambassador.retry = ...` statement (see applyRetrySettings). */
 const RETRY_VALUE = /(?:=|\bto\b)\s*'?([a-z0-9]+)'?\s*;?\s*$/i;
 
@@ -138,7 +148,7 @@ export class ClientRouting {
     if (!this.retry) return false;
     // A plain Query opens with a letter: no comment.
     if (request.texts === UNDECODED) return true;
-    for (const text of request.texts ?? []) if (LEADING_COMMENT.test(text) && readHints(text).retry === 'off') return false;
+    for (const text of request.texts ?? []) if (opensWithComment(text) && readHints(text).retry === 'off') return false;
     return true;
   }
 

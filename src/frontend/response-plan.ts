@@ -30,9 +30,18 @@ const EmptyQueryResponse = T('I');
 const PortalSuspended = T('s');
 const ReadyForQuery = T('Z');
 
+/** The entry of a ParseComplete the ambassador makes itself (addSynthesized). */
+const SYNTHESIZED_PARSE: PlanEntry = Object.freeze({ kind: 'synthesized-parse' });
+
 export class ResponsePlan {
   private entries: PlanEntry[] = [];
   private head = 0;
+  /**
+   * At least as many as the synthesized entries not taken yet (one skipped by an error or a
+   * ReadyForQuery is still counted until the plan empties): while it is 0, synthesizedPending,
+   * asked after every server message, answers without reading the entries (of several shapes).
+   */
+  private synthesized = 0;
 
   get empty(): boolean {
     return this.head >= this.entries.length;
@@ -43,8 +52,15 @@ export class ResponsePlan {
     if (this.head > 64 && this.head === this.entries.length) {
       this.entries = [];
       this.head = 0;
+      this.synthesized = 0;
     }
     this.entries.push(entry);
+  }
+
+  /** A ParseComplete the ambassador makes itself is due at this point of the answers. */
+  addSynthesized(): void {
+    this.add(SYNTHESIZED_PARSE);
+    this.synthesized++;
   }
 
   /** The entry the next response belongs to. */
@@ -54,14 +70,15 @@ export class ResponsePlan {
 
   /** Whether the next expected response is one the ambassador makes itself. */
   get synthesizedPending(): boolean {
-    return this.entries[this.head]?.kind === 'synthesized-parse';
+    return this.synthesized > 0 && this.entries[this.head]?.kind === 'synthesized-parse';
   }
 
   /** Pops the synthesized entries at the head; returns how many ParseCompletes to emit. */
   takeSynthesized(): number {
     let count = 0;
-    while (this.entries[this.head]?.kind === 'synthesized-parse') {
+    while (this.synthesized > 0 && this.entries[this.head]?.kind === 'synthesized-parse') {
       this.head++;
+      this.synthesized--;
       count++;
     }
     return count;
@@ -97,6 +114,7 @@ export class ResponsePlan {
   clear(): void {
     this.entries = [];
     this.head = 0;
+    this.synthesized = 0;
   }
 }
 

@@ -579,7 +579,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         const name = item.statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
-          plan.add(SYNTHESIZED_PARSE);
+          plan.addSynthesized();
           return;
         }
         touchStatement(server, name);
@@ -1137,7 +1137,6 @@ const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
 const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
 /** A Bind that goes as it came (the unnamed statement, or a name the ambassador does not hold). */
 const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
-const SYNTHESIZED_PARSE: PlanEntry = Object.freeze({ kind: 'synthesized-parse' });
 /**
  * Where send() assembles a request: one for every forwarder, as a request is assembled and taken
  * within one call, and a forwarder of its own would cost each idle client its arrays.

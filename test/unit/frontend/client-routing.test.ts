@@ -613,6 +613,13 @@ test('a leading /* ambassador:retry=off */ comment keeps that request from being
   assert.equal(router.mayRetry(client.request(parse('', '/* ambassador:retry=off */ select 1'), bind('', ''), execute(''), encodeSync())), false);
   assert.equal(router.mayRetry(client.query("select '/* ambassador:retry=off */'")), true, 'only leading comments count');
   assert.equal(router.mayRetry(client.query('select 1')), true);
+  // Through a Parse (its text always decoded): whitespace, then the comment. Only Postgres's
+  // whitespace counts: a no-break space or a byte order mark is no whitespace to its lexer.
+  const parsed = (sql: string): Request => client.request(parse('', sql), bind('', ''), execute(''), encodeSync());
+  for (const lead of [' ', '\n\t', '\f\v\r']) assert.equal(router.mayRetry(parsed(`${lead}/* ambassador:retry=off */ select 1`)), false, JSON.stringify(lead));
+  for (const sql of ['\u00a0/* ambassador:retry=off */ select 1', '\ufeff-- ambassador:retry=off\nselect 1', 'select 1', '(select 1)', '0', 'é /* ambassador:retry=off */', '']) {
+    assert.equal(router.mayRetry(parsed(sql)), true, JSON.stringify(sql));
+  }
 });
 
 test('with splitting off, SET ambassador.retry reaches the server and still takes effect here', () => {
