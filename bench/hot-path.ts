@@ -91,6 +91,8 @@ class FakeClient extends EventEmitter {
   /** The pooled driver's queue of answered clients, which this one joins on its answer. */
   answered: FakeClient[] | null = null;
   waitsForAnswer = false;
+  /** Requests the pooled driver sent. */
+  sent = 0;
   isPaused(): boolean {
     return false;
   }
@@ -287,34 +289,20 @@ export interface PooledClients {
  * pgbench clients on a pool of 20: the path (waitFor, the pool's hand-off, leaseSettled) that
  * hotPath()'s fake pool, which hands its server over at once, never takes.
  */
-export async function pooledClients(mode: HotMode, clients: number, servers: number): Promise<PooledClients> {
+export async function pooledClients(mode: HotMode, clients: number, servers: number, keep = false): Promise<PooledClients> {
   const due: FakeServer[] = [];
   const answered: FakeClient[] = [];
   const opened: FakeServer[] = [];
-  const pooler = new Pooler({
-    connector: { connect: () => Promise.reject(new Error('the bench opens fake connections')) },
-    hosts: [{ host: '127.0.0.1', port: 5432, role: 'primary' }],
-    tls: () => ({ mode: 'disable' }),
-    connectTimeoutMs: 10_000,
-    credentials: null,
-    maxMessageSize: 1 << 30,
-    // As the bench's ambassador-txn runs (the defaults but for the size).
-    pool: { size: servers, minIdle: 0, idleTimeoutMs: 600_000, maxLifetimeMs: 3_600_000, acquireTimeoutMs: 5_000, retry: { max: 0, initialDelayMs: 10, maxDelayMs: 10 } },
-    choice: { loadBalance: 'round-robin', maxReplicaLag: {}, readsFromPrimary: 'fallback' },
-    health: { intervalMs: 60_000, timeoutMs: 10_000, failureThreshold: 3, failoverTimeoutMs: 10_000, circuitBreaker: { threshold: 5, cooldownMs: 10_000 } },
-    probeLogin: { user: 'app', database: 'bench' },
-    log: ROOT_LOG,
-    connect: async () => {
-      const server = new FakeServer('primary');
-      server.due = due;
-      opened.push(server);
-      return server as unknown as BackendConnection;
-    },
+  const pooler = fakePooler(servers, (server) => {
+    server.due = due;
+    server.keep = keep;
+    opened.push(server);
   });
   const fakes: FakeClient[] = [];
   for (let i = 0; i < clients; i++) {
     const client = await startForwarder(pooler, false);
     client.answered = answered;
+    client.keep = keep;
     fakes.push(client);
     // PQprepare's Parse and Sync, answered by the forwarder itself.
     if (mode === 'prepared') client.emit('data', Buffer.concat([encodeParse(STATEMENT, SELECT, NO_TYPES), SYNC]));
@@ -325,6 +313,7 @@ export async function pooledClients(mode: HotMode, clients: number, servers: num
   let sent = 0;
   const send = (client: FakeClient): void => {
     client.waitsForAnswer = true;
+    client.sent++;
     // A copy, as the wire hands over each read.
     client.emit('data', Buffer.from(requests[sent++ & 4095]!));
   };
@@ -350,6 +339,29 @@ export async function pooledClients(mode: HotMode, clients: number, servers: num
     }
   };
   return { clients: fakes, servers: opened, run };
+}
+
+/** A Pooler of `servers` connections to one host, each a FakeServer (`opened` is told of each). */
+function fakePooler(servers: number, opened: (server: FakeServer) => void): Pooler {
+  return new Pooler({
+    connector: { connect: () => Promise.reject(new Error('the bench opens fake connections')) },
+    hosts: [{ host: '127.0.0.1', port: 5432, role: 'primary' }],
+    tls: () => ({ mode: 'disable' }),
+    connectTimeoutMs: 10_000,
+    credentials: null,
+    maxMessageSize: 1 << 30,
+    // As the bench's ambassador-txn runs (the defaults but for the size).
+    pool: { size: servers, minIdle: 0, idleTimeoutMs: 600_000, maxLifetimeMs: 3_600_000, acquireTimeoutMs: 5_000, retry: { max: 0, initialDelayMs: 10, maxDelayMs: 10 } },
+    choice: { loadBalance: 'round-robin', maxReplicaLag: {}, readsFromPrimary: 'fallback' },
+    health: { intervalMs: 60_000, timeoutMs: 10_000, failureThreshold: 3, failoverTimeoutMs: 10_000, circuitBreaker: { threshold: 5, cooldownMs: 10_000 } },
+    probeLogin: { user: 'app', database: 'bench' },
+    log: ROOT_LOG,
+    connect: async () => {
+      const server = new FakeServer('primary');
+      opened(server);
+      return server as unknown as BackendConnection;
+    },
+  });
 }
 
 /** measure() over pooledClients(): ns per transaction when most requests wait for a lease. */

@@ -106,8 +106,8 @@ export function textsOf(request: Request): string[] | null {
 /** The current request before its first message (never added to: addItem and pushRaw replace it). */
 const NO_ITEMS: Item[] = [];
 
-/** A request's texts before its first (never added to: addText replaces it). */
-const NO_TEXTS: string[] = [];
+/** A request's texts before its first (never added to: addText replaces it); frozen, as requests share it. */
+const NO_TEXTS = Object.freeze([]) as unknown as string[];
 
 /** Plan entries that carry no state of their own are shared by every request. */
 const QUERY: PlanEntry = Object.freeze({ kind: 'query' });

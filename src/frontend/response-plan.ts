@@ -6,9 +6,9 @@
 // Asynchronous messages (NoticeResponse, NotificationResponse, ParameterStatus) belong to no
 // request and never advance the plan. Pure bookkeeping: no sockets.
 
+/** What the server answers a message with (added with add()). */
 export type PlanEntry =
   | { kind: 'parse'; onError?: () => void }
-  | { kind: 'synthesized-parse' }
   | { kind: 'bind'; statement?: string }
   | { kind: 'close' }
   | { kind: 'describe-statement'; sawParameters?: boolean }
@@ -17,6 +17,9 @@ export type PlanEntry =
   | { kind: 'sync' }
   /** A simple Query or FunctionCall: everything up to ReadyForQuery. */
   | { kind: 'query' };
+
+/** A ParseComplete the ambassador makes itself, at its place among the server's answers (addSynthesized). */
+export type SynthesizedEntry = { kind: 'synthesized-parse' };
 
 const T = (c: string): number => c.charCodeAt(0);
 const ParseComplete = T('1');
@@ -31,15 +34,16 @@ const PortalSuspended = T('s');
 const ReadyForQuery = T('Z');
 
 /** The entry of a ParseComplete the ambassador makes itself (addSynthesized). */
-const SYNTHESIZED_PARSE: PlanEntry = Object.freeze({ kind: 'synthesized-parse' });
+const SYNTHESIZED_PARSE: SynthesizedEntry = Object.freeze({ kind: 'synthesized-parse' });
 
 export class ResponsePlan {
-  private entries: PlanEntry[] = [];
+  private entries: Array<PlanEntry | SynthesizedEntry> = [];
   private head = 0;
   /**
    * At least as many as the synthesized entries not taken yet (one skipped by an error or a
-   * ReadyForQuery is still counted until the plan empties): while it is 0, synthesizedPending,
-   * asked after every server message, answers without reading the entries (of several shapes).
+   * ReadyForQuery stays counted until the entries are dropped: clear(), or add() finding them
+   * all answered): while it is 0, synthesizedPending, asked after every server message, answers
+   * without reading the entries (of several shapes).
    */
   private synthesized = 0;
 
@@ -49,23 +53,27 @@ export class ResponsePlan {
 
   /** What the server will answer to the next message sent. */
   add(entry: PlanEntry): void {
+    this.push(entry);
+  }
+
+  /** A ParseComplete the ambassador makes itself is due at this point of the answers. */
+  addSynthesized(): void {
+    this.push(SYNTHESIZED_PARSE);
+    this.synthesized++;
+  }
+
+  /** The entry the next response belongs to. */
+  get current(): PlanEntry | SynthesizedEntry | undefined {
+    return this.entries[this.head];
+  }
+
+  private push(entry: PlanEntry | SynthesizedEntry): void {
     if (this.head > 64 && this.head === this.entries.length) {
       this.entries = [];
       this.head = 0;
       this.synthesized = 0;
     }
     this.entries.push(entry);
-  }
-
-  /** A ParseComplete the ambassador makes itself is due at this point of the answers. */
-  addSynthesized(): void {
-    this.add(SYNTHESIZED_PARSE);
-    this.synthesized++;
-  }
-
-  /** The entry the next response belongs to. */
-  get current(): PlanEntry | undefined {
-    return this.entries[this.head];
   }
 
   /** Whether the next expected response is one the ambassador makes itself. */
@@ -118,7 +126,7 @@ export class ResponsePlan {
   }
 }
 
-function ends(entry: PlanEntry, type: number): boolean {
+function ends(entry: PlanEntry | SynthesizedEntry, type: number): boolean {
   switch (entry.kind) {
     case 'parse':
       return type === ParseComplete;

@@ -53,6 +53,7 @@ export type WaitCallback<T> = (err: unknown, conn: T | null) => void;
  * cost an allocation per wait on the hot path); the fields here are the pool's own.
  */
 export abstract class PoolWaiter<T> {
+  // The pool's own (set by waitAs): not for the subclass.
   /** When it was queued (the pool's clock). */
   enqueuedAt = 0;
   /** The connect it owns, if any (see pump). */
@@ -137,8 +138,8 @@ export class ConnectionPool<T> {
    * acquire() without a promise, for the hot path: `waiter` is told the connection as soon as one
    * is free (synchronously, from whoever released it), or the error. Callers that would rather
    * not run inside another's release defer the work themselves (Pooler's HandOffs). `now` is
-   * the pool clock's reading when the caller has just taken one (the wait's start). A waiter is
-   * queued once at a time: it may wait again only after it was told.
+   * the pool clock's reading when the caller has just taken one (the wait's start). A PoolWaiter
+   * waits once: a told one may still sit in the queue, marked gone, until it reaches the head.
    */
   waitAs(waiter: PoolWaiter<T>, now?: number): void {
     if (this.closed) return waiter.poolSettled(this.closedError(), null);

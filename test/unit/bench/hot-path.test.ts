@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HOT_MODES, hotPath, measure, measurePooled, pgbenchRequest, pooledClients, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
+import { encodeReadyForQuery, PARSE_COMPLETE } from '../../../src/protocol/backend.ts';
 
 /** The request as the server must get it: the client's statement name replaced by the server's. */
 function expectedAtServer(mode: HotMode, aid: number, serverName: string | undefined): Buffer {
@@ -56,22 +57,25 @@ test('a transaction nothing answers is an error, not a figure', async () => {
 
 for (const mode of HOT_MODES) {
   test(`${mode}, pooled: clients beyond the pool wait their turn, and every answer reaches the client that asked`, async () => {
-    const pooled = await pooledClients(mode, 7, 3);
-    for (const client of pooled.clients) client.keep = true;
-    for (const server of [...pooled.servers]) server.keep = true;
+    const pooled = await pooledClients(mode, 7, 3, true);
     await pooled.run(70);
     assert.equal(pooled.servers.length, 3, 'the pool opened no more than its size');
-    // Each client's requests went out one at a time, and each got its own answer back whole.
     const answer = serverAnswer(mode).toString('hex');
-    const answers = pooled.clients.map((client) => Buffer.concat(client.received).toString('hex'));
-    for (const [i, got] of answers.entries()) {
-      // A prepared client was answered its PQprepare by the forwarder first (ParseComplete, ReadyForQuery).
-      const own = mode === 'prepared' ? got.slice(got.indexOf(answer)) : got;
-      assert.equal(own.length % answer.length, 0, `client ${i} got whole answers`);
-      assert.equal(own, answer.repeat(own.length / answer.length), `client ${i} got only answers`);
+    // A prepared client's PQprepare was answered by the forwarder (ParseComplete, ReadyForQuery).
+    const prepared = mode === 'prepared' ? Buffer.concat([PARSE_COMPLETE, encodeReadyForQuery('I')]).toString('hex') : '';
+    let answers = 0;
+    for (const [i, client] of pooled.clients.entries()) {
+      const got = Buffer.concat(client.received).toString('hex');
+      assert.ok(got.startsWith(prepared), `client ${i}: its PQprepare answered first`);
+      const own = got.slice(prepared.length);
+      const count = own.length / answer.length;
+      assert.equal(own, answer.repeat(count), `client ${i} got whole answers, and nothing else`);
+      // Each client has one request out at a time: one more sent than answered, whatever the turn.
+      assert.equal(count, client.sent - 1, `client ${i}: one answer per request but the last`);
+      assert.ok(count > 0, `client ${i} had turns`);
+      answers += count;
     }
-    const total = answers.reduce((sum, got) => sum + got.split(answer).length - 1, 0);
-    assert.equal(total, 70);
+    assert.equal(answers, 70);
     // The servers took turns: with 7 clients on 3 servers, each served more than one client.
     for (const server of pooled.servers) assert.ok(server.written.length >= 10, `a server that served ${server.written.length} requests`);
   });

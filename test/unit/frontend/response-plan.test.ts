@@ -40,7 +40,15 @@ test('synthesized entries skipped by an error or a ReadyForQuery leave none pend
   assert.equal(plan.synthesizedPending, false, 'the skipped one is not due');
   plan.complete(T('Z'));
   assert.equal(plan.empty, true);
-  // More rounds than the plan keeps entries for, each skipping one: the count follows.
+  // A ReadyForQuery ends its request, passing over a synthesized entry left in it.
+  plan.add({ kind: 'bind' });
+  plan.addSynthesized();
+  plan.add({ kind: 'sync' });
+  plan.complete(T('Z'));
+  assert.equal(plan.synthesizedPending, false, 'the one passed over is not due');
+  assert.equal(plan.empty, true);
+  // More rounds than the plan keeps its answered entries for (past 64 they are dropped, and the
+  // count of the skipped ones with them): each round's own is still due in its place.
   for (let round = 0; round < 70; round++) {
     plan.add({ kind: 'query' });
     plan.addSynthesized();
