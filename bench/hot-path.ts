@@ -7,7 +7,8 @@
 // plan, metering) runs alone and hot, so a cut in it shows as a steady difference in ns per
 // transaction. What it leaves out: reads and writes (the wire's onread and write are replaced by
 // the fake socket's events), the pool and host choice (a fake hands over its one server at once;
-// --servers puts the real Pooler back), and the cold caches of a real run, where the same JavaScript costs several times more.
+// --servers puts the real Pooler back), and the cold caches of a real run, where the same
+// JavaScript costs several times more.
 //
 // `node --import tsx bench/hot-path.ts [--modes simple,extended,prepared] [--split]
 //  [--transactions N] [--rounds N] [--clients N] [--servers M]` prints one JSON line per mode: ns
@@ -252,8 +253,7 @@ export async function hotPath(mode: HotMode, split: boolean): Promise<HotPath> {
 export async function measure(mode: HotMode, split: boolean, transactions: number, rounds: number, clients = 1): Promise<number[]> {
   const paths: HotPath[] = [];
   for (let i = 0; i < clients; i++) paths.push(await hotPath(mode, split));
-  // Requests made up front: building them is not measured. Accounts vary as pgbench's do.
-  const requests = Array.from({ length: 4096 }, (_, i) => pgbenchRequest(mode, 1 + ((i * 7919) % 1_000_000)));
+  const requests = pgbenchRequests(mode);
   const answer = serverAnswer(mode);
   let turn = 0;
   const run = (count: number): void => {
@@ -262,13 +262,26 @@ export async function measure(mode: HotMode, split: boolean, transactions: numbe
       if (++turn === clients) turn = 0;
     }
   };
-  run(Math.min(transactions, 50_000));
+  return timedRounds(run, transactions, rounds, () => paths[0]!.settle());
+}
+
+/** 4,096 requests of `mode`, made up front (building them is not measured); accounts vary as pgbench's do. */
+function pgbenchRequests(mode: HotMode): Buffer[] {
+  return Array.from({ length: 4096 }, (_, i) => pgbenchRequest(mode, 1 + ((i * 7919) % 1_000_000)));
+}
+
+/**
+ * ns per transaction of `run(transactions)` in each of `rounds` rounds, after a warm-up;
+ * `between` runs after each round, untimed.
+ */
+async function timedRounds(run: (count: number) => void | Promise<void>, transactions: number, rounds: number, between?: () => Promise<void>): Promise<number[]> {
+  await run(Math.min(transactions, 50_000));
   const ns: number[] = [];
   for (let round = 0; round < rounds; round++) {
     const start = performance.now();
-    run(transactions);
+    await run(transactions);
     ns.push(((performance.now() - start) * 1e6) / transactions);
-    await paths[0]!.settle();
+    await between?.();
   }
   return ns;
 }
@@ -307,15 +320,14 @@ export async function pooledClients(mode: HotMode, clients: number, servers: num
     // PQprepare's Parse and Sync, answered by the forwarder itself.
     if (mode === 'prepared') client.emit('data', Buffer.concat([encodeParse(STATEMENT, SELECT, NO_TYPES), SYNC]));
   }
-  // Requests made up front: building them is not measured. Accounts vary as pgbench's do.
-  const requests = Array.from({ length: 4096 }, (_, i) => pgbenchRequest(mode, 1 + ((i * 7919) % 1_000_000)));
+  const requests = pgbenchRequests(mode);
   const answer = serverAnswer(mode);
-  let sent = 0;
+  let next = 0;
   const send = (client: FakeClient): void => {
     client.waitsForAnswer = true;
     client.sent++;
     // A copy, as the wire hands over each read.
-    client.emit('data', Buffer.from(requests[sent++ & 4095]!));
+    client.emit('data', Buffer.from(requests[next++ & 4095]!));
   };
   for (const client of fakes) send(client);
   const run = async (count: number): Promise<void> => {
@@ -367,14 +379,7 @@ function fakePooler(servers: number, opened: (server: FakeServer) => void): Pool
 /** measure() over pooledClients(): ns per transaction when most requests wait for a lease. */
 export async function measurePooled(mode: HotMode, transactions: number, rounds: number, clients: number, servers: number): Promise<number[]> {
   const pooled = await pooledClients(mode, clients, servers);
-  await pooled.run(Math.min(transactions, 50_000));
-  const ns: number[] = [];
-  for (let round = 0; round < rounds; round++) {
-    const start = performance.now();
-    await pooled.run(transactions);
-    ns.push(((performance.now() - start) * 1e6) / transactions);
-  }
-  return ns;
+  return timedRounds(pooled.run, transactions, rounds);
 }
 
 const SETTLED = Promise.resolve();
