@@ -35,13 +35,13 @@ export function renderTable(summary: readonly GroupSummary[]): string {
     group.targets.map((target) => [
       group.workload, group.mode, group.clients, target.target, fixed(target.medianTps, 0), ratioCell(target, group.baseline),
       fixed(target.medianLatencyMeanMs, 3), fixed(target.medianLatencyP99Ms, 3), fixed(target.medianCpuUsPerTxn, 1),
-      fixed(target.medianUserCpuUsPerTxn, 1),
+      fixed(target.medianUserCpuUsPerTxn, 1), fixed(target.medianServerCpuUsPerTxn, 1), fixed(target.medianIdlePercent, 1),
       target.maxRssBytes === null ? '–' : (target.maxRssBytes / 2 ** 20).toFixed(1), `${target.okRuns}/${target.runs}`,
     ]),
   );
   const columns = [
     'workload', 'mode', 'clients:', 'target', 'median tps:', 'tps / baseline: median (per round)', 'latency mean ms:', 'p99 ms:', 'CPU µs/txn:', 'user µs/txn:',
-    'RSS MiB (max):', 'ok runs:',
+    'servers µs/txn:', 'idle %:', 'RSS MiB (max):', 'ok runs:',
   ];
   return markdownTable(columns, rows);
 }

@@ -3,9 +3,13 @@
 // /proc/<pid>/stat, in clock ticks; user time also apart, as the kernel's share is much the
 // same for any proxy that makes the same system calls) and to record its RSS after the run (VmRSS of
 // /proc/<pid>/status). The parsers are pure; the readers throw when the process is gone.
+//
+// Also the CPU of the database servers behind the proxy (every process of each postmaster), and
+// how idle the whole machine was: a proxy can cost its servers CPU too (they share the 2 cores
+// and their caches), and a run where the CPUs sat idle was held back by something else.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 let ticksPerSecond: number | undefined;
 
@@ -28,13 +32,84 @@ export function clockTicksPerSecond(): number {
  * last ")": the field after it is field 3 (state), which puts utime (14) at index 11.
  */
 export function parseProcStatTicks(text: string): { utime: number; stime: number } {
+  const { utime, stime } = parseProcStat(text);
+  return { utime, stime };
+}
+
+/** What the server CPU reading needs of /proc/<pid>/stat: the parent (field 4), and the process's own and its reaped children's times (14-17). */
+export interface ProcStat {
+  ppid: number;
+  utime: number;
+  stime: number;
+  /** CPU of children that exited and were waited for (a postmaster reaps its backends). */
+  cutime: number;
+  cstime: number;
+}
+
+export function parseProcStat(text: string): ProcStat {
   const close = text.lastIndexOf(')');
   if (close < 0) throw new Error(`unexpected /proc/<pid>/stat content: ${text.slice(0, 80)}`);
   const fields = text.slice(close + 2).trim().split(/\s+/);
-  const utime = Number(fields[14 - 3]);
-  const stime = Number(fields[15 - 3]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`no utime/stime in /proc/<pid>/stat: ${text.slice(0, 120)}`);
-  return { utime, stime };
+  const [ppid, utime, stime, cutime, cstime] = [4, 14, 15, 16, 17].map((field) => Number(fields[field - 3]));
+  if (![ppid, utime, stime, cutime, cstime].every(Number.isFinite)) throw new Error(`no ppid/utime/stime in /proc/<pid>/stat: ${text.slice(0, 120)}`);
+  return { ppid: ppid!, utime: utime!, stime: stime!, cutime: cutime!, cstime: cstime! };
+}
+
+/** CPU seconds, all of it and its user part. */
+export interface CpuReading {
+  user: number;
+  total: number;
+}
+
+/**
+ * The CPU ticks of the servers whose postmasters are `roots`, from the stat of every process:
+ * each postmaster's own and its reaped children's, plus its live children's own. Taken before and
+ * after a run, the difference is what the servers used in between, backends that exited meanwhile
+ * included (their time moves from a live child's to the postmaster's reaped children's).
+ */
+export function serverTicks(roots: readonly number[], processes: ReadonlyMap<number, ProcStat>): CpuReading {
+  let user = 0;
+  let total = 0;
+  const wanted = new Set(roots);
+  for (const [pid, stat] of processes) {
+    if (wanted.has(pid)) {
+      user += stat.utime + stat.cutime;
+      total += stat.utime + stat.stime + stat.cutime + stat.cstime;
+    } else if (wanted.has(stat.ppid)) {
+      user += stat.utime;
+      total += stat.utime + stat.stime;
+    }
+  }
+  return { user, total };
+}
+
+/** CPU seconds used so far by the servers whose postmasters are `roots` (see serverTicks); a process that ends while being read is left out. */
+export function readServerCpu(roots: readonly number[]): CpuReading {
+  const processes = new Map<number, ProcStat>();
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      processes.set(pid, parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8')));
+    } catch {
+      // gone between the listing and the read
+    }
+  }
+  const ticks = serverTicks(roots, processes);
+  const perSecond = clockTicksPerSecond();
+  return { user: ticks.user / perSecond, total: ticks.total / perSecond };
+}
+
+/** The whole machine's CPU ticks from the first line of /proc/stat: idle (idle + iowait) and all (user to steal; guest time is in user already). */
+export function parseMachineTicks(text: string): { idle: number; all: number } {
+  const line = /^cpu\s+([\d\s]+)$/m.exec(text)?.[1];
+  const fields = line?.trim().split(/\s+/).slice(0, 8).map(Number) ?? [];
+  if (fields.length < 5 || !fields.every(Number.isFinite)) throw new Error(`no cpu line in /proc/stat: ${text.slice(0, 80)}`);
+  return { idle: fields[3]! + fields[4]!, all: fields.reduce((sum, ticks) => sum + ticks, 0) };
+}
+
+export function readMachineTicks(): { idle: number; all: number } {
+  return parseMachineTicks(readFileSync('/proc/stat', 'utf8'));
 }
 
 /** VmRSS in bytes from the text of /proc/<pid>/status. */

@@ -46,6 +46,15 @@ export interface RunRow {
   userCpuUsPerTxn: number | null;
   /** The target process's VmRSS right after the run. */
   rssBytes: number | null;
+  /**
+   * CPU (user + system) every process of the cluster's servers used during the run, per
+   * transaction: what the same transactions cost the database behind this target. It is not the
+   * same for every proxy: the servers share the CPUs and their caches with it.
+   */
+  serverCpuUsPerTxn: number | null;
+  serverUserCpuUsPerTxn: number | null;
+  /** How much of the whole machine's CPU time went idle during the run (0-100). */
+  idlePercent: number | null;
   /** The machine's 1-minute load average right after the run (noise from other work shows here). */
   loadAvg1: number;
   /** pgbench's stderr (an excerpt when long), null when empty. */
@@ -63,6 +72,8 @@ export interface TargetSummary {
   medianLatencyP99Ms: number | null;
   medianCpuUsPerTxn: number | null;
   medianUserCpuUsPerTxn: number | null;
+  medianServerCpuUsPerTxn: number | null;
+  medianIdlePercent: number | null;
   maxRssBytes: number | null;
   /** target tps / baseline tps per round where both runs are ok (in round order); empty for the baseline. */
   ratios: number[];
@@ -239,6 +250,8 @@ function summarizeTarget(rows: readonly RunRow[], target: string, baseline: stri
     medianLatencyP99Ms: median(present(ok.map((row) => row.latencyP99Ms))),
     medianCpuUsPerTxn: median(present(ok.map((row) => row.cpuUsPerTxn))),
     medianUserCpuUsPerTxn: median(present(ok.map((row) => row.userCpuUsPerTxn))),
+    medianServerCpuUsPerTxn: median(present(ok.map((row) => row.serverCpuUsPerTxn))),
+    medianIdlePercent: median(present(ok.map((row) => row.idlePercent))),
     maxRssBytes: rss.length > 0 ? Math.max(...rss) : null,
     ratios,
     medianRatio: median(ratios),

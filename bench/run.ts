@@ -145,7 +145,8 @@ async function measurePgbench(work: Work, cluster: LocalCluster, pgbenchBin: str
   const details = new Map<string, string>();
   const replicaBefore = cluster.replicas.length > 0 ? await replicaTransactions(cluster) : null;
   const running = await startTargets(work, cluster, resources, failures.unavailable, details);
-  const context: RunContext = { options: work.options, pgbenchBin, deaths: failures.deaths, signal: resources.abort.signal, log };
+  const serverPids = (): number[] => [cluster.primary, ...cluster.replicas].flatMap((server) => (server.pid === undefined ? [] : [server.pid]));
+  const context: RunContext = { options: work.options, pgbenchBin, deaths: failures.deaths, signal: resources.abort.signal, log, serverPids };
   const verification = await verifyTargets(work.groups, running, context);
   const rows = await measureAll(work.groups, running, context);
   await Promise.all([...running.values()].map((target) => target.stop()));
@@ -208,6 +209,9 @@ function settingsNotes(work: Work, outcome: Outcome): string[] {
     'latency mean and p99: from the -l log (p99: nearest rank over every completed transaction of the run); CPU µs/txn: user+system CPU ' +
       'of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; user µs/txn: its user ' +
       'part alone (utime: the process\'s own work; the system part is the kernel\'s, much the same for every proxy); RSS: VmRSS after the run',
+    'servers µs/txn: user+system CPU of every process of the cluster\'s servers (each postmaster, its backends and helpers, and the backends ' +
+      'that exited, reaped by it) during the run / transactions processed: what the same transactions cost the database behind each target, ' +
+      'which shares the CPUs and their caches with it; idle %: the whole machine\'s idle share of CPU time during the run (/proc/stat)',
     'comparisons: per-round ratios of runs back to back, median over rounds; "latency added over direct" (1 client): ' +
       '(numerator mean latency - direct) / (denominator - direct), rounds where the denominator adds nothing left out',
     ...(work.memorySpecs.length > 0

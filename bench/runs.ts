@@ -1,5 +1,6 @@
 // The pgbench runs of a bench: one measured run (pgbench with its per-transaction log, the target
-// process's CPU and RSS around it), the 1 s verification runs, and the rounds.
+// process's CPU and RSS around it, and the CPU of the cluster's servers and how idle the machine
+// was), the 1 s verification runs, and the rounds.
 //
 // Within a run, the order matters: CPU before, pgbench, CPU and RSS after, and only then the log
 // parsing (latency.ts), so the bench's own work never lands in the proxy's CPU reading; the
@@ -14,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BenchOptions, RunGroup } from './cli.ts';
 import { readLatencyLogs } from './latency.ts';
 import { pgbenchDurationS, runPgbench, stderrExcerpt, type QueryMode, type Workload } from './pgbench.ts';
-import { readCpuTimes, readRssBytes } from './proc.ts';
+import { readCpuTimes, readMachineTicks, readRssBytes, readServerCpu, type CpuReading } from './proc.ts';
 import { cpuMicrosPerTransaction, type RunRow } from './report.ts';
 import type { RunningTarget } from './targets.ts';
 
@@ -37,6 +38,8 @@ export interface RunContext {
   deaths: Deaths;
   signal: AbortSignal;
   log: (line: string) => void;
+  /** The postmasters of the cluster's servers (primary and replicas), whose CPU each run also reads. */
+  serverPids: () => number[];
 }
 
 const LOG_NAME = 'pgbench_log';
@@ -65,6 +68,9 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
   const { options, deaths } = context;
   const startedAt = new Date().toISOString();
   const logDir = mkdtempSync(path.join(os.tmpdir(), 'pg-ambassador-bench-log-'));
+  const roots = context.serverPids();
+  const serverBefore = tryRead(() => readServerCpu(roots));
+  const machineBefore = tryRead(readMachineTicks);
   const cpuBefore = target.pid === null ? null : tryRead(() => readCpuTimes(target.pid!));
   const run = await runPgbench(context.pgbenchBin, {
     endpoint: target.endpoint, workload, mode, clients, threads: options.threads, durationS, logPrefix: path.join(logDir, LOG_NAME), signal: context.signal,
@@ -86,6 +92,11 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
     }
     rssBytes = tryRead(() => readRssBytes(target.pid!));
   }
+  const serverAfter = tryRead(() => readServerCpu(roots));
+  const machineAfter = tryRead(readMachineTicks);
+  const serverUsed: CpuReading | null =
+    serverBefore === null || serverAfter === null ? null : { user: serverAfter.user - serverBefore.user, total: serverAfter.total - serverBefore.total };
+  const machineTicks = machineBefore === null || machineAfter === null ? 0 : machineAfter.all - machineBefore.all;
   const loadAvg1 = os.loadavg()[0]!;
   // After every reading of the target: parsing costs only the bench's own CPU, between runs.
   const latency = readLatencyLogs(logDir, LOG_NAME);
@@ -108,6 +119,9 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
     cpuUsPerTxn: cpuMicrosPerTransaction(cpuSeconds, summary.transactions),
     userCpuUsPerTxn: cpuMicrosPerTransaction(userCpuSeconds, summary.transactions),
     rssBytes,
+    serverCpuUsPerTxn: cpuMicrosPerTransaction(serverUsed?.total ?? null, summary.transactions),
+    serverUserCpuUsPerTxn: cpuMicrosPerTransaction(serverUsed?.user ?? null, summary.transactions),
+    idlePercent: machineTicks > 0 ? (100 * (machineAfter!.idle - machineBefore!.idle)) / machineTicks : null,
     loadAvg1,
     stderr: stderrExcerpt(run.stderr),
   };
@@ -116,8 +130,10 @@ export async function measure(plan: RunPlan, context: RunContext): Promise<RunRo
 export function describeRow(row: RunRow): string {
   const user = row.userCpuUsPerTxn === null ? '' : ` (user ${row.userCpuUsPerTxn.toFixed(1)})`;
   const cpu = row.cpuUsPerTxn === null ? '' : `, ${row.cpuUsPerTxn.toFixed(1)} CPU µs/txn${user}, RSS ${((row.rssBytes ?? 0) / 2 ** 20).toFixed(1)} MiB`;
+  const servers = row.serverCpuUsPerTxn === null ? '' : `, servers ${row.serverCpuUsPerTxn.toFixed(1)} µs/txn (user ${row.serverUserCpuUsPerTxn?.toFixed(1) ?? '–'})`;
+  const idle = row.idlePercent === null ? '' : `, idle ${row.idlePercent.toFixed(1)}%`;
   const latency = `latency mean ${row.latencyMeanMs?.toFixed(3) ?? '–'} ms, p99 ${row.latencyP99Ms?.toFixed(3) ?? '–'} ms`;
-  return row.ok ? `${row.tps?.toFixed(0)} tps, ${latency}${cpu}, load ${row.loadAvg1.toFixed(1)}` : `FAILED: ${row.problem}`;
+  return row.ok ? `${row.tps?.toFixed(0)} tps, ${latency}${cpu}${servers}${idle}, load ${row.loadAvg1.toFixed(1)}` : `FAILED: ${row.problem}`;
 }
 
 function label(group: RunGroup, target: string): string {

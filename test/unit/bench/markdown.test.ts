@@ -8,15 +8,15 @@ import { renderComparisons, renderMarkdown, renderMemory, renderScaling, renderT
 import { summarize, summarizeScaling, type BenchReport, type MemoryResult, type RunRow } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
-test('results table: one line per group and target, with the ratio to the baseline, mean and p99 latency, CPU and its user part, RSS', () => {
+test('results table: one line per group and target, with the ratio to the baseline, mean and p99 latency, CPU and its user part, the servers\' CPU, idle share, RSS', () => {
   const MiB = 2 ** 20;
   const rows = [
-    row(1, 'direct', 2000), row(1, 'ambassador', 900, { cpuUsPerTxn: 40, userCpuUsPerTxn: 12.5, rssBytes: 70 * MiB, latencyMeanMs: 1.25, latencyP99Ms: 4.5 }),
+    row(1, 'direct', 2000), row(1, 'ambassador', 900, { cpuUsPerTxn: 40, userCpuUsPerTxn: 12.5, rssBytes: 70 * MiB, latencyMeanMs: 1.25, latencyP99Ms: 4.5, serverCpuUsPerTxn: 61.25, idlePercent: 7.5 }),
     row(2, 'direct', 2000), row(2, 'ambassador', null),
   ];
   const table = renderTable(summarize(rows, 'direct'));
-  assert.match(table, /\| select-only \| simple \| 32 \| direct \| 2000 \| baseline \| 16\.000 \| 50\.000 \| – \| – \| – \| 2\/2 \|/);
-  assert.match(table, /\| select-only \| simple \| 32 \| ambassador \| 900 \| \*\*0\.450\*\* \(0\.450\) \| 1\.250 \| 4\.500 \| 40\.0 \| 12\.5 \| 70\.0 \| 1\/2 \|/);
+  assert.match(table, /\| select-only \| simple \| 32 \| direct \| 2000 \| baseline \| 16\.000 \| 50\.000 \| – \| – \| – \| – \| – \| 2\/2 \|/);
+  assert.match(table, /\| select-only \| simple \| 32 \| ambassador \| 900 \| \*\*0\.450\*\* \(0\.450\) \| 1\.250 \| 4\.500 \| 40\.0 \| 12\.5 \| 61\.3 \| 7\.5 \| 70\.0 \| 1\/2 \|/);
 });
 
 test('comparisons table: tps, CPU, user CPU, p99 and (1 client) latency added over direct, each as median (per round)', () => {

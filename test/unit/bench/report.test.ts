@@ -3,8 +3,10 @@
 // transaction and /proc parsing.
 
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { test } from 'node:test';
-import { parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes } from '../../../bench/proc.ts';
+import { parseMachineTicks, parseProcStat, parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes, readServerCpu, serverTicks, type ProcStat } from '../../../bench/proc.ts';
 import { cpuMicrosPerTransaction, pairRatios, summarize, summarizeScaling } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
@@ -128,6 +130,59 @@ test('/proc/<pid>/stat: utime and stime counted from the last ")" of the command
   const stat = '4242 (no de) (x)) S 1 4242 4242 0 -1 4194560 20960 0 0 0 1234 567 0 0 20 0 11 0 93012 1195626496 14318 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0 0 0 0';
   assert.deepEqual(parseProcStatTicks(stat), { utime: 1234, stime: 567 });
   assert.throws(() => parseProcStatTicks('garbage'), /unexpected/);
+});
+
+test('/proc/<pid>/stat: the parent and the times of the process and of its reaped children', () => {
+  const stat = '4242 (post (gres)) S 77 4242 4242 0 -1 4194560 20960 0 0 0 1234 567 89 12 20 0 11 0 93012 1195626496 14318';
+  assert.deepEqual(parseProcStat(stat), { ppid: 77, utime: 1234, stime: 567, cutime: 89, cstime: 12 });
+  assert.throws(() => parseProcStat('4242 (x) S 77 1 2'), /no ppid/);
+});
+
+/** A process table for serverTicks: pid -> [ppid, utime, stime, cutime, cstime]. */
+function table(entries: Record<number, [number, number, number, number, number]>): Map<number, ProcStat> {
+  return new Map(Object.entries(entries).map(([pid, [ppid, utime, stime, cutime, cstime]]) => [Number(pid), { ppid, utime, stime, cutime, cstime }]));
+}
+
+test('server CPU: each postmaster with its reaped children, plus its live children; nothing else', () => {
+  const before = table({
+    100: [1, 10, 5, 7, 3], // a postmaster
+    101: [100, 20, 4, 0, 0], // its backends
+    102: [100, 1, 1, 0, 0],
+    103: [101, 900, 900, 0, 0], // not a child of a postmaster
+    200: [1, 500, 500, 0, 0], // the proxy
+    300: [1, 2, 2, 0, 0], // a replica's postmaster
+    301: [300, 6, 1, 0, 0],
+  });
+  assert.deepEqual(serverTicks([100, 300], before), { user: 10 + 7 + 20 + 1 + 2 + 6, total: 25 + 24 + 2 + 4 + 7 });
+  // Backend 101 ran 10 + 2 more ticks and exited (the postmaster reaped it: 30 + 6 into its
+  // children's times); 104 started and ran 3 + 1; the proxy's ticks never count.
+  const after = table({ 100: [1, 11, 5, 7 + 30, 3 + 6], 102: [100, 1, 1, 0, 0], 104: [100, 3, 1, 0, 0], 200: [1, 900, 900, 0, 0], 300: [1, 2, 2, 0, 0], 301: [300, 6, 1, 0, 0] });
+  const [was, is] = [serverTicks([100, 300], before), serverTicks([100, 300], after)];
+  assert.deepEqual({ user: is.user - was.user, total: is.total - was.total }, { user: 1 + 10 + 3, total: 1 + 12 + 4 });
+});
+
+test('server CPU read from /proc: a live child and a reaped one count toward their parent', async () => {
+  const spin = 'const s = process.cpuUsage().user; while (process.cpuUsage().user - s < 150000);';
+  const before = readServerCpu([process.pid]);
+  const own = readCpuTimes(process.pid);
+  spawnSync(process.execPath, ['-e', spin]);
+  const live = spawn(process.execPath, ['-e', `${spin} process.stdout.write('spun'); setInterval(() => {}, 1000);`]);
+  try {
+    await once(live.stdout, 'data');
+    const after = readServerCpu([process.pid]);
+    const ownAfter = readCpuTimes(process.pid);
+    const children = after.total - before.total - (ownAfter.user + ownAfter.system - own.user - own.system);
+    assert.ok(children >= 0.25, `children used ${children} s of at least 2 × 0.15`);
+    assert.ok(after.user - before.user >= 0.25 && after.user <= after.total);
+  } finally {
+    live.kill();
+  }
+});
+
+test('/proc/stat: idle (idle + iowait) and all of the machine\'s CPU ticks', () => {
+  const stat = 'cpu  100 5 50 800 20 3 7 15 4 0\ncpu0 50 2 25 400 10 1 3 7 2 0\nintr 12345\n';
+  assert.deepEqual(parseMachineTicks(stat), { idle: 820, all: 1000 });
+  assert.throws(() => parseMachineTicks('intr 1\n'), /no cpu line/);
 });
 
 test('/proc/<pid>/stat read: user time apart from system time, both in seconds', () => {

@@ -9,7 +9,8 @@ export function row(round: number, target: string, tps: number | null, extra: Pa
     ok: tps !== null, problem: tps === null ? '1 client(s) aborted' : null,
     tps, latencyAvgMs: tps ? 32_000 / tps : null, latencyMeanMs: tps ? 32_000 / tps : null, latencyP99Ms: tps ? 100_000 / tps : null,
     initialConnectionMs: 10, transactions: tps ? tps * 5 : 0,
-    failedTransactions: 0, abortedClients: tps === null ? 1 : 0, cpuSeconds: null, cpuUsPerTxn: null, userCpuUsPerTxn: null, rssBytes: null, loadAvg1: 1.5,
+    failedTransactions: 0, abortedClients: tps === null ? 1 : 0, cpuSeconds: null, cpuUsPerTxn: null, userCpuUsPerTxn: null, rssBytes: null,
+    serverCpuUsPerTxn: null, serverUserCpuUsPerTxn: null, idlePercent: null, loadAvg1: 1.5,
     stderr: tps === null ? 'pgbench: error: client 3 script 0 aborted in command 1 query 0: ERROR:  boom' : null,
     ...extra,
   };
