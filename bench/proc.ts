@@ -36,8 +36,9 @@ export function parseProcStatTicks(text: string): { utime: number; stime: number
   return { utime, stime };
 }
 
-/** What the server CPU reading needs of /proc/<pid>/stat: the parent (field 4), and the process's own and its reaped children's times (14-17). */
+/** What the server CPU reading needs of /proc/<pid>/stat: the state (field 3), the parent (4), and the process's own and its reaped children's times (14-17). */
 export interface ProcStat {
+  state: string;
   ppid: number;
   utime: number;
   stime: number;
@@ -52,7 +53,7 @@ export function parseProcStat(text: string): ProcStat {
   const fields = text.slice(close + 2).trim().split(/\s+/);
   const [ppid, utime, stime, cutime, cstime] = [4, 14, 15, 16, 17].map((field) => Number(fields[field - 3]));
   if (![ppid, utime, stime, cutime, cstime].every(Number.isFinite)) throw new Error(`no ppid/utime/stime in /proc/<pid>/stat: ${text.slice(0, 120)}`);
-  return { ppid: ppid!, utime: utime!, stime: stime!, cutime: cutime!, cstime: cstime! };
+  return { state: fields[0]!, ppid: ppid!, utime: utime!, stime: stime!, cutime: cutime!, cstime: cstime! };
 }
 
 /** CPU seconds, all of it and its user part. */
@@ -62,42 +63,90 @@ export interface CpuReading {
 }
 
 /**
- * The CPU ticks of the servers whose postmasters are `roots`, from the stat of every process:
- * each postmaster's own and its reaped children's, plus its live children's own. Taken before and
- * after a run, the difference is what the servers used in between, backends that exited meanwhile
- * included (their time moves from a live child's to the postmaster's reaped children's).
+ * The CPU ticks of the process trees under `roots` (the servers' postmasters), from the stat of
+ * every process: each process of a tree, at any depth, with its own times and those of the
+ * children it reaped. Taken before and after a run, the difference is what the trees used in
+ * between, processes that exited meanwhile included (a reaped child's times move to its parent's
+ * reaped-children times).
  */
 export function serverTicks(roots: readonly number[], processes: ReadonlyMap<number, ProcStat>): CpuReading {
+  const inTree = new Map<number, boolean>(roots.map((pid) => [pid, true]));
+  const belongs = (pid: number): boolean => {
+    const path: number[] = [];
+    let at = pid;
+    let found: boolean | undefined;
+    while ((found = inTree.get(at)) === undefined) {
+      path.push(at);
+      const parent = processes.get(at)?.ppid;
+      if (parent === undefined || parent <= 1 || path.length > processes.size) {
+        found = false;
+        break;
+      }
+      at = parent;
+    }
+    for (const step of path) inTree.set(step, found);
+    return found;
+  };
   let user = 0;
   let total = 0;
-  const wanted = new Set(roots);
   for (const [pid, stat] of processes) {
-    if (wanted.has(pid)) {
-      user += stat.utime + stat.cutime;
-      total += stat.utime + stat.stime + stat.cutime + stat.cstime;
-    } else if (wanted.has(stat.ppid)) {
-      user += stat.utime;
-      total += stat.utime + stat.stime;
-    }
+    if (!belongs(pid)) continue;
+    user += stat.utime + stat.cutime;
+    total += stat.utime + stat.stime + stat.cutime + stat.cstime;
   }
   return { user, total };
 }
 
-/** CPU seconds used so far by the servers whose postmasters are `roots` (see serverTicks); a process that ends while being read is left out. */
-export function readServerCpu(roots: readonly number[]): CpuReading {
-  const processes = new Map<number, ProcStat>();
-  for (const name of readdirSync('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      processes.set(pid, parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8')));
-    } catch {
-      // gone between the listing and the read
+/** Where readServerCpu reads processes from: /proc, or a test's own table. */
+export interface ProcSource {
+  /** The names in /proc (pids among them). */
+  list(): string[];
+  /** The text of /proc/<pid>/stat; throws when the process is gone. */
+  stat(pid: number): string;
+}
+
+const PROC: ProcSource = {
+  list: () => readdirSync('/proc'),
+  stat: (pid) => readFileSync(`/proc/${pid}/stat`, 'utf8'),
+};
+
+/** A postmaster's stat; throws when it is gone or dead (then its children are no longer its own, and no reading is right). */
+function readRoot(source: ProcSource, pid: number): ProcStat {
+  const stat = parseProcStat(source.stat(pid));
+  if (stat.state === 'Z' || stat.state === 'X') throw new Error(`process ${pid} has exited`);
+  return stat;
+}
+
+const reaped = (stat: ProcStat): number => stat.cutime + stat.cstime;
+
+/**
+ * CPU seconds used so far by the process trees under `roots` (see serverTicks). Throws when a
+ * root is gone. A child reaped while the other processes were being read would count nowhere (or
+ * twice), so the roots are read again after them and the reading is taken again when one reaped
+ * a child meanwhile.
+ */
+export function readServerCpu(roots: readonly number[], source: ProcSource = PROC): CpuReading {
+  for (let attempt = 1; ; attempt++) {
+    const first = roots.map((pid) => readRoot(source, pid));
+    const processes = new Map<number, ProcStat>();
+    for (const name of source.list()) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid)) continue;
+      try {
+        processes.set(pid, parseProcStat(source.stat(pid)));
+      } catch {
+        // gone between the listing and the read: if it was a server's, its parent's times changed
+      }
+    }
+    const last = roots.map((pid) => readRoot(source, pid));
+    const settled = last.every((stat, i) => reaped(stat) === reaped(first[i]!));
+    if (settled || attempt === 5) {
+      roots.forEach((pid, i) => processes.set(pid, last[i]!));
+      const ticks = serverTicks(roots, processes);
+      const perSecond = clockTicksPerSecond();
+      return { user: ticks.user / perSecond, total: ticks.total / perSecond };
     }
   }
-  const ticks = serverTicks(roots, processes);
-  const perSecond = clockTicksPerSecond();
-  return { user: ticks.user / perSecond, total: ticks.total / perSecond };
 }
 
 /** The whole machine's CPU ticks from the first line of /proc/stat: idle (idle + iowait) and all (user to steal; guest time is in user already). */

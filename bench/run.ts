@@ -209,9 +209,10 @@ function settingsNotes(work: Work, outcome: Outcome): string[] {
     'latency mean and p99: from the -l log (p99: nearest rank over every completed transaction of the run); CPU µs/txn: user+system CPU ' +
       'of the target process (/proc/<pid>/stat; for pgbouncer its single process) during the run / transactions processed; user µs/txn: its user ' +
       'part alone (utime: the process\'s own work; the system part is the kernel\'s, much the same for every proxy); RSS: VmRSS after the run',
-    'servers µs/txn: user+system CPU of every process of the cluster\'s servers (each postmaster, its backends and helpers, and the backends ' +
-      'that exited, reaped by it) during the run / transactions processed: what the same transactions cost the database behind each target, ' +
-      'which shares the CPUs and their caches with it; idle %: the whole machine\'s idle share of CPU time during the run (/proc/stat)',
+    'servers µs/txn: user+system CPU of the cluster\'s servers (every process under each postmaster, those that exited during the run ' +
+      'included) from pgbench\'s start to its end, connections, autovacuum and WAL replay included, / transactions processed: what the ' +
+      'database used behind each target, which shares the CPUs and their caches with it (its user part is in the run log); idle %: the ' +
+      'whole machine\'s idle share of CPU time over the same span (/proc/stat)',
     'comparisons: per-round ratios of runs back to back, median over rounds; "latency added over direct" (1 client): ' +
       '(numerator mean latency - direct) / (denominator - direct), rounds where the denominator adds nothing left out',
     ...(work.memorySpecs.length > 0

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { parseMachineTicks, parseProcStat, parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes, readServerCpu, serverTicks, type ProcStat } from '../../../bench/proc.ts';
+import { clockTicksPerSecond, parseMachineTicks, parseProcStat, parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes, readServerCpu, serverTicks, type ProcSource, type ProcStat } from '../../../bench/proc.ts';
 import { cpuMicrosPerTransaction, pairRatios, summarize, summarizeScaling } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
@@ -134,49 +134,80 @@ test('/proc/<pid>/stat: utime and stime counted from the last ")" of the command
 
 test('/proc/<pid>/stat: the parent and the times of the process and of its reaped children', () => {
   const stat = '4242 (post (gres)) S 77 4242 4242 0 -1 4194560 20960 0 0 0 1234 567 89 12 20 0 11 0 93012 1195626496 14318';
-  assert.deepEqual(parseProcStat(stat), { ppid: 77, utime: 1234, stime: 567, cutime: 89, cstime: 12 });
+  assert.deepEqual(parseProcStat(stat), { state: 'S', ppid: 77, utime: 1234, stime: 567, cutime: 89, cstime: 12 });
   assert.throws(() => parseProcStat('4242 (x) S 77 1 2'), /no ppid/);
 });
 
 /** A process table for serverTicks: pid -> [ppid, utime, stime, cutime, cstime]. */
 function table(entries: Record<number, [number, number, number, number, number]>): Map<number, ProcStat> {
-  return new Map(Object.entries(entries).map(([pid, [ppid, utime, stime, cutime, cstime]]) => [Number(pid), { ppid, utime, stime, cutime, cstime }]));
+  return new Map(Object.entries(entries).map(([pid, [ppid, utime, stime, cutime, cstime]]) => [Number(pid), { state: 'S', ppid, utime, stime, cutime, cstime }]));
 }
 
-test('server CPU: each postmaster with its reaped children, plus its live children; nothing else', () => {
+test('server CPU: every process under each postmaster, at any depth, with what it reaped; nothing else', () => {
   const before = table({
     100: [1, 10, 5, 7, 3], // a postmaster
     101: [100, 20, 4, 0, 0], // its backends
-    102: [100, 1, 1, 0, 0],
-    103: [101, 900, 900, 0, 0], // not a child of a postmaster
-    200: [1, 500, 500, 0, 0], // the proxy
+    102: [100, 1, 1, 2, 1], // one that reaped a child of its own (an archive_command)
+    103: [102, 4, 4, 0, 0], // that one's live child
+    200: [1, 500, 500, 9, 9], // the proxy
+    201: [200, 50, 50, 0, 0], // and its child
     300: [1, 2, 2, 0, 0], // a replica's postmaster
     301: [300, 6, 1, 0, 0],
   });
-  assert.deepEqual(serverTicks([100, 300], before), { user: 10 + 7 + 20 + 1 + 2 + 6, total: 25 + 24 + 2 + 4 + 7 });
+  assert.deepEqual(serverTicks([100, 300], before), { user: 17 + 20 + 3 + 4 + 2 + 6, total: 25 + 24 + 5 + 8 + 4 + 7 });
   // Backend 101 ran 10 + 2 more ticks and exited (the postmaster reaped it: 30 + 6 into its
-  // children's times); 104 started and ran 3 + 1; the proxy's ticks never count.
-  const after = table({ 100: [1, 11, 5, 7 + 30, 3 + 6], 102: [100, 1, 1, 0, 0], 104: [100, 3, 1, 0, 0], 200: [1, 900, 900, 0, 0], 300: [1, 2, 2, 0, 0], 301: [300, 6, 1, 0, 0] });
+  // children's times), and so did 103 (2 + 0 more, into 102's); 104 started and ran 3 + 1; the
+  // proxy's ticks never count.
+  const after = table({
+    100: [1, 11, 5, 7 + 30, 3 + 6], 102: [100, 1, 1, 2 + 6, 1 + 4], 104: [100, 3, 1, 0, 0], 200: [1, 900, 900, 9, 9], 201: [200, 90, 90, 0, 0],
+    300: [1, 2, 2, 0, 0], 301: [300, 6, 1, 0, 0],
+  });
   const [was, is] = [serverTicks([100, 300], before), serverTicks([100, 300], after)];
-  assert.deepEqual({ user: is.user - was.user, total: is.total - was.total }, { user: 1 + 10 + 3, total: 1 + 12 + 4 });
+  assert.deepEqual({ user: is.user - was.user, total: is.total - was.total }, { user: 1 + 10 + 2 + 3, total: 1 + 12 + 2 + 4 });
 });
 
-test('server CPU read from /proc: a live child and a reaped one count toward their parent', async () => {
-  const spin = 'const s = process.cpuUsage().user; while (process.cpuUsage().user - s < 150000);';
+test('server CPU: a backend reaped while the others were being read is not lost; the reading is taken again', () => {
+  const stat = (pid: number, [ppid, utime, stime, cutime, cstime]: number[]): string => `${pid} (postgres) S ${ppid} 0 0 0 -1 0 0 0 0 0 ${utime} ${stime} ${cutime} ${cstime} 20 0 1 0`;
+  // The postmaster (100) reaps backend 101 (20 + 4 ticks) after the scan read it as live, before
+  // the postmaster is read again: taken as it is, that reading would count 101 twice.
+  let reads = 0;
+  const source: ProcSource = {
+    list: () => ['100', '101', '102', 'self'],
+    stat: (pid) => {
+      reads++;
+      const gone = reads > 4; // the root, then 100, 101 and 102 in the scan, then 101 exits
+      if (pid === 100) return stat(100, gone ? [1, 10, 5, 20, 4] : [1, 10, 5, 0, 0]);
+      if (pid === 101 && gone) throw new Error('ENOENT');
+      if (pid === 101) return stat(101, [100, 20, 4, 0, 0]);
+      return stat(102, [100, 1, 1, 0, 0]);
+    },
+  };
+  const ticks = clockTicksPerSecond();
+  const reading = readServerCpu([100], source);
+  assert.deepEqual({ user: reading.user * ticks, total: reading.total * ticks }, { user: 10 + 20 + 1, total: 15 + 24 + 2 });
+});
+
+test('server CPU read from /proc: a live child and a reaped one count toward their parent; a root that is gone throws', async () => {
+  // A fixed amount of work with no system call per step, then the child's own user CPU (µs) on stdout.
+  const spin = 'let x = 0; for (let i = 0; i < 150e6; i++) x = (x * 31 + i) % 1000003; process.stdout.write(`${process.cpuUsage().user} ${x}\\n`);';
   const before = readServerCpu([process.pid]);
   const own = readCpuTimes(process.pid);
-  spawnSync(process.execPath, ['-e', spin]);
-  const live = spawn(process.execPath, ['-e', `${spin} process.stdout.write('spun'); setInterval(() => {}, 1000);`]);
+  const reapedUser = Number(spawnSync(process.execPath, ['-e', spin], { encoding: 'utf8' }).stdout.split(' ')[0]) / 1e6;
+  const live = spawn(process.execPath, ['-e', `${spin} setInterval(() => {}, 1000);`]);
   try {
-    await once(live.stdout, 'data');
+    const [line] = (await once(live.stdout, 'data', { signal: AbortSignal.timeout(60_000) })) as [Buffer];
+    const liveUser = Number(line.toString().split(' ')[0]) / 1e6;
     const after = readServerCpu([process.pid]);
-    const ownAfter = readCpuTimes(process.pid);
-    const children = after.total - before.total - (ownAfter.user + ownAfter.system - own.user - own.system);
-    assert.ok(children >= 0.25, `children used ${children} s of at least 2 × 0.15`);
-    assert.ok(after.user - before.user >= 0.25 && after.user <= after.total);
+    const ownUser = readCpuTimes(process.pid).user - own.user;
+    const childrenUser = after.user - before.user - ownUser;
+    // Both children's user time, within /proc's 10 ms ticks, and nothing like either one alone.
+    assert.ok(reapedUser > 0.05 && liveUser > 0.05, `children reported ${reapedUser} and ${liveUser} s`);
+    assert.ok(Math.abs(childrenUser - (reapedUser + liveUser)) < 0.05, `counted ${childrenUser} s of children's user time, they reported ${reapedUser} + ${liveUser}`);
+    assert.ok(after.total - before.total >= after.user - before.user);
   } finally {
     live.kill();
   }
+  assert.throws(() => readServerCpu([live.pid!, 2 ** 22 + 1]), /ENOENT|exited/);
 });
 
 test('/proc/stat: idle (idle + iowait) and all of the machine\'s CPU ticks', () => {
