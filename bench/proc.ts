@@ -26,17 +26,7 @@ export function clockTicksPerSecond(): number {
   return ticksPerSecond;
 }
 
-/**
- * utime and stime (clock ticks) from the text of /proc/<pid>/stat. Field 2, the command name, is
- * in parentheses and may itself contain spaces and parentheses, so fields are counted from the
- * last ")": the field after it is field 3 (state), which puts utime (14) at index 11.
- */
-export function parseProcStatTicks(text: string): { utime: number; stime: number } {
-  const { utime, stime } = parseProcStat(text);
-  return { utime, stime };
-}
-
-/** What the server CPU reading needs of /proc/<pid>/stat: the state (field 3), the parent (4), and the process's own and its reaped children's times (14-17). */
+/** What the CPU readings need of /proc/<pid>/stat: the state (field 3), the parent (4), and the process's own and its reaped children's times in clock ticks (14-17). */
 export interface ProcStat {
   state: string;
   ppid: number;
@@ -47,6 +37,10 @@ export interface ProcStat {
   cstime: number;
 }
 
+/**
+ * Field 2 of /proc/<pid>/stat, the command name, is in parentheses and may itself contain spaces
+ * and parentheses, so fields are counted from the last ")": the field after it is field 3.
+ */
 export function parseProcStat(text: string): ProcStat {
   const close = text.lastIndexOf(')');
   if (close < 0) throw new Error(`unexpected /proc/<pid>/stat content: ${text.slice(0, 80)}`);
@@ -170,7 +164,7 @@ export function parseVmRssBytes(text: string): number {
 
 /** User and system CPU seconds the process has used so far. */
 export function readCpuTimes(pid: number): { user: number; system: number } {
-  const { utime, stime } = parseProcStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  const { utime, stime } = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   const ticks = clockTicksPerSecond();
   return { user: utime / ticks, system: stime / ticks };
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { clockTicksPerSecond, parseMachineTicks, parseProcStat, parseProcStatTicks, parseVmRssBytes, readCpuSeconds, readCpuTimes, readServerCpu, serverTicks, type ProcSource, type ProcStat } from '../../../bench/proc.ts';
+import { clockTicksPerSecond, parseMachineTicks, parseProcStat, parseVmRssBytes, readCpuSeconds, readCpuTimes, readServerCpu, serverTicks, type ProcSource, type ProcStat } from '../../../bench/proc.ts';
 import { cpuMicrosPerTransaction, pairRatios, summarize, summarizeScaling } from '../../../bench/report.ts';
 import { COMPARED, row } from './rows.ts';
 
@@ -128,8 +128,9 @@ test('scaling: each target at its highest client count against the next highest,
 test('/proc/<pid>/stat: utime and stime counted from the last ")" of the command name', () => {
   // Captured from a running node process, with the command name replaced by a hostile one.
   const stat = '4242 (no de) (x)) S 1 4242 4242 0 -1 4194560 20960 0 0 0 1234 567 0 0 20 0 11 0 93012 1195626496 14318 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0 0 0 0';
-  assert.deepEqual(parseProcStatTicks(stat), { utime: 1234, stime: 567 });
-  assert.throws(() => parseProcStatTicks('garbage'), /unexpected/);
+  const { utime, stime } = parseProcStat(stat);
+  assert.deepEqual({ utime, stime }, { utime: 1234, stime: 567 });
+  assert.throws(() => parseProcStat('garbage'), /unexpected/);
 });
 
 test('/proc/<pid>/stat: the parent and the times of the process and of its reaped children', () => {
@@ -200,9 +201,10 @@ test('server CPU read from /proc: a live child and a reaped one count toward the
     const after = readServerCpu([process.pid]);
     const ownUser = readCpuTimes(process.pid).user - own.user;
     const childrenUser = after.user - before.user - ownUser;
-    // Both children's user time, within /proc's 10 ms ticks, and nothing like either one alone.
-    assert.ok(reapedUser > 0.05 && liveUser > 0.05, `children reported ${reapedUser} and ${liveUser} s`);
-    assert.ok(Math.abs(childrenUser - (reapedUser + liveUser)) < 0.05, `counted ${childrenUser} s of children's user time, they reported ${reapedUser} + ${liveUser}`);
+    // Both children's user time, give or take what each ran after reporting it (its write, its
+    // exit) and /proc's 10 ms ticks; a child missed or counted twice is off by a whole spin.
+    assert.ok(reapedUser > 0.4 && liveUser > 0.4, `children reported ${reapedUser} and ${liveUser} s`);
+    assert.ok(Math.abs(childrenUser - (reapedUser + liveUser)) < 0.2, `counted ${childrenUser} s of children's user time, they reported ${reapedUser} + ${liveUser}`);
     assert.ok(after.total - before.total >= after.user - before.user);
   } finally {
     live.kill();
