@@ -36,9 +36,20 @@ const ReadyForQuery = T('Z');
 /** The entry of a ParseComplete the ambassador makes itself (addSynthesized). */
 const SYNTHESIZED_PARSE: SynthesizedEntry = Object.freeze({ kind: 'synthesized-parse' });
 
+/** What a slot of the plan holds once its entry is dropped (an entry may hold a closure, and what it names). */
+const NO_ENTRY: PlanEntry = Object.freeze({ kind: 'sync' });
+/** The plan keeps its array for the next answers up to this many slots. */
+const KEPT_ENTRIES = 64;
+
 export class ResponsePlan {
+  /**
+   * The entries not answered yet are `entries[head, tail)`. Once every entry is answered, the
+   * next one goes in slot 0 again: the array is kept (one that grows by push from empty is
+   * copied into a larger one at 17, 41, 77... entries, some 20 bytes for every entry added).
+   */
   private entries: Array<PlanEntry | SynthesizedEntry> = [];
   private head = 0;
+  private tail = 0;
   /**
    * At least as many as the synthesized entries not taken yet (one skipped by an error or a
    * ReadyForQuery stays counted until the entries are dropped: clear(), or add() finding them
@@ -48,7 +59,7 @@ export class ResponsePlan {
   private synthesized = 0;
 
   get empty(): boolean {
-    return this.head >= this.entries.length;
+    return this.head >= this.tail;
   }
 
   /** What the server will answer to the next message sent. */
@@ -64,27 +75,23 @@ export class ResponsePlan {
 
   /** The entry the next response belongs to. */
   get current(): PlanEntry | SynthesizedEntry | undefined {
-    return this.entries[this.head];
+    return this.head < this.tail ? this.entries[this.head] : undefined;
   }
 
   private push(entry: PlanEntry | SynthesizedEntry): void {
-    if (this.head > 64 && this.head === this.entries.length) {
-      this.entries = [];
-      this.head = 0;
-      this.synthesized = 0;
-    }
-    this.entries.push(entry);
+    if (this.head > 0 && this.head === this.tail) this.clear();
+    this.entries[this.tail++] = entry;
   }
 
   /** Whether the next expected response is one the ambassador makes itself. */
   get synthesizedPending(): boolean {
-    return this.synthesized > 0 && this.entries[this.head]?.kind === 'synthesized-parse';
+    return this.synthesized > 0 && this.current?.kind === 'synthesized-parse';
   }
 
   /** Pops the synthesized entries at the head; returns how many ParseCompletes to emit. */
   takeSynthesized(): number {
     let count = 0;
-    while (this.synthesized > 0 && this.entries[this.head]?.kind === 'synthesized-parse') {
+    while (this.synthesized > 0 && this.current?.kind === 'synthesized-parse') {
       this.head++;
       this.synthesized--;
       count++;
@@ -94,11 +101,11 @@ export class ResponsePlan {
 
   /** A server message other than ErrorResponse arrived. */
   complete(type: number): void {
-    const entry = this.entries[this.head];
+    const entry = this.current;
     if (entry === undefined) return;
     if (type === ReadyForQuery) {
       // Ends the Sync or Query at the head (anything before it was skipped by an error).
-      while (this.head < this.entries.length) {
+      while (this.head < this.tail) {
         const e = this.entries[this.head++]!;
         if (e.kind === 'sync' || e.kind === 'query') return;
       }
@@ -109,9 +116,9 @@ export class ResponsePlan {
 
   /** An ErrorResponse arrived: the head failed, and the server skips to the next Sync. */
   fail(): void {
-    const entry = this.entries[this.head];
+    const entry = this.current;
     if (entry === undefined || entry.kind === 'query' || entry.kind === 'sync') return;
-    while (this.head < this.entries.length) {
+    while (this.head < this.tail) {
       const e = this.entries[this.head];
       if (e!.kind === 'sync') return;
       if (e!.kind === 'parse') e!.onError?.();
@@ -120,8 +127,11 @@ export class ResponsePlan {
   }
 
   clear(): void {
-    this.entries = [];
+    // A long pipeline (thousands of messages before their answers) does not leave its array behind.
+    if (this.tail > KEPT_ENTRIES) this.entries = [];
+    else for (let i = 0; i < this.tail; i++) this.entries[i] = NO_ENTRY;
     this.head = 0;
+    this.tail = 0;
     this.synthesized = 0;
   }
 }

@@ -96,6 +96,8 @@ const SERVER_INSPECT = typeSet('EZCS');
 /** Owed bytes are copied in front of a write up to this size; written on their own before a larger one. */
 const OWED_COPY_LIMIT = 16 * 1024;
 const NOTHING = Buffer.alloc(0);
+/** `held` while nothing is held back yet: hold() replaces it with an array of the first bytes held. */
+const NOTHING_HELD = Object.freeze([]) as unknown as Buffer[];
 /** Every message type a client may send after login (Postgres ends the session on any other). */
 const FRONTEND_TYPES = typeSet('QPBEFCDHSXdcf');
 
@@ -141,9 +143,17 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private leaseWrote = false;
   /** The transaction now ending changed functions or extensions. */
   private catalogChanged = false;
-  /** The first request on a lease, whose first answer is being held back (see watchFirstAnswer). */
-  private watch: { request: Request; swallowing: boolean } | null = null;
-  /** Client-bound bytes held back meanwhile (copies). */
+  /**
+   * The first request on a lease, whose first answer is being held back (see watchFirstAnswer);
+   * fields of the forwarder, not an object made for each request watched (most are).
+   */
+  private watched: Request | null = null;
+  /** The watched request was refused: its answer up to ReadyForQuery is dropped. */
+  private swallowing = false;
+  /**
+   * Client-bound bytes held back meanwhile (copies): NOTHING_HELD until the first, null when
+   * nothing is being held back.
+   */
   private held: Buffer[] | null = null;
   /**
    * Client-bound bytes that go out in front of the next write (say): ParseCompletes the
@@ -252,7 +262,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private pump(): void {
     // While a retried request's error or a refusal is being swallowed, nothing may go behind it
     // on the lease (watchRetry, watchFirstAnswer): it is given back, or re-run, at ReadyForQuery.
-    if (this.busy || this.stopped || this.retry?.phase === 'swallow' || this.watch?.swallowing === true) return;
+    if (this.busy || this.stopped || this.retry?.phase === 'swallow' || this.swallowing) return;
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready.first!;
@@ -530,8 +540,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     // A request sent behind a watched one: a retry would clear the plan, and the answers of this one with it.
     else if (this.retry !== null) this.retry = null;
     if (first && (alone || behindReads) && request.completes && this.watchesFirstAnswer(request)) {
-      this.watch = { request, swallowing: false };
-      this.held = [];
+      this.watched = request;
+      this.held = NOTHING_HELD;
     }
     const bytes = OUTGOING.take();
     if (bytes !== null) server.write(bytes);
@@ -673,7 +683,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     // ReadyForQuery and CommandComplete, in every answer, are read where they lie; the rarer
     // ones, and every one while an answer is watched, get a view.
     let payload = given;
-    if (payload === null && SERVER_INSPECT[type] === 1 && ((type !== BackendType.ReadyForQuery && type !== BackendType.CommandComplete) || this.watch !== null || this.retry !== null)) {
+    if (payload === null && SERVER_INSPECT[type] === 1 && ((type !== BackendType.ReadyForQuery && type !== BackendType.CommandComplete) || this.watched !== null || this.retry !== null)) {
       payload = this.chunk!.subarray(payloadStart(length, end), end);
     }
     if (type === BackendType.ErrorResponse && endsSession(payload!)) {
@@ -685,7 +695,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       return true;
     }
     // A refusal re-run gives the lease back (rerunAfterRefusal): nothing more of this chunk is read.
-    if (this.watch !== null && this.watchFirstAnswer(type, payload, end)) return this.lease !== null;
+    if (this.watched !== null && this.watchFirstAnswer(type, payload, end)) return this.lease !== null;
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
@@ -754,22 +764,22 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
    * since what follows it on the lease must be answered there, in order.
    */
   private watchFirstAnswer(type: number, payload: Buffer | null, end: number): boolean {
-    const watch = this.watch!;
-    if (watch.swallowing) {
+    const watched = this.watched!;
+    if (this.swallowing) {
       this.cursor = end; // dropped
-      if (type === BackendType.ReadyForQuery) this.rerunAfterRefusal(watch.request, payload!);
+      if (type === BackendType.ReadyForQuery) this.rerunAfterRefusal(watched, payload!);
       return true;
     }
-    if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION && this.refusalRunsElsewhere(watch.request)) {
+    if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION && this.refusalRunsElsewhere(watched)) {
       if (this.inFlight === 1 && !this.unsynced) {
         this.cursor = end;
         this.held = null;
-        watch.swallowing = true;
+        this.swallowing = true;
         return true;
       }
       if (this.leaseReplica) {
         this.options.log.info({ host: this.lease?.target.host, port: this.lease?.target.port }, 'a replica refused a read as read-only with more requests sent behind it: the client gets the error, and its text goes to the primary from now on');
-        this.options.routing.forceWrite(watch.request);
+        this.options.routing.forceWrite(watched);
       }
     }
     if (!ACKNOWLEDGEMENTS.has(type)) this.releaseHeld();
@@ -789,12 +799,13 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private releaseHeld(): void {
     const held = this.held;
     this.held = null;
-    this.watch = null;
+    this.watched = null;
     if (held !== null && held.length > 0) this.owe(held.length === 1 ? held[0]! : Buffer.concat(held));
   }
 
   private rerunAfterRefusal(request: Request, ready: Buffer): void {
-    this.watch = null;
+    this.watched = null;
+    this.swallowing = false;
     this.held = null;
     this.status = decodeReadyForQuery(ready);
     this.inFlight--;
@@ -978,7 +989,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const count = this.plan.takeSynthesized();
     if (count === 0) return;
     const answers = count === 1 ? PARSE_COMPLETE : Buffer.concat(Array<Buffer>(count).fill(PARSE_COMPLETE));
-    if (this.held !== null) this.held.push(answers);
+    if (this.held !== null) this.hold(answers);
     else if (now) this.say(answers);
     else this.owe(answers);
   }
@@ -990,8 +1001,14 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Writes server-bound-for-client bytes, or holds a copy while a replica read is watched. */
   private toClient(bytes: Buffer): boolean {
     if (this.held === null) return this.say(bytes);
-    this.held.push(Buffer.from(bytes));
+    this.hold(Buffer.from(bytes));
     return true;
+  }
+
+  /** Holds back client-bound bytes while a first answer is watched (held is not null). */
+  private hold(bytes: Buffer): void {
+    if (this.held === NOTHING_HELD) this.held = [bytes];
+    else this.held!.push(bytes);
   }
 
   /** Every write to the client goes through here (bytes sent are counted). */
@@ -1034,10 +1051,11 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.lease = null;
     this.leaseReplica = false;
     this.leaseWrote = false;
-    const watch = this.watch;
-    const unanswered = watch !== null && this.held !== null && !watch.swallowing;
+    const watched = this.watched;
+    const unanswered = watched !== null && this.held !== null && !this.swallowing;
     const fatal = this.serverFatal;
-    this.watch = null;
+    this.watched = null;
+    this.swallowing = false;
     this.held = null;
     this.retry = null;
     this.serverFatal = null;
@@ -1060,10 +1078,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       }));
       return this.options.onEnd('server closed the connection of a pinned session');
     }
-    if (unanswered && this.inFlight === 1 && !this.unsynced && this.status === 'I' && this.runsAgainAfterLoss(watch.request)) {
-      this.runElsewhere(watch.request, hostId, 'server connection lost before the read was answered');
+    if (unanswered && this.inFlight === 1 && !this.unsynced && this.status === 'I' && this.runsAgainAfterLoss(watched)) {
+      this.runElsewhere(watched, hostId, 'server connection lost before the read was answered');
       this.forgetInFlight();
-      return this.requeue(watch.request);
+      return this.requeue(watched);
     }
     const inTransaction = this.status !== 'I';
     const error = lostServerError(where, fatal, inTransaction);

@@ -292,3 +292,21 @@ test('each request gets its own items and texts, one, two or many, and none of t
   assert.deepEqual(after!.texts, ['SET search_path TO other']);
   assert.deepEqual(none!.texts, [], 'the empty texts of a request stay empty');
 });
+
+test('a long pipeline before its Sync is one request of every message, and the requests after it hold only their own', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const pairs = Array.from({ length: 100 }, () => [unnamedBind, execute]).flat();
+  const [long, short, shorter] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), ...pairs, encodeSync(), unnamedBind, execute, encodeSync(), query]));
+  assert.equal(long!.items.length, 202, 'the Parse, 100 Binds and Executes, the Sync');
+  assert.deepEqual(long!.items.slice(0, 3).map((item) => item.kind), ['raw', 'bind', 'raw']);
+  assert.equal((long!.items[201] as Extract<Item, { kind: 'raw' }>).type, FrontendType.Sync);
+  assert.deepEqual(short!.items.map((item) => item.kind), ['bind', 'raw', 'raw']);
+  assert.deepEqual(shorter!.items.map((item) => item.kind), ['raw']);
+  assert.equal(builder.pending, false);
+  // Half a request is pending; what came before it is not part of it.
+  assert.deepEqual(feed(builder, Buffer.concat([unnamedBind, execute])), []);
+  assert.equal(builder.pending, true);
+  const [finished] = feed(builder, encodeSync());
+  assert.deepEqual(finished!.items.map((item) => item.kind), ['bind', 'raw', 'raw']);
+  assert.equal(new Set([long!.items, short!.items, shorter!.items, finished!.items]).size, 4, 'no array is shared');
+});

@@ -67,3 +67,43 @@ test('synthesized entries skipped by an error or a ReadyForQuery leave none pend
   plan.addSynthesized();
   assert.equal(plan.takeSynthesized(), 1);
 });
+
+test('answers match their entries across many exchanges, short and long, and a failed Parse still says so', () => {
+  const plan = new ResponsePlan();
+  const failed: number[] = [];
+  // Read anew each time (an assertion on one reading would narrow the next one's type).
+  const next = (): string | undefined => plan.current?.kind;
+  for (let round = 0; round < 3; round++) {
+    // A long pipeline, answered while more is added behind it.
+    for (let i = 0; i < 100; i++) {
+      plan.add({ kind: 'bind' });
+      plan.add({ kind: 'execute' });
+    }
+    plan.add({ kind: 'sync' });
+    for (let i = 0; i < 100; i++) {
+      assert.equal(next(), 'bind', `round ${round}, pair ${i}`);
+      plan.complete(T('2'));
+      assert.equal(next(), 'execute');
+      plan.complete(T('C'));
+      if (i === 50) plan.add({ kind: 'query' });
+    }
+    plan.complete(T('Z'));
+    assert.equal(next(), 'query', 'the Query added half-way is next');
+    plan.complete(T('Z'));
+    assert.equal(plan.empty, true);
+    // Then short exchanges, each answered before the next.
+    for (let i = 0; i < 5; i++) {
+      plan.add({ kind: 'parse', onError: () => failed.push(round * 10 + i) });
+      plan.addSynthesized();
+      plan.add({ kind: 'sync' });
+      assert.equal(next(), 'parse');
+      plan.fail();
+      assert.equal(next(), 'sync', 'the error skips to the Sync');
+      assert.equal(plan.synthesizedPending, false);
+      plan.complete(T('Z'));
+      assert.equal(plan.empty, true);
+      assert.equal(plan.current, undefined);
+    }
+  }
+  assert.deepEqual(failed, [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22, 23, 24]);
+});
