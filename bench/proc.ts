@@ -164,7 +164,7 @@ export function parseVmRssBytes(text: string): number {
 
 /** User and system CPU seconds the process has used so far. */
 export function readCpuTimes(pid: number): { user: number; system: number } {
-  const { utime, stime } = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  const { utime, stime } = parseProcStat(PROC.stat(pid));
   const ticks = clockTicksPerSecond();
   return { user: utime / ticks, system: stime / ticks };
 }

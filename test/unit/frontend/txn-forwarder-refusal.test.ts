@@ -193,3 +193,23 @@ test('a lost replica with an open exchange behind the watched read: both are ans
   assert.deepEqual(path.primary.written, [], 'the watched read was not run again without the exchange behind it');
   assert.deepEqual(messages(Buffer.concat(path.client.received)), ['E 08006', 'Z', 'E 08006']);
 });
+
+test('a watched read answered in pieces: its acknowledgements are held back over several reads, then reach the client once, in order', async () => {
+  const path = await splitPath('extended');
+  path.client.emit('data', pgbenchRequest('extended', 9));
+  const answer = serverAnswer('extended');
+  assert.deepEqual(messages(answer).slice(0, 3), ['1', '2', 'T'], 'ParseComplete, BindComplete, RowDescription first');
+  // Each acknowledgement in a read of its own: none is a result, so none reaches the client yet.
+  let at = 0;
+  for (let i = 0; i < 3; i++) {
+    const end = at + 1 + answer.readInt32BE(at + 1);
+    path.replica.sink!.onServerData(answer.subarray(at, end));
+    at = end;
+    assert.deepEqual(path.client.received, [], `after acknowledgement ${i + 1}`);
+  }
+  // The first row shows the read was not refused: everything held goes out ahead of it.
+  path.replica.sink!.onServerData(answer.subarray(at));
+  await path.settle();
+  assert.equal(Buffer.concat(path.client.received).toString('hex'), answer.toString('hex'));
+  assert.deepEqual(path.primary.written, [], 'nothing ran again');
+});
