@@ -296,9 +296,9 @@ export interface PooledClients {
 
 /**
  * `clients` forwarders sharing `servers` connections of a real Pooler (one host), driven as
- * pgbench drives them: each server answers in the order it got its request, its lease goes back
- * and the pool hands it to the next waiter, and only then does the answered client send its next
- * request. With more clients than servers nearly every request waits for a lease, as with 256
+ * pgbench drives them through the event loop: every server with a request answers (one pass's
+ * reads), their leases go back and the pool hands them to the next waiters (in the check phase),
+ * and only then do the answered clients send their next requests. With more clients than servers nearly every request waits for a lease, as with 256
  * pgbench clients on a pool of 20: the path (waitFor, the pool's hand-off, leaseSettled) that
  * hotPath()'s fake pool, which hands its server over at once, never takes.
  */
@@ -341,12 +341,15 @@ export async function pooledClients(mode: HotMode, clients: number, servers: num
         continue;
       }
       stalls = 0;
-      server.pending = false;
-      if (server.sink === null) throw new Error('the server was let go before its answer');
-      server.sink.onServerData(Buffer.from(answer));
-      done++;
-      // The released lease's hand-off runs in a microtask, before the client's next request arrives.
-      await SETTLED;
+      // Every server with a request answers, as the reads of one pass of the event loop would.
+      for (let answering: FakeServer | undefined = server; answering !== undefined; answering = done < count ? due.shift() : undefined) {
+        answering.pending = false;
+        if (answering.sink === null) throw new Error('the server was let go before its answer');
+        answering.sink.onServerData(Buffer.from(answer));
+        done++;
+      }
+      // The released leases' hand-offs run in the check phase, before the clients' next requests arrive.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       for (let client = answered.shift(); client !== undefined; client = answered.shift()) send(client);
     }
   };
@@ -381,8 +384,6 @@ export async function measurePooled(mode: HotMode, transactions: number, rounds:
   const pooled = await pooledClients(mode, clients, servers);
   return timedRounds(pooled.run, transactions, rounds);
 }
-
-const SETTLED = Promise.resolve();
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
