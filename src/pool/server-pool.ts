@@ -59,8 +59,9 @@ export interface ServerPool {
   tryAcquireFor(route: RouteRequest, request: ServerRequest): BackendConnection | Choice | null;
   /**
    * acquireFor after tryAcquireFor made `choice`, for the hot path: the same outcome told to
-   * `waiter` (never synchronously, nor inside the release that freed the connection), without a
-   * promise per wait when the chosen host's pool is only busy.
+   * `waiter` (never synchronously, nor inside the release that freed the connection: a freed
+   * connection is handed over in the event loop's check phase), without a promise per wait when
+   * the chosen host's pool is only busy.
    */
   waitFor(route: RouteRequest, request: ServerRequest, choice: Choice | null, waiter: LeaseWaiter): void;
   /** A connection to the primary (logins, writes): acquireFor({ kind: 'write' }, request). */
