@@ -298,9 +298,10 @@ export interface PooledClients {
  * `clients` forwarders sharing `servers` connections of a real Pooler (one host), driven as
  * pgbench drives them through the event loop: every server with a request answers (one pass's
  * reads), their leases go back and the pool hands them to the next waiters (in the check phase),
- * and only then do the answered clients send their next requests. With more clients than servers nearly every request waits for a lease, as with 256
- * pgbench clients on a pool of 20: the path (waitFor, the pool's hand-off, leaseSettled) that
- * hotPath()'s fake pool, which hands its server over at once, never takes.
+ * and only then do the answered clients send their next requests. With more clients than
+ * servers nearly every request waits for a lease, as with 256 pgbench clients on a pool of 20:
+ * the path (waitFor, the pool's hand-off, leaseSettled) that hotPath()'s fake pool, which hands
+ * its server over at once, never takes.
  */
 export async function pooledClients(mode: HotMode, clients: number, servers: number, keep = false): Promise<PooledClients> {
   const due: FakeServer[] = [];
