@@ -87,6 +87,11 @@ export function serverAnswer(mode: HotMode): Buffer {
 /** Stands in for the client's net.Socket (the wire falls back to its events and write). */
 class FakeClient extends EventEmitter {
   readonly received: Buffer[] = [];
+  /** What a forwarder asks of a net.Socket before writing to it late (an answer deferred to the check phase). */
+  destroyed = false;
+  writable = true;
+  /** The forwarder reading this client. */
+  forwarder: TxnForwarder | null = null;
   keep = false;
   bytes = 0;
   /** The pooled driver's queue of answered clients, which this one joins on its answer. */
@@ -197,6 +202,7 @@ async function startForwarder(pool: ServerPool, split: boolean): Promise<FakeCli
     onIdle: () => {},
   });
   forwarder.start([]);
+  client.forwarder = forwarder;
   return client;
 }
 

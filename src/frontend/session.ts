@@ -560,7 +560,7 @@ export class ClientSession {
         ? new AmbassadorError('CLIENT_IDLE_TIMEOUT', 'terminating connection due to idle-session timeout', { hint: 'listen.clientIdleTimeout' })
         : new AmbassadorError('IDLE_IN_TRANSACTION_TIMEOUT', 'terminating connection due to idle-in-transaction timeout', { hint: 'listen.idleInTransactionTimeout' });
     this.meter?.error(err.sqlstate);
-    if (forwarder.clientAtBoundary) this.socket.write(errorResponseFor(err));
+    if (forwarder.clientAtBoundary) this.writeError(errorResponseFor(err));
     this.log.info({ reason: err.message }, 'idle client disconnected');
     // Nothing is in flight: the server is rolled back or reset and goes back to the pool.
     this.close(err.message);
@@ -591,10 +591,16 @@ export class ClientSession {
     if (err instanceof FramingError) err = new AmbassadorError('MESSAGE_TOO_LARGE', err.message);
     const canSpeak = this.state !== 'startup' || err instanceof AmbassadorError;
     if (canSpeak && (this.forwarder === null || this.forwarder.clientAtBoundary) && !this.socket.destroyed) {
-      this.socket.write(Buffer.isBuffer(err) ? err : errorResponseFor(err));
+      this.writeError(Buffer.isBuffer(err) ? err : errorResponseFor(err));
       if (this.forwarder !== null && !Buffer.isBuffer(err)) this.meter?.error(asAmbassadorError(err).sqlstate);
     }
     this.close(Buffer.isBuffer(err) ? 'upstream refused the login' : asAmbassadorError(err).message, 'broken');
+  }
+
+  /** An error the session itself tells the client: behind an answer the forwarder deferred to the check phase, if any. */
+  private writeError(bytes: Buffer): void {
+    if (this.forwarder instanceof TxnForwarder) this.forwarder.payDeferred();
+    this.socket.write(bytes);
   }
 
   close(reason: string, outcome: 'reusable' | 'broken' = 'reusable'): void {

@@ -314,6 +314,10 @@ export class Pooler implements ServerPool {
     return entry;
   }
 
+  get contended(): boolean {
+    return this.acquiring > 0;
+  }
+
   release(connection: BackendConnection, outcome: ReleaseOutcome): void {
     const entry = ownerOf(connection);
     if (entry === null) return connection.close(outcome === 'broken');

@@ -69,6 +69,8 @@ export interface ServerPool {
   /** A connection to a chosen host (no waiting, no second choice). */
   acquireOn(host: HostView, request: ServerRequest): Promise<BackendConnection>;
   release(connection: BackendConnection, outcome: ReleaseOutcome): void;
+  /** Some client waits for a server connection now (the pool is the bottleneck). */
+  readonly contended: boolean;
   /** The role of the host a connection belongs to, as the health snapshot has it now. */
   roleOf(connection: BackendConnection): HostView['role'];
   /** The id ("host:port") of the host a connection belongs to, or null. */
