@@ -597,9 +597,9 @@ export class ClientSession {
     this.close(Buffer.isBuffer(err) ? 'upstream refused the login' : asAmbassadorError(err).message, 'broken');
   }
 
-  /** An error the session itself tells the client: behind an answer the forwarder deferred to the check phase, if any. */
+  /** An error the session itself tells the client: behind an answer the forwarder owes, if any. */
   private writeError(bytes: Buffer): void {
-    if (this.forwarder instanceof TxnForwarder) this.forwarder.payDeferred();
+    if (this.forwarder instanceof TxnForwarder) this.forwarder.payOwed();
     this.socket.write(bytes);
   }
 
