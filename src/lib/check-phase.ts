@@ -2,10 +2,11 @@
 //
 // Why: under load one pass of the event loop reads many sockets. Work queued here runs once
 // every read of the pass has been handled, all of it behind one setImmediate, instead of in the
-// middle of the reads (a microtask behind each). The pool's hand-offs and the answers finished
-// while clients wait for it go this way: see pooler.ts (HandOffs) and txn-forwarder.ts (say) for
-// what it measured. A handler that throws surfaces as an uncaught exception (it ends the
-// process); the items behind it are still handled, in the next check phase.
+// middle of the reads (a microtask behind each). The answers finished while clients wait for the
+// pool go this way (txn-forwarder.ts, say, for what it measured); the pool's hand-offs do the
+// same in a loop of their own (pooler.ts, HandOffs: one batch's handler inlines there, two
+// sharing this loop do not). A handler that throws surfaces as an uncaught exception (it ends
+// the process); the items behind it are still handled, in the next check phase.
 
 import { Fifo } from './fifo.ts';
 

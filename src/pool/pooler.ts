@@ -45,7 +45,7 @@ import { hostChanges, type HostChanges, type PoolerOptions, type PoolerSettings 
 import { poolSummary, serverRows, type PoolSummary, type ServerSnapshot, type SnapshotPool } from './pool-snapshot.ts';
 import type { HostEntry, LeaseWaiter, ReleaseOutcome, RouteRequest, ServerPool, ServerRequest } from './server-pool.ts';
 import { UpstreamLogin, type LastLogin } from './upstream-login.ts';
-import { CheckPhaseBatch } from '../lib/check-phase.ts';
+import { Fifo } from '../lib/fifo.ts';
 
 export { noHost } from './failover.ts';
 export type { PauseOutcome } from './pause-gate.ts';
@@ -610,7 +610,7 @@ class PoolWait extends PoolWaiter<BackendConnection> {
  * Connections handed to waits (PoolWait), told to their waiters in the event loop's check phase
  * (setImmediate), once the socket reads of this loop iteration have all been handled: the
  * clients answered in those reads get their answers before the freed connections get their next
- * requests. One setImmediate serves every hand-off queued before it runs (CheckPhaseBatch).
+ * requests. One setImmediate serves every hand-off queued before it runs.
  *
  * Why not sooner: told in a microtask behind each release (the releasing client still inside its
  * server's data handler), or at once inside the release, every freed connection got its next
@@ -621,7 +621,14 @@ class PoolWait extends PoolWaiter<BackendConnection> {
  * fewer requests wait, it changed nothing beyond the noise of paired rounds.
  */
 class HandOffs {
-  private readonly due = new CheckPhaseBatch<PoolWait>((wait) => wait.waiter.leaseSettled(null, wait.connection));
+  /**
+   * A ring: an Array emptied after each turn costs a splice or a length store, runtime calls both.
+   * Not a CheckPhaseBatch: its loop, shared with the forwarder's late answers, calls two different
+   * handlers from one call site, and V8 then stops inlining leaseSettled into it (0.95 of the
+   * throughput in prepared protocol at 256 clients over 4 paired rounds).
+   */
+  private readonly due = new Fifo<PoolWait>();
+  private running = false;
 
   constructor(
     /** A wait got its connection (counted as an acquire that settled). */
@@ -631,6 +638,20 @@ class HandOffs {
 
   served(wait: PoolWait): void {
     this.settled();
-    this.due.add(wait);
+    this.due.push(wait);
+    // A hand-off queued while they run (a waiter's own release) joins this turn, behind them.
+    if (this.due.length === 1 && !this.running) setImmediate(this.run);
   }
+
+  private readonly run = (): void => {
+    const due = this.due;
+    this.running = true;
+    try {
+      for (let wait = due.shift(); wait !== undefined; wait = due.shift()) wait.waiter.leaseSettled(null, wait.connection);
+    } finally {
+      this.running = false;
+      // Only after a waiter threw (an uncaught exception): the others are still told.
+      if (due.length > 0) setImmediate(this.run);
+    }
+  };
 }
