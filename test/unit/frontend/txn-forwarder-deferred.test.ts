@@ -104,3 +104,18 @@ test('an error answer is deferred like any other (it ends at ReadyForQuery), in 
   await checkPhase();
   assert.equal(Buffer.concat(first!.received).toString('hex'), failed.toString('hex'));
 });
+
+test("payOwed (what the session calls before its own error) writes a deferred answer at once, and the check phase writes nothing more", async () => {
+  const pooled = await clientsOn('simple', 3, 1);
+  const [first] = pooled.clients;
+  pooled.servers[0]!.sink!.onServerData(Buffer.from(ANSWER));
+  assert.deepEqual(first!.received, [], 'deferred');
+  first!.forwarder!.payOwed();
+  // What ClientSession.writeError puts behind it (an idle timeout, a shutdown).
+  const sessionError = encodeErrorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' });
+  first!.write(sessionError);
+  await checkPhase();
+  assert.equal(Buffer.concat(first!.received).toString('hex'), Buffer.concat([ANSWER, sessionError]).toString('hex'));
+  first!.forwarder!.payOwed();
+  assert.equal(Buffer.concat(first!.received).length, ANSWER.length + sessionError.length, 'paid once');
+});
