@@ -95,11 +95,22 @@ export function renderMemory(memory: readonly MemoryResult[]): string {
   return markdownTable(columns, rows);
 }
 
+/**
+ * A ratio to 3 decimals, or as many more (up to 6) as it takes not to show the threshold itself
+ * beside a verdict that says otherwise: 0.89978 against ">= 0.9" is shown 0.8998, not 0.900.
+ */
+export function ratioBeside(value: number, threshold: string): string {
+  const bound = Number(/[\d.]+/.exec(threshold)?.[0]);
+  let digits = 3;
+  while (digits < 6 && value !== bound && Number(value.toFixed(digits)) === bound) digits++;
+  return value.toFixed(digits);
+}
+
 /** The verdicts on the targets of issue 9. */
 export function renderGoals(goals: readonly GoalVerdict[]): string {
   const shown = (goal: GoalVerdict): string => {
     if (goal.value === null) return '–';
-    return goal.goal.startsWith('RSS') ? `${(goal.value / 1024).toFixed(2)} KiB` : goal.value.toFixed(3);
+    return goal.goal.startsWith('RSS') ? `${(goal.value / 1024).toFixed(2)} KiB` : ratioBeside(goal.value, goal.threshold);
   };
   const rows = goals.map((goal) => {
     const state = goal.met === null ? 'not measured' : goal.met ? 'met' : '**not met**';

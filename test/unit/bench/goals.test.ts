@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { issueGoals } from '../../../bench/goals.ts';
-import { renderGoals } from '../../../bench/markdown.ts';
+import { ratioBeside, renderGoals } from '../../../bench/markdown.ts';
 import { summarize, summarizeScaling, type MemoryResult, type RunRow } from '../../../bench/report.ts';
 import { COMPARISONS } from '../../../bench/targets.ts';
 import { row } from './rows.ts';
@@ -105,4 +105,13 @@ test('targets whose numbers did not run are "not measured", and the markdown say
   assert.match(measured, /\| tps ratio \| select-only extended, 32 clients: ambassador-txn \/ pgbouncer \| 0\.500 \| >= 0\.9 \| \*\*not met\*\* \|/);
   assert.match(measured, /\| CPU µs\/txn ratio \| select-only simple, 32 clients: ambassador-txn \/ pgbouncer \| 1\.200 \| <= 1\.3 \| met \|/);
   assert.match(measured, /11 of 12 measured targets met \(1 not measured\)/);
+});
+
+test('a ratio that rounds to its threshold is shown with the digits that tell them apart', () => {
+  assert.equal(ratioBeside(0.8997796645939952, '>= 0.9'), '0.8998');
+  assert.equal(ratioBeside(0.90004, '>= 0.9'), '0.90004');
+  assert.equal(ratioBeside(1.3004, '<= 1.3'), '1.3004');
+  assert.equal(ratioBeside(0.9, '>= 0.9'), '0.900', 'the threshold itself');
+  assert.equal(ratioBeside(0.8996, '>= 0.9'), '0.8996');
+  assert.equal(ratioBeside(0.91234, '>= 0.9'), '0.912', 'far enough: 3 decimals');
 });
