@@ -105,7 +105,7 @@ test('an error answer is deferred like any other (it ends at ReadyForQuery), in 
   assert.equal(Buffer.concat(first!.received).toString('hex'), failed.toString('hex'));
 });
 
-test("payOwed (what the session calls before its own error) writes a deferred answer at once, and the check phase writes nothing more", async () => {
+test('payOwed (what the session calls before its own error) writes a deferred answer at once, and the check phase writes nothing more', async () => {
   const pooled = await clientsOn('simple', 3, 1);
   const [first] = pooled.clients;
   pooled.servers[0]!.sink!.onServerData(Buffer.from(ANSWER));
