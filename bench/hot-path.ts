@@ -10,7 +10,7 @@
 // --servers puts the real Pooler back), and the cold caches of a real run, where the same
 // JavaScript costs several times more.
 //
-// `node --import tsx bench/hot-path.ts [--modes simple,extended,prepared] [--split]
+// `node --import tsx bench/hot-path.ts [--modes simple,extended,prepared] [--split] [--help]
 //  [--transactions N] [--rounds N] [--clients N] [--servers M]` prints one JSON line per mode: ns
 // per transaction in each round, and the median. --split routes through the classifier (a read
 // goes to the fake replica). --clients N runs N forwarders in turn (their state no longer all fits
@@ -49,6 +49,7 @@ import { MessageWriter } from '../src/protocol/writer.ts';
 import { createClassifier } from '../src/router/classifier.ts';
 import { EMPTY_FUNCTION_CATALOG } from '../src/router/classifier-functions.ts';
 import { SessionEffectsCache } from '../src/router/session-effects.ts';
+import { optionsOrExitCode } from './cli.ts';
 
 export const HOT_MODES = ['simple', 'extended', 'prepared'] as const;
 export type HotMode = (typeof HOT_MODES)[number];
@@ -392,8 +393,36 @@ export async function measurePooled(mode: HotMode, transactions: number, rounds:
   return timedRounds(pooled.run, transactions, rounds);
 }
 
-async function main(): Promise<void> {
+const USAGE = `usage: npm run bench:hot -- [--modes ${HOT_MODES.join(',')}] [--split] [--transactions N] [--rounds N]
+                          [--clients N] [--servers M]
+
+  --modes LIST        default: all of them, each in its own process
+  --split             route through the classifier (a read goes to the fake replica)
+  --transactions N    per round (default 200000)
+  --rounds N          default 5; the JSON line gives each round's ns per transaction and the median
+  --clients N         N forwarders in turn (default 1): their state no longer all fits in the CPU's caches
+  --servers M         the N forwarders on M fake server connections of a real Pooler: with N > M most requests
+                      wait for a lease (one host: not with --split)`;
+
+export interface HotOptions {
+  modes: HotMode[];
+  split: boolean;
+  transactions: number;
+  rounds: number;
+  clients: number;
+  servers: number | null;
+}
+
+function positive(name: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} expects a positive integer, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** Options from argv (without node and the script); null for --help. Throws on bad input. */
+export function parseHotCli(argv: string[]): HotOptions | null {
   const { values } = parseArgs({
+    args: argv,
     options: {
       modes: { type: 'string', default: HOT_MODES.join(',') },
       split: { type: 'boolean', default: false },
@@ -401,33 +430,45 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '5' },
       clients: { type: 'string', default: '1' },
       servers: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
+  if (values.help) return null;
   const modes = values.modes.split(',').map((mode) => {
     if (!(HOT_MODES as readonly string[]).includes(mode)) throw new Error(`unknown mode ${mode} (${HOT_MODES.join(', ')})`);
     return mode as HotMode;
   });
+  const servers = values.servers === undefined ? null : positive('servers', values.servers);
+  if (servers !== null && values.split) throw new Error('--servers runs one host: it does not go with --split');
+  return {
+    modes,
+    split: values.split,
+    transactions: positive('transactions', values.transactions),
+    rounds: positive('rounds', values.rounds),
+    clients: positive('clients', values.clients),
+    servers,
+  };
+}
+
+async function main(): Promise<number> {
+  const options = optionsOrExitCode(() => parseHotCli(process.argv.slice(2)), USAGE);
+  if (typeof options === 'number') return options;
+  const { modes, split, transactions, rounds, clients, servers } = options;
   if (modes.length > 1) {
     // One process per mode: code that has seen one mode's messages is slower for the next's.
     const argv = process.argv.slice(2).filter((arg, i, all) => arg !== '--modes' && all[i - 1] !== '--modes' && !arg.startsWith('--modes='));
     for (const mode of modes) {
       const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...argv, '--modes', mode], { stdio: 'inherit' });
-      if (child.status !== 0) process.exit(child.status ?? 1);
+      if (child.status !== 0) return child.status ?? 1;
     }
-    return;
+    return 0;
   }
   const mode = modes[0]!;
-  const clients = Number(values.clients);
-  if (!Number.isInteger(clients) || clients < 1) throw new Error(`--clients expects a positive integer, got ${values.clients}`);
-  const servers = values.servers === undefined ? null : Number(values.servers);
-  if (servers !== null && (!Number.isInteger(servers) || servers < 1)) throw new Error(`--servers expects a positive integer, got ${values.servers}`);
-  if (servers !== null && values.split) throw new Error('--servers runs one host: it does not go with --split');
-  const transactions = Number(values.transactions);
-  const rounds = Number(values.rounds);
-  const ns = servers === null ? await measure(mode, values.split, transactions, rounds, clients) : await measurePooled(mode, transactions, rounds, clients, servers);
+  const ns = servers === null ? await measure(mode, split, transactions, rounds, clients) : await measurePooled(mode, transactions, rounds, clients, servers);
   const median = [...ns].sort((a, b) => a - b)[Math.floor(ns.length / 2)]!;
-  const setup = servers === null ? { split: values.split, clients } : { clients, servers };
+  const setup = servers === null ? { split, clients } : { clients, servers };
   console.log(JSON.stringify({ mode, ...setup, nsPerTransaction: ns.map(Math.round), median: Math.round(median) }));
+  return 0;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) await main();
+if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main();

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HOT_MODES, hotPath, measure, measurePooled, pgbenchRequest, pooledClients, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
+import { HOT_MODES, hotPath, measure, measurePooled, parseHotCli, pgbenchRequest, pooledClients, serverAnswer, type HotMode } from '../../../bench/hot-path.ts';
 import { encodeReadyForQuery, PARSE_COMPLETE } from '../../../src/protocol/backend.ts';
 
 /** The request as the server must get it: the client's statement name replaced by the server's. */
@@ -85,4 +85,18 @@ test('measurePooled gives one figure per round', async () => {
   const ns = await measurePooled('extended', 2000, 2, 9, 4);
   assert.equal(ns.length, 2);
   for (const value of ns) assert.ok(Number.isFinite(value) && value > 0, `${value}`);
+});
+
+test('the command line: defaults, every option, --help, and bad values refused by name', () => {
+  assert.deepEqual(parseHotCli([]), { modes: [...HOT_MODES], split: false, transactions: 200_000, rounds: 5, clients: 1, servers: null });
+  assert.deepEqual(parseHotCli(['--modes', 'prepared', '--transactions', '1000', '--rounds', '3', '--clients', '256', '--servers', '20']), {
+    modes: ['prepared'], split: false, transactions: 1000, rounds: 3, clients: 256, servers: 20,
+  });
+  assert.equal(parseHotCli(['--help']), null);
+  assert.equal(parseHotCli(['-h']), null);
+  assert.throws(() => parseHotCli(['--rounds', '0']), /--rounds expects a positive integer, got "0"/);
+  assert.throws(() => parseHotCli(['--transactions', '1e3x']), /--transactions expects a positive integer/);
+  assert.throws(() => parseHotCli(['--modes', 'simple,copy']), /unknown mode copy/);
+  assert.throws(() => parseHotCli(['--split', '--servers', '4']), /does not go with --split/);
+  assert.throws(() => parseHotCli(['--bogus']), /Unknown option '--bogus'/);
 });
