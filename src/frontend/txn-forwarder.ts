@@ -712,6 +712,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.plan.complete(type);
       // The client has its answer before the ambassador counts it (or it is due in this turn).
       this.forwardUpTo(end, this.options.pool.contended);
+      // A request sent behind this one may begin with a Parse the ambassador answers itself: its
+      // ParseComplete comes before anything the server says next (it is owed to that write).
+      if (this.plan.synthesizedPending) this.flushSynthesized(false);
       this.options.meter.answered(this.status, this.lease);
       return this.onReady();
     } else if (type === BackendType.CommandComplete) {
