@@ -1171,7 +1171,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
 
   /**
    * Ends forwarding. The lease, if any, comes back: rolled back when the client left inside a
-   * transaction, reset when it held session state, closed when a response was still coming.
+   * transaction, reset when it held session state, closed when a response was still coming or
+   * an exchange was left open without Sync (its implicit transaction would run on into the next
+   * client's requests, and their Sync commit it).
    */
   stop(): void {
     // An answer owed to the check phase still goes out (a client may send Terminate right behind a request).
@@ -1187,7 +1189,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.detachServer(server);
     server.transactionStatus = this.status;
     returnServer(this.options.pool, server, {
-      quiet: this.inFlight === 0 && this.plan.empty && this.serverFramer.atBoundary,
+      quiet: this.inFlight === 0 && !this.unsynced && this.plan.empty && this.serverFramer.atBoundary,
       reset: this.options.state.pinned,
       timeoutMs: this.options.exchangeTimeoutMs,
     });

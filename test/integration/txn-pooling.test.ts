@@ -927,6 +927,32 @@ describe('failures under transaction pooling', () => {
     }
   });
 
+  test('a client gone inside an exchange left open without Sync: its insert is not committed by the next client on that server', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    await withClient(directConfig(topology, DB), (c) => c.query('drop table if exists pa_unsynced; create table pa_unsynced (n int)'));
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    // Parse, Bind, Execute, Flush: the insert ran, and its implicit transaction waits for a Sync.
+    const flush = frameMessage(FrontendType.Flush, Buffer.alloc(0));
+    raw.write([encodeParse('', 'insert into pa_unsynced values (1)', Buffer.from([0, 0])), bind('', []), execute(), flush]);
+    assert.deepEqual(summarize(await raw.readUntil('C')), ['1', '2', 'C']);
+    const open = await serverBackends(admin, DB);
+    assert.equal(open.filter((b) => b.xact_start !== null).length, 1, `the implicit transaction is open upstream: ${JSON.stringify(open)}`);
+    raw.destroy();
+    // The pool's only server is the one the client left: the next client's Sync or Query must not end that transaction by committing it.
+    const next = await client(amb);
+    try {
+      const r = await next.query('select count(*)::int as n from pa_unsynced');
+      assert.equal(r.rows[0].n, 0, 'the next client saw the insert of the client that left');
+    } finally {
+      await next.end();
+    }
+    const rows = await withClient(directConfig(topology, DB), (c) => c.query('select count(*)::int as n from pa_unsynced'));
+    assert.equal(rows.rows[0].n, 0, 'the insert of the client that left was committed');
+    await eventually(async () => ((await serverBackends(admin, DB)).some((b) => b.xact_start !== null) ? undefined : true), {
+      what: 'no server backend left inside a transaction',
+    });
+  });
+
   test('a full pool answers waiting clients with 53300 after acquireTimeout; they stay connected', async () => {
     const { amb } = await txnAmbassador({ size: 2, acquireTimeout: '500ms' });
     const clients = await Promise.all(Array.from({ length: 5 }, () => client(amb)));
