@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
-import { prepareTestDatabase, directConfig, dropTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
+import { prepareTestDatabase, directConfig, dropTestDatabase, maxServersDuring, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 
 const run = promisify(execFile);
@@ -110,34 +110,10 @@ async function balances(): Promise<{ accounts: number; tellers: number; branches
   });
 }
 
-/** Polls the server connections held in DB while `work` runs; returns the largest count seen. */
-async function maxServersDuring<T>(work: () => Promise<T>): Promise<{ result: T; maxServers: number; busiest: string }> {
-  let maxServers = 0;
-  let busiest = '';
-  let running = true;
-  const sampler = (async () => {
-    while (running) {
-      // A direct connection that just ended (pgbench -i) can linger a moment: not the ambassador's.
-      const backends = await appServers();
-      if (backends.length > maxServers) {
-        maxServers = backends.length;
-        busiest = JSON.stringify(backends.map((b) => [b.pid, b.state, b.client_port, b.query.slice(0, 40)]));
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  })();
-  try {
-    return { result: await work(), maxServers, busiest };
-  } finally {
-    running = false;
-    await sampler;
-  }
-}
-
 /** `serverLimit`: the server connections the primary may see in DB meanwhile (every ambassador's pools). */
 async function benchAndCheck(args: string[], through: SpawnedAmbassador = amb, serverLimit = POOL_SIZE): Promise<void> {
   await initDirect();
-  const { result, maxServers, busiest } = await maxServersDuring(() => pgbench(args, through));
+  const { result, maxServers, busiest } = await maxServersDuring(appServers, () => pgbench(args, through));
   assert.equal(result.failed, 0, tail(result.output));
   assert.ok(result.processed > 0, tail(result.output));
   const b = await balances();
@@ -218,7 +194,7 @@ describe('1,000 clients on a pool of 20', () => {
     const TOTAL = 1000;
     const BATCH = 50;
     try {
-      const { maxServers } = await maxServersDuring(async () => {
+      const { maxServers } = await maxServersDuring(appServers, async () => {
         for (let start = 0; start < TOTAL; start += BATCH) {
           const batch = await Promise.all(
             Array.from({ length: BATCH }, async (_, i) => {
@@ -240,7 +216,7 @@ describe('1,000 clients on a pool of 20', () => {
       assert.deepEqual(lost, []);
       assert.ok(maxServers <= POOL_SIZE, `the primary saw ${maxServers} server connections while 1,000 clients logged in`);
       // All still there: each answers once more, with everyone connected at the same time.
-      const { result: answers, maxServers: maxDuring } = await maxServersDuring(() => Promise.all(clients.map((c, n) => c.query('select $1::int + 1 as n', [n]))));
+      const { result: answers, maxServers: maxDuring } = await maxServersDuring(appServers, () => Promise.all(clients.map((c, n) => c.query('select $1::int + 1 as n', [n]))));
       answers.forEach((r, n) => assert.equal(r.rows[0].n, n + 1));
       assert.ok(maxDuring <= POOL_SIZE, `the primary saw ${maxDuring} server connections while 1,000 clients queried`);
       const backends = await appServers();

@@ -95,6 +95,36 @@ export async function serverBackends(admin: pg.Client, database: string): Promis
   return rows;
 }
 
+/**
+ * Polls `sample` (the server connections to count) every `everyMs` while `work` runs; returns
+ * the work's result, the largest count seen and those connections (pid, state, query start).
+ */
+export async function maxServersDuring<T>(
+  sample: () => Promise<ServerBackend[]>,
+  work: () => Promise<T>,
+  everyMs = 50,
+): Promise<{ result: T; maxServers: number; busiest: string }> {
+  let maxServers = 0;
+  let busiest = '';
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      const seen = await sample();
+      if (seen.length > maxServers) {
+        maxServers = seen.length;
+        busiest = JSON.stringify(seen.map((b) => [b.pid, b.state, b.client_port, b.query.slice(0, 40)]));
+      }
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  })();
+  try {
+    return { result: await work(), maxServers, busiest };
+  } finally {
+    running = false;
+    await sampler;
+  }
+}
+
 export interface ConnectRecord {
   at: number;
   endedAt: number;
