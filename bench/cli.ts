@@ -232,22 +232,3 @@ function checkTargets(options: BenchOptions): void {
   }
   if (groups.length === 0 && memory.length === 0) throw new Error('nothing to run: no selected target runs any selected workload and mode');
 }
-
-/**
- * A script's options from its command line, or the exit code once the usage was printed: 0 for
- * --help (parse returned null), 2 with the error for bad arguments (parse threw).
- */
-export function optionsOrExitCode<T>(parse: () => T | null, usage: string): T | number {
-  let options: T | null;
-  try {
-    options = parse();
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n${usage}\n`);
-    return 2;
-  }
-  if (options === null) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
-  return options;
-}

@@ -49,7 +49,7 @@ import { MessageWriter } from '../src/protocol/writer.ts';
 import { createClassifier } from '../src/router/classifier.ts';
 import { EMPTY_FUNCTION_CATALOG } from '../src/router/classifier-functions.ts';
 import { SessionEffectsCache } from '../src/router/session-effects.ts';
-import { optionsOrExitCode } from './cli.ts';
+import { optionsOrExitCode } from './options.ts';
 
 export const HOT_MODES = ['simple', 'extended', 'prepared'] as const;
 export type HotMode = (typeof HOT_MODES)[number];

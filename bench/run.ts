@@ -26,7 +26,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { LocalCluster } from '../src/demo/cluster.ts';
 import { chartPanels, renderChart } from './chart.ts';
-import { estimateSeconds, memoryTargets, optionsOrExitCode, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
+import { estimateSeconds, memoryTargets, parseCli, runGroups, targetModes, USAGE, type BenchOptions, type RunGroup } from './cli.ts';
+import { optionsOrExitCode } from './options.ts';
 import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchCluster, waitForReplicas } from './cluster.ts';
 import { issueGoals } from './goals.ts';
 import { renderComparisons, renderMarkdown, renderTable } from './markdown.ts';

@@ -23,7 +23,7 @@ import { hostFacts, replicaTransactions, requiredMaxConnections, startBenchClust
 import type { Endpoint } from '../bench/pgbench.ts';
 import { buildAmbassador, spawnAmbassador, type AmbassadorTarget } from '../bench/targets.ts';
 import type { LocalCluster } from '../src/demo/cluster.ts';
-import { optionsOrExitCode } from '../bench/cli.ts';
+import { optionsOrExitCode } from '../bench/options.ts';
 import { parseSoakArgs, USAGE, type SoakOptions } from './cli.ts';
 import { KIND_DESCRIPTIONS, WORK_KINDS } from './kinds.ts';
 import { runLoad, type LoadResult } from './load.ts';
