@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { positiveInt } from './options.ts';
 import { pgbenchDurationS, QUERY_MODES, WORKLOADS, type QueryMode, type Workload } from './pgbench.ts';
 import { OTHER_BUILD, otherBuildTarget, ROOT, TARGETS, type TargetSpec } from './targets.ts';
 
@@ -82,13 +83,6 @@ export interface RunGroup {
   clients: number;
   mode: QueryMode;
   targets: TargetSpec[];
-}
-
-function positiveInt(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} expects a positive integer, got ${JSON.stringify(text)}`);
-  return value;
 }
 
 function positiveIntList(name: string, text: string | undefined): number[] | null {

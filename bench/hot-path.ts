@@ -49,7 +49,7 @@ import { MessageWriter } from '../src/protocol/writer.ts';
 import { createClassifier } from '../src/router/classifier.ts';
 import { EMPTY_FUNCTION_CATALOG } from '../src/router/classifier-functions.ts';
 import { SessionEffectsCache } from '../src/router/session-effects.ts';
-import { optionsOrExitCode } from './options.ts';
+import { optionsOrExitCode, positiveInt } from './options.ts';
 
 export const HOT_MODES = ['simple', 'extended', 'prepared'] as const;
 export type HotMode = (typeof HOT_MODES)[number];
@@ -413,12 +413,6 @@ export interface HotOptions {
   servers: number | null;
 }
 
-function positive(name: string, text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} expects a positive integer, got ${JSON.stringify(text)}`);
-  return value;
-}
-
 /** Options from argv (without node and the script); null for --help. Throws on bad input. */
 export function parseHotCli(argv: string[]): HotOptions | null {
   const { values } = parseArgs({
@@ -438,14 +432,14 @@ export function parseHotCli(argv: string[]): HotOptions | null {
     if (!(HOT_MODES as readonly string[]).includes(mode)) throw new Error(`unknown mode ${mode} (${HOT_MODES.join(', ')})`);
     return mode as HotMode;
   });
-  const servers = values.servers === undefined ? null : positive('servers', values.servers);
+  const servers = values.servers === undefined ? null : positiveInt('servers', values.servers, 0);
   if (servers !== null && values.split) throw new Error('--servers runs one host: it does not go with --split');
   return {
     modes,
     split: values.split,
-    transactions: positive('transactions', values.transactions),
-    rounds: positive('rounds', values.rounds),
-    clients: positive('clients', values.clients),
+    transactions: positiveInt('transactions', values.transactions, 0),
+    rounds: positiveInt('rounds', values.rounds, 0),
+    clients: positiveInt('clients', values.clients, 0),
     servers,
   };
 }

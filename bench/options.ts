@@ -1,6 +1,7 @@
-// A bench script's command line: its options, or the usage printed and an exit code. Its own
-// module, with no imports, so that bench:hot (hot-path.ts) loads nothing beyond the forwarder's
-// code for it: loading the bench's targets as well made its figures 2-4% slower.
+// A bench script's command line: its options, or the usage printed and an exit code, and the
+// check of a numeric option. Its own module, with no imports, so that bench:hot (hot-path.ts)
+// loads nothing beyond the forwarder's code for it: loading the bench's targets as well made its
+// figures 2-4% slower.
 
 /**
  * A script's options from its command line, or the exit code once the usage was printed: 0 for
@@ -19,4 +20,12 @@ export function optionsOrExitCode<T>(parse: () => T | null, usage: string): T | 
     return 0;
   }
   return options;
+}
+
+/** `--name`'s value as a positive integer (`fallback` when not given); throws naming the option. */
+export function positiveInt(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} expects a positive integer, got ${JSON.stringify(text)}`);
+  return value;
 }

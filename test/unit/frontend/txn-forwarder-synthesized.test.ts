@@ -99,8 +99,10 @@ for (const cut of ['one read', 'a read per answer'] as const) {
 test('behind a simple Query, a Parse of a held statement and a Sync alone get ParseComplete and ReadyForQuery', async () => {
   const path = await holding();
   path.client.emit('data', Buffer.concat([encodeQuery('select 4 as four'), encodeParse('s4', TEXT, NO_TYPES), encodeSync()]));
+  // With the lease held for the Query, the Parse and Sync are not answered locally: the Sync goes on behind it.
+  assert.equal(Buffer.concat(path.primary.written).toString('hex'), Buffer.concat([encodeQuery('select 4 as four'), encodeSync()]).toString('hex'));
   path.primary.sink!.onServerData(Buffer.concat([rows('four', '4'), READY]));
-  if (path.primary.written.length > 0 && Buffer.concat(path.primary.written).includes(encodeSync())) path.primary.sink!.onServerData(READY);
+  path.primary.sink!.onServerData(READY);
   await path.settle();
   assert.equal(types(path), 'T D C Z 1 Z');
 });
