@@ -34,11 +34,13 @@ export type Item =
    * statement the client prepared is renamed (`rename`: the server name's bytes, at the offsets
    * of BindLayout; `source`: the statement, re-created from it on a server that lacks it). One of
    * a name the ambassador does not know goes as it came too (rename and source null), unless the
-   * client cannot have prepared it (MISSING_STATEMENT: renamed, source null).
+   * client cannot have prepared it (MISSING_STATEMENT: renamed, source null). `exchangeParse`:
+   * the unnamed statement's Parse when it went earlier in the same exchange (no Sync since), for
+   * running the request again alone on another lease (standAlone).
    */
-  | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null } & MessageBytes & BindLayout)
-  /** Of a statement: `source` and `unnamedParse` as for a Bind. */
-  | { kind: 'describe'; serverName: string; source: ClientStatement | null; unnamedParse: Buffer | null };
+  | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null; exchangeParse: Buffer | null } & MessageBytes & BindLayout)
+  /** Of a statement: `source`, `unnamedParse` and `exchangeParse` as for a Bind. */
+  | { kind: 'describe'; serverName: string; source: ClientStatement | null; unnamedParse: Buffer | null; exchangeParse: Buffer | null };
 
 /**
  * What the ambassador answers for one message of an extended-protocol request made only of its
@@ -101,6 +103,36 @@ export function textsOf(request: Request): string[] | null {
   const decoded = [query.chunk.toString('utf8', query.start + 5, query.end - 1)];
   request.texts = decoded;
   return decoded;
+}
+
+/**
+ * Makes a request ready to run again alone on another lease, after the exchange it was sent in
+ * was left open (no Sync) on a lease it no longer has: a read a replica refused, or one whose
+ * server was lost. A Bind or Describe of the unnamed statement parsed earlier in that exchange
+ * gets its Parse in front (unnamedParse), as for one parsed in an earlier exchange; otherwise the
+ * new server would bind whatever unnamed statement it holds (another client's). False when the
+ * request runs a portal bound before it in that exchange: no other server has it. A rare path.
+ */
+export function standAlone(request: Request): boolean {
+  const bound = new Set<string>();
+  let parsesUnnamed = false;
+  for (const item of request.items) {
+    if (item.kind === 'bind') {
+      bound.add(item.chunk.toString('latin1', item.start + 5, item.portalEnd));
+    } else if (item.kind === 'raw') {
+      const { chunk, start, end, type } = item;
+      if (type === FrontendType.Parse && chunk[start + 5] === 0) parsesUnnamed = true;
+      const portalAt = type === FrontendType.Execute ? start + 5 : type === FrontendType.Describe && chunk[start + 5] === 0x50 ? start + 6 : -1;
+      if (portalAt >= 0 && !bound.has(chunk.toString('latin1', portalAt, Math.max(portalAt, nulIndex(chunk, portalAt, end))))) return false;
+    }
+  }
+  for (const item of request.items) {
+    if ((item.kind === 'bind' || item.kind === 'describe') && item.exchangeParse !== null && !parsesUnnamed) {
+      item.unnamedParse = item.exchangeParse;
+      item.exchangeParse = null;
+    }
+  }
+  return true;
 }
 
 /** The current request before its first message (never added to: addItem and pushRaw replace it). */
@@ -488,6 +520,7 @@ export class RequestBuilder {
     let serverName: string | null = statement;
     let rename: Buffer | null = null;
     let unnamedParse: Buffer | null = null;
+    let exchangeParse: Buffer | null = null;
     if (prepared === undefined && this.neverPrepared(statement)) {
       // Postgres answers 26000; so does the server, for a name nothing has (not for the client's:
       // another client may have left a statement of that name on the server connection).
@@ -500,11 +533,12 @@ export class RequestBuilder {
       // The client's unnamed statement goes as it came, behind its Parse when that went in an
       // earlier exchange (maybe to another server).
       serverName = null;
-      if (!this.unnamedInExchange) unnamedParse = this.unnamedParse;
+      if (this.unnamedInExchange) exchangeParse = this.unnamedParse;
+      else unnamedParse = this.unnamedParse;
     }
     // Otherwise a name the ambassador does not know goes as it is: the server answers 26000 as
     // Postgres would, or runs what the session prepared with SQL PREPARE (a pinned session).
-    this.addItem({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse });
+    this.addItem({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse, exchangeParse });
     this.currentBytes += end - start; // it holds the client's bytes until it is sent
     return null;
   }
@@ -529,8 +563,10 @@ export class RequestBuilder {
       // Of a statement the client never prepared: the server answers 26000 (see onBind). Of its
       // own unnamed one, parsed in an earlier exchange: its Parse goes first, as for a Bind.
       const source = missing ? null : (this.statements.get(name)?.shared ?? null);
-      const unnamedParse = name === '' && !missing && source === null && !this.unnamedInExchange ? this.unnamedParse : null;
-      this.addItem({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source, unnamedParse });
+      const ownUnnamed = name === '' && !missing && source === null;
+      const unnamedParse = ownUnnamed && !this.unnamedInExchange ? this.unnamedParse : null;
+      const exchangeParse = ownUnnamed && this.unnamedInExchange ? this.unnamedParse : null;
+      this.addItem({ kind: 'describe', serverName: missing ? MISSING_STATEMENT : (source?.serverName ?? name), source, unnamedParse, exchangeParse });
       this.currentBytes += ITEM_BYTES_RENAMED;
     } else if (missing || this.statements.has(name) || isServerStatementName(name)) {
       // Other clients may share the server statement: forget the client's name, close nothing.

@@ -53,7 +53,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { RequestBuilder, textsOf, type Item, type Request } from './request-builder.ts';
+import { RequestBuilder, standAlone, textsOf, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -779,7 +779,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       return true;
     }
     if (type === BackendType.ErrorResponse && decodeErrorFields(payload!).get('C') === READ_ONLY_TRANSACTION && this.refusalRunsElsewhere(watched)) {
-      if (this.inFlight === 1 && !this.unsynced) {
+      if (this.inFlight === 1 && !this.unsynced && standAlone(watched)) {
         this.cursor = end;
         this.held = null;
         this.swallowing = true;
@@ -1119,7 +1119,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       }));
       return this.options.onEnd('server closed the connection of a pinned session');
     }
-    if (unanswered && this.inFlight === 1 && !this.unsynced && this.status === 'I' && this.runsAgainAfterLoss(watched)) {
+    if (unanswered && this.inFlight === 1 && !this.unsynced && this.status === 'I' && this.runsAgainAfterLoss(watched) && standAlone(watched)) {
       this.runElsewhere(watched, hostId, 'server connection lost before the read was answered');
       this.forgetInFlight();
       return this.requeue(watched);

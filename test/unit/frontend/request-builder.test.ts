@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { messageOf, RequestBuilder, standAlone, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
@@ -44,6 +44,36 @@ test('messages handed over whole go on as those ranges of the chunk, and count t
   // Its text, not decoded yet, is read from where the Query lies in the chunk.
   assert.equal(simple!.texts, UNDECODED);
   assert.deepEqual(textsOf(simple!), [query.subarray(5, query.length - 1).toString()]);
+});
+
+test('standAlone: a request sent behind an exchange left open gets that exchange\'s unnamed Parse to run alone; one running a portal bound there cannot', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const parse = encodeParse('', 'SELECT $1', Buffer.from([0, 0]));
+  const flush = frameMessage(FrontendType.Flush, Buffer.alloc(0));
+  const bindOf = (portal: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`${portal}\0\0\0\0\0\0\0\0`, 'latin1'));
+  const executeOf = (portal: string): Buffer => frameMessage(FrontendType.Execute, Buffer.from(`${portal}\0\0\0\0\0`, 'latin1'));
+  const describeOf = (name: string, kind: 'S' | 'P' = 'S'): Buffer => encodeTarget(FrontendType.Describe, kind, name);
+  // postgres.js without prepared statements: Parse, Describe, Flush; then Bind, Execute, Sync.
+  const [opened] = feed(builder, Buffer.concat([parse, describeOf(''), flush]));
+  assert.equal(opened!.completes, false);
+  const [behind] = feed(builder, Buffer.concat([unnamedBind, describeOf('', 'P'), execute, encodeSync()]));
+  const bind = behind!.items[0] as Extract<Item, { kind: 'bind' }>;
+  assert.deepEqual([bind.unnamedParse, bind.exchangeParse], [null, parse], 'on its lease, the Parse is there already');
+  assert.equal(standAlone(behind!), true);
+  assert.deepEqual([bind.unnamedParse, bind.exchangeParse], [parse, null], 'alone, the Parse goes in front');
+  // A request that parses the unnamed statement itself needs nothing more.
+  feed(builder, Buffer.concat([parse, flush]));
+  const [own] = feed(builder, Buffer.concat([parse, unnamedBind, execute, encodeSync()]));
+  assert.equal(standAlone(own!), true);
+  assert.equal((own!.items[1] as Extract<Item, { kind: 'bind' }>).unnamedParse, null);
+  // A portal bound in the open exchange lives only on that lease.
+  feed(builder, Buffer.concat([parse, bindOf('p1'), flush]));
+  const [runsPortal] = feed(builder, Buffer.concat([executeOf('p1'), encodeSync()]));
+  assert.equal(standAlone(runsPortal!), false);
+  const [describesPortal] = feed(builder, Buffer.concat([describeOf('p1', 'P'), executeOf('p1'), encodeSync()]));
+  assert.equal(standAlone(describesPortal!), false);
+  const [bindsItsOwn] = feed(builder, Buffer.concat([bindOf('p1'), executeOf('p1'), encodeSync()]));
+  assert.equal(standAlone(bindsItsOwn!), true, 'a portal it binds itself');
 });
 
 test('an unnamed Parse kept for a later Bind is the slice of a small chunk, a copy out of a large one', () => {
@@ -134,7 +164,7 @@ test('a Bind or Describe of a statement the client never prepared names one noth
     assert.deepEqual(bind.rename, Buffer.from(`${MISSING_STATEMENT}\0`));
     assert.equal(bind.source, null, 'nothing to create on the server');
   }
-  for (const request of [describedUnnamed, describedShared]) assert.deepEqual(first(request), { kind: 'describe', serverName: MISSING_STATEMENT, source: null, unnamedParse: null });
+  for (const request of [describedUnnamed, describedShared]) assert.deepEqual(first(request), { kind: 'describe', serverName: MISSING_STATEMENT, source: null, unnamedParse: null, exchangeParse: null });
   assert.equal((first(sqlPrepared) as Extract<Item, { kind: 'bind' }>).rename, null, "another unknown name may be the session's own (SQL PREPARE): the server's to answer");
 
   // Once the client parses its unnamed statement, a Bind and a Describe of it go as they came,
@@ -144,9 +174,9 @@ test('a Bind or Describe of a statement the client never prepared names one noth
   const [bound, described] = feed(builder, Buffer.concat([unnamedBind, encodeSync(), describeOf(''), encodeSync()]));
   assert.equal((first(bound) as Extract<Item, { kind: 'bind' }>).rename, null);
   assert.deepEqual((first(bound) as Extract<Item, { kind: 'bind' }>).unnamedParse, parse);
-  assert.deepEqual(first(described), { kind: 'describe', serverName: '', source: null, unnamedParse: parse });
+  assert.deepEqual(first(described), { kind: 'describe', serverName: '', source: null, unnamedParse: parse, exchangeParse: null });
   const [together] = feed(builder, Buffer.concat([parse, describeOf(''), encodeSync()]));
-  assert.deepEqual(together!.items[1], { kind: 'describe', serverName: '', source: null, unnamedParse: null }, 'parsed in the same exchange: nothing to replay');
+  assert.deepEqual(together!.items[1], { kind: 'describe', serverName: '', source: null, unnamedParse: null, exchangeParse: parse }, 'parsed in the same exchange: nothing to replay (but its Parse, should it run alone)');
   // A simple Query drops it, as in Postgres.
   const [, afterQuery] = feed(builder, Buffer.concat([query, unnamedBind, encodeSync()]));
   assert.equal((first(afterQuery) as Extract<Item, { kind: 'bind' }>).serverName, MISSING_STATEMENT);
@@ -214,7 +244,7 @@ test('pool.cacheUnnamedStatements: Describe and Close of the unnamed statement; 
   const [created] = feed(builder, Buffer.concat([encodeParse('', 'SELECT 1', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', ''), encodeSync()]));
   const { statement } = created!.items[0] as Extract<Item, { kind: 'parse' }>;
   const serverName = statement.serverName;
-  assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement, unnamedParse: null }, 'described under its server name');
+  assert.deepEqual(created!.items[1], { kind: 'describe', serverName, source: statement, unnamedParse: null, exchangeParse: null }, 'described under its server name');
   const [closed] = feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', ''), encodeSync()]));
   assert.deepEqual(decodeTarget(messageOf(closed!.items[0] as Extract<Item, { kind: 'raw' }>).subarray(5)), { kind: 'S', name: CLOSED_STATEMENT }, 'shared: never closed for one client');
   const [bind] = feed(builder, Buffer.concat([unnamedBind, execute, encodeSync()]));
