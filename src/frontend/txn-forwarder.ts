@@ -280,6 +280,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       const command = routing.localCommand(request, this.status, this.unsynced);
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
+        // Where a write committed counts first (read-your-writes): SHOW ambassador.min_lsn and
+        // the reads behind it see it. The capture pumps again once the lease is back.
+        if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease!);
         this.ready.shift();
         this.queuedBytes -= request.bytes;
         this.say(routing.answer(command, this.status));
@@ -300,12 +303,15 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         lease = this.acquire(request);
         if (lease === null) return;
       }
-      if (this.leaseReplica && this.status === 'I' && routing.decide(request).kind === 'write') {
-        // Not on a replica: let it finish what it runs, then move to the primary. (Only when
-        // the client left an extended-protocol exchange open without Sync does it go on here;
-        // a read-only refusal then re-runs it on the primary.)
+      if (this.leaseReplica && routing.decide(request).kind === 'write') {
+        // Not on a replica: let it finish what it runs, then move to the primary. Only its
+        // answers tell whether a transaction is still open there: a COMMIT in flight ends the
+        // client's read-only transaction, and what it pipelined behind it goes to the primary.
+        // (It goes on here inside a read-only transaction, whose server refuses it as Postgres
+        // does, and when the client left an extended-protocol exchange open without Sync: a
+        // read-only refusal then re-runs it on the primary.)
         if (this.inFlight > 0 || !this.plan.empty) return;
-        if (!this.options.state.pinned && !this.unsynced) {
+        if (this.status === 'I' && !this.options.state.pinned && !this.unsynced) {
           this.releaseLease();
           continue;
         }
@@ -320,13 +326,21 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     }
     // What was sent ends in no ReadyForQuery and left nothing open (CopyData outside COPY, a
     // lone Flush): the lease goes back now, or an idle client would hold it indefinitely.
-    if (this.lease !== null && !this.stopped && this.ready.length === 0 && this.leaseUnused) this.releaseLease();
+    if (this.lease !== null && !this.stopped && this.ready.length === 0 && this.leaseUnused) {
+      if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease);
+      this.releaseLease();
+    }
     if (this.queuedBytes <= this.options.maxQueuedBytes) this.wire.resume();
   }
 
   /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
   private get leaseUnused(): boolean {
     return this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned;
+  }
+
+  /** The lease ran a write that read-your-writes must learn the commit position of before it goes back (or anything is answered here). */
+  private capturesCommit(): boolean {
+    return this.leaseWrote && this.lease !== null && this.options.routing.capturesWrites && this.leaseUnused;
   }
 
   /** The user's rate limit gave the head request a turn `ms` from now: nothing moves until then. */
@@ -885,8 +899,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     let goOn = true;
     if (this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned) {
       if (this.ready.length === 0) {
-        if (this.leaseWrote && this.options.routing.capturesWrites && this.lease) {
-          void this.captureCommitThenRelease(this.lease);
+        if (this.capturesCommit()) {
+          void this.captureCommitThenRelease(this.lease!);
           return false;
         }
         goOn = this.lease === null;

@@ -18,9 +18,7 @@
 //   (the classifier trusts pg_proc and takes the call for a read) is called by many clients, alone
 //   or pipelined with other work: the call succeeds on the primary exactly once, or, only when a
 //   read shared its replica lease, fails with 25006 and writes nothing.
-// Last, the smallest forms of the bugs the mixes found (marked todo while they stand). The mixes
-// keep clear of those bugs' patterns, so that they go on testing everything else;
-// PA_ROUTING_AVOID=0 lets them run into the bugs.
+// Last, the smallest forms of the bugs the mixes found.
 //
 // The ambassadors run as child processes (the production build): this process only carries the
 // clients.
@@ -308,9 +306,7 @@ interface Sending {
 
 /**
  * Rounds of 1-6 units, then a lone read: an answer duplicated or left over shows up there. A round
- * is one pipeline for the clients that pipeline. With AVOID_KNOWN_BUGS, a unit that switches to
- * the primary behind a read-only transaction in its pipeline starts a round of its own (the todo
- * test 'a write pipelined behind the COMMIT of a read-only transaction ...': it runs on the replica).
+ * is one pipeline for the clients that pipeline.
  */
 function planRounds(random: () => number, spec: LoadSpec, id: number, sending: Sending): Unit[][] {
   const { pipelined, ownTransactions } = sending;
@@ -325,7 +321,6 @@ function planRounds(random: () => number, spec: LoadSpec, id: number, sending: S
     for (let i = 0; i < size; i++) {
       let kind = pickKind(spec.mix, random());
       if (kind === 'skip' && !sending.skips) kind = 'div-zero';
-      if (AVOID_KNOWN_BUGS && SWITCHING.has(kind) && round.some((k) => READ_ONLY.has(k))) cut();
       if (ownTransactions && TRANSACTIONS.has(kind)) cut();
       round.push(kind);
       if (ownTransactions && TRANSACTIONS.has(kind)) cut();
@@ -351,9 +346,6 @@ function planRounds(random: () => number, spec: LoadSpec, id: number, sending: S
     });
   });
 }
-
-/** Bugs this file found, each with a todo test below: the mixes keep clear of them, so that they test everything else. */
-const AVOID_KNOWN_BUGS = process.env.PA_ROUTING_AVOID !== '0';
 
 // ---- outcomes and their checks -------------------------------------------------------------------
 
@@ -934,7 +926,7 @@ describe('bugs found by the mixes, in their smallest form', () => {
   // COMMIT of a BEGIN READ ONLY transaction is still in flight that status is 'T' (or 'E'), so what
   // the client pipelined behind the COMMIT (a write, or a plain BEGIN and its writes) is sent to
   // the replica, outside any transaction of the client's, and refused with 25006.
-  test('a write pipelined behind the COMMIT of a read-only transaction runs on the primary', { todo: 'bug: it is sent to the replica and refused with 25006', timeout: TEST_TIMEOUT_MS }, async () => {
+  test('a write pipelined behind the COMMIT of a read-only transaction runs on the primary', { timeout: TEST_TIMEOUT_MS }, async () => {
     const target = await startSplitting(shared);
     const raw = await loginScram(target.amb.port, 'app', CLIENT_PASSWORD, { database: DB });
     try {
@@ -1003,7 +995,7 @@ describe('bugs found by the mixes, in their smallest form', () => {
   // last line gives the lease back with releaseLease() (txn-forwarder.ts, the `leaseUnused`
   // test at the end of pump): the position is never read, the client's reads go to any replica
   // again, and SHOW ambassador.min_lsn, pipelined right behind the write, does not count it.
-  test("readYourWrites 'lsn': a read after a write with SHOW ambassador.min_lsn pipelined behind it sees the write", { todo: 'bug: the write is not counted; the read goes to a replica that has not replayed it', timeout: TEST_TIMEOUT_MS }, async () => {
+  test("readYourWrites 'lsn': a read after a write with SHOW ambassador.min_lsn pipelined behind it sees the write", { timeout: TEST_TIMEOUT_MS }, async () => {
     const target = await startSplitting(delayed, { readYourWrites: 'lsn', maxReplicaLag: '64MB' });
     const raw = await loginScram(target.amb.port, 'app', CLIENT_PASSWORD, { database: DB });
     try {
