@@ -437,8 +437,15 @@ export class BackendConnection {
    * ALL) while no session reads this socket: writes `messages`, reads until `readyCount`
    * ReadyForQuery messages, and resolves with the first ErrorResponse payload (or null).
    * Rejects when the connection fails or the server takes longer than `timeoutMs`.
+   *
+   * `{ acknowledgements: n }` instead of a count of ReadyForQuery: Parse and Close messages sent
+   * with Flush inside a client's extended-protocol exchange (no Sync, which would end it); done
+   * after n ParseComplete or CloseComplete, or at the first ErrorResponse (the server then skips
+   * up to the client's Sync). Only for an exchange that has not failed: a failed one answers nothing.
    */
-  exchange(messages: Buffer[], readyCount: number, timeoutMs: number, rows?: Array<Array<string | null>>): Promise<{ error: Buffer | null }> {
+  exchange(messages: Buffer[], until: number | { acknowledgements: number }, timeoutMs: number, rows?: Array<Array<string | null>>): Promise<{ error: Buffer | null }> {
+    const readyCount = typeof until === 'number' ? until : -1;
+    const acknowledgements = typeof until === 'number' ? -1 : until.acknowledgements;
     const socket = this.socket;
     const framer = new Framer(SERVER_MAX_MESSAGE, EXCHANGE_INSPECT);
     return new Promise((resolve, reject) => {
@@ -458,6 +465,10 @@ export class BackendConnection {
       };
       const onMessage = (type: number, payload: Buffer | null): boolean => {
         if (type === BackendType.ErrorResponse && error === null) error = Buffer.from(payload!);
+        if (acknowledgements >= 0 && (type === BackendType.ErrorResponse || ((type === BackendType.ParseComplete || type === BackendType.CloseComplete) && ++seen === acknowledgements))) {
+          done();
+          return false;
+        }
         if (type === BackendType.DataRow && rows !== undefined) rows.push(decodeDataRow(payload!));
         if (type === BackendType.ParameterStatus) {
           const { name, value } = decodeParameterStatus(payload!);

@@ -3,10 +3,14 @@
 // on created when the server lacks them (closing an outdated form first), and room made in the
 // server's statement cache. Pure planning: nothing is sent and nothing is changed here.
 
+import { Buffer } from 'node:buffer';
 import type { BackendConnection } from '../backend/connection.ts';
 import { decodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../protocol/frontend.ts';
+import { frameMessage } from '../protocol/writer.ts';
 import type { Item, Request } from './request-builder.ts';
 import type { ClientStatement } from './statements.ts';
+
+const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
 
 export interface PreparationContext {
   /** The client's settings, and whether they may be replayed now (nothing in flight, idle). */
@@ -17,12 +21,19 @@ export interface PreparationContext {
   capacity: number;
   /** The unnamed statement the request binds was re-created on this server already (by the preparation just done). */
   unnamedReplayed?: boolean;
+  /**
+   * Inside the client's exchange left open without Sync (a Sync would end its implicit
+   * transaction): statements only, with Flush; canSyncState must be false.
+   */
+  inExchange?: boolean;
 }
 
 export interface Preparation {
   messages: Buffer[];
-  /** ReadyForQuery messages that answer `messages`. */
+  /** ReadyForQuery messages that answer `messages` (none inside an exchange). */
   readies: number;
+  /** The Parse and Close messages among them: inside an exchange, what answers them. */
+  acknowledgements: number;
   syncsState: boolean;
   /** Statements the server holds once this succeeds. */
   created: string[];
@@ -52,9 +63,10 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   if (!syncsState && statementMessages.length === 0) return null;
   const messages: Buffer[] = [];
   if (syncsState) messages.push(encodeQuery(['RESET ALL', ...context.syncStatements].join(';\n')));
-  if (statementMessages.length > 0) messages.push(...statementMessages, encodeSync());
-  const readies = (syncsState ? 1 : 0) + (statementMessages.length > 0 ? 1 : 0);
-  return { messages, readies, syncsState, created, evicted, refreshed };
+  const inExchange = context.inExchange === true;
+  if (statementMessages.length > 0) messages.push(...statementMessages, inExchange ? FLUSH : encodeSync());
+  const readies = (syncsState ? 1 : 0) + (statementMessages.length > 0 && !inExchange ? 1 : 0);
+  return { messages, readies, acknowledgements: statementMessages.length, syncsState, created, evicted, refreshed };
 }
 
 /**

@@ -8,7 +8,8 @@
 
 /** What the server answers a message with (added with add()). */
 export type PlanEntry =
-  | { kind: 'parse'; onError?: () => void }
+  /** `name`: the server statement it makes (unnamed: none), which the ambassador counts as held from the moment it is sent. */
+  | { kind: 'parse'; name?: string; onError?: () => void }
   | { kind: 'bind'; statement?: string }
   | { kind: 'close' }
   | { kind: 'describe-statement'; sawParameters?: boolean }
@@ -99,15 +100,26 @@ export class ResponsePlan {
     return count;
   }
 
+  /** Whether a Parse of server statement `name` is still unanswered (it may yet fail, or be skipped after an error). */
+  parsing(name: string): boolean {
+    for (let i = this.head; i < this.tail; i++) {
+      const entry = this.entries[i]!;
+      if (entry.kind === 'parse' && entry.name === name) return true;
+    }
+    return false;
+  }
+
   /** A server message other than ErrorResponse arrived. */
   complete(type: number): void {
     const entry = this.current;
     if (entry === undefined) return;
     if (type === ReadyForQuery) {
-      // Ends the Sync or Query at the head (anything before it was skipped by an error).
+      // Ends the Sync or Query at the head (anything before it was skipped by an error: a Parse
+      // there made nothing).
       while (this.head < this.tail) {
         const e = this.entries[this.head++]!;
         if (e.kind === 'sync' || e.kind === 'query') return;
+        if (e.kind === 'parse') e.onError?.();
       }
       return;
     }

@@ -167,6 +167,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private owed: Buffer | null = null;
   /** What is owed is paid in the check phase (queued in LATE_PAYMENTS), not at the chunk's end. */
   private owedLate = false;
+  /** An ErrorResponse came since the last ReadyForQuery: an open exchange failed, and the server skips up to its Sync. */
+  private exchangeFailed = false;
+  /** pump() waits for the answers of the open exchange so far (see its preparation inside one). */
+  private pumpWhenAnswered = false;
   /** The FATAL error the server sent before closing (told to the client as an ERROR). */
   private serverFatal: Buffer | null = null;
   /** After a lost server: the rest of an extended-protocol exchange is skipped up to Sync. */
@@ -319,8 +323,22 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       const plan = this.preparation(lease, request);
       if (plan !== null) {
         if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
-        return void this.prepareThenPump(lease, plan, request);
+        if (!this.unsynced) return void this.prepareThenPump(lease, plan, request);
+        // Inside an exchange the client left open without Sync, once its answers so far are in:
+        // the statements are made within it (with Flush: a Sync would end the client's implicit
+        // transaction), unless it failed, when the server skips everything up to the client's
+        // Sync, this request too: then it goes as it is.
+        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
+        if (!this.exchangeFailed) return void this.prepareThenPump(lease, plan, request);
+        this.ready.shift();
+        this.send(lease, request);
+        for (const name of plan.created) lease.statements.delete(name); // its Binds touched them; nothing made them
+        continue;
       }
+      // A Parse of a statement whose Parse in a request before it is still unanswered waits for
+      // that answer: the statement counts as held from when its Parse went, but that Parse may
+      // fail, or be skipped after an error, and then this one must go to the server.
+      if (this.inFlight > 0 && this.parsesUnconfirmed(lease, request)) return;
       this.ready.shift();
       this.send(lease, request);
     }
@@ -336,6 +354,14 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
   private get leaseUnused(): boolean {
     return this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned;
+  }
+
+  /** Whether `request` parses a statement that `server` holds only by a Parse not answered yet. */
+  private parsesUnconfirmed(server: BackendConnection, request: Request): boolean {
+    for (const item of request.items) {
+      if (item.kind === 'parse' && server.statements.has(item.statement.serverName) && this.plan.parsing(item.statement.serverName)) return true;
+    }
+    return false;
   }
 
   /** The lease ran a write that read-your-writes must learn the commit position of before it goes back (or anything is answered here). */
@@ -492,9 +518,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     return preparationFor(server, request, {
       stateKey: state.stateKey,
       syncStatements: state.syncStatements,
-      canSyncState: this.inFlight === 0 && this.status === 'I',
+      canSyncState: this.inFlight === 0 && this.status === 'I' && !this.unsynced,
       capacity: this.options.statementCapacity,
       unnamedReplayed,
+      inExchange: this.unsynced,
     });
   }
 
@@ -504,9 +531,16 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.detachServer(server);
     try {
       for (const name of plan.evicted) server.statements.delete(name);
-      const { error } = await server.exchange(plan.messages, plan.readies, this.options.exchangeTimeoutMs);
+      const inExchange = this.unsynced;
+      const { error } = await server.exchange(plan.messages, inExchange ? { acknowledgements: plan.acknowledgements } : plan.readies, this.options.exchangeTimeoutMs);
       for (const name of plan.refreshed) server.staleStatements.delete(name);
-      if (error) {
+      if (error && inExchange) {
+        // Its statement could not be made again: the client hears why, as the error of its
+        // exchange, whose rest the server now skips up to the client's Sync (this request too).
+        this.exchangeFailed = true;
+        this.options.meter.serverError(error);
+        this.say(frameMessage(BackendType.ErrorResponse, error));
+      } else if (error) {
         // The server refused to set up the client's state or statements: the request fails
         // with that error, as it would have failed directly.
         server.stateKey = '';
@@ -613,7 +647,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         }
         touchStatement(server, name);
         out.add(item.statement.parse);
-        plan.add({ kind: 'parse', onError: () => server.statements.delete(name) });
+        plan.add({ kind: 'parse', name, onError: () => server.statements.delete(name) });
         return;
       }
       case 'bind':
@@ -638,6 +672,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
 
   private attach(server: BackendConnection): void {
     this.lease = server;
+    this.exchangeFailed = false;
     this.leaseFresh = true;
     this.catalogChanged = false;
     this.status = server.transactionStatus;
@@ -668,6 +703,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.chunk = null;
     }
     if (this.owed !== null && !this.stopped && !this.owedLate) this.say(NOTHING);
+    if (this.pumpWhenAnswered && this.plan.empty) {
+      this.pumpWhenAnswered = false;
+      deferToMicrotask(this.pumpLater);
+    }
     this.options.garbage.account(chunk.length);
   };
 
@@ -718,11 +757,13 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
+      this.exchangeFailed = true;
       this.options.meter.serverError(payload!);
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
       this.status = payload !== null ? decodeReadyForQuery(payload) : decodeReadyForQuery(this.chunk!, payloadStart(length, end), end);
+      this.exchangeFailed = false;
       this.plan.complete(type);
       // The client has its answer before the ambassador counts it (or it is due in this turn).
       this.forwardUpTo(end, this.options.pool.contended);

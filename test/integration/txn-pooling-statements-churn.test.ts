@@ -849,7 +849,7 @@ async function waitingForLock(): Promise<number> {
 const answered = async (raw: RawClient): Promise<string> => (await answerOf(raw, 5_000)).join(' ');
 
 describe('statement bookkeeping, reduced to one server connection', () => {
-  test('a statement re-created inside an exchange left open without Sync: Postgres skips to Sync after an error there, and the statement works after', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the re-creation (Parse, Sync) goes into the open exchange; the server skips its Parse, yet it is taken as held' }, async () => {
+  test('a statement re-created inside an exchange left open without Sync: Postgres skips to Sync after an error there, and the statement works after', { timeout: TEST_TIMEOUT_MS }, async () => {
     // txn-forwarder.ts pump(): preparation(lease, request) runs whenever nothing is in flight,
     // also while `unsynced` (an exchange left open by Flush); preparation.ts preparationFor adds
     // its own Sync. Here the open exchange failed, so the server skips the re-creating Parse up
@@ -872,7 +872,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a statement re-created inside an exchange left open without Sync does not commit that exchange’s work', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the Sync of the re-creation commits the open implicit transaction' }, async () => {
+  test('a statement re-created inside an exchange left open without Sync does not commit that exchange’s work', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Same cause: the preparation's Sync ends the client's implicit transaction, committing the
     // insert that a failure later in the same exchange must roll back.
     const { raw } = await onOneServer();
@@ -892,7 +892,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a Parse the server skipped after an error is not taken as held by a request pipelined behind it', { timeout: TEST_TIMEOUT_MS, todo: 'bug: a statement counts as held once its Parse is sent, and the next request’s Parse of it is answered by the ambassador' }, async () => {
+  test('a Parse the server skipped after an error is not taken as held by a request pipelined behind it', { timeout: TEST_TIMEOUT_MS }, async () => {
     // txn-forwarder.ts materialize(), case 'parse': touchStatement marks the statement held when
     // its Parse is sent. The server skips that Parse (the Bind before it failed); the plan's
     // onError forgets it only when that answer arrives, but the request behind was materialized
@@ -912,7 +912,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a Parse that failed is not taken as held by a request pipelined behind it: the same text fails the same way', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the second Parse of a failing text is answered ParseComplete, its Bind 26000' }, async () => {
+  test('a Parse that failed is not taken as held by a request pipelined behind it: the same text fails the same way', { timeout: TEST_TIMEOUT_MS }, async () => {
     // The same cause, with a text that does not parse (a table that does not exist, as before a
     // migration): Postgres answers 42P01 to both; the ambassador answers the second Parse itself.
     const { raw } = await onOneServer();

@@ -107,3 +107,31 @@ test('answers match their entries across many exchanges, short and long, and a f
   }
   assert.deepEqual(failed, [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22, 23, 24]);
 });
+
+test('a Parse skipped after an error made nothing: the ReadyForQuery that ends its exchange says so; parsing() sees the unanswered ones', () => {
+  const plan = new ResponsePlan();
+  const unmade: string[] = [];
+  const parse = (name: string) => ({ kind: 'parse' as const, name, onError: () => unmade.push(name) });
+  // Bind fails; the Parse behind it in the same exchange is skipped; the next exchange's is answered.
+  plan.add({ kind: 'bind' });
+  plan.add({ kind: 'execute' });
+  plan.add(parse('b'));
+  plan.add({ kind: 'sync' });
+  plan.add(parse('c'));
+  plan.add({ kind: 'sync' });
+  assert.deepEqual([plan.parsing('b'), plan.parsing('c'), plan.parsing('d')], [true, true, false]);
+  plan.fail(); // the Bind's error: the server skips to the Sync, and the Parse with it
+  assert.deepEqual(unmade, ['b']);
+  plan.complete(T('Z'));
+  assert.equal(plan.parsing('b'), false);
+  plan.complete(T('1'));
+  assert.equal(plan.parsing('c'), false, 'answered');
+  plan.complete(T('Z'));
+  assert.deepEqual(unmade, ['b']);
+  // An error that skips a whole exchange's Parse behind a Flush-ended part: only its ReadyForQuery tells.
+  plan.add(parse('e'));
+  plan.add({ kind: 'sync' });
+  plan.complete(T('Z'));
+  assert.deepEqual(unmade, ['b', 'e'], 'unanswered at ReadyForQuery: skipped');
+  assert.equal(plan.empty, true);
+});
