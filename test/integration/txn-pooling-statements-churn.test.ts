@@ -848,6 +848,15 @@ async function waitingForLock(): Promise<number> {
 
 const answered = async (raw: RawClient): Promise<string> => (await answerOf(raw, 5_000)).join(' ');
 
+/** Polls an in-process ambassador's log until it says a server was lost under a client idle in a transaction block. */
+async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!logs().some((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0)) {
+    assert.ok(Date.now() < deadline, `the ambassador did not log the loss within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
 describe('statement bookkeeping, reduced to one server connection', () => {
   test('a statement re-created inside an exchange left open without Sync: Postgres skips to Sync after an error there, and the statement works after', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the re-creation (Parse, Sync) goes into the open exchange; the server skips its Parse, yet it is taken as held' }, async () => {
     // txn-forwarder.ts pump(): preparation(lease, request) runs whenever nothing is in flight,
@@ -999,12 +1008,12 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a COMMIT that is the first request after its transaction’s server was lost fails with the loss, not ROLLBACK', { timeout: TEST_TIMEOUT_MS, todo: 'bug: COMMIT is answered ROLLBACK with no error: the client never hears its transaction was lost' }, async () => {
+  test('a COMMIT that is the first request after its transaction’s server was lost fails with the loss, not ROLLBACK', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Found by the killing load (a pg client's COMMIT answered ROLLBACK). The server of a client
     // idle in a transaction block is lost: txn-forwarder.ts onServerClose keeps the error for the
-    // client's next request (lostError). When that request is COMMIT, lost-transaction.ts
-    // answerInLostTransaction answers it as ending the transaction (CommandComplete ROLLBACK)
-    // and drops that error. Postgres answers COMMIT with ROLLBACK only in a transaction whose
+    // client's next request (lostError). When that request was COMMIT, lost-transaction.ts
+    // answerInLostTransaction answered it as ending the transaction (CommandComplete ROLLBACK)
+    // and dropped that error. Postgres answers COMMIT with ROLLBACK only in a transaction whose
     // failure the client was told of; drivers resolve it as success (pg: command 'ROLLBACK'),
     // so an application that does not read the tag believes its insert committed.
     const amb = await inProcess.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'info' } });
@@ -1012,11 +1021,15 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     try {
       await c.query('begin');
       const { rows } = await c.query<{ pid: number }>('insert into pa_rows values (3) returning pg_backend_pid() as pid');
-      await admin.query('select pg_terminate_backend($1, 5000)', [rows[0]!.pid]);
-      await sleep(300); // the close reaches the ambassador before the COMMIT does
+      const terminated = await admin.query<{ done: boolean }>('select pg_terminate_backend($1, 5000) as done', [rows[0]!.pid]);
+      assert.equal(terminated.rows[0]!.done, true, 'the backend exited');
+      // The close reaches the ambassador before the COMMIT does: it logs the loss of a client idle in a transaction.
+      await lossLogged(amb.logs, 5_000);
       const commit = await settle(c.query('commit'));
       assert.equal(commit.status, 'rejected', `COMMIT answered ${commit.status === 'fulfilled' ? commit.value.command : ''} with no error`);
       assert.match(codeOf(commit.reason), LOST);
+      const after = await c.query<{ n: number }>('select count(*)::int as n from pa_rows where n = 3');
+      assert.equal(after.rows[0]!.n, 0, 'nothing committed, and the connection goes on outside a transaction');
     } finally {
       await c.end().catch(() => {});
     }
