@@ -26,8 +26,10 @@
 // transaction block, and whose answer had not reached the client yet runs once more elsewhere
 // when that cannot run it twice: a read (on another host), or a write refused as read-only by a
 // server that turned out to be a standby. Every other in-flight request gets an ERROR and the
-// client goes on; an open transaction block is then answered as aborted until it ends. A client
-// pinned to the server (session state only it held) is disconnected: that state is gone.
+// client goes on; an open transaction block is then answered as aborted until it ends. A request
+// whose server is lost while being prepared for it counts as in flight; what is queued behind it
+// never left and runs elsewhere. A client pinned to the server (session state only it held) is
+// disconnected: that state is gone.
 
 import { Buffer } from 'node:buffer';
 import type net from 'node:net';
@@ -457,17 +459,31 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.say(Buffer.concat(out));
   }
 
-  /** Answers every request queued so far with `err` (the client stays connected). */
+  /**
+   * Answers every request queued so far with `err`: no server could be had for them (the client
+   * stays connected). Each exchange is answered as a server answers one that fails: the error,
+   * the rest skipped up to its Sync, ReadyForQuery. One whose Sync has not come yet (a client
+   * waiting after Flush) gets the error now and ReadyForQuery at its Sync (skipToSync).
+   */
   private answerWithError(err: unknown): void {
     const e = asAmbassadorError(err);
     const out: Buffer[] = [];
+    let open = false;
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
-      if (!request.completes) continue;
-      out.push(errorResponse(e), encodeReadyForQuery(this.status));
-      this.options.meter.error(e.sqlstate);
+      // A lone Flush (or CopyData outside COPY) is owed no answer.
+      if (!open && !answerless(request)) {
+        out.push(errorResponse(e));
+        this.options.meter.error(e.sqlstate);
+        open = true;
+      }
+      if (request.completes) {
+        out.push(encodeReadyForQuery(this.status));
+        open = false;
+      }
     }
     this.queuedBytes = 0;
+    if (open) this.skipToSync = true;
     if (out.length > 0) this.say(Buffer.concat(out));
   }
 
@@ -504,16 +520,33 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         for (const name of plan.created) touchStatement(server, name);
         this.unnamedReplayed = { request, server };
       }
-    } catch (err) {
-      this.lease = null;
-      this.options.pool.release(server, 'broken');
+    } catch {
       this.busy = false;
-      this.answerWithError(err);
-      return;
+      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
+      return this.lostPreparing(request);
     }
     this.busy = false;
     if (this.stopped) return;
     this.attachServer(server);
+    this.pump();
+  }
+
+  /**
+   * The server was lost while it was being prepared for `request`, the head of the queue. The
+   * client waits for that request's answer (postgres.js waits for a Describe it sent with
+   * Flush): it is answered as a request in flight on the lost server (onServerClose), with the
+   * loss, and with it goes a transaction block or an exchange left open there. The requests
+   * queued behind it never left the ambassador: they run on another server.
+   */
+  private lostPreparing(request: Request): void {
+    this.ready.shift();
+    this.queuedBytes -= request.bytes;
+    // Counted as send() counts what it sends.
+    if (request.completes) {
+      this.inFlight++;
+      this.unsynced = false;
+    } else if (!answerless(request)) this.unsynced = true;
+    this.onServerClose();
     this.pump();
   }
 

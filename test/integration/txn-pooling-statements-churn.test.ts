@@ -972,15 +972,15 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a request left open without Sync whose server is lost while its statement is re-created there gets an ERROR, not silence', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the request is dropped unanswered; a driver waiting for it (postgres.js describing a new statement) hangs' }, async () => {
+  test('a request left open without Sync whose server is lost while its statement is re-created there gets an ERROR, not silence', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Found by the killing load: postgres.js clients waited forever. postgres.js describes a
     // text it has not described yet with Parse, Describe, Flush, and waits for the description.
     // When that request needs a preparation (in the load: its settings replayed, as its
     // application_name differs from the other drivers'; or statements closed to make room, or
-    // re-created) and the server is lost during it, txn-forwarder.ts prepareThenPump's catch
-    // calls answerWithError, which skips every request that does not complete (`if
-    // (!request.completes) continue`): nothing is answered, and the client waits. Reduced here
-    // with a Bind whose statement must be re-created, held on a lock so the server can be
+    // re-created) and the server was lost during it, txn-forwarder.ts prepareThenPump answered
+    // only the queued requests that end in Sync: nothing was answered, and the client waited.
+    // The request is now answered as one in flight on the lost server (lostPreparing). Reduced
+    // here with a Bind whose statement must be re-created, held on a lock so the server can be
     // terminated mid-preparation.
     const { raw } = await onOneServer();
     const locker = new pg.Client(directConfig(topology, DB, { application_name: DIRECT_APP }));
