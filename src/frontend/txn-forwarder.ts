@@ -26,10 +26,10 @@
 // transaction block, and whose answer had not reached the client yet runs once more elsewhere
 // when that cannot run it twice: a read (on another host), or a write refused as read-only by a
 // server that turned out to be a standby. Every other in-flight request gets an ERROR and the
-// client goes on; an open transaction block is then answered as aborted until it ends. A request
-// whose server is lost while being prepared for it counts as in flight; what is queued behind it
-// never left and runs elsewhere. A client pinned to the server (session state only it held) is
-// disconnected: that state is gone.
+// client goes on; an open transaction block is then answered as aborted until it ends (unless
+// what was in flight ended it: COMMIT). A request whose server is lost while being prepared for
+// it counts as in flight; what is queued behind it never left and runs elsewhere. A client
+// pinned to the server (session state only it held) is disconnected: that state is gone.
 
 import { Buffer } from 'node:buffer';
 import type net from 'node:net';
@@ -175,6 +175,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private skipToSync = false;
   /** After a lost server while idle in a transaction block: the error its next request gets. */
   private lostError: Buffer | null = null;
+  /**
+   * The last transaction-control statement sent ends the block (COMMIT, ROLLBACK, PREPARE
+   * TRANSACTION; not AND CHAIN): a server lost with it in flight leaves no block open for the
+   * client (onServerClose). Noted for requests with session effects only (applyAtSend).
+   */
+  private blockEndSent = false;
   /** The request at the head that had its turn under the user's rate limit. */
   private admitted: Request | null = null;
   /** Waiting for that turn. */
@@ -546,6 +552,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.inFlight++;
       this.unsynced = false;
     } else if (!answerless(request)) this.unsynced = true;
+    this.noteBlockEnd(request.effects);
     this.onServerClose();
     this.pump();
   }
@@ -605,6 +612,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private applyAtSend(server: BackendConnection, request: Request): void {
     const effects = request.effects;
     this.options.state.stage(effects);
+    this.noteBlockEnd(effects);
     if (effects.some((e) => (e.kind === 'set' || e.kind === 'reset') && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
     const dropsStatements = effects.some(
@@ -612,6 +620,11 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     );
     // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
     if (dropsStatements) server.statements.clear();
+  }
+
+  private noteBlockEnd(effects: readonly SessionEffect[]): void {
+    const ends = endsBlock(effects);
+    if (ends !== null) this.blockEndSent = ends;
   }
 
   /** Adds an item's message to what goes out, and what the server will answer it to the plan. */
@@ -1157,7 +1170,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.forgetInFlight();
       return this.requeue(watched);
     }
-    const inTransaction = this.status !== 'I';
+    // A transaction block stays open, aborted, unless what was in flight ended it: a COMMIT lost
+    // on its way may or may not have committed, and for the client the block is over either way.
+    const inTransaction = this.status !== 'I' && !(this.blockEndSent && (this.inFlight > 0 || this.unsynced));
+    this.blockEndSent = false;
     const error = lostServerError(where, fatal, inTransaction);
     const out: Buffer[] = [];
     for (let i = 0; i < this.inFlight; i++) out.push(error, encodeReadyForQuery(inTransaction ? 'E' : 'I'));
@@ -1170,7 +1186,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     if (out.length === 0) this.lostError = error;
     log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
     this.forgetInFlight();
-    if (inTransaction) this.status = 'E';
+    this.status = inTransaction ? 'E' : 'I';
     if (out.length > 0) this.say(Buffer.concat(out));
     queueMicrotask(() => this.pump());
   };
@@ -1282,6 +1298,17 @@ function changesFunctions(bytes: Buffer, from: number, to: number): boolean {
   const first = to > from ? bytes[from] : -1;
   if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && to - from > 1 && bytes[from + 1] === 0x52)) return false; // C, A, DR
   return FUNCTION_DDL.test(bytes.toString('latin1', from, Math.max(from, to - 1)));
+}
+
+/** Whether the last transaction-control statement among `effects` ends the block; null when there is none. */
+function endsBlock(effects: readonly SessionEffect[]): boolean | null {
+  for (let i = effects.length - 1; i >= 0; i--) {
+    const effect = effects[i]!;
+    if (effect.kind !== 'transaction') continue;
+    if (effect.action === 'begin') return false;
+    if (effect.action === 'commit' || effect.action === 'rollback' || effect.action === 'prepare-transaction') return true;
+  }
+  return null;
 }
 
 /** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */

@@ -15,8 +15,7 @@
 // - names closed (protocol Close), dropped (DEALLOCATE ALL, DISCARD ALL) and prepared again with
 //   other texts, while other clients run those texts under their own names;
 // - the eviction load while server connections are terminated at random: each answer right, or
-//   an error that says the server was lost (57P01, 08xxx), and statements keep working after
-//   (two bugs this load found are kept out of it, see there);
+//   an error that says the server was lost (57P01, 08xxx), and statements keep working after;
 // - pool.cacheUnnamedStatements: unnamed and named statements of the same texts, evicting.
 // Then the smallest forms of the bugs these loads and a reading of the code found, as tests
 // marked todo (they fail on the current code; each one's comment says where and why).
@@ -306,7 +305,7 @@ interface ClientOptions {
  * it (Bind, Execute, Sync: it decodes rows by the columns it described); with prepare off, it
  * parses and describes the unnamed statement every time (shared under pool.cacheUnnamedStatements).
  */
-async function postgresJsClient(port: number, id: number, ctx: LoadContext, options: ClientOptions & { prepare: boolean; warm?: boolean }, closers: Closers): Promise<LoadClient> {
+async function postgresJsClient(port: number, id: number, ctx: LoadContext, options: ClientOptions & { prepare: boolean }, closers: Closers): Promise<LoadClient> {
   const who = `client ${id} (postgres.js, prepare: ${options.prepare})`;
   const sql = postgres({ host: '127.0.0.1', port, username: 'app', password: CLIENT_PASSWORD, database: DB, max: 1, prepare: options.prepare, idle_timeout: 0, connect_timeout: 30, fetch_types: false, onnotice: () => {} });
   closers.push(() => sql.end({ timeout: 1 }));
@@ -316,12 +315,6 @@ async function postgresJsClient(port: number, id: number, ctx: LoadContext, opti
   // unsafe() does not prepare unless asked: with prepare, each text is a named statement.
   const issue = (k: number, unit: number): Promise<PromiseSettledResult<unknown>> =>
     settle(sql.unsafe(statementText(k), [valueOf(id, unit)], { prepare: options.prepare }).then((rows) => [...rows]));
-  if (options.warm) {
-    // Every text prepared and described now: from here on it only binds (Bind, Execute, Sync).
-    const units = options.texts.map((k) => ({ k, seq: ++seq }));
-    const settled = await within(ROUND_DEADLINE_MS, `${who}, warming up`, Promise.all(units.map((u) => issue(u.k, u.seq))));
-    units.forEach((u, i) => checkRows(ctx, who, `text ${u.k} #${u.seq} (warming up)`, settled[i]!, [rowOf(u.k, valueOf(id, u.seq))]));
-  }
   return {
     who,
     round: async () => {
@@ -720,13 +713,13 @@ function startKiller(random: () => number): Killer {
 // ---- the tests ---------------------------------------------------------------------------------
 
 /** The eviction load's clients: postgres.js (prepare on), pg (named) and raw, a third each, over random 40-text subsets of TEXT_COUNT. */
-function evictionMix(kinds: { postgresJsPrepare: (id: number) => boolean; postgresJsWarm?: boolean; pgNamed: number; rawUnnamed: number; transactions: boolean }): Connect {
+function evictionMix(kinds: { postgresJsPrepare: (id: number) => boolean; pgNamed: number; rawUnnamed: number; transactions: boolean }): Connect {
   return async (port, id, ctx, closers) => {
     const texts = subset(clientRandom(`${ctx.scenario}/texts`, id), 0, TEXT_COUNT, 40);
     const options = { texts, maxUnits: 5 };
     switch (id % 3) {
       case 0:
-        return postgresJsClient(port, id, ctx, { ...options, prepare: kinds.postgresJsPrepare(id), warm: kinds.postgresJsWarm === true }, closers);
+        return postgresJsClient(port, id, ctx, { ...options, prepare: kinds.postgresJsPrepare(id) }, closers);
       case 1:
         return pgClient(port, id, ctx, { ...options, named: kinds.pgNamed, transactions: kinds.transactions }, closers);
       default:
@@ -782,13 +775,11 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
     try {
       const ctx = newContext('killed', true);
       let killed = 0;
-      // Two known bugs are kept out of this load (each has its todo test below): postgres.js
-      // warms up before the killing (each text prepared and described once), as a loss while it
-      // describes a new statement can leave it waiting forever ('a request left open without
-      // Sync whose server is lost ...'); and no client runs transactions, as one whose server is
-      // lost just before its COMMIT gets ROLLBACK without an error ('a COMMIT that is the first
-      // request after ...').
-      const mix = evictionMix({ postgresJsPrepare: () => true, postgresJsWarm: true, pgNamed: 0.8, rawUnnamed: 0, transactions: false });
+      // postgres.js describes new statements (Parse, Describe, Flush) and pg runs transactions
+      // while servers are lost: a loss there once left postgres.js waiting forever, and answered
+      // COMMIT with ROLLBACK (see 'a request left open without Sync whose server is lost ...' and
+      // 'a COMMIT that is the first request after ...' below).
+      const mix = evictionMix({ postgresJsPrepare: () => true, pgNamed: 0.8, rawUnnamed: 0, transactions: true });
       const { afterwards } = await runLoad(amb.port, ctx, 30, 40, mix, {
         connected: () => (killing.killer = startKiller(clientRandom('killer', 0))),
         between: async () => void (killed = await killing.killer!.stop()),

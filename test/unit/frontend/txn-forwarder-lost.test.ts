@@ -2,7 +2,8 @@
 // ERROR whatever ends it (a client that sent Flush waits for that answer: postgres.js describing
 // a new statement), its Sync then gets ReadyForQuery without a server, and what the client
 // queued behind it, which never left the ambassador, still runs. A COMMIT that is the first
-// request after its transaction's server was lost fails with the loss. Driven in process with
+// request after its transaction's server was lost fails with the loss; one lost while it runs
+// fails too, and leaves no transaction block open. Driven in process with
 // bench/hot-path.ts's fake client, pool and server; the fake server's preparation (the exchange
 // that creates a statement before its first use) is made to fail as a lost connection does.
 
@@ -171,3 +172,38 @@ test('requests waiting for a server that cannot be had each get the error, also 
   assert.equal(waiters.length, 1, 'without asking for a server');
 });
 
+/** A forwarder inside a transaction block (BEGIN answered), that has sent `sql` and not heard back. */
+async function sentInTransaction(sql: string): Promise<HotPath> {
+  const path = await prepared('s1');
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), encodeReadyForQuery('T')]));
+  assert.deepEqual(received(path), ['C BEGIN', 'Z T']);
+  path.client.emit('data', encodeQuery(sql));
+  assert.equal(written(path).length, 2, `${sql} went to the server`);
+  return path;
+}
+
+test('a server lost while its COMMIT or ROLLBACK runs: the loss (a COMMIT may or may not have committed), and no transaction block is left open', async () => {
+  for (const sql of ['commit', 'end', 'rollback', 'abort']) {
+    const path = await sentInTransaction(sql);
+    path.primary.sink!.onServerClose();
+    await path.settle();
+    assert.deepEqual(received(path), ['E 08006', 'Z I'], sql);
+    path.client.emit('data', encodeQuery('select 1'));
+    await path.settle();
+    assert.equal(written(path).length, 1, `after ${sql}: the next statement runs on a server, outside a block`);
+  }
+});
+
+test('a server lost while a statement of the block, or COMMIT AND CHAIN, runs: the block is left aborted until ROLLBACK', async () => {
+  for (const sql of ['insert into t values (1)', 'commit and chain', 'savepoint a']) {
+    const path = await sentInTransaction(sql);
+    path.primary.sink!.onServerClose();
+    await path.settle();
+    assert.deepEqual(received(path), ['E 08006', 'Z E'], sql);
+    path.client.emit('data', encodeQuery('select 1'));
+    await path.settle();
+    assert.deepEqual(received(path), ['E 25P02', 'Z E'], sql);
+    assert.deepEqual(written(path), [], sql);
+  }
+});
