@@ -975,11 +975,13 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     try {
       const { error } = await server.exchange([encodeQuery(ADVISORY_LOCKS_HELD)], 1, this.options.exchangeTimeoutMs);
       this.options.state.advisoryChecked(error === null);
-    } catch (err) {
-      this.lease = null;
+    } catch {
       this.busy = false;
-      this.options.pool.release(server, 'broken');
-      return this.answerWithError(err);
+      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
+      // Lost as any server holding the client's session state is (onServerClose: the client is
+      // pinned to it). What the client sent meanwhile never left the ambassador.
+      this.onServerClose();
+      return this.pump();
     }
     this.busy = false;
     if (this.stopped) return;

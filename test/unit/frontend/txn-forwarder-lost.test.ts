@@ -207,3 +207,31 @@ test('a server lost while a statement of the block, or COMMIT AND CHAIN, runs: t
     assert.deepEqual(written(path), [], sql);
   }
 });
+
+test('a server lost while the ambassador asks it whether advisory locks are left: the pinned client is disconnected, as for any loss of its state', async () => {
+  const path = await prepared('s1');
+  // As the session does: the forwarder is stopped when it ends the session.
+  const forwarder = path.client.forwarder!;
+  const ended: string[] = [];
+  (forwarder as unknown as { options: { onEnd: (reason: string) => void } }).options.onEnd = (reason) => {
+    ended.push(reason);
+    forwarder.stop();
+  };
+  const answer = (value: string): Buffer => Buffer.concat([encodeTextRowDescription(['v']), encodeDataRow([value]), encodeCommandComplete('SELECT 1'), encodeReadyForQuery('I')]);
+  path.client.emit('data', encodeQuery('select pg_advisory_lock(7)'));
+  path.primary.sink!.onServerData(answer(''));
+  path.client.emit('data', encodeQuery('select pg_advisory_unlock(7)'));
+  assert.equal(written(path).length, 2, 'both on the pinned lease');
+  // Its last lock released by count: the ambassador asks the server before unpinning.
+  loseNextPreparation(path);
+  path.primary.sink!.onServerData(answer('t'));
+  path.client.emit('data', encodeQuery('select 1'));
+  await path.settle();
+  const told = Buffer.concat(path.client.received);
+  assert.deepEqual(received(path), ['T', 'D', 'C SELECT 1', 'Z I', 'T', 'D', 'C SELECT 1', 'Z I', 'E 08006']);
+  let last = 0;
+  for (let offset = 0; offset < told.length; offset += 1 + told.readInt32BE(offset + 1)) last = offset;
+  assert.equal(decodeErrorFields(told.subarray(last + 5)).get('S'), 'FATAL', 'the session ends');
+  assert.deepEqual(ended, ['server closed the connection of a pinned session']);
+  assert.deepEqual(written(path), [], 'the query sent meanwhile went nowhere');
+});
