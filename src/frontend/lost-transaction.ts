@@ -3,8 +3,10 @@
 // server's own FATAL code such as 57P01, downgraded so drivers keep the connection), and a
 // transaction block that was open is then shown as aborted, as a server shows a failed
 // transaction: every statement refused with 25P02 until ROLLBACK (or COMMIT, which a server
-// answers with ROLLBACK for a failed transaction) ends it. Those answers are made here, with no
-// server: the transaction's server is gone and no other holds it. PURE: no sockets.
+// answers with ROLLBACK for a failed transaction) ends it. A COMMIT that comes before the client
+// heard of the loss fails with the loss instead: answered ROLLBACK, drivers would take it as
+// committed. Those answers are made here, with no server: the transaction's server is gone and
+// no other holds it. PURE: no sockets.
 
 import { Buffer } from 'node:buffer';
 import {
@@ -32,6 +34,8 @@ export interface LostAnswer {
 
 /** Statements that end a transaction block without starting another. */
 const TRANSACTION_END = /^\s*(rollback|abort|commit|end)(\s+(work|transaction))?(\s+and\s+no\s+chain)?\s*;?\s*$/i;
+/** Of those, the ones that ask for the work to be kept. */
+const COMMITS = /^\s*(commit|end)\b/i;
 const IN_FAILED_TRANSACTION = '25P02';
 const CONNECTION_FAILURE = '08006';
 
@@ -67,11 +71,14 @@ export function lostServerError(where: string, fatal: Buffer | null, inTransacti
 /**
  * Answers a request sent while the transaction block is lost: acknowledgements and ROLLBACK for
  * a request that only ends the transaction, otherwise `firstError` (the loss, when the client
- * has not heard of it yet) or 25P02, and the rest skipped up to Sync.
+ * has not heard of it yet) or 25P02, and the rest skipped up to Sync. A COMMIT (or END) the
+ * client sends before it heard of the loss gets the loss: what it asked to keep is gone (a
+ * ROLLBACK tag alone reads as success to drivers); the transaction is over all the same.
  */
 export function answerInLostTransaction(request: Request, firstError: Buffer | null): LostAnswer {
   const texts = textsOf(request);
   if (texts !== null && texts.length > 0 && texts.every((text) => TRANSACTION_END.test(text))) {
+    if (firstError !== null && COMMITS.test(texts[0]!)) return failed(request, firstError, 'I');
     return { bytes: Buffer.concat(request.items.map(endingAnswer)), status: 'I', skipToSync: false };
   }
   const error =
@@ -82,8 +89,13 @@ export function answerInLostTransaction(request: Request, firstError: Buffer | n
       message: 'current transaction is aborted, commands ignored until end of transaction block',
       detail: 'Its server connection was lost.',
     });
-  if (!request.completes) return { bytes: error, status: 'E', skipToSync: true };
-  return { bytes: Buffer.concat([error, encodeReadyForQuery('E')]), status: 'E', skipToSync: false };
+  return failed(request, error, 'E');
+}
+
+/** `error` for the request, as a server answers: then ReadyForQuery, or (no Sync yet) the rest skipped up to Sync. */
+function failed(request: Request, error: Buffer, status: TransactionStatus): LostAnswer {
+  if (!request.completes) return { bytes: error, status, skipToSync: true };
+  return { bytes: Buffer.concat([error, encodeReadyForQuery(status)]), status, skipToSync: false };
 }
 
 /** What a server answers to each message of a request that runs ROLLBACK (or COMMIT) in a failed transaction. */

@@ -26,7 +26,9 @@
 // transaction block, and whose answer had not reached the client yet runs once more elsewhere
 // when that cannot run it twice: a read (on another host), or a write refused as read-only by a
 // server that turned out to be a standby. Every other in-flight request gets an ERROR and the
-// client goes on; an open transaction block is then answered as aborted until it ends. A client
+// client goes on; an open transaction block is then answered as aborted until it ends (unless
+// what was in flight ended it: COMMIT). A request whose server is lost while being prepared for
+// it counts as in flight; what is queued behind it never left and runs elsewhere. A client
 // pinned to the server (session state only it held) is disconnected: that state is gone.
 
 import { Buffer } from 'node:buffer';
@@ -177,6 +179,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private skipToSync = false;
   /** After a lost server while idle in a transaction block: the error its next request gets. */
   private lostError: Buffer | null = null;
+  /**
+   * The last transaction-control statement sent ends the block (COMMIT, ROLLBACK, PREPARE
+   * TRANSACTION; not AND CHAIN): a server lost with it in flight leaves no block open for the
+   * client (onServerClose). Noted for requests with session effects only (applyAtSend).
+   */
+  private blockEndSent = false;
   /** The request at the head that had its turn under the user's rate limit. */
   private admitted: Request | null = null;
   /** Waiting for that turn. */
@@ -497,17 +505,31 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.say(Buffer.concat(out));
   }
 
-  /** Answers every request queued so far with `err` (the client stays connected). */
+  /**
+   * Answers every request queued so far with `err`: no server could be had for them (the client
+   * stays connected). Each exchange is answered as a server answers one that fails: the error,
+   * the rest skipped up to its Sync, ReadyForQuery. One whose Sync has not come yet (a client
+   * waiting after Flush) gets the error now and ReadyForQuery at its Sync (skipToSync).
+   */
   private answerWithError(err: unknown): void {
     const e = asAmbassadorError(err);
     const out: Buffer[] = [];
+    let open = false;
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
-      if (!request.completes) continue;
-      out.push(errorResponse(e), encodeReadyForQuery(this.status));
-      this.options.meter.error(e.sqlstate);
+      // A lone Flush (or CopyData outside COPY) is owed no answer.
+      if (!open && !answerless(request)) {
+        out.push(errorResponse(e));
+        this.options.meter.error(e.sqlstate);
+        open = true;
+      }
+      if (request.completes) {
+        out.push(encodeReadyForQuery(this.status));
+        open = false;
+      }
     }
     this.queuedBytes = 0;
+    if (open) this.skipToSync = true;
     if (out.length > 0) this.say(Buffer.concat(out));
   }
 
@@ -552,16 +574,34 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         for (const name of plan.created) touchStatement(server, name);
         this.unnamedReplayed = { request, server };
       }
-    } catch (err) {
-      this.lease = null;
-      this.options.pool.release(server, 'broken');
+    } catch {
       this.busy = false;
-      this.answerWithError(err);
-      return;
+      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
+      return this.lostPreparing(request);
     }
     this.busy = false;
     if (this.stopped) return;
     this.attachServer(server);
+    this.pump();
+  }
+
+  /**
+   * The server was lost while it was being prepared for `request`, the head of the queue. The
+   * client waits for that request's answer (postgres.js waits for a Describe it sent with
+   * Flush): it is answered as a request in flight on the lost server (onServerClose), with the
+   * loss, and with it goes a transaction block or an exchange left open there. The requests
+   * queued behind it never left the ambassador: they run on another server.
+   */
+  private lostPreparing(request: Request): void {
+    this.ready.shift();
+    this.queuedBytes -= request.bytes;
+    // Counted as send() counts what it sends.
+    if (request.completes) {
+      this.inFlight++;
+      this.unsynced = false;
+    } else if (!answerless(request)) this.unsynced = true;
+    this.noteBlockEnd(request.effects);
+    this.onServerClose();
     this.pump();
   }
 
@@ -620,6 +660,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private applyAtSend(server: BackendConnection, request: Request): void {
     const effects = request.effects;
     this.options.state.stage(effects);
+    this.noteBlockEnd(effects);
     if (effects.some((e) => (e.kind === 'set' || e.kind === 'reset') && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
     const dropsStatements = effects.some(
@@ -627,6 +668,11 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     );
     // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
     if (dropsStatements) server.statements.clear();
+  }
+
+  private noteBlockEnd(effects: readonly SessionEffect[]): void {
+    const ends = endsBlock(effects);
+    if (ends !== null) this.blockEndSent = ends;
   }
 
   /** Adds an item's message to what goes out, and what the server will answer it to the plan. */
@@ -984,11 +1030,13 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     try {
       const { error } = await server.exchange([encodeQuery(ADVISORY_LOCKS_HELD)], 1, this.options.exchangeTimeoutMs);
       this.options.state.advisoryChecked(error === null);
-    } catch (err) {
-      this.lease = null;
+    } catch {
       this.busy = false;
-      this.options.pool.release(server, 'broken');
-      return this.answerWithError(err);
+      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
+      // Lost as any server holding the client's session state is (onServerClose: the client is
+      // pinned to it). What the client sent meanwhile never left the ambassador.
+      this.onServerClose();
+      return this.pump();
     }
     this.busy = false;
     if (this.stopped) return;
@@ -1179,7 +1227,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.forgetInFlight();
       return this.requeue(watched);
     }
-    const inTransaction = this.status !== 'I';
+    // A transaction block stays open, aborted, unless what was in flight ended it: a COMMIT lost
+    // on its way may or may not have committed, and for the client the block is over either way.
+    const inTransaction = this.status !== 'I' && !(this.blockEndSent && (this.inFlight > 0 || this.unsynced));
+    this.blockEndSent = false;
     const error = lostServerError(where, fatal, inTransaction);
     const out: Buffer[] = [];
     for (let i = 0; i < this.inFlight; i++) out.push(error, encodeReadyForQuery(inTransaction ? 'E' : 'I'));
@@ -1192,7 +1243,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     if (out.length === 0) this.lostError = error;
     log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
     this.forgetInFlight();
-    if (inTransaction) this.status = 'E';
+    this.status = inTransaction ? 'E' : 'I';
     if (out.length > 0) this.say(Buffer.concat(out));
     queueMicrotask(() => this.pump());
   };
@@ -1304,6 +1355,17 @@ function changesFunctions(bytes: Buffer, from: number, to: number): boolean {
   const first = to > from ? bytes[from] : -1;
   if (first !== 0x43 && first !== 0x41 && !(first === 0x44 && to - from > 1 && bytes[from + 1] === 0x52)) return false; // C, A, DR
   return FUNCTION_DDL.test(bytes.toString('latin1', from, Math.max(from, to - 1)));
+}
+
+/** Whether the last transaction-control statement among `effects` ends the block; null when there is none. */
+function endsBlock(effects: readonly SessionEffect[]): boolean | null {
+  for (let i = effects.length - 1; i >= 0; i--) {
+    const effect = effects[i]!;
+    if (effect.kind !== 'transaction') continue;
+    if (effect.action === 'begin') return false;
+    if (effect.action === 'commit' || effect.action === 'rollback' || effect.action === 'prepare-transaction') return true;
+  }
+  return null;
 }
 
 /** The request holds only messages that open no exchange (COPY messages outside COPY, Flush). */

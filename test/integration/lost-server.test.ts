@@ -3,7 +3,8 @@
 // while the client is inside a transaction block, running a read, running a write, idle, or
 // pinned. Each case checks what the client is told and that its connection goes on:
 // - a transaction block: its next statement hears of the loss (57P01/08006), later ones get 25P02
-//   until ROLLBACK, and the next transaction runs;
+//   until ROLLBACK, and the next transaction runs; a COMMIT lost while it runs fails with the
+//   loss, and the client goes on outside a transaction block, as after any failed COMMIT;
 // - a read outside a transaction runs again on another host without an error, unless the client
 //   turned retries off (comment or SET ambassador.retry = off);
 // - a write outside a transaction is not run again (it may have run): the client gets the error;
@@ -117,6 +118,33 @@ describe('a transaction block whose server is lost', () => {
       assert.equal(commit.command, 'ROLLBACK', 'a server answers COMMIT of a failed transaction with ROLLBACK');
       const { rows } = await client.query('SELECT 1 AS one');
       assert.equal(rows[0].one, 1);
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('lost while its COMMIT runs: COMMIT fails with the loss, and the client goes on outside a transaction block', async () => {
+    // A deferred constraint trigger that sleeps holds the COMMIT on the server. The ambassador
+    // used to leave the block open, aborted: pg, which takes any answer to COMMIT as the end of
+    // the block, then had every statement refused with 25P02.
+    await withClient(directConfig(topology, DB), (c) =>
+      c.query(`CREATE TABLE slow_commit (id int);
+        CREATE FUNCTION slow_commit_check() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER slow_commit_at_end AFTER INSERT ON slow_commit DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit_check()`),
+    );
+    const client = await ambassadorClient(amb.port, DB);
+    try {
+      await client.query('BEGIN');
+      await client.query('INSERT INTO slow_commit VALUES (1)');
+      const committing = client.query('COMMIT /* lost-commit */').then(() => undefined, (err: unknown) => err);
+      const { server, pid } = await runningStatement('lost-commit');
+      await terminate(server, pid);
+      assert.ok(LOST.includes(sqlstateOf(await committing) ?? ''), 'the COMMIT fails with the loss');
+      const { rows } = await client.query('SELECT 1 AS one');
+      assert.equal(rows[0].one, 1, 'the next statement runs');
+      await client.query('BEGIN');
+      await client.query('SELECT 2');
+      await client.query('COMMIT');
     } finally {
       await client.end();
     }

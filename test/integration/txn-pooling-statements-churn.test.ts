@@ -15,8 +15,7 @@
 // - names closed (protocol Close), dropped (DEALLOCATE ALL, DISCARD ALL) and prepared again with
 //   other texts, while other clients run those texts under their own names;
 // - the eviction load while server connections are terminated at random: each answer right, or
-//   an error that says the server was lost (57P01, 08xxx), and statements keep working after
-//   (two bugs this load found are kept out of it, see there);
+//   an error that says the server was lost (57P01, 08xxx), and statements keep working after;
 // - pool.cacheUnnamedStatements: unnamed and named statements of the same texts, evicting.
 // Then the smallest forms of the bugs these loads and a reading of the code found, as tests
 // marked todo (they fail on the current code; each one's comment says where and why).
@@ -306,7 +305,7 @@ interface ClientOptions {
  * it (Bind, Execute, Sync: it decodes rows by the columns it described); with prepare off, it
  * parses and describes the unnamed statement every time (shared under pool.cacheUnnamedStatements).
  */
-async function postgresJsClient(port: number, id: number, ctx: LoadContext, options: ClientOptions & { prepare: boolean; warm?: boolean }, closers: Closers): Promise<LoadClient> {
+async function postgresJsClient(port: number, id: number, ctx: LoadContext, options: ClientOptions & { prepare: boolean }, closers: Closers): Promise<LoadClient> {
   const who = `client ${id} (postgres.js, prepare: ${options.prepare})`;
   const sql = postgres({ host: '127.0.0.1', port, username: 'app', password: CLIENT_PASSWORD, database: DB, max: 1, prepare: options.prepare, idle_timeout: 0, connect_timeout: 30, fetch_types: false, onnotice: () => {} });
   closers.push(() => sql.end({ timeout: 1 }));
@@ -316,12 +315,6 @@ async function postgresJsClient(port: number, id: number, ctx: LoadContext, opti
   // unsafe() does not prepare unless asked: with prepare, each text is a named statement.
   const issue = (k: number, unit: number): Promise<PromiseSettledResult<unknown>> =>
     settle(sql.unsafe(statementText(k), [valueOf(id, unit)], { prepare: options.prepare }).then((rows) => [...rows]));
-  if (options.warm) {
-    // Every text prepared and described now: from here on it only binds (Bind, Execute, Sync).
-    const units = options.texts.map((k) => ({ k, seq: ++seq }));
-    const settled = await within(ROUND_DEADLINE_MS, `${who}, warming up`, Promise.all(units.map((u) => issue(u.k, u.seq))));
-    units.forEach((u, i) => checkRows(ctx, who, `text ${u.k} #${u.seq} (warming up)`, settled[i]!, [rowOf(u.k, valueOf(id, u.seq))]));
-  }
   return {
     who,
     round: async () => {
@@ -720,13 +713,13 @@ function startKiller(random: () => number): Killer {
 // ---- the tests ---------------------------------------------------------------------------------
 
 /** The eviction load's clients: postgres.js (prepare on), pg (named) and raw, a third each, over random 40-text subsets of TEXT_COUNT. */
-function evictionMix(kinds: { postgresJsPrepare: (id: number) => boolean; postgresJsWarm?: boolean; pgNamed: number; rawUnnamed: number; transactions: boolean }): Connect {
+function evictionMix(kinds: { postgresJsPrepare: (id: number) => boolean; pgNamed: number; rawUnnamed: number; transactions: boolean }): Connect {
   return async (port, id, ctx, closers) => {
     const texts = subset(clientRandom(`${ctx.scenario}/texts`, id), 0, TEXT_COUNT, 40);
     const options = { texts, maxUnits: 5 };
     switch (id % 3) {
       case 0:
-        return postgresJsClient(port, id, ctx, { ...options, prepare: kinds.postgresJsPrepare(id), warm: kinds.postgresJsWarm === true }, closers);
+        return postgresJsClient(port, id, ctx, { ...options, prepare: kinds.postgresJsPrepare(id) }, closers);
       case 1:
         return pgClient(port, id, ctx, { ...options, named: kinds.pgNamed, transactions: kinds.transactions }, closers);
       default:
@@ -782,13 +775,11 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
     try {
       const ctx = newContext('killed', true);
       let killed = 0;
-      // Two known bugs are kept out of this load (each has its todo test below): postgres.js
-      // warms up before the killing (each text prepared and described once), as a loss while it
-      // describes a new statement can leave it waiting forever ('a request left open without
-      // Sync whose server is lost ...'); and no client runs transactions, as one whose server is
-      // lost just before its COMMIT gets ROLLBACK without an error ('a COMMIT that is the first
-      // request after ...').
-      const mix = evictionMix({ postgresJsPrepare: () => true, postgresJsWarm: true, pgNamed: 0.8, rawUnnamed: 0, transactions: false });
+      // postgres.js describes new statements (Parse, Describe, Flush) and pg runs transactions
+      // while servers are lost: a loss there once left postgres.js waiting forever, and answered
+      // COMMIT with ROLLBACK (see 'a request left open without Sync whose server is lost ...' and
+      // 'a COMMIT that is the first request after ...' below).
+      const mix = evictionMix({ postgresJsPrepare: () => true, pgNamed: 0.8, rawUnnamed: 0, transactions: true });
       const { afterwards } = await runLoad(amb.port, ctx, 30, 40, mix, {
         connected: () => (killing.killer = startKiller(clientRandom('killer', 0))),
         between: async () => void (killed = await killing.killer!.stop()),
@@ -847,6 +838,15 @@ async function waitingForLock(): Promise<number> {
 }
 
 const answered = async (raw: RawClient): Promise<string> => (await answerOf(raw, 5_000)).join(' ');
+
+/** Polls an in-process ambassador's log until it says a server was lost under a client idle in a transaction block. */
+async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!logs().some((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0)) {
+    assert.ok(Date.now() < deadline, `the ambassador did not log the loss within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
 
 describe('statement bookkeeping, reduced to one server connection', () => {
   test('a statement re-created inside an exchange left open without Sync: Postgres skips to Sync after an error there, and the statement works after', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -963,15 +963,15 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a request left open without Sync whose server is lost while its statement is re-created there gets an ERROR, not silence', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the request is dropped unanswered; a driver waiting for it (postgres.js describing a new statement) hangs' }, async () => {
+  test('a request left open without Sync whose server is lost while its statement is re-created there gets an ERROR, not silence', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Found by the killing load: postgres.js clients waited forever. postgres.js describes a
     // text it has not described yet with Parse, Describe, Flush, and waits for the description.
     // When that request needs a preparation (in the load: its settings replayed, as its
     // application_name differs from the other drivers'; or statements closed to make room, or
-    // re-created) and the server is lost during it, txn-forwarder.ts prepareThenPump's catch
-    // calls answerWithError, which skips every request that does not complete (`if
-    // (!request.completes) continue`): nothing is answered, and the client waits. Reduced here
-    // with a Bind whose statement must be re-created, held on a lock so the server can be
+    // re-created) and the server was lost during it, txn-forwarder.ts prepareThenPump answered
+    // only the queued requests that end in Sync: nothing was answered, and the client waited.
+    // The request is now answered as one in flight on the lost server (lostPreparing). Reduced
+    // here with a Bind whose statement must be re-created, held on a lock so the server can be
     // terminated mid-preparation.
     const { raw } = await onOneServer();
     const locker = new pg.Client(directConfig(topology, DB, { application_name: DIRECT_APP }));
@@ -999,12 +999,12 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a COMMIT that is the first request after its transaction’s server was lost fails with the loss, not ROLLBACK', { timeout: TEST_TIMEOUT_MS, todo: 'bug: COMMIT is answered ROLLBACK with no error: the client never hears its transaction was lost' }, async () => {
+  test('a COMMIT that is the first request after its transaction’s server was lost fails with the loss, not ROLLBACK', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Found by the killing load (a pg client's COMMIT answered ROLLBACK). The server of a client
     // idle in a transaction block is lost: txn-forwarder.ts onServerClose keeps the error for the
-    // client's next request (lostError). When that request is COMMIT, lost-transaction.ts
-    // answerInLostTransaction answers it as ending the transaction (CommandComplete ROLLBACK)
-    // and drops that error. Postgres answers COMMIT with ROLLBACK only in a transaction whose
+    // client's next request (lostError). When that request was COMMIT, lost-transaction.ts
+    // answerInLostTransaction answered it as ending the transaction (CommandComplete ROLLBACK)
+    // and dropped that error. Postgres answers COMMIT with ROLLBACK only in a transaction whose
     // failure the client was told of; drivers resolve it as success (pg: command 'ROLLBACK'),
     // so an application that does not read the tag believes its insert committed.
     const amb = await inProcess.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'info' } });
@@ -1012,11 +1012,15 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     try {
       await c.query('begin');
       const { rows } = await c.query<{ pid: number }>('insert into pa_rows values (3) returning pg_backend_pid() as pid');
-      await admin.query('select pg_terminate_backend($1, 5000)', [rows[0]!.pid]);
-      await sleep(300); // the close reaches the ambassador before the COMMIT does
+      const terminated = await admin.query<{ done: boolean }>('select pg_terminate_backend($1, 5000) as done', [rows[0]!.pid]);
+      assert.equal(terminated.rows[0]!.done, true, 'the backend exited');
+      // The close reaches the ambassador before the COMMIT does: it logs the loss of a client idle in a transaction.
+      await lossLogged(amb.logs, 5_000);
       const commit = await settle(c.query('commit'));
       assert.equal(commit.status, 'rejected', `COMMIT answered ${commit.status === 'fulfilled' ? commit.value.command : ''} with no error`);
       assert.match(codeOf(commit.reason), LOST);
+      const after = await c.query<{ n: number }>('select count(*)::int as n from pa_rows where n = 3');
+      assert.equal(after.rows[0]!.n, 0, 'nothing committed, and the connection goes on outside a transaction');
     } finally {
       await c.end().catch(() => {});
     }

@@ -93,6 +93,39 @@ test('the first request after the loss hears of the loss itself rather than 25P0
   assert.deepEqual(messages(answer.bytes), ['E:08006', 'Z:E']);
 });
 
+test('a COMMIT or END the client sends before it heard of the loss fails with the loss, and the transaction is over', () => {
+  const loss = lostServerError('db1:5432', null, true);
+  for (const sql of ['COMMIT', 'commit;', 'END', 'end transaction', 'COMMIT WORK AND NO CHAIN']) {
+    const answer = answerInLostTransaction(request(encodeQuery(sql)), loss);
+    assert.deepEqual(messages(answer.bytes), ['E:08006', 'Z:I'], sql);
+    assert.equal(answer.status, 'I', sql);
+  }
+  const extended = answerInLostTransaction(request(parse('', 'COMMIT'), bind('', ''), execute(''), encodeSync()), loss);
+  assert.deepEqual(messages(extended.bytes), ['E:08006', 'Z:I']);
+  const unsynced = answerInLostTransaction(request(parse('', 'COMMIT'), bind('', ''), execute(''), flush()), loss);
+  assert.deepEqual(messages(unsynced.bytes), ['E:08006'], 'no Sync yet: the rest is skipped up to it');
+  assert.equal(unsynced.skipToSync, true);
+  assert.equal(unsynced.status, 'I', 'its Sync then answers ReadyForQuery I');
+});
+
+test('a ROLLBACK the client sends before it heard of the loss succeeds quietly: nothing it wanted kept is lost', () => {
+  const loss = lostServerError('db1:5432', null, true);
+  for (const sql of ['ROLLBACK', 'abort', 'rollback transaction']) {
+    const answer = answerInLostTransaction(request(encodeQuery(sql)), loss);
+    assert.deepEqual(messages(answer.bytes), ['C:ROLLBACK', 'Z:I'], sql);
+    assert.equal(answer.status, 'I');
+  }
+});
+
+test('COMMIT AND CHAIN and PREPARE TRANSACTION after the loss get it, and the block stays aborted until ROLLBACK', () => {
+  const loss = lostServerError('db1:5432', null, true);
+  for (const sql of ['COMMIT AND CHAIN', "PREPARE TRANSACTION 'tx1'"]) {
+    const answer = answerInLostTransaction(request(encodeQuery(sql)), loss);
+    assert.deepEqual(messages(answer.bytes), ['E:08006', 'Z:E'], sql);
+    assert.equal(answer.status, 'E', sql);
+  }
+});
+
 test('the loss is an ERROR: 08006, or the code and message of the FATAL the server sent', () => {
   const plain = decodeErrorFields(lostServerError('db1:5432', null, false).subarray(5));
   assert.equal(plain.get('S'), 'ERROR');
