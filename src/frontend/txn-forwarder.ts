@@ -173,6 +173,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private exchangeFailed = false;
   /** pump() waits for the answers of the open exchange so far (see its preparation inside one). */
   private pumpWhenAnswered = false;
+  /** The ambassador's own exchange runs on the lease (a preparation, the advisory-lock check). */
+  private ownExchange = false;
   /** The FATAL error the server sent before closing (told to the client as an ERROR). */
   private serverFatal: Buffer | null = null;
   /** After a lost server: the rest of an extended-protocol exchange is skipped up to Sync. */
@@ -550,6 +552,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Makes the server match the client's settings and hold the request's statements. */
   private async prepareThenPump(server: BackendConnection, plan: Preparation, request: Request): Promise<void> {
     this.busy = true;
+    this.ownExchange = true;
     this.detachServer(server);
     try {
       for (const name of plan.evicted) server.statements.delete(name);
@@ -575,14 +578,33 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.unnamedReplayed = { request, server };
       }
     } catch {
-      this.busy = false;
-      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
-      return this.lostPreparing(request);
+      if (this.ownExchangeEnded(server, true)) this.lostPreparing(request);
+      return;
     }
-    this.busy = false;
-    if (this.stopped) return;
+    if (!this.ownExchangeEnded(server, false)) return;
     this.attachServer(server);
     this.pump();
+  }
+
+  /**
+   * The ambassador's own exchange on the lease (a preparation, the advisory-lock check) ended,
+   * `failed` when the server was lost or did not answer. False when the forwarder is done with
+   * the server: the client left meanwhile (stop() leaves the lease to the exchange, which gives
+   * it back now), or the lease is no longer this server.
+   */
+  private ownExchangeEnded(server: BackendConnection, failed: boolean): boolean {
+    this.busy = false;
+    this.ownExchange = false;
+    if (this.lease !== server) {
+      this.options.pool.release(server, 'broken'); // nothing else holds it
+      return false;
+    }
+    if (!this.stopped) return true;
+    if (failed) {
+      this.lease = null;
+      this.options.pool.release(server, 'broken');
+    } else this.giveBack();
+    return false;
   }
 
   /**
@@ -1025,21 +1047,20 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Asks the server whether this session still holds advisory locks before unpinning. */
   private async recheckAdvisoryLocks(server: BackendConnection): Promise<void> {
     this.busy = true;
+    this.ownExchange = true;
     this.chunk = null;
     this.detachServer(server);
     try {
       const { error } = await server.exchange([encodeQuery(ADVISORY_LOCKS_HELD)], 1, this.options.exchangeTimeoutMs);
       this.options.state.advisoryChecked(error === null);
     } catch {
-      this.busy = false;
-      if (this.stopped || this.lease !== server) return this.options.pool.release(server, 'broken');
+      if (!this.ownExchangeEnded(server, true)) return;
       // Lost as any server holding the client's session state is (onServerClose: the client is
       // pinned to it). What the client sent meanwhile never left the ambassador.
       this.onServerClose();
       return this.pump();
     }
-    this.busy = false;
-    if (this.stopped) return;
+    if (!this.ownExchangeEnded(server, false)) return;
     this.attachServer(server);
     this.onReady();
   }
@@ -1289,6 +1310,13 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.wire.detach();
     if (this.turnTimer !== null) clearTimeout(this.turnTimer);
     this.turnTimer = null;
+    // The ambassador's own exchange on the lease gives it back when it ends (ownExchangeEnded):
+    // given back now, the server could go to another client with that exchange's answers to come.
+    if (!this.ownExchange) this.giveBack();
+  }
+
+  /** The client is gone: its lease goes back to the pool, cleaned (returnServer). */
+  private giveBack(): void {
     const server = this.lease;
     this.lease = null;
     if (server === null) return;

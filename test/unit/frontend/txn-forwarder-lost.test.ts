@@ -235,3 +235,32 @@ test('a server lost while the ambassador asks it whether advisory locks are left
   assert.deepEqual(ended, ['server closed the connection of a pinned session']);
   assert.deepEqual(written(path), [], 'the query sent meanwhile went nowhere');
 });
+
+test('a client gone while its statement is created: its server goes back when that exchange has ended, once, not before', async () => {
+  for (const outcome of ['answered', 'lost'] as const) {
+    const path = await prepared('s1');
+    const forwarder = path.client.forwarder!;
+    const released: string[] = [];
+    (forwarder as unknown as { options: { pool: { release: (server: unknown, how: string) => void } } }).options.pool.release = (_server, how) => released.push(how);
+    let settle: ((answer: { error: Buffer | null }) => void) | undefined;
+    let fail: ((err: Error) => void) | undefined;
+    const works = path.primary.exchange;
+    path.primary.exchange = () => {
+      path.primary.exchange = works;
+      return new Promise((resolve, reject) => ((settle = resolve), (fail = reject)));
+    };
+    path.client.emit('data', Buffer.concat([bind('s1', '1'), DESCRIBE_PORTAL, EXECUTE, SYNC]));
+    await path.settle();
+    assert.ok(settle !== undefined, 'the statement is being created');
+    forwarder.stop();
+    // Back in the pool now, the server could go to another client with this exchange's answers to come.
+    assert.deepEqual(released, [], `${outcome}: not while the exchange runs`);
+    if (outcome === 'answered') settle({ error: null });
+    else fail!(new AmbassadorError('UPSTREAM_LOST', 'server 127.0.0.1:5432 closed the connection'));
+    await path.settle();
+    assert.deepEqual(released, [outcome === 'answered' ? 'reusable' : 'broken'], outcome);
+    assert.deepEqual(written(path), [], `${outcome}: the request of a client that left is not sent`);
+    forwarder.stop();
+    assert.equal(released.length, 1, `${outcome}: given back once`);
+  }
+});
