@@ -81,7 +81,9 @@ export function touchStatement(server: BackendConnection, name: string): void {
 
 /**
  * The server holds the statement in an outdated form (its result type changed): it is no longer
- * counted as held, and is closed before it is created there again (preparation.ts).
+ * taken as held, and is closed before it is created there again (preparation.ts). Until it is
+ * closed it still takes a place among the statements the server keeps (preparation.ts counts
+ * it, and closes it first to make room).
  */
 export function markStale(server: BackendConnection, name: string): void {
   server.statements.delete(name);

@@ -489,7 +489,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.busy = true;
     this.detachServer(server);
     try {
-      for (const name of plan.evicted) server.statements.delete(name);
+      for (const name of plan.evicted) {
+        server.statements.delete(name);
+        server.staleStatements.delete(name);
+      }
       const { error } = await server.exchange(plan.messages, plan.readies, this.options.exchangeTimeoutMs);
       for (const name of plan.refreshed) server.staleStatements.delete(name);
       if (error) {
@@ -578,7 +581,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
     );
     // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
-    if (dropsStatements) server.statements.clear();
+    if (dropsStatements) {
+      server.statements.clear();
+      server.staleStatements.clear();
+    }
   }
 
   /** Adds an item's message to what goes out, and what the server will answer it to the plan. */
