@@ -8,7 +8,7 @@ import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuer
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
-import { plainQueryBytes, type SessionEffect, type SessionEffectsCache } from '../router/session-effects.ts';
+import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES } from './statements.ts';
 
@@ -116,6 +116,9 @@ const EXECUTE: PlanEntry = Object.freeze({ kind: 'execute' });
 const CLOSE: PlanEntry = Object.freeze({ kind: 'close' });
 const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
 const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
+/** A Query or Execute that runs DEALLOCATE ALL or DISCARD ALL (see dropsServerStatements). */
+const QUERY_DROPPING: PlanEntry = Object.freeze({ kind: 'query' });
+const EXECUTE_DROPPING: PlanEntry = Object.freeze({ kind: 'execute' });
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
 const EMPTY = Buffer.alloc(0);
 /** A Close of a statement no server has: CloseComplete, nothing closed (CLOSED_STATEMENT). */
@@ -260,7 +263,7 @@ export class RequestBuilder {
         }
         this.addEffects(analysis.effects);
         this.addText(sql);
-        return this.endRequest(type, QUERY, true);
+        return analysis.effects.length === 0 ? this.endRequest(type, QUERY, true) : this.endQueryWithEffects(type, analysis);
       }
       case FrontendType.FunctionCall:
         this.notLocal();
@@ -276,14 +279,15 @@ export class RequestBuilder {
         const from = start + 5;
         const portal = from === end || chunk[from] === 0 ? '' : chunk.toString('utf8', from, Math.max(from, nulIndex(chunk, from, end)));
         const bound = this.portals.get(portal);
+        let entry = EXECUTE;
         if (bound === undefined) this.currentTexts = null;
         else {
-          this.addEffects(bound.effects);
+          if (bound.effects.length > 0) entry = this.executeEffects(bound.effects);
           this.addText(bound.text);
         }
         if (bound?.local) this.local({ kind: 'execute', command: bound.local });
         else this.notLocal();
-        this.pushRaw(type, EXECUTE);
+        this.pushRaw(type, entry);
         return null;
       }
       case FrontendType.CopyData:
@@ -456,6 +460,34 @@ export class RequestBuilder {
     this.changing(this.statements, parse.name);
     this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
     return this.pushParse(statement, false);
+  }
+
+  /**
+   * The end of a simple Query that changes the session. DEALLOCATE ALL and DISCARD ALL drop every
+   * statement the client prepared, and the server's (dropsServerStatements).
+   */
+  private endQueryWithEffects(type: number, analysis: StatementEffects): Request {
+    if (!dropsStatements(analysis.effects, analysis.statements)) return this.endRequest(type, QUERY, true);
+    this.forgetNamed();
+    return this.endRequest(type, QUERY_DROPPING, true);
+  }
+
+  /** The effects of an Execute's statement join the request's; returns the Execute's plan entry. */
+  private executeEffects(effects: readonly SessionEffect[]): PlanEntry {
+    this.currentEffects.push(...effects);
+    // A Parse takes one statement.
+    if (!dropsStatements(effects, 1)) return EXECUTE;
+    this.forgetNamed();
+    return EXECUTE_DROPPING;
+  }
+
+  /** DEALLOCATE ALL or DISCARD ALL: every statement the client named is gone (the unnamed one stays, as in Postgres). */
+  private forgetNamed(): void {
+    for (const name of this.statements.keys()) {
+      if (name === '') continue;
+      this.changing(this.statements, name);
+      this.statements.delete(name);
+    }
   }
 
   private pushParse(statement: ClientStatement, unnamed: boolean): null {
@@ -677,4 +709,25 @@ function unreadableEntry(type: number): PlanEntry {
     default:
       return { kind: 'describe-statement' };
   }
+}
+
+/**
+ * Whether `effects` (of `statements` statements) drop every prepared statement of the session:
+ * DEALLOCATE ALL, or DISCARD ALL, which Postgres runs only alone (never inside a transaction
+ * block, which a Query of several statements is). DISCARD PLANS keeps them.
+ */
+function dropsStatements(effects: readonly SessionEffect[], statements: number): boolean {
+  for (const e of effects) {
+    if (e.kind === 'sql-deallocate' && e.name === 'ALL') return true;
+    if (e.kind === 'discard' && e.what === 'all' && statements === 1) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether an item runs DEALLOCATE ALL or DISCARD ALL: the server's statements, the shared ones
+ * too, are gone once it has run (in message order: the forwarder's materializeInOrder).
+ */
+export function dropsServerStatements(item: Item): boolean {
+  return item.kind === 'raw' && (item.entry === QUERY_DROPPING || item.entry === EXECUTE_DROPPING);
 }

@@ -53,7 +53,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { RequestBuilder, textsOf, type Item, type Request } from './request-builder.ts';
+import { dropsServerStatements, RequestBuilder, textsOf, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -524,7 +524,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private send(server: BackendConnection, request: Request): void {
     const routing = this.options.routing;
     this.unnamedReplayed = null;
-    if (request.effects.length > 0) this.applyAtSend(server, request);
+    if (request.effects.length > 0) this.applyAtSend(request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const planWasEmpty = this.plan.empty;
     // Behind an exchange left open without Sync, a request is part of that one's implicit
@@ -533,7 +533,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const alone = !this.unsynced;
     const behindReads = this.unsynced && !this.openWrote && this.leaseReplica;
     OUTGOING.clear(); // what a send that threw half-way left
-    for (const item of request.items) this.materialize(server, item);
+    if (request.effects.length > 0) this.materializeInOrder(server, request.items);
+    else for (const item of request.items) this.materialize(server, item);
     this.queuedBytes -= request.bytes;
     const first = this.status === 'I' && planWasEmpty && this.inFlight === 0;
     if (request.completes) {
@@ -571,19 +572,27 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     return this.options.state.pinned ? 'pinned' : 'same-lease';
   }
 
-  /** Stages the request's session effects; forgets server statements the request will drop. */
-  private applyAtSend(server: BackendConnection, request: Request): void {
+  /** Stages the request's session effects. */
+  private applyAtSend(request: Request): void {
     const effects = request.effects;
     this.options.state.stage(effects);
     if (effects.some((e) => (e.kind === 'set' || e.kind === 'reset') && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
-    const dropsStatements = effects.some(
-      (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
-    );
-    // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
-    if (dropsStatements) {
-      server.statements.clear();
-      server.staleStatements.clear();
+  }
+
+  /**
+   * materialize() for each item of a request with session effects: where it runs DEALLOCATE ALL
+   * or DISCARD ALL (dropsServerStatements), the server's statements are gone from then on, the
+   * shared ones too. In message order: a Parse before it made a statement that it drops, and one
+   * after it must make its statement again.
+   */
+  private materializeInOrder(server: BackendConnection, items: readonly Item[]): void {
+    for (const item of items) {
+      this.materialize(server, item);
+      if (dropsServerStatements(item)) {
+        server.statements.clear();
+        server.staleStatements.clear();
+      }
     }
   }
 

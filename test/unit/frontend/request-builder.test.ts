@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { dropsServerStatements, messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
@@ -309,4 +309,31 @@ test('a long pipeline before its Sync is one request of every message, and the r
   const [finished] = feed(builder, encodeSync());
   assert.deepEqual(finished!.items.map((item) => item.kind), ['bind', 'raw', 'raw']);
   assert.equal(new Set([long!.items, short!.items, shorter!.items, finished!.items]).size, 4, 'no array is shared');
+});
+
+test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client, and mark where the server’s go; DISCARD PLANS, or DISCARD ALL among other statements, do not', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const held = (name: string): boolean => (feed(builder, Buffer.concat([bindOf(name), encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).source !== null;
+  const prepare = (): void => void feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 1', Buffer.from([0, 0])), encodeParse('', 'SELECT 2', Buffer.from([0, 0])), encodeSync()]));
+  for (const sql of ['discard plans', 'select 1; discard all']) {
+    prepare();
+    const [request] = feed(builder, encodeQuery(sql));
+    assert.equal(request!.items.some(dropsServerStatements), false, sql);
+    assert.equal(held('s1'), true, sql);
+    feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', 's1'), encodeSync()]));
+  }
+  for (const sql of ['deallocate all', 'DISCARD ALL', 'select 1; deallocate all']) {
+    prepare();
+    const [request] = feed(builder, encodeQuery(sql));
+    assert.equal(dropsServerStatements(request!.items[0]!), true, sql);
+    assert.equal(held('s1'), false, sql);
+  }
+  // Extended: at its Execute, where the server's go; the unnamed statement stays (here the DEALLOCATE ALL itself).
+  prepare();
+  const [extended] = feed(builder, Buffer.concat([encodeParse('', 'deallocate all', Buffer.from([0, 0])), bindOf(''), execute, encodeParse('s2', 'SELECT 3', Buffer.from([0, 0])), encodeSync()]));
+  assert.deepEqual(extended!.items.map(dropsServerStatements), [false, false, true, false, false]);
+  assert.equal(held('s1'), false);
+  assert.equal(held('s2'), true, 'parsed after it');
+  assert.equal((feed(builder, Buffer.concat([unnamedBind, encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, null, 'the unnamed statement stays');
 });
