@@ -4,13 +4,14 @@
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
 import { Buffer } from 'node:buffer';
+import { encodeErrorResponse } from '../protocol/backend.ts';
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
 import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
-import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES } from './statements.ts';
+import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES, REFUSED_PARSE } from './statements.ts';
 
 /**
  * Where a whole message (header included) lies: `chunk[start, end)`, the client's chunk it came
@@ -119,6 +120,7 @@ const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
 /** A Query or Execute that runs DEALLOCATE ALL or DISCARD ALL (see dropsServerStatements). */
 const QUERY_DROPPING: PlanEntry = Object.freeze({ kind: 'query' });
 const EXECUTE_DROPPING: PlanEntry = Object.freeze({ kind: 'execute' });
+const DUPLICATE_PREPARED_STATEMENT = '42P05';
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
 const EMPTY = Buffer.alloc(0);
 /** A Close of a statement no server has: CloseComplete, nothing closed (CLOSED_STATEMENT). */
@@ -202,6 +204,8 @@ export class RequestBuilder {
    * noted here and put back; sent to a server (it ended without Sync), it keeps them.
    */
   private undo: Array<() => void> | null = null;
+  /** The undo is for a Parse the server refuses (refuseParse): the server skips the rest, so it is put back in any case. */
+  private skippedOnServer = false;
 
   /** `localOf`: the ambassador's own statement a text is, if it is one (ClientRouting.statementCommand). */
   constructor(
@@ -424,6 +428,8 @@ export class RequestBuilder {
     const payload = this.payload();
     const parse = readable(this.readParse);
     if (parse === null) return this.unreadable(FrontendType.Parse);
+    // A name the client holds: Postgres refuses the Parse, and the name keeps its statement.
+    if (parse.name !== '' && this.statements.has(parse.name)) return this.refuseParse(parse.name);
     const effects = this.effects.get(parse.query).effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
@@ -460,6 +466,38 @@ export class RequestBuilder {
     this.changing(this.statements, parse.name);
     this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
     return this.pushParse(statement, false);
+  }
+
+  /**
+   * A Parse of a name the client holds: Postgres refuses it (42P05) and skips what follows up to
+   * Sync. It goes on as a Parse every server refuses (REFUSED_PARSE), so that the server fails at
+   * that place, skips the same messages and aborts the transaction as Postgres would; the client
+   * gets Postgres's error in place of the server's (the plan entry's refusal).
+   */
+  private refuseParse(name: string): null {
+    this.notLocal();
+    // What follows up to the end of the request is skipped on the server: it changes nothing.
+    if (this.undo === null) {
+      this.undo = [];
+      this.skippedOnServer = true;
+    }
+    this.replaceMessage(REFUSED_PARSE);
+    const refusal = encodeErrorResponse({ severity: 'ERROR', code: DUPLICATE_PREPARED_STATEMENT, message: `prepared statement "${name}" already exists` });
+    this.pushRaw(FrontendType.Parse, { kind: 'parse', refusal });
+    return null;
+  }
+
+  /**
+   * A Parse the server refused or skipped (after an error before it): Postgres made no statement,
+   * so the client's names for it are gone, and it may parse them again.
+   */
+  parseFailed(statement: ClientStatement): void {
+    for (const [name, prepared] of this.statements) if (prepared.shared === statement && name !== '') this.statements.delete(name);
+  }
+
+  /** A request answered with an error without being run: the statements it parses were not made either. */
+  unanswered(request: Request): void {
+    for (const item of request.items) if (item.kind === 'parse') this.parseFailed(item.statement);
   }
 
   /**
@@ -640,8 +678,9 @@ export class RequestBuilder {
     const steps = this.currentSteps;
     const local = this.currentLocal && type === FrontendType.Sync && steps !== null && steps.length > 1 ? steps : null;
     if (this.undo !== null) {
-      if (local !== null) for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
+      if (local !== null || this.skippedOnServer) for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
       this.undo = null;
+      this.skippedOnServer = false;
     }
     this.currentLocal = true;
     this.currentSteps = null;

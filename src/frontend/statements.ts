@@ -9,7 +9,7 @@
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
-import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';
+import { encodeParse, FrontendType, type ParseMessage } from '../protocol/frontend.ts';
 import type { PlanEntry } from './response-plan.ts';
 
 export interface ClientStatement {
@@ -66,6 +66,14 @@ export const CLOSED_STATEMENT = `${SERVER_NAME_PREFIX}closed`;
 export const MISSING_STATEMENT = `${SERVER_NAME_PREFIX}not_prepared_by_this_client`;
 /** MISSING_STATEMENT as a Bind carries it. */
 export const MISSING_STATEMENT_BYTES = Buffer.from(`${MISSING_STATEMENT}\0`);
+
+/**
+ * A Parse every server refuses (its text is not SQL: 42601 syntax_error), and that makes nothing.
+ * It goes in place of a client's Parse that Postgres refuses for a reason only the ambassador
+ * knows of (a name the client holds: request-builder.ts), so that the server fails at that place
+ * as Postgres would; the client gets its own error instead of this one (PlanEntry parse refusal).
+ */
+export const REFUSED_PARSE = encodeParse(`${SERVER_NAME_PREFIX}refused`, `${SERVER_NAME_PREFIX}refused`, Buffer.from([0, 0]));
 
 /** Uses so far, across servers: a statement's last use orders it among its server's. */
 let uses = 0;

@@ -368,6 +368,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private answerLost(request: Request): void {
     this.ready.shift();
     this.queuedBytes -= request.bytes;
+    this.requests.unanswered(request);
     if (this.skipToSync) {
       if (!request.completes) return;
       this.skipToSync = false;
@@ -449,6 +450,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       this.queuedBytes -= request.bytes;
+      this.requests.unanswered(request);
       if (request.completes) {
         out.push(encodeReadyForQuery(this.status));
         break;
@@ -463,6 +465,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const out: Buffer[] = [];
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
+      this.requests.unanswered(request);
       if (!request.completes) continue;
       out.push(errorResponse(e), encodeReadyForQuery(this.status));
       this.options.meter.error(e.sqlstate);
@@ -499,7 +502,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         // The server refused to set up the client's state or statements: the request fails
         // with that error, as it would have failed directly.
         server.stateKey = '';
-        this.ready.shift();
+        this.requests.unanswered(this.ready.shift()!);
         this.options.meter.serverError(error);
         this.say(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
       } else {
@@ -606,15 +609,23 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         if (item.entry) plan.add(item.entry);
         return;
       case 'parse': {
-        const name = item.statement.serverName;
+        const statement = item.statement;
+        const name = statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
           plan.addSynthesized();
           return;
         }
         touchStatement(server, name);
-        out.add(item.statement.parse);
-        plan.add({ kind: 'parse', onError: () => server.statements.delete(name) });
+        out.add(statement.parse);
+        // Failed or skipped: neither the server nor the client holds it (the client may parse its name again).
+        plan.add({
+          kind: 'parse',
+          onError: () => {
+            server.statements.delete(name);
+            this.requests.parseFailed(statement);
+          },
+        });
         return;
       }
       case 'bind':
@@ -719,7 +730,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     if (this.retry !== null && this.watchRetry(type, payload, end)) return true;
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
-      this.options.meter.serverError(payload!);
+      this.options.meter.serverError(this.refusalInstead(payload!, end));
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
@@ -752,6 +763,24 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.flushSynthesized(false);
     }
     return true;
+  }
+
+  /**
+   * A Parse the ambassador refused (REFUSED_PARSE, request-builder.ts refuseParse) failed on the
+   * server as meant: the client gets the error Postgres gives (42P05) in place of the server's.
+   * Another error of that Parse (25P02 in a failed transaction, as Postgres would say too) goes
+   * on, and so does one that began in an earlier read (its first bytes went with that read).
+   * Returns the payload of the error the client gets.
+   */
+  private refusalInstead(payload: Buffer, end: number): Buffer {
+    const entry = this.plan.current;
+    if (entry?.kind !== 'parse' || entry.refusal === undefined) return payload;
+    const start = end - payload.length - 5;
+    if (start < 0 || decodeErrorFields(payload).get('C') !== SYNTAX_ERROR) return payload;
+    this.forwardUpTo(start);
+    this.cursor = end;
+    if (!this.toClient(entry.refusal)) this.lease?.pause();
+    return entry.refusal.subarray(5);
   }
 
   /**
@@ -1151,6 +1180,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     // Idle inside a transaction block: its next request hears of the loss.
     if (out.length === 0) this.lostError = error;
     log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
+    // No Parse unanswered made a statement; nor did one whose answer was held back (watched): the
+    // client never hears of it, and may parse its name again.
+    this.plan.abandon();
+    if (unanswered) this.requests.unanswered(watched);
     this.forgetInFlight();
     if (inTransaction) this.status = 'E';
     if (out.length > 0) this.say(Buffer.concat(out));
@@ -1224,6 +1257,7 @@ const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
  */
 const OUTGOING = new Outgoing();
 const READ_ONLY_TRANSACTION = '25006';
+const SYNTAX_ERROR = '42601';
 const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
 const ACKNOWLEDGEMENTS = new Set<number>([

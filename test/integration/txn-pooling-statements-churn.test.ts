@@ -453,6 +453,9 @@ async function rawClient(port: number, id: number, ctx: LoadContext, options: Cl
     }
     if (held === undefined) {
       const then = (outcome: 'right' | 'lost'): void => void state.set(k, outcome === 'right' ? 'prepared' : 'uncertain');
+      // Prepared from here on: an exchange of the same round (sent before this one's answer)
+      // binds it, as a second Parse of the name would be refused (42P05), as in Postgres.
+      state.set(k, 'prepared');
       if (choice < 0.15) {
         // Prepared only: answered without a server when the client holds no lease.
         seq--;
@@ -1099,7 +1102,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a Parse of a name the client already holds is refused with 42P05, and the name keeps its text', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the Parse is accepted and the name rebound to the new text (request-builder.ts onParse overwrites it)' }, async () => {
+  test('a Parse of a name the client already holds is refused with 42P05, and the name keeps its text', { timeout: TEST_TIMEOUT_MS }, async () => {
     // request-builder.ts onParse sets the client's name to the new statement whatever it held:
     // Postgres refuses the Parse (42P05) and skips the rest up to Sync, the ambassador runs the
     // new text under the old name. Only a client that re-prepares by mistake sees it.
@@ -1111,6 +1114,19 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'E(ERROR 42P05) Z(I)');
       raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), '2 D(22) C(SELECT 1) Z(I)', 'still the first text');
+      // In a transaction block the refusal fails the transaction, as in Postgres.
+      raw.write([encodeQuery('begin'), parse('s1', 'select $1::int * 13 as v'), SYNC, encodeQuery('select 1'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'E(ERROR 42P05) Z(E)');
+      assert.equal(await answered(raw), 'E(ERROR 25P02) Z(E)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      // A name whose Parse failed on the server is not held: it can be parsed again.
+      raw.write([parse('s2', 'select n from pa_no_such_table'), SYNC]);
+      assert.equal(await answered(raw), '1 Z(I)', 'answered without a server (reported when first run)');
+      raw.write([parse('s3', 'select n from pa_no_such_table'), bind('s3', []), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      raw.write([parse('s3', 'select 3 as v'), bind('s3', []), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(3) C(SELECT 1) Z(I)');
     } finally {
       raw.destroy();
     }

@@ -51,7 +51,7 @@ import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslp
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { Outgoing } from '../../src/frontend/outgoing.ts';
 import { messageOf, RequestBuilder, textsOf, type Request } from '../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../src/frontend/statements.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT, REFUSED_PARSE } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
 import { bytes, chunkSizes, codePoint, cstringText, fuzzProperty, mutations, mutateAll, outcome, split, type FuzzProperty } from './fuzz.ts';
 
@@ -381,15 +381,21 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
   const discardAll = (): void => {
     for (const name of prepared.keys()) if (name !== '') prepared.delete(name);
   };
+  // After a refused Parse the server skips the rest of the request: what it would change is not kept.
+  let beforeSkipped = null as { prepared: Map<string, string>; portals: Map<string, string> } | null;
   const last = messages.at(-1)!;
   assert.equal(request.items.length, messages.length, 'one item per client message');
   assert.equal(request.completes, COMPLETING.has(last.type));
   if (messages.some((m) => m.type === 0x46)) assert.equal(request.texts, null, 'a FunctionCall runs unknown SQL');
   request.items.forEach((item, i) => {
     const { type, payload } = messages[i]!;
+    // A Parse of a name the client holds is refused (42P05) and the name keeps its text.
+    let refused = false;
     if (type === 0x50) {
       const parse = decodeParse(payload);
-      prepared.set(parse.name, parse.query);
+      refused = parse.name !== '' && prepared.has(parse.name);
+      if (refused) beforeSkipped ??= { prepared: new Map(prepared), portals: new Map(portals) };
+      else prepared.set(parse.name, parse.query);
     }
     // A Bind or Describe of a statement the client has not got (the unnamed one, never parsed,
     // closed or dropped by a Query; or a name of the ambassador's form it did not prepare) names
@@ -407,7 +413,9 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
     }
     if (type === 0x43 && target!.kind === 'P') portals.delete(target!.name);
     if (type === 0x45 && portals.get(payload.toString('utf8', 0, payload.indexOf(0))) === 'DISCARD ALL') discardAll();
-    if (item.kind === 'raw') {
+    if (refused) {
+      assert.deepEqual(item.kind === 'raw' && messageOf(item), REFUSED_PARSE, 'a refused Parse goes on as one the server refuses');
+    } else if (item.kind === 'raw') {
       const closed = type === 0x43 && target!.kind === 'S' ? target!.name : null;
       // A Close of a statement the client prepared closes nothing (it may be shared), nor does
       // one of an unnamed statement it has not got; of any other name it goes to the server as
@@ -432,6 +440,11 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
       assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Describe of ${JSON.stringify(statement)}`);
     }
   });
+  if (beforeSkipped === null) return;
+  for (const [model, kept] of [[prepared, beforeSkipped.prepared], [portals, beforeSkipped.portals]] as const) {
+    model.clear();
+    for (const [key, value] of kept) model.set(key, value);
+  }
 }
 
 /**

@@ -4,10 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { decodeErrorFields } from '../../../src/protocol/backend.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
 import { dropsServerStatements, messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT, REFUSED_PARSE } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 /** Feeds every message of `chunk` as its range of the chunk, as the forwarder does (no payload). */
@@ -309,6 +310,51 @@ test('a long pipeline before its Sync is one request of every message, and the r
   const [finished] = feed(builder, encodeSync());
   assert.deepEqual(finished!.items.map((item) => item.kind), ['bind', 'raw', 'raw']);
   assert.equal(new Set([long!.items, short!.items, shorter!.items, finished!.items]).size, 4, 'no array is shared');
+});
+
+test('a Parse of a name the client holds is refused: it goes on as a Parse every server refuses, with the client’s 42P05, and the name keeps its statement', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const [first] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
+  const held = (first!.items[0] as Extract<Item, { kind: 'parse' }>).statement;
+  const [again] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 2', Buffer.from([0, 0])), bindOf('s1'), encodeSync()]));
+  const [refused, bound] = again!.items as [Extract<Item, { kind: 'raw' }>, Extract<Item, { kind: 'bind' }>];
+  assert.deepEqual(messageOf(refused), REFUSED_PARSE);
+  assert.equal(refused.entry?.kind, 'parse');
+  const refusal = refused.entry?.kind === 'parse' ? refused.entry.refusal! : Buffer.alloc(0);
+  assert.deepEqual(Object.fromEntries(decodeErrorFields(refusal.subarray(5))), { S: 'ERROR', V: 'ERROR', C: '42P05', M: 'prepared statement "s1" already exists' });
+  assert.equal(bound.source, held, 'the name keeps its statement');
+  assert.deepEqual(again!.texts, [], 'the refused text is not routed on');
+  // Closed first, or an unnamed Parse: accepted.
+  const [closedThenParsed, unnamed] = feed(
+    builder,
+    Buffer.concat([encodeTarget(FrontendType.Close, 'S', 's1'), encodeParse('s1', 'SELECT 2', Buffer.from([0, 0])), encodeSync(), encodeParse('', 'SELECT 3', Buffer.from([0, 0])), encodeParse('', 'SELECT 4', Buffer.from([0, 0])), encodeSync()]),
+  );
+  assert.equal(closedThenParsed!.items[1]!.kind, 'parse');
+  assert.deepEqual(unnamed!.items.map((item) => item.kind), ['raw', 'raw', 'raw']);
+  assert.deepEqual(unnamed!.texts, ['SELECT 3', 'SELECT 4']);
+
+  // What follows the refusal up to the end of the request is skipped by the server: it changes no name.
+  feed(builder, Buffer.concat([encodeParse('s3', 'SELECT 3', Buffer.from([0, 0])), encodeSync()]));
+  feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 5', Buffer.from([0, 0])), encodeParse('s4', 'SELECT 4', Buffer.from([0, 0])), encodeTarget(FrontendType.Close, 'S', 's3'), encodeSync()]));
+  const [later] = feed(builder, Buffer.concat([bindOf('s3'), bindOf('s4'), encodeSync()]));
+  const [s3, s4] = later!.items as Extract<Item, { kind: 'bind' }>[];
+  assert.notEqual(s3!.source, null, 's3 still held: its Close was skipped');
+  assert.equal(s4!.source, null, 's4 never made: its Parse was skipped');
+});
+
+test('a name whose Parse failed, or was in a request answered with an error without running, can be parsed again', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const parse = (name: string, sql: string): Buffer => encodeParse(name, sql, Buffer.from([0, 0]));
+  const [failed] = feed(builder, Buffer.concat([parse('s1', 'SELECT 1'), parse('s2', 'SELECT 1'), encodeSync()]));
+  const [s1, s2] = failed!.items as Extract<Item, { kind: 'parse' }>[];
+  builder.parseFailed(s1!.statement);
+  const [after] = feed(builder, Buffer.concat([parse('s1', 'SELECT 1'), parse('s2', 'SELECT 1'), encodeSync()]));
+  assert.deepEqual(after!.items.map((item) => item.kind), ['parse', 'raw', 'raw'], 's1 is free again, s2 still held (another statement of the same text)');
+  assert.notEqual(s1!.statement, s2!.statement);
+  const [dropped] = feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]));
+  builder.unanswered(dropped!);
+  assert.equal(feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]))[0]!.items[0]!.kind, 'parse');
 });
 
 test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client, and mark where the server’s go; DISCARD PLANS, or DISCARD ALL among other statements, do not', () => {

@@ -1,6 +1,7 @@
 // What SQL and protocol messages do to the statements a client holds under transaction pooling,
-// as Postgres would have them: DEALLOCATE ALL drops the server's statements where it runs, not
-// before the request's own Parse. Driven in process with
+// as Postgres would have them: a Parse of a name the client holds is refused (42P05) at its
+// place; DEALLOCATE ALL drops the server's statements where it runs, not before the request's own
+// Parse. Driven in process with
 // bench/hot-path.ts's fake client and servers.
 
 import assert from 'node:assert/strict';
@@ -18,6 +19,7 @@ import {
 } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter } from '../../../src/protocol/writer.ts';
+import { REFUSED_PARSE } from '../../../src/frontend/statements.ts';
 
 const TEXT = 'select $1::int as n';
 const NO_TYPES = Buffer.from([0, 0]);
@@ -82,4 +84,63 @@ test('DISCARD PLANS keeps the server’s statements; DISCARD ALL among other sta
     path.primary.sink!.onServerData(Buffer.concat([answer, ready('I')]));
     assert.equal(path.primary.statements.size, 1, sql);
   }
+});
+
+test('a Parse of a name the client holds goes on as one the server refuses; the client gets 42P05 in place of the server’s error', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  const first = sent(path);
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  received(path);
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select 2', NO_TYPES), bind('s1', ['2']), EXECUTE, encodeSync()]));
+  const second = sent(path);
+  assert.deepEqual(second.subarray(0, REFUSED_PARSE.length), REFUSED_PARSE);
+  assert.ok(!second.includes(Buffer.from('select 2')), 'the new text goes nowhere');
+  const renamed = first.subarray(first.indexOf(Buffer.from('pa_')), first.indexOf(0, first.indexOf(Buffer.from('pa_'))));
+  assert.ok(second.includes(renamed), 'the Bind behind it still names the first text (skipped by the server)');
+  path.primary.sink!.onServerData(Buffer.concat([error('42601'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'E(42P05) Z(I)');
+
+  // In a failed transaction the server's own refusal (25P02) is the client's, as from Postgres.
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), ready('T')]));
+  path.client.emit('data', encodeQuery('select 1/0'));
+  path.primary.sink!.onServerData(Buffer.concat([error('22012'), ready('E')]));
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select 2', NO_TYPES), encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  await path.settle();
+  assert.equal(received(path), 'C Z(T) E(22012) Z(E) E(25P02) Z(E)');
+});
+
+test('a name whose Parse failed on the server, or whose server was lost before answering it, can be parsed again', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select nothing from nowhere', NO_TYPES), bind('s1', []), EXECUTE, encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([error('42P01'), ready('I')]));
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'parsed, not refused');
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'E(42P01) Z(I) 1 2 D C Z(I)');
+
+  // The server is lost with the Parse unanswered: the client never got its ParseComplete.
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')));
+  path.primary.statements.clear();
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  assert.match(received(path), /^E\(08\w+\) Z\(I\)$/);
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')), 'parsed again, not refused');
+
+  // Lost after the ParseComplete, which was held back with the first answer (it might have run
+  // elsewhere): dropped with it, so the client never heard of that statement either.
+  path.primary.sink!.onServerData(PARSE_COMPLETE);
+  path.primary.statements.clear();
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  assert.match(received(path), /^E\(08\w+\) Z\(I\)$/, 'no ParseComplete reached the client');
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')), 'parsed again, not refused');
 });
