@@ -8,7 +8,7 @@ import { encodeErrorResponse } from '../protocol/backend.ts';
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
-import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
+import type { DeallocateCommand, DirectiveCommand, StatementCommand } from './client-routing.ts';
 import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES, REFUSED_PARSE } from './statements.ts';
@@ -289,7 +289,7 @@ export class RequestBuilder {
           if (bound.effects.length > 0) entry = this.executeEffects(bound.effects);
           this.addText(bound.text);
         }
-        if (bound?.local) this.local({ kind: 'execute', command: bound.local });
+        if (bound?.local) this.executeStep(bound.local);
         else this.notLocal();
         this.pushRaw(type, entry);
         return null;
@@ -430,12 +430,13 @@ export class RequestBuilder {
     if (parse === null) return this.unreadable(FrontendType.Parse);
     // A name the client holds: Postgres refuses the Parse, and the name keeps its statement.
     if (parse.name !== '' && this.statements.has(parse.name)) return this.refuseParse(parse.name);
-    const effects = this.effects.get(parse.query).effects;
+    const analysis = this.effects.get(parse.query);
+    const effects = analysis.effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
     this.addText(parse.query);
     // Declared parameter types: not one the ambassador answers (a directive takes none).
-    const command = parse.paramTypes.readUInt16BE(0) === 0 ? this.localOf(parse.query) : null;
+    const command = parse.paramTypes.readUInt16BE(0) === 0 ? (this.localOf(parse.query) ?? deallocateCommand(analysis)) : null;
     // An invalid value is refused when the request is answered here (parseStep). In a request
     // that goes to a server (something else in it), the server takes it as a placeholder
     // setting, as it takes any directive there: recorded like any statement.
@@ -500,11 +501,28 @@ export class RequestBuilder {
     for (const item of request.items) if (item.kind === 'parse') this.parseFailed(item.statement);
   }
 
+  /** Whether the client holds a statement it prepared through the protocol under `name` (named: shared). */
+  private holds(name: string): boolean {
+    return name !== '' && this.statements.has(name);
+  }
+
   /**
-   * The end of a simple Query that changes the session. DEALLOCATE ALL and DISCARD ALL drop every
-   * statement the client prepared, and the server's (dropsServerStatements).
+   * The end of a simple Query that changes the session. A DEALLOCATE of a statement the client
+   * prepared through the protocol, alone in the Query and in its request, is answered here: on
+   * servers the statement has a shared name (others may use it), so what goes is the client's
+   * name. One among other statements goes to the server as it came (where the client's name is
+   * unknown: 26000), and the name stays. DEALLOCATE ALL and DISCARD ALL drop every statement the
+   * client prepared, and the server's (dropsServerStatements).
    */
   private endQueryWithEffects(type: number, analysis: StatementEffects): Request {
+    const name = this.current.length === 0 ? deallocatedBy(analysis) : null;
+    if (name !== null && this.holds(name)) {
+      const step = this.deallocation(name);
+      this.statements.delete(name);
+      const request = this.endRequest(type, QUERY, true);
+      request.local = [step, SYNC_STEP];
+      return request;
+    }
     if (!dropsStatements(analysis.effects, analysis.statements)) return this.endRequest(type, QUERY, true);
     this.forgetNamed();
     return this.endRequest(type, QUERY_DROPPING, true);
@@ -517,6 +535,27 @@ export class RequestBuilder {
     if (!dropsStatements(effects, 1)) return EXECUTE;
     this.forgetNamed();
     return EXECUTE_DROPPING;
+  }
+
+  /** The answer to an Execute of a statement the ambassador answers for. */
+  private executeStep(command: DirectiveCommand): void {
+    if (command.kind !== 'deallocate') return this.local({ kind: 'execute', command });
+    // Answered here only in a request answered here, and while the client holds the name (it may
+    // have deallocated it since the Parse): otherwise a server runs it.
+    if (!this.currentLocal || !this.holds(command.name)) return this.notLocal();
+    const step = this.deallocation(command.name);
+    this.changing(this.statements, command.name);
+    this.statements.delete(command.name);
+    this.local(step);
+  }
+
+  /** The step that answers a DEALLOCATE of the client's statement `name` (still held), with its undoing. */
+  private deallocation(name: string): LocalStep {
+    const prepared = this.statements.get(name)!;
+    const restore = (): void => {
+      if (!this.statements.has(name)) this.statements.set(name, prepared);
+    };
+    return { kind: 'execute', command: { kind: 'deallocate', name, restore } };
   }
 
   /** DEALLOCATE ALL or DISCARD ALL: every statement the client named is gone (the unnamed one stays, as in Postgres). */
@@ -682,6 +721,8 @@ export class RequestBuilder {
       this.undo = null;
       this.skippedOnServer = false;
     }
+    // Not answered here after all (something else in it goes to a server): it deallocates nothing.
+    if (local === null && steps !== null && steps.length > 1) restoreDeallocated(steps);
     this.currentLocal = true;
     this.currentSteps = null;
     this.current = NO_ITEMS;
@@ -750,6 +791,20 @@ function unreadableEntry(type: number): PlanEntry {
   }
 }
 
+/** The statement a text deallocates when that is all it does (DEALLOCATE [PREPARE] name), or null. */
+function deallocatedBy(analysis: StatementEffects): string | null {
+  if (analysis.statements !== 1 || analysis.effects.length !== 1) return null;
+  const effect = analysis.effects[0]!;
+  return effect.kind === 'sql-deallocate' && effect.name !== 'ALL' ? effect.name : null;
+}
+
+/** The ambassador's own statement a Parse's text is when it only deallocates (answered here while the client holds the name). */
+function deallocateCommand(analysis: StatementEffects): DeallocateCommand | null {
+  if (analysis.effects.length === 0) return null;
+  const name = deallocatedBy(analysis);
+  return name === null ? null : { kind: 'deallocate', name };
+}
+
 /**
  * Whether `effects` (of `statements` statements) drop every prepared statement of the session:
  * DEALLOCATE ALL, or DISCARD ALL, which Postgres runs only alone (never inside a transaction
@@ -769,4 +824,15 @@ function dropsStatements(effects: readonly SessionEffect[], statements: number):
  */
 export function dropsServerStatements(item: Item): boolean {
   return item.kind === 'raw' && (item.entry === QUERY_DROPPING || item.entry === EXECUTE_DROPPING);
+}
+
+/** Whether a request's steps deallocate a statement of the client's (its answer depends on the transaction's state). */
+export function deallocates(steps: readonly LocalStep[]): boolean {
+  for (const step of steps) if (step.kind === 'execute' && step.command.kind === 'deallocate') return true;
+  return false;
+}
+
+/** A request whose steps deallocate goes to a server after all (it is not answered here): the names stay the client's. */
+export function restoreDeallocated(steps: readonly LocalStep[]): void {
+  for (const step of steps) if (step.kind === 'execute' && step.command.kind === 'deallocate') step.command.restore?.();
 }

@@ -53,7 +53,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { dropsServerStatements, RequestBuilder, textsOf, type Item, type Request } from './request-builder.ts';
+import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, textsOf, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -277,6 +277,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.answerLost(request);
         continue;
       }
+      // Whether a DEALLOCATE is answered here depends on how what is in flight ends (a failed
+      // transaction refuses it): it waits for that.
+      if (request.local !== null && this.inFlight > 0 && !this.unsynced && deallocates(request.local)) return;
       const command = routing.localCommand(request, this.status, this.unsynced);
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
@@ -285,6 +288,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.say(routing.answer(command, this.status));
         continue;
       }
+      // A server runs it after all (a failed transaction refuses it there, as Postgres does).
+      if (request.local !== null) restoreDeallocated(request.local);
       let lease = this.lease;
       if (lease === null && this.answerLocally(request)) continue;
       if (this.admitted !== request && this.options.userSlot.limited && this.status === 'I' && this.inFlight === 0 && this.plan.empty) {

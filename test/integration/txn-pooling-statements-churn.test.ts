@@ -947,7 +947,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('SQL DEALLOCATE of a protocol-level statement deallocates it, as in Postgres', { timeout: TEST_TIMEOUT_MS, todo: 'bug: DEALLOCATE name goes to the server under the client’s name, which the server does not have (26000)' }, async () => {
+  test('SQL DEALLOCATE of a protocol-level statement deallocates it, as in Postgres', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Drivers that prepare through the protocol and deallocate with SQL (psycopg 3, Rails'
     // PostgreSQL adapter) get 26000 from DEALLOCATE. request-builder.ts renames the statement on
     // servers (statements.ts) but a Query's DEALLOCATE name is sent as it came, and the
@@ -961,6 +961,41 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'C(DEALLOCATE) Z(I)');
       raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'deallocated');
+      raw.write([parse('s1', 'select $1::int * 8 as v'), bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(16) C(SELECT 1) Z(I)', 'the name can be parsed again');
+      // DEALLOCATE PREPARE, as one extended-protocol request (postgres.js sends every statement so).
+      raw.write([parse('', 'DEALLOCATE PREPARE s1'), bind('', []), DESCRIBE_PORTAL, EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 n C(DEALLOCATE) Z(I)');
+      raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'deallocated');
+      raw.write(encodeQuery('deallocate s1'));
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'a name the client does not hold: the server answers, as Postgres');
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('SQL DEALLOCATE of a protocol-level statement in a transaction block takes effect at once; in a failed one it is refused and the name stays', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // DEALLOCATE is not transactional in Postgres: a ROLLBACK does not bring the statement back.
+    // In a failed transaction it is refused (25P02) like anything but the block's end.
+    const { raw } = await onOneServer();
+    try {
+      raw.write([parse('s1', 'select $1::int * 3 as v'), parse('s2', 'select $1::int * 4 as v'), SYNC]);
+      assert.equal(await answered(raw), '1 1 Z(I)');
+      raw.write([encodeQuery('begin'), encodeQuery('deallocate s1'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'C(DEALLOCATE) Z(T)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      raw.write([bind('s1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'gone, rolled back or not');
+      // Pipelined behind the statement that fails the transaction: refused, and s2 stays.
+      raw.write([encodeQuery('begin'), encodeQuery('select 1 / 0'), encodeQuery('deallocate s2'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'E(ERROR 22012) Z(E)');
+      assert.equal(await answered(raw), 'E(ERROR 25P02) Z(E)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      raw.write([bind('s2', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '2 D(8) C(SELECT 1) Z(I)', 'still prepared');
     } finally {
       raw.destroy();
     }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { decodeErrorFields } from '../../../src/protocol/backend.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { dropsServerStatements, messageOf, RequestBuilder, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { deallocates, dropsServerStatements, messageOf, RequestBuilder, restoreDeallocated, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
 import { CLOSED_STATEMENT, MISSING_STATEMENT, REFUSED_PARSE } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
@@ -355,6 +355,31 @@ test('a name whose Parse failed, or was in a request answered with an error with
   const [dropped] = feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]));
   builder.unanswered(dropped!);
   assert.equal(feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]))[0]!.items[0]!.kind, 'parse');
+});
+
+test('DEALLOCATE of a statement the client prepared, alone, is answered here and forgets the name; otherwise it goes to the server and the name stays', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const boundName = (request: Request): string | null => (request.items[0] as Extract<Item, { kind: 'bind' }>).serverName;
+  const prepare = (...names: string[]): void => void feed(builder, Buffer.concat([...names.map((name) => encodeParse(name, `SELECT '${name}'`, Buffer.from([0, 0]))), encodeSync()]));
+  prepare('s1', 's2', 'S3');
+  const [simple] = feed(builder, encodeQuery('DEALLOCATE s1'));
+  assert.deepEqual(simple!.local?.map((step) => step.kind), ['execute', 'sync']);
+  assert.equal(deallocates(simple!.local!), true);
+  assert.equal(boundName(feed(builder, Buffer.concat([bindOf('s1'), encodeSync()]))[0]!), 's1', 'forgotten: the server answers 26000');
+  // Extended, as postgres.js sends it, with PREPARE.
+  const steps = feed(builder, Buffer.concat([encodeParse('', 'deallocate prepare s2', Buffer.from([0, 0])), bindOf(''), encodeTarget(FrontendType.Describe, 'P', ''), execute, encodeSync()]))[0]!.local;
+  assert.deepEqual(steps?.map((step) => step.kind), ['parse', 'bind', 'describe', 'execute', 'sync']);
+  assert.equal(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!), 's2');
+  // A server runs it after all (a failed transaction): the name is the client's again.
+  restoreDeallocated(steps!);
+  assert.match(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!)!, /^pa_/);
+  // Not alone, not the client's (an unquoted name is folded), or a name made with SQL PREPARE: the server's.
+  for (const sql of ['select 1; deallocate s2', 'deallocate S3', 'deallocate made_with_sql']) assert.equal(feed(builder, encodeQuery(sql))[0]!.local, null, sql);
+  const [mixed] = feed(builder, Buffer.concat([encodeParse('', 'deallocate s2', Buffer.from([0, 0])), bindOf(''), execute, encodeParse('', 'SELECT 1', Buffer.from([0, 0])), bindOf(''), execute, encodeSync()]));
+  assert.equal(mixed!.local, null);
+  assert.match(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!)!, /^pa_/, 'still held');
+  assert.equal(feed(builder, encodeQuery('deallocate "S3"'))[0]!.local?.length, 2, 'quoted: the name as it is');
 });
 
 test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client, and mark where the server’s go; DISCARD PLANS, or DISCARD ALL among other statements, do not', () => {

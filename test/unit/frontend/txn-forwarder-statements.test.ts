@@ -1,7 +1,8 @@
 // What SQL and protocol messages do to the statements a client holds under transaction pooling,
-// as Postgres would have them: a Parse of a name the client holds is refused (42P05) at its
-// place; DEALLOCATE ALL drops the server's statements where it runs, not before the request's own
-// Parse. Driven in process with
+// as Postgres would have them: DEALLOCATE of a statement the client prepared through the protocol
+// is answered without a server (its server statement is shared, under another name); a Parse of a
+// name the client holds is refused (42P05) at its place; DEALLOCATE ALL drops the server's
+// statements where it runs, not before the request's own Parse. Driven in process with
 // bench/hot-path.ts's fake client and servers.
 
 import assert from 'node:assert/strict';
@@ -143,4 +144,39 @@ test('a name whose Parse failed on the server, or whose server was lost before a
   assert.match(received(path), /^E\(08\w+\) Z\(I\)$/, 'no ParseComplete reached the client');
   path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
   assert.ok(sent(path).includes(Buffer.from('select 2')), 'parsed again, not refused');
+});
+
+test('DEALLOCATE of a statement the client prepared through the protocol is answered without a server; the name is gone', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), encodeSync()]));
+  await path.settle();
+  assert.equal(received(path), '1 Z(I)', 'prepared without a server');
+  path.client.emit('data', encodeQuery('DEALLOCATE s1'));
+  await path.settle();
+  assert.equal(received(path), 'C Z(I)');
+  assert.equal(sent(path).length, 0, 'no server saw it');
+  path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]));
+  assert.deepEqual(sent(path), Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]), 'a name the client does not hold goes as it came (26000)');
+});
+
+test('DEALLOCATE behind what fails the transaction waits for it, then goes to the server, which refuses it: the name stays', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), encodeSync()]));
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), ready('T')]));
+  path.client.emit('data', Buffer.concat([encodeQuery('select 1/0'), encodeQuery('deallocate s1')]));
+  assert.deepEqual(sent(path), Buffer.concat([encodeQuery('begin'), encodeQuery('select 1/0')]), 'the DEALLOCATE waits for the answer before it');
+  path.primary.sink!.onServerData(Buffer.concat([error('22012'), ready('E')]));
+  await path.settle();
+  assert.deepEqual(sent(path), encodeQuery('deallocate s1'), 'in a failed transaction: the server answers it');
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  path.client.emit('data', encodeQuery('rollback'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('ROLLBACK'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '1 Z(I) C Z(T) E(22012) Z(E) E(25P02) Z(E) C Z(I)');
+  sent(path);
+  path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]));
+  await path.settle(); // its statement is created on the server first (preparation)
+  const bound = sent(path);
+  assert.ok(bound.includes(Buffer.from('\0pa_')) && !bound.includes(Buffer.from('\0s1\0')), 'still the client’s: bound under its shared name');
 });
