@@ -9,7 +9,9 @@
 // in a request that also runs something else (or with splitting off, when only ambassador.retry
 // matters), they reach the server (which accepts them as placeholder settings; a bare `primary`
 // in a simple query is quoted first, see StatementEffects.quoted) and take effect here when sent.
-// They are not transactional: a ROLLBACK does not undo them.
+// They are not transactional: a ROLLBACK does not undo them. A DEALLOCATE of a statement the
+// client prepared through the protocol, sent alone, is answered here the same way (its server
+// statement is shared: request-builder.ts forgets the client's name).
 
 import { Buffer } from 'node:buffer';
 import {
@@ -50,8 +52,15 @@ export interface RoutingContext {
   readYourWrites: 'off' | 'lsn';
 }
 
-/** A directive or a SHOW of one, which the ambassador runs itself. */
-export type DirectiveCommand = { kind: 'show'; name: ShownDirective } | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' };
+/**
+ * DEALLOCATE of a statement the client prepared through the protocol (request-builder.ts): on
+ * servers it has a shared name, so what goes is the client's name, and no server runs it.
+ * `restore`, set when it runs: puts the name back when a server runs it after all.
+ */
+export type DeallocateCommand = { kind: 'deallocate'; name: string; restore?: () => void };
+
+/** A directive or a SHOW of one, or a DEALLOCATE, which the ambassador runs itself. */
+export type DirectiveCommand = { kind: 'show'; name: ShownDirective } | { kind: 'set'; directive: Directive; tag: 'SET' | 'RESET' } | DeallocateCommand;
 
 /** One statement the ambassador answers itself: it runs it, or refuses an invalid value. */
 export type StatementCommand = DirectiveCommand | { kind: 'invalid'; sql: string };
@@ -72,6 +81,7 @@ const READ_ROUTE: Readonly<RouteRequest> = Object.freeze({ kind: 'read' });
 const WRITE_ALL: RouteDecision = { kind: 'write', reason: 'split-off' };
 const UNKNOWN_TEXT: RouteDecision = { kind: 'write', reason: 'unknown-statement' };
 const INVALID_PARAMETER_VALUE = '22023';
+const DEALLOCATE_COMPLETE = encodeCommandComplete('DEALLOCATE');
 const DIRECTIVE_NAMES = /^\s*(set|reset)\b[\s\S]*\bambassador\./i;
 /** Only a text opening with a comment can carry a hint (checked without allocating). */
 const LEADING_COMMENT = /^\s*(\/\*|--)/;
@@ -232,6 +242,8 @@ export class ClientRouting {
 
   /** Runs a directive or SHOW: its DataRow (SHOW) and CommandComplete. */
   private run(command: DirectiveCommand): Buffer {
+    // What it deallocates is forgotten already (request-builder.ts).
+    if (command.kind === 'deallocate') return DEALLOCATE_COMPLETE;
     if (command.kind === 'set') {
       this.apply(command.directive);
       return encodeCommandComplete(command.tag);

@@ -37,7 +37,7 @@ export interface Preparation {
   syncsState: boolean;
   /** Statements the server holds once this succeeds. */
   created: string[];
-  /** Statements closed to make room, and outdated ones closed before being re-created. */
+  /** Statements closed to make room (outdated ones first), and outdated ones closed before being re-created. */
   evicted: string[];
   refreshed: string[];
 }
@@ -50,7 +50,9 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   const created = replays.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
   const clientParses = request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []));
   const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
-  const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length;
+  // An outdated statement made again takes the place it held (counted among the stale ones).
+  const replaced = refreshed.filter((n) => server.staleStatements.has(n)).length;
+  const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length - replaced;
   // Never close what this request creates, parses or uses.
   const used = request.items.flatMap((i) => heldName(i) ?? []);
   const evicted = evictable(server, incoming, context.capacity, new Set([...created, ...clientParses, ...used]));
@@ -108,10 +110,21 @@ function missingStatements(server: BackendConnection, request: Request, context:
   return missing;
 }
 
-/** Least recently used statements to close so `incoming` more fit within `capacity`, oldest first. */
+/**
+ * Statements to close so `incoming` more fit within `capacity`: outdated ones first (the server
+ * still holds each until it is closed, and none is of use before it is made again), then the
+ * least recently used, oldest first.
+ */
 function evictable(server: BackendConnection, incoming: number, capacity: number, keep: ReadonlySet<string>): string[] {
-  const excess = server.statements.size + incoming - capacity;
+  let excess = server.statements.size + server.staleStatements.size + incoming - capacity;
   if (excess <= 0) return [];
+  const stale: string[] = [];
+  for (const name of server.staleStatements) {
+    if (stale.length === excess) return stale;
+    if (!keep.has(name)) stale.push(name);
+  }
+  excess -= stale.length;
+  if (excess <= 0) return stale;
   // One pass that keeps the `excess` oldest seen so far in order (excess is nearly always 1).
   const oldest: [string, number][] = [];
   for (const entry of server.statements) {
@@ -124,5 +137,5 @@ function evictable(server: BackendConnection, incoming: number, capacity: number
     }
     if (oldest.length > excess) oldest.pop();
   }
-  return oldest.map(([name]) => name);
+  return stale.length === 0 ? oldest.map(([name]) => name) : [...stale, ...oldest.map(([name]) => name)];
 }

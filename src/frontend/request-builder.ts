@@ -4,13 +4,14 @@
 // Nothing here touches a socket or a server: binding a request to a server is the forwarder's.
 
 import { Buffer } from 'node:buffer';
+import { encodeErrorResponse } from '../protocol/backend.ts';
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
-import type { DirectiveCommand, StatementCommand } from './client-routing.ts';
-import { plainQueryBytes, type SessionEffect, type SessionEffectsCache } from '../router/session-effects.ts';
+import type { DeallocateCommand, DirectiveCommand, StatementCommand } from './client-routing.ts';
+import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
 import type { PlanEntry } from './response-plan.ts';
-import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES } from './statements.ts';
+import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES, REFUSED_PARSE } from './statements.ts';
 
 /**
  * Where a whole message (header included) lies: `chunk[start, end)`, the client's chunk it came
@@ -148,6 +149,10 @@ const EXECUTE: PlanEntry = Object.freeze({ kind: 'execute' });
 const CLOSE: PlanEntry = Object.freeze({ kind: 'close' });
 const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
 const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
+/** A Query or Execute that runs DEALLOCATE ALL or DISCARD ALL (see dropsServerStatements). */
+const QUERY_DROPPING: PlanEntry = Object.freeze({ kind: 'query' });
+const EXECUTE_DROPPING: PlanEntry = Object.freeze({ kind: 'execute' });
+const DUPLICATE_PREPARED_STATEMENT = '42P05';
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
 const EMPTY = Buffer.alloc(0);
 /** A Close of a statement no server has: CloseComplete, nothing closed (CLOSED_STATEMENT). */
@@ -231,6 +236,8 @@ export class RequestBuilder {
    * noted here and put back; sent to a server (it ended without Sync), it keeps them.
    */
   private undo: Array<() => void> | null = null;
+  /** The undo is for a Parse the server refuses (refuseParse): the server skips the rest, so it is put back in any case. */
+  private skippedOnServer = false;
 
   /** `localOf`: the ambassador's own statement a text is, if it is one (ClientRouting.statementCommand). */
   constructor(
@@ -292,7 +299,7 @@ export class RequestBuilder {
         }
         this.addEffects(analysis.effects);
         this.addText(sql);
-        return this.endRequest(type, QUERY, true);
+        return analysis.effects.length === 0 ? this.endRequest(type, QUERY, true) : this.endQueryWithEffects(type, analysis);
       }
       case FrontendType.FunctionCall:
         this.notLocal();
@@ -308,14 +315,15 @@ export class RequestBuilder {
         const from = start + 5;
         const portal = from === end || chunk[from] === 0 ? '' : chunk.toString('utf8', from, Math.max(from, nulIndex(chunk, from, end)));
         const bound = this.portals.get(portal);
+        let entry = EXECUTE;
         if (bound === undefined) this.currentTexts = null;
         else {
-          this.addEffects(bound.effects);
+          if (bound.effects.length > 0) entry = this.executeEffects(bound.effects);
           this.addText(bound.text);
         }
-        if (bound?.local) this.local({ kind: 'execute', command: bound.local });
+        if (bound?.local) this.executeStep(bound.local);
         else this.notLocal();
-        this.pushRaw(type, EXECUTE);
+        this.pushRaw(type, entry);
         return null;
       }
       case FrontendType.CopyData:
@@ -452,12 +460,15 @@ export class RequestBuilder {
     const payload = this.payload();
     const parse = readable(this.readParse);
     if (parse === null) return this.unreadable(FrontendType.Parse);
-    const effects = this.effects.get(parse.query).effects;
+    // A name the client holds: Postgres refuses the Parse, and the name keeps its statement.
+    if (parse.name !== '' && this.statements.has(parse.name)) return this.refuseParse(parse.name);
+    const analysis = this.effects.get(parse.query);
+    const effects = analysis.effects;
     // Parsed here, executed maybe later (postgres.js parses and describes before binding): the
     // request goes where the statement will run.
     this.addText(parse.query);
     // Declared parameter types: not one the ambassador answers (a directive takes none).
-    const command = parse.paramTypes.readUInt16BE(0) === 0 ? this.localOf(parse.query) : null;
+    const command = parse.paramTypes.readUInt16BE(0) === 0 ? (this.localOf(parse.query) ?? deallocateCommand(analysis)) : null;
     // An invalid value is refused when the request is answered here (parseStep). In a request
     // that goes to a server (something else in it), the server takes it as a placeholder
     // setting, as it takes any directive there: recorded like any statement.
@@ -488,6 +499,104 @@ export class RequestBuilder {
     this.changing(this.statements, parse.name);
     this.statements.set(parse.name, { text: parse.query, effects, shared: statement, local });
     return this.pushParse(statement, false);
+  }
+
+  /**
+   * A Parse of a name the client holds: Postgres refuses it (42P05) and skips what follows up to
+   * Sync. It goes on as a Parse every server refuses (REFUSED_PARSE), so that the server fails at
+   * that place, skips the same messages and aborts the transaction as Postgres would; the client
+   * gets Postgres's error in place of the server's (the plan entry's refusal).
+   */
+  private refuseParse(name: string): null {
+    this.notLocal();
+    // What follows up to the end of the request is skipped on the server: it changes nothing.
+    if (this.undo === null) {
+      this.undo = [];
+      this.skippedOnServer = true;
+    }
+    this.replaceMessage(REFUSED_PARSE);
+    const refusal = encodeErrorResponse({ severity: 'ERROR', code: DUPLICATE_PREPARED_STATEMENT, message: `prepared statement "${name}" already exists` });
+    this.pushRaw(FrontendType.Parse, { kind: 'parse', refusal });
+    return null;
+  }
+
+  /**
+   * A Parse the server refused or skipped (after an error before it): Postgres made no statement,
+   * so the client's names for it are gone, and it may parse them again.
+   */
+  parseFailed(statement: ClientStatement): void {
+    for (const [name, prepared] of this.statements) if (prepared.shared === statement && name !== '') this.statements.delete(name);
+  }
+
+  /** A request answered with an error without being run: the statements it parses were not made either. */
+  unanswered(request: Request): void {
+    for (const item of request.items) if (item.kind === 'parse') this.parseFailed(item.statement);
+  }
+
+  /** Whether the client holds a statement it prepared through the protocol under `name` (named: shared). */
+  private holds(name: string): boolean {
+    return name !== '' && this.statements.has(name);
+  }
+
+  /**
+   * The end of a simple Query that changes the session. A DEALLOCATE of a statement the client
+   * prepared through the protocol, alone in the Query and in its request, is answered here: on
+   * servers the statement has a shared name (others may use it), so what goes is the client's
+   * name. One among other statements goes to the server as it came (where the client's name is
+   * unknown: 26000), and the name stays. DEALLOCATE ALL and DISCARD ALL drop every statement the
+   * client prepared, and the server's (dropsServerStatements).
+   */
+  private endQueryWithEffects(type: number, analysis: StatementEffects): Request {
+    const name = this.current.length === 0 ? deallocatedBy(analysis) : null;
+    if (name !== null && this.holds(name)) {
+      const step = this.deallocation(name);
+      this.statements.delete(name);
+      const request = this.endRequest(type, QUERY, true);
+      request.local = [step, SYNC_STEP];
+      return request;
+    }
+    if (!dropsStatements(analysis.effects, analysis.statements)) return this.endRequest(type, QUERY, true);
+    this.forgetNamed();
+    return this.endRequest(type, QUERY_DROPPING, true);
+  }
+
+  /** The effects of an Execute's statement join the request's; returns the Execute's plan entry. */
+  private executeEffects(effects: readonly SessionEffect[]): PlanEntry {
+    this.currentEffects.push(...effects);
+    // A Parse takes one statement.
+    if (!dropsStatements(effects, 1)) return EXECUTE;
+    this.forgetNamed();
+    return EXECUTE_DROPPING;
+  }
+
+  /** The answer to an Execute of a statement the ambassador answers for. */
+  private executeStep(command: DirectiveCommand): void {
+    if (command.kind !== 'deallocate') return this.local({ kind: 'execute', command });
+    // Answered here only in a request answered here, and while the client holds the name (it may
+    // have deallocated it since the Parse): otherwise a server runs it.
+    if (!this.currentLocal || !this.holds(command.name)) return this.notLocal();
+    const step = this.deallocation(command.name);
+    this.changing(this.statements, command.name);
+    this.statements.delete(command.name);
+    this.local(step);
+  }
+
+  /** The step that answers a DEALLOCATE of the client's statement `name` (still held), with its undoing. */
+  private deallocation(name: string): LocalStep {
+    const prepared = this.statements.get(name)!;
+    const restore = (): void => {
+      if (!this.statements.has(name)) this.statements.set(name, prepared);
+    };
+    return { kind: 'execute', command: { kind: 'deallocate', name, restore } };
+  }
+
+  /** DEALLOCATE ALL or DISCARD ALL: every statement the client named is gone (the unnamed one stays, as in Postgres). */
+  private forgetNamed(): void {
+    for (const name of this.statements.keys()) {
+      if (name === '') continue;
+      this.changing(this.statements, name);
+      this.statements.delete(name);
+    }
   }
 
   private pushParse(statement: ClientStatement, unnamed: boolean): null {
@@ -644,9 +753,12 @@ export class RequestBuilder {
     const steps = this.currentSteps;
     const local = this.currentLocal && type === FrontendType.Sync && steps !== null && steps.length > 1 ? steps : null;
     if (this.undo !== null) {
-      if (local !== null) for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
+      if (local !== null || this.skippedOnServer) for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
       this.undo = null;
+      this.skippedOnServer = false;
     }
+    // Not answered here after all (something else in it goes to a server): it deallocates nothing.
+    if (local === null && steps !== null && steps.length > 1) restoreDeallocated(steps);
     this.currentLocal = true;
     this.currentSteps = null;
     this.current = NO_ITEMS;
@@ -713,4 +825,50 @@ function unreadableEntry(type: number): PlanEntry {
     default:
       return { kind: 'describe-statement' };
   }
+}
+
+/** The statement a text deallocates when that is all it does (DEALLOCATE [PREPARE] name), or null. */
+function deallocatedBy(analysis: StatementEffects): string | null {
+  if (analysis.statements !== 1 || analysis.effects.length !== 1) return null;
+  const effect = analysis.effects[0]!;
+  return effect.kind === 'sql-deallocate' && effect.name !== 'ALL' ? effect.name : null;
+}
+
+/** The ambassador's own statement a Parse's text is when it only deallocates (answered here while the client holds the name). */
+function deallocateCommand(analysis: StatementEffects): DeallocateCommand | null {
+  if (analysis.effects.length === 0) return null;
+  const name = deallocatedBy(analysis);
+  return name === null ? null : { kind: 'deallocate', name };
+}
+
+/**
+ * Whether `effects` (of `statements` statements) drop every prepared statement of the session:
+ * DEALLOCATE ALL, or DISCARD ALL, which Postgres runs only alone (never inside a transaction
+ * block, which a Query of several statements is). DISCARD PLANS keeps them.
+ */
+function dropsStatements(effects: readonly SessionEffect[], statements: number): boolean {
+  for (const e of effects) {
+    if (e.kind === 'sql-deallocate' && e.name === 'ALL') return true;
+    if (e.kind === 'discard' && e.what === 'all' && statements === 1) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether an item runs DEALLOCATE ALL or DISCARD ALL: the server's statements, the shared ones
+ * too, are gone once it has run (in message order: the forwarder's materializeInOrder).
+ */
+export function dropsServerStatements(item: Item): boolean {
+  return item.kind === 'raw' && (item.entry === QUERY_DROPPING || item.entry === EXECUTE_DROPPING);
+}
+
+/** Whether a request's steps deallocate a statement of the client's (its answer depends on the transaction's state). */
+export function deallocates(steps: readonly LocalStep[]): boolean {
+  for (const step of steps) if (step.kind === 'execute' && step.command.kind === 'deallocate') return true;
+  return false;
+}
+
+/** A request whose steps deallocate goes to a server after all (it is not answered here): the names stay the client's. */
+export function restoreDeallocated(steps: readonly LocalStep[]): void {
+  for (const step of steps) if (step.kind === 'execute' && step.command.kind === 'deallocate') step.command.restore?.();
 }

@@ -8,8 +8,12 @@
 
 /** What the server answers a message with (added with add()). */
 export type PlanEntry =
-  /** `name`: the server statement it makes (unnamed: none), which the ambassador counts as held from the moment it is sent. */
-  | { kind: 'parse'; name?: string; onError?: () => void }
+  /**
+   * `name`: the server statement it makes (unnamed: none), which the ambassador counts as held
+   * from the moment it is sent. `refusal`: a Parse refused by the ambassador (REFUSED_PARSE); the
+   * client's error, given in place of the server's.
+   */
+  | { kind: 'parse'; name?: string; onError?: () => void; refusal?: Buffer }
   | { kind: 'bind'; statement?: string }
   | { kind: 'close' }
   | { kind: 'describe-statement'; sawParameters?: boolean }
@@ -136,6 +140,15 @@ export class ResponsePlan {
       if (e!.kind === 'parse') e!.onError?.();
       this.head++;
     }
+  }
+
+  /** The server is gone, its answers with it: no Parse not answered yet made anything (onError). */
+  abandon(): void {
+    for (let i = this.head; i < this.tail; i++) {
+      const e = this.entries[i]!;
+      if (e.kind === 'parse') e.onError?.();
+    }
+    this.clear();
   }
 
   clear(): void {

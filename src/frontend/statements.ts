@@ -9,7 +9,7 @@
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
-import { FrontendType, type ParseMessage } from '../protocol/frontend.ts';
+import { encodeParse, FrontendType, type ParseMessage } from '../protocol/frontend.ts';
 import type { PlanEntry } from './response-plan.ts';
 
 export interface ClientStatement {
@@ -67,6 +67,14 @@ export const MISSING_STATEMENT = `${SERVER_NAME_PREFIX}not_prepared_by_this_clie
 /** MISSING_STATEMENT as a Bind carries it. */
 export const MISSING_STATEMENT_BYTES = Buffer.from(`${MISSING_STATEMENT}\0`);
 
+/**
+ * A Parse every server refuses (its text is not SQL: 42601 syntax_error), and that makes nothing.
+ * It goes in place of a client's Parse that Postgres refuses for a reason only the ambassador
+ * knows of (a name the client holds: request-builder.ts), so that the server fails at that place
+ * as Postgres would; the client gets its own error instead of this one (PlanEntry parse refusal).
+ */
+export const REFUSED_PARSE = encodeParse(`${SERVER_NAME_PREFIX}refused`, `${SERVER_NAME_PREFIX}refused`, Buffer.from([0, 0]));
+
 /** Uses so far, across servers: a statement's last use orders it among its server's. */
 let uses = 0;
 
@@ -81,7 +89,9 @@ export function touchStatement(server: BackendConnection, name: string): void {
 
 /**
  * The server holds the statement in an outdated form (its result type changed): it is no longer
- * counted as held, and is closed before it is created there again (preparation.ts).
+ * taken as held, and is closed before it is created there again (preparation.ts). Until it is
+ * closed it still takes a place among the statements the server keeps (preparation.ts counts
+ * it, and closes it first to make room).
  */
 export function markStale(server: BackendConnection, name: string): void {
   server.statements.delete(name);

@@ -55,7 +55,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { RequestBuilder, standAlone, textsOf, type Item, type Request } from './request-builder.ts';
+import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -291,6 +291,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.answerLost(request);
         continue;
       }
+      // Whether a DEALLOCATE is answered here depends on how what is in flight ends (a failed
+      // transaction refuses it): it waits for that.
+      if (request.local !== null && this.inFlight > 0 && !this.unsynced && deallocates(request.local)) return;
       const command = routing.localCommand(request, this.status, this.unsynced);
       if (command !== null) {
         if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
@@ -302,6 +305,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.say(routing.answer(command, this.status));
         continue;
       }
+      // A server runs it after all (a failed transaction refuses it there, as Postgres does).
+      if (request.local !== null) restoreDeallocated(request.local);
       let lease = this.lease;
       if (lease === null && this.answerLocally(request)) continue;
       if (this.admitted !== request && this.options.userSlot.limited && this.status === 'I' && this.inFlight === 0 && this.plan.empty) {
@@ -418,6 +423,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private answerLost(request: Request): void {
     this.ready.shift();
     this.queuedBytes -= request.bytes;
+    this.requests.unanswered(request);
     if (this.skipToSync) {
       if (!request.completes) return;
       this.skipToSync = false;
@@ -499,6 +505,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       this.queuedBytes -= request.bytes;
+      this.requests.unanswered(request);
       if (request.completes) {
         out.push(encodeReadyForQuery(this.status));
         break;
@@ -519,6 +526,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     let open = false;
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
+      this.requests.unanswered(request);
       // A lone Flush (or CopyData outside COPY) is owed no answer.
       if (!open && !answerless(request)) {
         out.push(errorResponse(e));
@@ -555,7 +563,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.ownExchange = true;
     this.detachServer(server);
     try {
-      for (const name of plan.evicted) server.statements.delete(name);
+      for (const name of plan.evicted) {
+        server.statements.delete(name);
+        server.staleStatements.delete(name);
+      }
       const inExchange = this.unsynced;
       const { error } = await server.exchange(plan.messages, inExchange ? { acknowledgements: plan.acknowledgements } : plan.readies, this.options.exchangeTimeoutMs);
       for (const name of plan.refreshed) server.staleStatements.delete(name);
@@ -569,7 +580,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         // The server refused to set up the client's state or statements: the request fails
         // with that error, as it would have failed directly.
         server.stateKey = '';
-        this.ready.shift();
+        this.requests.unanswered(this.ready.shift()!);
         this.options.meter.serverError(error);
         this.say(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
       } else {
@@ -631,7 +642,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private send(server: BackendConnection, request: Request): void {
     const routing = this.options.routing;
     this.unnamedReplayed = null;
-    if (request.effects.length > 0) this.applyAtSend(server, request);
+    if (request.effects.length > 0) this.applyAtSend(request);
     if (!this.leaseWrote && !this.leaseReplica && routing.capturesWrites) this.leaseWrote = routing.decide(request).kind === 'write';
     const planWasEmpty = this.plan.empty;
     // Behind an exchange left open without Sync, a request is part of that one's implicit
@@ -640,7 +651,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const alone = !this.unsynced;
     const behindReads = this.unsynced && !this.openWrote && this.leaseReplica;
     OUTGOING.clear(); // what a send that threw half-way left
-    for (const item of request.items) this.materialize(server, item);
+    if (request.effects.length > 0) this.materializeInOrder(server, request.items);
+    else for (const item of request.items) this.materialize(server, item);
     this.queuedBytes -= request.bytes;
     const first = this.status === 'I' && planWasEmpty && this.inFlight === 0;
     if (request.completes) {
@@ -678,18 +690,29 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     return this.options.state.pinned ? 'pinned' : 'same-lease';
   }
 
-  /** Stages the request's session effects; forgets server statements the request will drop. */
-  private applyAtSend(server: BackendConnection, request: Request): void {
+  /** Stages the request's session effects. */
+  private applyAtSend(request: Request): void {
     const effects = request.effects;
     this.options.state.stage(effects);
     this.noteBlockEnd(effects);
     if (effects.some((e) => (e.kind === 'set' || e.kind === 'reset') && e.name.startsWith('ambassador.'))) this.options.routing.applyDirectives(request);
     if (effects.some((e) => e.kind === 'reset' || e.kind === 'reset-all' || e.kind === 'discard')) this.serverReset = true;
-    const dropsStatements = effects.some(
-      (e) => (e.kind === 'sql-deallocate' && e.name === 'ALL') || (e.kind === 'discard' && (e.what === 'all' || e.what === 'plans')),
-    );
-    // DEALLOCATE ALL / DISCARD ALL remove the shared statements from this server too.
-    if (dropsStatements) server.statements.clear();
+  }
+
+  /**
+   * materialize() for each item of a request with session effects: where it runs DEALLOCATE ALL
+   * or DISCARD ALL (dropsServerStatements), the server's statements are gone from then on, the
+   * shared ones too. In message order: a Parse before it made a statement that it drops, and one
+   * after it must make its statement again.
+   */
+  private materializeInOrder(server: BackendConnection, items: readonly Item[]): void {
+    for (const item of items) {
+      this.materialize(server, item);
+      if (dropsServerStatements(item)) {
+        server.statements.clear();
+        server.staleStatements.clear();
+      }
+    }
   }
 
   private noteBlockEnd(effects: readonly SessionEffect[]): void {
@@ -707,15 +730,24 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         if (item.entry) plan.add(item.entry);
         return;
       case 'parse': {
-        const name = item.statement.serverName;
+        const statement = item.statement;
+        const name = statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
           plan.addSynthesized();
           return;
         }
         touchStatement(server, name);
-        out.add(item.statement.parse);
-        plan.add({ kind: 'parse', name, onError: () => server.statements.delete(name) });
+        out.add(statement.parse);
+        // Failed or skipped: neither the server nor the client holds it (the client may parse its name again).
+        plan.add({
+          kind: 'parse',
+          name,
+          onError: () => {
+            server.statements.delete(name);
+            this.requests.parseFailed(statement);
+          },
+        });
         return;
       }
       case 'bind':
@@ -826,7 +858,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     if (type === BackendType.ErrorResponse) {
       this.sawError = true;
       this.exchangeFailed = true;
-      this.options.meter.serverError(payload!);
+      this.options.meter.serverError(this.refusalInstead(payload!, end));
       this.noteStaleStatement(payload!);
       this.plan.fail();
     } else if (type === BackendType.ReadyForQuery) {
@@ -860,6 +892,24 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.flushSynthesized(false);
     }
     return true;
+  }
+
+  /**
+   * A Parse the ambassador refused (REFUSED_PARSE, request-builder.ts refuseParse) failed on the
+   * server as meant: the client gets the error Postgres gives (42P05) in place of the server's.
+   * Another error of that Parse (25P02 in a failed transaction, as Postgres would say too) goes
+   * on, and so does one that began in an earlier read (its first bytes went with that read).
+   * Returns the payload of the error the client gets.
+   */
+  private refusalInstead(payload: Buffer, end: number): Buffer {
+    const entry = this.plan.current;
+    if (entry?.kind !== 'parse' || entry.refusal === undefined) return payload;
+    const start = end - payload.length - 5;
+    if (start < 0 || decodeErrorFields(payload).get('C') !== SYNTAX_ERROR) return payload;
+    this.forwardUpTo(start);
+    this.cursor = end;
+    if (!this.toClient(entry.refusal)) this.lease?.pause();
+    return entry.refusal.subarray(5);
   }
 
   /**
@@ -1263,6 +1313,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     // Idle inside a transaction block: its next request hears of the loss.
     if (out.length === 0) this.lostError = error;
     log.warn({ host: where, inFlight: this.inFlight, inTransaction }, 'server connection lost: in-flight requests answered with an error');
+    // No Parse unanswered made a statement; nor did one whose answer was held back (watched): the
+    // client never hears of it, and may parse its name again.
+    this.plan.abandon();
+    if (unanswered) this.requests.unanswered(watched);
     this.forgetInFlight();
     this.status = inTransaction ? 'E' : 'I';
     if (out.length > 0) this.say(Buffer.concat(out));
@@ -1343,6 +1397,7 @@ const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
  */
 const OUTGOING = new Outgoing();
 const READ_ONLY_TRANSACTION = '25006';
+const SYNTAX_ERROR = '42601';
 const PROTOCOL_VIOLATION = '08P01';
 /** Answers that carry no result: held back while a replica read may still be refused. */
 const ACKNOWLEDGEMENTS = new Set<number>([

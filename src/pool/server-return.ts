@@ -25,6 +25,7 @@ export function returnServer(pool: ServerPool, server: BackendConnection, state:
       if (state.reset) {
         // DISCARD ALL dropped the server's prepared statements and settings.
         server.statements.clear();
+        server.staleStatements.clear();
         server.stateKey = '';
       }
       pool.release(server, error ? 'broken' : 'reusable');

@@ -446,6 +446,9 @@ async function rawClient(port: number, id: number, ctx: LoadContext, options: Cl
     }
     if (held === undefined) {
       const then = (outcome: 'right' | 'lost'): void => void state.set(k, outcome === 'right' ? 'prepared' : 'uncertain');
+      // Prepared from here on: an exchange of the same round (sent before this one's answer)
+      // binds it, as a second Parse of the name would be refused (42P05), as in Postgres.
+      state.set(k, 'prepared');
       if (choice < 0.15) {
         // Prepared only: answered without a server when the client holds no lease.
         seq--;
@@ -926,7 +929,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('DEALLOCATE ALL in the same extended request as a Parse: the statement it dropped is made again when next parsed', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the statements are forgotten before the request is sent, and its Parse is then counted as held' }, async () => {
+  test('DEALLOCATE ALL in the same extended request as a Parse: the statement it dropped is made again when next parsed', { timeout: TEST_TIMEOUT_MS }, async () => {
     // txn-forwarder.ts send(): applyAtSend clears server.statements (DEALLOCATE ALL) before
     // materialize() adds the request's own Parse to it; on the server the Parse ran first and
     // DEALLOCATE ALL dropped it. The next Parse of that text is answered by the ambassador and its
@@ -944,7 +947,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('SQL DEALLOCATE of a protocol-level statement deallocates it, as in Postgres', { timeout: TEST_TIMEOUT_MS, todo: 'bug: DEALLOCATE name goes to the server under the client’s name, which the server does not have (26000)' }, async () => {
+  test('SQL DEALLOCATE of a protocol-level statement deallocates it, as in Postgres', { timeout: TEST_TIMEOUT_MS }, async () => {
     // Drivers that prepare through the protocol and deallocate with SQL (psycopg 3, Rails'
     // PostgreSQL adapter) get 26000 from DEALLOCATE. request-builder.ts renames the statement on
     // servers (statements.ts) but a Query's DEALLOCATE name is sent as it came, and the
@@ -958,6 +961,63 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'C(DEALLOCATE) Z(I)');
       raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'deallocated');
+      raw.write([parse('s1', 'select $1::int * 8 as v'), bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(16) C(SELECT 1) Z(I)', 'the name can be parsed again');
+      // DEALLOCATE PREPARE, as one extended-protocol request (postgres.js sends every statement so).
+      raw.write([parse('', 'DEALLOCATE PREPARE s1'), bind('', []), DESCRIBE_PORTAL, EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 n C(DEALLOCATE) Z(I)');
+      raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'deallocated');
+      raw.write(encodeQuery('deallocate s1'));
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'a name the client does not hold: the server answers, as Postgres');
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('SQL DEALLOCATE of a protocol-level statement in a transaction block takes effect at once; in a failed one it is refused and the name stays', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // DEALLOCATE is not transactional in Postgres: a ROLLBACK does not bring the statement back.
+    // In a failed transaction it is refused (25P02) like anything but the block's end.
+    const { raw } = await onOneServer();
+    try {
+      raw.write([parse('s1', 'select $1::int * 3 as v'), parse('s2', 'select $1::int * 4 as v'), SYNC]);
+      assert.equal(await answered(raw), '1 1 Z(I)');
+      raw.write([encodeQuery('begin'), encodeQuery('deallocate s1'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'C(DEALLOCATE) Z(T)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      raw.write([bind('s1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'gone, rolled back or not');
+      // Pipelined behind the statement that fails the transaction: refused, and s2 stays.
+      raw.write([encodeQuery('begin'), encodeQuery('select 1 / 0'), encodeQuery('deallocate s2'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'E(ERROR 22012) Z(E)');
+      assert.equal(await answered(raw), 'E(ERROR 25P02) Z(E)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      raw.write([bind('s2', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '2 D(8) C(SELECT 1) Z(I)', 'still prepared');
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('after DEALLOCATE ALL or DISCARD ALL the client’s protocol-level statements are gone, as in Postgres, and their names can be parsed again', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const { raw } = await onOneServer();
+    try {
+      for (const drop of ['deallocate all', 'discard all']) {
+        raw.write([parse('s1', 'select $1::int * 9 as v'), bind('s1', ['1']), EXECUTE, SYNC]);
+        assert.equal(await answered(raw), '1 2 D(9) C(SELECT 1) Z(I)', drop);
+        raw.write(encodeQuery(drop));
+        assert.equal(await answered(raw), `C(${drop.toUpperCase()}) Z(I)`);
+        raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+        assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', `dropped by ${drop}`);
+      }
+      // In the extended protocol too; and the name is free for another text.
+      raw.write([parse('s1', 'select $1::int * 9 as v'), SYNC, parse('', 'deallocate all'), bind('', []), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 Z(I)');
+      assert.equal(await answered(raw), '1 2 C(DEALLOCATE ALL) Z(I)');
+      raw.write([parse('s1', 'select $1::int * 10 as v'), bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(20) C(SELECT 1) Z(I)');
     } finally {
       raw.destroy();
     }
@@ -1053,7 +1113,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('statements left outdated by ALTER TABLE count among the 256 a server connection keeps', { timeout: TEST_TIMEOUT_MS, todo: 'bug: an outdated statement is no longer counted, yet stays on the server until it is prepared again (256 + 8 here)' }, async () => {
+  test('statements left outdated by ALTER TABLE count among the 256 a server connection keeps', { timeout: TEST_TIMEOUT_MS }, async () => {
     // statements.ts markStale (after 0A000, txn-forwarder.ts noteStaleStatement) deletes the
     // statement from server.statements, which the bound counts, and notes it in
     // staleStatements; it is closed only when it is prepared again (preparation.ts refreshed).
@@ -1081,7 +1141,7 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('a Parse of a name the client already holds is refused with 42P05, and the name keeps its text', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the Parse is accepted and the name rebound to the new text (request-builder.ts onParse overwrites it)' }, async () => {
+  test('a Parse of a name the client already holds is refused with 42P05, and the name keeps its text', { timeout: TEST_TIMEOUT_MS }, async () => {
     // request-builder.ts onParse sets the client's name to the new statement whatever it held:
     // Postgres refuses the Parse (42P05) and skips the rest up to Sync, the ambassador runs the
     // new text under the old name. Only a client that re-prepares by mistake sees it.
@@ -1093,6 +1153,19 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'E(ERROR 42P05) Z(I)');
       raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), '2 D(22) C(SELECT 1) Z(I)', 'still the first text');
+      // In a transaction block the refusal fails the transaction, as in Postgres.
+      raw.write([encodeQuery('begin'), parse('s1', 'select $1::int * 13 as v'), SYNC, encodeQuery('select 1'), encodeQuery('rollback')]);
+      assert.equal(await answered(raw), 'C(BEGIN) Z(T)');
+      assert.equal(await answered(raw), 'E(ERROR 42P05) Z(E)');
+      assert.equal(await answered(raw), 'E(ERROR 25P02) Z(E)');
+      assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+      // A name whose Parse failed on the server is not held: it can be parsed again.
+      raw.write([parse('s2', 'select n from pa_no_such_table'), SYNC]);
+      assert.equal(await answered(raw), '1 Z(I)', 'answered without a server (reported when first run)');
+      raw.write([parse('s3', 'select n from pa_no_such_table'), bind('s3', []), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      raw.write([parse('s3', 'select 3 as v'), bind('s3', []), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(3) C(SELECT 1) Z(I)');
     } finally {
       raw.destroy();
     }

@@ -51,7 +51,7 @@ import { saslprep, SaslprepError, saslprepOrRaw } from '../../src/protocol/saslp
 import { frameMessage } from '../../src/protocol/writer.ts';
 import { Outgoing } from '../../src/frontend/outgoing.ts';
 import { messageOf, RequestBuilder, textsOf, type Request } from '../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../src/frontend/statements.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT, REFUSED_PARSE } from '../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../src/router/session-effects.ts';
 import { bytes, chunkSizes, codePoint, cstringText, fuzzProperty, mutations, mutateAll, outcome, split, type FuzzProperty } from './fuzz.ts';
 
@@ -374,16 +374,29 @@ const ENDING = new Set([0x53, 0x51, 0x46, 0x48, 0x64, 0x63, 0x66]);
 /**
  * Checks one finished request against the messages it was built from. `prepared`: the names the
  * client has prepared ('' for the unnamed statement) and not closed (nor, for '', dropped by a
- * Query), before this request; kept up to date.
+ * Query; nor, named, dropped by DISCARD ALL), with their texts, before this request; `portals`:
+ * the text each portal was bound to; both kept up to date.
  */
-function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Set<string>, cacheUnnamed: boolean): void {
+function checkRequest(request: Request, messages: readonly ClientMessage[], prepared: Map<string, string>, portals: Map<string, string>, cacheUnnamed: boolean): void {
+  const discardAll = (): void => {
+    for (const name of prepared.keys()) if (name !== '') prepared.delete(name);
+  };
+  // After a refused Parse the server skips the rest of the request: what it would change is not kept.
+  let beforeSkipped = null as { prepared: Map<string, string>; portals: Map<string, string> } | null;
   const last = messages.at(-1)!;
   assert.equal(request.items.length, messages.length, 'one item per client message');
   assert.equal(request.completes, COMPLETING.has(last.type));
   if (messages.some((m) => m.type === 0x46)) assert.equal(request.texts, null, 'a FunctionCall runs unknown SQL');
   request.items.forEach((item, i) => {
     const { type, payload } = messages[i]!;
-    if (type === 0x50) prepared.add(decodeParse(payload).name);
+    // A Parse of a name the client holds is refused (42P05) and the name keeps its text.
+    let refused = false;
+    if (type === 0x50) {
+      const parse = decodeParse(payload);
+      refused = parse.name !== '' && prepared.has(parse.name);
+      if (refused) beforeSkipped ??= { prepared: new Map(prepared), portals: new Map(portals) };
+      else prepared.set(parse.name, parse.query);
+    }
     // A Bind or Describe of a statement the client has not got (the unnamed one, never parsed,
     // closed or dropped by a Query; or a name of the ambassador's form it did not prepare) names
     // one nothing has: the server answers 26000.
@@ -391,7 +404,18 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
     const statement = type === 0x42 ? payload.toString('utf8').split('\0')[1] : target?.kind === 'S' ? target.name : null;
     const missing = (statement === '' || statement?.startsWith('pa_') === true) && !prepared.has(statement!);
     if (type === 0x51) prepared.delete('');
-    if (item.kind === 'raw') {
+    if (type === 0x51 && payload.toString('utf8', 0, payload.length - 1) === 'DISCARD ALL') discardAll();
+    if (type === 0x42) {
+      const [portal, bound] = payload.toString('utf8').split('\0');
+      const text = prepared.get(bound!);
+      if (text === undefined) portals.delete(portal!);
+      else portals.set(portal!, text);
+    }
+    if (type === 0x43 && target!.kind === 'P') portals.delete(target!.name);
+    if (type === 0x45 && portals.get(payload.toString('utf8', 0, payload.indexOf(0))) === 'DISCARD ALL') discardAll();
+    if (refused) {
+      assert.deepEqual(item.kind === 'raw' && messageOf(item), REFUSED_PARSE, 'a refused Parse goes on as one the server refuses');
+    } else if (item.kind === 'raw') {
       const closed = type === 0x43 && target!.kind === 'S' ? target!.name : null;
       // A Close of a statement the client prepared closes nothing (it may be shared), nor does
       // one of an unnamed statement it has not got; of any other name it goes to the server as
@@ -416,6 +440,11 @@ function checkRequest(request: Request, messages: readonly ClientMessage[], prep
       assert.equal(item.serverName === MISSING_STATEMENT, missing, `a Describe of ${JSON.stringify(statement)}`);
     }
   });
+  if (beforeSkipped === null) return;
+  for (const [model, kept] of [[prepared, beforeSkipped.prepared], [portals, beforeSkipped.portals]] as const) {
+    model.clear();
+    for (const [key, value] of kept) model.set(key, value);
+  }
 }
 
 /**
@@ -442,7 +471,8 @@ const builderWellFormed = fuzzProperty(
   fc.tuple(fc.array(fc.tuple(clientMessage, fc.boolean()), { maxLength: 30 }), fc.boolean()),
   ([handed, cacheUnnamed]) => {
   const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed });
-  const prepared = new Set<string>();
+  const prepared = new Map<string, string>();
+  const portals = new Map<string, string>();
   const chunk = Buffer.concat(handed.map(([m]) => frameMessage(m.type, m.payload)));
   let since: ClientMessage[] = [];
   let at = 0;
@@ -453,7 +483,7 @@ const builderWellFormed = fuzzProperty(
     at = end;
     if (ENDING.has(message.type)) {
       assert.ok(result !== null && result !== 'terminate', `type 0x${message.type.toString(16)} ends a request`);
-      checkRequest(result, since, prepared, cacheUnnamed);
+      checkRequest(result, since, prepared, portals, cacheUnnamed);
       checkOutgoing(result);
       assert.equal(builder.pending, false);
       since = [];

@@ -4,7 +4,7 @@ import type { BackendConnection } from '../../../src/backend/connection.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { preparationFor, type PreparationContext } from '../../../src/frontend/preparation.ts';
 import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
-import { MISSING_STATEMENT, touchStatement } from '../../../src/frontend/statements.ts';
+import { markStale, MISSING_STATEMENT, touchStatement } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 function server(statements: string[] = [], stateKey = ''): BackendConnection {
@@ -128,4 +128,27 @@ test('making room never closes a statement the same request executes', () => {
   assert.equal(preparationFor(server([x]), request!, context({ capacity: 1 })), null, 'nothing may be closed: it goes as it is');
   const plan = preparationFor(server(['z', x]), request!, context({ capacity: 2 }))!;
   assert.deepEqual(plan.evicted, ['z']);
+});
+
+test('statements left outdated by DDL still take their places until closed, and are the first closed to make room', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [request] = requests(builder, encodeParse('new', 'select 2', noTypes), encodeSync());
+  const full = server(['old1', 'old2', 'outdated1', 'outdated2']);
+  markStale(full, 'outdated1');
+  markStale(full, 'outdated2');
+  const plan = preparationFor(full, request!, context({ capacity: 4 }))!;
+  assert.deepEqual(plan.evicted, ['outdated1'], 'the server holds 4: one place is made, by closing an outdated one');
+  assert.deepEqual(preparationFor(full, request!, context({ capacity: 3 }))!.evicted, ['outdated1', 'outdated2']);
+  assert.deepEqual(preparationFor(full, request!, context({ capacity: 2 }))!.evicted, ['outdated1', 'outdated2', 'old1']);
+  assert.equal(preparationFor(full, request!, context({ capacity: 5 })), null, 'room enough');
+
+  // An outdated statement made again takes back its own place: nothing else is closed for it.
+  const [first] = requests(builder, encodeParse('x', 'select 3', noTypes), encodeSync());
+  const x = first!.items[0]!.kind === 'parse' ? first!.items[0]!.statement.serverName : '';
+  const withX = server(['old1', x]);
+  markStale(withX, x);
+  const [again] = requests(builder, bind('x'), encodeSync());
+  const remade = preparationFor(withX, again!, context({ capacity: 2 }))!;
+  assert.deepEqual(remade.evicted, []);
+  assert.deepEqual(remade.refreshed, [x]);
 });

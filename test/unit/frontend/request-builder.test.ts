@@ -4,10 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { decodeErrorFields } from '../../../src/protocol/backend.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { frameMessage } from '../../../src/protocol/writer.ts';
-import { messageOf, RequestBuilder, standAlone, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
-import { CLOSED_STATEMENT, MISSING_STATEMENT } from '../../../src/frontend/statements.ts';
+import { deallocates, dropsServerStatements, messageOf, RequestBuilder, restoreDeallocated, standAlone, textsOf, UNDECODED, type Item, type Request } from '../../../src/frontend/request-builder.ts';
+import { CLOSED_STATEMENT, MISSING_STATEMENT, REFUSED_PARSE } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 /** Feeds every message of `chunk` as its range of the chunk, as the forwarder does (no payload). */
@@ -339,4 +340,101 @@ test('a long pipeline before its Sync is one request of every message, and the r
   const [finished] = feed(builder, encodeSync());
   assert.deepEqual(finished!.items.map((item) => item.kind), ['bind', 'raw', 'raw']);
   assert.equal(new Set([long!.items, short!.items, shorter!.items, finished!.items]).size, 4, 'no array is shared');
+});
+
+test('a Parse of a name the client holds is refused: it goes on as a Parse every server refuses, with the client’s 42P05, and the name keeps its statement', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const [first] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 1', Buffer.from([0, 0])), encodeSync()]));
+  const held = (first!.items[0] as Extract<Item, { kind: 'parse' }>).statement;
+  const [again] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 2', Buffer.from([0, 0])), bindOf('s1'), encodeSync()]));
+  const [refused, bound] = again!.items as [Extract<Item, { kind: 'raw' }>, Extract<Item, { kind: 'bind' }>];
+  assert.deepEqual(messageOf(refused), REFUSED_PARSE);
+  assert.equal(refused.entry?.kind, 'parse');
+  const refusal = refused.entry?.kind === 'parse' ? refused.entry.refusal! : Buffer.alloc(0);
+  assert.deepEqual(Object.fromEntries(decodeErrorFields(refusal.subarray(5))), { S: 'ERROR', V: 'ERROR', C: '42P05', M: 'prepared statement "s1" already exists' });
+  assert.equal(bound.source, held, 'the name keeps its statement');
+  assert.deepEqual(again!.texts, [], 'the refused text is not routed on');
+  // Closed first, or an unnamed Parse: accepted.
+  const [closedThenParsed, unnamed] = feed(
+    builder,
+    Buffer.concat([encodeTarget(FrontendType.Close, 'S', 's1'), encodeParse('s1', 'SELECT 2', Buffer.from([0, 0])), encodeSync(), encodeParse('', 'SELECT 3', Buffer.from([0, 0])), encodeParse('', 'SELECT 4', Buffer.from([0, 0])), encodeSync()]),
+  );
+  assert.equal(closedThenParsed!.items[1]!.kind, 'parse');
+  assert.deepEqual(unnamed!.items.map((item) => item.kind), ['raw', 'raw', 'raw']);
+  assert.deepEqual(unnamed!.texts, ['SELECT 3', 'SELECT 4']);
+
+  // What follows the refusal up to the end of the request is skipped by the server: it changes no name.
+  feed(builder, Buffer.concat([encodeParse('s3', 'SELECT 3', Buffer.from([0, 0])), encodeSync()]));
+  feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 5', Buffer.from([0, 0])), encodeParse('s4', 'SELECT 4', Buffer.from([0, 0])), encodeTarget(FrontendType.Close, 'S', 's3'), encodeSync()]));
+  const [later] = feed(builder, Buffer.concat([bindOf('s3'), bindOf('s4'), encodeSync()]));
+  const [s3, s4] = later!.items as Extract<Item, { kind: 'bind' }>[];
+  assert.notEqual(s3!.source, null, 's3 still held: its Close was skipped');
+  assert.equal(s4!.source, null, 's4 never made: its Parse was skipped');
+});
+
+test('a name whose Parse failed, or was in a request answered with an error without running, can be parsed again', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const parse = (name: string, sql: string): Buffer => encodeParse(name, sql, Buffer.from([0, 0]));
+  const [failed] = feed(builder, Buffer.concat([parse('s1', 'SELECT 1'), parse('s2', 'SELECT 1'), encodeSync()]));
+  const [s1, s2] = failed!.items as Extract<Item, { kind: 'parse' }>[];
+  builder.parseFailed(s1!.statement);
+  const [after] = feed(builder, Buffer.concat([parse('s1', 'SELECT 1'), parse('s2', 'SELECT 1'), encodeSync()]));
+  assert.deepEqual(after!.items.map((item) => item.kind), ['parse', 'raw', 'raw'], 's1 is free again, s2 still held (another statement of the same text)');
+  assert.notEqual(s1!.statement, s2!.statement);
+  const [dropped] = feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]));
+  builder.unanswered(dropped!);
+  assert.equal(feed(builder, Buffer.concat([parse('s3', 'SELECT 3'), encodeSync()]))[0]!.items[0]!.kind, 'parse');
+});
+
+test('DEALLOCATE of a statement the client prepared, alone, is answered here and forgets the name; otherwise it goes to the server and the name stays', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const boundName = (request: Request): string | null => (request.items[0] as Extract<Item, { kind: 'bind' }>).serverName;
+  const prepare = (...names: string[]): void => void feed(builder, Buffer.concat([...names.map((name) => encodeParse(name, `SELECT '${name}'`, Buffer.from([0, 0]))), encodeSync()]));
+  prepare('s1', 's2', 'S3');
+  const [simple] = feed(builder, encodeQuery('DEALLOCATE s1'));
+  assert.deepEqual(simple!.local?.map((step) => step.kind), ['execute', 'sync']);
+  assert.equal(deallocates(simple!.local!), true);
+  assert.equal(boundName(feed(builder, Buffer.concat([bindOf('s1'), encodeSync()]))[0]!), 's1', 'forgotten: the server answers 26000');
+  // Extended, as postgres.js sends it, with PREPARE.
+  const steps = feed(builder, Buffer.concat([encodeParse('', 'deallocate prepare s2', Buffer.from([0, 0])), bindOf(''), encodeTarget(FrontendType.Describe, 'P', ''), execute, encodeSync()]))[0]!.local;
+  assert.deepEqual(steps?.map((step) => step.kind), ['parse', 'bind', 'describe', 'execute', 'sync']);
+  assert.equal(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!), 's2');
+  // A server runs it after all (a failed transaction): the name is the client's again.
+  restoreDeallocated(steps!);
+  assert.match(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!)!, /^pa_/);
+  // Not alone, not the client's (an unquoted name is folded), or a name made with SQL PREPARE: the server's.
+  for (const sql of ['select 1; deallocate s2', 'deallocate S3', 'deallocate made_with_sql']) assert.equal(feed(builder, encodeQuery(sql))[0]!.local, null, sql);
+  const [mixed] = feed(builder, Buffer.concat([encodeParse('', 'deallocate s2', Buffer.from([0, 0])), bindOf(''), execute, encodeParse('', 'SELECT 1', Buffer.from([0, 0])), bindOf(''), execute, encodeSync()]));
+  assert.equal(mixed!.local, null);
+  assert.match(boundName(feed(builder, Buffer.concat([bindOf('s2'), encodeSync()]))[0]!)!, /^pa_/, 'still held');
+  assert.equal(feed(builder, encodeQuery('deallocate "S3"'))[0]!.local?.length, 2, 'quoted: the name as it is');
+});
+
+test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client, and mark where the server’s go; DISCARD PLANS, or DISCARD ALL among other statements, do not', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const held = (name: string): boolean => (feed(builder, Buffer.concat([bindOf(name), encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).source !== null;
+  const prepare = (): void => void feed(builder, Buffer.concat([encodeParse('s1', 'SELECT 1', Buffer.from([0, 0])), encodeParse('', 'SELECT 2', Buffer.from([0, 0])), encodeSync()]));
+  for (const sql of ['discard plans', 'select 1; discard all']) {
+    prepare();
+    const [request] = feed(builder, encodeQuery(sql));
+    assert.equal(request!.items.some(dropsServerStatements), false, sql);
+    assert.equal(held('s1'), true, sql);
+    feed(builder, Buffer.concat([encodeTarget(FrontendType.Close, 'S', 's1'), encodeSync()]));
+  }
+  for (const sql of ['deallocate all', 'DISCARD ALL', 'select 1; deallocate all']) {
+    prepare();
+    const [request] = feed(builder, encodeQuery(sql));
+    assert.equal(dropsServerStatements(request!.items[0]!), true, sql);
+    assert.equal(held('s1'), false, sql);
+  }
+  // Extended: at its Execute, where the server's go; the unnamed statement stays (here the DEALLOCATE ALL itself).
+  prepare();
+  const [extended] = feed(builder, Buffer.concat([encodeParse('', 'deallocate all', Buffer.from([0, 0])), bindOf(''), execute, encodeParse('s2', 'SELECT 3', Buffer.from([0, 0])), encodeSync()]));
+  assert.deepEqual(extended!.items.map(dropsServerStatements), [false, false, true, false, false]);
+  assert.equal(held('s1'), false);
+  assert.equal(held('s2'), true, 'parsed after it');
+  assert.equal((feed(builder, Buffer.concat([unnamedBind, encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, null, 'the unnamed statement stays');
 });

@@ -1,0 +1,182 @@
+// What SQL and protocol messages do to the statements a client holds under transaction pooling,
+// as Postgres would have them: DEALLOCATE of a statement the client prepared through the protocol
+// is answered without a server (its server statement is shared, under another name); a Parse of a
+// name the client holds is refused (42P05) at its place; DEALLOCATE ALL drops the server's
+// statements where it runs, not before the request's own Parse. Driven in process with
+// bench/hot-path.ts's fake client and servers.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { hotPath, type HotPath } from '../../../bench/hot-path.ts';
+import {
+  BIND_COMPLETE,
+  decodeErrorFields,
+  encodeCommandComplete,
+  encodeDataRow,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  PARSE_COMPLETE,
+} from '../../../src/protocol/backend.ts';
+import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
+import { MessageWriter } from '../../../src/protocol/writer.ts';
+import { REFUSED_PARSE } from '../../../src/frontend/statements.ts';
+
+const TEXT = 'select $1::int as n';
+const NO_TYPES = Buffer.from([0, 0]);
+const EXECUTE = new MessageWriter().cstring('').int32(0).finish(FrontendType.Execute);
+
+function bind(statement: string, values: readonly string[]): Buffer {
+  const writer = new MessageWriter().cstring('').cstring(statement).int16(0).int16(values.length);
+  for (const value of values) writer.int32(Buffer.byteLength(value)).bytes(Buffer.from(value));
+  return writer.int16(0).finish(FrontendType.Bind);
+}
+
+/** Each message the client got since the last call, as its type letter (an error with its SQLSTATE). */
+function received(path: HotPath): string {
+  const bytes = Buffer.concat(path.client.received.splice(0));
+  const out: string[] = [];
+  for (let offset = 0; offset < bytes.length; ) {
+    const type = String.fromCharCode(bytes[offset]!);
+    const end = offset + 1 + bytes.readInt32BE(offset + 1);
+    out.push(type === 'E' ? `E(${decodeErrorFields(bytes.subarray(offset + 5, end)).get('C')})` : type === 'Z' ? `Z(${String.fromCharCode(bytes[end - 1]!)})` : type);
+    offset = end;
+  }
+  return out.join(' ');
+}
+
+/** What the primary was sent since the last call. */
+function sent(path: HotPath): Buffer {
+  return Buffer.concat(path.primary.written.splice(0));
+}
+
+async function keeping(): Promise<HotPath> {
+  const path = await hotPath('extended', false);
+  path.client.keep = true;
+  path.primary.keep = true;
+  return path;
+}
+
+const ready = (status: 'I' | 'T' | 'E'): Buffer => encodeReadyForQuery(status);
+const error = (code: string): Buffer => encodeErrorResponse({ severity: 'ERROR', code, message: code });
+
+test('DEALLOCATE ALL behind a Parse in one request: the statement it dropped is parsed again on the server next time', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeParse('', 'deallocate all', NO_TYPES), bind('', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'the server did not hold it: parsed there');
+  assert.equal(path.primary.statements.size, 0, 'nothing held once DEALLOCATE ALL has run, the Parse before it neither');
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('DEALLOCATE ALL'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '1 2 D C 1 2 C Z(I)');
+  path.client.emit('data', Buffer.concat([encodeParse('s2', TEXT, NO_TYPES), bind('s2', ['2']), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'parsed again, not answered by the ambassador');
+  assert.equal(path.primary.statements.size, 1);
+});
+
+test('DISCARD PLANS keeps the server’s statements; DISCARD ALL among other statements (refused by Postgres) too', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  for (const [sql, answer] of [
+    ['discard plans', encodeCommandComplete('DISCARD PLANS')],
+    ['select 1; discard all', error('25001')],
+  ] as const) {
+    path.client.emit('data', encodeQuery(sql));
+    path.primary.sink!.onServerData(Buffer.concat([answer, ready('I')]));
+    assert.equal(path.primary.statements.size, 1, sql);
+  }
+});
+
+test('a Parse of a name the client holds goes on as one the server refuses; the client gets 42P05 in place of the server’s error', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  const first = sent(path);
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  received(path);
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select 2', NO_TYPES), bind('s1', ['2']), EXECUTE, encodeSync()]));
+  const second = sent(path);
+  assert.deepEqual(second.subarray(0, REFUSED_PARSE.length), REFUSED_PARSE);
+  assert.ok(!second.includes(Buffer.from('select 2')), 'the new text goes nowhere');
+  const renamed = first.subarray(first.indexOf(Buffer.from('pa_')), first.indexOf(0, first.indexOf(Buffer.from('pa_'))));
+  assert.ok(second.includes(renamed), 'the Bind behind it still names the first text (skipped by the server)');
+  path.primary.sink!.onServerData(Buffer.concat([error('42601'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'E(42P05) Z(I)');
+
+  // In a failed transaction the server's own refusal (25P02) is the client's, as from Postgres.
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), ready('T')]));
+  path.client.emit('data', encodeQuery('select 1/0'));
+  path.primary.sink!.onServerData(Buffer.concat([error('22012'), ready('E')]));
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select 2', NO_TYPES), encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  await path.settle();
+  assert.equal(received(path), 'C Z(T) E(22012) Z(E) E(25P02) Z(E)');
+});
+
+test('a name whose Parse failed on the server, or whose server was lost before answering it, can be parsed again', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', 'select nothing from nowhere', NO_TYPES), bind('s1', []), EXECUTE, encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([error('42P01'), ready('I')]));
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'parsed, not refused');
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'E(42P01) Z(I) 1 2 D C Z(I)');
+
+  // The server is lost with the Parse unanswered: the client never got its ParseComplete.
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')));
+  path.primary.statements.clear();
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  assert.match(received(path), /^E\(08\w+\) Z\(I\)$/);
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')), 'parsed again, not refused');
+
+  // Lost after the ParseComplete, which was held back with the first answer (it might have run
+  // elsewhere): dropped with it, so the client never heard of that statement either.
+  path.primary.sink!.onServerData(PARSE_COMPLETE);
+  path.primary.statements.clear();
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  assert.match(received(path), /^E\(08\w+\) Z\(I\)$/, 'no ParseComplete reached the client');
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', NO_TYPES), bind('s2', []), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).includes(Buffer.from('select 2')), 'parsed again, not refused');
+});
+
+test('DEALLOCATE of a statement the client prepared through the protocol is answered without a server; the name is gone', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), encodeSync()]));
+  await path.settle();
+  assert.equal(received(path), '1 Z(I)', 'prepared without a server');
+  path.client.emit('data', encodeQuery('DEALLOCATE s1'));
+  await path.settle();
+  assert.equal(received(path), 'C Z(I)');
+  assert.equal(sent(path).length, 0, 'no server saw it');
+  path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]));
+  assert.deepEqual(sent(path), Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]), 'a name the client does not hold goes as it came (26000)');
+});
+
+test('DEALLOCATE behind what fails the transaction waits for it, then goes to the server, which refuses it: the name stays', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), encodeSync()]));
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), ready('T')]));
+  path.client.emit('data', Buffer.concat([encodeQuery('select 1/0'), encodeQuery('deallocate s1')]));
+  assert.deepEqual(sent(path), Buffer.concat([encodeQuery('begin'), encodeQuery('select 1/0')]), 'the DEALLOCATE waits for the answer before it');
+  path.primary.sink!.onServerData(Buffer.concat([error('22012'), ready('E')]));
+  await path.settle();
+  assert.deepEqual(sent(path), encodeQuery('deallocate s1'), 'in a failed transaction: the server answers it');
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  path.client.emit('data', encodeQuery('rollback'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('ROLLBACK'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '1 Z(I) C Z(T) E(22012) Z(E) E(25P02) Z(E) C Z(I)');
+  sent(path);
+  path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, encodeSync()]));
+  await path.settle(); // its statement is created on the server first (preparation)
+  const bound = sent(path);
+  assert.ok(bound.includes(Buffer.from('\0pa_')) && !bound.includes(Buffer.from('\0s1\0')), 'still the client’s: bound under its shared name');
+});
