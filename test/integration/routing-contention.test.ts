@@ -29,16 +29,16 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { createTestDatabase, directConfig, dropTestDatabase, withClient } from '../support/pooling.ts';
-import { seededRandom } from '../support/random.ts';
+import { bind, clientRandoms, codeOf, columnNames, DESCRIBE_PORTAL, EXECUTE, Findings, FLUSH, NO_TYPES, rowValues, within } from '../support/battery.ts';
 import { sample, scrape, type Samples } from '../support/metrics.ts';
 import { routingOverrides, waitForReplay } from '../support/routing.ts';
 import { loginScram, type RawClient, type WireMessage } from '../support/raw-client.ts';
 import { eventually, getTopology, startCluster, type LocalCluster, type PgServerInfo, type Topology } from '../support/topology.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
-import { frameMessage } from '../../src/protocol/writer.ts';
 
 const DB = 'pa_routing_contention';
 const SEED = Number(process.env.PA_ROUTING_SEED ?? 20_251_126);
+const clientRandom = clientRandoms(SEED);
 /** Server connections per host (and database, user): the primary and each replica have this many. */
 const POOL_SIZE = 2;
 /** The private cluster's replicas apply WAL this late: a read there right after a write misses it. */
@@ -360,25 +360,6 @@ interface Outcome {
 
 const MANAGED: Outcome = { rows: [], command: null, error: null, managed: true };
 
-/** What went wrong, for one assertion at the end (capped: one broken path can fail thousands of units). */
-class Findings {
-  private readonly list: string[] = [];
-  private more = 0;
-
-  add(who: string, what: string): void {
-    if (this.list.length < 40) this.list.push(`${who}: ${what}`);
-    else this.more++;
-  }
-
-  get count(): number {
-    return this.list.length + this.more;
-  }
-
-  report(): string {
-    return `seed ${SEED} (PA_ROUTING_SEED), ${this.count} findings:\n${this.list.join('\n')}${this.more > 0 ? `\n... and ${this.more} more` : ''}`;
-  }
-}
-
 type Mode = 'split' | 'ryw' | 'sneaky';
 
 /** One load's shared state: where its units ran, and what it found. */
@@ -401,8 +382,6 @@ interface ClientState {
   /** Rows of this run the client was acknowledged so far (what a count must see with readYourWrites). */
   written: number;
 }
-
-const codeOf = (err: unknown): string => String((err as { code?: unknown }).code ?? (err as Error).message);
 
 function normalize(value: unknown): string {
   if (value === true) return 't';
@@ -508,16 +487,6 @@ interface LoadClient {
 
 type Closers = Array<() => Promise<unknown>>;
 
-/** `work`, or an error naming `what` after `ms` (what `work` does after that is ignored). */
-function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  work.catch(() => {});
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
-}
-
 const failed = (err: unknown): Outcome => ({ rows: [], command: null, error: codeOf(err) });
 
 /** postgres.js, one connection: a round's units are issued at once (pipelined); transactions by sql.begin. */
@@ -612,24 +581,6 @@ function inline(text: string, params: readonly string[]): string {
 
 // ---- raw protocol --------------------------------------------------------------------------------
 
-const NO_TYPES = Buffer.from([0, 0]);
-const EXECUTE = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
-const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
-const DESCRIBE_PORTAL = encodeTarget(FrontendType.Describe, 'P', '');
-
-function bind(statement: string, params: readonly string[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`\0${statement}\0`), Buffer.from([0, 0]), Buffer.alloc(2)];
-  parts[2]!.writeInt16BE(params.length);
-  for (const p of params) {
-    const value = Buffer.from(p);
-    const len = Buffer.alloc(4);
-    len.writeInt32BE(value.length);
-    parts.push(len, value);
-  }
-  parts.push(Buffer.from([0, 0]));
-  return frameMessage(FrontendType.Bind, Buffer.concat(parts));
-}
-
 /** Parse (unnamed), Bind, Describe, Execute: one statement of an extended-protocol exchange (no Sync). */
 function extended(step: Step): Buffer[] {
   return [encodeParse('', step.text, NO_TYPES), bind('', step.params), DESCRIBE_PORTAL, EXECUTE];
@@ -684,31 +635,6 @@ async function readRawAnswer(raw: RawClient): Promise<{ outcome: Outcome; trace:
   }
 }
 
-function columnNames(m: WireMessage): string[] {
-  const p = m.payload;
-  const names: string[] = [];
-  let at = 2;
-  for (let i = 0; i < p.readInt16BE(0); i++) {
-    const end = p.indexOf(0, at);
-    names.push(p.toString('utf8', at, end));
-    at = end + 1 + 18;
-  }
-  return names;
-}
-
-function rowValues(m: WireMessage): string[] {
-  const p = m.payload;
-  const values: string[] = [];
-  let at = 2;
-  for (let i = 0; i < p.readInt16BE(0); i++) {
-    const len = p.readInt32BE(at);
-    at += 4;
-    values.push(len < 0 ? 'NULL' : p.toString('utf8', at, at + len));
-    at += Math.max(len, 0);
-  }
-  return values;
-}
-
 /**
  * A raw protocol client: a whole round goes in one write; each statement's answer is read in
  * order, its messages' shape and transaction status checked. An answer out of shape means the
@@ -751,20 +677,13 @@ interface LoadSpec {
   rounds: number;
 }
 
-/** Each client's own reproducible generator: from the run seed, the run and the client's id. */
-function clientRandom(run: string, id: number): () => number {
-  let h = SEED >>> 0;
-  for (const ch of `${run}/${id}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
-  return seededRandom(h);
-}
-
 /** Connects every client, then runs them all at once through their seeded rounds, checking every unit. */
 async function runLoad(target: Target, spec: LoadSpec): Promise<LoadContext> {
   const ctx: LoadContext = {
     run: spec.run,
     mode: spec.mode,
     topology: target.cluster.topology,
-    findings: new Findings(),
+    findings: new Findings(`seed ${SEED} (PA_ROUTING_SEED)`),
     landed: [],
     units: 0,
     right: 0,

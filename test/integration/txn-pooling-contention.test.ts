@@ -25,15 +25,15 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { directConfig, dropTestDatabase, maxServersDuring, prepareTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
-import { seededRandom } from '../support/random.ts';
-import { loginScram, type RawClient, type WireMessage } from '../support/raw-client.ts';
+import { bind, clientRandoms, codeOf, DESCRIBE_PORTAL, describeError, EXECUTE, Findings, FLUSH, NO_TYPES, summary, within } from '../support/battery.ts';
+import { loginScram, type RawClient } from '../support/raw-client.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
-import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
-import { frameMessage } from '../../src/protocol/writer.ts';
+import { encodeParse, encodeQuery, encodeSync } from '../../src/protocol/frontend.ts';
 
 const DB = 'pa_txn_contention';
 const POOL_SIZE = 3;
 const SEED = Number(process.env.PA_CONTENTION_SEED ?? 20_251_125);
+const clientRandom = clientRandoms(SEED);
 /** application_name of this file's own direct connections, so server counts leave them out. */
 const DIRECT_APP = 'pa-contention-direct';
 /** How long a round of a client may wait for all its answers before they count as lost. */
@@ -94,111 +94,15 @@ async function committedMarks(run: string): Promise<string[]> {
   return rows.map((r) => `${r.client}:${r.seq}`);
 }
 
-/** `work`, or an error naming `what` after `ms`; what `work` does after that is ignored (it may reject once its client is closed). */
-function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  work.catch(() => {});
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
-}
-
-/** Each client's own reproducible generator: from the run seed, the scenario and the client's id. */
-function clientRandom(scenario: string, id: number): () => number {
-  let h = SEED >>> 0;
-  for (const ch of `${scenario}/${id}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
-  return seededRandom(h);
-}
-
-/** What went wrong, for one assertion at the end (capped: one broken path can fail thousands of queries). */
-class Findings {
-  private readonly list: string[] = [];
-  private more = 0;
-
-  add(who: string, what: string): void {
-    if (this.list.length < 40) this.list.push(`${who}: ${what}`);
-    else this.more++;
-  }
-
-  get count(): number {
-    return this.list.length + this.more;
-  }
-
-  report(): string {
-    return `seed ${SEED} (PA_CONTENTION_SEED), ${this.count} findings:\n${this.list.join('\n')}${this.more > 0 ? `\n... and ${this.more} more` : ''}`;
-  }
-}
-
-const codeOf = (err: unknown): string => String((err as { code?: unknown }).code ?? (err as Error).message);
-const describeError = (err: unknown): string => `${codeOf(err)} ${(err as Error).message}`;
 const tagOf = (id: number, seq: number): string => `${id}:${seq}`;
 
 // ---- raw protocol ------------------------------------------------------------------------------
 
-function bind(statement: string, params: readonly string[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`\0${statement}\0`), Buffer.from([0, 0]), Buffer.alloc(2)];
-  parts[2]!.writeInt16BE(params.length);
-  for (const p of params) {
-    const value = Buffer.from(p);
-    const len = Buffer.alloc(4);
-    len.writeInt32BE(value.length);
-    parts.push(len, value);
-  }
-  parts.push(Buffer.from([0, 0]));
-  return frameMessage(FrontendType.Bind, Buffer.concat(parts));
-}
-
-const EXECUTE = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
-const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
-const DESCRIBE_PORTAL = encodeTarget(FrontendType.Describe, 'P', '');
-const NO_TYPES = Buffer.from([0, 0]);
 const VALUE_TEXT = 'select $1::int as me, $2::text as tag';
 
 /** Parse (unnamed), Bind, Describe, Execute, Sync: a row of (id, tag) in extended protocol. */
 function extendedValue(id: number, seq: number): Buffer[] {
   return [encodeParse('', VALUE_TEXT, NO_TYPES), bind('', [String(id), tagOf(id, seq)]), DESCRIBE_PORTAL, EXECUTE, encodeSync()];
-}
-
-/**
- * A message as a short string for exact comparison: the type letter; RowDescription with its
- * column names, DataRow with its values, CommandComplete with its tag, an error with severity
- * and SQLSTATE, ReadyForQuery with the transaction status.
- */
-function summary(m: WireMessage): string {
-  const p = m.payload;
-  switch (m.type) {
-    case 'E':
-    case 'N':
-      return `${m.type}(${m.error!.severity} ${m.error!.code})`;
-    case 'Z':
-      return `Z(${p.toString('latin1')})`;
-    case 'C':
-      return `C(${p.toString('utf8', 0, p.length - 1)})`;
-    case 'T': {
-      const names: string[] = [];
-      let at = 2;
-      for (let i = 0; i < p.readInt16BE(0); i++) {
-        const end = p.indexOf(0, at);
-        names.push(p.toString('utf8', at, end));
-        at = end + 1 + 18;
-      }
-      return `T(${names.join(',')})`;
-    }
-    case 'D': {
-      const values: string[] = [];
-      let at = 2;
-      for (let i = 0; i < p.readInt16BE(0); i++) {
-        const len = p.readInt32BE(at);
-        at += 4;
-        values.push(len < 0 ? 'NULL' : p.toString('utf8', at, at + len));
-        at += Math.max(len, 0);
-      }
-      return `D(${values.join('|')})`;
-    }
-    default:
-      return m.type;
-  }
 }
 
 /** Reads the answer of one exchange: `expected.length` messages; the first that differs ends it. */
@@ -510,7 +414,7 @@ interface LoadResult {
  * A client whose round failed outright (no answer in time, a raw stream out of step) stops.
  */
 async function runLoad(port: number, run: string, mix: LoadMix): Promise<LoadResult> {
-  const ctx: LoadContext = { run, findings: new Findings(), right: 0 };
+  const ctx: LoadContext = { run, findings: new Findings(`seed ${SEED} (PA_CONTENTION_SEED)`), right: 0 };
   const total = mix.postgresJs + mix.pg + mix.raw;
   const closers: Closers = [];
   let units = 0;
@@ -787,7 +691,7 @@ async function shutdownRaw(port: number, client: ShutdownClient, run: string, fi
 
 /** Connects postgres.js, pg and raw clients, then starts them all inserting. */
 async function startShutdownLoad(port: number, run: string, mix: { postgresJs: number; pg: number; raw: number }, closers: Closers): Promise<ShutdownLoad> {
-  const findings = new Findings();
+  const findings = new Findings(`seed ${SEED} (PA_CONTENTION_SEED)`);
   const total = mix.postgresJs + mix.pg + mix.raw;
   const clients: ShutdownClient[] = [];
   const connecting = Promise.all(
@@ -824,7 +728,7 @@ describe(`${TOTAL_CLIENTS} clients on a pool of ${POOL_SIZE} (seed ${SEED})`, ()
   });
 
   test('clients vanishing while queued, running, in a transaction or mid-message: the others get their own answers, and the pool ends clean', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const findings = new Findings();
+    const findings = new Findings(`seed ${SEED} (PA_CONTENTION_SEED)`);
     let loadDone = false;
     const load = runLoad(shared.port, 'with-victims', MIX).finally(() => (loadDone = true));
     const { result, waits } = await countingWaits(shared, () => Promise.all([load, victims(shared.port, 10, () => loadDone, findings)]));

@@ -29,15 +29,15 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { ambassadorsFor, CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { ambassadorClient, directConfig, dropTestDatabase, prepareTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
-import { seededRandom } from '../support/random.ts';
-import { loginScram, type RawClient, type WireMessage } from '../support/raw-client.ts';
+import { bind, clientRandoms, codeOf, DESCRIBE_PORTAL, describeError, EXECUTE, Findings, FLUSH, NO_TYPES, summary, within } from '../support/battery.ts';
+import { loginScram, type RawClient } from '../support/raw-client.ts';
 import { getTopology, type Topology } from '../support/topology.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../src/protocol/frontend.ts';
-import { frameMessage } from '../../src/protocol/writer.ts';
 
 const DB = 'pa_stmt_churn';
 const POOL_SIZE = 3;
 const SEED = Number(process.env.PA_STATEMENT_CHURN_SEED ?? 20_251_203);
+const clientRandom = clientRandoms(SEED);
 /** application_name of this file's direct connections, so server counts and the killer leave them out. */
 const DIRECT_APP = 'pa-stmt-churn-direct';
 /** Statements a server connection keeps (PREPARED_STATEMENTS_PER_SERVER in src/app-build.ts). */
@@ -84,24 +84,7 @@ async function stopAmbassador(a: SpawnedAmbassador): Promise<void> {
   await a.stop().catch(() => {});
 }
 
-/** `work`, or an error naming `what` after `ms`; what `work` does after that is ignored. */
-function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  work.catch(() => {});
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Each client's own reproducible generator: from the run seed, the scenario and the client's id. */
-function clientRandom(scenario: string, id: number): () => number {
-  let h = SEED >>> 0;
-  for (const ch of `${scenario}/${id}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
-  return seededRandom(h);
-}
 
 const pick = <T>(random: () => number, items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
 
@@ -115,28 +98,6 @@ function subset(random: () => number, from: number, to: number, count: number): 
   return all.slice(0, count);
 }
 
-/** What went wrong, for one assertion at the end (capped: one broken path can fail thousands of answers). */
-class Findings {
-  private readonly list: string[] = [];
-  private more = 0;
-
-  add(who: string, what: string): void {
-    if (this.list.length < 40) this.list.push(`${who}: ${what}`);
-    else this.more++;
-  }
-
-  get count(): number {
-    return this.list.length + this.more;
-  }
-
-  report(): string {
-    return `seed ${SEED} (PA_STATEMENT_CHURN_SEED), ${this.count} findings:\n${this.list.join('\n')}${this.more > 0 ? `\n... and ${this.more} more` : ''}`;
-  }
-}
-
-const codeOf = (err: unknown): string => String((err as { code?: unknown }).code ?? (err as Error).message);
-const describeError = (err: unknown): string => `${codeOf(err)} ${(err as Error).message}`;
-
 // ---- texts and answers -------------------------------------------------------------------------
 
 /** Text number k: its answer names k and adds k to the value, so another text's answer shows. */
@@ -147,68 +108,10 @@ const rowOf = (k: number, value: number): { v: number; k: string } => ({ v: valu
 
 // ---- raw protocol ------------------------------------------------------------------------------
 
-function bind(statement: string, params: readonly string[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`\0${statement}\0`), Buffer.from([0, 0]), Buffer.alloc(2)];
-  parts[2]!.writeInt16BE(params.length);
-  for (const p of params) {
-    const value = Buffer.from(p);
-    const len = Buffer.alloc(4);
-    len.writeInt32BE(value.length);
-    parts.push(len, value);
-  }
-  parts.push(Buffer.from([0, 0]));
-  return frameMessage(FrontendType.Bind, Buffer.concat(parts));
-}
-
-const EXECUTE = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
-const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
 const SYNC = encodeSync();
-const DESCRIBE_PORTAL = encodeTarget(FrontendType.Describe, 'P', '');
-const NO_TYPES = Buffer.from([0, 0]);
 const parse = (name: string, text: string): Buffer => encodeParse(name, text, NO_TYPES);
 const closeStatement = (name: string): Buffer => encodeTarget(FrontendType.Close, 'S', name);
 const describeStatement = (name: string): Buffer => encodeTarget(FrontendType.Describe, 'S', name);
-
-/**
- * A message as a short string for exact comparison: the type letter; RowDescription with its
- * column names, DataRow with its values, CommandComplete with its tag, an error with severity
- * and SQLSTATE, ReadyForQuery with the transaction status.
- */
-function summary(m: WireMessage): string {
-  const p = m.payload;
-  switch (m.type) {
-    case 'E':
-    case 'N':
-      return `${m.type}(${m.error!.severity} ${m.error!.code})`;
-    case 'Z':
-      return `Z(${p.toString('latin1')})`;
-    case 'C':
-      return `C(${p.toString('utf8', 0, p.length - 1)})`;
-    case 'T': {
-      const names: string[] = [];
-      let at = 2;
-      for (let i = 0; i < p.readInt16BE(0); i++) {
-        const end = p.indexOf(0, at);
-        names.push(p.toString('utf8', at, end));
-        at = end + 1 + 18;
-      }
-      return `T(${names.join(',')})`;
-    }
-    case 'D': {
-      const values: string[] = [];
-      let at = 2;
-      for (let i = 0; i < p.readInt16BE(0); i++) {
-        const len = p.readInt32BE(at);
-        at += 4;
-        values.push(len < 0 ? 'NULL' : p.toString('utf8', at, at + len));
-        at += Math.max(len, 0);
-      }
-      return `D(${values.join('|')})`;
-    }
-    default:
-      return m.type;
-  }
-}
 
 /** One exchange's answer up to ReadyForQuery, as summaries (a missing answer as its own entry, which never matches). */
 async function answerOf(raw: RawClient, timeoutMs = ROUND_DEADLINE_MS): Promise<string[]> {
@@ -251,7 +154,7 @@ interface LoadContext {
 }
 
 function newContext(scenario: string, tolerateLoss = false): LoadContext {
-  return { scenario, findings: new Findings(), units: 0, right: 0, lost: 0, tolerateLoss, kinds: new Map() };
+  return { scenario, findings: new Findings(`seed ${SEED} (PA_STATEMENT_CHURN_SEED)`), units: 0, right: 0, lost: 0, tolerateLoss, kinds: new Map() };
 }
 
 /** A client of a load: runs one round of its seeded work (pipelined where it can) and checks every answer. */
