@@ -23,8 +23,8 @@ export type PlanEntry =
   /** A simple Query or FunctionCall: everything up to ReadyForQuery. */
   | { kind: 'query' };
 
-/** A ParseComplete the ambassador makes itself, at its place among the server's answers (addSynthesized). */
-export type SynthesizedEntry = { kind: 'synthesized-parse' };
+/** A ParseComplete the ambassador makes itself, at its place among the server's answers (addSynthesized); `onError` when it is skipped instead. */
+export type SynthesizedEntry = { kind: 'synthesized-parse'; onError?: () => void };
 
 const T = (c: string): number => c.charCodeAt(0);
 const ParseComplete = T('1');
@@ -62,6 +62,8 @@ export class ResponsePlan {
    * without reading the entries (of several shapes).
    */
   private synthesized = 0;
+  /** Parse entries of named server statements not answered yet: parsing() reads no entry while there are none. */
+  private namedParses = 0;
 
   get empty(): boolean {
     return this.head >= this.tail;
@@ -69,12 +71,13 @@ export class ResponsePlan {
 
   /** What the server will answer to the next message sent. */
   add(entry: PlanEntry): void {
+    if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses++;
     this.push(entry);
   }
 
-  /** A ParseComplete the ambassador makes itself is due at this point of the answers. */
-  addSynthesized(): void {
-    this.push(SYNTHESIZED_PARSE);
+  /** A ParseComplete the ambassador makes itself is due at this point of the answers; `onSkipped` runs if an error skips it. */
+  addSynthesized(onSkipped?: () => void): void {
+    this.push(onSkipped === undefined ? SYNTHESIZED_PARSE : { kind: 'synthesized-parse', onError: onSkipped });
     this.synthesized++;
   }
 
@@ -106,6 +109,7 @@ export class ResponsePlan {
 
   /** Whether a Parse of server statement `name` is still unanswered (it may yet fail, or be skipped after an error). */
   parsing(name: string): boolean {
+    if (this.namedParses === 0) return false;
     for (let i = this.head; i < this.tail; i++) {
       const entry = this.entries[i]!;
       if (entry.kind === 'parse' && entry.name === name) return true;
@@ -123,11 +127,14 @@ export class ResponsePlan {
       while (this.head < this.tail) {
         const e = this.entries[this.head++]!;
         if (e.kind === 'sync' || e.kind === 'query') return;
-        if (e.kind === 'parse') e.onError?.();
+        if (e.kind === 'parse' || e.kind === 'synthesized-parse') this.parseUnmade(e);
       }
       return;
     }
-    if (ends(entry, type)) this.head++;
+    if (ends(entry, type)) {
+      if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses--;
+      this.head++;
+    }
   }
 
   /** An ErrorResponse arrived: the head failed, and the server skips to the next Sync. */
@@ -137,7 +144,7 @@ export class ResponsePlan {
     while (this.head < this.tail) {
       const e = this.entries[this.head];
       if (e!.kind === 'sync') return;
-      if (e!.kind === 'parse') e!.onError?.();
+      if (e!.kind === 'parse' || e!.kind === 'synthesized-parse') this.parseUnmade(e!);
       this.head++;
     }
   }
@@ -146,9 +153,15 @@ export class ResponsePlan {
   abandon(): void {
     for (let i = this.head; i < this.tail; i++) {
       const e = this.entries[i]!;
-      if (e.kind === 'parse') e.onError?.();
+      if (e.kind === 'parse' || e.kind === 'synthesized-parse') this.parseUnmade(e);
     }
     this.clear();
+  }
+
+  /** A Parse that made nothing (failed, skipped, or its server lost): its entry is done with. */
+  private parseUnmade(entry: (PlanEntry & { kind: 'parse' }) | SynthesizedEntry): void {
+    if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses--;
+    entry.onError?.();
   }
 
   clear(): void {
@@ -158,6 +171,7 @@ export class ResponsePlan {
     this.head = 0;
     this.tail = 0;
     this.synthesized = 0;
+    this.namedParses = 0;
   }
 }
 

@@ -296,7 +296,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       if (request.local !== null && this.inFlight > 0 && !this.unsynced && deallocates(request.local)) return;
       const command = routing.localCommand(request, this.status, this.unsynced);
       if (command !== null) {
-        if (this.inFlight > 0 || !this.plan.empty) return; // answers keep their order
+        // Answers keep their order: after what is in flight (a ReadyForQuery pumps again), and
+        // after the answers of an exchange left open so far (none comes: they pump again).
+        if (this.inFlight > 0) return;
+        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
         // Where a write committed counts first (read-your-writes): SHOW ambassador.min_lsn and
         // the reads behind it see it. The capture pumps again once the lease is back.
         if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease!);
@@ -322,15 +325,15 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         lease = this.acquire(request);
         if (lease === null) return;
       }
-      if (this.leaseReplica && routing.decide(request).kind === 'write') {
+      if (this.leaseReplica && !this.unsynced && routing.decide(request).kind === 'write') {
         // Not on a replica: let it finish what it runs, then move to the primary. Only its
         // answers tell whether a transaction is still open there: a COMMIT in flight ends the
         // client's read-only transaction, and what it pipelined behind it goes to the primary.
         // (It goes on here inside a read-only transaction, whose server refuses it as Postgres
-        // does, and when the client left an extended-protocol exchange open without Sync: a
-        // read-only refusal then re-runs it on the primary.)
+        // does. Inside an exchange the client left open without Sync it goes on at once, as it
+        // must: a read-only refusal then re-runs it on the primary.)
         if (this.inFlight > 0 || !this.plan.empty) return;
-        if (this.status === 'I' && !this.options.state.pinned && !this.unsynced) {
+        if (this.status === 'I' && !this.options.state.pinned) {
           this.releaseLease();
           continue;
         }
@@ -374,7 +377,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Whether `request` parses a statement that `server` holds only by a Parse not answered yet. */
   private parsesUnconfirmed(server: BackendConnection, request: Request): boolean {
     for (const item of request.items) {
-      if (item.kind === 'parse' && server.statements.has(item.statement.serverName) && this.plan.parsing(item.statement.serverName)) return true;
+      if (item.kind === 'parse' && this.plan.parsing(item.statement.serverName) && server.statements.has(item.statement.serverName)) return true;
     }
     return false;
   }
@@ -572,8 +575,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       for (const name of plan.refreshed) server.staleStatements.delete(name);
       if (error && inExchange) {
         // Its statement could not be made again: the client hears why, as the error of its
-        // exchange, whose rest the server now skips up to the client's Sync (this request too).
+        // exchange, whose rest the server now skips up to the client's Sync (this request too),
+        // and whose implicit transaction it rolls back.
         this.exchangeFailed = true;
+        this.sawError = true;
         this.options.meter.serverError(error);
         this.say(frameMessage(BackendType.ErrorResponse, error));
       } else if (error) {
@@ -627,6 +632,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
    */
   private lostPreparing(request: Request): void {
     this.ready.shift();
+    this.requests.unanswered(request); // the statements it parses were not made
     this.queuedBytes -= request.bytes;
     // Counted as send() counts what it sends.
     if (request.completes) {
@@ -734,7 +740,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         const name = statement.serverName;
         if (server.statements.has(name)) {
           touchStatement(server, name);
-          plan.addSynthesized();
+          // Skipped after an error, a Parse of a name made nothing: the client may parse it again.
+          if (item.unnamed) plan.addSynthesized();
+          else plan.addSynthesized(() => this.requests.parseFailed(statement));
           return;
         }
         touchStatement(server, name);

@@ -264,3 +264,15 @@ test('a client gone while its statement is created: its server goes back when th
     assert.equal(released.length, 1, `${outcome}: given back once`);
   }
 });
+
+test('the names a request parses are not made when its server is lost while preparing for it: parsed again, they are not refused', async () => {
+  const path = await prepared('s1');
+  loseNextPreparation(path);
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', Buffer.from([0, 0])), bind('s1', '1'), EXECUTE, SYNC]));
+  await path.settle();
+  assert.deepEqual(received(path), ['E 08006', 'Z I']);
+  // pg parses its named query again after an error.
+  path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', Buffer.from([0, 0])), SYNC]));
+  await path.settle();
+  assert.deepEqual(received(path), ['1', 'Z I'], 'prepared again, answered without a server: not 42P05');
+});

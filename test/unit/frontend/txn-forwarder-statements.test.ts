@@ -16,6 +16,7 @@ import {
   encodeDataRow,
   encodeErrorResponse,
   encodeReadyForQuery,
+  encodeTextRowDescription,
   PARSE_COMPLETE,
 } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
@@ -179,4 +180,46 @@ test('DEALLOCATE behind what fails the transaction waits for it, then goes to th
   await path.settle(); // its statement is created on the server first (preparation)
   const bound = sent(path);
   assert.ok(bound.includes(Buffer.from('\0pa_')) && !bound.includes(Buffer.from('\0s1\0')), 'still the client’s: bound under its shared name');
+});
+
+test('a Parse of a held text that an error before it skipped made no name: the client parses it again without 42P05', async () => {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  received(path);
+  sent(path);
+  // As pgx prepares a batch: a bad text, then one the server holds (its Parse answered here), one Sync.
+  const describe = (name: string): Buffer => new MessageWriter().byte(0x53).cstring(name).finish(FrontendType.Describe);
+  path.client.emit('data', Buffer.concat([encodeParse('bad', 'select nothing from nowhere', NO_TYPES), describe('bad'), encodeParse('s3', TEXT, NO_TYPES), describe('s3'), encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([error('42P01'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'E(42P01) Z(I)', 'the held Parse is skipped with the rest');
+  sent(path);
+  path.client.emit('data', Buffer.concat([encodeParse('s3', TEXT, NO_TYPES), bind('s3', ['3']), EXECUTE, encodeSync()]));
+  assert.ok(!sent(path).includes(REFUSED_PARSE.subarray(5)), 's3 was never made: not refused');
+  path.primary.sink!.onServerData(Buffer.concat([BIND_COMPLETE, encodeDataRow(['3']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '1 2 D C Z(I)');
+  // s1, made by a Parse of its own, is still the client's.
+  path.client.emit('data', Buffer.concat([bind('s1', ['4']), EXECUTE, encodeSync()]));
+  assert.ok(sent(path).length > 0);
+  path.primary.sink!.onServerData(Buffer.concat([BIND_COMPLETE, encodeDataRow(['4']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '2 D C Z(I)');
+});
+
+test('a statement the ambassador answers itself, sent behind an exchange left open, is answered once that exchange’s answers are in', async () => {
+  const path = await keeping();
+  const describe = new MessageWriter().byte(0x53).cstring('').finish(FrontendType.Describe);
+  const flush = new MessageWriter().finish(FrontendType.Flush);
+  path.client.emit('data', Buffer.concat([encodeParse('', TEXT, NO_TYPES), describe, flush]));
+  assert.ok(sent(path).length > 0, 'the open exchange went to a server');
+  path.client.emit('data', encodeQuery('show ambassador.route'));
+  await path.settle();
+  assert.equal(received(path), '', 'not before the answers in front of it');
+  const parameters = new MessageWriter().int16(1).int32(23).finish(0x74);
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, parameters, encodeTextRowDescription(['n'])]));
+  await path.settle();
+  assert.match(received(path), /^1 t T .*Z\([IT]\)$/, 'the exchange’s answers, then the SHOW’s, without another message from the server');
 });
