@@ -577,24 +577,26 @@ async function assertFreshClientServed(port: number): Promise<void> {
 }
 
 /**
- * Terminates one random server connection of the ambassador in DB every 100-300 ms (seeded)
+ * Terminates one random server connection of the ambassador in DB every 50-200 ms (seeded)
  * until stopped; returns how many it terminated.
  */
 interface Killer {
-  stop(): Promise<number>;
+  /** Stops once it has terminated at least `atLeast` server connections (a fast load may end before that); resolves to how many it terminated. */
+  stop(atLeast?: number): Promise<number>;
 }
 
 function startKiller(random: () => number): Killer {
   let running = true;
   let killed = 0;
+  let atLeast = 0;
   const loop = (async () => {
     const direct = new pg.Client(directConfig(topology, 'postgres', { user: topology.superuser.user, password: topology.superuser.password, application_name: DIRECT_APP }));
     direct.on('error', () => {});
     await direct.connect();
     try {
-      while (running) {
-        await sleep(100 + random() * 200);
-        if (!running) break;
+      while (running || killed < atLeast) {
+        await sleep(50 + random() * 150);
+        if (!running && killed >= atLeast) break;
         const { rows } = await direct.query<{ pid: number }>(
           `select pid from pg_stat_activity where datname = $1 and usename = 'app' and application_name <> $2 and backend_type = 'client backend' order by pid`,
           [DB, DIRECT_APP],
@@ -608,7 +610,8 @@ function startKiller(random: () => number): Killer {
     }
   })();
   return {
-    stop: async () => {
+    stop: async (minimum = 0) => {
+      atLeast = minimum;
       running = false;
       await loop;
       return killed;
@@ -688,7 +691,7 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
       const mix = evictionMix({ postgresJsPrepare: () => true, pgNamed: 0.8, rawUnnamed: 0, transactions: true });
       const { afterwards } = await runLoad(amb.port, ctx, 30, 40, mix, {
         connected: () => (killing.killer = startKiller(clientRandom('killer', 0))),
-        between: async () => void (killed = await killing.killer!.stop()),
+        between: async () => void (killed = await killing.killer!.stop(5)),
       });
       assertLoadRight(ctx, 30 * 41);
       assert.equal(afterwards.right, afterwards.units, `seed ${SEED}: after the killing stopped, ${afterwards.units - afterwards.right} answers were not right`);
