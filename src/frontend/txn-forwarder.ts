@@ -332,7 +332,8 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         // (It goes on here inside a read-only transaction, whose server refuses it as Postgres
         // does. Inside an exchange the client left open without Sync it goes on at once, as it
         // must: a read-only refusal then re-runs it on the primary.)
-        if (this.inFlight > 0 || !this.plan.empty) return;
+        if (this.inFlight > 0) return;
+        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
         if (this.status === 'I' && !this.options.state.pinned) {
           this.releaseLease();
           continue;
