@@ -506,15 +506,21 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private failHead(err: AmbassadorError): void {
     const out: Buffer[] = [errorResponse(err)];
     this.options.meter.error(err.sqlstate);
+    let open = true;
     while (this.ready.length > 0) {
       const request = this.ready.shift()!;
       this.queuedBytes -= request.bytes;
       this.requests.unanswered(request);
       if (request.completes) {
         out.push(encodeReadyForQuery(this.status));
+        open = false;
         break;
       }
     }
+    // Its exchange is not over (it ended in Flush): what the client sends up to its Sync is
+    // skipped, as a server skips after an error. Sent on, a Bind of the unnamed statement parsed
+    // in it would bind whatever a server holds.
+    if (open) this.skipToSync = true;
     this.say(Buffer.concat(out));
   }
 

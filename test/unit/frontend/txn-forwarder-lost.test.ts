@@ -24,6 +24,7 @@ import {
 } from '../../../src/protocol/backend.ts';
 import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter } from '../../../src/protocol/writer.ts';
+import { NO_TURN } from '../../../src/frontend/user-limits.ts';
 
 const TEXT = 'select $1::int as n';
 const SYNC = encodeSync();
@@ -275,4 +276,20 @@ test('the names a request parses are not made when its server is lost while prep
   path.client.emit('data', Buffer.concat([encodeParse('s2', 'select 2', Buffer.from([0, 0])), SYNC]));
   await path.settle();
   assert.deepEqual(received(path), ['1', 'Z I'], 'prepared again, answered without a server: not 42P05');
+});
+
+test('a request ending in Flush refused before any server (rate limit): the rest of its exchange is skipped up to its Sync, never sent', async () => {
+  const path = await hotPath('extended', false);
+  path.client.keep = true;
+  path.primary.keep = true;
+  const options = (path.client.forwarder as unknown as { options: { userSlot: { user: string; limited: boolean; turn: () => number; release: () => void } } }).options;
+  options.userSlot = { user: 'app', limited: true, turn: () => NO_TURN, release: () => {} };
+  path.client.emit('data', Buffer.concat([encodeParse('', TEXT, Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', ''), FLUSH]));
+  await path.settle();
+  assert.deepEqual(received(path).map((m) => m.slice(0, 1)), ['E'], 'refused, with no ReadyForQuery before the Sync');
+  options.userSlot = { user: 'app', limited: false, turn: () => 0, release: () => {} };
+  path.client.emit('data', Buffer.concat([bind('', '1'), EXECUTE, SYNC]));
+  await path.settle();
+  assert.deepEqual(received(path), ['Z I']);
+  assert.deepEqual(written(path), [], 'its Bind, of a statement no server has, went nowhere');
 });
