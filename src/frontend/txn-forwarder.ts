@@ -285,9 +285,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const routing = this.options.routing;
     while (this.ready.length > 0 && !this.stopped) {
       const request = this.ready.first!;
-      if (this.lease === null && (this.status !== 'I' || this.skipToSync)) {
+      if (this.skipToSync || (this.lease === null && this.status !== 'I')) {
         // A lease is given back only between transactions: a status other than 'I' without one
-        // means the transaction's server was lost.
+        // means the transaction's server was lost. And after an error the ambassador gave a
+        // request ending in Flush, the rest of its exchange is skipped up to its Sync.
         this.answerLost(request);
         continue;
       }
@@ -590,11 +591,20 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.say(frameMessage(BackendType.ErrorResponse, error));
       } else if (error) {
         // The server refused to set up the client's state or statements: the request fails
-        // with that error, as it would have failed directly.
+        // with that error, as it would have failed directly: at its Sync, or, ended in Flush,
+        // the rest of its exchange up to the Sync is skipped (the server never saw it).
         server.stateKey = '';
-        this.requests.unanswered(this.ready.shift()!);
+        const refused = this.ready.shift()!;
+        this.queuedBytes -= refused.bytes;
+        this.requests.unanswered(refused);
         this.options.meter.serverError(error);
-        this.say(Buffer.concat([frameMessage(BackendType.ErrorResponse, error), encodeReadyForQuery(this.status)]));
+        this.status = server.transactionStatus; // a block the preparation failed in is failed
+        const answer = frameMessage(BackendType.ErrorResponse, error);
+        if (refused.completes) this.say(Buffer.concat([answer, encodeReadyForQuery(this.status)]));
+        else {
+          this.skipToSync = true;
+          this.say(answer);
+        }
       } else {
         if (plan.syncsState) server.stateKey = this.options.state.stateKey;
         for (const name of plan.created) touchStatement(server, name);

@@ -293,3 +293,20 @@ test('a request ending in Flush refused before any server (rate limit): the rest
   assert.deepEqual(received(path), ['Z I']);
   assert.deepEqual(written(path), [], 'its Bind, of a statement no server has, went nowhere');
 });
+
+test('a request ending in Flush whose statement a server refuses to create gets that error; the rest of its exchange is skipped up to its Sync', async () => {
+  const path = await prepared('s1');
+  const works = path.primary.exchange;
+  const refusal = new MessageWriter().byte(0x53).cstring('ERROR').byte(0x43).cstring('42P01').byte(0x4d).cstring('relation "t" does not exist').byte(0).finish(0x45);
+  path.primary.exchange = () => {
+    path.primary.exchange = works;
+    return Promise.resolve({ error: refusal.subarray(5) });
+  };
+  path.client.emit('data', Buffer.concat([bind('s1', '1'), DESCRIBE_PORTAL, EXECUTE, FLUSH]));
+  await path.settle();
+  assert.deepEqual(received(path), ['E 42P01'], 'no ReadyForQuery before the Sync');
+  path.client.emit('data', Buffer.concat([bind('s1', '2'), EXECUTE, SYNC]));
+  await path.settle();
+  assert.deepEqual(received(path), ['Z I']);
+  assert.deepEqual(written(path), [], 'skipped: nothing of it reached the server');
+});
