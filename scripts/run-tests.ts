@@ -101,9 +101,14 @@ function build(): Promise<void> {
   });
 }
 
+/** Longest one test may take (the slowest take some 20 s); a test may set its own, shorter or longer. */
+const TEST_TIMEOUT_MS = 300_000;
+
 function runNodeTest(files: string[], env: NodeJS.ProcessEnv, reportCopy: string): Promise<number> {
   const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=spec', `--test-reporter-destination=${reportCopy}`];
-  const args = ['--import', 'tsx', '--test', ...reporters, '--test-concurrency=2', ...files];
+  // A test that hangs fails after TEST_TIMEOUT_MS with its name, instead of holding the run (and
+  // CI) until its own limit without saying where.
+  const args = ['--import', 'tsx', '--test', ...reporters, '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files];
   const child = spawn(process.execPath, args, { cwd: root, env, stdio: 'inherit' });
   let received: NodeJS.Signals | undefined;
   const forward = (signal: NodeJS.Signals) => (): void => {
