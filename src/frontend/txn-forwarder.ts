@@ -171,7 +171,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private owedLate = false;
   /** An ErrorResponse came since the last ReadyForQuery: an open exchange failed, and the server skips up to its Sync. */
   private exchangeFailed = false;
-  /** pump() waits for the answers of the open exchange so far (see its preparation inside one). */
+  /** pump() waits for answers of an exchange left open, after which no ReadyForQuery comes (awaitingAnswers). */
   private pumpWhenAnswered = false;
   /** The ambassador's own exchange runs on the lease (a preparation, the advisory-lock check). */
   private ownExchange = false;
@@ -299,8 +299,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       if (command !== null) {
         // Answers keep their order: after what is in flight (a ReadyForQuery pumps again), and
         // after the answers of an exchange left open so far (none comes: they pump again).
-        if (this.inFlight > 0) return;
-        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
+        if (this.awaitingAnswers()) return;
         // Where a write committed counts first (read-your-writes): SHOW ambassador.min_lsn and
         // the reads behind it see it. The capture pumps again once the lease is back.
         if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease!);
@@ -333,8 +332,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         // (It goes on here inside a read-only transaction, whose server refuses it as Postgres
         // does. Inside an exchange the client left open without Sync it goes on at once, as it
         // must: a read-only refusal then re-runs it on the primary.)
-        if (this.inFlight > 0) return;
-        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
+        if (this.awaitingAnswers()) return;
         if (this.status === 'I' && !this.options.state.pinned) {
           this.releaseLease();
           continue;
@@ -342,14 +340,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       }
       const plan = this.preparation(lease, request);
       if (plan !== null) {
-        if (this.inFlight > 0) return; // finish what is in flight first; pump runs again on ReadyForQuery
-        if (!this.unsynced) return void this.prepareThenPump(lease, plan, request);
-        // Inside an exchange the client left open without Sync, once its answers so far are in:
-        // the statements are made within it (with Flush: a Sync would end the client's implicit
-        // transaction), unless it failed, when the server skips everything up to the client's
-        // Sync, this request too: then it goes as it is.
-        if (!this.plan.empty) return void (this.pumpWhenAnswered = true);
-        if (!this.exchangeFailed) return void this.prepareThenPump(lease, plan, request);
+        if (this.awaitingAnswers()) return; // what is in flight finishes first
+        // Inside an exchange the client left open without Sync, the statements are made within
+        // it (with Flush: a Sync would end the client's implicit transaction), unless it failed,
+        // when the server skips everything up to the client's Sync, this request too: then it
+        // goes as it is.
+        if (!this.unsynced || !this.exchangeFailed) return void this.prepareThenPump(lease, plan, request);
         this.ready.shift();
         this.send(lease, request);
         for (const name of plan.created) lease.statements.delete(name); // its Binds touched them; nothing made them
@@ -374,6 +370,18 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
   private get leaseUnused(): boolean {
     return this.inFlight === 0 && this.status === 'I' && !this.unsynced && this.plan.empty && !this.options.state.pinned;
+  }
+
+  /**
+   * Whether answers are still due on the lease before pump() may go on; it runs again once they
+   * are in: at ReadyForQuery, or at the last answer of an exchange left open (pumpWhenAnswered),
+   * after which no ReadyForQuery comes.
+   */
+  private awaitingAnswers(): boolean {
+    if (this.inFlight > 0) return true;
+    if (this.plan.empty) return false;
+    this.pumpWhenAnswered = true;
+    return true;
   }
 
   /** Whether `request` parses a statement that `server` holds only by a Parse not answered yet. */
