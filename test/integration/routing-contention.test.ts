@@ -27,7 +27,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
-import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
+import { CLIENT_PASSWORD, SpawnedAmbassadors, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { createTestDatabase, directConfig, dropTestDatabase, withClient } from '../support/pooling.ts';
 import { bind, clientRandoms, codeOf, columnNames, DESCRIBE_PORTAL, EXECUTE, Findings, FLUSH, NO_TYPES, rowValues, within } from '../support/battery.ts';
 import { sample, scrape, type Samples } from '../support/metrics.ts';
@@ -66,7 +66,7 @@ interface Cluster {
 let shared: Cluster;
 let delayed: Cluster;
 let delayedCluster: LocalCluster | undefined;
-const spawned = new Set<SpawnedAmbassador>();
+const spawned = new SpawnedAmbassadors();
 
 before(async () => {
   const topology = await getTopology();
@@ -83,7 +83,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const a of spawned) await stopAmbassador(a);
+  await spawned.stopAll();
   if (shared) await dropTestDatabase(shared.topology, DB).catch(() => {});
   await delayedCluster?.stop();
 });
@@ -114,7 +114,7 @@ function startSplitting(cluster: Cluster, routing: Record<string, unknown> = {})
 
 async function startSplittingWith(cluster: Cluster, pool: Record<string, unknown>, routing: Record<string, unknown> = {}): Promise<Target> {
   const overrides = routingOverrides(cluster.topology, { pool: { size: POOL_SIZE, acquireTimeout: '30s', ...pool }, routing });
-  const amb = await spawnAmbassador(cluster.topology, {
+  const amb = await spawned.start(cluster.topology, {
     ...overrides,
     listen: { maxClientConnections: 1000, loginTimeout: '30s' },
     // Probes every 200 ms (replayed positions for read-your-writes), but a probe slowed by the load
@@ -123,17 +123,11 @@ async function startSplittingWith(cluster: Cluster, pool: Record<string, unknown
     shutdown: { timeout: '5s' },
     logging: { level: 'info' },
   });
-  spawned.add(amb);
   const admin = /"admin":"[^"]*:(\d+)"/.exec(amb.output());
   assert.ok(admin, `no admin address in the ambassador's output: ${amb.output().slice(0, 2000)}`);
   const target = { amb, cluster, adminPort: Number(admin[1]) };
   await rolesKnown(target);
   return target;
-}
-
-async function stopAmbassador(a: SpawnedAmbassador): Promise<void> {
-  spawned.delete(a);
-  await a.stop().catch(() => {});
 }
 
 async function metricsOf(target: Target): Promise<string> {
@@ -820,7 +814,7 @@ describe(`readYourWrites 'lsn': replicas ${APPLY_DELAY} behind, ${TOTAL_CLIENTS}
       const waits = (await longWaits(target)) - waitsBefore;
       assert.ok(waits >= 100, `only ${waits} waits for a server over 1 ms: the load was not contended enough to test anything`);
     } finally {
-      await stopAmbassador(target.amb);
+      await spawned.stop(target.amb);
     }
   });
 
@@ -831,7 +825,7 @@ describe(`readYourWrites 'lsn': replicas ${APPLY_DELAY} behind, ${TOTAL_CLIENTS}
       assert.ok(ctx.findings.count > 0, `every count saw its writes although the replicas apply WAL ${APPLY_DELAY} late`);
       assert.match(ctx.findings.report(), /count #\d+: statement 1 .*expected n /);
     } finally {
-      await stopAmbassador(target.amb);
+      await spawned.stop(target.amb);
     }
   });
 });
@@ -865,7 +859,7 @@ describe('bugs found by the mixes, in their smallest form', () => {
       assert.deepEqual(await rowsWritten(shared, 'after-read-only'), ['0:1']);
     } finally {
       raw.destroy();
-      await stopAmbassador(target.amb);
+      await spawned.stop(target.amb);
     }
   });
 
@@ -903,7 +897,7 @@ describe('bugs found by the mixes, in their smallest form', () => {
     } finally {
       other.destroy();
       victim.destroy();
-      await stopAmbassador(target.amb);
+      await spawned.stop(target.amb);
     }
   });
 
@@ -927,7 +921,7 @@ describe('bugs found by the mixes, in their smallest form', () => {
       assert.notEqual(shown.outcome.rows[0]?.['ambassador.min_lsn'], '0/0', 'SHOW ambassador.min_lsn right behind the write');
     } finally {
       raw.destroy();
-      await stopAmbassador(target.amb);
+      await spawned.stop(target.amb);
     }
   });
 });

@@ -23,7 +23,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
-import { CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
+import { CLIENT_PASSWORD, SpawnedAmbassadors, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { directConfig, dropTestDatabase, maxServersDuring, prepareTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
 import { bind, clientRandoms, codeOf, DESCRIBE_PORTAL, describeError, EXECUTE, Findings, FLUSH, NO_TYPES, summary, within } from '../support/battery.ts';
 import { loginScram, type RawClient } from '../support/raw-client.ts';
@@ -47,7 +47,7 @@ let topology: Topology;
 let admin: pg.Client;
 /** The ambassador of the first two tests; the others start their own. */
 let shared: SpawnedAmbassador;
-const spawned = new Set<SpawnedAmbassador>();
+const spawned = new SpawnedAmbassadors();
 
 before(async () => {
   topology = await getTopology();
@@ -57,26 +57,19 @@ before(async () => {
 });
 
 after(async () => {
-  for (const a of spawned) await stopAmbassador(a);
+  await spawned.stopAll();
   await admin?.end().catch(() => {});
   await dropTestDatabase(topology, DB).catch(() => {});
 });
 
 async function startAmbassador(pool: Record<string, unknown> = {}): Promise<SpawnedAmbassador> {
-  const started = await spawnAmbassador(topology, {
+  return spawned.start(topology, {
     listen: { maxClientConnections: 1000, loginTimeout: '30s' },
     pool: { mode: 'transaction', size: POOL_SIZE, acquireTimeout: '30s', ...pool },
     // Far beyond what a drain takes here: the shutdown test asserts it was never reached.
     shutdown: { timeout: '30s' },
     logging: { level: 'info' },
   });
-  spawned.add(started);
-  return started;
-}
-
-async function stopAmbassador(a: SpawnedAmbassador): Promise<void> {
-  spawned.delete(a);
-  await a.stop().catch(() => {});
 }
 
 function direct<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, values: unknown[] = []): Promise<pg.QueryResult<T>> {
@@ -755,7 +748,7 @@ describe(`${TOTAL_CLIENTS} clients on a pool of ${POOL_SIZE} (seed ${SEED})`, ()
       assert.ok(maxServers <= POOL_SIZE, `the primary saw ${maxServers} server connections of this ambassador: ${busiest}`);
       assertContended(result.waits);
     } finally {
-      await stopAmbassador(cached);
+      await spawned.stop(cached);
     }
   });
 
@@ -777,7 +770,7 @@ describe(`${TOTAL_CLIENTS} clients on a pool of ${POOL_SIZE} (seed ${SEED})`, ()
       await within(ROUND_DEADLINE_MS * 2, 'the clients of the stopped ambassador', load.finished);
     } finally {
       await closeAll(closers);
-      await stopAmbassador(draining);
+      await spawned.stop(draining);
     }
     assert.equal(code, 0, `exit code after SIGINT: ${draining.output().slice(-3000)}`);
     assert.doesNotMatch(draining.output(), /shutdown timeout reached/, 'sessions were terminated, not drained: answers may be lost legitimately');
@@ -820,7 +813,7 @@ describe('a ParseComplete the ambassador answers itself, for a request pipelined
       assert.deepEqual(failed, ['1', 'E(ERROR 22P02)'], 'the ParseComplete of the held statement');
     } finally {
       raw.destroy();
-      await stopAmbassador(single);
+      await spawned.stop(single);
     }
   });
 });

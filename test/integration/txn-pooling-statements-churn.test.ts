@@ -27,7 +27,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
-import { ambassadorsFor, CLIENT_PASSWORD, spawnAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
+import { ambassadorsFor, CLIENT_PASSWORD, SpawnedAmbassadors, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
 import { ambassadorClient, directConfig, dropTestDatabase, prepareTestDatabase, serverBackends, withClient, type ServerBackend } from '../support/pooling.ts';
 import { bind, clientRandoms, codeOf, DESCRIBE_PORTAL, describeError, EXECUTE, Findings, FLUSH, NO_TYPES, summary, within } from '../support/battery.ts';
 import { loginScram, type RawClient } from '../support/raw-client.ts';
@@ -53,7 +53,7 @@ const LOST = /^(57P01|08[0-9A-Z]{3})$/;
 
 let topology: Topology;
 let admin: pg.Client;
-const spawned = new Set<SpawnedAmbassador>();
+const spawned = new SpawnedAmbassadors();
 const inProcess = ambassadorsFor(() => topology);
 
 before(async () => {
@@ -63,25 +63,18 @@ before(async () => {
 });
 
 after(async () => {
-  for (const a of spawned) await stopAmbassador(a);
+  await spawned.stopAll();
   await inProcess.stopAll();
   await admin?.end().catch(() => {});
   await dropTestDatabase(topology, DB).catch(() => {});
 });
 
 async function startAmbassador(pool: Record<string, unknown> = {}): Promise<SpawnedAmbassador> {
-  const started = await spawnAmbassador(topology, {
+  return spawned.start(topology, {
     listen: { maxClientConnections: 1000, loginTimeout: '30s' },
     pool: { mode: 'transaction', size: POOL_SIZE, acquireTimeout: '30s', ...pool },
     logging: { level: 'info' },
   });
-  spawned.add(started);
-  return started;
-}
-
-async function stopAmbassador(a: SpawnedAmbassador): Promise<void> {
-  spawned.delete(a);
-  await a.stop().catch(() => {});
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -651,7 +644,7 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
       await assertFreshClientServed(amb.port);
       assert.equal(amb.process.exitCode, null, `the ambassador exited: ${amb.output().slice(-2000)}`);
     } finally {
-      await stopAmbassador(amb);
+      await spawned.stop(amb);
     }
   });
 
@@ -674,7 +667,7 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
       await assertStatementsBounded(amb.port);
       await assertFreshClientServed(amb.port);
     } finally {
-      await stopAmbassador(amb);
+      await spawned.stop(amb);
     }
   });
 
@@ -704,7 +697,7 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
       assert.equal(amb.process.exitCode, null, `the ambassador exited: ${amb.output().slice(-2000)}`);
     } finally {
       await killing.killer?.stop();
-      await stopAmbassador(amb);
+      await spawned.stop(amb);
     }
   });
 
@@ -719,7 +712,7 @@ describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
       assert.equal(most, SERVER_CAPACITY, `no server reached ${SERVER_CAPACITY} statements: nothing was evicted`);
       await assertFreshClientServed(amb.port);
     } finally {
-      await stopAmbassador(amb);
+      await spawned.stop(amb);
     }
   });
 });

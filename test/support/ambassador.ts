@@ -197,6 +197,26 @@ const COLLECT_PRELOAD = path.join(import.meta.dirname, 'collect-on-signal.mjs');
 /** The line collect-on-signal.mjs prints after collecting (not imported: importing would install its handler here). */
 const COLLECTED_LINE = '{"test":"collected"}\n';
 
+/** The child ambassadors a test file starts: each stopped by stop(), and whatever is still running by stopAll() (in after()). */
+export class SpawnedAmbassadors {
+  private readonly running = new Set<SpawnedAmbassador>();
+
+  async start(topology: Topology, overrides: ConfigObject = {}, options: SpawnOptions = {}): Promise<SpawnedAmbassador> {
+    const started = await spawnAmbassador(topology, overrides, options);
+    this.running.add(started);
+    return started;
+  }
+
+  async stop(ambassador: SpawnedAmbassador): Promise<void> {
+    this.running.delete(ambassador);
+    await ambassador.stop().catch(() => {});
+  }
+
+  async stopAll(): Promise<void> {
+    for (const ambassador of [...this.running]) await this.stop(ambassador);
+  }
+}
+
 /** Runs the built `pg-ambassador --config <file>` as a child; resolves once it listens. */
 export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}, options: SpawnOptions = {}): Promise<SpawnedAmbassador> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
