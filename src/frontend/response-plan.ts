@@ -71,8 +71,8 @@ export class ResponsePlan {
 
   /** What the server will answer to the next message sent. */
   add(entry: PlanEntry): void {
+    this.push(entry); // first: it may clear the counts, when every entry before it was answered
     if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses++;
-    this.push(entry);
   }
 
   /** A ParseComplete the ambassador makes itself is due at this point of the answers; `onSkipped` runs if an error skips it. */

@@ -823,6 +823,12 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       raw.write([parse('d', text), bind('d', ['1']), EXECUTE, SYNC, parse('e', text), bind('e', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      // Again, now that the client's earlier answers are all in: response-plan.ts add() counted
+      // the Parse, then push() started the plan again at slot 0 and cleared the count with it, so
+      // parsing() saw no Parse unanswered and the second went as held (its Bind 26000).
+      raw.write([parse('f', text), bind('f', ['1']), EXECUTE, SYNC, parse('g', text), bind('g', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)', 'after earlier answers');
     } finally {
       raw.destroy();
     }

@@ -135,3 +135,14 @@ test('a Parse skipped after an error made nothing: the ReadyForQuery that ends i
   assert.deepEqual(unmade, ['b', 'e'], 'unanswered at ReadyForQuery: skipped');
   assert.equal(plan.empty, true);
 });
+
+test('parsing() sees a Parse added once every entry before it was answered (the plan starts again at slot 0)', () => {
+  const plan = new ResponsePlan();
+  plan.add({ kind: 'query' });
+  plan.complete(T('Z'));
+  plan.add({ kind: 'parse', name: 'a' });
+  plan.add({ kind: 'sync' });
+  assert.equal(plan.parsing('a'), true);
+  plan.complete(T('1'));
+  assert.equal(plan.parsing('a'), false);
+});
