@@ -528,9 +528,13 @@ export class RequestBuilder {
     for (const [name, prepared] of this.statements) if (prepared.shared === statement && name !== '') this.statements.delete(name);
   }
 
-  /** A request answered with an error without being run: the statements it parses were not made either. */
+  /**
+   * A request answered with an error without being run: the statements it parses were not made
+   * either, and the names it deallocates stay.
+   */
   unanswered(request: Request): void {
     for (const item of request.items) if (item.kind === 'parse') this.parseFailed(item.statement);
+    if (request.local !== null) restoreDeallocated(request.local);
   }
 
   /** Whether the client holds a statement it prepared through the protocol under `name` (named: shared). */

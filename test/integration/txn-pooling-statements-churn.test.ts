@@ -741,10 +741,15 @@ async function waitingForLock(): Promise<number> {
 
 const answered = async (raw: RawClient): Promise<string> => (await answerOf(raw, 5_000)).join(' ');
 
-/** Polls an in-process ambassador's log until it says a server was lost under a client idle in a transaction block. */
-async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number): Promise<void> {
+/** How many times an in-process ambassador's log says a server was lost under a client idle in a transaction block. */
+function lossesLogged(logs: () => Array<Record<string, unknown>>): number {
+  return logs().filter((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0).length;
+}
+
+/** Polls an in-process ambassador's log until it says (once more than `before` times) that a server was lost under a client idle in a transaction block. */
+async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number, before = 0): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!logs().some((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0)) {
+  while (lossesLogged(logs) <= before) {
     assert.ok(Date.now() < deadline, `the ambassador did not log the loss within ${timeoutMs} ms`);
     await sleep(10);
   }
@@ -1071,6 +1076,41 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
       raw.write([parse('s3', 'select 3 as v'), bind('s3', []), EXECUTE, SYNC]);
       assert.equal(await answered(raw), '1 2 D(3) C(SELECT 1) Z(I)');
+    } finally {
+      raw.destroy();
+    }
+  });
+});
+
+describe('DEALLOCATE and DISCARD ALL forget only where they run', () => {
+  // A DEALLOCATE or DISCARD ALL that does not run (refused, skipped, or answered with an error
+  // by the ambassador) leaves the client its names, as Postgres does.
+  const text = 'select $1::int * 21 as v';
+
+  test('SQL DEALLOCATE of a protocol-level statement answered with the loss of the transaction’s server forgets nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The SQL DEALLOCATE of a statement the client prepared through the protocol is answered by
+    // the ambassador (request-builder.ts endQueryWithEffects), which forgot the name when it read
+    // it; a request the ambassador answers with an error instead (answerLost, failHead) left it
+    // forgotten, where Postgres, refusing it, keeps the statement.
+    const amb = await inProcess.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'info' } });
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      raw.write([parse('s1', text), bind('s1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(21) C(SELECT 1) Z(I)');
+      for (const sql of ['deallocate s1']) {
+        raw.write(encodeQuery('begin; select pg_backend_pid()'));
+        const pid = /D\((\d+)\)/.exec(await answered(raw))?.[1];
+        assert.ok(pid !== undefined, 'the server’s pid');
+        const losses = lossesLogged(amb.logs);
+        await admin.query('select pg_terminate_backend($1, 5000)', [Number(pid)]);
+        await lossLogged(amb.logs, 5_000, losses);
+        raw.write(encodeQuery(sql));
+        assert.match(await answered(raw), /^E\(ERROR (57P01|08\w{3})\) Z\(E\)$/, sql);
+        raw.write(encodeQuery('rollback'));
+        assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+        raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+        assert.equal(await answered(raw), '2 D(42) C(SELECT 1) Z(I)', `${sql}: the name stays`);
+      }
     } finally {
       raw.destroy();
     }
