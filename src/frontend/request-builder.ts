@@ -10,7 +10,7 @@ import { frameMessage } from '../protocol/writer.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DeallocateCommand, DirectiveCommand, StatementCommand } from './client-routing.ts';
 import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
-import type { PlanEntry } from './response-plan.ts';
+import type { DropEntry, PlanEntry, StatementDrop } from './response-plan.ts';
 import { clientStatement, CLOSED_STATEMENT, type ClientStatement, isServerStatementName, MISSING_STATEMENT, MISSING_STATEMENT_BYTES, REFUSED_PARSE } from './statements.ts';
 
 /**
@@ -149,9 +149,6 @@ const EXECUTE: PlanEntry = Object.freeze({ kind: 'execute' });
 const CLOSE: PlanEntry = Object.freeze({ kind: 'close' });
 const DESCRIBE_PORTAL: PlanEntry = Object.freeze({ kind: 'describe-portal' });
 const UNNAMED_PARSE: PlanEntry = Object.freeze({ kind: 'parse' });
-/** A Query or Execute that runs DEALLOCATE ALL or DISCARD ALL (see dropsServerStatements). */
-const QUERY_DROPPING: PlanEntry = Object.freeze({ kind: 'query' });
-const EXECUTE_DROPPING: PlanEntry = Object.freeze({ kind: 'execute' });
 const DUPLICATE_PREPARED_STATEMENT = '42P05';
 const NO_EFFECTS: SessionEffect[] = Object.freeze([]) as unknown as SessionEffect[];
 const EMPTY = Buffer.alloc(0);
@@ -528,9 +525,18 @@ export class RequestBuilder {
     for (const [name, prepared] of this.statements) if (prepared.shared === statement && name !== '') this.statements.delete(name);
   }
 
-  /** A request answered with an error without being run: the statements it parses were not made either. */
+  /**
+   * A request answered with an error without being run: the statements it parses were not made
+   * either, and the names it deallocates stay (last first, as ResponsePlan undoes what it skips).
+   */
   unanswered(request: Request): void {
-    for (const item of request.items) if (item.kind === 'parse') this.parseFailed(item.statement);
+    const items = request.items;
+    for (let i = items.length - 1; i >= 0; i--) {
+      const item = items[i]!;
+      if (item.kind === 'parse') this.parseFailed(item.statement);
+      else if (dropsServerStatements(item)) item.entry.drop.undo();
+    }
+    if (request.local !== null) restoreDeallocated(request.local);
   }
 
   /** Whether the client holds a statement it prepared through the protocol under `name` (named: shared). */
@@ -544,7 +550,7 @@ export class RequestBuilder {
    * servers the statement has a shared name (others may use it), so what goes is the client's
    * name. One among other statements goes to the server as it came (where the client's name is
    * unknown: 26000), and the name stays. DEALLOCATE ALL and DISCARD ALL drop every statement the
-   * client prepared, and the server's (dropsServerStatements).
+   * client prepared, and the server's (dropsServerStatements), where the server runs them.
    */
   private endQueryWithEffects(type: number, analysis: StatementEffects): Request {
     const name = this.current.length === 0 ? deallocatedBy(analysis) : null;
@@ -556,8 +562,7 @@ export class RequestBuilder {
       return request;
     }
     if (!dropsStatements(analysis.effects, analysis.statements)) return this.endRequest(type, QUERY, true);
-    this.forgetNamed();
-    return this.endRequest(type, QUERY_DROPPING, true);
+    return this.endRequest(type, { kind: 'query', drop: this.forgetNamed() }, true);
   }
 
   /** The effects of an Execute's statement join the request's; returns the Execute's plan entry. */
@@ -565,8 +570,7 @@ export class RequestBuilder {
     this.currentEffects.push(...effects);
     // A Parse takes one statement.
     if (!dropsStatements(effects, 1)) return EXECUTE;
-    this.forgetNamed();
-    return EXECUTE_DROPPING;
+    return { kind: 'execute', drop: this.forgetNamed() };
   }
 
   /** The answer to an Execute of a statement the ambassador answers for. */
@@ -590,13 +594,25 @@ export class RequestBuilder {
     return { kind: 'execute', command: { kind: 'deallocate', name, restore } };
   }
 
-  /** DEALLOCATE ALL or DISCARD ALL: every statement the client named is gone (the unnamed one stays, as in Postgres). */
-  private forgetNamed(): void {
-    for (const name of this.statements.keys()) {
+  /**
+   * DEALLOCATE ALL or DISCARD ALL: every statement the client named is gone (the unnamed one
+   * stays, as in Postgres), unless the server does not run it (StatementDrop.undo: each name
+   * comes back that the client has not used again since).
+   */
+  private forgetNamed(): StatementDrop {
+    const forgotten: Array<[string, Prepared]> = [];
+    for (const [name, prepared] of this.statements) {
       if (name === '') continue;
       this.changing(this.statements, name);
       this.statements.delete(name);
+      forgotten.push([name, prepared]);
     }
+    return {
+      ran: false,
+      undo: () => {
+        for (const [name, prepared] of forgotten) if (!this.statements.has(name)) this.statements.set(name, prepared);
+      },
+    };
   }
 
   private pushParse(statement: ClientStatement, unnamed: boolean): null {
@@ -854,12 +870,16 @@ function dropsStatements(effects: readonly SessionEffect[], statements: number):
   return false;
 }
 
+/** A Query or Execute that runs DEALLOCATE ALL or DISCARD ALL. */
+export type DropItem = Extract<Item, { kind: 'raw' }> & { entry: DropEntry };
+
 /**
  * Whether an item runs DEALLOCATE ALL or DISCARD ALL: the server's statements, the shared ones
  * too, are gone once it has run (in message order: the forwarder's materializeInOrder).
  */
-export function dropsServerStatements(item: Item): boolean {
-  return item.kind === 'raw' && (item.entry === QUERY_DROPPING || item.entry === EXECUTE_DROPPING);
+export function dropsServerStatements(item: Item): item is DropItem {
+  const entry = item.kind === 'raw' ? item.entry : null;
+  return (entry?.kind === 'query' || entry?.kind === 'execute') && entry.drop !== undefined;
 }
 
 /** Whether a request's steps deallocate a statement of the client's (its answer depends on the transaction's state). */

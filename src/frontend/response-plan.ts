@@ -18,10 +18,27 @@ export type PlanEntry =
   | { kind: 'close' }
   | { kind: 'describe-statement'; sawParameters?: boolean }
   | { kind: 'describe-portal' }
-  | { kind: 'execute' }
+  /** `drop`: it runs DEALLOCATE ALL or DISCARD ALL (added with addDrop). */
+  | { kind: 'execute'; drop?: StatementDrop }
   | { kind: 'sync' }
-  /** A simple Query or FunctionCall: everything up to ReadyForQuery. */
-  | { kind: 'query' };
+  /** A simple Query or FunctionCall: everything up to ReadyForQuery. `drop` as for Execute. */
+  | { kind: 'query'; drop?: StatementDrop };
+
+/**
+ * A DEALLOCATE ALL or DISCARD ALL that a Query or Execute runs. The client's names are forgotten
+ * where the request is read (what follows it, in its request and behind it, is read without
+ * them); the server's statements where its CommandComplete says it ran (`ran`, which the
+ * forwarder sets). When it does not run (refused: DISCARD ALL in a transaction block, either in
+ * a failed one; skipped after an error before it; or its server lost first), `undo` gives the
+ * client its names back, as Postgres keeps them.
+ */
+export interface StatementDrop {
+  ran: boolean;
+  undo(): void;
+}
+
+/** A plan entry that runs DEALLOCATE ALL or DISCARD ALL. */
+export type DropEntry = Extract<PlanEntry, { kind: 'execute' | 'query' }> & { drop: StatementDrop };
 
 /** A ParseComplete the ambassador makes itself, at its place among the server's answers (addSynthesized); `onError` when it is skipped instead. */
 export type SynthesizedEntry = { kind: 'synthesized-parse'; onError?: () => void };
@@ -64,6 +81,8 @@ export class ResponsePlan {
   private synthesized = 0;
   /** Parse entries of named server statements not answered yet: parsing() reads no entry while there are none. */
   private namedParses = 0;
+  /** Entries that drop the server's statements (addDrop) not answered yet: none is looked for while there are none. */
+  private drops = 0;
 
   get empty(): boolean {
     return this.head >= this.tail;
@@ -71,8 +90,35 @@ export class ResponsePlan {
 
   /** What the server will answer to the next message sent. */
   add(entry: PlanEntry): void {
+    this.push(entry); // first: it may clear the counts, when every entry before it was answered
     if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses++;
+  }
+
+  /** What the server will answer to a message that runs DEALLOCATE ALL or DISCARD ALL. */
+  addDrop(entry: DropEntry): void {
     this.push(entry);
+    this.drops++;
+  }
+
+  /** Whether a DEALLOCATE ALL or DISCARD ALL is not answered yet: what the server holds is not known until it is. */
+  get dropping(): boolean {
+    return this.drops > 0;
+  }
+
+  /** The drop of the entry at the head, if it runs DEALLOCATE ALL or DISCARD ALL. */
+  get currentDrop(): StatementDrop | undefined {
+    const entry = this.drops > 0 ? this.current : undefined;
+    return entry?.kind === 'execute' || entry?.kind === 'query' ? entry.drop : undefined;
+  }
+
+  /** The server statements that Parses behind the head make (a rare path: a DEALLOCATE ALL ran at the head). */
+  parsesBehindHead(): string[] {
+    const names: string[] = [];
+    for (let i = this.head + 1; i < this.tail; i++) {
+      const entry = this.entries[i]!;
+      if (entry.kind === 'parse' && entry.name !== undefined) names.push(entry.name);
+    }
+    return names;
   }
 
   /** A ParseComplete the ambassador makes itself is due at this point of the answers; `onSkipped` runs if an error skips it. */
@@ -124,15 +170,16 @@ export class ResponsePlan {
     if (type === ReadyForQuery) {
       // Ends the Sync or Query at the head (anything before it was skipped by an error: a Parse
       // there made nothing).
-      while (this.head < this.tail) {
-        const e = this.entries[this.head++]!;
-        if (e.kind === 'sync' || e.kind === 'query') return;
-        if (e.kind === 'parse' || e.kind === 'synthesized-parse') this.parseUnmade(e);
+      let end = this.head;
+      while (end < this.tail) {
+        const kind = this.entries[end++]!.kind;
+        if (kind === 'sync' || kind === 'query') break;
       }
-      return;
+      return this.skipTo(end);
     }
     if (ends(entry, type)) {
       if (entry.kind === 'parse' && entry.name !== undefined) this.namedParses--;
+      else if (this.drops > 0 && entry.kind === 'execute') this.leave(entry); // ran: its CommandComplete came
       this.head++;
     }
   }
@@ -141,21 +188,33 @@ export class ResponsePlan {
   fail(): void {
     const entry = this.current;
     if (entry === undefined || entry.kind === 'query' || entry.kind === 'sync') return;
-    while (this.head < this.tail) {
-      const e = this.entries[this.head];
-      if (e!.kind === 'sync') return;
-      if (e!.kind === 'parse' || e!.kind === 'synthesized-parse') this.parseUnmade(e!);
-      this.head++;
-    }
+    let end = this.head;
+    while (end < this.tail && this.entries[end]!.kind !== 'sync') end++;
+    this.skipTo(end);
   }
 
-  /** The server is gone, its answers with it: no Parse not answered yet made anything (onError). */
+  /** The server is gone, its answers with it: no Parse not answered yet made anything (onError), no DEALLOCATE ALL dropped anything. */
   abandon(): void {
-    for (let i = this.head; i < this.tail; i++) {
-      const e = this.entries[i]!;
-      if (e.kind === 'parse' || e.kind === 'synthesized-parse') this.parseUnmade(e);
-    }
+    this.skipTo(this.tail);
     this.clear();
+  }
+
+  /**
+   * The entries before `end` are done with, unanswered or (a Sync or Query) ended. Last first:
+   * a DEALLOCATE ALL that did not run gives the client back the names it forgot after the Parses
+   * behind it gave up theirs, and before those in front of it do (that made nothing either).
+   */
+  private skipTo(end: number): void {
+    for (let i = end - 1; i >= this.head; i--) this.leave(this.entries[i]!);
+    this.head = end;
+  }
+
+  /** An entry leaves the plan: a Parse not answered made nothing; a drop not run (StatementDrop.ran) is undone. */
+  private leave(entry: PlanEntry | SynthesizedEntry): void {
+    if (entry.kind === 'parse' || entry.kind === 'synthesized-parse') return this.parseUnmade(entry);
+    if (this.drops === 0 || (entry.kind !== 'execute' && entry.kind !== 'query') || entry.drop === undefined) return;
+    this.drops--;
+    if (!entry.drop.ran) entry.drop.undo();
   }
 
   /** A Parse that made nothing (failed, skipped, or its server lost): its entry is done with. */
@@ -172,6 +231,7 @@ export class ResponsePlan {
     this.tail = 0;
     this.synthesized = 0;
     this.namedParses = 0;
+    this.drops = 0;
   }
 }
 

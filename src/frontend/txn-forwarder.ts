@@ -55,16 +55,16 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, type Item, type Request } from './request-builder.ts';
+import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, type DropItem, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
 import { openWire, type Wire } from '../lib/wire.ts';
-import { ResponsePlan, type PlanEntry } from './response-plan.ts';
+import { ResponsePlan, type PlanEntry, type StatementDrop } from './response-plan.ts';
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
 import { Outgoing } from './outgoing.ts';
-import { markStale, touchStatement } from './statements.ts';
+import { markStale, touchStatement, type ClientStatement } from './statements.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 import type { RequestMeter } from './request-meter.ts';
@@ -338,6 +338,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
           continue;
         }
       }
+      // Behind a DEALLOCATE ALL or DISCARD ALL not answered yet, what the server holds is not
+      // known: it may be refused. What follows waits for its answer.
+      if (this.plan.dropping && this.awaitingAnswers()) return;
       const plan = this.preparation(lease, request);
       if (plan !== null) {
         if (this.awaitingAnswers()) return; // what is in flight finishes first
@@ -731,19 +734,61 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   }
 
   /**
-   * materialize() for each item of a request with session effects: where it runs DEALLOCATE ALL
-   * or DISCARD ALL (dropsServerStatements), the server's statements are gone from then on, the
-   * shared ones too. In message order: a Parse before it made a statement that it drops, and one
-   * after it must make its statement again.
+   * materialize() for each item of a request with session effects. One that runs DEALLOCATE ALL
+   * or DISCARD ALL (dropsServerStatements) drops the server's statements, the shared ones too,
+   * once its CommandComplete says it ran (noteDrop). In message order: a Parse before it made a
+   * statement that it drops, and one behind it makes its statement again (parseBehindDrop).
    */
   private materializeInOrder(server: BackendConnection, items: readonly Item[]): void {
+    let drop: StatementDrop | null = null;
     for (const item of items) {
-      this.materialize(server, item);
-      if (dropsServerStatements(item)) {
-        server.statements.clear();
-        server.staleStatements.clear();
-      }
+      if (dropsServerStatements(item)) drop = this.materializeDrop(item);
+      else if (drop !== null && item.kind === 'parse') this.parseBehindDrop(server, item.statement, drop);
+      else this.materialize(server, item);
     }
+  }
+
+  private materializeDrop(item: DropItem): StatementDrop {
+    OUTGOING.add(item.chunk, item.start, item.end);
+    const drop = item.entry.drop;
+    drop.ran = false; // a request is sent again after a retry, or a refusal elsewhere
+    this.plan.addDrop(item.entry);
+    return drop;
+  }
+
+  /**
+   * A Parse behind a DEALLOCATE ALL or DISCARD ALL of its request goes to the server even when
+   * that holds its statement: it is gone once the drop has run. Skipped, as when the drop did
+   * not run, it leaves the server as it was.
+   */
+  private parseBehindDrop(server: BackendConnection, statement: ClientStatement, drop: StatementDrop): void {
+    const name = statement.serverName;
+    const held = server.statements.has(name);
+    touchStatement(server, name);
+    OUTGOING.add(statement.parse);
+    this.plan.add({
+      kind: 'parse',
+      name,
+      onError: () => {
+        if (!held || drop.ran) server.statements.delete(name);
+        this.requests.parseFailed(statement);
+      },
+    });
+  }
+
+  /**
+   * A CommandComplete while a DEALLOCATE ALL or DISCARD ALL is not answered yet (payload
+   * `bytes[from, to)`): that of the entry at the head (an Execute's, or a Query's with the tag)
+   * says it ran. The server holds nothing from then on but what the Parses sent behind it make.
+   */
+  private noteDrop(bytes: Buffer, from: number, to: number): void {
+    const drop = this.plan.currentDrop;
+    const server = this.lease;
+    if (drop === undefined || server === null || (this.plan.current!.kind === 'query' && !droppingTag(bytes, from, to))) return;
+    drop.ran = true;
+    server.statements.clear();
+    server.staleStatements.clear();
+    for (const name of this.plan.parsesBehindHead()) touchStatement(server, name);
   }
 
   private noteBlockEnd(effects: readonly SessionEffect[]): void {
@@ -912,6 +957,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       const tag = transactionEndTag(bytes, from, to);
       if (tag !== null) this.endTag = tag;
       else if (changesFunctions(bytes, from, to)) this.catalogChanged = true;
+      if (this.plan.dropping) this.noteDrop(bytes, from, to);
       this.plan.complete(type);
     } else if (type === BackendType.ParameterStatus) {
       const { name, value } = decodeParameterStatus(payload!);
@@ -1422,6 +1468,8 @@ const LATE_PAYMENTS = new CheckPhaseBatch<TxnForwarder>((forwarder) => forwarder
 
 const COMMIT_TAG = Buffer.from('COMMIT\0', 'latin1');
 const ROLLBACK_TAG = Buffer.from('ROLLBACK\0', 'latin1');
+const DEALLOCATE_ALL_TAG = Buffer.from('DEALLOCATE ALL\0', 'latin1');
+const DISCARD_ALL_TAG = Buffer.from('DISCARD ALL\0', 'latin1');
 /** A Bind that goes as it came (the unnamed statement, or a name the ambassador does not hold). */
 const PLAIN_BIND: PlanEntry = Object.freeze({ kind: 'bind' });
 /**
@@ -1458,6 +1506,12 @@ function transactionEndTag(bytes: Buffer, from: number, to: number): 'COMMIT' | 
   if (to - from === 7 && bytes[from] === 0x43 && bytes.compare(COMMIT_TAG, 0, 7, from, to) === 0) return 'COMMIT';
   if (to - from === 9 && bytes[from] === 0x52 && bytes.compare(ROLLBACK_TAG, 0, 9, from, to) === 0) return 'ROLLBACK';
   return null;
+}
+
+/** Whether the CommandComplete payload `bytes[from, to)` is that of DEALLOCATE ALL or DISCARD ALL. */
+function droppingTag(bytes: Buffer, from: number, to: number): boolean {
+  const tag = to - from === DEALLOCATE_ALL_TAG.length ? DEALLOCATE_ALL_TAG : to - from === DISCARD_ALL_TAG.length ? DISCARD_ALL_TAG : null;
+  return tag !== null && bytes.compare(tag, 0, tag.length, from, to) === 0;
 }
 
 /** The ErrorResponse a request gets for an error of the ambassador's (the client stays connected). */

@@ -741,10 +741,15 @@ async function waitingForLock(): Promise<number> {
 
 const answered = async (raw: RawClient): Promise<string> => (await answerOf(raw, 5_000)).join(' ');
 
-/** Polls an in-process ambassador's log until it says a server was lost under a client idle in a transaction block. */
-async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number): Promise<void> {
+/** How many times an in-process ambassador's log says a server was lost under a client idle in a transaction block. */
+function lossesLogged(logs: () => Array<Record<string, unknown>>): number {
+  return logs().filter((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0).length;
+}
+
+/** Polls an in-process ambassador's log until it says (once more than `before` times) that a server was lost under a client idle in a transaction block. */
+async function lossLogged(logs: () => Array<Record<string, unknown>>, timeoutMs: number, before = 0): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!logs().some((line) => line.msg === 'server connection lost: in-flight requests answered with an error' && line.inTransaction === true && line.inFlight === 0)) {
+  while (lossesLogged(logs) <= before) {
     assert.ok(Date.now() < deadline, `the ambassador did not log the loss within ${timeoutMs} ms`);
     await sleep(10);
   }
@@ -823,6 +828,12 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       raw.write([parse('d', text), bind('d', ['1']), EXECUTE, SYNC, parse('e', text), bind('e', ['2']), EXECUTE, SYNC]);
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      // Again, now that the client's earlier answers are all in: response-plan.ts add() counted
+      // the Parse, then push() started the plan again at slot 0 and cleared the count with it, so
+      // parsing() saw no Parse unanswered and the second went as held (its Bind 26000).
+      raw.write([parse('f', text), bind('f', ['1']), EXECUTE, SYNC, parse('g', text), bind('g', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
+      assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)', 'after earlier answers');
     } finally {
       raw.destroy();
     }
@@ -1065,6 +1076,157 @@ describe('statement bookkeeping, reduced to one server connection', () => {
       assert.equal(await answered(raw), 'E(ERROR 42P01) Z(I)');
       raw.write([parse('s3', 'select 3 as v'), bind('s3', []), EXECUTE, SYNC]);
       assert.equal(await answered(raw), '1 2 D(3) C(SELECT 1) Z(I)');
+    } finally {
+      raw.destroy();
+    }
+  });
+});
+
+describe('DEALLOCATE and DISCARD ALL forget only where they run', () => {
+  // A DEALLOCATE or DISCARD ALL that does not run (refused, skipped, or answered with an error
+  // by the ambassador) leaves the client its names, as Postgres does.
+  // request-builder.ts forgot every name the client prepared when it read DEALLOCATE ALL or
+  // DISCARD ALL, and txn-forwarder.ts forgot every statement of the server connection when it
+  // sent it, whether the server then ran it or not. Postgres refuses DISCARD ALL in a
+  // transaction block (25001), either in a failed one (25P02), and skips it after an error
+  // earlier in the same Query or extended-protocol request: then the client keeps its names (a
+  // Bind of one got 26000 from the ambassador), and the server its statements (the ambassador,
+  // believing them gone, sent a Parse of their text again: 42P05 from the server, for any client).
+  const text = 'select $1::int * 21 as v';
+  /** How many statements the one server connection holds. */
+  const held = async (raw: RawClient): Promise<string> => {
+    raw.write(encodeQuery('select count(*) from pg_prepared_statements'));
+    return answered(raw);
+  };
+
+  /**
+   * Runs `body` on an ambassador with one server connection holding `text`, as s1 for one client
+   * (`raw`) and o1 for another (`other`).
+   */
+  async function withTwoClients(body: (raw: RawClient, other: RawClient) => Promise<void>): Promise<void> {
+    const { raw, port } = await onOneServer();
+    const other = await loginScram(port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      raw.write([parse('s1', text), bind('s1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(21) C(SELECT 1) Z(I)');
+      other.write([parse('o1', text), bind('o1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(other), '1 2 D(21) C(SELECT 1) Z(I)');
+      await body(raw, other);
+    } finally {
+      raw.destroy();
+      other.destroy();
+    }
+  }
+
+  /** The answers to `messages` (of `exchanges` exchanges) sent inside a transaction block that is then rolled back. */
+  async function inBlock(raw: RawClient, messages: Buffer[], exchanges: number): Promise<string[]> {
+    raw.write([encodeQuery('begin'), ...messages, encodeQuery('rollback')]);
+    const got: string[] = [];
+    for (let i = 0; i < exchanges + 2; i++) got.push(await answered(raw));
+    assert.equal(got.shift(), 'C(BEGIN) Z(T)');
+    assert.equal(got.pop(), 'C(ROLLBACK) Z(I)');
+    return got;
+  }
+
+  let parsedAgain = 1;
+  /**
+   * The server's statement is taken as held (a Parse of its text under a new name is answered
+   * here: sent, the server refuses it with 42P05; a Bind of one believed gone works either way,
+   * as preparation.ts closes a statement before making it again), the client's names stay, and
+   * the server holds the statement once.
+   */
+  async function keptEverything(raw: RawClient, other: RawClient, why: string): Promise<void> {
+    const again = `o${++parsedAgain}`;
+    other.write([parse(again, text), bind(again, ['4']), EXECUTE, SYNC]);
+    assert.equal(await answered(other), '1 2 D(84) C(SELECT 1) Z(I)', `${why}: the server's statement stays: parsing its text again makes no second one`);
+    other.write([bind('o1', ['3']), EXECUTE, SYNC]);
+    assert.equal(await answered(other), '2 D(63) C(SELECT 1) Z(I)', `${why}: another client's name stays`);
+    raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+    assert.equal(await answered(raw), '2 D(42) C(SELECT 1) Z(I)', `${why}: the client's name stays`);
+    assert.equal(await held(raw), 'T(count) D(1) C(SELECT 1) Z(I)', why);
+  }
+
+  const dropByExecute = (sql: string): Buffer[] => [parse('', sql), bind('', []), EXECUTE];
+
+  test('DISCARD ALL refused inside a transaction block forgets nothing: the names work after ROLLBACK', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withTwoClients(async (raw, other) => {
+      assert.deepEqual(await inBlock(raw, [encodeQuery('discard all')], 1), ['E(ERROR 25001) Z(E)']);
+      await keptEverything(raw, other, 'simple Query');
+      // In the extended protocol, with a Parse behind it that the server skips.
+      assert.deepEqual(await inBlock(raw, [...dropByExecute('discard all'), parse('s3', text), bind('s3', ['5']), EXECUTE, SYNC], 1), ['1 2 E(ERROR 25001) Z(E)']);
+      raw.write([bind('s3', ['5']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'the Parse skipped made nothing');
+      await keptEverything(raw, other, 'extended protocol');
+    });
+  });
+
+  test('DEALLOCATE ALL inside a failed transaction block forgets nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withTwoClients(async (raw, other) => {
+      const failed = ['E(ERROR 22012) Z(E)', 'E(ERROR 25P02) Z(E)'];
+      assert.deepEqual(await inBlock(raw, [encodeQuery('select 1/0'), encodeQuery('deallocate all')], 2), failed);
+      await keptEverything(raw, other, 'simple Query');
+      assert.deepEqual(await inBlock(raw, [encodeQuery('select 1/0'), ...dropByExecute('deallocate all'), SYNC], 2), failed);
+      await keptEverything(raw, other, 'extended protocol');
+    });
+  });
+
+  test('DEALLOCATE ALL skipped after an error earlier in its Query or request forgets nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withTwoClients(async (raw, other) => {
+      raw.write(encodeQuery('select 1/0; deallocate all'));
+      assert.equal(await answered(raw), 'E(ERROR 22012) Z(I)');
+      await keptEverything(raw, other, 'simple Query');
+      raw.write([...dropByExecute('select 1/0'), ...dropByExecute('deallocate all'), SYNC]);
+      assert.equal(await answered(raw), '1 E(ERROR 22012) Z(I)', 'at its Bind (constants are folded when it is planned)');
+      await keptEverything(raw, other, 'extended protocol');
+    });
+  });
+
+  test('DEALLOCATE ALL that runs drops the names and the server’s statements, also in a block rolled back; names and texts can be parsed again', { timeout: TEST_TIMEOUT_MS }, async () => {
+    await withTwoClients(async (raw, other) => {
+      assert.deepEqual(await inBlock(raw, [encodeQuery('deallocate all')], 1), ['C(DEALLOCATE ALL) Z(T)']);
+      assert.equal(await held(raw), 'T(count) D(0) C(SELECT 1) Z(I)', 'not transactional, as in Postgres');
+      raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'the name is gone');
+      other.write([bind('o1', ['3']), EXECUTE, SYNC]);
+      assert.equal(await answered(other), '2 D(63) C(SELECT 1) Z(I)', 'another client’s statement is made again');
+      raw.write([parse('s1', 'select $1::int * 22 as v'), bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(44) C(SELECT 1) Z(I)', 'the name can be parsed again');
+      assert.equal(await held(raw), 'T(count) D(2) C(SELECT 1) Z(I)');
+      // A Parse behind it in the same request, of a text the server held: made again there.
+      raw.write([...dropByExecute('deallocate all'), parse('s2', text), bind('s2', ['5']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 C(DEALLOCATE ALL) 1 2 D(105) C(SELECT 1) Z(I)');
+      assert.equal(await held(raw), 'T(count) D(1) C(SELECT 1) Z(I)');
+      other.write([bind('o1', ['4']), EXECUTE, SYNC]);
+      assert.equal(await answered(other), '2 D(84) C(SELECT 1) Z(I)');
+      raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)');
+    });
+  });
+
+  test('DEALLOCATE name, DEALLOCATE ALL and DISCARD ALL answered with the loss of the transaction’s server forget nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The SQL DEALLOCATE of a statement the client prepared through the protocol is answered by
+    // the ambassador (request-builder.ts endQueryWithEffects), which forgot the name when it read
+    // it; a request the ambassador answers with an error instead (answerLost, failHead) left it
+    // forgotten, where Postgres, refusing it, keeps the statement.
+    const amb = await inProcess.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'info' } });
+    const raw = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: DB });
+    try {
+      raw.write([parse('s1', text), bind('s1', ['1']), EXECUTE, SYNC]);
+      assert.equal(await answered(raw), '1 2 D(21) C(SELECT 1) Z(I)');
+      for (const sql of ['deallocate s1', 'deallocate all', 'discard all']) {
+        raw.write(encodeQuery('begin; select pg_backend_pid()'));
+        const pid = /D\((\d+)\)/.exec(await answered(raw))?.[1];
+        assert.ok(pid !== undefined, 'the server’s pid');
+        const losses = lossesLogged(amb.logs);
+        await admin.query('select pg_terminate_backend($1, 5000)', [Number(pid)]);
+        await lossLogged(amb.logs, 5_000, losses);
+        raw.write(encodeQuery(sql));
+        assert.match(await answered(raw), /^E\(ERROR (57P01|08\w{3})\) Z\(E\)$/, sql);
+        raw.write(encodeQuery('rollback'));
+        assert.equal(await answered(raw), 'C(ROLLBACK) Z(I)');
+        raw.write([bind('s1', ['2']), EXECUTE, SYNC]);
+        assert.equal(await answered(raw), '2 D(42) C(SELECT 1) Z(I)', `${sql}: the name stays`);
+      }
     } finally {
       raw.destroy();
     }

@@ -135,3 +135,73 @@ test('a Parse skipped after an error made nothing: the ReadyForQuery that ends i
   assert.deepEqual(unmade, ['b', 'e'], 'unanswered at ReadyForQuery: skipped');
   assert.equal(plan.empty, true);
 });
+
+test('parsing() sees a Parse added once every entry before it was answered (the plan starts again at slot 0)', () => {
+  const plan = new ResponsePlan();
+  plan.add({ kind: 'query' });
+  plan.complete(T('Z'));
+  plan.add({ kind: 'parse', name: 'a' });
+  plan.add({ kind: 'sync' });
+  assert.equal(plan.parsing('a'), true);
+  plan.complete(T('1'));
+  assert.equal(plan.parsing('a'), false);
+});
+
+test('a DEALLOCATE ALL that did not run is undone: refused, skipped, passed over by ReadyForQuery, or its server lost; after the Parses behind it, before those in front', () => {
+  const plan = new ResponsePlan();
+  const events: string[] = [];
+  const drop = (name: string) => ({ ran: false, undo: () => events.push(`undo ${name}`) });
+  const parse = (name: string) => ({ kind: 'parse' as const, name, onError: () => events.push(`unmade ${name}`) });
+  // Refused at its Execute, with Parses before and behind it.
+  plan.add(parse('a'));
+  plan.addDrop({ kind: 'execute', drop: drop('x') });
+  plan.add(parse('b'));
+  plan.add({ kind: 'sync' });
+  assert.equal(plan.dropping, true);
+  plan.complete(T('1'));
+  assert.equal(plan.currentDrop?.ran, false, 'the drop is at the head');
+  assert.deepEqual(plan.parsesBehindHead(), ['b']);
+  plan.fail();
+  assert.deepEqual(events.splice(0), ['unmade b', 'undo x']);
+  assert.equal(plan.dropping, false);
+  plan.complete(T('Z'));
+  // Skipped after an error before it: last first.
+  plan.add(parse('c'));
+  plan.addDrop({ kind: 'execute', drop: drop('y') });
+  plan.add(parse('d'));
+  plan.add({ kind: 'sync' });
+  plan.fail();
+  assert.deepEqual(events.splice(0), ['unmade d', 'undo y', 'unmade c']);
+  plan.complete(T('Z'));
+  // A Query: only its ReadyForQuery tells, and only when no CommandComplete said it ran.
+  const ran = drop('ran');
+  plan.addDrop({ kind: 'query', drop: drop('z') });
+  plan.addDrop({ kind: 'query', drop: ran });
+  plan.fail(); // an error inside the first Query: the Query goes on
+  assert.equal(plan.currentDrop?.ran, false);
+  plan.complete(T('Z'));
+  assert.deepEqual(events.splice(0), ['undo z']);
+  assert.equal(plan.dropping, true);
+  plan.currentDrop!.ran = true;
+  plan.complete(T('C'));
+  plan.complete(T('Z'));
+  assert.deepEqual(events, [], 'it ran');
+  assert.equal(plan.dropping, false);
+  // An Execute that ran is answered by its CommandComplete.
+  const executed = drop('executed');
+  plan.addDrop({ kind: 'execute', drop: executed });
+  plan.add({ kind: 'sync' });
+  executed.ran = true;
+  plan.complete(T('C'));
+  assert.equal(plan.dropping, false);
+  plan.complete(T('Z'));
+  assert.deepEqual(events, []);
+  // The server lost: whatever was not answered.
+  plan.add(parse('e'));
+  plan.addDrop({ kind: 'execute', drop: drop('w') });
+  plan.add({ kind: 'sync' });
+  plan.abandon();
+  assert.deepEqual(events.splice(0), ['undo w', 'unmade e']);
+  assert.equal(plan.dropping, false);
+  assert.equal(plan.empty, true);
+});

@@ -61,17 +61,96 @@ async function keeping(): Promise<HotPath> {
 const ready = (status: 'I' | 'T' | 'E'): Buffer => encodeReadyForQuery(status);
 const error = (code: string): Buffer => encodeErrorResponse({ severity: 'ERROR', code, message: code });
 
+/** A path whose client prepared s1 (TEXT) and ran it once: the server holds it; what was sent and received so far is dropped. */
+async function holdingS1(): Promise<HotPath> {
+  const path = await keeping();
+  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  received(path);
+  sent(path);
+  return path;
+}
+
 test('DEALLOCATE ALL behind a Parse in one request: the statement it dropped is parsed again on the server next time', async () => {
   const path = await keeping();
   path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeParse('', 'deallocate all', NO_TYPES), bind('', []), EXECUTE, encodeSync()]));
   assert.ok(sent(path).includes(Buffer.from(TEXT)), 'the server did not hold it: parsed there');
-  assert.equal(path.primary.statements.size, 0, 'nothing held once DEALLOCATE ALL has run, the Parse before it neither');
   path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('DEALLOCATE ALL'), ready('I')]));
   await path.settle();
+  assert.equal(path.primary.statements.size, 0, 'nothing held once DEALLOCATE ALL has run, the Parse before it neither');
   assert.equal(received(path), '1 2 D C 1 2 C Z(I)');
   path.client.emit('data', Buffer.concat([encodeParse('s2', TEXT, NO_TYPES), bind('s2', ['2']), EXECUTE, encodeSync()]));
   assert.ok(sent(path).includes(Buffer.from(TEXT)), 'parsed again, not answered by the ambassador');
   assert.equal(path.primary.statements.size, 1);
+});
+
+test('DEALLOCATE ALL or DISCARD ALL that the server refuses or skips drops nothing: the client’s names and the server’s statements stay', async () => {
+  const path = await holdingS1();
+  const boundAsShared = async (): Promise<boolean> => {
+    path.client.emit('data', Buffer.concat([bind('s1', ['2']), EXECUTE, encodeSync()]));
+    const bytes = sent(path);
+    path.primary.sink!.onServerData(Buffer.concat([BIND_COMPLETE, encodeDataRow(['2']), encodeCommandComplete('SELECT 1'), ready('I')]));
+    await path.settle();
+    received(path);
+    return bytes.includes(Buffer.from('\0pa_')) && !bytes.includes(Buffer.from('\0s1\0'));
+  };
+  for (const [what, request, answer] of [
+    ['DISCARD ALL in a transaction block', encodeQuery('discard all'), Buffer.concat([error('25001'), ready('E')])],
+    ['DEALLOCATE ALL in a failed block', encodeQuery('deallocate all'), Buffer.concat([error('25P02'), ready('E')])],
+    ['DEALLOCATE ALL after an error in its Query', encodeQuery('select 1/0; deallocate all'), Buffer.concat([error('22012'), ready('I')])],
+    ['DEALLOCATE ALL after an error in its request', Buffer.concat([encodeParse('', 'select 1/0', NO_TYPES), bind('', []), EXECUTE, encodeParse('', 'deallocate all', NO_TYPES), bind('', []), EXECUTE, encodeSync()]), Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, error('22012'), ready('I')])],
+    ['DEALLOCATE ALL whose Parse fails', Buffer.concat([encodeParse('', 'deallocate all', NO_TYPES), bind('', []), EXECUTE, encodeSync()]), Buffer.concat([error('25P02'), ready('E')])],
+  ] as const) {
+    path.client.emit('data', request);
+    assert.ok(sent(path).length > 0, what);
+    path.primary.sink!.onServerData(answer);
+    await path.settle();
+    received(path);
+    assert.equal(path.primary.statements.size, 1, `${what}: the server still holds the statement`);
+    if (answer.at(-1) === 0x45) {
+      path.client.emit('data', encodeQuery('rollback'));
+      path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('ROLLBACK'), ready('I')]));
+      await path.settle();
+      received(path);
+      sent(path);
+    }
+    assert.ok(await boundAsShared(), `${what}: the name is still the client’s`);
+  }
+  // Run: gone for both.
+  path.client.emit('data', encodeQuery('select 1; deallocate all'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('SELECT 1'), encodeCommandComplete('DEALLOCATE ALL'), ready('I')]));
+  await path.settle();
+  assert.equal(path.primary.statements.size, 0);
+  assert.equal(await boundAsShared(), false, 'the name goes as it came (26000)');
+});
+
+test('a Parse behind DEALLOCATE ALL in its request goes to the server even when that held the statement; skipped, it leaves the statement held', async () => {
+  const path = await holdingS1();
+  const dropThenParse = Buffer.concat([encodeParse('', 'deallocate all', NO_TYPES), bind('', []), EXECUTE, encodeParse('s2', TEXT, NO_TYPES), bind('s2', ['2']), EXECUTE, encodeSync()]);
+  path.client.emit('data', dropThenParse);
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'parsed again on the server');
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, error('25P02'), ready('E')]));
+  await path.settle();
+  assert.equal(received(path), '1 2 E(25P02) Z(E)');
+  assert.equal(path.primary.statements.size, 1, 'refused, and the Parse behind it skipped: the server holds what it held');
+  path.client.emit('data', encodeQuery('rollback'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('ROLLBACK'), ready('I')]));
+  path.client.emit('data', dropThenParse);
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeCommandComplete('DEALLOCATE ALL'), PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['2']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), 'C Z(I) 1 2 C 1 2 D C Z(I)');
+  assert.equal(path.primary.statements.size, 1, 'dropped, then made again by the Parse behind it');
+});
+
+test('a request behind a DEALLOCATE ALL not answered yet waits for its answer', async () => {
+  const path = await holdingS1();
+  // Another name for the held text: its Parse is answered here only if the server still holds it then.
+  path.client.emit('data', Buffer.concat([encodeQuery('begin'), encodeQuery('discard all'), encodeParse('s2', TEXT, NO_TYPES), bind('s2', ['2']), EXECUTE, encodeSync()]));
+  assert.deepEqual(sent(path), Buffer.concat([encodeQuery('begin'), encodeQuery('discard all')]));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), ready('T'), error('25001'), ready('E')]));
+  await path.settle();
+  assert.ok(!sent(path).includes(Buffer.from(TEXT)), 'refused: the server holds it, the Parse is answered here');
 });
 
 test('DISCARD PLANS keeps the server’s statements; DISCARD ALL among other statements (refused by Postgres) too', async () => {
@@ -183,12 +262,7 @@ test('DEALLOCATE behind what fails the transaction waits for it, then goes to th
 });
 
 test('a Parse of a held text that an error before it skipped made no name: the client parses it again without 42P05', async () => {
-  const path = await keeping();
-  path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
-  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['1']), encodeCommandComplete('SELECT 1'), ready('I')]));
-  await path.settle();
-  received(path);
-  sent(path);
+  const path = await holdingS1();
   // As pgx prepares a batch: a bad text, then one the server holds (its Parse answered here), one Sync.
   const describe = (name: string): Buffer => new MessageWriter().byte(0x53).cstring(name).finish(FrontendType.Describe);
   path.client.emit('data', Buffer.concat([encodeParse('bad', 'select nothing from nowhere', NO_TYPES), describe('bad'), encodeParse('s3', TEXT, NO_TYPES), describe('s3'), encodeSync()]));
