@@ -107,6 +107,18 @@ export function textsOf(request: Request): string[] | null {
 }
 
 /**
+ * Whether a request parses, binds or describes a statement shared on servers (named ones, and
+ * unnamed ones under pool.cacheUnnamedStatements): what it sends depends on what its server
+ * holds. A simple Query, or an unnamed statement going as it came, does not.
+ */
+export function usesServerStatements(request: Request): boolean {
+  for (const item of request.items) {
+    if (item.kind === 'parse' || (item.kind !== 'raw' && item.serverName !== null)) return true;
+  }
+  return false;
+}
+
+/**
  * Makes a request ready to run again alone on another lease, after the exchange it was sent in
  * was left open (no Sync) on a lease it no longer has: a read a replica refused, or one whose
  * server was lost. A Bind or Describe of the unnamed statement parsed earlier in that exchange

@@ -55,7 +55,7 @@ import { parseLsn, type Choice } from '../pool/host-choice.ts';
 import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
-import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, type DropItem, type Item, type Request } from './request-builder.ts';
+import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, usesServerStatements, type DropItem, type Item, type Request } from './request-builder.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -339,8 +339,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         }
       }
       // Behind a DEALLOCATE ALL or DISCARD ALL not answered yet, what the server holds is not
-      // known: it may be refused. What follows waits for its answer.
-      if (this.plan.dropping && this.awaitingAnswers()) return;
+      // known: it may be refused. What depends on that waits for its answer; the rest goes on
+      // (Npgsql pipelines DISCARD ALL in front of the first command of a connection it reuses).
+      if (this.plan.dropping && usesServerStatements(request) && this.awaitingAnswers()) return;
       const plan = this.preparation(lease, request);
       if (plan !== null) {
         if (this.awaitingAnswers()) return; // what is in flight finishes first

@@ -153,6 +153,20 @@ test('a request behind a DEALLOCATE ALL not answered yet waits for its answer', 
   assert.ok(!sent(path).includes(Buffer.from(TEXT)), 'refused: the server holds it, the Parse is answered here');
 });
 
+test('behind a DISCARD ALL not answered yet, a request that uses no shared statement goes at once', async () => {
+  const path = await holdingS1();
+  // A driver resetting a reused connection: DISCARD ALL, then its next commands, in one write.
+  path.client.emit('data', Buffer.concat([encodeQuery('discard all'), encodeQuery('select 2'), encodeParse('', 'select 3', NO_TYPES), bind('', []), EXECUTE, encodeSync(), encodeParse('s2', TEXT, NO_TYPES), bind('s2', ['4']), EXECUTE, encodeSync()]));
+  const first = sent(path);
+  assert.ok(first.includes(Buffer.from('select 2\0')) && first.includes(Buffer.from('select 3\0')), 'the simple Query and the unnamed statement went behind it');
+  assert.ok(!first.includes(Buffer.from(TEXT)), 'the Parse of a shared statement waits: whether the server holds it depends on the answer');
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('DISCARD ALL'), ready('I'), encodeDataRow(['2']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  path.primary.sink!.onServerData(Buffer.concat([PARSE_COMPLETE, BIND_COMPLETE, encodeDataRow(['3']), encodeCommandComplete('SELECT 1'), ready('I')]));
+  await path.settle();
+  assert.ok(sent(path).includes(Buffer.from(TEXT)), 'DISCARD ALL ran: the text is parsed again on the server');
+});
+
 test('DISCARD PLANS keeps the server’s statements; DISCARD ALL among other statements (refused by Postgres) too', async () => {
   const path = await keeping();
   path.client.emit('data', Buffer.concat([encodeParse('s1', TEXT, NO_TYPES), bind('s1', ['1']), EXECUTE, encodeSync()]));
