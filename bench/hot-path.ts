@@ -122,6 +122,7 @@ class FakeServer {
   readonly statements = new Map<string, number>();
   readonly staleStatements = new Set<string>();
   stateKey = '';
+  cancelling: Promise<void> | null = null;
   transactionStatus: 'I' | 'T' | 'E' = 'I';
   isClosed = false;
   /** Set by the Pooler that opened it (the pooled driver's). */

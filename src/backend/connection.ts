@@ -134,6 +134,11 @@ export class BackendConnection {
   /** Statements the server still holds in an outdated form (cached plan changed): close first. */
   readonly staleStatements = new Set<string>();
   stateKey = '';
+  /**
+   * Settles once every cancel sent for this connection (cancel()) has reached its end: the
+   * server closed that cancel connection, or it failed. Null while none is on its way.
+   */
+  cancelling: Promise<void> | null = null;
   readonly createdAt = Date.now();
   processId = 0;
   secretKey: Buffer = Buffer.alloc(0);
@@ -513,8 +518,23 @@ export class BackendConnection {
     return rows;
   }
 
-  /** Asks the server to cancel whatever this connection is running, over a new connection. */
-  async cancel(): Promise<void> {
+  /**
+   * Asks the server to cancel whatever this connection is running, over a new connection. Until
+   * that cancel has reached its end (`cancelling`), the pool gives the connection to no one else:
+   * a cancel that arrived behind its query's end would stop the next client's query (Pooler.release).
+   */
+  cancel(): Promise<void> {
+    const sent = this.sendCancel();
+    const done = sent.catch(() => {});
+    const all = this.cancelling === null ? done : Promise.all([this.cancelling, done]).then(() => {});
+    this.cancelling = all;
+    void all.then(() => {
+      if (this.cancelling === all) this.cancelling = null;
+    });
+    return sent;
+  }
+
+  private async sendCancel(): Promise<void> {
     const { socket } = await this.options.connector.connect(this.target, this.options.tls(), this.options.connectTimeoutMs);
     await new Promise<void>((resolve) => {
       socket.once('close', () => resolve());

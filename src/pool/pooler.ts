@@ -319,6 +319,11 @@ export class Pooler implements ServerPool {
   }
 
   release(connection: BackendConnection, outcome: ReleaseOutcome): void {
+    // A cancel on its way would reach whatever the next client runs on it: the connection stays
+    // out of the pool until the server has taken that cancel (as PgBouncer holds a server being
+    // canceled). Taken while the connection is idle, Postgres ignores it.
+    const cancelling = connection.cancelling;
+    if (cancelling !== null && outcome === 'reusable' && !connection.isClosed) return void cancelling.then(() => this.release(connection, outcome));
     const entry = ownerOf(connection);
     if (entry === null) return connection.close(outcome === 'broken');
     entry.host.activeConnections = Math.max(0, entry.host.activeConnections - 1);

@@ -20,6 +20,7 @@ import {
   prepareTestDatabase,
   directConfig,
   dropTestDatabase,
+  DelayingConnector,
   RecordingConnector,
   sendCancel,
   serverBackends,
@@ -1071,6 +1072,39 @@ describe('failures under transaction pooling', () => {
     } finally {
       await sleeper.end();
       await bystander.end();
+    }
+  });
+
+  test('a cancel that reaches the server after its query ended does not stop the next client’s query there', async () => {
+    // One server connection: the client queued behind gets it as soon as the first query ends.
+    // The cancel's connection is made late (the connector waits first), so it reaches the server
+    // after that; Postgres cancels whatever the backend runs then. The connection stays out of
+    // the pool until the cancel has landed, where Postgres ignores it (nothing runs).
+    const connector = new DelayingConnector();
+    const amb = await ambassadors.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'debug' } }, connector);
+    const first = await client(amb);
+    const next = await client(amb);
+    try {
+      const { processID, secretKey } = first as unknown as { processID: number; secretKey: number };
+      const ended = first.query('select pg_sleep(0.3) /* pa-late-cancel-first */').then(
+        () => 'ran',
+        (err: Error & { code?: string }) => err.code ?? err.message,
+      );
+      await eventually(async () => ((await serverBackends(admin, DB)).some((b) => b.state === 'active' && b.query.includes('pa-late-cancel-first')) ? true : undefined), {
+        what: 'the first query running upstream',
+      });
+      const queued = next.query('select pg_sleep(1.5) as slept /* pa-late-cancel-next */').then(
+        () => 'ran',
+        (err: Error & { code?: string }) => err.code ?? err.message,
+      );
+      connector.delayMs = 1_000;
+      await sendCancel(amb.port, processID, secretKey);
+      assert.equal(await ended, 'ran', 'the first query ended before its cancel reached the server');
+      assert.equal(await queued, 'ran', 'the next client’s query was cancelled by a cancel that was not its own');
+      assert.equal((await first.query('select 1 as one')).rows[0].one, 1);
+    } finally {
+      await first.end();
+      await next.end();
     }
   });
 });

@@ -170,6 +170,18 @@ export async function ambassadorClient(port: number, database: string, extra: Re
 }
 
 /** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
+/** A Connector whose connects first wait `delayMs` (0: none): a connection, a cancel's say, that reaches the server late. */
+export class DelayingConnector implements Connector {
+  delayMs = 0;
+
+  constructor(private readonly inner: Connector = new TcpConnector()) {}
+
+  async connect(target: UpstreamTarget, settings: UpstreamTlsSettings, timeoutMs: number): Promise<ConnectedSocket> {
+    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    return this.inner.connect(target, settings, timeoutMs);
+  }
+}
+
 export async function sendCancel(port: number, processId: number, secretKey: number): Promise<void> {
   const key = Buffer.alloc(4);
   key.writeInt32BE(secretKey | 0, 0);

@@ -59,6 +59,7 @@ function fakeConnection(target: { host: string; port: number }): BackendConnecti
     target,
     isClosed: false,
     pooledBy: null,
+    cancelling: null as Promise<void> | null,
     socket,
     parameters: new Map<string, string>(),
     close(): void {

@@ -166,3 +166,25 @@ test('after a host\'s pool is drained, the next idle connection of its new pool 
   pooler.release(second, 'reusable');
   await pooler.close();
 });
+
+test('a connection released while a cancel for it is on its way goes to no one until that cancel has landed', async () => {
+  const { pooler, first, second } = await bothLeased();
+  let landed!: () => void;
+  first.cancelling = new Promise<void>((resolve) => (landed = resolve));
+  pooler.release(first, 'reusable');
+  await settle();
+  const now = pooler.tryAcquireFor(write, REQUEST);
+  assert.ok(now !== null && !isConnection(now), 'still out of the pool: a choice, no idle connection');
+  const waiting = pooler.acquireFor(write, REQUEST, now);
+  let got: BackendConnection | null = null;
+  void waiting.then((connection) => (got = connection));
+  await settle();
+  assert.equal(got, null, 'the waiter does not get it yet');
+  first.cancelling = null;
+  landed();
+  await settle();
+  assert.equal(got, first, 'once the cancel has landed, the waiter gets it');
+  pooler.release(first, 'reusable');
+  pooler.release(second, 'reusable');
+  await pooler.close();
+});
