@@ -19,6 +19,8 @@ export const ERROR_CATALOGUE = {
   TOO_MANY_CLIENTS: { sqlstate: '53300', retryable: true, severity: 'FATAL' },
   /** The user's listen.rateLimit had no turn for the transaction within its maxWait. */
   RATE_LIMITED: { sqlstate: '53400', retryable: true, severity: 'ERROR' },
+  /** The client canceled a request still waiting for a server (it never ran). */
+  QUERY_CANCELED: { sqlstate: '57014', retryable: false, severity: 'ERROR' },
   /** listen.clientIdleTimeout: idle between transactions too long (Postgres' idle_session_timeout). */
   CLIENT_IDLE_TIMEOUT: { sqlstate: '57P05', retryable: true, severity: 'FATAL' },
   /** listen.idleInTransactionTimeout (Postgres' idle_in_transaction_session_timeout). */

@@ -529,10 +529,19 @@ export class ClientSession {
     });
   }
 
-  /** From the cancel registry: forward a cancel to this session's server; settles when sent (never rejects). */
+  /**
+   * From the cancel registry: forward a cancel to this session's server; settles when sent (never
+   * rejects). Under transaction pooling a client whose request still waits for a server has it
+   * canceled here instead (TxnForwarder.cancelWaiting).
+   */
   cancelUpstream(): Promise<void> | null {
-    const server = this.forwarder instanceof TxnForwarder ? this.forwarder.server : this.server;
-    if (server === null || this.state !== 'forwarding') return null;
+    if (this.state !== 'forwarding') return null;
+    const txn = this.forwarder instanceof TxnForwarder ? this.forwarder : null;
+    const server = txn !== null ? txn.server : this.server;
+    if (server === null) {
+      txn?.cancelWaiting();
+      return null;
+    }
     return server.cancel().catch((err) => this.log.debug({ err: String(err) }, 'cancel request to server failed'));
   }
 

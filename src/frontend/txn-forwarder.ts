@@ -211,6 +211,19 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     return this.lease;
   }
 
+  /**
+   * The client canceled while its next request waits for a server (the pool, or its user's rate
+   * limit): that request never runs, and is answered as Postgres answers a canceled statement
+   * (57014), then ReadyForQuery; what the client queued behind it goes on. Nothing else waits
+   * here: a request the ambassador can run now is already running, and its server gets the cancel.
+   */
+  cancelWaiting(): void {
+    if (this.stopped || this.lease !== null || this.ready.length === 0 || (this.awaited === null && this.turnTimer === null)) return;
+    this.options.log.info('cancel of a request waiting for a server: answered 57014, not run');
+    // The wait goes on: the server or turn it brings goes back unused, or to what is queued next.
+    this.failHead(new AmbassadorError('QUERY_CANCELED', 'canceling statement due to user request'));
+  }
+
   get idle(): boolean {
     return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status === 'I';
   }

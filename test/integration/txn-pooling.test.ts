@@ -1075,6 +1075,31 @@ describe('failures under transaction pooling', () => {
     }
   });
 
+  test('a cancel while the request waits for the pool answers it 57014; it never runs, and the client goes on', async () => {
+    const { amb } = await txnAmbassador({ size: 1 });
+    await withClient(directConfig(topology, DB), (c) => c.query('drop table if exists pa_cancel_wait; create table pa_cancel_wait (n int)'));
+    const holder = await client(amb);
+    const waiter = await client(amb);
+    try {
+      await holder.query('begin');
+      await holder.query('select 1'); // the one server connection is the holder's until COMMIT
+      const { processID, secretKey } = waiter as unknown as { processID: number; secretKey: number };
+      const queued = waiter.query('insert into pa_cancel_wait values (1)').then(
+        () => 'ran',
+        (err: Error & { code?: string }) => err.code ?? err.message,
+      );
+      await eventually(async () => (amb.ambassador.pool.stats().some((pool) => pool.waiting > 0) ? true : undefined), { what: 'the insert waiting for the pool' });
+      await sendCancel(amb.port, processID, secretKey);
+      assert.equal(await queued, '57014', 'the waiting insert was answered as a canceled statement');
+      await holder.query('commit');
+      assert.equal((await waiter.query('select count(*)::int as n from pa_cancel_wait')).rows[0].n, 0, 'the canceled insert never ran');
+      assert.equal((await holder.query('select 1 as one')).rows[0].one, 1);
+    } finally {
+      await holder.end();
+      await waiter.end();
+    }
+  });
+
   test('a cancel that reaches the server after its query ended does not stop the next client’s query there', async () => {
     // One server connection: the client queued behind gets it as soon as the first query ends.
     // The cancel's connection is made late (the connector waits first), so it reaches the server
