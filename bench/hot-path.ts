@@ -121,6 +121,7 @@ class FakeServer {
   readonly parameters = new Map<string, string>();
   readonly statements = new Map<string, number>();
   readonly staleStatements = new Set<string>();
+  readonly statementShapes = new Map<string, string>();
   stateKey = '';
   cancelling: Promise<void> | null = null;
   transactionStatus: 'I' | 'T' | 'E' = 'I';

@@ -18,7 +18,10 @@ import {
   decodeErrorFields,
   decodeParameterStatus,
   decodeReadyForQuery,
+  decodeResultShape,
   encodeErrorResponse,
+  NO_RESULT,
+  type ResultShape,
   summarizeError,
   type TransactionStatus,
 } from '../protocol/backend.ts';
@@ -125,7 +128,15 @@ export const SERVER_MAX_MESSAGE = 0x3fffffff;
  * password's keys once per server salt, and never on the event loop.
  */
 const SALTED_KEYS = new SaltedKeyCache();
-const EXCHANGE_INSPECT = typeSet('EZSD');
+const EXCHANGE_INSPECT = typeSet('EZSDTn');
+
+/** What an exchange() keeps of the answers besides the first error. */
+export interface ExchangeAnswers {
+  /** Each DataRow, as text. */
+  rows?: Array<Array<string | null>>;
+  /** The shape of each RowDescription or NoData (NO_RESULT), in order; null for a malformed one. */
+  shapes?: Array<ResultShape | null>;
+}
 
 export class BackendConnection {
   readonly parameters = new Map<string, string>();
@@ -133,6 +144,11 @@ export class BackendConnection {
   readonly statements = new Map<string, number>();
   /** Statements the server still holds in an outdated form (cached plan changed): close first. */
   readonly staleStatements = new Set<string>();
+  /**
+   * The result shapes of statements it holds, where a Describe answered on this connection told
+   * (frontend/result-shapes.ts): a statement made again has no entry until it is described again.
+   */
+  readonly statementShapes = new Map<string, ResultShape>();
   stateKey = '';
   /**
    * Settles once every cancel sent for this connection (cancel()) has reached its end: the
@@ -446,9 +462,12 @@ export class BackendConnection {
    * `{ acknowledgements: n }` instead of a count of ReadyForQuery: Parse and Close messages sent
    * with Flush inside a client's extended-protocol exchange (no Sync, which would end it); done
    * after n ParseComplete or CloseComplete, or at the first ErrorResponse (the server then skips
-   * up to the client's Sync). Only for an exchange that has not failed: a failed one answers nothing.
+   * up to the client's Sync). A Describe sent so counts too (answered by RowDescription or NoData).
+   * Only for an exchange that has not failed: a failed one answers nothing. `answers` keeps rows
+   * and result shapes.
    */
-  exchange(messages: Buffer[], until: number | { acknowledgements: number }, timeoutMs: number, rows?: Array<Array<string | null>>): Promise<{ error: Buffer | null }> {
+  exchange(messages: Buffer[], until: number | { acknowledgements: number }, timeoutMs: number, answers: ExchangeAnswers = {}): Promise<{ error: Buffer | null }> {
+    const { rows, shapes } = answers;
     const readyCount = typeof until === 'number' ? until : -1;
     const acknowledgements = typeof until === 'number' ? -1 : until.acknowledgements;
     const socket = this.socket;
@@ -470,7 +489,9 @@ export class BackendConnection {
       };
       const onMessage = (type: number, payload: Buffer | null): boolean => {
         if (type === BackendType.ErrorResponse && error === null) error = Buffer.from(payload!);
-        if (acknowledgements >= 0 && (type === BackendType.ErrorResponse || ((type === BackendType.ParseComplete || type === BackendType.CloseComplete) && ++seen === acknowledgements))) {
+        const described = type === BackendType.RowDescription || type === BackendType.NoData;
+        if (described && shapes !== undefined) shapes.push(type === BackendType.NoData ? NO_RESULT : decodeResultShape(payload!));
+        if (acknowledgements >= 0 && (type === BackendType.ErrorResponse || ((type === BackendType.ParseComplete || type === BackendType.CloseComplete || described) && ++seen === acknowledgements))) {
           done();
           return false;
         }
@@ -510,7 +531,7 @@ export class BackendConnection {
    */
   async query(sql: string, timeoutMs: number): Promise<Array<Array<string | null>>> {
     const rows: Array<Array<string | null>> = [];
-    const { error } = await this.exchange([encodeQuery(sql)], 1, timeoutMs, rows);
+    const { error } = await this.exchange([encodeQuery(sql)], 1, timeoutMs, { rows });
     if (error !== null) {
       const { code, message } = summarizeError(error);
       throw new AmbassadorError('UPSTREAM_QUERY_FAILED', `${this.target.host}:${this.target.port} refused the ambassador's query: ${message} (${code})`);

@@ -1,13 +1,16 @@
 // What a leased server must be told before a client's request can go (transaction pooling):
 // its settings replayed when they differ from the client's, the statements the request relies
-// on created when the server lacks them (closing an outdated form first), and room made in the
-// server's statement cache. Pure planning: nothing is sent and nothing is changed here.
+// on created when the server lacks them (closing an outdated form first), room made in the
+// server's statement cache, and a Describe of each statement whose result shape a Bind relies
+// on and the server's is not known (result-shapes.ts). Pure planning: nothing is sent and
+// nothing is changed here.
 
 import { Buffer } from 'node:buffer';
 import type { BackendConnection } from '../backend/connection.ts';
 import { decodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { Item, Request } from './request-builder.ts';
+import { shapeUnknown } from './result-shapes.ts';
 import type { ClientStatement } from './statements.ts';
 
 const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
@@ -40,13 +43,15 @@ export interface Preparation {
   /** Statements closed to make room (outdated ones first), and outdated ones closed before being re-created. */
   evicted: string[];
   refreshed: string[];
+  /** Statements described (after they are made), in order: their shapes, for result-shapes.ts learnShapes. */
+  described: string[];
 }
 
 /** The preparation `request` needs on `server`, or null when it can go as it is. */
 export function preparationFor(server: BackendConnection, request: Request, context: PreparationContext): Preparation | null {
   const syncsState = context.canSyncState && server.stateKey !== context.stateKey;
   if (!syncsState && readyAsItIs(server, request, context.unnamedReplayed === true)) return null;
-  const replays = missingStatements(server, request, context);
+  const { replays, described } = missingStatements(server, request, context);
   const created = replays.map((p) => decodeParse(p.subarray(5)).name).filter((n) => n !== '');
   const clientParses = request.items.flatMap((i) => (i.kind === 'parse' ? [i.statement.serverName] : []));
   const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
@@ -54,13 +59,14 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   const replaced = refreshed.filter((n) => server.staleStatements.has(n)).length;
   const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length - replaced;
   // Never close what this request creates, parses or uses.
-  const used = request.items.flatMap((i) => heldName(i) ?? []);
+  const used = request.items.flatMap((i) => heldStatement(i)?.serverName ?? []);
   const evicted = evictable(server, incoming, context.capacity, new Set([...created, ...clientParses, ...used]));
   const statementMessages = [
     ...evicted.map((name) => encodeTarget(FrontendType.Close, 'S', name)),
     // Closing a name the server does not hold is a harmless no-op.
     ...refreshed.map((name) => encodeTarget(FrontendType.Close, 'S', name)),
     ...replays,
+    ...described.map((name) => encodeTarget(FrontendType.Describe, 'S', name)),
   ];
   if (!syncsState && statementMessages.length === 0) return null;
   const messages: Buffer[] = [];
@@ -68,46 +74,63 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   const inExchange = context.inExchange === true;
   if (statementMessages.length > 0) messages.push(...statementMessages, inExchange ? FLUSH : encodeSync());
   const readies = (syncsState ? 1 : 0) + (statementMessages.length > 0 && !inExchange ? 1 : 0);
-  return { messages, readies, acknowledgements: statementMessages.length, syncsState, created, evicted, refreshed };
+  return { messages, readies, acknowledgements: statementMessages.length, syncsState, created, evicted, refreshed, described };
 }
 
 /**
  * The common case, checked without allocating: no Parse, and every statement the request
- * uses is on the server (every request of a client executing prepared statements in a loop).
+ * uses is on the server, its shape known there when a Bind relies on it (every request of a
+ * client executing prepared statements in a loop).
  */
 export function readyAsItIs(server: BackendConnection, request: Request, unnamedReplayed: boolean): boolean {
   for (const item of request.items) {
     if (item.kind === 'parse') return false;
     if ((item.kind === 'bind' || item.kind === 'describe') && item.unnamedParse !== null && !unnamedReplayed) return false;
-    const name = heldName(item);
-    if (name !== null && !server.statements.has(name)) return false;
+    const statement = heldStatement(item);
+    if (statement === null) continue;
+    if (!server.statements.has(statement.serverName)) return false;
+    if (item.kind === 'bind' && item.relies && shapeUnknown(server, statement)) return false;
   }
   return true;
 }
 
 /**
  * The shared server statement a Bind or Describe relies on; none for one that goes as it came
- * (the unnamed statement, a name the ambassador does not know) or names a statement the client
- * never prepared.
+ * (the unnamed statement, a name the ambassador does not know), names a statement the client
+ * never prepared, or is refused for its shape (a Bind of an outdated statement goes as a Parse
+ * every server refuses: result-shapes.ts).
  */
-function heldName(item: Item): string | null {
-  return (item.kind === 'bind' || item.kind === 'describe') && item.source !== null ? item.source.serverName : null;
+function heldStatement(item: Item): ClientStatement | null {
+  if ((item.kind !== 'bind' && item.kind !== 'describe') || item.source === null) return null;
+  return item.kind === 'bind' && item.relies && item.source.outdated ? null : item.source;
 }
 
-/** Parse messages the request relies on (Bind, Describe) that the server does not hold. */
-function missingStatements(server: BackendConnection, request: Request, context: PreparationContext): Buffer[] {
-  const missing: Buffer[] = [];
-  const created = new Set<string>();
+/**
+ * Parse messages the request relies on (Bind, Describe) that the server does not hold, and the
+ * statements to describe after them: those whose shape a Bind relies on, where the server's is
+ * not known (made now, or held but never described there). One the request parses itself is left
+ * to that Parse.
+ */
+function missingStatements(server: BackendConnection, request: Request, context: PreparationContext): { replays: Buffer[]; described: string[] } {
+  const replays: Buffer[] = [];
+  const described: string[] = [];
+  /** Statements the request parses itself (before the item at hand), and the ones made here. */
+  const parsed = new Set<string>();
+  const made = new Set<string>();
   for (const item of request.items) {
-    if (item.kind === 'parse') created.add(item.statement.serverName);
+    if (item.kind === 'parse') parsed.add(item.statement.serverName);
     const unnamed = item.kind === 'bind' || item.kind === 'describe' ? item.unnamedParse : null;
-    if (unnamed !== null && !context.unnamedReplayed && !missing.includes(unnamed)) missing.push(unnamed);
-    const source = item.kind === 'bind' || item.kind === 'describe' ? item.source : null;
-    if (source === null || created.has(source.serverName) || server.statements.has(source.serverName)) continue;
-    missing.push(source.parse);
-    created.add(source.serverName);
+    if (unnamed !== null && !context.unnamedReplayed && !replays.includes(unnamed)) replays.push(unnamed);
+    const statement = heldStatement(item);
+    if (statement === null || parsed.has(statement.serverName)) continue;
+    const name = statement.serverName;
+    if (!server.statements.has(name) && !made.has(name)) {
+      replays.push(statement.parse);
+      made.add(name);
+    }
+    if (item.kind === 'bind' && item.relies && shapeUnknown(server, statement) && !described.includes(name)) described.push(name);
   }
-  return missing;
+  return { replays, described };
 }
 
 /**

@@ -37,9 +37,11 @@ export type Item =
    * a name the ambassador does not know goes as it came too (rename and source null), unless the
    * client cannot have prepared it (MISSING_STATEMENT: renamed, source null). `exchangeParse`:
    * the unnamed statement's Parse when it went earlier in the same exchange (no Sync since), for
-   * running the request again alone on another lease (standAlone).
+   * running the request again alone on another lease (standAlone). `relies`: of a named
+   * statement the client prepared, with no Describe of its portal behind it in the request: the
+   * client reads its rows by the description it has of the statement (result-shapes.ts).
    */
-  | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null; exchangeParse: Buffer | null } & MessageBytes & BindLayout)
+  | ({ kind: 'bind'; serverName: string | null; rename: Buffer | null; source: ClientStatement | null; unnamedParse: Buffer | null; exchangeParse: Buffer | null; relies: boolean } & MessageBytes & BindLayout)
   /** Of a statement: `source`, `unnamedParse` and `exchangeParse` as for a Bind. */
   | { kind: 'describe'; serverName: string; source: ClientStatement | null; unnamedParse: Buffer | null; exchangeParse: Buffer | null };
 
@@ -675,7 +677,8 @@ export class RequestBuilder {
     }
     // Otherwise a name the ambassador does not know goes as it is: the server answers 26000 as
     // Postgres would, or runs what the session prepared with SQL PREPARE (a pinned session).
-    this.addItem({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse, exchangeParse });
+    const relies = shared !== null && statement !== '';
+    this.addItem({ kind: 'bind', chunk, start, end, portalEnd, restOffset, serverName, rename, source: shared, unnamedParse, exchangeParse, relies });
     this.currentBytes += end - start; // it holds the client's bytes until it is sent
     return null;
   }
@@ -695,7 +698,7 @@ export class RequestBuilder {
         // Bind of it fails, as in Postgres, instead of replaying its Parse).
         this.dropUnnamed();
       }
-      this.pushRaw(type, type === FrontendType.Close ? CLOSE : DESCRIBE_PORTAL);
+      this.pushRaw(type, type === FrontendType.Close ? CLOSE : kind === 'P' ? this.portalDescribed(name) : DESCRIBE_PORTAL);
     } else if (type === FrontendType.Describe) {
       // Of a statement the client never prepared: the server answers 26000 (see onBind). Of its
       // own unnamed one, parsed in an earlier exchange: its Parse goes first, as for a Bind.
@@ -722,6 +725,26 @@ export class RequestBuilder {
       this.pushRaw(type, CLOSE);
     }
     return null;
+  }
+
+  /**
+   * A Describe of portal `name`: the Bind that made it in this request (the last one) does not
+   * rely on the client's description of its statement. The answer tells the shape of that
+   * statement when none is noted yet (result-shapes.ts): a plan entry of its own then, the shared
+   * one otherwise.
+   */
+  private portalDescribed(name: string): PlanEntry {
+    const items = this.current;
+    let statement: ClientStatement | null | undefined;
+    for (let i = items.length - 1; i >= 0 && statement === undefined; i--) {
+      const item = items[i]!;
+      if (item.kind !== 'bind' || !bindsPortal(item, name)) continue;
+      item.relies = false;
+      statement = item.source;
+    }
+    // Bound in an earlier request (of the same transaction), or in this one: the statement it was bound from.
+    if (statement === undefined) statement = this.portals.get(name)?.shared;
+    return statement?.shape === null ? { kind: 'describe-portal', shows: statement } : DESCRIBE_PORTAL;
   }
 
   /**
@@ -827,8 +850,15 @@ function bindsNothing(bytes: Buffer, restOffset: number, end: number): boolean {
 }
 
 function describesPortal(items: readonly Item[]): boolean {
-  for (const item of items) if (item.kind === 'raw' && item.entry === DESCRIBE_PORTAL) return true;
+  for (const item of items) if (item.kind === 'raw' && item.entry?.kind === 'describe-portal') return true;
   return false;
+}
+
+/** Whether a Bind binds portal `name` (compared with its bytes, without a string for the unnamed portal). */
+function bindsPortal(bind: MessageBytes & BindLayout, name: string): boolean {
+  const from = bind.start + 5;
+  if (name === '') return bind.portalEnd === from;
+  return bind.portalEnd - from === Buffer.byteLength(name) && bind.chunk.toString('utf8', from, bind.portalEnd) === name;
 }
 
 /** What `decode` read, or null when the message is malformed (the decoders throw RangeError). */

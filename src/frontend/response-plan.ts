@@ -6,6 +6,8 @@
 // Asynchronous messages (NoticeResponse, NotificationResponse, ParameterStatus) belong to no
 // request and never advance the plan. Pure bookkeeping: no sockets.
 
+import type { ClientStatement } from './statements.ts';
+
 /** What the server answers a message with (added with add()). */
 export type PlanEntry =
   /**
@@ -16,8 +18,9 @@ export type PlanEntry =
   | { kind: 'parse'; name?: string; onError?: () => void; refusal?: Buffer }
   | { kind: 'bind'; statement?: string }
   | { kind: 'close' }
-  | { kind: 'describe-statement'; sawParameters?: boolean }
-  | { kind: 'describe-portal' }
+  /** `shows`: the client's statement described (of it, or of a portal bound from it), whose shape its answer tells (result-shapes.ts). */
+  | { kind: 'describe-statement'; sawParameters?: boolean; shows?: ClientStatement }
+  | { kind: 'describe-portal'; shows?: ClientStatement }
   /** `drop`: it runs DEALLOCATE ALL or DISCARD ALL (added with addDrop). */
   | { kind: 'execute'; drop?: StatementDrop }
   | { kind: 'sync' }

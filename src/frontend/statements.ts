@@ -4,11 +4,13 @@
 // hash of (query text, parameter types), so clients preparing the same statement share one
 // server-side statement, and a client's statement can be re-created on whichever server it
 // lands on. Each server connection keeps the statements it holds with when each was last used
-// (bounded; the least recently used is closed upstream when the bound is reached).
+// (bounded; the least recently used is closed upstream when the bound is reached), and the
+// result shapes it was seen to describe them with (result-shapes.ts).
 
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import type { BackendConnection } from '../backend/connection.ts';
+import type { ResultShape } from '../protocol/backend.ts';
 import { encodeParse, FrontendType, type ParseMessage } from '../protocol/frontend.ts';
 import type { PlanEntry } from './response-plan.ts';
 
@@ -22,6 +24,17 @@ export interface ClientStatement {
   parse: Buffer;
   /** What the server answers a Bind of it with, in the response plan (made once: plans never change it). */
   bindEntry: PlanEntry;
+  /**
+   * The result shape the client was first shown for it (the answer to its Describe of the
+   * statement, or of a portal bound from it), null until then: a client that binds it without
+   * describing again reads rows by that description (result-shapes.ts).
+   */
+  shape: ResultShape | null;
+  /**
+   * A server's form of it was found to have another shape than `shape` (DDL since): as in
+   * Postgres, every Bind of it that relies on that description fails with 0A000 from then on.
+   */
+  outdated: boolean;
 }
 
 /** How every name the ambassador gives a statement on a server begins. */
@@ -51,7 +64,8 @@ export function clientStatement(parse: ParseMessage, payload: Buffer): ClientSta
   message.writeInt32BE(4 + name.length + body.length, 1);
   name.copy(message, 5);
   body.copy(message, 5 + name.length);
-  return { serverName, nameBytes: name, query: parse.query, parse: message, bindEntry: Object.freeze({ kind: 'bind', statement: serverName }) };
+  const bindEntry: PlanEntry = Object.freeze({ kind: 'bind', statement: serverName });
+  return { serverName, nameBytes: name, query: parse.query, parse: message, bindEntry, shape: null, outdated: false };
 }
 
 /** A name no statement has: closing it is a no-op that still answers CloseComplete. */
@@ -87,6 +101,19 @@ export function touchStatement(server: BackendConnection, name: string): void {
   server.statements.set(name, ++uses);
 }
 
+/** A statement made (again) on a server: used now, and its result shape there not known until it is described. */
+export function madeStatement(server: BackendConnection, name: string): void {
+  touchStatement(server, name);
+  server.statementShapes.delete(name);
+}
+
+/** A statement closed on a server to make room: nothing is known of it there any more. */
+export function forgetStatement(server: BackendConnection, name: string): void {
+  server.statements.delete(name);
+  server.staleStatements.delete(name);
+  server.statementShapes.delete(name);
+}
+
 /**
  * The server holds the statement in an outdated form (its result type changed): it is no longer
  * taken as held, and is closed before it is created there again (preparation.ts). Until it is
@@ -96,4 +123,5 @@ export function touchStatement(server: BackendConnection, name: string): void {
 export function markStale(server: BackendConnection, name: string): void {
   server.statements.delete(name);
   server.staleStatements.add(name);
+  server.statementShapes.delete(name);
 }

@@ -5,7 +5,9 @@
 // renamed to their shared server names (statements.ts). A request is dispatched on the lease, acquiring one
 // first when the client holds none. Before the first request on a lease, the server is made to
 // look like the client's session (settings replayed when they differ) and the statements the
-// request uses are created there if missing (one short exchange, only when needed).
+// request uses are created there if missing, and described where a Bind relies on the result
+// shape its client was shown (one short exchange, only when needed). A Bind whose statement's
+// shape is another than that is refused there as Postgres refuses it (result-shapes.ts).
 //
 // Server side: responses are walked message by message against what each request message will
 // produce (ResponsePlan); contiguous bytes are forwarded as one slice. A Parse of a statement
@@ -44,6 +46,7 @@ import {
   encodeErrorResponse,
   encodeReadyForQuery,
   PARSE_COMPLETE,
+  type ResultShape,
   type TransactionStatus,
 } from '../protocol/backend.ts';
 import { ALL_TYPES, Framer, FramingError, payloadStart, typeSet } from '../protocol/framer.ts';
@@ -64,7 +67,8 @@ import { ResponsePlan, type PlanEntry, type StatementDrop } from './response-pla
 import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
 import { Outgoing } from './outgoing.ts';
-import { markStale, touchStatement, type ClientStatement } from './statements.ts';
+import { forgetStatement, madeStatement, markStale, REFUSED_PARSE, touchStatement, type ClientStatement } from './statements.ts';
+import { isCachedPlanError, learnShapes, noteDescribed, SHAPE_REFUSAL, shapeRefused } from './result-shapes.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 import type { RequestMeter } from './request-meter.ts';
@@ -95,7 +99,11 @@ export interface TxnForwarderOptions {
   onIdle: () => void;
 }
 
-const SERVER_INSPECT = typeSet('EZCS');
+/** Server messages read (RowDescription and NoData: the shape of a described statement, result-shapes.ts). */
+const SERVER_INSPECT = typeSet('EZCSTn');
+/** Of those, delivered in place (Framer inPlace), the ones handed on as a view of their own (payload) while an answer is watched; and always. */
+const SERVER_VIEWED_WATCHED = typeSet('EZCS');
+const SERVER_VIEWED = typeSet('ES');
 /** Owed bytes are copied in front of a write up to this size; written on their own before a larger one. */
 const OWED_COPY_LIMIT = 16 * 1024;
 const NOTHING = Buffer.alloc(0);
@@ -599,12 +607,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     this.ownExchange = true;
     this.detachServer(server);
     try {
-      for (const name of plan.evicted) {
-        server.statements.delete(name);
-        server.staleStatements.delete(name);
-      }
+      for (const name of plan.evicted) forgetStatement(server, name);
       const inExchange = this.unsynced;
-      const { error } = await server.exchange(plan.messages, inExchange ? { acknowledgements: plan.acknowledgements } : plan.readies, this.options.exchangeTimeoutMs);
+      const shapes: Array<ResultShape | null> = [];
+      const { error } = await server.exchange(plan.messages, inExchange ? { acknowledgements: plan.acknowledgements } : plan.readies, this.options.exchangeTimeoutMs, { shapes });
       for (const name of plan.refreshed) server.staleStatements.delete(name);
       if (error && inExchange) {
         // Its statement could not be made again: the client hears why, as the error of its
@@ -632,9 +638,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         }
       } else {
         if (plan.syncsState) server.stateKey = this.options.state.stateKey;
-        for (const name of plan.created) touchStatement(server, name);
+        for (const name of plan.created) madeStatement(server, name);
         this.unnamedReplayed = { request, server };
       }
+      learnShapes(server, plan.described, shapes, error);
     } catch {
       if (this.ownExchangeEnded(server, true)) this.lostPreparing(request);
       return;
@@ -778,7 +785,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private parseBehindDrop(server: BackendConnection, statement: ClientStatement, drop: StatementDrop): void {
     const name = statement.serverName;
     const held = server.statements.has(name);
-    touchStatement(server, name);
+    madeStatement(server, name);
     OUTGOING.add(statement.parse);
     this.plan.add({
       kind: 'parse',
@@ -802,6 +809,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     drop.ran = true;
     server.statements.clear();
     server.staleStatements.clear();
+    server.statementShapes.clear();
     for (const name of this.plan.parsesBehindHead()) touchStatement(server, name);
   }
 
@@ -829,7 +837,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
           else plan.addSynthesized(() => this.requests.parseFailed(statement));
           return;
         }
-        touchStatement(server, name);
+        madeStatement(server, name);
         out.add(statement.parse);
         // Failed or skipped: neither the server nor the client holds it (the client may parse its name again).
         plan.add({
@@ -846,6 +854,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         if (item.rename === null) {
           out.add(item.chunk, item.start, item.end);
           plan.add(PLAIN_BIND);
+        } else if (item.relies && shapeRefused(server, item.source!)) {
+          // Its statement's result shape is no longer the one the client reads rows by: it fails as in Postgres (result-shapes.ts).
+          out.add(REFUSED_PARSE);
+          plan.add(SHAPE_REFUSAL);
         } else {
           // Without a source, it names a statement nothing has (the client never prepared it).
           if (item.source !== null) touchStatement(server, item.serverName!);
@@ -855,7 +867,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         return;
       case 'describe':
         out.add(encodeTarget(FrontendType.Describe, 'S', item.serverName));
-        plan.add({ kind: 'describe-statement' });
+        plan.add(item.source === null ? { kind: 'describe-statement' } : { kind: 'describe-statement', shows: item.source });
         return;
     }
   }
@@ -930,10 +942,10 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
 
   private onServerMessageOf(type: number, given: Buffer | null, length: number, end: number): boolean {
     // An inspected message that lies whole in the chunk comes without a payload (Framer inPlace):
-    // ReadyForQuery and CommandComplete, in every answer, are read where they lie; the rarer
-    // ones, and every one while an answer is watched, get a view.
+    // ReadyForQuery, CommandComplete, RowDescription and NoData, in every answer, are read where
+    // they lie; the rarer ones, and the first two while an answer is watched, get a view.
     let payload = given;
-    if (payload === null && SERVER_INSPECT[type] === 1 && ((type !== BackendType.ReadyForQuery && type !== BackendType.CommandComplete) || this.watched !== null || this.retry !== null)) {
+    if (payload === null && SERVER_VIEWED_WATCHED[type] === 1 && (SERVER_VIEWED[type] === 1 || this.watched !== null || this.retry !== null)) {
       payload = this.chunk!.subarray(payloadStart(length, end), end);
     }
     if (type === BackendType.ErrorResponse && endsSession(payload!)) {
@@ -977,6 +989,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       const { name, value } = decodeParameterStatus(payload!);
       this.lease?.parameters.set(name, value); // in_hot_standby changes when a standby is promoted
       this.options.routing.noteParameter(name, value);
+    } else if (type === BackendType.RowDescription || type === BackendType.NoData) {
+      this.noteShape(type, payload, length, end);
+      this.plan.complete(type);
     } else {
       this.plan.complete(type);
     }
@@ -985,6 +1000,17 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       this.flushSynthesized(false);
     }
     return true;
+  }
+
+  /**
+   * A RowDescription or NoData (`payload`, or in place in the chunk) that answers a Describe whose
+   * plan entry asks for its shape: noted for the client statement and the lease (result-shapes.ts).
+   */
+  private noteShape(type: number, payload: Buffer | null, length: number, end: number): void {
+    const entry = this.plan.current;
+    if ((entry?.kind !== 'describe-statement' && entry?.kind !== 'describe-portal') || entry.shows === undefined || this.lease === null) return;
+    if (payload !== null) noteDescribed(this.lease, entry.shows, type, payload, 0, payload.length);
+    else noteDescribed(this.lease, entry.shows, type, this.chunk!, payloadStart(length, end), end);
   }
 
   /**
@@ -1556,11 +1582,6 @@ function endsBlock(effects: readonly SessionEffect[]): boolean | null {
 function answerless(request: Request): boolean {
   for (const item of request.items) if (item.kind !== 'raw' || !ANSWERLESS_TYPES.has(item.type)) return false;
   return true;
-}
-
-function isCachedPlanError(payload: Buffer): boolean {
-  const fields = decodeErrorFields(payload);
-  return fields.get('C') === '0A000' && (fields.get('M') ?? '').startsWith('cached plan must not change result type');
 }
 
 function isChoice(value: BackendConnection | Choice): value is Choice {

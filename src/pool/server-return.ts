@@ -26,6 +26,7 @@ export function returnServer(pool: ServerPool, server: BackendConnection, state:
         // DISCARD ALL dropped the server's prepared statements and settings.
         server.statements.clear();
         server.staleStatements.clear();
+        server.statementShapes.clear();
         server.stateKey = '';
       }
       pool.release(server, error ? 'broken' : 'reusable');

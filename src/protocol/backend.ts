@@ -1,5 +1,6 @@
 // Backend (server -> client) messages: encoders for what the ambassador itself sends to clients,
-// and decoders for the few server messages it inspects (R, E/N, S, K, Z, v).
+// and decoders for the few server messages it inspects (R, E/N, S, K, Z, v; T and n for the shape
+// of a described statement's result).
 // Pure: no sockets, timers or logging.
 
 import { Buffer } from 'node:buffer';
@@ -49,6 +50,8 @@ export interface ErrorFields {
   message: string;
   detail?: string | undefined;
   hint?: string | undefined;
+  /** The server routine that raised it (field R): some drivers act on it (postgres.js retries after RevalidateCachedQuery). */
+  routine?: string | undefined;
 }
 
 // ---- encoders (ambassador -> client) ----
@@ -69,6 +72,7 @@ function encodeNoticeLike(type: number, fields: ErrorFields): Buffer {
   w.byte(0x4d).cstring(fields.message); // M
   if (fields.detail) w.byte(0x44).cstring(fields.detail); // D
   if (fields.hint) w.byte(0x48).cstring(fields.hint); // H
+  if (fields.routine) w.byte(0x52).cstring(fields.routine); // R
   w.byte(0);
   return w.finish(type);
 }
@@ -234,6 +238,35 @@ export function decodeDataRow(payload: Buffer): Array<string | null> {
     values.push(length === -1 ? null : r.bytes(length).toString('utf8'));
   }
   return values;
+}
+
+/**
+ * What a prepared statement's cached plan fixes of its result, as one string (equal shapes, equal
+ * strings): the number of columns, then each column's name, type OID and type modifier, from a
+ * RowDescription. Postgres answers 0A000 "cached plan must not change result type" when these
+ * change under a statement; the table OID, column number and format code of each column are left
+ * out (a portal's formats are the Bind's choice). NoData (no result) is NO_RESULT.
+ */
+export type ResultShape = string;
+
+/** The shape of a statement that returns no rows (NoData). */
+export const NO_RESULT: ResultShape = 'NoData';
+
+/** The ResultShape of a RowDescription whose payload is `bytes[from, to)`; null when it is malformed. */
+export function decodeResultShape(bytes: Buffer, from = 0, to = bytes.length): ResultShape | null {
+  if (to - from < 2) return null;
+  const count = bytes.readUInt16BE(from);
+  let shape = String(count);
+  let at = from + 2;
+  for (let i = 0; i < count; i++) {
+    let nameEnd = at;
+    while (nameEnd < to && bytes[nameEnd] !== 0) nameEnd++;
+    // The name's NUL, then table OID (4), column number (2), type OID (4), size (2), modifier (4), format (2).
+    if (nameEnd + 19 > to) return null;
+    shape += `\0${bytes.toString('latin1', at, nameEnd)}\0${bytes.readUInt32BE(nameEnd + 7)}\0${bytes.readInt32BE(nameEnd + 13)}`;
+    at = nameEnd + 19;
+  }
+  return at === to ? shape : null;
 }
 
 /** The transaction status of a ReadyForQuery whose payload is `bytes[from, to)` (all of it by default). */

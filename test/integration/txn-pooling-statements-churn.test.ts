@@ -17,8 +17,8 @@
 // - the eviction load while server connections are terminated at random: each answer right, or
 //   an error that says the server was lost (57P01, 08xxx), and statements keep working after;
 // - pool.cacheUnnamedStatements: unnamed and named statements of the same texts, evicting.
-// Then the smallest forms of the bugs these loads and a reading of the code found, as tests
-// marked todo (they fail on the current code; each one's comment says where and why).
+// Then the smallest forms of the bugs these loads and a reading of the code found, each a
+// regression test whose comment says where and why it failed.
 //
 // The load ambassadors run as child processes (the production build), so this process only
 // carries the clients; the small reproductions use in-process ambassadors with a pool of one.
@@ -996,16 +996,17 @@ describe('statement bookkeeping, reduced to one server connection', () => {
     }
   });
 
-  test('postgres.js: a prepared query run again after ALTER TABLE returns the new column, also when its statement was closed to make room meanwhile', { timeout: TEST_TIMEOUT_MS, todo: 'bug: the statement is re-created in its new shape without 0A000, and postgres.js reads the row with its cached description' }, async () => {
+  test('postgres.js: a prepared query run again after ALTER TABLE returns the new column, also when its statement was closed to make room meanwhile', { timeout: TEST_TIMEOUT_MS }, async () => {
     // A statement re-created on a server (closed to make room, or the client moved to a server
     // that never had it) is parsed again from the client's Parse: after DDL it has another result
     // type, and no server says 0A000 "cached plan must not change result type", which Postgres
     // says to a client whose statement outlived the DDL. postgres.js binds a statement it
     // described once without describing it again and decodes each row by the columns it cached
-    // (postgres.js src/connection.js DataRow): it returns the row without the new column.
+    // (postgres.js src/connection.js DataRow): it returned the row without the new column.
     // Held on the server, the same run gets 0A000 and postgres.js prepares it again (the test
     // 'postgres.js: a prepared query executed again after ALTER TABLE returns the new column'
-    // in txn-pooling.test.ts). preparation.ts missingStatements re-creates it silently.
+    // in txn-pooling.test.ts). Now the re-creation describes the statement and compares its
+    // shape with the one the client was shown (result-shapes.ts): 0A000 as from Postgres.
     const amb = await inProcess.start({ pool: { mode: 'transaction', size: 1 }, logging: { level: 'info' } });
     await withClient(directConfig(topology, DB, { application_name: DIRECT_APP }), (c) => c.query('drop table if exists pa_shape; create table pa_shape (a int); insert into pa_shape values (1)'));
     const sql = postgres({ host: '127.0.0.1', port: amb.port, username: 'app', password: CLIENT_PASSWORD, database: DB, max: 1, prepare: true, idle_timeout: 0, fetch_types: false, onnotice: () => {} });

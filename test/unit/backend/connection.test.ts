@@ -2,8 +2,20 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { BackendConnection, type ServerSink } from '../../../src/backend/connection.ts';
 import { TcpConnector } from '../../../src/backend/connector.ts';
-import { encodeCommandComplete, encodeErrorResponse, encodeReadyForQuery, summarizeError } from '../../../src/protocol/backend.ts';
-import { encodeQuery } from '../../../src/protocol/frontend.ts';
+import {
+  decodeResultShape,
+  encodeCommandComplete,
+  encodeDataRow,
+  encodeErrorResponse,
+  encodeReadyForQuery,
+  encodeTextRowDescription,
+  NO_DATA,
+  NO_RESULT,
+  PARSE_COMPLETE,
+  summarizeError,
+} from '../../../src/protocol/backend.ts';
+import { encodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
+import { MessageWriter } from '../../../src/protocol/writer.ts';
 import { FakeUpstream, type Script } from '../../support/fake-upstream.ts';
 
 const PASSWORD = 'fake-upstream-password';
@@ -74,4 +86,24 @@ test('an exchange the sink starts while handling a chunk reads the answer to its
   const { error } = await answered;
   assert.ok(error !== null, "the exchange took the sink's ReadyForQuery for its own");
   assert.equal(summarizeError(error).message, 'the answer to the exchange');
+});
+
+test('an exchange keeps the shape of each RowDescription and NoData; inside a client’s open exchange a Describe counts as answered by either', async (t) => {
+  const parameters = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
+  const conn = await connected(t, async (connection) => {
+    // With Sync: a settings replay that returns a row, then a statement described: all up to ReadyForQuery.
+    for (let i = 0; i < 4; i++) await connection.nextMessage();
+    connection.send(encodeTextRowDescription(['set_config']), encodeDataRow(['x']), encodeCommandComplete('SELECT 1'), encodeReadyForQuery('I'), PARSE_COMPLETE, parameters, encodeTextRowDescription(['a']), encodeReadyForQuery('I'));
+    // With Flush (inside the client's exchange): done at the last acknowledgement, the Describe's NoData.
+    for (let i = 0; i < 3; i++) await connection.nextMessage();
+    connection.send(PARSE_COMPLETE, parameters, NO_DATA);
+  });
+  const shapes: Array<string | null> = [];
+  const synced = await conn.exchange([encodeQuery('select set_config()'), encodeParse('pa_1', 'select 1 as a', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', 'pa_1'), encodeSync()], 2, 5_000, { shapes });
+  assert.equal(synced.error, null);
+  assert.deepEqual(shapes, [decodeResultShape(encodeTextRowDescription(['set_config']).subarray(5)), decodeResultShape(encodeTextRowDescription(['a']).subarray(5))]);
+  const open: Array<string | null> = [];
+  const flushed = await conn.exchange([encodeParse('pa_2', 'create table x ()', Buffer.from([0, 0])), encodeTarget(FrontendType.Describe, 'S', 'pa_2'), new MessageWriter().finish(FrontendType.Flush)], { acknowledgements: 2 }, 5_000, { shapes: open });
+  assert.equal(flushed.error, null, 'done at the NoData: not waiting for a ReadyForQuery that never comes');
+  assert.deepEqual(open, [NO_RESULT]);
 });

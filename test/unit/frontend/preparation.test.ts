@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { BackendConnection } from '../../../src/backend/connection.ts';
 import { decodeParse, decodeTarget, encodeParse, encodeSync, encodeTarget, FrontendType } from '../../../src/protocol/frontend.ts';
-import { preparationFor, type PreparationContext } from '../../../src/frontend/preparation.ts';
+import { frameMessage } from '../../../src/protocol/writer.ts';
+import { preparationFor, type Preparation, type PreparationContext } from '../../../src/frontend/preparation.ts';
 import { RequestBuilder, type Request } from '../../../src/frontend/request-builder.ts';
-import { markStale, MISSING_STATEMENT, touchStatement } from '../../../src/frontend/statements.ts';
+import { type ClientStatement, markStale, MISSING_STATEMENT, touchStatement } from '../../../src/frontend/statements.ts';
 import { SessionEffectsCache } from '../../../src/router/session-effects.ts';
 
 function server(statements: string[] = [], stateKey = ''): BackendConnection {
-  const conn = { statements: new Map<string, number>(), staleStatements: new Set<string>(), stateKey } as unknown as BackendConnection;
+  const conn = { statements: new Map<string, number>(), staleStatements: new Set<string>(), statementShapes: new Map<string, string>(), stateKey } as unknown as BackendConnection;
   for (const name of statements) touchStatement(conn, name); // listed least recently used first
   return conn;
 }
@@ -151,4 +152,79 @@ test('statements left outdated by DDL still take their places until closed, and 
   const remade = preparationFor(withX, again!, context({ capacity: 2 }))!;
   assert.deepEqual(remade.evicted, []);
   assert.deepEqual(remade.refreshed, [x]);
+});
+
+// ---- result shapes (result-shapes.ts) ----
+
+/** Prepares `name` (its text `text`) and returns the client statement, shown `shape` when one is given. */
+function prepared(builder: RequestBuilder, name: string, text: string, shape: string | null): ClientStatement {
+  const [request] = requests(builder, encodeParse(name, text, noTypes), encodeSync());
+  const item = request!.items[0]!;
+  assert.ok(item.kind === 'parse');
+  item.statement.shape = shape;
+  return item.statement;
+}
+
+const describeOf = (name: string, kind: 'S' | 'P' = 'S'): Buffer => encodeTarget(FrontendType.Describe, kind, name);
+const execute = frameMessage(FrontendType.Execute, Buffer.from([0, 0, 0, 0, 0]));
+const letters = (plan: Preparation | null): string => (plan === null ? 'null' : plan.messages.map((m) => String.fromCharCode(m[0]!)).join(''));
+
+test('a Bind that relies on the shape the client was shown: made again with a Describe after it, on a server that lacks it', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', '1\0a\x0023\0-1');
+  const [request] = requests(builder, bind('s1'), execute, encodeSync());
+  const plan = preparationFor(server(), request!, context())!;
+  assert.equal(letters(plan), 'CPDS', 'closed in case it is outdated, made, described, synced');
+  assert.deepEqual(decodeTarget(plan.messages[2]!.subarray(5)), { kind: 'S', name: s1.serverName });
+  assert.deepEqual(plan.described, [s1.serverName]);
+  assert.deepEqual(plan.created, [s1.serverName]);
+  assert.equal(plan.acknowledgements, 3, 'inside an exchange the Describe is answered too (RowDescription or NoData)');
+  assert.equal(letters(preparationFor(server(), request!, context({ inExchange: true, canSyncState: false }))), 'CPDH', 'with Flush inside an exchange');
+});
+
+test('held where its shape is not known: described only; known there, the Bind goes as it is (shapeRefused decides at send)', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', 'shown');
+  const [request] = requests(builder, bind('s1'), execute, encodeSync());
+  const held = server([s1.serverName]);
+  const plan = preparationFor(held, request!, context())!;
+  assert.equal(letters(plan), 'DS');
+  assert.deepEqual([plan.created, plan.evicted, plan.refreshed, plan.described], [[], [], [], [s1.serverName]]);
+  for (const shape of ['shown', 'another']) {
+    held.statementShapes.set(s1.serverName, shape);
+    assert.equal(preparationFor(held, request!, context()), null, `known: ${shape}`);
+  }
+});
+
+test('nothing is described for a Bind whose portal the request describes, nor for a statement the client was shown no shape of', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', 'shown');
+  prepared(builder, 's2', 'select * from u', null);
+  const [describing] = requests(builder, bind('s1'), describeOf('', 'P'), execute, encodeSync());
+  assert.equal(letters(preparationFor(server(), describing!, context())), 'CPS');
+  assert.equal(preparationFor(server([s1.serverName]), describing!, context()), null);
+  const [unshown] = requests(builder, bind('s2'), execute, encodeSync());
+  assert.equal(letters(preparationFor(server(), unshown!, context())), 'CPS');
+});
+
+test('an outdated statement is made nowhere for a Bind that relies on it (it fails at send); one whose portal is described is made', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', 'shown');
+  s1.outdated = true;
+  const [relying] = requests(builder, bind('s1'), execute, encodeSync());
+  assert.equal(preparationFor(server(), relying!, context()), null);
+  const [describing] = requests(builder, bind('s1'), describeOf('', 'P'), execute, encodeSync());
+  assert.equal(letters(preparationFor(server(), describing!, context())), 'CPS');
+});
+
+test('one Describe per statement, however many Binds rely on it; none for one the request parses itself', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', 'shown');
+  const [twice] = requests(builder, bind('s1'), execute, bind('s1'), execute, encodeSync());
+  assert.deepEqual(preparationFor(server(), twice!, context())!.described, [s1.serverName]);
+  // Its Describe first (answered in the request, after the preparation): still made and described in one preparation.
+  const [describedFirst] = requests(builder, describeOf('s1'), bind('s1'), execute, encodeSync());
+  assert.equal(letters(preparationFor(server(), describedFirst!, context())), 'CPDS');
+  const [parsed] = requests(builder, encodeParse('s2', 'select * from t', noTypes), bind('s1'), execute, encodeSync());
+  assert.equal(preparationFor(server(), parsed!, context()), null, 'made by the request’s own Parse: left to it');
 });

@@ -445,3 +445,35 @@ test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client,
   assert.equal(held('s2'), true, 'parsed after it');
   assert.equal((feed(builder, Buffer.concat([unnamedBind, encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, null, 'the unnamed statement stays');
 });
+
+test('a Bind relies on the client’s description of its statement unless a Describe of its portal follows in the request', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (statement: string, portal = ''): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`${portal}\0${statement}\0\0\0\0\0\0\0`, 'latin1'));
+  const describePortal = (portal: string): Buffer => encodeTarget(FrontendType.Describe, 'P', portal);
+  const relies = (request: Request): boolean[] => request.items.flatMap((i) => (i.kind === 'bind' ? [i.relies] : []));
+  feed(builder, Buffer.concat([encodeParse('s1', 'SELECT $1', Buffer.from([0, 0])), encodeParse('', 'SELECT 2', Buffer.from([0, 0])), encodeSync()]));
+  // postgres.js: Bind, Execute, Sync. pg and libpq: Bind, Describe P, Execute, Sync.
+  const [plain, described] = feed(builder, Buffer.concat([bindOf('s1'), execute, encodeSync(), bindOf('s1'), describePortal(''), execute, encodeSync()]));
+  assert.deepEqual([relies(plain!), relies(described!)], [[true], [false]]);
+  // The Describe counts for the last Bind of its portal only; a named portal is told apart from the unnamed one.
+  const [two] = feed(builder, Buffer.concat([bindOf('s1'), execute, bindOf('s1'), describePortal(''), execute, bindOf('s1', 'c1'), describePortal(''), bindOf('s1', 'c2'), describePortal('c2'), encodeSync()]));
+  assert.deepEqual(relies(two!), [true, false, true, false]);
+  // The unnamed statement, and a name the client never prepared, are parsed (or refused) on the spot: nothing relies.
+  const [unnamed] = feed(builder, Buffer.concat([bindOf(''), execute, bindOf('made_with_sql_prepare'), execute, encodeSync()]));
+  assert.deepEqual(relies(unnamed!), [false, false]);
+});
+
+test('a Describe of a portal bound from a statement whose shape is not noted yet carries that statement in its plan entry; after, the shared entry', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const [prepared] = feed(builder, Buffer.concat([encodeParse('s1', 'SELECT $1', Buffer.from([0, 0])), encodeSync()]));
+  const statement = (prepared!.items[0] as Extract<Item, { kind: 'parse' }>).statement;
+  const bindS1 = frameMessage(FrontendType.Bind, Buffer.from('\0s1\0\0\0\0\0\0\0', 'latin1'));
+  const entryOf = (request: Request): unknown => (request.items[1] as Extract<Item, { kind: 'raw' }>).entry;
+  const [first] = feed(builder, Buffer.concat([bindS1, encodeTarget(FrontendType.Describe, 'P', ''), execute, encodeSync()]));
+  assert.deepEqual(entryOf(first!), { kind: 'describe-portal', shows: statement });
+  assert.equal(first!.retryable, true, 'it describes its portal again: a cached-plan error is retried');
+  statement.shape = 'noted';
+  const [later] = feed(builder, Buffer.concat([bindS1, encodeTarget(FrontendType.Describe, 'P', ''), execute, encodeSync()]));
+  assert.ok(Object.isFrozen(entryOf(later!)), 'the shared entry: nothing made per request');
+  assert.equal(later!.retryable, true);
+});

@@ -11,7 +11,6 @@ import { test } from 'node:test';
 import { hotPath, type HotPath } from '../../../bench/hot-path.ts';
 import {
   BIND_COMPLETE,
-  decodeErrorFields,
   encodeCommandComplete,
   encodeDataRow,
   encodeErrorResponse,
@@ -22,34 +21,11 @@ import {
 import { encodeParse, encodeQuery, encodeSync, FrontendType } from '../../../src/protocol/frontend.ts';
 import { MessageWriter } from '../../../src/protocol/writer.ts';
 import { REFUSED_PARSE } from '../../../src/frontend/statements.ts';
+import { bind, received, sent } from '../../support/hot-path-wire.ts';
 
 const TEXT = 'select $1::int as n';
 const NO_TYPES = Buffer.from([0, 0]);
 const EXECUTE = new MessageWriter().cstring('').int32(0).finish(FrontendType.Execute);
-
-function bind(statement: string, values: readonly string[]): Buffer {
-  const writer = new MessageWriter().cstring('').cstring(statement).int16(0).int16(values.length);
-  for (const value of values) writer.int32(Buffer.byteLength(value)).bytes(Buffer.from(value));
-  return writer.int16(0).finish(FrontendType.Bind);
-}
-
-/** Each message the client got since the last call, as its type letter (an error with its SQLSTATE). */
-function received(path: HotPath): string {
-  const bytes = Buffer.concat(path.client.received.splice(0));
-  const out: string[] = [];
-  for (let offset = 0; offset < bytes.length; ) {
-    const type = String.fromCharCode(bytes[offset]!);
-    const end = offset + 1 + bytes.readInt32BE(offset + 1);
-    out.push(type === 'E' ? `E(${decodeErrorFields(bytes.subarray(offset + 5, end)).get('C')})` : type === 'Z' ? `Z(${String.fromCharCode(bytes[end - 1]!)})` : type);
-    offset = end;
-  }
-  return out.join(' ');
-}
-
-/** What the primary was sent since the last call. */
-function sent(path: HotPath): Buffer {
-  return Buffer.concat(path.primary.written.splice(0));
-}
 
 async function keeping(): Promise<HotPath> {
   const path = await hotPath('extended', false);

@@ -9,6 +9,7 @@ import {
   decodeErrorFields,
   decodeParameterStatus,
   decodeReadyForQuery,
+  decodeResultShape,
   encodeAuthenticationMD5,
   encodeAuthenticationOk,
   encodeAuthenticationSASL,
@@ -18,7 +19,10 @@ import {
   encodeNegotiateProtocolVersion,
   encodeParameterStatus,
   encodeReadyForQuery,
+  encodeTextRowDescription,
+  NO_RESULT,
 } from '../../../src/protocol/backend.ts';
+import { MessageWriter } from '../../../src/protocol/writer.ts';
 
 /**
  * Parses our encoded bytes whole with pg-protocol (node-postgres's own parser), and checks that
@@ -53,6 +57,67 @@ test('ErrorResponse is read by node-postgres with every field', () => {
   const fields = decodeErrorFields(bytes.subarray(5));
   assert.equal(fields.get('C'), '28P01');
   assert.equal(fields.get('V'), 'FATAL');
+});
+
+test('the routine field (R) reaches node-postgres: postgres.js retries a prepared query on RevalidateCachedQuery', () => {
+  const bytes = encodeErrorResponse({ severity: 'ERROR', code: '0A000', message: 'cached plan must not change result type', routine: 'RevalidateCachedQuery' });
+  const [m] = parseEverySplit(bytes) as unknown as Array<Record<string, string>>;
+  assert.equal(m!.routine, 'RevalidateCachedQuery');
+  assert.equal(decodeErrorFields(bytes.subarray(5)).get('R'), 'RevalidateCachedQuery');
+  assert.equal(decodeErrorFields(encodeErrorResponse({ severity: 'ERROR', code: '0A000', message: 'm' }).subarray(5)).has('R'), false, 'none unless given');
+});
+
+interface Column {
+  name: string;
+  table?: number;
+  attnum?: number;
+  oid: number;
+  size?: number;
+  typmod?: number;
+  format?: number;
+}
+
+/** A RowDescription's payload, with every field a server fills in. */
+function rowDescription(columns: readonly Column[]): Buffer {
+  const w = new MessageWriter().int16(columns.length);
+  for (const c of columns) w.cstring(c.name).int32(c.table ?? 16_384).int16(c.attnum ?? 1).int32(c.oid).int16(c.size ?? 4).int32(c.typmod ?? -1).int16(c.format ?? 0);
+  return w.finish(0x54).subarray(5);
+}
+
+test('a result shape is the columns’ names, types and type modifiers, in order: nothing else of a RowDescription counts', () => {
+  const shape = decodeResultShape(rowDescription([{ name: 'a', oid: 23 }, { name: 'b', oid: 1043, typmod: 14 }]));
+  assert.equal(typeof shape, 'string');
+  // A portal's description (binary formats), or the same columns read from another table or position.
+  assert.equal(decodeResultShape(rowDescription([{ name: 'a', oid: 23, table: 1, attnum: 7, format: 1 }, { name: 'b', oid: 1043, typmod: 14, table: 2, size: -1, format: 1 }])), shape);
+  for (const [why, columns] of [
+    ['a column added', [{ name: 'a', oid: 23 }, { name: 'b', oid: 1043, typmod: 14 }, { name: 'c', oid: 23 }]],
+    ['a column dropped', [{ name: 'a', oid: 23 }]],
+    ['a type changed', [{ name: 'a', oid: 20 }, { name: 'b', oid: 1043, typmod: 14 }]],
+    ['a type modifier changed', [{ name: 'a', oid: 23 }, { name: 'b', oid: 1043, typmod: 24 }]],
+    ['a column renamed', [{ name: 'a', oid: 23 }, { name: 'c', oid: 1043, typmod: 14 }]],
+    ['columns swapped', [{ name: 'b', oid: 1043, typmod: 14 }, { name: 'a', oid: 23 }]],
+  ] as const) {
+    assert.notEqual(decodeResultShape(rowDescription(columns)), shape, why);
+  }
+  // Names are bytes: one that is not UTF-8, or holds the separator's neighbours, still tells shapes apart.
+  assert.notEqual(decodeResultShape(rowDescription([{ name: 'aé', oid: 23 }])), decodeResultShape(rowDescription([{ name: 'aè', oid: 23 }])));
+  assert.notEqual(decodeResultShape(rowDescription([{ name: '1', oid: 23 }])), decodeResultShape(rowDescription([{ name: '', oid: 123 }])));
+  // No columns (SELECT;) is a result, NoData is none.
+  assert.notEqual(decodeResultShape(rowDescription([])), NO_RESULT);
+  assert.equal(decodeResultShape(encodeTextRowDescription(['x']).subarray(5)), decodeResultShape(rowDescription([{ name: 'x', oid: 25, size: -1, table: 0, attnum: 0 }])));
+});
+
+test('a result shape is read in place from its range of a chunk, and a malformed RowDescription has none', () => {
+  const payload = rowDescription([{ name: 'abc', oid: 23 }, { name: 'd', oid: 25 }]);
+  const shape = decodeResultShape(payload);
+  const chunk = Buffer.concat([Buffer.from([1, 2, 0]), payload, Buffer.from([0, 9, 9])]);
+  assert.equal(decodeResultShape(chunk, 3, 3 + payload.length), shape);
+  // Cut short at every byte (the name's NUL outside the range does not count), or with bytes to spare.
+  for (let to = 0; to < payload.length; to++) assert.equal(decodeResultShape(chunk, 3, 3 + to), null, `cut at ${to}`);
+  assert.equal(decodeResultShape(Buffer.concat([payload, Buffer.from([0])])), null);
+  const fewer = Buffer.from(payload);
+  fewer.writeUInt16BE(1, 0);
+  assert.equal(decodeResultShape(fewer), null, 'a column count that does not match the columns');
 });
 
 test('NULs inside error text are dropped rather than ending the field early', () => {
