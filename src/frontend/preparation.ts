@@ -10,7 +10,7 @@ import type { BackendConnection } from '../backend/connection.ts';
 import { decodeParse, encodeQuery, encodeSync, encodeTarget, FrontendType } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
 import type { Item, Request } from './request-builder.ts';
-import { shapeUnknown } from './result-shapes.ts';
+import { shapeUnverified } from './result-shapes.ts';
 import type { ClientStatement } from './statements.ts';
 
 const FLUSH = frameMessage(FrontendType.Flush, Buffer.alloc(0));
@@ -57,7 +57,8 @@ export function preparationFor(server: BackendConnection, request: Request, cont
   const refreshed = [...new Set([...created, ...clientParses.filter((n) => server.staleStatements.has(n))])];
   // An outdated statement made again takes the place it held (counted among the stale ones).
   const replaced = refreshed.filter((n) => server.staleStatements.has(n)).length;
-  const incoming = created.length + clientParses.filter((n) => !server.statements.has(n)).length - replaced;
+  // One made anew while held (its shape verified) keeps its place.
+  const incoming = created.filter((n) => !server.statements.has(n)).length + clientParses.filter((n) => !server.statements.has(n)).length - replaced;
   // Never close what this request creates, parses or uses.
   const used = request.items.flatMap((i) => heldStatement(i)?.serverName ?? []);
   const evicted = evictable(server, incoming, context.capacity, new Set([...created, ...clientParses, ...used]));
@@ -89,7 +90,7 @@ export function readyAsItIs(server: BackendConnection, request: Request, unnamed
     const statement = heldStatement(item);
     if (statement === null) continue;
     if (!server.statements.has(statement.serverName)) return false;
-    if (item.kind === 'bind' && item.relies && shapeUnknown(server, statement)) return false;
+    if (item.kind === 'bind' && item.relies && shapeUnverified(server, statement)) return false;
   }
   return true;
 }
@@ -108,8 +109,8 @@ function heldStatement(item: Item): ClientStatement | null {
 /**
  * Parse messages the request relies on (Bind, Describe) that the server does not hold, and the
  * statements to describe after them: those whose shape a Bind relies on, where the server's is
- * not known (made now, or held but never described there). One the request parses itself is left
- * to that Parse.
+ * not known or another (made anew then, also when held: shapeUnverified). One the request parses
+ * itself is left to that Parse.
  */
 function missingStatements(server: BackendConnection, request: Request, context: PreparationContext): { replays: Buffer[]; described: string[] } {
   const replays: Buffer[] = [];
@@ -124,11 +125,13 @@ function missingStatements(server: BackendConnection, request: Request, context:
     const statement = heldStatement(item);
     if (statement === null || parsed.has(statement.serverName)) continue;
     const name = statement.serverName;
-    if (!server.statements.has(name) && !made.has(name)) {
+    // A shape to verify is read from the statement made anew (closed first: see refreshed).
+    const verify = item.kind === 'bind' && item.relies && shapeUnverified(server, statement);
+    if ((verify || !server.statements.has(name)) && !made.has(name)) {
       replays.push(statement.parse);
       made.add(name);
     }
-    if (item.kind === 'bind' && item.relies && shapeUnknown(server, statement) && !described.includes(name)) described.push(name);
+    if (verify && !described.includes(name)) described.push(name);
   }
   return { replays, described };
 }

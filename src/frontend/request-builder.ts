@@ -548,7 +548,7 @@ export class RequestBuilder {
     for (let i = items.length - 1; i >= 0; i--) {
       const item = items[i]!;
       if (item.kind === 'parse') this.parseFailed(item.statement);
-      else if (dropsServerStatements(item)) item.entry.drop.undo();
+      else if (dropsServerStatements(item) && !item.entry.drop.ran) item.entry.drop.undo();
     }
     if (request.local !== null) restoreDeallocated(request.local);
   }
@@ -739,8 +739,10 @@ export class RequestBuilder {
     for (let i = items.length - 1; i >= 0 && statement === undefined; i--) {
       const item = items[i]!;
       if (item.kind !== 'bind' || !bindsPortal(item, name)) continue;
+      // Of a named statement (relies): the unnamed one, shared under cacheUnnamedStatements, is
+      // never checked, and its shape is not read for every new text.
+      statement = item.relies ? item.source : null;
       item.relies = false;
-      statement = item.source;
     }
     // Bound in an earlier request (of the same transaction), or in this one: the statement it was bound from.
     if (statement === undefined) statement = this.portals.get(name)?.shared;

@@ -23,6 +23,7 @@
 
 import type { BackendConnection } from '../backend/connection.ts';
 import { BackendType, decodeErrorFields, decodeResultShape, encodeErrorResponse, NO_RESULT, type ResultShape } from '../protocol/backend.ts';
+import type { Item } from './request-builder.ts';
 import type { PlanEntry } from './response-plan.ts';
 import { type ClientStatement, markStale } from './statements.ts';
 
@@ -51,11 +52,30 @@ export function isCachedPlanError(payload: Buffer): boolean {
 }
 
 /**
- * Whether `server` must describe `statement` before a Bind that relies on the shape the client
- * was shown may go there: the client was shown one, and the server's is not known.
+ * Whether `server` must make `statement` anew and describe it before a Bind that relies on the
+ * shape the client was shown may go there: the client was shown one, and the server's is not
+ * known or is another. Another may be the server's that is out of date (described there before
+ * DDL that came before the client's own Describe), so only a shape read fresh decides
+ * (judgeShapes); and a statement held but never described there may be outdated there, where a
+ * Describe of it fails with 0A000 while a new one would not.
  */
-export function shapeUnknown(server: BackendConnection, statement: ClientStatement): boolean {
-  return statement.shape !== null && !statement.outdated && !server.statementShapes.has(statement.serverName);
+export function shapeUnverified(server: BackendConnection, statement: ClientStatement): boolean {
+  return statement.shape !== null && !statement.outdated && server.statementShapes.get(statement.serverName) !== statement.shape;
+}
+
+/**
+ * After a preparation made and described the statements `described` on `server` (learnShapes):
+ * each of them that a Bind of `request` relies on and whose fresh shape is another than the one
+ * its client was shown is outdated, so that Bind is refused (shapeRefused) instead of prepared again.
+ */
+export function judgeShapes(server: BackendConnection, request: { readonly items: readonly Item[] }, described: readonly string[]): void {
+  if (described.length === 0) return;
+  for (const item of request.items) {
+    if (item.kind !== 'bind' || !item.relies || item.source === null) continue;
+    const statement = item.source;
+    if (statement.shape === null || statement.outdated || !described.includes(statement.serverName)) continue;
+    if (server.statementShapes.get(statement.serverName) !== statement.shape) statement.outdated = true;
+  }
 }
 
 /**

@@ -68,7 +68,7 @@ import type { ClientSessionState } from './session-state.ts';
 import { preparationFor, readyAsItIs, type Preparation } from './preparation.ts';
 import { Outgoing } from './outgoing.ts';
 import { forgetStatement, madeStatement, markStale, REFUSED_PARSE, touchStatement, type ClientStatement } from './statements.ts';
-import { isCachedPlanError, learnShapes, noteDescribed, SHAPE_REFUSAL, shapeRefused } from './result-shapes.ts';
+import { isCachedPlanError, judgeShapes, learnShapes, noteDescribed, SHAPE_REFUSAL, shapeRefused } from './result-shapes.ts';
 import type { ClientRouting } from './client-routing.ts';
 import { answerInLostTransaction, endsSession, lostServerError } from './lost-transaction.ts';
 import type { RequestMeter } from './request-meter.ts';
@@ -642,6 +642,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.unnamedReplayed = { request, server };
       }
       learnShapes(server, plan.described, shapes, error);
+      if (error === null) judgeShapes(server, request, plan.described);
     } catch {
       if (this.ownExchangeEnded(server, true)) this.lostPreparing(request);
       return;
@@ -1038,8 +1039,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
    */
   private noteStaleStatement(payload: Buffer): void {
     const entry = this.plan.current;
-    if (entry?.kind !== 'bind' || entry.statement === undefined || this.lease === null || !isCachedPlanError(payload)) return;
-    markStale(this.lease, entry.statement);
+    if (entry === undefined || this.lease === null) return;
+    // A Bind, or a Describe (postgres.js describes a statement it has just parsed, which the
+    // ambassador answered here as one the server holds), of a statement outdated there.
+    const name = entry.kind === 'bind' ? entry.statement : entry.kind === 'describe-statement' ? entry.shows?.serverName : undefined;
+    if (name === undefined || !isCachedPlanError(payload)) return;
+    markStale(this.lease, name);
   }
 
   /**

@@ -323,7 +323,10 @@ export class Pooler implements ServerPool {
     // out of the pool until the server has taken that cancel (as PgBouncer holds a server being
     // canceled). Taken while the connection is idle, Postgres ignores it.
     const cancelling = connection.cancelling;
-    if (cancelling !== null && outcome === 'reusable' && !connection.isClosed) return void cancelling.then(() => this.release(connection, outcome));
+    if (cancelling !== null && outcome === 'reusable' && !connection.isClosed) {
+      cancelling.then(() => this.release(connection, outcome)).catch((err: unknown) => this.options.log.error({ err: String(err) }, 'release after a cancel failed'));
+      return;
+    }
     const entry = ownerOf(connection);
     if (entry === null) return connection.close(outcome === 'broken');
     entry.host.activeConnections = Math.max(0, entry.host.activeConnections - 1);

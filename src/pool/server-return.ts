@@ -16,6 +16,18 @@ export interface ReturnState {
 
 export function returnServer(pool: ServerPool, server: BackendConnection, state: ReturnState): void {
   if (!state.quiet || server.isClosed) return pool.release(server, 'broken');
+  // A cancel on its way would stop the cleanup, and the connection would be dropped: it lands first.
+  const cancelling = server.cancelling;
+  if (cancelling !== null) {
+    void cancelling.then(() => {
+      try {
+        returnServer(pool, server, state);
+      } catch {
+        server.close(true); // not a rejection nobody handles: the connection is given up instead
+      }
+    });
+    return;
+  }
   const cleanup: Buffer[] = [];
   if (server.transactionStatus !== 'I') cleanup.push(encodeQuery('ROLLBACK'));
   if (state.reset) cleanup.push(encodeQuery('DISCARD ALL'));

@@ -182,18 +182,30 @@ test('a Bind that relies on the shape the client was shown: made again with a De
   assert.equal(letters(preparationFor(server(), request!, context({ inExchange: true, canSyncState: false }))), 'CPDH', 'with Flush inside an exchange');
 });
 
-test('held where its shape is not known: described only; known there, the Bind goes as it is (shapeRefused decides at send)', () => {
+test('held where its shape is not known, or is another: made anew (closed first) and described; the shape it was shown: the Bind goes as it is', () => {
+  // Made anew, not only described: held there since before DDL, a Describe of it fails with
+  // 0A000 where a new one would not, and a shape noted there before the DDL is not the one now.
   const builder = new RequestBuilder(new SessionEffectsCache());
   const s1 = prepared(builder, 's1', 'select * from t', 'shown');
   const [request] = requests(builder, bind('s1'), execute, encodeSync());
   const held = server([s1.serverName]);
-  const plan = preparationFor(held, request!, context())!;
-  assert.equal(letters(plan), 'DS');
-  assert.deepEqual([plan.created, plan.evicted, plan.refreshed, plan.described], [[], [], [], [s1.serverName]]);
-  for (const shape of ['shown', 'another']) {
-    held.statementShapes.set(s1.serverName, shape);
-    assert.equal(preparationFor(held, request!, context()), null, `known: ${shape}`);
+  for (const shape of [undefined, 'another']) {
+    if (shape !== undefined) held.statementShapes.set(s1.serverName, shape);
+    const plan = preparationFor(held, request!, context())!;
+    assert.equal(letters(plan), 'CPDS', `known: ${shape}`);
+    assert.deepEqual([plan.created, plan.evicted, plan.refreshed, plan.described], [[s1.serverName], [], [s1.serverName], [s1.serverName]]);
   }
+  held.statementShapes.set(s1.serverName, 'shown');
+  assert.equal(preparationFor(held, request!, context()), null);
+});
+
+test('a statement made anew while held keeps its place: nothing else is closed to make room for it', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const s1 = prepared(builder, 's1', 'select * from t', 'shown');
+  const [request] = requests(builder, bind('s1'), execute, encodeSync());
+  const full = server([s1.serverName, 'pa_other']);
+  const plan = preparationFor(full, request!, { ...context(), capacity: 2 })!;
+  assert.deepEqual(plan.evicted, [], 'at capacity, yet the statement made anew takes the place it had');
 });
 
 test('nothing is described for a Bind whose portal the request describes, nor for a statement the client was shown no shape of', () => {

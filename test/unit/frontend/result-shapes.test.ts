@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import type { BackendConnection } from '../../../src/backend/connection.ts';
 import { BackendType, decodeErrorFields, encodeErrorResponse, encodeTextRowDescription, NO_RESULT } from '../../../src/protocol/backend.ts';
 import { decodeParse, encodeParse } from '../../../src/protocol/frontend.ts';
-import { CACHED_PLAN_ERROR, isCachedPlanError, learnShapes, noteDescribed, SHAPE_REFUSAL, shapeRefused, shapeUnknown } from '../../../src/frontend/result-shapes.ts';
+import { CACHED_PLAN_ERROR, isCachedPlanError, judgeShapes, learnShapes, noteDescribed, SHAPE_REFUSAL, shapeRefused, shapeUnverified } from '../../../src/frontend/result-shapes.ts';
+import type { Item } from '../../../src/frontend/request-builder.ts';
 import { clientStatement, madeStatement, touchStatement, type ClientStatement } from '../../../src/frontend/statements.ts';
 
 function server(): BackendConnection {
@@ -54,23 +55,43 @@ test('a RowDescription that cannot be read notes nothing', () => {
   assert.equal(conn.statementShapes.size, 0);
 });
 
-test('a Bind relying on the client’s description: described first where the server’s shape is unknown, refused where it differs, and from then on everywhere', () => {
+test('a Bind relying on the client’s description: verified first where the server’s shape is unknown or another, refused once outdated, and from then on everywhere', () => {
   const s1 = statement();
   const conn = server();
   touchStatement(conn, s1.serverName);
-  assert.equal(shapeUnknown(conn, s1), false, 'the client was shown nothing: nothing to check');
+  assert.equal(shapeUnverified(conn, s1), false, 'the client was shown nothing: nothing to check');
   assert.equal(shapeRefused(conn, s1), false);
   s1.shape = 'shown';
-  assert.equal(shapeUnknown(conn, s1), true);
-  assert.equal(shapeRefused(conn, s1), false, 'unknown: not refused (the preparation describes it first)');
+  assert.equal(shapeUnverified(conn, s1), true);
+  assert.equal(shapeRefused(conn, s1), false, 'unknown: not refused (the preparation makes it anew and describes it first)');
   conn.statementShapes.set(s1.serverName, 'shown');
-  assert.deepEqual([shapeUnknown(conn, s1), shapeRefused(conn, s1), s1.outdated], [false, false, false]);
+  assert.deepEqual([shapeUnverified(conn, s1), shapeRefused(conn, s1), s1.outdated], [false, false, false]);
   const changed = server();
   changed.statementShapes.set(s1.serverName, 'another');
-  assert.equal(shapeRefused(changed, s1), true);
+  // The server's may be the one out of date (described there before DDL the client's Describe came after).
+  assert.equal(shapeUnverified(changed, s1), true, 'another shape on the server: made anew and described, not refused on sight');
+  assert.equal(shapeRefused(changed, s1), true, 'a Bind sent without that (inside a failed exchange, which skips it anyway) is refused');
   assert.equal(s1.outdated, true);
   assert.equal(shapeRefused(conn, s1), true, 'outdated: refused also where the server has the shape it was shown, as Postgres keeps failing it');
-  assert.equal(shapeUnknown(server(), s1), false, 'an outdated statement needs no Describe anywhere');
+  assert.equal(shapeUnverified(server(), s1), false, 'an outdated statement needs no Describe anywhere');
+});
+
+test('judged after a preparation: a statement made anew whose fresh shape is another than the client was shown is outdated; the same shape is not', () => {
+  const bindOf = (source: ClientStatement, relies = true): Item => ({ kind: 'bind', relies, source }) as unknown as Item;
+  const old = statement();
+  old.shape = 'old';
+  const current = statement('select * from u');
+  current.shape = 'new';
+  const unread = statement('select * from v');
+  unread.shape = 'new';
+  const conn = server();
+  conn.statementShapes.set(old.serverName, 'new').set(current.serverName, 'new').set(unread.serverName, 'new');
+  judgeShapes(conn, { items: [bindOf(old), bindOf(current), bindOf(unread, false)] }, [old.serverName, current.serverName]);
+  assert.deepEqual([old.outdated, current.outdated, unread.outdated], [true, false, false]);
+  const other = statement('select * from w');
+  other.shape = 'old';
+  judgeShapes(conn, { items: [bindOf(other)] }, [old.serverName]);
+  assert.equal(other.outdated, false, 'not described in that preparation: nothing judged');
 });
 
 test('the refusal is Postgres’s 0A000 with the routine postgres.js retries on, given in place of the server’s error to REFUSED_PARSE', () => {
@@ -85,12 +106,12 @@ test('a preparation’s describes teach the server’s shapes, the last answers 
   const conn = server();
   learnShapes(conn, ['pa_x', 'pa_y'], ['1\0set_config\x0025\0-1', 'x shape', 'y shape'], null);
   assert.deepEqual([...conn.statementShapes], [['pa_x', 'x shape'], ['pa_y', 'y shape']]);
-  // Missing or unreadable: known as a shape no client was shown (refused, not described again and again).
+  // Missing or unreadable: known as a shape no client was shown (judged: refused, not described again and again).
   const s1 = statement();
   noteDescribed(server(), s1, ...described(['a']));
   const broken = server();
   learnShapes(broken, ['pa_x', s1.serverName], [null], null);
-  assert.deepEqual([shapeUnknown(broken, s1), shapeRefused(broken, s1)], [false, true]);
+  assert.deepEqual([shapeUnverified(broken, s1), shapeRefused(broken, s1)], [true, true]);
 });
 
 test('a preparation failed on 0A000: the statements it described that the server held are outdated there (closed and made again next time)', () => {

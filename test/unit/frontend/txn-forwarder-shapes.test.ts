@@ -126,10 +126,10 @@ test('a request that describes its portal gets the new description: nothing is d
   path.primary.sink!.onServerData(Buffer.concat([BIND_COMPLETE, encodeTextRowDescription(['a', 'b']), encodeDataRow(['1', '7']), encodeCommandComplete('SELECT 1'), ready('I')]));
   await path.settle();
   assert.equal(received(path), '2 T D C Z(I)');
-  // The Bind without Describe, on the server whose shape is not known: described, then refused.
+  // The Bind without Describe, on the server whose shape is not known: made anew and described, then refused.
   path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, SYNC]));
   await path.settle();
-  assert.deepEqual(shaped.preparations, ['CPS', 'DS'], 'held, its shape there unknown: described only');
+  assert.deepEqual(shaped.preparations, ['CPS', 'CPDS'], 'held, its shape there unknown: made anew and described');
   assert.deepEqual(sent(path), Buffer.concat([REFUSED_PARSE, EXECUTE, SYNC]));
   path.primary.sink!.onServerData(Buffer.concat([SYNTAX_ERROR, ready('I')]));
   // And the describing request still runs.
@@ -191,4 +191,23 @@ test('a Bind ended with Flush (its exchange open) is refused there too: the rest
   path.primary.sink!.onServerData(ready('I'));
   await path.settle();
   assert.equal(received(path), 'E(0A000 RevalidateCachedQuery) Z(I)');
+});
+
+test('a server whose shape for the statement is the old one does not refuse a client shown the new one: the statement is made anew there, and the Bind runs', async () => {
+  // Another client described the statement on this server before ALTER TABLE; this client
+  // prepared it after, and was shown the new columns (its Describe ran elsewhere). The server's
+  // shape is the outdated one, not the client's.
+  const shaped = await shownOneColumn();
+  const { path } = shaped;
+  path.primary.statementShapes.set(shaped.name, shapeOf(['old']));
+  shaped.shapes.push(shapeOf(['a'])); // what the statement made anew describes now
+  path.client.emit('data', Buffer.concat([bind('s1', ['1']), EXECUTE, SYNC]));
+  await path.settle();
+  assert.deepEqual(shaped.preparations, ['CPDS'], 'closed, made anew, described');
+  const bound = sent(path);
+  assert.ok(!bound.includes(REFUSED_PARSE) && bound.includes(Buffer.from(shaped.name)), 'the Bind goes: the fresh shape is the one the client was shown');
+  path.primary.sink!.onServerData(Buffer.concat([rows('1'), ready('I')]));
+  await path.settle();
+  assert.equal(received(path), '2 D C Z(I)');
+  assert.equal(path.primary.statementShapes.get(shaped.name), shapeOf(['a']), 'the server’s shape is the fresh one from then on');
 });
