@@ -9,7 +9,8 @@ import pg from 'pg';
 import { TcpConnector, type ConnectedSocket, type Connector, type UpstreamTarget, type UpstreamTlsSettings } from '../../src/backend/connector.ts';
 import { encodeCancelRequest } from '../../src/protocol/startup.ts';
 import { viaAmbassador } from './ambassador.ts';
-import type { Topology } from './topology.ts';
+import type { RawClient } from './raw-client.ts';
+import { eventually, type Topology } from './topology.ts';
 
 /** Ends the sessions of test roles and drops them (cleanup: errors are ignored). */
 export async function dropRoles(superuser: pg.Client, roles: readonly string[]): Promise<void> {
@@ -169,19 +170,27 @@ export async function ambassadorClient(port: number, database: string, extra: Re
   return client;
 }
 
-/** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
-/** A Connector whose connects first wait `delayMs` (0: none): a connection, a cancel's say, that reaches the server late. */
+/**
+ * A Connector whose connects first wait `delayMs` (0: none), plus up to `jitterMs` drawn from
+ * `random`: a connection, a cancel's say, that reaches the server late.
+ */
 export class DelayingConnector implements Connector {
   delayMs = 0;
+  jitterMs = 0;
 
-  constructor(private readonly inner: Connector = new TcpConnector()) {}
+  constructor(
+    private readonly inner: Connector = new TcpConnector(),
+    private readonly random: () => number = Math.random,
+  ) {}
 
   async connect(target: UpstreamTarget, settings: UpstreamTlsSettings, timeoutMs: number): Promise<ConnectedSocket> {
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    const wait = this.delayMs + (this.jitterMs > 0 ? Math.floor(this.random() * this.jitterMs) : 0);
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     return this.inner.connect(target, settings, timeoutMs);
   }
 }
 
+/** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
 export async function sendCancel(port: number, processId: number, secretKey: number): Promise<void> {
   const key = Buffer.alloc(4);
   key.writeInt32BE(secretKey | 0, 0);
@@ -190,6 +199,38 @@ export async function sendCancel(port: number, processId: number, secretKey: num
     socket.on('error', reject);
     socket.on('close', () => resolve());
     socket.resume();
+  });
+}
+
+/** The cancel key (BackendKeyData) the ambassador gave a pg or raw client. */
+export function cancelKeyOf(client: pg.Client | RawClient): { processId: number; secretKey: number } {
+  if (client instanceof pg.Client) {
+    const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+    return { processId: processID, secretKey };
+  }
+  const key = client.backendKey;
+  if (key === null) throw new Error('the raw client has no cancel key (not logged in)');
+  return { processId: key.processId, secretKey: key.secretKey.readInt32BE(0) };
+}
+
+/** Sends a CancelRequest with `client`'s own key to the ambassador on `port`. */
+export function cancelOwn(port: number, client: pg.Client | RawClient): Promise<void> {
+  const { processId, secretKey } = cancelKeyOf(client);
+  return sendCancel(port, processId, secretKey);
+}
+
+/** How a query ended: 'ran', or the error's SQLSTATE (its message when it has none). Never rejects. */
+export function outcomeOf(query: Promise<unknown>): Promise<string> {
+  return query.then(
+    () => 'ran',
+    (err: Error & { code?: string }) => err.code ?? err.message,
+  );
+}
+
+/** Waits until a statement whose text contains `tag` runs (state active) on one of the ambassador's servers in `database`. */
+export async function runningUpstream(admin: pg.Client, database: string, tag: string): Promise<ServerBackend> {
+  return eventually(async () => (await serverBackends(admin, database)).find((b) => b.state === 'active' && b.query.includes(tag)), {
+    what: `a statement tagged ${tag} running upstream`,
   });
 }
 
