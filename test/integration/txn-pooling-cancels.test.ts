@@ -18,27 +18,28 @@
 //   blocked on a lock), and ten cancels in a row for one query or one queued request;
 // - session pooling: a cancel stops its own session only, also when the client leaves at once
 //   and its server goes to the next session while the cancel is on its way.
+// One test is a todo: a cancel that lands late stops the client's next statement on a server it
+// still holds (a transaction block), because the ambassador closes the cancel connection early.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import pg from 'pg';
-import { ambassadorsFor, CLIENT_PASSWORD, type TestAmbassador } from '../support/ambassador.ts';
+import { CLIENT_PASSWORD, type TestAmbassador } from '../support/ambassador.ts';
 import { clientRandoms, codeOf, columnNames, describeError, Findings, rowValues, summary, within } from '../support/battery.ts';
 import {
   ambassadorClient,
   cancelOwn,
   DelayingConnector,
   directConfig,
-  dropTestDatabase,
   outcomeOf,
-  prepareTestDatabase,
   runningUpstream,
   serverBackends,
+  testDatabaseFile,
   withClient,
 } from '../support/pooling.ts';
 import { loginScram, type RawClient, type WireMessage } from '../support/raw-client.ts';
 import { routingOverrides, superuserOn, waitForReplay } from '../support/routing.ts';
-import { eventually, getTopology, type PgServerInfo, type Topology } from '../support/topology.ts';
+import { eventually, type PgServerInfo } from '../support/topology.ts';
 import { encodeQuery } from '../../src/protocol/frontend.ts';
 
 const DB = 'pa_txn_cancels';
@@ -49,13 +50,7 @@ const QUERY_DEADLINE_MS = 15_000;
 /** A backstop per test: one stuck past this fails (after() stops the ambassadors, ending its clients). */
 const TEST_TIMEOUT_MS = 60_000;
 
-let topology: Topology;
-let admin: pg.Client;
-const ambassadors = ambassadorsFor(() => topology);
-
-before(async () => {
-  topology = await getTopology();
-  admin = await prepareTestDatabase(topology, DB);
+const file = testDatabaseFile(DB, async (topology) => {
   await withClient(directConfig(topology, DB), (c) =>
     c.query(`
       create table pa_block (n int);
@@ -64,12 +59,7 @@ before(async () => {
   );
   await waitForReplay(topology);
 });
-
-after(async () => {
-  await ambassadors.stopAll();
-  await admin?.end().catch(() => {});
-  await dropTestDatabase(topology, DB).catch(() => {});
-});
+const { ambassadors } = file;
 
 function txnAmbassador(pool: Record<string, unknown>, connector?: DelayingConnector): Promise<TestAmbassador> {
   return ambassadors.start({ pool: { mode: 'transaction', acquireTimeout: '30s', ...pool }, listen: { maxClientConnections: 1000 }, logging: { level: 'info' } }, connector);
@@ -325,7 +315,7 @@ function seededHalves(count: number, raw: number): Set<number> {
 describe('cancels under load, transaction pooling', () => {
   test(`${LOAD_CLIENTS} clients on a pool of 3, half of each kind canceling their own statements at random: only those stop, all or nothing, and nothing hangs`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
     const findings = new Findings(`PA_CANCEL_SEED=${SEED}`);
-    await withClient(directConfig(topology, DB), async (c) => {
+    await withClient(directConfig(file.topology, DB), async (c) => {
       for (let id = 0; id < LOAD_CLIENTS; id++) await c.query(`drop table if exists pa_load_${id}; create table pa_load_${id} (n int primary key)`);
     });
     // Each cancel (and server login) reaches its server 0-15 ms late, as on a loaded network: a statement often ends first.
@@ -341,7 +331,7 @@ describe('cancels under load, transaction pooling', () => {
       }),
     );
     try {
-      const watcher = new RunningWatcher(admin);
+      const watcher = new RunningWatcher(file.admin);
       await Promise.all(clients.map((c) => driveLoadClient(c, watcher))).finally(() => watcher.stop());
       await Promise.all(clients.map((c) => Promise.all(c.cancels)));
 
@@ -362,7 +352,7 @@ describe('cancels under load, transaction pooling', () => {
           if (probe.outcome !== 'ran') findings.add(`client ${client.id}`, `after the load: ${probe.outcome}`);
         }),
       );
-      await withClient(directConfig(topology, DB), async (c) => {
+      await withClient(directConfig(file.topology, DB), async (c) => {
         for (const client of clients) {
           const rows = new Set((await c.query(`select n from pa_load_${client.id}`)).rows.map((r: { n: number }) => r.n));
           const missing = [...client.acknowledged].filter((n) => !rows.has(n));
@@ -374,7 +364,7 @@ describe('cancels under load, transaction pooling', () => {
         }
       });
       await poolsSettle(amb);
-      await eventually(async () => ((await serverBackends(admin, DB)).every((b) => b.state === 'idle') ? true : undefined), { what: 'every server connection idle upstream' });
+      await eventually(async () => ((await serverBackends(file.admin, DB)).every((b) => b.state === 'idle') ? true : undefined), { what: 'every server connection idle upstream' });
 
       const sent = clients.reduce((n, c) => n + c.cancels.length, 0);
       const count = (which: (s: Statement) => boolean): number => clients.reduce((n, c) => n + c.statements.filter(which).length, 0);
@@ -397,18 +387,18 @@ describe('cancels under load, transaction pooling', () => {
 
 /** pid, port and state of the backends of user app in DB on `server` running a statement tagged `tag`. */
 async function taggedOn(server: PgServerInfo, tag: string): Promise<Array<{ pid: number; state: string }>> {
-  return withClient(superuserOn(topology, server), async (c) =>
+  return withClient(superuserOn(file.topology, server), async (c) =>
     (await c.query(`select pid, state from pg_stat_activity where datname = $1 and usename = 'app' and query like $2`, [DB, `%${tag}%`])).rows,
   );
 }
 
 describe('cancels with read/write splitting', () => {
   test('cancels of reads running on the replicas stop those reads only, not others on the same replica or the primary', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const amb = await ambassadors.start(routingOverrides(topology, { pool: { size: 4, acquireTimeout: '30s' }, routing: { readsFromPrimary: 'never' } }));
+    const amb = await ambassadors.start(routingOverrides(file.topology, { pool: { size: 4, acquireTimeout: '30s' }, routing: { readsFromPrimary: 'never' } }));
     // The health loop probes with the first client's login: one client logs in first.
     const writer = await pgClient(amb);
     await writer.query('select 1');
-    await eventually(async () => (amb.ambassador.hosts().filter((h) => h.role === 'replica' && h.up).length === topology.replicas.length ? true : undefined), {
+    await eventually(async () => (amb.ambassador.hosts().filter((h) => h.role === 'replica' && h.up).length === file.topology.replicas.length ? true : undefined), {
       what: 'both replicas known',
       timeoutMs: 15_000,
     });
@@ -437,8 +427,8 @@ describe('cancels with read/write splitting', () => {
       // Every read running on a replica (none on the primary), and the write on the primary.
       const placed = await eventually(
         async () => {
-          const where = await Promise.all(readers.map(async (_, i) => (await Promise.all(topology.replicas.map((r) => taggedOn(r, `pa-rw-read-${i} `)))).flat()));
-          const onPrimary = (await taggedOn(topology.primary, 'pa-rw-write')).filter((b) => b.state === 'active');
+          const where = await Promise.all(readers.map(async (_, i) => (await Promise.all(file.topology.replicas.map((r) => taggedOn(r, `pa-rw-read-${i} `)))).flat()));
+          const onPrimary = (await taggedOn(file.topology.primary, 'pa-rw-write')).filter((b) => b.state === 'active');
           return where.every((w) => w.length === 1 && w[0]!.state === 'active') && onPrimary.length === 1 ? where : undefined;
         },
         { what: 'every read active on a replica and the write on the primary' },
@@ -454,7 +444,7 @@ describe('cancels with read/write splitting', () => {
         } else {
           assert.equal(result.outcome, 'ran', `read ${i} was not canceled, but ended ${result.outcome}`);
           assert.ok(result.at >= 3_000, `read ${i} ended after ${Math.round(result.at)} ms, before its pg_sleep(3)`);
-          assert.ok(topology.replicas.some((r) => r.port === result.port), `read ${i} ran on port ${result.port}, not a replica`);
+          assert.ok(file.topology.replicas.some((r) => r.port === result.port), `read ${i} ran on port ${result.port}, not a replica`);
         }
       });
       assert.equal(await write, 'ran', 'the write on the primary was canceled');
@@ -483,7 +473,7 @@ describe('a cancel inside a transaction block', () => {
       const pidRow = await inBlock.query(`insert into pa_block values (7); select pg_backend_pid() as pid`);
       const serverPid = Number(rowValues(pidRow.find((m) => m.type === 'D')!)[0]);
       inBlock.write(encodeQuery('select pg_sleep(30) /* pa-block-sleep */'));
-      await runningUpstream(admin, DB, 'pa-block-sleep');
+      await runningUpstream(file.admin, DB, 'pa-block-sleep');
       // The next client waits for the pool's one server, held by the block.
       const waiting = next.query('select pg_backend_pid() as pid, 2 as two');
       waiting.catch(() => {}); // awaited below; a failure before that ends the client
@@ -516,6 +506,7 @@ describe('a cancel inside a transaction block', () => {
         'the ambassador closes the cancel connection at once; pg_sleep(0.3) ends "ran"; the client, its cancel done, sends select pg_sleep(2) in the same block; ' +
         'the cancel lands on the server (still the client’s: the block holds it) and stops that statement: 57014 for a statement sent after the cancel was over. ' +
         'Postgres closes the cancel connection after signaling the backend, so a client that waited for the close is past its cancel. ' +
+        'Session pooling has the same window (the session keeps its server). ' +
         'Should: keep the client’s cancel connection open until cancelUpstream() settles (the upstream cancel connection closed).',
     },
     async () => {
@@ -525,7 +516,7 @@ describe('a cancel inside a transaction block', () => {
       try {
         assert.deepEqual((await client.query('begin')).map(summary), ['C(BEGIN)', 'Z(T)']);
         client.write(encodeQuery('select pg_sleep(0.3) /* pa-late-own */'));
-        await runningUpstream(admin, DB, 'pa-late-own');
+        await runningUpstream(file.admin, DB, 'pa-late-own');
         connector.delayMs = 1_000;
         await cancelOwn(amb.port, client);
         assert.equal(rawOutcome(await client.answer(5_000)), 'ran', 'the first statement ended before its cancel reached the server');
@@ -547,7 +538,7 @@ describe('cancels during the ambassador’s own work, and repeated', () => {
     const amb = await txnAmbassador({ size: 1 });
     const client = await pgClient(amb);
     const bystander = await rawClient(amb);
-    const locker = new pg.Client(directConfig(topology, DB, { application_name: 'pa-cancels-locker' }));
+    const locker = new pg.Client(directConfig(file.topology, DB, { application_name: 'pa-cancels-locker' }));
     locker.on('error', () => {});
     await locker.connect();
     const named = { name: 'pa-locked', text: 'select count(*)::int as n, pg_backend_pid() as pid from pa_locked' };
@@ -555,13 +546,13 @@ describe('cancels during the ambassador’s own work, and repeated', () => {
       const first = (await client.query(named)).rows[0];
       assert.equal(first.n, 1);
       // The server that holds the statement goes; the next lease is a new server that lacks it.
-      await admin.query('select pg_terminate_backend($1)', [first.pid]);
+      await file.admin.query('select pg_terminate_backend($1)', [first.pid]);
       await eventually(async () => (amb.ambassador.pool.stats().every((p) => p.idle === 0 && p.active === 0) ? true : undefined), { what: 'the ambassador to drop the terminated server' });
       await locker.query('begin; lock table pa_locked in access exclusive mode');
       // pg sends only Bind/Execute now: the ambassador parses the statement first, and that Parse waits for the lock.
       const blocked = outcomeOf(client.query(named));
       await eventually(
-        async () => (await admin.query(`select 1 from pg_stat_activity where datname = $1 and usename = 'app' and wait_event_type = 'Lock'`, [DB])).rows[0],
+        async () => (await file.admin.query(`select 1 from pg_stat_activity where datname = $1 and usename = 'app' and wait_event_type = 'Lock'`, [DB])).rows[0],
         { what: 'the ambassador’s Parse waiting for the lock' },
       );
       bystander.write(encodeQuery('select 2 as two'));
@@ -589,11 +580,11 @@ describe('cancels during the ambassador’s own work, and repeated', () => {
     const queued = await rawClient(amb);
     try {
       target.write(encodeQuery('select pg_sleep(30) /* pa-ten-target */'));
-      await runningUpstream(admin, DB, 'pa-ten-target');
+      await runningUpstream(file.admin, DB, 'pa-ten-target');
       const started = performance.now();
       const neighbourRun = neighbour.query('select 6 as six from pg_sleep(1) /* pa-ten-neighbour */');
       neighbourRun.catch(() => {}); // awaited below; a failure before that ends the client
-      await runningUpstream(admin, DB, 'pa-ten-neighbour');
+      await runningUpstream(file.admin, DB, 'pa-ten-neighbour');
       queued.write(encodeQuery('select 7 as seven'));
       await eventually(async () => (amb.ambassador.pool.stats().some((p) => p.waiting > 0) ? true : undefined), { what: 'the third client waiting for the pool' });
       for (let i = 0; i < 10; i++) await cancelOwn(amb.port, target);
@@ -655,10 +646,10 @@ describe('cancels under session pooling', () => {
       const targetPid = (await target.query('select pg_backend_pid() as pid')).rows[0].pid;
       const otherPid = rowValues((await other.query('select pg_backend_pid() as pid')).find((m) => m.type === 'D')!)[0];
       const long = outcomeOf(target.query('select pg_sleep(30) /* pa-session-target */'));
-      await runningUpstream(admin, DB, 'pa-session-target');
+      await runningUpstream(file.admin, DB, 'pa-session-target');
       const started = performance.now();
       other.write(encodeQuery('select pg_sleep(1) /* pa-session-other */'));
-      await runningUpstream(admin, DB, 'pa-session-other');
+      await runningUpstream(file.admin, DB, 'pa-session-other');
       await cancelOwn(amb.port, target);
       assert.equal(await within(5_000, 'the canceled query', long), '57014');
       assert.equal(rawOutcome(await other.answer(QUERY_DEADLINE_MS)), 'ran', 'the other session’s query was canceled');
@@ -677,7 +668,7 @@ describe('cancels under session pooling', () => {
     const leaving = await pgClient(amb);
     try {
       const ended = outcomeOf(leaving.query('select pg_sleep(0.3) /* pa-session-leaving */'));
-      await runningUpstream(admin, DB, 'pa-session-leaving');
+      await runningUpstream(file.admin, DB, 'pa-session-leaving');
       // The next session waits for the pool's one server from its login on.
       const nextSession = pgClient(amb);
       connector.delayMs = 1_000; // the cancel reaches the server only after the query ended and the client left
@@ -706,7 +697,7 @@ describe('cancels under session pooling', () => {
     const leaving = await rawClient(amb);
     try {
       leaving.write(encodeQuery('select pg_sleep(0.5) /* pa-session-drop */'));
-      await runningUpstream(admin, DB, 'pa-session-drop');
+      await runningUpstream(file.admin, DB, 'pa-session-drop');
       const nextSession = rawClient(amb);
       connector.delayMs = 700;
       await cancelOwn(amb.port, leaving);

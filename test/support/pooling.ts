@@ -5,12 +5,13 @@
 // clients looping over their own work to keep a small pool busy while a test client runs.
 
 import net from 'node:net';
+import { after, before } from 'node:test';
 import pg from 'pg';
 import { TcpConnector, type ConnectedSocket, type Connector, type UpstreamTarget, type UpstreamTlsSettings } from '../../src/backend/connector.ts';
 import { encodeCancelRequest } from '../../src/protocol/startup.ts';
-import { viaAmbassador } from './ambassador.ts';
+import { ambassadorsFor, viaAmbassador } from './ambassador.ts';
 import type { RawClient } from './raw-client.ts';
-import { eventually, type Topology } from './topology.ts';
+import { eventually, getTopology, type Topology } from './topology.ts';
 
 /** Ends the sessions of test roles and drops them (cleanup: errors are ignored). */
 export async function dropRoles(superuser: pg.Client, roles: readonly string[]): Promise<void> {
@@ -75,6 +76,49 @@ export async function prepareTestDatabase(topology: Topology, name: string): Pro
 
 export async function dropTestDatabase(topology: Topology, name: string): Promise<void> {
   await withClient(superuserConfig(topology), (admin) => admin.query(`drop database if exists ${name} with (force)`));
+}
+
+/** What a test file gets from testDatabaseFile(): read its fields inside tests (they are set in before()). */
+export interface TestDatabaseFile {
+  readonly topology: Topology;
+  /** A superuser client on the primary (database postgres), for pg_stat_activity. */
+  readonly admin: pg.Client;
+  /** In-process ambassadors, all stopped in after(). */
+  readonly ambassadors: ReturnType<typeof ambassadorsFor>;
+}
+
+/**
+ * The usual frame of a pooling test file, registered on its root: before() creates the file's
+ * private database (then runs `setup`) and connects a superuser; after() stops the ambassadors
+ * the file started, ends that client and drops the database.
+ */
+export function testDatabaseFile(database: string, setup: (topology: Topology) => Promise<void> = async () => {}): TestDatabaseFile {
+  let topology: Topology | undefined;
+  let admin: pg.Client | undefined;
+  const set = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`${what} is set in before(): read it inside a test`);
+    return value;
+  };
+  const ambassadors = ambassadorsFor(() => set(topology, 'topology'));
+  before(async () => {
+    topology = await getTopology();
+    admin = await prepareTestDatabase(topology, database);
+    await setup(topology);
+  });
+  after(async () => {
+    await ambassadors.stopAll();
+    await admin?.end().catch(() => {});
+    if (topology !== undefined) await dropTestDatabase(topology, database).catch(() => {});
+  });
+  return {
+    get topology() {
+      return set(topology, 'topology');
+    },
+    get admin() {
+      return set(admin, 'admin');
+    },
+    ambassadors,
+  };
 }
 
 export interface ServerBackend {
