@@ -5,11 +5,13 @@
 // clients looping over their own work to keep a small pool busy while a test client runs.
 
 import net from 'node:net';
+import { after, before } from 'node:test';
 import pg from 'pg';
 import { TcpConnector, type ConnectedSocket, type Connector, type UpstreamTarget, type UpstreamTlsSettings } from '../../src/backend/connector.ts';
 import { encodeCancelRequest } from '../../src/protocol/startup.ts';
-import { viaAmbassador } from './ambassador.ts';
-import type { Topology } from './topology.ts';
+import { ambassadorsFor, viaAmbassador } from './ambassador.ts';
+import type { RawClient } from './raw-client.ts';
+import { eventually, getTopology, type Topology } from './topology.ts';
 
 /** Ends the sessions of test roles and drops them (cleanup: errors are ignored). */
 export async function dropRoles(superuser: pg.Client, roles: readonly string[]): Promise<void> {
@@ -74,6 +76,49 @@ export async function prepareTestDatabase(topology: Topology, name: string): Pro
 
 export async function dropTestDatabase(topology: Topology, name: string): Promise<void> {
   await withClient(superuserConfig(topology), (admin) => admin.query(`drop database if exists ${name} with (force)`));
+}
+
+/** What a test file gets from testDatabaseFile(): read its fields inside tests (they are set in before()). */
+export interface TestDatabaseFile {
+  readonly topology: Topology;
+  /** A superuser client on the primary (database postgres), for pg_stat_activity. */
+  readonly admin: pg.Client;
+  /** In-process ambassadors, all stopped in after(). */
+  readonly ambassadors: ReturnType<typeof ambassadorsFor>;
+}
+
+/**
+ * The usual frame of a pooling test file, registered on its root: before() creates the file's
+ * private database (then runs `setup`) and connects a superuser; after() stops the ambassadors
+ * the file started, ends that client and drops the database.
+ */
+export function testDatabaseFile(database: string, setup: (topology: Topology) => Promise<void> = async () => {}): TestDatabaseFile {
+  let topology: Topology | undefined;
+  let admin: pg.Client | undefined;
+  const set = <T>(value: T | undefined, what: string): T => {
+    if (value === undefined) throw new Error(`${what} is set in before(): read it inside a test`);
+    return value;
+  };
+  const ambassadors = ambassadorsFor(() => set(topology, 'topology'));
+  before(async () => {
+    topology = await getTopology();
+    admin = await prepareTestDatabase(topology, database);
+    await setup(topology);
+  });
+  after(async () => {
+    await ambassadors.stopAll();
+    await admin?.end().catch(() => {});
+    if (topology !== undefined) await dropTestDatabase(topology, database).catch(() => {});
+  });
+  return {
+    get topology() {
+      return set(topology, 'topology');
+    },
+    get admin() {
+      return set(admin, 'admin');
+    },
+    ambassadors,
+  };
 }
 
 export interface ServerBackend {
@@ -169,19 +214,27 @@ export async function ambassadorClient(port: number, database: string, extra: Re
   return client;
 }
 
-/** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
-/** A Connector whose connects first wait `delayMs` (0: none): a connection, a cancel's say, that reaches the server late. */
+/**
+ * A Connector whose connects first wait `delayMs` (0: none), plus up to `jitterMs` drawn from
+ * `random`: a connection, a cancel's say, that reaches the server late.
+ */
 export class DelayingConnector implements Connector {
   delayMs = 0;
+  jitterMs = 0;
 
-  constructor(private readonly inner: Connector = new TcpConnector()) {}
+  constructor(
+    private readonly inner: Connector = new TcpConnector(),
+    private readonly random: () => number = Math.random,
+  ) {}
 
   async connect(target: UpstreamTarget, settings: UpstreamTlsSettings, timeoutMs: number): Promise<ConnectedSocket> {
-    if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+    const wait = this.delayMs + (this.jitterMs > 0 ? Math.floor(this.random() * this.jitterMs) : 0);
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     return this.inner.connect(target, settings, timeoutMs);
   }
 }
 
+/** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
 export async function sendCancel(port: number, processId: number, secretKey: number): Promise<void> {
   const key = Buffer.alloc(4);
   key.writeInt32BE(secretKey | 0, 0);
@@ -190,6 +243,38 @@ export async function sendCancel(port: number, processId: number, secretKey: num
     socket.on('error', reject);
     socket.on('close', () => resolve());
     socket.resume();
+  });
+}
+
+/** The cancel key (BackendKeyData) the ambassador gave a pg or raw client. */
+export function cancelKeyOf(client: pg.Client | RawClient): { processId: number; secretKey: number } {
+  if (client instanceof pg.Client) {
+    const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+    return { processId: processID, secretKey };
+  }
+  const key = client.backendKey;
+  if (key === null) throw new Error('the raw client has no cancel key (not logged in)');
+  return { processId: key.processId, secretKey: key.secretKey.readInt32BE(0) };
+}
+
+/** Sends a CancelRequest with `client`'s own key to the ambassador on `port`. */
+export function cancelOwn(port: number, client: pg.Client | RawClient): Promise<void> {
+  const { processId, secretKey } = cancelKeyOf(client);
+  return sendCancel(port, processId, secretKey);
+}
+
+/** How a query ended: 'ran', or the error's SQLSTATE (its message when it has none). Never rejects. */
+export function outcomeOf(query: Promise<unknown>): Promise<string> {
+  return query.then(
+    () => 'ran',
+    (err: Error & { code?: string }) => err.code ?? err.message,
+  );
+}
+
+/** Waits until a statement whose text contains `tag` runs (state active) on one of the ambassador's servers in `database`. */
+export async function runningUpstream(admin: pg.Client, database: string, tag: string): Promise<ServerBackend> {
+  return eventually(async () => (await serverBackends(admin, database)).find((b) => b.state === 'active' && b.query.includes(tag)), {
+    what: `a statement tagged ${tag} running upstream`,
   });
 }
 
