@@ -257,21 +257,14 @@ export class ClientSession {
           throw new AmbassadorError('PROTOCOL_VIOLATION', `received unencrypted data after ${packet.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
         }
         return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
-      case 'cancel': {
-        // Through close(), so the session leaves the registry and its login timer stops; once the
-        // cancel has reached the server (see CancelRegistry.cancel), as Postgres closes it.
-        clearTimeout(this.loginTimer);
-        const done = (): void => {
-          this.close('cancel request handled');
-          this.socket.destroy();
-        };
-        const outcome = this.deps.cancels.cancel(packet.processId, packet.secretKey, done);
-        if (outcome === 'too-many') {
+      case 'cancel':
+        if (this.deps.cancels.cancel(packet.processId, packet.secretKey) === 'too-many') {
           this.log.warn({ limit: this.deps.settings.maxConcurrentCancels }, 'cancel request dropped: too many cancels on their way (listen.maxConcurrentCancels)');
         }
-        if (outcome !== 'sent') done();
+        // Through close(), so the session leaves the registry and its login timer stops.
+        this.close('cancel request handled');
+        this.socket.destroy();
         return;
-      }
       case 'startup':
         return this.begin(packet, rest);
     }
