@@ -139,6 +139,11 @@ class FakeServer {
 
   constructor(readonly role: 'primary' | 'replica') {}
 
+  forgetStatements(): void {
+    this.statements.clear();
+    this.staleStatements.clear();
+    this.statementShapes.clear();
+  }
   attach(sink: ServerSink): void {
     this.sink = sink;
   }

@@ -525,6 +525,13 @@ export class BackendConnection {
     });
   }
 
+  /** The server holds no prepared statement any more (DEALLOCATE ALL or DISCARD ALL ran on it). */
+  forgetStatements(): void {
+    this.statements.clear();
+    this.staleStatements.clear();
+    this.statementShapes.clear();
+  }
+
   /**
    * Runs one statement of the ambassador's own (health probe, catalog read) and returns its rows
    * as text; a server error rejects with UPSTREAM_QUERY_FAILED carrying the server's message.

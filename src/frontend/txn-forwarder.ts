@@ -808,9 +808,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     const server = this.lease;
     if (drop === undefined || server === null || (this.plan.current!.kind === 'query' && !droppingTag(bytes, from, to))) return;
     drop.ran = true;
-    server.statements.clear();
-    server.staleStatements.clear();
-    server.statementShapes.clear();
+    server.forgetStatements();
     for (const name of this.plan.parsesBehindHead()) touchStatement(server, name);
   }
 

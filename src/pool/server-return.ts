@@ -36,9 +36,7 @@ export function returnServer(pool: ServerPool, server: BackendConnection, state:
     ({ error }) => {
       if (state.reset) {
         // DISCARD ALL dropped the server's prepared statements and settings.
-        server.statements.clear();
-        server.staleStatements.clear();
-        server.statementShapes.clear();
+        server.forgetStatements();
         server.stateKey = '';
       }
       pool.release(server, error ? 'broken' : 'reusable');

@@ -477,3 +477,14 @@ test('a Describe of a portal bound from a statement whose shape is not noted yet
   assert.ok(Object.isFrozen(entryOf(later!)), 'the shared entry: nothing made per request');
   assert.equal(later!.retryable, true);
 });
+
+test('pool.cacheUnnamedStatements: a Describe of a portal of the unnamed statement carries no statement to note the shape of (never checked)', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache(), undefined, { cacheUnnamed: true });
+  const describePortal = encodeTarget(FrontendType.Describe, 'P', '');
+  for (const text of ['SELECT 1', 'SELECT 2']) {
+    const [request] = feed(builder, Buffer.concat([encodeParse('', text, Buffer.from([0, 0])), unnamedBind, describePortal, execute, encodeSync()]));
+    const describe = request!.items.find((i) => i.kind === 'raw' && i.type === FrontendType.Describe) as Extract<Item, { kind: 'raw' }>;
+    assert.ok(request!.items.some((i) => i.kind === 'bind' && i.source !== null), `${text}: the Bind is of the shared unnamed statement`);
+    assert.deepEqual(describe.entry, { kind: 'describe-portal' }, `${text}: the shared entry, no shape to read`);
+  }
+});
