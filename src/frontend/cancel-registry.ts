@@ -13,6 +13,8 @@ export interface Cancellable {
 
 export type CancelOutcome = 'sent' | 'no-match' | 'too-many';
 
+const NOTHING = (): void => {};
+
 interface Entry {
   key: Buffer;
   target: Cancellable;
@@ -42,16 +44,25 @@ export class CancelRegistry {
     this.entries.delete(processId);
   }
 
-  /** Cancels what the session owning (processId, key) runs, unless too many cancels are on their way. */
-  cancel(processId: number, key: Buffer): CancelOutcome {
+  /**
+   * Cancels what the session owning (processId, key) runs, unless too many cancels are on their
+   * way. `landed` runs once a cancel sent ('sent') has reached the server (at once when there was
+   * nothing to send it to): the client's cancel connection is closed only then, as Postgres closes
+   * it only after signalling the backend, so a client that waits for that close knows its next
+   * statement is safe from the cancel.
+   */
+  cancel(processId: number, key: Buffer, landed: () => void = NOTHING): CancelOutcome {
     const entry = this.entries.get(processId);
     if (!entry || entry.key.length !== key.length || !timingSafeEqual(entry.key, key)) return 'no-match';
     if (this.inFlight >= this.maxInFlight) return 'too-many';
     const sent = entry.target.cancelUpstream();
     if (sent !== null) {
       this.inFlight++;
-      void sent.then(() => this.inFlight--);
-    }
+      void sent.then(() => {
+        this.inFlight--;
+        landed();
+      });
+    } else landed();
     return 'sent';
   }
 

@@ -2,8 +2,9 @@
 //
 // States: startup -> (tls) -> auth -> connecting -> forwarding -> closed.
 // - startup: untyped packets; SSLRequest answered 'S' (then TLS) or 'N'; GSSENCRequest 'N';
-//   CancelRequest handled and the socket closed; bytes sent after an encryption request and
-//   before our answer are a protocol violation (never processed).
+//   CancelRequest forwarded, nothing more read, and the socket closed once the cancel has reached
+//   the server; bytes sent after an encryption request and before our answer are a protocol
+//   violation (never processed).
 // - auth: trust / md5 / SCRAM against clientAuth.users; nothing upstream is opened before the
 //   client has proven who it is.
 // - connecting: a server connection is acquired; client bytes arriving meanwhile are held
@@ -257,14 +258,23 @@ export class ClientSession {
           throw new AmbassadorError('PROTOCOL_VIOLATION', `received unencrypted data after ${packet.kind === 'ssl' ? 'SSL' : 'GSSAPI encryption'} request`);
         }
         return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
-      case 'cancel':
-        if (this.deps.cancels.cancel(packet.processId, packet.secretKey) === 'too-many') {
+      case 'cancel': {
+        // Through close(), so the session leaves the registry and its login timer stops; once the
+        // cancel has reached the server (see CancelRegistry.cancel), as Postgres closes it. Until
+        // then nothing more is read: bytes behind a CancelRequest are never a login.
+        clearTimeout(this.loginTimer);
+        this.socket.pause();
+        const done = (): void => {
+          this.close('cancel request handled');
+          this.socket.destroy();
+        };
+        const outcome = this.deps.cancels.cancel(packet.processId, packet.secretKey, done);
+        if (outcome === 'too-many') {
           this.log.warn({ limit: this.deps.settings.maxConcurrentCancels }, 'cancel request dropped: too many cancels on their way (listen.maxConcurrentCancels)');
         }
-        // Through close(), so the session leaves the registry and its login timer stops.
-        this.close('cancel request handled');
-        this.socket.destroy();
+        if (outcome !== 'sent') done();
         return;
+      }
       case 'startup':
         return this.begin(packet, rest);
     }

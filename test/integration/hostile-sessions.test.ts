@@ -193,14 +193,16 @@ describe('CancelRequest', () => {
 
       // Control: the same path with the right key does cancel (so the check above can fail).
       const controlMarker = `${marker}-control`;
-      const control = client.query(`select pg_sleep(30) /* ${controlMarker} */`);
-      await eventually(async () => ((await activeWith(controlMarker)) === 1 ? true : undefined), { what: 'the control query to run' });
-      const controlStarted = Date.now();
-      await sendCancel(processID, secretKey);
-      const error = await control.then(
+      // Its outcome is taken before the cancel is sent: the cancel connection closes only once the
+      // cancel has reached the server, so the query's error can arrive before that close.
+      const control = client.query(`select pg_sleep(30) /* ${controlMarker} */`).then(
         () => assert.fail('the control query was not cancelled'),
         (err: Error & { code?: string }) => err,
       );
+      await eventually(async () => ((await activeWith(controlMarker)) === 1 ? true : undefined), { what: 'the control query to run' });
+      const controlStarted = Date.now();
+      await sendCancel(processID, secretKey);
+      const error = await control;
       assert.equal(error.code, '57014', error.message);
       assert.ok(Date.now() - controlStarted < 10_000);
       await client.query('select 1');

@@ -18,8 +18,10 @@
 //   blocked on a lock), and ten cancels in a row for one query or one queued request;
 // - session pooling: a cancel stops its own session only, also when the client leaves at once
 //   and its server goes to the next session while the cancel is on its way.
-// One test is a todo: a cancel that lands late stops the client's next statement on a server it
-// still holds (a transaction block), because the ambassador closes the cancel connection early.
+// - a cancel that lands late: the client's cancel connection closes only once the cancel has
+//   reached the server (as Postgres closes it), so the statement the client sends after that
+//   close, on the server its transaction block holds, is not stopped; and nothing sent behind the
+//   CancelRequest on that connection is read (a StartupMessage there is no login).
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -37,10 +39,11 @@ import {
   testDatabaseFile,
   withClient,
 } from '../support/pooling.ts';
-import { loginScram, type RawClient, type WireMessage } from '../support/raw-client.ts';
+import { loginScram, RawClient, type WireMessage } from '../support/raw-client.ts';
 import { routingOverrides, superuserOn, waitForReplay } from '../support/routing.ts';
 import { eventually, type PgServerInfo } from '../support/topology.ts';
 import { encodeQuery } from '../../src/protocol/frontend.ts';
+import { encodeCancelRequest, encodeStartupMessage } from '../../src/protocol/startup.ts';
 
 const DB = 'pa_txn_cancels';
 const SEED = Number(process.env.PA_CANCEL_SEED ?? 20_251_125);
@@ -500,16 +503,6 @@ describe('a cancel inside a transaction block', () => {
     'a cancel that lands after its statement ended does not stop the next statement of the block',
     {
       timeout: TEST_TIMEOUT_MS,
-      todo:
-        'bug: the ambassador closes the client’s cancel connection as soon as it has started forwarding the cancel (session.ts, case "cancel"), ' +
-        'not once the cancel reached the server. Sequence: BEGIN; select pg_sleep(0.3) running; CancelRequest (the upstream connect takes 1 s); ' +
-        'the ambassador closes the cancel connection at once; pg_sleep(0.3) ends "ran"; the client, its cancel done, sends select pg_sleep(2) in the same block; ' +
-        'the cancel lands on the server (still the client’s: the block holds it) and stops that statement: 57014 for a statement sent after the cancel was over. ' +
-        'Postgres closes the cancel connection after signaling the backend, so a client that waited for the close is past its cancel. ' +
-        'Session pooling has the same window (the session keeps its server). ' +
-        'Should: keep the client’s cancel connection open until cancelUpstream() settles (the upstream cancel connection closed). ' +
-        'Tried (8491010, reverted): with that change this test passed, but hostile-sessions.test.ts “a wrong key does not cancel…” then failed 3 runs in 4: ' +
-        'the login of the next session on the canceled server got 57014, after the cancel had landed and a statement had run there; cause not found.',
     },
     async () => {
       const connector = new DelayingConnector();
@@ -530,8 +523,33 @@ describe('a cancel inside a transaction block', () => {
       }
     },
   );
-});
 
+  test('bytes behind a CancelRequest, sent while the cancel is on its way, are never read as a login', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const connector = new DelayingConnector();
+    const amb = await txnAmbassador({ size: 1 }, connector);
+    const client = await rawClient(amb);
+    const canceller = await RawClient.connect(amb.port);
+    try {
+      assert.deepEqual((await client.query('begin')).map(summary), ['C(BEGIN)', 'Z(T)']);
+      client.write(encodeQuery('select pg_sleep(5) /* pa-cancel-then-login */'));
+      await runningUpstream(file.admin, DB, 'pa-cancel-then-login');
+      connector.delayMs = 1_000;
+      const { processId, secretKey } = client.backendKey!;
+      canceller.write(encodeCancelRequest(processId, secretKey));
+      // Let the CancelRequest be read alone, then send a login on the same connection.
+      await eventually(async () => (amb.ambassador.listener.cancels.pending > 0 ? true : undefined), { what: 'the cancel on its way' });
+      canceller.write(encodeStartupMessage([['user', 'app'], ['database', DB]]));
+      assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the ambassador answered bytes sent behind a CancelRequest');
+      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the cancel connection closed before the cancel reached the server');
+      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
+    } finally {
+      connector.delayMs = 0;
+      canceller.destroy();
+      client.destroy();
+    }
+  });
+});
 
 // ---- the ambassador's own exchange, repeated cancels ---------------------------------------------
 

@@ -234,12 +234,16 @@ export class DelayingConnector implements Connector {
   }
 }
 
-/** Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. */
+/**
+ * Sends a CancelRequest for (processId, secretKey) to `port`; resolves when the peer closes. As
+ * libpq's PQcancel and PgJDBC do, it writes the request and waits for the close without closing
+ * its own side first: the close tells that the cancel has reached the server.
+ */
 export async function sendCancel(port: number, processId: number, secretKey: number): Promise<void> {
   const key = Buffer.alloc(4);
   key.writeInt32BE(secretKey | 0, 0);
   await new Promise<void>((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => socket.end(encodeCancelRequest(processId, key)));
+    const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(encodeCancelRequest(processId, key)));
     socket.on('error', reject);
     socket.on('close', () => resolve());
     socket.resume();

@@ -57,3 +57,22 @@ test('a session with nothing to cancel takes no place', () => {
   assert.equal(registry.cancel(processId, keyOf(secretKey)), 'sent');
   assert.equal(registry.pending, 0);
 });
+
+test('landed runs once the cancel has reached the server, at once when there was nothing to send it to, and never for a wrong key', async () => {
+  const registry = new CancelRegistry();
+  const target = session();
+  const { processId, secretKey } = registry.register(target);
+  let landed = 0;
+  assert.equal(registry.cancel(processId, keyOf(secretKey), () => landed++), 'sent');
+  await Promise.resolve();
+  assert.equal(landed, 0, 'not while the cancel is on its way');
+  target.settle();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(landed, 1);
+  const idle: Cancellable = { cancelUpstream: () => null };
+  const other = registry.register(idle);
+  assert.equal(registry.cancel(other.processId, keyOf(other.secretKey), () => landed++), 'sent');
+  assert.equal(landed, 2, 'nothing to send it to: at once');
+  assert.equal(registry.cancel(processId, keyOf(secretKey ^ 1), () => landed++), 'no-match');
+  assert.equal(landed, 2, 'the caller closes a wrong key’s connection itself');
+});
