@@ -1,10 +1,11 @@
 // One client connection, from its first byte to its close.
 //
-// States: startup -> (tls) -> auth -> connecting -> forwarding -> closed.
+// States: startup -> (tls) -> auth -> connecting -> forwarding -> closed; startup -> cancel -> closed.
 // - startup: untyped packets; SSLRequest answered 'S' (then TLS) or 'N'; GSSENCRequest 'N';
-//   CancelRequest forwarded, nothing more read, and the socket closed once the cancel has reached
-//   the server; bytes sent after an encryption request and before our answer are a protocol
-//   violation (never processed).
+//   bytes sent after an encryption request and before our answer are a protocol violation
+//   (never processed).
+// - cancel: a CancelRequest was forwarded; nothing more is read, nothing is ever said, and the
+//   socket closes once the cancel has reached the server (as Postgres closes it).
 // - auth: trust / md5 / SCRAM against clientAuth.users; nothing upstream is opened before the
 //   client has proven who it is.
 // - connecting: a server connection is acquired; client bytes arriving meanwhile are held
@@ -48,7 +49,7 @@ import { RequestMeter, type QueryLogSettings } from './request-meter.ts';
 import type { UserLimits, UserLimitSettings, UserSlot } from './user-limits.ts';
 import type { TrafficStats } from './traffic.ts';
 
-export type SessionState = 'startup' | 'auth' | 'connecting' | 'forwarding' | 'console' | 'closed';
+export type SessionState = 'startup' | 'cancel' | 'auth' | 'connecting' | 'forwarding' | 'console' | 'closed';
 
 /** What a client is doing, as metrics and SHOW CLIENTS count it. */
 export type ClientActivity = 'login' | 'active' | 'idle' | 'waiting';
@@ -218,6 +219,7 @@ export class ClientSession {
     try {
       switch (this.state) {
         case 'console':
+        case 'cancel':
           return;
         case 'startup':
           return this.onStartupData(chunk);
@@ -259,9 +261,10 @@ export class ClientSession {
         }
         return packet.kind === 'ssl' ? this.answerSslRequest() : void this.socket.write('N');
       case 'cancel': {
-        // Through close(), so the session leaves the registry and its login timer stops; once the
-        // cancel has reached the server (see CancelRegistry.cancel), as Postgres closes it. Until
-        // then nothing more is read: bytes behind a CancelRequest are never a login.
+        // Closed through close(), so the session leaves the registry, once the cancel has reached
+        // the server (see CancelRegistry.cancel). Until then nothing more is read (paused, and
+        // ignored): bytes behind a CancelRequest are never a login.
+        this.state = 'cancel';
         clearTimeout(this.loginTimer);
         this.socket.pause();
         const done = (): void => {
@@ -585,9 +588,13 @@ export class ClientSession {
     this.close(err.message);
   }
 
-  /** Graceful shutdown: end the session as soon as it is between transactions. */
+  /**
+   * Graceful shutdown: end the session as soon as it is between transactions. A cancel on its
+   * way is left to land (it closes its session then, within upstream.connectTimeout twice).
+   */
   drain(): void {
     this.draining = true;
+    if (this.state === 'cancel') return;
     if (this.state === 'forwarding') {
       if (this.idle) this.endForShutdown();
     } else if (this.state !== 'connecting') {
@@ -608,7 +615,8 @@ export class ClientSession {
   private fail(err: unknown): void {
     if (this.state === 'closed') return;
     if (err instanceof FramingError) err = new AmbassadorError('MESSAGE_TOO_LARGE', err.message);
-    const canSpeak = this.state !== 'startup' || err instanceof AmbassadorError;
+    // A cancel connection never hears anything, as from Postgres.
+    const canSpeak = (this.state !== 'startup' || err instanceof AmbassadorError) && this.state !== 'cancel';
     if (canSpeak && (this.forwarder === null || this.forwarder.clientAtBoundary) && !this.socket.destroyed) {
       this.writeError(Buffer.isBuffer(err) ? err : errorResponseFor(err));
       if (this.forwarder !== null && !Buffer.isBuffer(err)) this.meter?.error(asAmbassadorError(err).sqlstate);

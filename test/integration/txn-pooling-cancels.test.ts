@@ -21,7 +21,8 @@
 // - a cancel that lands late: the client's cancel connection closes only once the cancel has
 //   reached the server (as Postgres closes it), so the statement the client sends after that
 //   close, on the server its transaction block holds, is not stopped; and nothing sent behind the
-//   CancelRequest on that connection is read (a StartupMessage there is no login).
+//   CancelRequest on that connection is read (a StartupMessage there is no login); a graceful
+//   shutdown lets a cancel on its way land, and says nothing on its connection.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -524,29 +525,60 @@ describe('a cancel inside a transaction block', () => {
     },
   );
 
-  test('bytes behind a CancelRequest, sent while the cancel is on its way, are never read as a login', { timeout: TEST_TIMEOUT_MS }, async () => {
+  /**
+   * A client of a fresh ambassador (pool of 1) running pg_sleep(5), its text marked with `marker`
+   * (inside a block when `inBlock`), and a raw connection that has sent the CancelRequest for it,
+   * which is on its way: the cancel's connection upstream waits a second first.
+   */
+  async function cancelOnItsWay(marker: string, inBlock: boolean): Promise<{ amb: TestAmbassador; client: RawClient; canceller: RawClient; done: () => void }> {
     const connector = new DelayingConnector();
     const amb = await txnAmbassador({ size: 1 }, connector);
     const client = await rawClient(amb);
     const canceller = await RawClient.connect(amb.port);
+    const done = (): void => {
+      connector.delayMs = 0;
+      canceller.destroy();
+      client.destroy();
+    };
     try {
-      assert.deepEqual((await client.query('begin')).map(summary), ['C(BEGIN)', 'Z(T)']);
-      client.write(encodeQuery('select pg_sleep(5) /* pa-cancel-then-login */'));
-      await runningUpstream(file.admin, DB, 'pa-cancel-then-login');
+      if (inBlock) assert.deepEqual((await client.query('begin')).map(summary), ['C(BEGIN)', 'Z(T)']);
+      client.write(encodeQuery(`select pg_sleep(5) /* ${marker} */`));
+      await runningUpstream(file.admin, DB, marker);
       connector.delayMs = 1_000;
       const { processId, secretKey } = client.backendKey!;
       canceller.write(encodeCancelRequest(processId, secretKey));
-      // Let the CancelRequest be read alone, then send a login on the same connection.
       await eventually(async () => (amb.ambassador.listener.cancels.pending > 0 ? true : undefined), { what: 'the cancel on its way' });
+    } catch (err) {
+      done();
+      throw err;
+    }
+    return { amb, client, canceller, done };
+  }
+
+  test('bytes behind a CancelRequest, sent while the cancel is on its way, are never read as a login', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The CancelRequest was read alone; a login follows on the same connection.
+    const { amb, client, canceller, done } = await cancelOnItsWay('pa-cancel-then-login', true);
+    try {
       canceller.write(encodeStartupMessage([['user', 'app'], ['database', DB]]));
       assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the ambassador answered bytes sent behind a CancelRequest');
       assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the cancel connection closed before the cancel reached the server');
       assert.equal(rawOutcome(await client.answer(5_000)), '57014');
       assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
     } finally {
-      connector.delayMs = 0;
-      canceller.destroy();
-      client.destroy();
+      done();
+    }
+  });
+
+  test('a shutdown while a cancel is on its way lets it land; the cancel connection hears nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const { amb, client, canceller, done } = await cancelOnItsWay('pa-cancel-at-shutdown', false);
+    try {
+      const stopping = amb.stop();
+      assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the cancel connection was told something');
+      // The statement was canceled (not cut off by the shutdown), then the idle client was ended.
+      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      await stopping;
+    } finally {
+      done();
     }
   });
 });
