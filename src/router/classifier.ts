@@ -20,10 +20,12 @@
 // literal-shape.ts), else by exact text (about-LRU, bounded by entries and characters); learned writes
 // are kept apart from the cache (bounded, oldest first), so they survive eviction and
 // setCatalog(), which swaps the function catalog and clears the cache. classify() is synchronous:
-// build through createClassifier(), which loads the WASM module once.
+// build through createClassifier(), which loads the WASM module once. The parser is imported only
+// then: importing libpg-query instantiates its WASM module at once, about 10 MB of RSS that an
+// ambassador without read/write splitting (the default) never uses.
 
 import { Buffer } from 'node:buffer';
-import { hasSqlDetails, loadModule, parseSync } from 'libpg-query';
+import type * as PgQuery from 'libpg-query';
 import { functionPolicy, type FunctionCatalog, type FunctionPolicy } from './classifier-functions.ts';
 import { TextCache, TextStore } from './classifier-cache.ts';
 import { readHints, type StatementHints } from './classifier-hints.ts';
@@ -103,13 +105,21 @@ const OVERRIDABLE = /^(unknown|volatile)-function:/;
 /** The reserved word PRIMARY as one whole token (identifiers continue with these characters). */
 const PRIMARY_WORD = /^primary(?![A-Za-z0-9_$\u0080-\uffff])/i;
 
-let moduleReady = false;
+/** The parser, once loadClassifierModule() has imported it and loaded its WASM module. */
+let parser: typeof PgQuery | null = null;
 
-/** Loads the parser's WASM module (once per process). */
+/** Imports the parser and loads its WASM module (once per process). */
 export async function loadClassifierModule(): Promise<void> {
-  if (moduleReady) return;
-  await loadModule();
-  moduleReady = true;
+  if (parser !== null) return;
+  const loaded = await import('libpg-query');
+  await loaded.loadModule();
+  parser = loaded;
+}
+
+/** The loaded parser (a Classifier exists only once it is: see its constructor). */
+function loadedParser(): typeof PgQuery {
+  if (parser === null) throw new Error('libpg-query is not loaded; build the classifier with createClassifier()');
+  return parser;
 }
 
 /** Loads the parser, then builds a Classifier whose classify() is synchronous. */
@@ -192,6 +202,7 @@ function codeUnitIndex(text: string, points: number): number {
  * quoted; the text is the directive only if that gives exactly one SET ambassador.route = 'primary'.
  */
 function unquotedPrimaryDirective(sql: string, error: unknown, policy: FunctionPolicy): Classification | undefined {
+  const { hasSqlDetails, parseSync } = loadedParser();
   const position = hasSqlDetails(error) ? error.sqlDetails?.cursorPosition : undefined;
   if (position === undefined) return undefined;
   const at = codeUnitIndex(sql, position);
@@ -259,11 +270,7 @@ export class Classifier {
       options.learnedChars ?? CLASSIFIER_DEFAULTS.learnedChars,
     );
     this.policy = functionPolicy(options.functions, options.allow, options.deny);
-    try {
-      parseSync('select 1');
-    } catch (error) {
-      throw new Error(`libpg-query is not loaded (${String(error)}); build the classifier with createClassifier()`);
-    }
+    loadedParser();
   }
 
   /**
@@ -380,7 +387,7 @@ export class Classifier {
     }
     let stmts: Array<{ stmt?: unknown }>;
     try {
-      stmts = parseSync(sql).stmts ?? [];
+      stmts = loadedParser().parseSync(sql).stmts ?? [];
     } catch (error) {
       const directive = unquotedPrimaryDirective(sql, error, this.policy);
       if (directive !== undefined) return directive;

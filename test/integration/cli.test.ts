@@ -1,6 +1,7 @@
 // The command line as users meet it: `node --import tsx src/main.ts ...` as a child process.
 // check-config (redaction, file:line errors), route, --version, --help, exit code 3 on a port in use,
-// and a start from environment variables alone that serves queries from the shared primary.
+// and a start from environment variables alone that serves queries from the shared primary (and
+// never loads the SQL parser, which only read/write splitting and route use: it costs ~8 MB).
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -40,8 +41,8 @@ interface Cli {
   exited(timeoutMs?: number): Promise<number | null>;
 }
 
-function startCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Cli {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+function startCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv(), preload: string[] = []): Cli {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...preload, MAIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
   let stderr = '';
@@ -62,11 +63,30 @@ function startCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Cli {
   };
 }
 
-async function runCli(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cli = startCli(args, env);
+async function runCli(args: string[], env?: NodeJS.ProcessEnv, preload?: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = startCli(args, env, preload);
   const code = await cli.exited();
   return { code, stdout: cli.stdout(), stderr: cli.stderr() };
 }
+
+/**
+ * Node arguments that make a child write the URL of every module it loads to a file (a module
+ * resolve hook), and that file's lines.
+ */
+function moduleLog(name: string): { preload: string[]; loaded: () => string[] } {
+  const log = path.join(dir, `${name}.modules`);
+  const hooks = `import { appendFileSync } from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context);
+  appendFileSync(${JSON.stringify(log)}, resolved.url + '\\n');
+  return resolved;
+}`;
+  const register = writeConfig(`${name}.register.mjs`, `import { register } from 'node:module';\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`);
+  writeFileSync(log, '');
+  return { preload: ['--import', register], loaded: () => readFileSync(log, 'utf8').split('\n').filter(Boolean) };
+}
+
+const PARSER_MODULE = /\/node_modules\/libpg-query\//;
 
 function writeConfig(name: string, text: string): string {
   const file = path.join(dir, name);
@@ -140,11 +160,14 @@ test('route prints where a statement goes and why', async () => {
     ['/* ambassador:route=primary */ select 1', /^primary: write reason=hint .*hint=primary/],
     ['selec oops', /^primary: write reason=parse-error /],
   ];
+  const modules = moduleLog('route');
   for (const [sql, expected] of cases) {
-    const { code, stdout } = await runCli(['route', sql]);
+    const { code, stdout } = await runCli(['route', sql], undefined, modules.preload);
     assert.equal(code, 0, sql);
     assert.match(stdout, expected, sql);
   }
+  // The control for the start below, which must not load it.
+  assert.ok(modules.loaded().some((url) => PARSER_MODULE.test(url)), 'route did not load the SQL parser (or the module log is empty)');
 });
 
 test('--version prints the package.json version and exits 0', async () => {
@@ -195,6 +218,7 @@ test('starting on a port already in use exits 3 and names the address with a hin
 test('environment variables alone configure a working ambassador (no --config)', { timeout: 120_000 }, async () => {
   const topology = await getTopology();
   const port = await freePort();
+  const modules = moduleLog('start');
   const cli = startCli(
     [],
     cleanEnv({
@@ -205,6 +229,7 @@ test('environment variables alone configure a working ambassador (no --config)',
       ADMIN_PORT: '0',
       TLS_MODE: 'disable',
     }),
+    modules.preload,
   );
   const client = new pg.Client({ host: '127.0.0.1', port, user: 'app', database: 'app', connectionTimeoutMillis: 5000 });
   client.on('error', () => {});
@@ -219,6 +244,9 @@ test('environment variables alone configure a working ambassador (no --config)',
     await client.connect(); // clientAuth defaults to trust: no client password
     const { rows } = await client.query('select 1 as one, current_user as who');
     assert.deepEqual(rows, [{ one: 1, who: 'app' }]);
+    const loaded = modules.loaded();
+    assert.ok(loaded.some((url) => url.endsWith('/src/frontend/txn-forwarder.ts') || url.endsWith('/src/frontend/session.ts')), 'the module log missed the ambassador itself');
+    assert.deepEqual(loaded.filter((url) => PARSER_MODULE.test(url)), [], 'the SQL parser was loaded without read/write splitting');
     cli.child.kill('SIGTERM');
     assert.equal(await cli.exited(10_000), 0, cli.stderr());
   } finally {
