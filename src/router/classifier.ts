@@ -21,7 +21,7 @@
 // are kept apart from the cache (bounded, oldest first), so they survive eviction and
 // setCatalog(), which swaps the function catalog and clears the cache. classify() is synchronous:
 // build through createClassifier(), which loads the WASM module once. The parser is imported only
-// then: importing libpg-query instantiates its WASM module at once, about 10 MB of RSS that an
+// then: importing libpg-query instantiates its WASM module at once, about 8 MB of RSS that an
 // ambassador without read/write splitting (the default) never uses.
 
 import { Buffer } from 'node:buffer';
