@@ -51,7 +51,7 @@ export function consoleSource(parts: ObservedParts): ConsoleSource {
     version: parts.version,
     pools: () => poolRows(parts),
     stats: () => statsRows(parts.traffic),
-    clients: () => [...parts.listener.sessions].filter((s) => s.state !== 'closed').map((s) => clientRow(s)),
+    clients: () => [...parts.listener.sessions].filter((s) => s.state !== 'closed' && s.state !== 'cancel').map((s) => clientRow(s)),
     servers: () =>
       parts.pool.servers().map((s) => ({
         type: 'S' as const,

@@ -58,10 +58,12 @@ export class CancelRegistry {
     const sent = entry.target.cancelUpstream();
     if (sent !== null) {
       this.inFlight++;
-      void sent.then(() => {
+      // Settled either way (cancelUpstream never rejects, but a close must not hang on it).
+      const settled = (): void => {
         this.inFlight--;
         landed();
-      });
+      };
+      void sent.then(settled, settled);
     } else landed();
     return 'sent';
   }

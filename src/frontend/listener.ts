@@ -52,7 +52,10 @@ export class Listener {
   private allClosed: (() => void) | null = null;
 
   constructor(private readonly options: ListenerOptions) {
-    this.server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+    // Half-open: a client that half-closes its cancel connection (shutdown(SHUT_WR), then waits
+    // for EOF) keeps it open until the cancel has reached the server; every other session closes
+    // at the client's FIN as before (ClientSession.onClientEnd).
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) => this.accept(socket));
   }
 
   /** The limits of listen.* that live here (per user, cancels, idle sweep) take `settings`. */
@@ -113,7 +116,8 @@ export class Listener {
   /** Client connections by what they are doing now. */
   activity(): Record<ClientActivity, number> {
     const counts: Record<ClientActivity, number> = { login: 0, active: 0, idle: 0, waiting: 0 };
-    for (const session of this.sessions) counts[session.activity]++;
+    // A cancel connection waiting for its cancel to land is no client doing anything.
+    for (const session of this.sessions) if (session.state !== 'cancel') counts[session.activity]++;
     return counts;
   }
 

@@ -212,8 +212,18 @@ export class ClientSession {
   private attach(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.log.debug({ err: err.message }, 'client socket error'));
+    socket.on('end', this.onClientEnd);
     socket.on('close', () => this.close('client closed the connection'));
   }
+
+  /**
+   * The client half-closed (the listener's sockets are half-open): the session ends, as at a
+   * close, unless it is a cancel connection, which the client may half-close right after its
+   * CancelRequest and still wait for the close that says the cancel has landed.
+   */
+  private readonly onClientEnd = (): void => {
+    if (this.state !== 'cancel') this.close('client closed the connection');
+  };
 
   private onData(chunk: Buffer): void {
     try {
@@ -292,6 +302,7 @@ export class ClientSession {
     this.socket.write('S');
     const plain = this.socket;
     plain.removeAllListeners('data');
+    plain.removeAllListeners('end');
     plain.removeAllListeners('close');
     plain.removeAllListeners('error');
     plain.on('error', () => {}); // reported through the TLS socket
@@ -301,6 +312,7 @@ export class ClientSession {
       this.log.debug({ err: err.message }, 'client TLS error');
       this.close('client TLS failed');
     });
+    secure.on('end', this.onClientEnd);
     secure.on('close', () => this.close('client closed the connection'));
     secure.on('data', (chunk: Buffer) => this.onData(chunk));
   }

@@ -21,8 +21,9 @@
 // - a cancel that lands late: the client's cancel connection closes only once the cancel has
 //   reached the server (as Postgres closes it), so the statement the client sends after that
 //   close, on the server its transaction block holds, is not stopped; and nothing sent behind the
-//   CancelRequest on that connection is read (a StartupMessage there is no login); a graceful
-//   shutdown lets a cancel on its way land, and says nothing on its connection.
+//   CancelRequest on that connection is read (a StartupMessage there is no login), a client that
+//   half-closes it still waits for the cancel, and a graceful shutdown lets a cancel on its way
+//   land, and says nothing on its connection.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -569,11 +570,28 @@ describe('a cancel inside a transaction block', () => {
     }
   });
 
+  test('a client that half-closes its cancel connection still gets the close only once the cancel has landed', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const { amb, client, canceller, done } = await cancelOnItsWay('pa-cancel-half-closed', true);
+    try {
+      // Not a client logging in (SHOW CLIENTS and the clients gauge count by activity).
+      assert.equal(amb.ambassador.listener.activity().login, 0, 'the cancel connection counted as a login');
+      // As tokio-postgres does: shutdown(SHUT_WR) behind the CancelRequest, then wait for EOF.
+      canceller.socket.end();
+      await canceller.waitForClose(5_000);
+      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the half-closed cancel connection was closed before the cancel reached the server');
+      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
+    } finally {
+      done();
+    }
+  });
+
   test('a shutdown while a cancel is on its way lets it land; the cancel connection hears nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
     const { amb, client, canceller, done } = await cancelOnItsWay('pa-cancel-at-shutdown', false);
     try {
       const stopping = amb.stop();
       assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the cancel connection was told something');
+      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the shutdown closed the cancel connection before the cancel reached the server');
       // The statement was canceled (not cut off by the shutdown), then the idle client was ended.
       assert.equal(rawOutcome(await client.answer(5_000)), '57014');
       await stopping;
