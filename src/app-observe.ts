@@ -29,6 +29,8 @@ export interface ObservedParts {
   reload: (reason: string) => Promise<{ config: { ok: boolean; error?: string; changed?: string[]; restartRequired?: string[] } }>;
 }
 
+const NO_CANCELS = { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
+
 /** What the metrics read at each scrape; zeros until the parts exist (nothing scrapes before). */
 export function metricsSource(observed: () => ObservedParts | null): MetricsSource {
   return {
@@ -38,6 +40,10 @@ export function metricsSource(observed: () => ObservedParts | null): MetricsSour
     credentials: () => observed()?.credentials() ?? [],
     pinned: () => observed()?.listener.pinned() ?? new Map(),
     bytes: () => observed()?.traffic.bytes() ?? { received: 0, sent: 0 },
+    cancels: () => {
+      const cancels = observed()?.listener.cancels;
+      return { results: cancels?.results ?? NO_CANCELS, inFlight: cancels?.pending ?? 0 };
+    },
     paused: () => observed()?.pool.paused ?? false,
     now: () => Date.now(),
   };

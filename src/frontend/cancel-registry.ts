@@ -13,6 +13,13 @@ export interface Cancellable {
 
 export type CancelOutcome = 'sent' | 'no-match' | 'too-many';
 
+/**
+ * What became of cancel requests, as counted: 'sent' reached for the server, 'idle' matched a
+ * session that ran nothing on a server (nothing to cancel), and the outcomes that sent nothing.
+ */
+export const CANCEL_RESULTS = ['sent', 'idle', 'no-match', 'too-many'] as const;
+export type CancelResult = (typeof CANCEL_RESULTS)[number];
+
 const NOTHING = (): void => {};
 
 interface Entry {
@@ -23,6 +30,8 @@ interface Entry {
 export class CancelRegistry {
   private readonly entries = new Map<number, Entry>();
   private inFlight = 0;
+  /** Cancel requests since start, by what became of them. */
+  readonly results: Record<CancelResult, number> = { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
 
   constructor(private maxInFlight = Number.POSITIVE_INFINITY) {}
 
@@ -53,9 +62,10 @@ export class CancelRegistry {
    */
   cancel(processId: number, key: Buffer, landed: () => void = NOTHING): CancelOutcome {
     const entry = this.entries.get(processId);
-    if (!entry || entry.key.length !== key.length || !timingSafeEqual(entry.key, key)) return 'no-match';
-    if (this.inFlight >= this.maxInFlight) return 'too-many';
+    if (!entry || entry.key.length !== key.length || !timingSafeEqual(entry.key, key)) return this.count('no-match');
+    if (this.inFlight >= this.maxInFlight) return this.count('too-many');
     const sent = entry.target.cancelUpstream();
+    this.results[sent === null ? 'idle' : 'sent']++;
     if (sent !== null) {
       this.inFlight++;
       // Settled either way (cancelUpstream never rejects, but a close must not hang on it).
@@ -66,6 +76,11 @@ export class CancelRegistry {
       void sent.then(settled, settled);
     } else landed();
     return 'sent';
+  }
+
+  private count(outcome: 'no-match' | 'too-many'): CancelOutcome {
+    this.results[outcome]++;
+    return outcome;
   }
 
   /** Cancels on their way to servers now. */

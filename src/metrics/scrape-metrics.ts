@@ -1,5 +1,6 @@
 // Metrics read at scrape time from a MetricsSource: client and server connections, pools, hosts
-// (up, role, lag, breaker), pinned sessions, credential expiry, bytes, paused, build info.
+// (up, role, lag, breaker), pinned sessions, credential expiry, bytes, cancel requests, paused,
+// build info.
 //
 // Invariants:
 // - One scrape reads the source once: collectors share a snapshot taken by the first of them and
@@ -12,6 +13,7 @@
 
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CredentialEntrySnapshot } from '../credentials/cache.ts';
+import { CANCEL_RESULTS, type CancelResult } from '../frontend/cancel-registry.ts';
 import type { HostState } from '../health/monitor.ts';
 import { ReasonLabels } from './labels.ts';
 import { PIN_REASONS } from './traffic-metrics.ts';
@@ -28,6 +30,8 @@ export interface MetricsSource {
   pinned(): ReadonlyMap<string, number>;
   /** Bytes from clients (received) and to clients (sent) since start. */
   bytes(): { received: number; sent: number };
+  /** Cancel requests since start by result, and those on their way to a server now. */
+  cancels(): { results: Readonly<Record<CancelResult, number>>; inFlight: number };
   paused(): boolean;
   /** Epoch ms (tests pass a fixed clock). */
   now(): number;
@@ -47,6 +51,7 @@ interface Snapshot {
   credentials: ReturnType<MetricsSource['credentials']>;
   pinned: ReturnType<MetricsSource['pinned']>;
   bytes: ReturnType<MetricsSource['bytes']>;
+  cancels: ReturnType<MetricsSource['cancels']>;
   paused: boolean;
   now: number;
 }
@@ -98,6 +103,14 @@ export function registerScrapeMetrics(registry: Registry, source: MetricsSource,
   registerCredentialGauges(gauge);
   monotonicCounter(registry, 'pg_ambassador_client_bytes_received_total', 'Bytes received from clients.', () => scrape().bytes.received);
   monotonicCounter(registry, 'pg_ambassador_client_bytes_sent_total', 'Bytes sent to clients.', () => scrape().bytes.sent);
+  monotonicCounter(
+    registry,
+    'pg_ambassador_cancel_requests_total',
+    'Cancel requests from clients, by result (sent; idle: nothing ran; no-match: unknown key; too-many: dropped, listen.maxConcurrentCancels).',
+    (result) => scrape().cancels.results[result],
+    { name: 'result', values: CANCEL_RESULTS },
+  );
+  gauge('pg_ambassador_cancels_in_flight', 'Cancel requests on their way to a server now; each holds its client connection open until it lands.', [], (g, now) => g.set(finite(now.cancels.inFlight)));
   gauge('pg_ambassador_paused', 'Whether the ambassador is paused (PAUSE): 1 paused, 0 serving.', [], (g, now) => g.set(now.paused ? 1 : 0));
   new Gauge({ name: 'pg_ambassador_build_info', help: 'Always 1; labelled with the running version.', labelNames: ['version'] as const, registers }).set({ version }, 1);
 }
@@ -156,17 +169,26 @@ function registerCredentialGauges(gauge: DefineGauge): void {
 }
 
 /** A counter that follows a running total read at scrape time, never going down. */
-function monotonicCounter(registry: Registry, name: string, help: string, total: () => number): void {
-  let last = 0;
-  const counter: Counter = new Counter({
+/**
+ * A counter fed by totals the source keeps: one series per value of `label`, or one unlabelled
+ * series without it. Fed by differences, so it never goes down: a total less than before means
+ * the source started again from 0, and what it has now is all new.
+ */
+function monotonicCounter<V extends string>(registry: Registry, name: string, help: string, total: (value: V) => number, label?: { name: string; values: readonly V[] }): void {
+  const values = label?.values ?? ['' as V];
+  const last = new Map(values.map((value) => [value, 0]));
+  const counter: Counter<string> = new Counter({
     name,
     help,
+    labelNames: label ? [label.name] : [],
     registers: [registry],
     collect: () => {
-      const current = finite(total());
-      // Less than before: the source started again from 0; what it has now is all new.
-      counter.inc(current >= last ? current - last : current);
-      last = current;
+      for (const value of values) {
+        const current = finite(total(value));
+        const before = last.get(value) ?? 0;
+        counter.inc(label ? { [label.name]: value } : {}, current >= before ? current - before : current);
+        last.set(value, current);
+      }
     },
   });
 }
@@ -200,6 +222,7 @@ function readSource(source: MetricsSource): Snapshot {
     credentials: source.credentials(),
     pinned: source.pinned(),
     bytes: source.bytes(),
+    cancels: source.cancels(),
     paused: source.paused(),
     now: source.now(),
   };

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { startTestAmbassador, viaAmbassador, type TestAmbassador } from '../support/ambassador.ts';
 import { scrape, sample, total, type Samples } from '../support/metrics.ts';
-import { withClient } from '../support/pooling.ts';
+import { cancelOwn, outcomeOf, sendCancel, withClient } from '../support/pooling.ts';
 import { eventually, getTopology, startCluster, type LocalCluster, type Topology } from '../support/topology.ts';
 
 const TABLE = 'metrics_writes';
@@ -96,6 +96,38 @@ describe('metrics around real traffic', () => {
     assert.equal(delta(after, before, 'pg_ambassador_errors_total', { class: '42' }), 2);
     assert.equal(delta(after, before, 'pg_ambassador_errors_total', { class: '22' }), 1);
   });
+
+  test('cancel requests are counted by result: sent, idle, no-match', async () => {
+    const admin = amb.ambassador.adminAddress.port;
+    const before = await scrape(admin);
+    await withClient(viaAmbassador(amb.port) as pg.ClientConfig, async (sleeper) => {
+      await withClient(viaAmbassador(amb.port) as pg.ClientConfig, async (idle) => {
+        const sleep = outcomeOf(sleeper.query('SELECT pg_sleep(30) /* metrics-cancel */'));
+        await holds(async () => assert.ok(await runningOnAHost('metrics-cancel'), 'the sleep runs on a server'));
+        await cancelOwn(amb.port, sleeper);
+        assert.equal(await sleep, '57014');
+        await cancelOwn(amb.port, idle);
+        await sendCancel(amb.port, 1, 1);
+      });
+    });
+    const after = await scrape(admin);
+    assert.equal(delta(after, before, 'pg_ambassador_cancel_requests_total', { result: 'sent' }), 1);
+    assert.equal(delta(after, before, 'pg_ambassador_cancel_requests_total', { result: 'idle' }), 1);
+    assert.equal(delta(after, before, 'pg_ambassador_cancel_requests_total', { result: 'no-match' }), 1);
+    assert.equal(delta(after, before, 'pg_ambassador_cancel_requests_total', { result: 'too-many' }), 0);
+    // Each sendCancel resolved at the close, which comes only once the cancel landed.
+    assert.equal(sample(after, 'pg_ambassador_cancels_in_flight'), 0);
+  });
+
+  /** Whether a statement tagged `tag` is running on the primary or a replica now. */
+  async function runningOnAHost(tag: string): Promise<boolean> {
+    for (const server of [topology.primary, ...topology.replicas]) {
+      const config = { host: server.host, port: server.port, user: topology.superuser.user, password: topology.superuser.password, database: 'postgres' };
+      const found = await withClient(config, async (c) => (await c.query(`SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()`, [`%${tag}%`])).rowCount);
+      if (found) return true;
+    }
+    return false;
+  }
 
   test('the pool gauges show the server connections by host, role and state', async () => {
     await withClient(viaAmbassador(amb.port) as pg.ClientConfig, async (c) => {

@@ -31,6 +31,7 @@ test('only the exact key cancels', () => {
   assert.equal(target.sent, 0);
   assert.equal(registry.cancel(processId, keyOf(secretKey)), 'sent');
   assert.equal(target.sent, 1);
+  assert.deepEqual(registry.results, { sent: 1, idle: 0, 'no-match': 3, 'too-many': 0 });
 });
 
 test('at most maxInFlight cancels are on their way; a settled one frees its place', async () => {
@@ -48,6 +49,7 @@ test('at most maxInFlight cancels are on their way; a settled one frees its plac
   assert.equal(registry.pending, 1);
   assert.equal(cancel(2), 'sent');
   assert.equal(targets[2]!.sent, 1);
+  assert.deepEqual(registry.results, { sent: 3, idle: 0, 'no-match': 0, 'too-many': 1 });
 });
 
 test('a session with nothing to cancel takes no place', () => {
@@ -56,6 +58,7 @@ test('a session with nothing to cancel takes no place', () => {
   const { processId, secretKey } = registry.register(idle);
   assert.equal(registry.cancel(processId, keyOf(secretKey)), 'sent');
   assert.equal(registry.pending, 0);
+  assert.deepEqual(registry.results, { sent: 0, idle: 1, 'no-match': 0, 'too-many': 0 }, 'counted as idle, not sent');
 });
 
 test('landed runs once the cancel has reached the server, at once when there was nothing to send it to, and never for a wrong key', async () => {

@@ -91,6 +91,7 @@ function registry(): Registry {
     credentials: () => [],
     pinned: () => new Map<string, number>(),
     bytes: () => ({ received: 0, sent: 0 }),
+    cancels: () => ({ results: { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 }, inFlight: 0 }),
     paused: () => false,
     now: () => 0,
   };

@@ -22,6 +22,7 @@ class FakeSource implements MetricsSource {
   credentialList: CredentialEntrySnapshot[] = [];
   pinnedCounts = new Map<string, number>();
   byteTotals = { received: 0, sent: 0 };
+  cancelTotals = { results: { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 }, inFlight: 0 };
   isPaused = false;
   clock = 1_700_000_000_000;
   reads = 0;
@@ -44,6 +45,9 @@ class FakeSource implements MetricsSource {
   }
   bytes() {
     return this.byteTotals;
+  }
+  cancels() {
+    return this.cancelTotals;
   }
   paused() {
     return this.isPaused;
@@ -448,6 +452,26 @@ test('byte counters follow the source totals and never go down', async () => {
   assert.equal((await scrape()).types.get('pg_ambassador_client_bytes_received_total'), 'counter');
 });
 
+test('cancel requests count by result from the source, every result from the start; in flight follows it', async () => {
+  const { source, scrape } = setup();
+  let samples = await scrape();
+  for (const result of ['sent', 'idle', 'no-match', 'too-many']) assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result }), 0, result);
+  assert.equal(samples.get('pg_ambassador_cancels_in_flight'), 0);
+  source.cancelTotals = { results: { sent: 3, idle: 1, 'no-match': 2, 'too-many': 0 }, inFlight: 2 };
+  samples = await scrape();
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'sent' }), 3);
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'idle' }), 1);
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'no-match' }), 2);
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'too-many' }), 0);
+  assert.equal(samples.get('pg_ambassador_cancels_in_flight'), 2);
+  source.cancelTotals = { results: { sent: 4, idle: 1, 'no-match': 2, 'too-many': 5 }, inFlight: 0 };
+  samples = await scrape();
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'sent' }), 4);
+  assert.equal(samples.get('pg_ambassador_cancel_requests_total', { result: 'too-many' }), 5);
+  assert.equal(samples.get('pg_ambassador_cancels_in_flight'), 0);
+  assert.equal(samples.types.get('pg_ambassador_cancel_requests_total'), 'counter');
+});
+
 test('pinned sessions by reason from the source, pins counted as they happen', async () => {
   const { metrics, source, scrape } = setup();
   source.pinnedCounts = new Map([['listen', 2], ['temp-table', 1]]);
@@ -483,6 +507,7 @@ const EXPECTED_METRICS: Record<string, string> = {
   failovers_total: 'counter', failover_duration_seconds: 'gauge', health_events_total: 'counter',
   credential_refreshes_total: 'counter', credential_rejections_total: 'counter', credential_expiry_seconds: 'gauge', credential_refresh_failures: 'gauge',
   tls_reloads_total: 'counter', client_bytes_received_total: 'counter', client_bytes_sent_total: 'counter',
+  cancel_requests_total: 'counter', cancels_in_flight: 'gauge',
   server_connects_total: 'counter', server_disconnects_total: 'counter', pool_acquire_timeouts_total: 'counter',
   config_reloads_total: 'counter', paused: 'gauge', build_info: 'gauge',
 };
