@@ -113,7 +113,10 @@ function poolRows(parts: ObservedParts): PoolRow[] {
     const key = `${database}\u0000${user}`;
     let found = rows.get(key);
     if (found === undefined) {
-      found = { database, user, cl_active: 0, cl_waiting: 0, sv_active: 0, sv_idle: 0, sv_used: 0, sv_tested: 0, sv_login: 0, maxwait: 0, maxwait_us: 0, pool_mode: mode };
+      found = {
+        database, user, cl_active: 0, cl_waiting: 0, cl_active_cancel_req: 0, cl_waiting_cancel_req: 0, sv_active: 0, sv_active_cancel: 0,
+        sv_being_canceled: 0, sv_idle: 0, sv_used: 0, sv_tested: 0, sv_login: 0, maxwait: 0, maxwait_us: 0, pool_mode: mode,
+      };
       rows.set(key, found);
     }
     return found;
@@ -128,10 +131,15 @@ function poolRows(parts: ObservedParts): PoolRow[] {
       const since = session.meter.waitingSince;
       if (since >= 0) setMaxWait(target, (now - since) * 1000);
     } else target.cl_active++;
+    // The cancel connections on their way, counted in the pool of the session they cancel. None
+    // waits (cl_waiting_cancel_req): a cancel goes at once, or is dropped past maxConcurrentCancels.
+    target.cl_active_cancel_req += parts.listener.cancels.pendingFor(session);
   }
   for (const pool of parts.pool.poolSummaries()) {
     const target = row(pool.database, pool.user);
     target.sv_active += pool.active;
+    target.sv_active_cancel += pool.cancelling;
+    target.sv_being_canceled += pool.beingCanceled;
     target.sv_idle += pool.idle;
     target.sv_login += pool.connecting;
     setMaxWait(target, pool.maxWaitMs * 1000);

@@ -120,8 +120,9 @@ const columns = <Row>(table: Record<keyof Row & string, true>): ReadonlyArray<ke
   Object.keys(table) as Array<keyof Row & string>;
 
 export const POOL_COLUMNS = columns<PoolRow>({
-  database: true, user: true, cl_active: true, cl_waiting: true, sv_active: true, sv_idle: true, sv_used: true,
-  sv_tested: true, sv_login: true, maxwait: true, maxwait_us: true, pool_mode: true,
+  database: true, user: true, cl_active: true, cl_waiting: true, cl_active_cancel_req: true, cl_waiting_cancel_req: true,
+  sv_active: true, sv_active_cancel: true, sv_being_canceled: true, sv_idle: true, sv_used: true, sv_tested: true,
+  sv_login: true, maxwait: true, maxwait_us: true, pool_mode: true,
 });
 export const STATS_COLUMNS = columns<StatsRow>({
   database: true, total_xact_count: true, total_query_count: true, total_received: true, total_sent: true,

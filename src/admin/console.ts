@@ -42,7 +42,15 @@ export interface PoolRow {
   user: string;
   cl_active: number;
   cl_waiting: number;
+  /** Client cancel connections whose cancel is on its way to this pool's server. */
+  cl_active_cancel_req: number;
+  /** Client cancel connections waiting to be forwarded (never: a cancel goes at once or is dropped). */
+  cl_waiting_cancel_req: number;
   sv_active: number;
+  /** Leased server connections a cancel is on its way to. */
+  sv_active_cancel: number;
+  /** Server connections whose return to the pool waits for a cancel to land. */
+  sv_being_canceled: number;
   sv_idle: number;
   sv_used: number;
   sv_tested: number;

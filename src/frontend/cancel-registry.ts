@@ -30,6 +30,8 @@ interface Entry {
 export class CancelRegistry {
   private readonly entries = new Map<number, Entry>();
   private inFlight = 0;
+  /** Cancels on their way, by the session they cancel (for SHOW POOLS). */
+  private readonly inFlightFor = new Map<Cancellable, number>();
   /** Cancel requests since start, by what became of them. */
   readonly results: Record<CancelResult, number> = { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
 
@@ -67,10 +69,15 @@ export class CancelRegistry {
     const sent = entry.target.cancelUpstream();
     this.results[sent === null ? 'idle' : 'sent']++;
     if (sent !== null) {
+      const target = entry.target;
       this.inFlight++;
+      this.inFlightFor.set(target, (this.inFlightFor.get(target) ?? 0) + 1);
       // Settled either way (cancelUpstream never rejects, but a close must not hang on it).
       const settled = (): void => {
         this.inFlight--;
+        const left = (this.inFlightFor.get(target) ?? 1) - 1;
+        if (left > 0) this.inFlightFor.set(target, left);
+        else this.inFlightFor.delete(target);
         landed();
       };
       void sent.then(settled, settled);
@@ -86,6 +93,11 @@ export class CancelRegistry {
   /** Cancels on their way to servers now. */
   get pending(): number {
     return this.inFlight;
+  }
+
+  /** Cancels on their way to the server of the session `target`. */
+  pendingFor(target: Cancellable): number {
+    return this.inFlightFor.get(target) ?? 0;
   }
 
   get size(): number {

@@ -36,6 +36,10 @@ export interface PoolSummary {
   connecting: number;
   waiting: number;
   maxWaitMs: number;
+  /** Leased connections a cancel is on its way to (PgBouncer's sv_active_cancel). */
+  cancelling: number;
+  /** Connections released by their client whose return to the pool waits for a cancel to land (sv_being_canceled). */
+  beingCanceled: number;
   /** The pool was drained (host down or removed, role changed): its leased connections close when released. */
   draining: boolean;
 }
@@ -65,8 +69,16 @@ export function serverRows(entry: SnapshotPool): ServerSnapshot[] {
   }));
 }
 
-export function poolSummary(entry: SnapshotPool): PoolSummary {
+/** `held`: the connections whose release waits for a cancel (Pooler.release). */
+export function poolSummary(entry: SnapshotPool, held: ReadonlySet<BackendConnection>): PoolSummary {
   const stats = entry.pool.stats();
+  let cancelling = 0;
+  let beingCanceled = 0;
+  for (const { conn, state } of entry.pool.connections()) {
+    if (state !== 'active') continue;
+    if (conn.cancelling !== null) cancelling++;
+    if (held.has(conn)) beingCanceled++;
+  }
   return {
     host: entry.host.id,
     role: entry.host.role,
@@ -78,6 +90,8 @@ export function poolSummary(entry: SnapshotPool): PoolSummary {
     connecting: stats.connecting,
     waiting: stats.waiting,
     maxWaitMs: stats.maxWaitMs,
+    cancelling,
+    beingCanceled,
     draining: entry.pool.isClosed,
   };
 }

@@ -74,6 +74,8 @@ export class Pooler implements ServerPool {
   private readonly pools = new Map<string, PoolEntry>();
   /** Drained pools with connections still leased (see the file comment). */
   private readonly draining = new Set<PoolEntry>();
+  /** Connections released while a cancel was on its way to them, until it lands (see release). */
+  private readonly heldForCancel = new Set<BackendConnection>();
   private probing: boolean;
   private settings: PoolerSettings;
   private readonly clock: Clock;
@@ -324,7 +326,13 @@ export class Pooler implements ServerPool {
     // canceled). Taken while the connection is idle, Postgres ignores it.
     const cancelling = connection.cancelling;
     if (cancelling !== null && outcome === 'reusable' && !connection.isClosed) {
-      cancelling.then(() => this.release(connection, outcome)).catch((err: unknown) => this.options.log.error({ err: String(err) }, 'release after a cancel failed'));
+      this.heldForCancel.add(connection);
+      cancelling
+        .then(() => {
+          this.heldForCancel.delete(connection);
+          this.release(connection, outcome);
+        })
+        .catch((err: unknown) => this.options.log.error({ err: String(err) }, 'release after a cancel failed'));
       return;
     }
     const entry = ownerOf(connection);
@@ -369,7 +377,7 @@ export class Pooler implements ServerPool {
 
   /** One summary per ConnectionPool, drained ones with leased connections included (SHOW POOLS, metrics). */
   poolSummaries(): PoolSummary[] {
-    return this.allPools().map(poolSummary);
+    return this.allPools().map((entry) => poolSummary(entry, this.heldForCancel));
   }
 
   /**

@@ -67,7 +67,10 @@ const file = testDatabaseFile(DB, async (topology) => {
 const { ambassadors } = file;
 
 function txnAmbassador(pool: Record<string, unknown>, connector?: DelayingConnector): Promise<TestAmbassador> {
-  return ambassadors.start({ pool: { mode: 'transaction', acquireTimeout: '30s', ...pool }, listen: { maxClientConnections: 1000 }, logging: { level: 'info' } }, connector);
+  return ambassadors.start(
+    { pool: { mode: 'transaction', acquireTimeout: '30s', ...pool }, listen: { maxClientConnections: 1000 }, logging: { level: 'info' }, admin: { users: ['app'] } },
+    connector,
+  );
 }
 
 function pgClient(amb: TestAmbassador): Promise<pg.Client> {
@@ -529,9 +532,13 @@ describe('a cancel inside a transaction block', () => {
   /**
    * A client of a fresh ambassador (pool of 1) running pg_sleep(5), its text marked with `marker`
    * (inside a block when `inBlock`), and a raw connection that has sent the CancelRequest for it,
-   * which is on its way: the cancel's connection upstream waits a second first.
+   * which is on its way: the cancel's connection upstream waits `delayMs` first.
    */
-  async function cancelOnItsWay(marker: string, inBlock: boolean): Promise<{ amb: TestAmbassador; client: RawClient; canceller: RawClient; done: () => void }> {
+  async function cancelOnItsWay(
+    marker: string,
+    inBlock: boolean,
+    delayMs = 1_000,
+  ): Promise<{ amb: TestAmbassador; client: RawClient; canceller: RawClient; done: () => void }> {
     const connector = new DelayingConnector();
     const amb = await txnAmbassador({ size: 1 }, connector);
     const client = await rawClient(amb);
@@ -545,7 +552,7 @@ describe('a cancel inside a transaction block', () => {
       if (inBlock) assert.deepEqual((await client.query('begin')).map(summary), ['C(BEGIN)', 'Z(T)']);
       client.write(encodeQuery(`select pg_sleep(5) /* ${marker} */`));
       await runningUpstream(file.admin, DB, marker);
-      connector.delayMs = 1_000;
+      connector.delayMs = delayMs;
       const { processId, secretKey } = client.backendKey!;
       canceller.write(encodeCancelRequest(processId, secretKey));
       await eventually(async () => (amb.ambassador.listener.cancels.pending > 0 ? true : undefined), { what: 'the cancel on its way' });
@@ -581,6 +588,29 @@ describe('a cancel inside a transaction block', () => {
       assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the half-closed cancel connection was closed before the cancel reached the server');
       assert.equal(rawOutcome(await client.answer(5_000)), '57014');
       assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
+    } finally {
+      done();
+    }
+  });
+
+  test('SHOW POOLS counts a cancel on its way: the client\'s cancel connection and the server it goes to', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The cancel lands after 3 s, within the 5 s sleep; the console looks before.
+    const { amb, client, done } = await cancelOnItsWay('pa-cancel-show-pools', false, 3_000);
+    try {
+      const admin = await loginScram(amb.port, 'app', CLIENT_PASSWORD, { database: 'ambassador' });
+      let pools: WireMessage[];
+      try {
+        pools = await admin.query('SHOW POOLS');
+      } finally {
+        admin.destroy();
+      }
+      const columns = columnNames(pools.find((m) => m.type === 'T')!);
+      const row = pools.filter((m) => m.type === 'D').map(rowValues).find((values) => values[0] === DB && values[1] === 'app');
+      assert.ok(row, `a pool for ${DB}/app in ${JSON.stringify(pools.map(summary))}`);
+      const cancelColumns = ['cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active_cancel', 'sv_being_canceled'];
+      assert.deepEqual(cancelColumns.map((name) => row[columns.indexOf(name)]), ['1', '0', '1', '0']);
+      assert.ok(amb.ambassador.listener.cancels.pending === 1, 'the cancel landed before the console looked: the test proves nothing');
+      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
     } finally {
       done();
     }

@@ -74,8 +74,9 @@ function simplify(message: BackendMessage): Reply {
 }
 
 const POOL: PoolRow = {
-  database: 'app', user: 'alice', cl_active: 3, cl_waiting: 1, sv_active: 2, sv_idle: 4, sv_used: 0, sv_tested: 0,
-  sv_login: 1, maxwait: 2, maxwait_us: 500000, pool_mode: 'transaction',
+  database: 'app', user: 'alice', cl_active: 3, cl_waiting: 1, cl_active_cancel_req: 7, cl_waiting_cancel_req: 0, sv_active: 2,
+  sv_active_cancel: 5, sv_being_canceled: 6, sv_idle: 4, sv_used: 0, sv_tested: 0, sv_login: 1, maxwait: 2, maxwait_us: 500000,
+  pool_mode: 'transaction',
 };
 const HOSTS: HostRow[] = [
   { host: 'db1', port: 5432, role: 'primary', configured_role: 'auto', up: true, breaker: 'closed', failures: 0, lag_bytes: null, lag_seconds: null, replay_lsn: null, active_connections: 5, weight: 1, last_error: null },
@@ -140,15 +141,18 @@ function only<K extends Reply['kind']>(replies: Reply[], kind: K): Extract<Reply
 
 // ---- SHOW ----
 
-test('SHOW POOLS answers with PgBouncer column names in order, all text, and the row values', async () => {
+test('SHOW POOLS answers with PgBouncer 1.18\'s column names in order, all text, and the row values', async () => {
   const replies = await ask('SHOW POOLS');
   assert.equal(kinds(replies), 'TDCZ');
   assert.deepEqual(replies[0], {
     kind: 'T',
-    columns: ['database', 'user', 'cl_active', 'cl_waiting', 'sv_active', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login', 'maxwait', 'maxwait_us', 'pool_mode'],
-    oids: Array(12).fill(25),
+    columns: [
+      'database', 'user', 'cl_active', 'cl_waiting', 'cl_active_cancel_req', 'cl_waiting_cancel_req', 'sv_active', 'sv_active_cancel',
+      'sv_being_canceled', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login', 'maxwait', 'maxwait_us', 'pool_mode',
+    ],
+    oids: Array(16).fill(25),
   });
-  assert.deepEqual(replies[1], { kind: 'D', values: ['app', 'alice', '3', '1', '2', '4', '0', '0', '1', '2', '500000', 'transaction'] });
+  assert.deepEqual(replies[1], { kind: 'D', values: ['app', 'alice', '3', '1', '7', '0', '2', '5', '6', '4', '0', '0', '1', '2', '500000', 'transaction'] });
   assert.deepEqual(replies[2], { kind: 'C', tag: 'SHOW' });
   assert.deepEqual(replies[3], { kind: 'Z', status: 'I' });
 });
@@ -210,14 +214,14 @@ test('SHOW CONFIG columns, changeable as yes/no', async () => {
 test('a SHOW with no rows still describes its columns', async () => {
   const replies = await ask('SHOW POOLS', fakeSource({ pools: () => [] }));
   assert.equal(kinds(replies), 'TCZ');
-  assert.equal(only(replies, 'T').columns.length, 12);
+  assert.equal(only(replies, 'T').columns.length, 16);
 });
 
 test('large counters are sent in plain decimal, never exponent notation', async () => {
   const replies = await ask('SHOW POOLS', fakeSource({ pools: () => [{ ...POOL, maxwait_us: 2 ** 53, cl_active: 1e21 }] }));
   const values = only(replies, 'D').values;
   assert.equal(values[2], '1000000000000000000000');
-  assert.equal(values[10], '9007199254740992');
+  assert.equal(values[14], '9007199254740992');
 });
 
 test('SHOW VERSION', async () => {

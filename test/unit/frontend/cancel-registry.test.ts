@@ -44,12 +44,15 @@ test('at most maxInFlight cancels are on their way; a settled one frees its plac
   assert.equal(cancel(2), 'too-many');
   assert.equal(targets[2]!.sent, 0);
   assert.equal(registry.pending, 2);
+  assert.deepEqual(targets.map((t) => registry.pendingFor(t)), [1, 1, 0]);
+  assert.equal(cancel(0), 'too-many');
   targets[0]!.settle();
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(registry.pending, 1);
+  assert.deepEqual(targets.map((t) => registry.pendingFor(t)), [0, 1, 0]);
   assert.equal(cancel(2), 'sent');
   assert.equal(targets[2]!.sent, 1);
-  assert.deepEqual(registry.results, { sent: 3, idle: 0, 'no-match': 0, 'too-many': 1 });
+  assert.deepEqual(registry.results, { sent: 3, idle: 0, 'no-match': 0, 'too-many': 2 });
 });
 
 test('a session with nothing to cancel takes no place', () => {
@@ -78,4 +81,20 @@ test('landed runs once the cancel has reached the server, at once when there was
   assert.equal(landed, 2, 'nothing to send it to: at once');
   assert.equal(registry.cancel(processId, keyOf(secretKey ^ 1), () => landed++), 'no-match');
   assert.equal(landed, 2, 'the caller closes a wrong key’s connection itself');
+});
+
+test('two cancels of one session count for it until each has landed', async () => {
+  const registry = new CancelRegistry();
+  const target = session();
+  const { processId, secretKey } = registry.register(target);
+  registry.cancel(processId, keyOf(secretKey));
+  registry.cancel(processId, keyOf(secretKey));
+  assert.equal(registry.pendingFor(target), 2);
+  target.settle();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(registry.pendingFor(target), 1);
+  target.settle();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(registry.pendingFor(target), 0);
+  assert.equal(registry.pending, 0);
 });

@@ -55,8 +55,8 @@ test('poolSummaries() has one row per pool with its counts and longest wait; a d
   clock.advance(300);
   pooler.release(await pooler.acquireFor({ kind: 'read' }, REQUEST), 'reusable');
   assert.deepEqual(pooler.poolSummaries(), [
-    { host: P, role: 'primary', database: 'appdb', user: 'app', size: 1, idle: 0, active: 1, connecting: 0, waiting: 1, maxWaitMs: 300, draining: false },
-    { host: R1, role: 'replica', database: 'appdb', user: 'app', size: 1, idle: 1, active: 0, connecting: 0, waiting: 0, maxWaitMs: 0, draining: false },
+    { host: P, role: 'primary', database: 'appdb', user: 'app', size: 1, idle: 0, active: 1, connecting: 0, waiting: 1, maxWaitMs: 300, cancelling: 0, beingCanceled: 0, draining: false },
+    { host: R1, role: 'replica', database: 'appdb', user: 'app', size: 1, idle: 1, active: 0, connecting: 0, waiting: 0, maxWaitMs: 0, cancelling: 0, beingCanceled: 0, draining: false },
   ]);
 
   prober.answers.set(P, down).set(R1, PRIMARY); // the primary is lost, R1 promoted: P's pool is drained

@@ -171,8 +171,14 @@ test('a connection released while a cancel for it is on its way goes to no one u
   const { pooler, first, second } = await bothLeased();
   let landed!: () => void;
   first.cancelling = new Promise<void>((resolve) => (landed = resolve));
+  const summary = (): [number, number] => {
+    const [pool] = pooler.poolSummaries();
+    return [pool!.cancelling, pool!.beingCanceled];
+  };
+  assert.deepEqual(summary(), [1, 0], 'a cancel on its way to a leased connection (sv_active_cancel)');
   pooler.release(first, 'reusable');
   await settle();
+  assert.deepEqual(summary(), [1, 1], 'released, and held back for the cancel (sv_being_canceled)');
   const now = pooler.tryAcquireFor(write, REQUEST);
   assert.ok(now !== null && !isConnection(now), 'still out of the pool: a choice, no idle connection');
   const waiting = pooler.acquireFor(write, REQUEST, now);
@@ -184,6 +190,7 @@ test('a connection released while a cancel for it is on its way goes to no one u
   landed();
   await settle();
   assert.equal(got, first, 'once the cancel has landed, the waiter gets it');
+  assert.deepEqual(summary(), [0, 0]);
   pooler.release(first, 'reusable');
   pooler.release(second, 'reusable');
   await pooler.close();
