@@ -42,8 +42,8 @@ export class Listener {
   private sweeper: NodeJS.Timeout | null = null;
   private readonly server: net.Server;
   private nextId = 1;
-  /** Forwarded-buffer garbage is collected every 8 MB (see lib/garbage-bound.ts). */
-  private readonly garbage = new GarbageBound(8 * 1024 * 1024);
+  /** Forwarded-buffer garbage is collected every 2 MB (see lib/garbage-bound.ts). */
+  private readonly garbage = new GarbageBound(2 * 1024 * 1024);
   /** Session effects of SQL texts, shared by every session (pure, cached by exact text). */
   private readonly effects = new SessionEffectsCache();
   /** How many times sessions became pinned, per reason (transaction mode). */
