@@ -8,7 +8,6 @@
 // SIGHUP reloads the config file, credentials and TLS material.
 // `probe` (container health checks) exits 0 when the admin endpoint answers 200, 1 otherwise.
 
-import './heap-tuning.ts'; // first: before the other modules load
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { probe, PROBE_ENDPOINTS, type ProbeEndpoint } from './admin/probe.ts';

@@ -6,8 +6,7 @@
 // with a memory limit. Asking for a young-generation collection every `everyBytes` forwarded
 // frees them early; with the ambassador's small young generation a scavenge costs well under a
 // millisecond. Measured: a 500 MB result through the ambassador grew RSS by 35 MB without this,
-// by 9 MB with a collection every 8 MB, and by 4-6 MB every 2 MB (the listener's choice) with the
-// young generation held at 1 MiB (heap-tuning.ts).
+// by 9-13 MB with a collection every 8 MB, and by 3-5 MB every 2 MB (the listener's choice).
 //
 // The collector is obtained once from V8 (--expose-gc); when that is not possible the bound is
 // a no-op and only V8's own heuristics apply.
