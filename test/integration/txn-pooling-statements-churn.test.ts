@@ -209,8 +209,12 @@ async function postgresJsClient(port: number, id: number, ctx: LoadContext, opti
   const random = clientRandom(ctx.scenario, id);
   let seq = 0;
   // unsafe() does not prepare unless asked: with prepare, each text is a named statement.
-  const issue = (k: number, unit: number): Promise<PromiseSettledResult<unknown>> =>
+  const issue = (k: number, unit: number): Promise<PromiseSettledResult<unknown[]>> =>
     settle(sql.unsafe(statementText(k), [valueOf(id, unit)], { prepare: options.prepare }).then((rows) => [...rows]));
+  // A loss can come after a query's rows (as Postgres itself sends FATAL mid-result), and
+  // postgres.js then puts the next query's rows after as many holes (ROW_INDEX_AFTER_ERROR). Only
+  // that result, the first after a loss, is read without its leading holes.
+  let lostBefore = false;
   return {
     who,
     round: async () => {
@@ -220,9 +224,21 @@ async function postgresJsClient(port: number, id: number, ctx: LoadContext, opti
         `${who}, units #${units.map((u) => u.seq).join(',')}`,
         Promise.all(units.map((u) => issue(u.k, u.seq))),
       );
-      units.forEach((u, i) => checkRows(ctx, who, `text ${u.k} #${u.seq}`, settled[i]!, [rowOf(u.k, valueOf(id, u.seq))]));
+      units.forEach((u, i) => {
+        let got = settled[i]!;
+        if (got.status === 'fulfilled' && lostBefore) got = { status: 'fulfilled', value: withoutLeadingHoles(got.value) };
+        lostBefore = got.status === 'rejected' ? lostBefore || LOST.test(codeOf(got.reason)) : false;
+        checkRows(ctx, who, `text ${u.k} #${u.seq}`, got, [rowOf(u.k, valueOf(id, u.seq))]);
+      });
     },
   };
+}
+
+/** `rows` without the empty places postgres.js left before them (undefined once spread: no row is). */
+function withoutLeadingHoles(rows: unknown[]): unknown[] {
+  let first = 0;
+  while (first < rows.length && rows[first] === undefined) first++;
+  return rows.slice(first);
 }
 
 /**
@@ -629,6 +645,24 @@ function evictionMix(kinds: { postgresJsPrepare: (id: number) => boolean; pgName
     }
   };
 }
+
+// ROW_INDEX_AFTER_ERROR: the fact the postgres.js load client allows for, checked against
+// Postgres itself (no ambassador). postgres.js 3.4 resets its row index at CommandComplete only, so
+// after an error that came behind some rows, the next result's rows come after as many empty
+// places. When postgres.js stops doing so this test fails, and withoutLeadingHoles can go.
+test('postgres.js, straight to Postgres: after an error behind rows, the next result starts with empty places', async () => {
+  const direct = directConfig(topology, DB);
+  const sql = postgres({ host: direct.host, port: direct.port, username: 'app', password: String(direct.password), database: DB, max: 1, onnotice: () => {} });
+  try {
+    // Rows for g = 1 and 2, then division by zero.
+    await assert.rejects(sql.unsafe('select 1 / (3 - g) as v from generate_series(1, 5) g'), (err: Error & { code?: string }) => err.code === '22012');
+    const after = [...(await sql.unsafe('select 7 as v'))];
+    assert.deepEqual(after, [undefined, undefined, { v: 7 }]);
+    assert.deepEqual(withoutLeadingHoles(after), [{ v: 7 }]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
 
 describe(`statements churning on a pool of ${POOL_SIZE} (seed ${SEED})`, () => {
   test(`eviction under contention: 36 clients over ${TEXT_COUNT} texts, each answer right; each server ends with at most ${SERVER_CAPACITY}`, { timeout: TEST_TIMEOUT_MS }, async () => {
