@@ -9,7 +9,10 @@
 # authentication (a file's clientAuth) publish the port on loopback only, and in a pod set
 # LISTEN_HOST=127.0.0.1. A config file that sets listen.host or admin.host overrides the image's.
 
-ARG NODE_VERSION=20.20.2
+# Node 22: Node 20, which CI runs, reached its end of life in April 2026; 22 is supported until
+# April 2027. The whole suite passes on 20, 22 and 24, but Node 24 holds 21 KiB per idle client,
+# past the 16 KiB the ambassador keeps to (README: Development, "Node versions").
+ARG NODE_VERSION=22.23.3
 
 # ---- build: dev dependencies, TypeScript compiled to dist/, then pruned to production ones --------
 FROM node:${NODE_VERSION}-bookworm-slim AS build

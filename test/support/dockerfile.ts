@@ -17,7 +17,7 @@ export interface DockerInstruction {
 
 export interface DockerStage {
   readonly name: string | undefined;
-  /** The base image reference with ARG defaults substituted: `node:20.20.2-bookworm-slim`. */
+  /** The base image reference with ARG defaults substituted: `node:22.23.3-bookworm-slim`. */
   readonly image: string;
   readonly instructions: readonly DockerInstruction[];
 }

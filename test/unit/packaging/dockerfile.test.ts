@@ -48,11 +48,11 @@ test('the lint rules catch what they are for', () => {
   }
 });
 
-test('multi-stage: dev dependencies in the build stage only, a pinned Node 20 slim base for both', () => {
+test('multi-stage: dev dependencies in the build stage only, a pinned Node 22 slim base for both', () => {
   assert.equal(dockerfile.stages.length, 2);
   const [build] = dockerfile.stages;
   assert.equal(build!.name, 'build');
-  for (const stage of dockerfile.stages) assert.match(stage.image, /^node:20\.\d+\.\d+-bookworm-slim$/);
+  for (const stage of dockerfile.stages) assert.match(stage.image, /^node:22\.\d+\.\d+-bookworm-slim$/);
   const buildRuns = instructionsOf(build!, 'RUN').map((run) => run.args.join(' '));
   assert.ok(buildRuns.some((run) => /npm ci\b/.test(run)));
   assert.ok(buildRuns.some((run) => /npm run build\b/.test(run) && /npm prune --omit=dev/.test(run)));
