@@ -10,7 +10,7 @@
 # LISTEN_HOST=127.0.0.1. A config file that sets listen.host or admin.host overrides the image's.
 
 # Node 22: Node 20, which CI runs, reached its end of life in April 2026; 22 is supported until
-# April 2027. The whole suite passes on 20, 22 and 24, but Node 24 holds 21 KiB per idle client,
+# April 2027. The whole suite passed on 20, 22 and 24, but Node 24 holds 20 KiB per idle client,
 # past the 16 KiB the ambassador keeps to (README: Development, "Node versions").
 ARG NODE_VERSION=22.23.3
 

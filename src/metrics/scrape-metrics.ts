@@ -168,7 +168,6 @@ function registerCredentialGauges(gauge: DefineGauge): void {
   });
 }
 
-/** A counter that follows a running total read at scrape time, never going down. */
 /**
  * A counter fed by totals the source keeps: one series per value of `label`, or one unlabelled
  * series without it. Fed by differences, so it never goes down: a total less than before means
