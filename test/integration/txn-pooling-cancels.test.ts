@@ -563,14 +563,22 @@ describe('a cancel inside a transaction block', () => {
     return { amb, client, canceller, done };
   }
 
+  /**
+   * Called once the cancel connection of cancelOnItsWay has closed: the cancel had landed by then
+   * (none on its way), and the client's statement was canceled by it.
+   */
+  async function closedOnlyOnceLanded(amb: TestAmbassador, client: RawClient, early: string): Promise<void> {
+    assert.ok(amb.ambassador.listener.cancels.pending === 0, early);
+    assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+  }
+
   test('bytes behind a CancelRequest, sent while the cancel is on its way, are never read as a login', { timeout: TEST_TIMEOUT_MS }, async () => {
     // The CancelRequest was read alone; a login follows on the same connection.
     const { amb, client, canceller, done } = await cancelOnItsWay('pa-cancel-then-login', true);
     try {
       canceller.write(encodeStartupMessage([['user', 'app'], ['database', DB]]));
       assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the ambassador answered bytes sent behind a CancelRequest');
-      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the cancel connection closed before the cancel reached the server');
-      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      await closedOnlyOnceLanded(amb, client, 'the cancel connection closed before the cancel reached the server');
       assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
     } finally {
       done();
@@ -585,8 +593,7 @@ describe('a cancel inside a transaction block', () => {
       // As tokio-postgres does: shutdown(SHUT_WR) behind the CancelRequest, then wait for EOF.
       canceller.socket.end();
       await canceller.waitForClose(5_000);
-      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the half-closed cancel connection was closed before the cancel reached the server');
-      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      await closedOnlyOnceLanded(amb, client, 'the half-closed cancel connection was closed before the cancel reached the server');
       assert.deepEqual((await client.query('rollback')).map(summary), ['C(ROLLBACK)', 'Z(I)']);
     } finally {
       done();
@@ -621,9 +628,8 @@ describe('a cancel inside a transaction block', () => {
     try {
       const stopping = amb.stop();
       assert.deepEqual((await canceller.readToClose(5_000)).map(summary), [], 'the cancel connection was told something');
-      assert.ok(amb.ambassador.listener.cancels.pending === 0, 'the shutdown closed the cancel connection before the cancel reached the server');
       // The statement was canceled (not cut off by the shutdown), then the idle client was ended.
-      assert.equal(rawOutcome(await client.answer(5_000)), '57014');
+      await closedOnlyOnceLanded(amb, client, 'the shutdown closed the cancel connection before the cancel reached the server');
       await stopping;
     } finally {
       done();
