@@ -175,14 +175,16 @@ export async function spawnAmbassador(context: TargetContext, name: string, setu
   const clientPassword = randomBytes(18).toString('base64url');
   writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, setup)), { mode: 0o600 });
 
-  const child = spawn(process.execPath, [path.join(root, 'bin/pg-ambassador.js'), '--config', configFile], {
+  // With the image's options for node, so that on any Node version the bench measures what ships.
+  const nodeOptions = (await import('../test/support/dockerfile.ts')).imageNodeOptions();
+  const child = spawn(process.execPath, [...nodeOptions, path.join(root, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
   });
   const supervised = supervise(child, name, dir, context.log);
   const { pool } = setup;
-  const details = `${build ? `built from ${build.commit.slice(0, 12)}, ` : ''}pool.mode=${pool.mode}, pool.size=${pool.size}${pool.cacheUnnamedStatements ? ', pool.cacheUnnamedStatements=true' : ''}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
+  const details = `${build ? `built from ${build.commit.slice(0, 12)}, ` : ''}${nodeOptions.length > 0 ? `node ${nodeOptions.join(' ')}, ` : ''}pool.mode=${pool.mode}, pool.size=${pool.size}${pool.cacheUnnamedStatements ? ', pool.cacheUnnamedStatements=true' : ''}${setup.split ? ` per host, readWriteSplit over the primary and ${context.cluster.replicas.length} replicas` : ''}`;
 
   const ports = await awaitOutput(child, supervised, name, (output) => {
     const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(output)?.[1];

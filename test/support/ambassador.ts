@@ -217,14 +217,22 @@ export class SpawnedAmbassadors {
   }
 }
 
-/** Runs the built `pg-ambassador --config <file>` as a child; resolves once it listens. */
+let imageOptions: Promise<string[]> | undefined;
+
+/** The image's options for `node` (test/support/dockerfile.ts), read once; the parser loads only here. */
+function nodeOptionsOfImage(): Promise<string[]> {
+  imageOptions ??= import('./dockerfile.ts').then(({ imageNodeOptions }) => imageNodeOptions());
+  return imageOptions;
+}
+
+/** Runs the built `pg-ambassador --config <file>` as a child, as the image runs it; resolves once it listens. */
 export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}, options: SpawnOptions = {}): Promise<SpawnedAmbassador> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   writeFileSync(configFile, YAML.stringify(baseConfig(topology, overrides)));
   await ensureBuilt();
   const preload = options.collectable ? ['--expose-gc', '--import', pathToFileURL(COLLECT_PRELOAD).href] : [];
-  const child = spawn(process.execPath, [...preload, path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
+  const child = spawn(process.execPath, [...(await nodeOptionsOfImage()), ...preload, path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PG_AMBASSADOR_CONFIG: '', NODE_OPTIONS: '' },

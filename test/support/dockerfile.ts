@@ -3,6 +3,7 @@
 // forms decoded, ARG defaults substituted into FROM. Also a reader for .dockerignore rules.
 
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { DockerfileParser, type Instruction } from 'dockerfile-ast';
 
 export interface DockerInstruction {
@@ -17,7 +18,7 @@ export interface DockerInstruction {
 
 export interface DockerStage {
   readonly name: string | undefined;
-  /** The base image reference with ARG defaults substituted: `node:22.23.3-bookworm-slim`. */
+  /** The base image reference with ARG defaults substituted: `node:24.21.0-bookworm-slim`. */
   readonly image: string;
   readonly instructions: readonly DockerInstruction[];
 }
@@ -82,6 +83,20 @@ export function execForm(instruction: DockerInstruction): string[] | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The options the image's ENTRYPOINT gives `node` ahead of the ambassador's script. Tests and the
+ * bench start the ambassador with them too, so that on any Node they measure what the image runs.
+ */
+export function imageNodeOptions(dockerfile = readDockerfile(path.resolve(import.meta.dirname, '../../Dockerfile'))): string[] {
+  const runtime = dockerfile.stages.at(-1);
+  const entrypoint = runtime && instructionsOf(runtime, 'ENTRYPOINT').at(-1);
+  const command = (entrypoint && execForm(entrypoint)) ?? [];
+  const node = command.indexOf('node');
+  if (node < 0) throw new Error(`the Dockerfile's ENTRYPOINT does not run node in the exec form: ${command.join(' ')}`);
+  const script = command.findIndex((arg, i) => i > node && !arg.startsWith('-'));
+  return command.slice(node + 1, script < 0 ? undefined : script);
 }
 
 /** ENV instructions of a stage merged into one record (`KEY=value` pairs). */

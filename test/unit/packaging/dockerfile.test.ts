@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { validate } from 'dockerfile-utils';
 import { DEFAULTS, ENVIRONMENT_VARIABLES } from '../../../src/config/index.ts';
-import { dockerignoreMatcher, envOf, execForm, instructionsOf, parseDockerfile, readDockerfile } from '../../support/dockerfile.ts';
+import { dockerignoreMatcher, envOf, execForm, imageNodeOptions, instructionsOf, parseDockerfile, readDockerfile } from '../../support/dockerfile.ts';
 import { lintDockerfile } from '../../support/dockerfile-lint.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -48,11 +48,11 @@ test('the lint rules catch what they are for', () => {
   }
 });
 
-test('multi-stage: dev dependencies in the build stage only, a pinned Node 22 slim base for both', () => {
+test('multi-stage: dev dependencies in the build stage only, a pinned Node 24 slim base for both', () => {
   assert.equal(dockerfile.stages.length, 2);
   const [build] = dockerfile.stages;
   assert.equal(build!.name, 'build');
-  for (const stage of dockerfile.stages) assert.match(stage.image, /^node:22\.\d+\.\d+-bookworm-slim$/);
+  for (const stage of dockerfile.stages) assert.match(stage.image, /^node:24\.\d+\.\d+-bookworm-slim$/);
   const buildRuns = instructionsOf(build!, 'RUN').map((run) => run.args.join(' '));
   assert.ok(buildRuns.some((run) => /npm ci\b/.test(run)));
   assert.ok(buildRuns.some((run) => /npm run build\b/.test(run) && /npm prune --omit=dev/.test(run)));
@@ -72,7 +72,8 @@ test('ports, listen addresses and the health check match the ambassador', () => 
   for (const name of Object.keys(env)) assert.ok(name === 'NODE_ENV' || ENVIRONMENT_VARIABLES.includes(name), `${name} is read by the config loader`);
   const healthcheck = execForm(instructionsOf(runtime, 'HEALTHCHECK')[0]!);
   assert.deepEqual(healthcheck, ['node', `${workdir}/bin/pg-ambassador.js`, 'probe', 'livez']);
-  assert.deepEqual(execForm(instructionsOf(runtime, 'ENTRYPOINT')[0]!), ['/usr/bin/tini', '--', 'node', `${workdir}/bin/pg-ambassador.js`]);
+  assert.deepEqual(execForm(instructionsOf(runtime, 'ENTRYPOINT')[0]!), ['/usr/bin/tini', '--', 'node', '--max-semi-space-size=16', `${workdir}/bin/pg-ambassador.js`]);
+  assert.deepEqual(imageNodeOptions(dockerfile), ['--max-semi-space-size=16'], 'what tests and the bench start the ambassador with');
   assert.ok(instructionsOf(runtime, 'RUN').some((run) => /apt-get install .*\btini=/.test(run.args.join(' '))), 'tini is installed');
   assert.deepEqual(instructionsOf(runtime, 'STOPSIGNAL')[0]?.args, ['SIGTERM']);
   assert.match(instructionsOf(runtime, 'USER').at(-1)!.args[0]!, /^[1-9]\d*:[1-9]\d*$/, 'a numeric uid, so runAsNonRoot can check it');
