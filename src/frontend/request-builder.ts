@@ -221,6 +221,17 @@ export class RequestBuilder {
    * the lease (an unsynced exchange keeps its lease), so a Bind of it needs no replay.
    */
   private unnamedInExchange = false;
+  /**
+   * Names a DEALLOCATE ALL or DISCARD ALL forgot in an exchange the client has ended, kept until
+   * the forwarder knows every drop answered (dropsAnswered): refused, a drop leaves the client
+   * its names, so a message that names one of them waits for the answer (add: 'wait').
+   */
+  private forgottenByDrops: Set<string> | null = null;
+  /**
+   * Those a drop forgot in the exchange still open: nothing behind it there waits, since a server
+   * that refuses it skips the rest of the exchange.
+   */
+  private forgottenInExchange: string[] | null = null;
   /** NO_ITEMS until the request's first message. */
   private current: Item[] = NO_ITEMS;
   /** The message add() is taking, as MessageBytes has it, and its payload when the caller had one. */
@@ -264,15 +275,42 @@ export class RequestBuilder {
     return this.current.length > 0;
   }
 
+  /** Every DEALLOCATE ALL and DISCARD ALL read so far has been answered: the names they forgot are gone, or back. */
+  dropsAnswered(): void {
+    this.forgottenByDrops = null;
+  }
+
+  /**
+   * Whether the message (a Parse, a Bind, or a Describe or Close of a statement) names a
+   * statement the client does not hold that a drop forgot. Were the drop refused, Postgres would
+   * still hold it: a Bind would run it (after the failed block's ROLLBACK), a Parse of the name
+   * be refused with 42P05, a Close close it.
+   */
+  private namesForgotten(type: number): boolean {
+    let name: string | null = null;
+    if (type === FrontendType.Parse) {
+      const nul = nulIndex(this.chunk, this.start + 5, this.end);
+      if (nul >= 0) name = this.chunk.toString('utf8', this.start + 5, nul);
+    } else if (type === FrontendType.Bind) {
+      name = readable(this.readBindNames)?.statement ?? null;
+    } else if (type === FrontendType.Describe || type === FrontendType.Close) {
+      const target = readable(this.readTarget);
+      if (target?.kind === 'S') name = target.name;
+    }
+    return name !== null && name !== '' && !this.statements.has(name) && this.forgottenByDrops!.has(name);
+  }
+
   /**
    * Takes one whole client message: its payload, and where the whole message (header included)
    * lies when the caller has it in one piece (`chunk[start, end)`; framed from the payload
    * otherwise). With the chunk, the payload may be null: the messages of every request (Query,
    * Bind, Describe, Execute, Sync, a Parse repeated) are read where they lie, and no view of them
    * is made. Returns a finished request when this message completes one, 'terminate' for
-   * Terminate, or null while a request is still being assembled.
+   * Terminate, null while a request is still being assembled, or 'wait' when the message names
+   * a statement that a drop may not have dropped (forgottenByDrops): nothing of it was taken,
+   * and it comes again once every drop is answered (dropsAnswered).
    */
-  add(type: number, body: Buffer | null, chunk: Buffer | null = null, start = 0, end = 0): Request | 'terminate' | null {
+  add(type: number, body: Buffer | null, chunk: Buffer | null = null, start = 0, end = 0): Request | 'terminate' | 'wait' | null {
     if (chunk === null) {
       if (body === null) throw new TypeError('a message needs its payload or its chunk');
       chunk = frameMessage(type, body);
@@ -283,6 +321,7 @@ export class RequestBuilder {
     this.start = start;
     this.end = end;
     this.body = body;
+    if (this.forgottenByDrops !== null && this.namesForgotten(type)) return 'wait';
     switch (type) {
       case FrontendType.Parse:
         return this.onParse();
@@ -620,6 +659,7 @@ export class RequestBuilder {
       this.changing(this.statements, name);
       this.statements.delete(name);
       forgotten.push([name, prepared]);
+      (this.forgottenInExchange ??= []).push(name);
     }
     return {
       ran: false,
@@ -794,6 +834,13 @@ export class RequestBuilder {
     if (effects && effects.length > 0) this.currentEffects.push(...effects);
   }
 
+  /** An exchange with a DEALLOCATE ALL or DISCARD ALL in it ended: what names the statements it forgot waits for its answer now. */
+  private endDropExchange(names: readonly string[]): void {
+    const forgotten = (this.forgottenByDrops ??= new Set());
+    for (const name of names) forgotten.add(name);
+    this.forgottenInExchange = null;
+  }
+
   private endRequest(type: number, entry: PlanEntry | null, completes: boolean, texts: Request['texts'] = this.currentTexts): Request {
     this.pushRaw(type, entry, true);
     const items = this.current;
@@ -820,7 +867,10 @@ export class RequestBuilder {
     if (effects !== NO_EFFECTS) this.currentEffects = [];
     this.currentTexts = NO_TEXTS;
     this.currentBytes = 0;
-    if (completes) this.unnamedInExchange = false;
+    if (completes) {
+      this.unnamedInExchange = false;
+      if (this.forgottenInExchange !== null) this.endDropExchange(this.forgottenInExchange);
+    }
     const first = items[0]!;
     // Retrying is only invisible when the request itself describes the portal again: a client
     // that relies on its cached row description (postgres.js) must see the error instead.

@@ -116,6 +116,11 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private readonly clientFramer: Framer;
   /** The client chunk being framed (onClientData). */
   private clientChunk: Buffer | null = null;
+  /**
+   * Client bytes held back from a message on that names a statement a DEALLOCATE ALL or DISCARD
+   * ALL not answered yet forgot (holdInput); the client's socket is paused meanwhile.
+   */
+  private heldInput: Buffer | null = null;
   /** In place: the inspected messages of every answer (CommandComplete, ReadyForQuery) are read where they lie. */
   private readonly serverFramer = new Framer(SERVER_MAX_MESSAGE, SERVER_INSPECT, true);
   private lease: BackendConnection | null = null;
@@ -233,12 +238,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   }
 
   get idle(): boolean {
-    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status === 'I';
+    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.heldInput === null && this.status === 'I';
   }
 
   /** Inside a transaction block, waiting for the client's next request. */
   get idleInTransaction(): boolean {
-    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.status !== 'I' && !this.busy;
+    return this.inFlight === 0 && this.ready.length === 0 && !this.requests.pending && this.heldInput === null && this.status !== 'I' && !this.busy;
   }
 
   get clientAtBoundary(): boolean {
@@ -252,7 +257,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
 
   start(held: Buffer[]): void {
     for (const chunk of held) this.onClientData(chunk);
-    this.wire.resume();
+    if (this.heldInput === null) this.wire.resume();
   }
 
   // ---- client side ----
@@ -268,6 +273,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
     // framed again.
     const request = payload === null ? this.requests.add(type, null, this.clientChunk, end - length - 1, end) : this.requests.add(type, payload);
     if (request === null) return true;
+    if (request === 'wait') return this.holdInput(type, payload, length, end);
     if (request === 'terminate') {
       this.stopped = true;
       this.options.onEnd('client sent Terminate');
@@ -281,25 +287,74 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.stopped) return;
     this.options.meter.traffic.received += chunk.length;
-    this.clientChunk = chunk;
-    try {
-      this.clientFramer.push(chunk, this.onClientMessage);
-    } catch (err) {
-      const reason = err instanceof FramingError && err.reason === 'message-too-large' ? 'MESSAGE_TOO_LARGE' : 'PROTOCOL_VIOLATION';
-      this.failClient(new AmbassadorError(reason, err instanceof Error ? err.message : String(err)));
+    if (this.heldInput !== null) {
+      // Read with what is held, in order (the socket is paused: this is what it had read).
+      this.heldInput = Buffer.concat([this.heldInput, chunk]);
       return;
-    } finally {
-      this.clientChunk = null;
     }
+    if (!this.frameClient(chunk)) return;
     if (this.queuedBytes > this.options.maxQueuedBytes) this.wire.pause();
     this.pump();
   };
+
+  /** Reads the client's messages in `chunk` into requests; false when they broke the protocol (the client is failed). */
+  private frameClient(chunk: Buffer): boolean {
+    this.clientChunk = chunk;
+    try {
+      this.clientFramer.push(chunk, this.onClientMessage);
+      return true;
+    } catch (err) {
+      const reason = err instanceof FramingError && err.reason === 'message-too-large' ? 'MESSAGE_TOO_LARGE' : 'PROTOCOL_VIOLATION';
+      this.failClient(new AmbassadorError(reason, err instanceof Error ? err.message : String(err)));
+      return false;
+    } finally {
+      this.clientChunk = null;
+    }
+  }
+
+  /**
+   * The message names a statement that a DEALLOCATE ALL or DISCARD ALL forgot, and one may not
+   * be answered yet (RequestBuilder.add: 'wait'). Refused, it leaves the client the name, which
+   * Postgres would then use; so the message, and what follows it, is read again once every drop
+   * is answered (readHeldInput). Clients rarely name what they just dropped: this costs a round
+   * trip only then.
+   */
+  private holdInput(type: number, payload: Buffer | null, length: number, end: number): boolean {
+    if (!this.dropsUnanswered()) {
+      this.requests.dropsAnswered();
+      return this.onClientMessage(type, payload, length, end);
+    }
+    // A message that began in an earlier chunk was assembled (payload): framed again.
+    const chunk = this.clientChunk!;
+    const message = payload === null ? chunk.subarray(end - length - 1, end) : frameMessage(type, payload);
+    this.heldInput = Buffer.concat([message, chunk.subarray(end)]);
+    this.wire.pause();
+    this.awaitingAnswers(); // an exchange left open pumps again at its last answer
+    return false;
+  }
+
+  /** pump(): what holdInput held is read once no drop is left unanswered. */
+  private readHeldInput(): void {
+    if (this.dropsUnanswered()) return void this.awaitingAnswers();
+    const held = this.heldInput!;
+    this.heldInput = null;
+    this.requests.dropsAnswered();
+    this.frameClient(held);
+  }
+
+  /** A DEALLOCATE ALL or DISCARD ALL the client sent is in flight, or waits to be sent. */
+  private dropsUnanswered(): boolean {
+    if (this.plan.dropping) return true;
+    for (let i = 0; i < this.ready.length; i++) if (this.ready.at(i)!.items.some(dropsServerStatements)) return true;
+    return false;
+  }
 
   // ---- dispatch ----
 
   private readonly pumpLater = (): void => this.pump();
 
   private pump(): void {
+    if (this.heldInput !== null && !this.stopped) this.readHeldInput();
     // While a retried request's error or a refusal is being swallowed, nothing may go behind it
     // on the lease (watchRetry, watchFirstAnswer): it is given back, or re-run, at ReadyForQuery.
     if (this.busy || this.stopped || this.retry?.phase === 'swallow' || this.swallowing) return;
@@ -389,7 +444,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease);
       this.releaseLease();
     }
-    if (this.queuedBytes <= this.options.maxQueuedBytes) this.wire.resume();
+    if (this.queuedBytes <= this.options.maxQueuedBytes && this.heldInput === null) this.wire.resume();
   }
 
   /** Nothing is in flight or open on the lease, and no session state ties the client to it. */
@@ -1189,9 +1244,9 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       }
       this.options.onIdle();
     }
-    // What the client sent meanwhile goes next (after this chunk is handled), and a client
-    // paused for queueing too much resumes.
-    if (this.ready.length > 0 || this.wire.paused) deferToMicrotask(this.pumpLater);
+    // What the client sent meanwhile goes next (after this chunk is handled), a client paused
+    // for queueing too much resumes, and what waited for a drop's answer is read.
+    if (this.ready.length > 0 || this.wire.paused || this.heldInput !== null) deferToMicrotask(this.pumpLater);
     return goOn;
   }
 
@@ -1371,7 +1426,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
   };
 
   readonly onServerDrain = (): void => {
-    if (!this.stopped) this.wire.resume();
+    if (!this.stopped && this.heldInput === null) this.wire.resume();
   };
 
   /**

@@ -1205,6 +1205,32 @@ describe('DEALLOCATE and DISCARD ALL forget only where they run', () => {
     });
   });
 
+  test('what is pipelined behind a refused DEALLOCATE ALL sees the names it kept, as in Postgres', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // request-builder.ts forgets the names where it reads DEALLOCATE ALL, and what the client
+    // sent behind it was read before its answer came, without them: a Bind of s1 went as a name
+    // nothing has (26000, where Postgres answers 25P02 in the failed block and runs it after
+    // ROLLBACK), a Parse of s1 made a new statement (Postgres: 42P05), and a Close of s1 closed
+    // nothing, so the refusal gave s1 back to a client that had closed it.
+    await withTwoClients(async (raw, other) => {
+      const failed = ['C(BEGIN) Z(T)', 'E(ERROR 22012) Z(E)', 'E(ERROR 25P02) Z(E)'];
+      const refusedThen = async (messages: Buffer[], exchanges: number): Promise<string[]> => {
+        raw.write([encodeQuery('begin'), encodeQuery('select 1/0'), encodeQuery('deallocate all'), ...messages]);
+        const got: string[] = [];
+        for (let i = 0; i < exchanges + 3; i++) got.push(await answered(raw));
+        assert.deepEqual(got.splice(0, 3), failed);
+        return got;
+      };
+      const use = [bind('s1', ['2']), EXECUTE, SYNC];
+      assert.deepEqual(await refusedThen([...use, encodeQuery('rollback')], 2), ['E(ERROR 25P02) Z(E)', 'C(ROLLBACK) Z(I)'], 'in the failed block');
+      assert.deepEqual(await refusedThen([encodeQuery('rollback'), ...use], 2), ['C(ROLLBACK) Z(I)', '2 D(42) C(SELECT 1) Z(I)'], 'after ROLLBACK');
+      assert.deepEqual(await refusedThen([encodeQuery('rollback'), parse('s1', 'select 1'), SYNC], 2), ['C(ROLLBACK) Z(I)', 'E(ERROR 42P05) Z(I)'], 'a Parse of the name');
+      await keptEverything(raw, other, 'used behind it');
+      assert.deepEqual(await refusedThen([encodeQuery('rollback'), encodeTarget(FrontendType.Close, 'S', 's1'), SYNC], 2), ['C(ROLLBACK) Z(I)', '3 Z(I)'], 'a Close of the name');
+      raw.write(use);
+      assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'closed: gone');
+    });
+  });
+
   test('DEALLOCATE ALL skipped after an error earlier in its Query or request forgets nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
     await withTwoClients(async (raw, other) => {
       raw.write(encodeQuery('select 1/0; deallocate all'));

@@ -19,7 +19,7 @@ function requests(builder: RequestBuilder, ...messages: Buffer[]): Request[] {
   const out: Request[] = [];
   for (const m of messages) {
     const r = builder.add(m[0]!, m.subarray(5));
-    if (r !== null && r !== 'terminate') out.push(r);
+    if (r !== null && r !== 'terminate' && r !== 'wait') out.push(r);
   }
   return out;
 }

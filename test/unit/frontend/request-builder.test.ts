@@ -16,8 +16,13 @@ function feed(builder: RequestBuilder, chunk: Buffer): Request[] {
   const out: Request[] = [];
   for (let at = 0; at < chunk.length; ) {
     const end = at + 1 + chunk.readInt32BE(at + 1);
-    const r = builder.add(chunk[at]!, null, chunk, at, end);
-    if (r !== null && r !== 'terminate') out.push(r);
+    let r = builder.add(chunk[at]!, null, chunk, at, end);
+    if (r === 'wait') {
+      // Named after every drop was answered (see the tests of 'wait').
+      builder.dropsAnswered();
+      r = builder.add(chunk[at]!, null, chunk, at, end);
+    }
+    if (r !== null && r !== 'terminate' && r !== 'wait') out.push(r);
     at = end;
   }
   return out;
@@ -444,6 +449,42 @@ test('DEALLOCATE ALL and DISCARD ALL forget every named statement of the client,
   assert.equal(held('s1'), false);
   assert.equal(held('s2'), true, 'parsed after it');
   assert.equal((feed(builder, Buffer.concat([unnamedBind, encodeSync()]))[0]!.items[0] as Extract<Item, { kind: 'bind' }>).serverName, null, 'the unnamed statement stays');
+});
+
+test('what names a statement a drop forgot, once the drop’s exchange ended, waits for its answer: nothing of it is taken', () => {
+  const builder = new RequestBuilder(new SessionEffectsCache());
+  const bindOf = (name: string): Buffer => frameMessage(FrontendType.Bind, Buffer.from(`\0${name}\0\0\0\0\0\0\0`));
+  const parseOf = (name: string): Buffer => encodeParse(name, 'SELECT 1', Buffer.from([0, 0]));
+  const add = (message: Buffer) => builder.add(message[0]!, message.subarray(5));
+  feed(builder, Buffer.concat([parseOf('s1'), parseOf('s2'), encodeSync()]));
+  // In the exchange of the drop: a refused drop makes the server skip the rest of it, so nothing waits.
+  const [extended] = feed(builder, Buffer.concat([encodeParse('', 'deallocate all', Buffer.from([0, 0])), unnamedBind, execute, bindOf('s1'), execute, encodeSync()]));
+  assert.equal((extended!.items[3] as Extract<Item, { kind: 'bind' }>).source, null, 'forgotten at once');
+  builder.dropsAnswered();
+  feed(builder, Buffer.concat([parseOf('s1'), parseOf('s2'), encodeSync()]));
+  const [drop] = feed(builder, encodeQuery('deallocate all'));
+  for (const message of [bindOf('s1'), parseOf('s1'), encodeTarget(FrontendType.Describe, 'S', 's2'), encodeTarget(FrontendType.Close, 'S', 's2')]) {
+    assert.equal(add(message), 'wait', `type ${String.fromCharCode(message[0]!)}`);
+    assert.equal(builder.pending, false, 'nothing of it was taken');
+  }
+  // Names the drop did not forget go on: the unnamed statement, one never prepared, a portal.
+  for (const message of [unnamedBind, bindOf('never'), parseOf('s3'), encodeTarget(FrontendType.Describe, 'P', 's1')]) assert.equal(add(message), null);
+  const taken = add(encodeSync());
+  assert.ok(taken !== null && taken !== 'wait' && taken !== 'terminate');
+  assert.equal(taken.items.length, 5, 'all four, and the Sync');
+  // Refused: the names come back, and naming them waits for nothing.
+  drop!.items.find(dropsServerStatements)!.entry.drop.undo();
+  assert.equal(add(bindOf('s1')), null);
+  assert.notEqual(add(encodeSync()), 'wait');
+  // Answered, here as run: the names are gone for good.
+  const [again] = feed(builder, encodeQuery('discard all'));
+  again!.items.find(dropsServerStatements)!.entry.drop.ran = true;
+  assert.equal(add(bindOf('s2')), 'wait');
+  builder.dropsAnswered();
+  assert.equal(add(bindOf('s2')), null);
+  const gone = add(encodeSync());
+  assert.ok(gone !== null && gone !== 'wait' && gone !== 'terminate');
+  assert.equal((gone.items[0] as Extract<Item, { kind: 'bind' }>).source, null, 'sent as the name it is: the server answers 26000');
 });
 
 test('a Bind relies on the client’s description of its statement unless a Describe of its portal follows in the request', () => {

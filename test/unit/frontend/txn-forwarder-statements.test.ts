@@ -251,6 +251,23 @@ test('DEALLOCATE behind what fails the transaction waits for it, then goes to th
   assert.ok(bound.includes(Buffer.from('\0pa_')) && !bound.includes(Buffer.from('\0s1\0')), 'still the client’s: bound under its shared name');
 });
 
+test('a Bind of a name a DEALLOCATE ALL forgot, split across reads behind it, waits for its answer: refused, the name is the client’s again', async () => {
+  const path = await holdingS1();
+  const use = Buffer.concat([bind('s1', ['2']), EXECUTE, encodeSync()]);
+  path.client.emit('data', Buffer.concat([encodeQuery('deallocate all'), use.subarray(0, 7)]));
+  path.client.emit('data', use.subarray(7));
+  const first = sent(path);
+  assert.ok(first.includes(Buffer.from('deallocate all')), 'the drop went');
+  assert.ok(!first.includes(Buffer.from('\0s1\0')) && !first.includes(Buffer.from('\0pa_')), 'the Bind waits for its answer');
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  await path.settle();
+  const after = sent(path);
+  assert.ok(after.includes(Buffer.from('\0pa_')) && !after.includes(Buffer.from('\0s1\0')), 'then bound as the shared statement: the name came back');
+  path.primary.sink!.onServerData(Buffer.concat([error('25P02'), ready('E')]));
+  await path.settle();
+  assert.equal(received(path), 'E(25P02) Z(E) E(25P02) Z(E)');
+});
+
 test('a Parse of a held text that an error before it skipped made no name: the client parses it again without 42P05', async () => {
   const path = await holdingS1();
   // As pgx prepares a batch: a bad text, then one the server holds (its Parse answered here), one Sync.

@@ -139,7 +139,7 @@ test(
     const builder = new RequestBuilder(new SessionEffectsCache());
     builder.add(0x50, payload);
     const request = builder.add(0x53, Buffer.alloc(0));
-    assert.ok(request !== null && request !== 'terminate');
+    assert.ok(request !== null && request !== 'terminate' && request !== 'wait');
     const item = request.items[0]!;
     assert.equal(item.kind, 'parse');
     const sent = item.kind === 'parse' ? item.statement.parse.subarray(5) : Buffer.alloc(0);
