@@ -281,14 +281,21 @@ export class RequestBuilder {
   }
 
   /**
-   * Whether the message (a Parse, a Bind, or a Describe or Close of a statement) names a
-   * statement the client does not hold that a drop forgot. Were the drop refused, Postgres would
-   * still hold it: a Bind would run it (after the failed block's ROLLBACK), a Parse of the name
-   * be refused with 42P05, a Close close it.
+   * Whether the message (a Parse, a Bind, a Describe or Close of a statement, or a Query that
+   * DEALLOCATEs one) names a statement the client does not hold that a drop forgot. Were the drop
+   * refused, Postgres would still hold it: a Bind would run it (after the failed block's
+   * ROLLBACK), a Parse of the name be refused with 42P05, a Close or DEALLOCATE drop it.
    */
   private namesForgotten(type: number): boolean {
     let name: string | null = null;
-    if (type === FrontendType.Parse) {
+    if (type === FrontendType.Query) {
+      const from = this.start + 5;
+      const to = Math.max(from, this.end - 1);
+      if (!plainQueryBytes(this.chunk, from, to)) {
+        const analysis = this.effects.get(this.chunk.toString('utf8', from, to));
+        name = deallocatedBy(analysis.quoted === undefined ? analysis : this.effects.get(analysis.quoted));
+      }
+    } else if (type === FrontendType.Parse) {
       const nul = nulIndex(this.chunk, this.start + 5, this.end);
       if (nul >= 0) name = this.chunk.toString('utf8', this.start + 5, nul);
     } else if (type === FrontendType.Bind) {

@@ -1210,7 +1210,8 @@ describe('DEALLOCATE and DISCARD ALL forget only where they run', () => {
     // sent behind it was read before its answer came, without them: a Bind of s1 went as a name
     // nothing has (26000, where Postgres answers 25P02 in the failed block and runs it after
     // ROLLBACK), a Parse of s1 made a new statement (Postgres: 42P05), and a Close of s1 closed
-    // nothing, so the refusal gave s1 back to a client that had closed it.
+    // nothing, so the refusal gave s1 back to a client that had closed it (so did SQL DEALLOCATE,
+    // sent to the server, where the statement has another name: 26000).
     await withTwoClients(async (raw, other) => {
       const failed = ['C(BEGIN) Z(T)', 'E(ERROR 22012) Z(E)', 'E(ERROR 25P02) Z(E)'];
       const refusedThen = async (messages: Buffer[], exchanges: number): Promise<string[]> => {
@@ -1228,6 +1229,9 @@ describe('DEALLOCATE and DISCARD ALL forget only where they run', () => {
       assert.deepEqual(await refusedThen([encodeQuery('rollback'), encodeTarget(FrontendType.Close, 'S', 's1'), SYNC], 2), ['C(ROLLBACK) Z(I)', '3 Z(I)'], 'a Close of the name');
       raw.write(use);
       assert.equal(await answered(raw), 'E(ERROR 26000) Z(I)', 'closed: gone');
+      raw.write([parse('s1', text), SYNC]);
+      assert.equal(await answered(raw), '1 Z(I)');
+      assert.deepEqual(await refusedThen([encodeQuery('rollback'), encodeQuery('deallocate s1'), ...use], 3), ['C(ROLLBACK) Z(I)', 'C(DEALLOCATE) Z(I)', 'E(ERROR 26000) Z(I)'], 'SQL DEALLOCATE of the name');
     });
   });
 

@@ -463,11 +463,12 @@ test('what names a statement a drop forgot, once the drop’s exchange ended, wa
   builder.dropsAnswered();
   feed(builder, Buffer.concat([parseOf('s1'), parseOf('s2'), encodeSync()]));
   const [drop] = feed(builder, encodeQuery('deallocate all'));
-  for (const message of [bindOf('s1'), parseOf('s1'), encodeTarget(FrontendType.Describe, 'S', 's2'), encodeTarget(FrontendType.Close, 'S', 's2')]) {
+  for (const message of [bindOf('s1'), parseOf('s1'), encodeTarget(FrontendType.Describe, 'S', 's2'), encodeTarget(FrontendType.Close, 'S', 's2'), encodeQuery('DEALLOCATE s1')]) {
     assert.equal(add(message), 'wait', `type ${String.fromCharCode(message[0]!)}`);
     assert.equal(builder.pending, false, 'nothing of it was taken');
   }
   // Names the drop did not forget go on: the unnamed statement, one never prepared, a portal.
+  assert.notEqual(add(encodeQuery('DEALLOCATE never')), 'wait');
   for (const message of [unnamedBind, bindOf('never'), parseOf('s3'), encodeTarget(FrontendType.Describe, 'P', 's1')]) assert.equal(add(message), null);
   const taken = add(encodeSync());
   assert.ok(taken !== null && taken !== 'wait' && taken !== 'terminate');
