@@ -275,6 +275,11 @@ export class RequestBuilder {
     return this.current.length > 0;
   }
 
+  /** Names a drop forgot are kept (forgottenByDrops): dropsAnswered once every drop is answered. */
+  get forgetting(): boolean {
+    return this.forgottenByDrops !== null;
+  }
+
   /** Every DEALLOCATE ALL and DISCARD ALL read so far has been answered: the names they forgot are gone, or back. */
   dropsAnswered(): void {
     this.forgottenByDrops = null;

@@ -444,6 +444,12 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
       if (this.capturesCommit()) return void this.captureCommitThenRelease(this.lease);
       this.releaseLease();
     }
+    // Every drop answered (here too: one refused or failed by the ambassador leaves no answer to
+    // pump for): what held input waited for is known, and the builder stops looking for names.
+    if (this.requests.forgetting && !this.stopped && !this.dropsUnanswered()) {
+      if (this.heldInput === null) this.requests.dropsAnswered();
+      else deferToMicrotask(this.pumpLater);
+    }
     if (this.queuedBytes <= this.options.maxQueuedBytes && this.heldInput === null) this.wire.resume();
   }
 

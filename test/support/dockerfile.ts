@@ -93,10 +93,10 @@ export function imageNodeOptions(dockerfile = readDockerfile(path.resolve(import
   const runtime = dockerfile.stages.at(-1);
   const entrypoint = runtime && instructionsOf(runtime, 'ENTRYPOINT').at(-1);
   const command = (entrypoint && execForm(entrypoint)) ?? [];
-  const node = command.indexOf('node');
-  if (node < 0) throw new Error(`the Dockerfile's ENTRYPOINT does not run node in the exec form: ${command.join(' ')}`);
-  const script = command.findIndex((arg, i) => i > node && !arg.startsWith('-'));
-  return command.slice(node + 1, script < 0 ? undefined : script);
+  const node = command.findIndex((arg) => arg === 'node' || arg.endsWith('/node'));
+  const script = command.findIndex((arg, i) => i > node && arg.endsWith('.js'));
+  if (node < 0 || script < 0) throw new Error(`the Dockerfile's ENTRYPOINT does not run a script with node in the exec form: ${command.join(' ')}`);
+  return command.slice(node + 1, script);
 }
 
 /** ENV instructions of a stage merged into one record (`KEY=value` pairs). */

@@ -155,6 +155,27 @@ test('a COMMIT that is the first request after its transaction’s server was lo
   assert.equal(written(path).length, 1, 'the next statement runs on a server, outside a transaction block');
 });
 
+test('a Bind of a name that a DEALLOCATE ALL answered with the loss forgot, read behind it, is answered once that answer is given', async () => {
+  const path = await prepared('s1');
+  path.client.emit('data', encodeQuery('begin'));
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('BEGIN'), encodeReadyForQuery('T')]));
+  assert.deepEqual(received(path), ['C BEGIN', 'Z T']);
+  path.primary.sink!.onServerClose();
+  await path.settle();
+  written(path);
+  // The drop never reaches a server: nothing answers it but the ambassador, in pump().
+  path.client.emit('data', Buffer.concat([encodeQuery('deallocate all'), bind('s1', '1'), EXECUTE, SYNC]));
+  await path.settle();
+  assert.deepEqual(received(path), ['E 08006', 'Z E', 'E 25P02', 'Z E'], 'the Bind, held behind the drop, is read and answered');
+  path.client.emit('data', encodeQuery('rollback'));
+  await path.settle();
+  assert.deepEqual(received(path), ['C ROLLBACK', 'Z I']);
+  path.client.emit('data', Buffer.concat([bind('s1', '2'), EXECUTE, SYNC]));
+  await path.settle();
+  const bound = Buffer.concat(written(path));
+  assert.ok(bound.includes(Buffer.from('\0pa_')) && !bound.includes(Buffer.from('\0s1\0')), 'the name is still the client’s: bound as its shared statement');
+});
+
 test('requests waiting for a server that cannot be had each get the error, also those ending in Flush; their Sync gets ReadyForQuery', async () => {
   const path = await prepared('s1');
   // The fake pool hands its server over at once; made to make the client wait, then fail.

@@ -268,6 +268,17 @@ test('a Bind of a name a DEALLOCATE ALL forgot, split across reads behind it, wa
   assert.equal(received(path), 'E(25P02) Z(E) E(25P02) Z(E)');
 });
 
+test('once every drop is answered, the names it forgot are no longer looked for in what the client sends', async () => {
+  const path = await holdingS1();
+  const builder = (path.client.forwarder as unknown as { requests: { forgetting: boolean } }).requests;
+  path.client.emit('data', encodeQuery('discard all'));
+  assert.equal(builder.forgetting, true);
+  path.primary.sink!.onServerData(Buffer.concat([encodeCommandComplete('DISCARD ALL'), ready('I')]));
+  await path.settle();
+  path.client.emit('data', encodeQuery('select 1'));
+  assert.equal(builder.forgetting, false, 'dropped at the next request');
+});
+
 test('a Parse of a held text that an error before it skipped made no name: the client parses it again without 42P05', async () => {
   const path = await holdingS1();
   // As pgx prepares a batch: a bad text, then one the server holds (its Parse answered here), one Sync.

@@ -74,6 +74,8 @@ test('ports, listen addresses and the health check match the ambassador', () => 
   assert.deepEqual(healthcheck, ['node', `${workdir}/bin/pg-ambassador.js`, 'probe', 'livez']);
   assert.deepEqual(execForm(instructionsOf(runtime, 'ENTRYPOINT')[0]!), ['/usr/bin/tini', '--', 'node', '--max-semi-space-size=16', `${workdir}/bin/pg-ambassador.js`]);
   assert.deepEqual(imageNodeOptions(dockerfile), ['--max-semi-space-size=16'], 'what tests and the bench start the ambassador with');
+  assert.deepEqual(imageNodeOptions(parseDockerfile('FROM node:24\nENTRYPOINT ["/usr/local/bin/node", "--jitless", "--stack-size=900", "main.js", "serve"]\n')), ['--jitless', '--stack-size=900']);
+  assert.throws(() => imageNodeOptions(parseDockerfile('FROM node:24\nENTRYPOINT node main.js\n')), /exec form/);
   assert.ok(instructionsOf(runtime, 'RUN').some((run) => /apt-get install .*\btini=/.test(run.args.join(' '))), 'tini is installed');
   assert.deepEqual(instructionsOf(runtime, 'STOPSIGNAL')[0]?.args, ['SIGTERM']);
   assert.match(instructionsOf(runtime, 'USER').at(-1)!.args[0]!, /^[1-9]\d*:[1-9]\d*$/, 'a numeric uid, so runAsNonRoot can check it');
