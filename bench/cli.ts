@@ -24,8 +24,9 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
 
   --duration S     seconds per measured run (default ${DEFAULTS.durationS})
   --quick          ${DEFAULTS.quickDurationS} s runs instead of ${DEFAULTS.durationS} s (--duration wins)
-  --repeat N       rounds (default ${DEFAULTS.repeats}); a round runs every group once, its targets back to back;
-                   runs at C clients get floor(C/100) s more for connecting (pgbench's -T includes it, tps not)
+  --repeat N       rounds (default ${DEFAULTS.repeats}); a round runs every group once, its targets back to back,
+                   in reverse order every other round; runs at C clients get floor(C/100) s more for
+                   connecting (pgbench's -T includes it, tps not)
   --clients LIST   client counts for every workload; default: select-only 1,32,256, the others 32
   --workloads LIST default: all of them, memory last
                      select-only        pgbench -S, -M simple|extended|prepared
@@ -46,7 +47,7 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
                    runs only the split workloads, ambassador and ambassador-txn only the others, node-pipe
                    (a bare Node.js byte pipe) and node-pool (a minimal pooler on Node, simple and extended)
                    only select-only, and ambassador-txn-cached (pool.cacheUnnamedStatements) select-only, by default -M extended only
-  --against REF    also run ambassador-txn built from git commit REF (as ${OTHER_BUILD}, right after
+  --against REF    also run ambassador-txn built from git commit REF (as ${OTHER_BUILD}, next to
                    ambassador-txn wherever it runs) and report ambassador-txn / ${OTHER_BUILD} per round: the
                    way to measure a change on a machine whose speed drifts; e.g.
                    --against HEAD~1 --targets ambassador-txn --workloads select-only --clients 32

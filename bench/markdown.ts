@@ -180,7 +180,7 @@ export function renderMarkdown(report: BenchReport): string {
       `load avg at start ${facts.loadAvgAtStart.map((load) => load.toFixed(2)).join(' ')}, after runs ${loadRange(report.runs)}`,
     '',
     `pgbench -s ${settings.scale}, ${settings.threads} threads, ${settings.durationS} s per run, ${settings.repeats} rounds; ` +
-      `targets ${settings.targets.join(', ')} alternated within each round and group; baseline: ${settings.baseline}. ` +
+      `targets ${settings.targets.join(', ')} alternated within each round and group (in reverse order every other round); baseline: ${settings.baseline}. ` +
       `Wall time ${report.wallTimeS.toFixed(0)} s.`,
     '',
     ...settings.workloads.map(

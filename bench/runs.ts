@@ -165,13 +165,22 @@ export async function verifyTargets(groups: readonly RunGroup[], running: Readon
   return rows;
 }
 
-/** The measured rounds: every group in order, its targets back to back. */
+/**
+ * The targets of a group in the order they run in `round`: as listed in odd rounds, reversed in
+ * even ones, so that neighbours stay back to back and no target always runs first after another
+ * group. With the same build in both slots of `--against`, the first ran extended 4% slower.
+ */
+export function roundOrder<T>(targets: readonly T[], round: number): readonly T[] {
+  return round % 2 === 1 ? targets : [...targets].reverse();
+}
+
+/** The measured rounds: every group in order, its targets back to back (roundOrder). */
 export async function measureAll(groups: readonly RunGroup[], running: ReadonlyMap<string, RunningTarget>, context: RunContext): Promise<RunRow[]> {
   const rows: RunRow[] = [];
   const { repeats, durationS } = context.options;
   for (let round = 1; round <= repeats; round++) {
     for (const group of groups) {
-      for (const spec of group.targets) {
+      for (const spec of roundOrder(group.targets, round)) {
         const target = running.get(spec.name);
         if (!target || context.deaths.has(spec.name)) continue;
         const row = await measure({ round, target, workload: group.workload, mode: group.mode, clients: group.clients, durationS }, context);

@@ -228,7 +228,7 @@ const ambassadorTransaction: TargetSpec = {
 /** The name of ambassador-txn built from --against REF. */
 export const OTHER_BUILD = 'ambassador-txn-old';
 
-/** ambassador-txn built from another commit (see other-build.ts): it runs wherever ambassador-txn does, right after it. */
+/** ambassador-txn built from another commit (see other-build.ts): it runs wherever ambassador-txn does, next to it. */
 export function otherBuildTarget(ref: string): TargetSpec {
   let build: OtherBuild | null = null;
   return {
