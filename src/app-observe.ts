@@ -6,6 +6,7 @@ import { formatConfigValue, restartRequired } from './app-reload.ts';
 import { DEFAULTS, type Config } from './config/index.ts';
 import { isSecretKey, REDACTED } from './config/redact.ts';
 import type { CredentialEntrySnapshot } from './credentials/cache.ts';
+import { noCancelResults } from './frontend/cancel-registry.ts';
 import type { RoutingContext } from './frontend/client-routing.ts';
 import type { Listener } from './frontend/listener.ts';
 import type { ClientSession } from './frontend/session.ts';
@@ -29,7 +30,7 @@ export interface ObservedParts {
   reload: (reason: string) => Promise<{ config: { ok: boolean; error?: string; changed?: string[]; restartRequired?: string[] } }>;
 }
 
-const NO_CANCELS = { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
+const NO_CANCELS = Object.freeze(noCancelResults());
 
 /** What the metrics read at each scrape; zeros until the parts exist (nothing scrapes before). */
 export function metricsSource(observed: () => ObservedParts | null): MetricsSource {

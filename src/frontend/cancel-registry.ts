@@ -20,6 +20,11 @@ export type CancelOutcome = 'sent' | 'no-match' | 'too-many';
 export const CANCEL_RESULTS = ['sent', 'idle', 'no-match', 'too-many'] as const;
 export type CancelResult = (typeof CANCEL_RESULTS)[number];
 
+/** A count of 0 for every result. */
+export function noCancelResults(): Record<CancelResult, number> {
+  return { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
+}
+
 const NOTHING = (): void => {};
 
 interface Entry {
@@ -33,7 +38,7 @@ export class CancelRegistry {
   /** Cancels on their way, by the session they cancel (for SHOW POOLS). */
   private readonly inFlightFor = new Map<Cancellable, number>();
   /** Cancel requests since start, by what became of them. */
-  readonly results: Record<CancelResult, number> = { sent: 0, idle: 0, 'no-match': 0, 'too-many': 0 };
+  readonly results = noCancelResults();
 
   constructor(private maxInFlight = Number.POSITIVE_INFINITY) {}
 

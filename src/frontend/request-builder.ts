@@ -301,8 +301,7 @@ export class RequestBuilder {
         name = deallocatedBy(analysis.quoted === undefined ? analysis : this.effects.get(analysis.quoted));
       }
     } else if (type === FrontendType.Parse) {
-      const nul = nulIndex(this.chunk, this.start + 5, this.end);
-      if (nul >= 0) name = this.chunk.toString('utf8', this.start + 5, nul);
+      name = readable(this.readParse)?.name ?? null;
     } else if (type === FrontendType.Bind) {
       name = readable(this.readBindNames)?.statement ?? null;
     } else if (type === FrontendType.Describe || type === FrontendType.Close) {

@@ -476,7 +476,9 @@ test('what names a statement a drop forgot, once the drop’s exchange ended, wa
   // Refused: the names come back, and naming them waits for nothing.
   drop!.items.find(dropsServerStatements)!.entry.drop.undo();
   assert.equal(add(bindOf('s1')), null);
-  assert.notEqual(add(encodeSync()), 'wait');
+  const kept = add(encodeSync());
+  assert.ok(kept !== null && kept !== 'wait' && kept !== 'terminate');
+  assert.notEqual((kept.items[0] as Extract<Item, { kind: 'bind' }>).source, null, 'bound to the statement the client holds again');
   // Answered, here as run: the names are gone for good.
   const [again] = feed(builder, encodeQuery('discard all'));
   again!.items.find(dropsServerStatements)!.entry.drop.ran = true;
