@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 
 import { startCluster, type LocalCluster } from '../src/demo/cluster.ts';
 import { findPgBinaries, PG_BINARIES_LOOKUP_ORDER } from '../src/demo/pg-binaries.ts';
+import { IMAGE_NODE_ENV } from '../test/support/runtime-node.ts';
 import {
   clusterSecrets,
   describeFinding,
@@ -167,6 +168,8 @@ async function main(): Promise<number> {
       // Child-process tests run the production build (dist/): build it once, fresh, first.
       await build();
       env[BUILT_ENV] = '1';
+      const imageNode = process.env[IMAGE_NODE_ENV];
+      process.stdout.write(`run-tests: child ambassadors run on ${imageNode ? `${imageNode} (${IMAGE_NODE_ENV})` : `this node, ${process.version}`}\n`);
       cluster = await startSharedCluster();
       env[TOPOLOGY_ENV] = JSON.stringify(cluster.describe());
       secrets.push(...clusterSecrets(cluster.describe()));

@@ -22,6 +22,7 @@ import YAML from 'yaml';
 import { stageRuntimeImage, type StagedImage } from '../support/image.ts';
 import { containerNamed, findObject, mountedFiles, podSpecOf, readManifestFiles, resolveEnv, type K8sObject, type Probe } from '../support/manifests.ts';
 import { directConfig, dropTestDatabase, prepareTestDatabase, withClient } from '../support/pooling.ts';
+import { ambassadorPath } from '../support/runtime-node.ts';
 import { eventually, freePort, getTopology, type Topology } from '../support/topology.ts';
 
 const run = promisify(execFile);
@@ -90,7 +91,7 @@ async function runSidecar(workload: K8sObject): Promise<RunningSidecar> {
   writeFileSync(env.PG_AMBASSADOR_CONFIG!, doc.toString());
 
   const [file, ...args] = image.command;
-  const child = spawn(file!, args, { cwd: image.dir, env: { ...env, PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(file!, args, { cwd: image.dir, env: { ...env, PATH: ambassadorPath() }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -187,7 +188,7 @@ test("the Job's migrate script works through the ambassador and ends it with /qu
   env.ADMIN_PORT = String(sidecar.port(Number(env.ADMIN_PORT)));
   env.PGDATABASE = DB;
   const [file, ...args] = [...(migrate.command ?? []), ...(migrate.args ?? [])];
-  const result = await run(file!, args, { env: { ...env, PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const result = await run(file!, args, { env: { ...env, PATH: ambassadorPath() } });
   assert.match(result.stdout, /migrate: done/);
   assert.match(result.stdout, /^HTTP\/1\.1 200/m, 'the ambassador accepted the quit request');
   assert.equal(await sidecar.exited, 0, 'the ambassador drained and exited 0');

@@ -16,6 +16,7 @@ import YAML from 'yaml';
 import { TcpConnector, type Connector } from '../../src/backend/connector.ts';
 import { startAmbassador, type Ambassador } from '../../src/app.ts';
 import { loadConfig, parseConfigText } from '../../src/config/index.ts';
+import { ambassadorNode } from './runtime-node.ts';
 import { captureAtEnd, captureOutput, secretScanEnabled, TEST_SECRETS } from './secrets.ts';
 import type { Topology } from './topology.ts';
 
@@ -225,14 +226,14 @@ function nodeOptionsOfImage(): Promise<string[]> {
   return imageOptions;
 }
 
-/** Runs the built `pg-ambassador --config <file>` as a child, as the image runs it; resolves once it listens. */
+/** Runs the built `pg-ambassador --config <file>` as a child, as the image runs it (its Node options; its Node with PG_AMBASSADOR_IMAGE_NODE); resolves once it listens. */
 export async function spawnAmbassador(topology: Topology, overrides: ConfigObject = {}, options: SpawnOptions = {}): Promise<SpawnedAmbassador> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-amb-test-'));
   const configFile = path.join(dir, 'ambassador.yaml');
   writeFileSync(configFile, YAML.stringify(baseConfig(topology, overrides)));
   await ensureBuilt();
   const preload = options.collectable ? ['--expose-gc', '--import', pathToFileURL(COLLECT_PRELOAD).href] : [];
-  const child = spawn(process.execPath, [...(await nodeOptionsOfImage()), ...preload, path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
+  const child = spawn(ambassadorNode(), [...(await nodeOptionsOfImage()), ...preload, path.join(ROOT, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, PG_AMBASSADOR_CONFIG: '', NODE_OPTIONS: '' },

@@ -99,6 +99,14 @@ export function imageNodeOptions(dockerfile = readDockerfile(path.resolve(import
   return command.slice(node + 1, script);
 }
 
+/** The Node version of the image's runtime stage (`node:24.21.0-bookworm-slim` -> `24.21.0`); a tag without a full version throws. */
+export function imageNodeVersion(dockerfile = readDockerfile(path.resolve(import.meta.dirname, '../../Dockerfile'))): string {
+  const image = dockerfile.stages.at(-1)?.image ?? '';
+  const version = /^node:(\d+\.\d+\.\d+)(?:-|$)/.exec(image)?.[1];
+  if (!version) throw new Error(`the Dockerfile's runtime stage is not an official node image with a full version: ${image || 'no FROM'}`);
+  return version;
+}
+
 /** ENV instructions of a stage merged into one record (`KEY=value` pairs). */
 export function envOf(stage: DockerStage): Record<string, string> {
   const env: Record<string, string> = {};

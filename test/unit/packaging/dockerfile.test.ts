@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { validate } from 'dockerfile-utils';
 import { DEFAULTS, ENVIRONMENT_VARIABLES } from '../../../src/config/index.ts';
-import { dockerignoreMatcher, envOf, execForm, imageNodeOptions, instructionsOf, parseDockerfile, readDockerfile } from '../../support/dockerfile.ts';
+import { dockerignoreMatcher, envOf, execForm, imageNodeOptions, imageNodeVersion, instructionsOf, parseDockerfile, readDockerfile } from '../../support/dockerfile.ts';
 import { lintDockerfile } from '../../support/dockerfile-lint.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -76,6 +76,9 @@ test('ports, listen addresses and the health check match the ambassador', () => 
   assert.deepEqual(imageNodeOptions(dockerfile), ['--max-semi-space-size=16'], 'what tests and the bench start the ambassador with');
   assert.deepEqual(imageNodeOptions(parseDockerfile('FROM node:24\nENTRYPOINT ["/usr/local/bin/node", "--jitless", "--stack-size=900", "main.js", "serve"]\n')), ['--jitless', '--stack-size=900']);
   assert.throws(() => imageNodeOptions(parseDockerfile('FROM node:24\nENTRYPOINT node main.js\n')), /exec form/);
+  assert.match(imageNodeVersion(dockerfile), /^24\.\d+\.\d+$/, 'the Node that .ci/run fetches for child ambassadors');
+  assert.equal(imageNodeVersion(parseDockerfile('ARG V=22.1.0\nFROM node:${V}-alpine AS build\nFROM node:24.0.1\n')), '24.0.1', 'the last stage, the runtime');
+  assert.throws(() => imageNodeVersion(parseDockerfile('FROM node:24-bookworm-slim\n')), /full version/);
   assert.ok(instructionsOf(runtime, 'RUN').some((run) => /apt-get install .*\btini=/.test(run.args.join(' '))), 'tini is installed');
   assert.deepEqual(instructionsOf(runtime, 'STOPSIGNAL')[0]?.args, ['SIGTERM']);
   assert.match(instructionsOf(runtime, 'USER').at(-1)!.args[0]!, /^[1-9]\d*:[1-9]\d*$/, 'a numeric uid, so runAsNonRoot can check it');
