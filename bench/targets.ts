@@ -175,8 +175,10 @@ export async function spawnAmbassador(context: TargetContext, name: string, setu
   const clientPassword = randomBytes(18).toString('base64url');
   writeFileSync(configFile, YAML.stringify(ambassadorConfig(context, clientPassword, setup)), { mode: 0o600 });
 
-  // With the image's options for node, so that on any Node version the bench measures what ships.
-  const nodeOptions = (await import('../test/support/dockerfile.ts')).imageNodeOptions();
+  // With the image's options for node, so that on any Node version the bench measures what ships;
+  // a build from --against with those of its own Dockerfile, as its image would run it.
+  const { imageNodeOptions, readDockerfile } = await import('../test/support/dockerfile.ts');
+  const nodeOptions = imageNodeOptions(readDockerfile(path.join(root, 'Dockerfile')));
   const child = spawn(process.execPath, [...nodeOptions, path.join(root, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
