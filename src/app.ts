@@ -213,6 +213,7 @@ async function assemble(
   logger.info(
     {
       version: VERSION,
+      node: process.version,
       listen: `${address.address}:${address.port}`,
       admin: `${admin.address.address}:${admin.address.port}`,
       upstream: config.upstream.hosts.map((h) => `${h.host}:${h.port}`),

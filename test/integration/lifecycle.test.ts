@@ -4,12 +4,14 @@
 // shutdown.acceptGrace, new clients are still accepted (while /readyz says 503) before the drain.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { spawnAmbassador, startTestAmbassador, viaAmbassador, type SpawnedAmbassador } from '../support/ambassador.ts';
+import { ambassadorNode } from '../support/runtime-node.ts';
 import { eventually, getTopology, type Topology } from '../support/topology.ts';
 
 type PgError = Error & { code?: string };
@@ -30,6 +32,13 @@ function adminPortOf(amb: SpawnedAmbassador): number {
   const match = /"admin":"[^"]*:(\d+)"/.exec(amb.output());
   if (!match) throw new Error(`no admin address in the output: ${amb.output().slice(-2000)}`);
   return Number(match[1]);
+}
+
+/** The fields of the line a child ambassador logs once it listens. */
+function startLine(amb: SpawnedAmbassador): Record<string, unknown> {
+  const line = amb.output().split('\n').find((text) => text.includes('"msg":"pg-ambassador listening"'));
+  if (!line) throw new Error(`no start line in the output: ${amb.output().slice(-2000)}`);
+  return JSON.parse(line) as Record<string, unknown>;
 }
 
 async function connectClient(port: number): Promise<{ client: pg.Client; errors: PgError[] }> {
@@ -78,6 +87,10 @@ describe('shutdown through the admin endpoint and SIGTERM', () => {
   test('POST /quitquitquit (then SIGTERM) drains, a transaction finishes, and the process exits 0', { timeout: 60_000 }, async () => {
     const amb = await spawnAmbassador(topology, { shutdown: { timeout: '30s' } });
     spawned.push(amb);
+    // The start line says what runs: the release, and the Node it runs on (in CI the image's).
+    const started = startLine(amb);
+    assert.equal(started.version, (JSON.parse(readFileSync(path.join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string }).version);
+    assert.equal(started.node, execFileSync(ambassadorNode(), ['--version'], { encoding: 'utf8' }).trim());
     const { client, errors } = await connectClient(amb.port);
     await client.query('BEGIN');
     await client.query('SELECT 1');
