@@ -1146,7 +1146,7 @@ export class TxnForwarder implements ServerSink, LeaseWaiter {
         this.options.routing.forceWrite(watched);
       }
     }
-    if (!ACKNOWLEDGEMENTS.has(type)) this.releaseHeld();
+    if (ACKNOWLEDGEMENTS[type] !== 1) this.releaseHeld();
     return false;
   }
 
@@ -1584,17 +1584,13 @@ const OUTGOING = new Outgoing();
 const READ_ONLY_TRANSACTION = '25006';
 const SYNTAX_ERROR = '42601';
 const PROTOCOL_VIOLATION = '08P01';
-/** Answers that carry no result: held back while a replica read may still be refused. */
-const ACKNOWLEDGEMENTS = new Set<number>([
-  BackendType.ParseComplete,
-  BackendType.BindComplete,
-  BackendType.CloseComplete,
-  BackendType.ParameterDescription,
-  BackendType.RowDescription,
-  BackendType.NoData,
-  BackendType.NoticeResponse,
-  BackendType.ParameterStatus,
-]);
+/**
+ * Answers that carry no result, held back while a replica read may still be refused:
+ * ParseComplete, BindComplete, CloseComplete, ParameterDescription, RowDescription, NoData,
+ * NoticeResponse, ParameterStatus. A table, as the framer's: it is read for every message of a
+ * watched answer, which is most first answers on a lease.
+ */
+const ACKNOWLEDGEMENTS = typeSet('123tTnNS');
 /** At or past the commit record of the transaction that just ended on this connection. */
 const CURRENT_WAL_POSITION = 'SELECT pg_catalog.pg_current_wal_insert_lsn()';
 const FUNCTION_DDL = /^(CREATE|ALTER|DROP) (FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|EXTENSION|SCHEMA)\b|^DROP OWNED\b/;
