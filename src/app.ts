@@ -266,7 +266,8 @@ async function upstreamReadiness(pool: Pooler, config: Config): Promise<{ ready:
   const primary = pool.hosts.find((h) => h.role === 'primary' && h.up && h.breaker !== 'open');
   if (primary === undefined) return { ready: false, reason: 'no primary known' };
   const { okAt } = pool.lastLogin;
-  if (okAt !== null && Date.now() - okAt <= config.health.interval) return { ready: true, reason: `ready: primary ${primary.id}, upstream login ${Date.now() - okAt} ms ago` };
+  const sinceOk = okAt === null ? null : pool.now() - okAt;
+  if (sinceOk !== null && sinceOk <= config.health.interval) return { ready: true, reason: `ready: primary ${primary.id}, upstream login ${Math.round(sinceOk)} ms ago` };
   try {
     await pool.checkLogin(config.health.timeout);
     return { ready: true, reason: `ready: primary ${primary.id}, upstream login checked now` };

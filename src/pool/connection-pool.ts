@@ -25,7 +25,7 @@
 
 import { AmbassadorError } from '../errors.ts';
 import { FailureBackoff } from '../lib/backoff.ts';
-import { systemClock, type Clock, type Timer } from '../lib/clock.ts';
+import { spanClock, type Clock, type Timer } from '../lib/clock.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { poolClosedError, poolTimeoutError, type ConnectionFactory, type DestroyReason, type PoolDeps, type PooledConnection, type PoolEvent, type PoolOptions, type PoolStats } from './pool-types.ts';
 
@@ -117,7 +117,7 @@ export class ConnectionPool<T> {
   private lastConnectError: string | null = null;
 
   constructor(readonly key: string, private options: PoolOptions, private readonly factory: ConnectionFactory<T>, deps: PoolDeps = {}) {
-    this.clock = deps.clock ?? systemClock;
+    this.clock = deps.clock ?? spanClock;
     this.random = deps.random ?? Math.random;
     this.onEvent = deps.onEvent;
     this.backoff = new FailureBackoff(options.retry, this.random);

@@ -36,7 +36,7 @@ import { AmbassadorError } from '../errors.ts';
 import type { HealthEvent } from '../health/events.ts';
 import { HealthMonitor, type HostState } from '../health/monitor.ts';
 import { BackendProber } from '../health/prober.ts';
-import { systemClock, type Clock } from '../lib/clock.ts';
+import { spanClock, type Clock } from '../lib/clock.ts';
 import { ConnectionPool, PoolWaiter, type PoolStats } from './connection-pool.ts';
 import { acquireWithFailover, errorText, retryableConnectError, unreachable, type FailedAttempt, type FailoverDeps } from './failover.ts';
 import { claimPrimary, consideredUp, HostChooser, type Choice, type HostView } from './host-choice.ts';
@@ -119,7 +119,7 @@ export class Pooler implements ServerPool {
       probeLogin: options.probeLogin,
     };
     this.probing = options.hosts.length > 1;
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? spanClock;
     this.upstream = new UpstreamLogin({ ...options, clock: this.clock, connect: options.connect });
     this.health = new HealthMonitor({
       hosts: this.monitored(options.hosts),
@@ -158,6 +158,11 @@ export class Pooler implements ServerPool {
   /** The last upstream login's outcome (pool connects, health probes, checkLogin), clock times. */
   get lastLogin(): LastLogin {
     return this.upstream.lastLogin;
+  }
+
+  /** The pool's clock (spanClock unless one was given): what lastLogin's times compare with. */
+  now(): number {
+    return this.clock.now();
   }
 
   get paused(): boolean {

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FakeClock, systemClock } from '../../../src/lib/clock.ts';
+import { FakeClock, spanClock, systemClock } from '../../../src/lib/clock.ts';
 
 test('advance runs due timers in due order (ties in scheduling order), each at its due time', () => {
   const clock = new FakeClock(1000);
@@ -54,4 +54,18 @@ test('systemClock timers fire and can be unref-ed and cleared', async () => {
   });
   assert.equal(fired, true);
   assert.ok(Math.abs(systemClock.now() - Date.now()) < 50, 'systemClock.now() is wall-clock time');
+});
+
+test('spanClock reads the wall clock of the start plus monotonic time: a date, never going back', async () => {
+  const first = spanClock.now();
+  assert.ok(Math.abs(first - Date.now()) < 50, 'a reading is a date (as long as the system clock was not stepped)');
+  await new Promise<void>((resolve) => spanClock.setTimeout(() => resolve(), 20));
+  const second = spanClock.now();
+  assert.ok(second - first >= 19, `${second - first} ms passed over a 20 ms timer`);
+  let last = second;
+  for (let i = 0; i < 10_000; i++) {
+    const now = spanClock.now();
+    assert.ok(now >= last, 'monotonic');
+    last = now;
+  }
 });
