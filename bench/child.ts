@@ -139,9 +139,10 @@ export interface ScriptTarget {
  */
 export async function spawnScriptTarget(context: TargetContext, target: ScriptTarget): Promise<RunningTarget> {
   const { cluster, log } = context;
-  const { name, script, args, details } = target;
+  const { name, script, args } = target;
+  const details = context.nodeOptions?.length ? `node ${context.nodeOptions.join(' ')}, ${target.details}` : target.details;
   const dir = mkdtempSync(path.join(os.tmpdir(), `pg-ambassador-bench-${name}-`));
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+  const child = spawn(process.execPath, [...(context.nodeOptions ?? []), '--import', 'tsx', script, ...args], {
     cwd: path.resolve(import.meta.dirname, '..'),
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...target.env },

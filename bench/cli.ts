@@ -20,7 +20,7 @@ export const DEFAULTS = { durationS: 10, quickDurationS: 3, repeats: 3, memoryCl
 export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat N] [--clients N,...] [--threads N] [--scale N]
                         [--pool-size N] [--workloads ${WORKLOAD_NAMES.join(',')}] [--memory] [--memory-clients N]
                         [--targets ${TARGETS.map((t) => t.name).join(',')}]
-                        [--modes ${QUERY_MODES.join(',')}] [--against REF] [--out DIR]
+                        [--modes ${QUERY_MODES.join(',')}] [--against REF] [--node-options=OPTS] [--out DIR]
 
   --duration S     seconds per measured run (default ${DEFAULTS.durationS})
   --quick          ${DEFAULTS.quickDurationS} s runs instead of ${DEFAULTS.durationS} s (--duration wins)
@@ -51,6 +51,9 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
                    ambassador-txn wherever it runs) and report ambassador-txn / ${OTHER_BUILD} per round: the
                    way to measure a change on a machine whose speed drifts; e.g.
                    --against HEAD~1 --targets ambassador-txn --workloads select-only --clients 32
+  --node-options=OPTS  more options for the node of the ambassador targets, node-pipe and node-pool, after
+                   the image's (space-separated; with "=", as they begin with "-"), e.g.
+                   --node-options=--perf-basic-prof for JavaScript functions' names in \`perf record -p <pid>\`
   --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
 
   Wall time on 2 CPUs: the default run ~44 min (77 runs a round x 3 rounds of 10 s, 41 verification runs,
@@ -75,6 +78,8 @@ export interface BenchOptions {
   memoryClients: number;
   /** --against: the git ref ambassador-txn-old is built from, or null. */
   against: string | null;
+  /** --node-options: more options for the node of the targets the bench starts on Node. */
+  nodeOptions: string[];
   outDir: string;
 }
 
@@ -168,7 +173,7 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
       duration: { type: 'string' }, quick: { type: 'boolean' }, repeat: { type: 'string' }, clients: { type: 'string' },
       threads: { type: 'string' }, scale: { type: 'string' }, 'pool-size': { type: 'string' }, targets: { type: 'string' },
       modes: { type: 'string' }, workloads: { type: 'string' }, memory: { type: 'boolean' }, 'memory-clients': { type: 'string' },
-      against: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      against: { type: 'string' }, 'node-options': { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
     allowPositionals: false,
@@ -178,6 +183,10 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
   const workloadNames = values.memory ? [MEMORY] : pick('workloads', values.workloads, WORKLOAD_NAMES, (name) => name);
   if (values.against !== undefined && values.against.trim() === '') throw new Error('--against: give a git ref (a commit, branch or tag)');
   const other = values.against === undefined ? null : otherBuildTarget(values.against);
+  const nodeOptions = values['node-options']?.split(/\s+/).filter((option) => option !== '') ?? [];
+  if (values['node-options'] !== undefined && (nodeOptions.length === 0 || !nodeOptions.every((option) => option.startsWith('-')))) {
+    throw new Error(`--node-options: give node's options, each beginning with "-", got ${JSON.stringify(values['node-options'])}`);
+  }
   const options: BenchOptions = {
     durationS: positiveInt('duration', values.duration, values.quick ? DEFAULTS.quickDurationS : DEFAULTS.durationS),
     repeats: positiveInt('repeat', values.repeat, DEFAULTS.repeats),
@@ -193,6 +202,7 @@ export function parseCli(argv: string[], targets: readonly TargetSpec[] = TARGET
     memory: workloadNames.includes(MEMORY),
     memoryClients: positiveInt('memory-clients', values['memory-clients'], DEFAULTS.memoryClients),
     against: values.against ?? null,
+    nodeOptions,
     outDir: values.out === undefined ? path.join(ROOT, 'bench', 'results') : path.resolve(values.out),
   };
   checkTargets(options);

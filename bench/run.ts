@@ -123,7 +123,7 @@ async function startTargets(work: Work, cluster: LocalCluster, resources: Resour
   const running = new Map<string, RunningTarget>();
   for (const spec of work.pgbenchSpecs) {
     try {
-      const target = await spec.start({ cluster, clients: work.maxClients, poolSize: work.options.poolSize, log });
+      const target = await spec.start({ cluster, clients: work.maxClients, poolSize: work.options.poolSize, nodeOptions: work.options.nodeOptions, log });
       resources.targets.push(target);
       running.set(target.name, target);
       if (target.details) details.set(target.name, target.details);
@@ -165,7 +165,7 @@ async function measureMemory(work: Work, cluster: LocalCluster, resources: Resou
   const results: MemoryResult[] = [];
   for (const spec of work.memorySpecs) {
     log(`memory ${spec.name}: ${options.memoryClients} idle clients`);
-    const context = { cluster, poolSize: options.poolSize, log, onStart: (target: RunningTarget) => resources.targets.push(target) };
+    const context = { cluster, poolSize: options.poolSize, nodeOptions: options.nodeOptions, log, onStart: (target: RunningTarget) => resources.targets.push(target) };
     const { processes, concurrency, settleMs } = MEMORY_DEFAULTS;
     results.push(await measureIdleMemory(spec, context, { clients: options.memoryClients, processes, concurrency, settleMs, log }));
   }

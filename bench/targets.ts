@@ -51,6 +51,8 @@ export interface TargetContext {
   maxClientConnections?: number;
   /** Server connections of the transaction-pooling targets (--pool-size). */
   poolSize: number;
+  /** More options for the node of the targets started on Node, after the image's (--node-options). */
+  nodeOptions?: readonly string[];
   log: (line: string) => void;
 }
 
@@ -178,7 +180,7 @@ export async function spawnAmbassador(context: TargetContext, name: string, setu
   // With the image's options for node, so that on any Node version the bench measures what ships;
   // a build from --against with those of its own Dockerfile, as its image would run it.
   const { imageNodeOptions, readDockerfile } = await import('../test/support/dockerfile.ts');
-  const nodeOptions = imageNodeOptions(readDockerfile(path.join(root, 'Dockerfile')));
+  const nodeOptions = [...imageNodeOptions(readDockerfile(path.join(root, 'Dockerfile'))), ...(context.nodeOptions ?? [])];
   const child = spawn(process.execPath, [...nodeOptions, path.join(root, 'bin/pg-ambassador.js'), '--config', configFile], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],

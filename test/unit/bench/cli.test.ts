@@ -126,12 +126,16 @@ test('--against REF adds ambassador-txn built from REF right after ambassador-tx
     assert.deepEqual(plan(options)['tpcb prepared ×32'], ['ambassador-txn', 'ambassador-txn-old'], 'pgbouncer has no -M prepared; both builds run it');
   }
   assert.equal(parsed([]).against, null);
+  assert.deepEqual(parsed([]).nodeOptions, []);
+  assert.deepEqual(parsed(['--node-options=--perf-basic-prof  --max-semi-space-size=8']).nodeOptions, ['--perf-basic-prof', '--max-semi-space-size=8']);
   assert.ok(!parsed([]).targets.some((t) => t.name === 'ambassador-txn-old'), 'without --against there is no second build');
 });
 
 test('bad input is rejected with the reason', () => {
   assert.throws(() => parseCli(['--against', 'HEAD~1', '--targets', 'direct,pgbouncer']), /--against compares ambassador-txn with ambassador-txn-old: select ambassador-txn too/);
   assert.throws(() => parseCli(['--against', ' ']), /--against: give a git ref/);
+  assert.throws(() => parseCli(['--node-options', ' ']), /--node-options: give node's options/);
+  assert.throws(() => parseCli(['--node-options=--perf-basic-prof src/main.ts']), /each beginning with "-", got "--perf-basic-prof src\/main.ts"/);
   assert.throws(() => parseCli(['--targets', 'ambassador-txn-old']), /--targets: unknown "ambassador-txn-old"/);
   assert.throws(() => parseCli(['--pool-size', '0']), /--pool-size expects a positive integer, got "0"/);
   assert.throws(() => parseCli(['--clients', '1,x']), /--clients expects a positive integer, got "x"/);
