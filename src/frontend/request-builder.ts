@@ -7,6 +7,7 @@ import { Buffer } from 'node:buffer';
 import { encodeErrorResponse } from '../protocol/backend.ts';
 import { type BindLayout, decodeBindNames, decodeParse, decodeTarget, encodeQuery, encodeTarget, FrontendType, NameCache, nulIndex } from '../protocol/frontend.ts';
 import { frameMessage } from '../protocol/writer.ts';
+import { sameBytes } from '../lib/bytes.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { DeallocateCommand, DirectiveCommand, StatementCommand } from './client-routing.ts';
 import { plainQueryBytes, type SessionEffect, type SessionEffectsCache, type StatementEffects } from '../router/session-effects.ts';
@@ -691,7 +692,7 @@ export class RequestBuilder {
     const { chunk, start, end } = this;
     const last = this.unnamedParse;
     // Both Parse messages: the same length, then the same payload.
-    return this.unnamedText !== null && last !== null && last.length === end - start && chunk.compare(last, 5, last.length, start + 5, end) === 0;
+    return this.unnamedText !== null && last !== null && last.length === end - start && sameBytes(chunk, start + 5, last, 5, last.length - 5);
   }
 
   private onBind(): null {

@@ -59,6 +59,7 @@ import { returnServer } from '../pool/server-return.ts';
 import type { RouteDecision } from '../router/route-decision.ts';
 import type { SessionEffect, SessionEffectsCache } from '../router/session-effects.ts';
 import { deallocates, dropsServerStatements, RequestBuilder, restoreDeallocated, standAlone, textsOf, usesServerStatements, type DropItem, type Item, type Request } from './request-builder.ts';
+import { sameBytes } from '../lib/bytes.ts';
 import { Fifo } from '../lib/fifo.ts';
 import { CheckPhaseBatch } from '../lib/check-phase.ts';
 import { deferToMicrotask } from '../lib/microtask.ts';
@@ -1602,16 +1603,16 @@ const ANSWERLESS_TYPES = new Set<number>([FrontendType.CopyData, FrontendType.Co
 /** COMMIT or ROLLBACK from a CommandComplete tag, the payload `bytes[from, to)` (ROLLBACK TO SAVEPOINT also says ROLLBACK,
  *  but never ends a transaction: the tag that counts is the last one before 'I'). */
 function transactionEndTag(bytes: Buffer, from: number, to: number): 'COMMIT' | 'ROLLBACK' | null {
-  // The first letter first: "SELECT 1" is as long as "ROLLBACK", and a compare is a native call.
-  if (to - from === 7 && bytes[from] === 0x43 && bytes.compare(COMMIT_TAG, 0, 7, from, to) === 0) return 'COMMIT';
-  if (to - from === 9 && bytes[from] === 0x52 && bytes.compare(ROLLBACK_TAG, 0, 9, from, to) === 0) return 'ROLLBACK';
+  // The first letter first: "SELECT 1" is as long as "ROLLBACK".
+  if (to - from === 7 && bytes[from] === 0x43 && sameBytes(bytes, from, COMMIT_TAG, 0, 7)) return 'COMMIT';
+  if (to - from === 9 && bytes[from] === 0x52 && sameBytes(bytes, from, ROLLBACK_TAG, 0, 9)) return 'ROLLBACK';
   return null;
 }
 
 /** Whether the CommandComplete payload `bytes[from, to)` is that of DEALLOCATE ALL or DISCARD ALL. */
 function droppingTag(bytes: Buffer, from: number, to: number): boolean {
   const tag = to - from === DEALLOCATE_ALL_TAG.length ? DEALLOCATE_ALL_TAG : to - from === DISCARD_ALL_TAG.length ? DISCARD_ALL_TAG : null;
-  return tag !== null && bytes.compare(tag, 0, tag.length, from, to) === 0;
+  return tag !== null && sameBytes(bytes, from, tag, 0, tag.length);
 }
 
 /** The ErrorResponse a request gets for an error of the ambassador's (the client stays connected). */
