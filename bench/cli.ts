@@ -51,8 +51,8 @@ export const USAGE = `usage: npm run bench -- [--duration S | --quick] [--repeat
                    ambassador-txn wherever it runs) and report ambassador-txn / ${OTHER_BUILD} per round: the
                    way to measure a change on a machine whose speed drifts; e.g.
                    --against HEAD~1 --targets ambassador-txn --workloads select-only --clients 32
-  --node-options=OPTS  more options for the node of the ambassador targets, node-pipe and node-pool, after
-                   the image's (space-separated; with "=", as they begin with "-"), e.g.
+  --node-options=OPTS  more options for node (space-separated; with "=", as they begin with "-"): the
+                   ambassador targets get them after the image's, node-pipe and node-pool alone; e.g.
                    --node-options=--perf-basic-prof for JavaScript functions' names in \`perf record -p <pid>\`
   --out DIR        where latest.json, latest.md and latest.svg go (default bench/results)
 

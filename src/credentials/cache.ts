@@ -125,10 +125,13 @@ export class CredentialCache {
 
   /**
    * A server rejected `lease` (28P01/28000). Returns the secret to retry with once, or null when
-   * nothing differs from the rejected one by `deadline` (clock time; 0: do not wait for a change,
+   * nothing differs from the rejected one within `waitMs` from now (0: do not wait for a change,
    * as when the refusal may not be about the password at all: 28000 also means no pg_hba entry).
+   * A span, not a deadline: the caller's clock need not be this cache's (the pool measures by
+   * spanClock, expiry times here go by the wall clock).
    */
-  async rejected(login: LoginTarget, lease: SecretLease, deadline: number): Promise<SecretLease | null> {
+  async rejected(login: LoginTarget, lease: SecretLease, waitMs: number): Promise<SecretLease | null> {
+    const deadline = waitMs > 0 ? this.clock.now() + waitMs : 0;
     const entry = this.entry(login);
     const differs = (candidate: SecretLease | null): candidate is SecretLease =>
       candidate !== null && candidate.password !== lease.password && !this.expired(candidate);

@@ -29,8 +29,9 @@ const ORIGIN = performance.timeOrigin;
 /**
  * For spans and deadlines (the server pool's: idle, lifetime and wait times, failover, health
  * rounds): the wall clock at start plus monotonic time since. A step of the system clock moves
- * no deadline, and a reading still prints as a date, off by the steps since start. Not for
- * expiry times from outside (tokens, certificates): those go by systemClock. It is cheaper on
+ * no deadline, and a reading still prints as a date, off by the steps since start and the time
+ * the host spent suspended. Not for expiry times from outside (tokens, certificates), which go
+ * by systemClock: what crosses from one to the other is a span, never a reading. It is cheaper on
  * the hot path too: on Node 20, Date.now() in optimized code calls into the runtime, which
  * allocates its result (in a 1-client perf profile, 0.4 us for each of the pool's two readings
  * per transaction), where performance.now() is a fast API call.

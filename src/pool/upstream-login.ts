@@ -129,8 +129,8 @@ export class UpstreamLogin {
         // refuse the new secret, then the old one a moment later.
         if (!rejectedLogin(err) || retries === MAX_REJECTED_RETRIES) throw err;
         const reserve = Math.min(1000, timeoutMs / 4); // left for the retried login itself
-        const waitUntil = (err as UpstreamLoginError).serverCode === '28P01' ? deadline - reserve : 0;
-        const retry = await secrets.rejected(who, lease, waitUntil);
+        const waitMs = (err as UpstreamLoginError).serverCode === '28P01' ? Math.max(0, deadline - reserve - options.clock.now()) : 0;
+        const retry = await secrets.rejected(who, lease, waitMs);
         if (!retry) throw err;
         lease = retry;
       }

@@ -142,7 +142,7 @@ test('a rejected secret is retried with the fresh value when the source already 
   const lease = await cache.get(LOGIN);
   provider.source = { password: 'two' };
   await clock.advanceAsync(1000);
-  const retry = await cache.rejected(LOGIN, lease, clock.now() + 5000);
+  const retry = await cache.rejected(LOGIN, lease, 5000);
   assert.equal(retry?.password, 'two');
   assert.equal(provider.fetchedAt.length, 2, 'one forced fetch');
   assert.deepEqual(events.filter((event) => event.type === 'credential-rejected').map((event) => event.retry), ['fresh']);
@@ -159,7 +159,7 @@ test('a rotated secret the server does not know yet falls back to the one it rep
   const fresh = await cache.get(LOGIN);
   assert.equal(fresh.password, 'two');
   await clock.advanceAsync(1000);
-  const retry = await cache.rejected(LOGIN, fresh, clock.now() + 5000);
+  const retry = await cache.rejected(LOGIN, fresh, 5000);
   assert.equal(retry?.password, 'one', 'the replaced secret');
   // Once the server takes the new one, the old one is dropped.
   cache.accepted(LOGIN, fresh);
@@ -172,7 +172,7 @@ test('a rejected login waits for the source to change (ALTER ROLE ran before the
   const lease = await cache.get(LOGIN);
   cache.accepted(LOGIN, lease);
   await clock.advanceAsync(1000);
-  const pending = cache.rejected(LOGIN, lease, clock.now() + 5000);
+  const pending = cache.rejected(LOGIN, lease, 5000);
   await clock.advanceAsync(600);
   provider.source = { password: 'two' };
   await clock.advanceAsync(300);
@@ -185,12 +185,12 @@ test('no change by the deadline gives null, and the next rejections of that secr
   const lease = await cache.get(LOGIN);
   cache.accepted(LOGIN, lease);
   await clock.advanceAsync(1000);
-  const pending = cache.rejected(LOGIN, lease, clock.now() + 2000);
+  const pending = cache.rejected(LOGIN, lease, 2000);
   await clock.advanceAsync(2000);
   assert.equal(await pending, null);
   const fetches = provider.fetchedAt.length;
   assert.ok(fetches > 2, 'the source was polled while waiting');
-  assert.equal(await cache.rejected(LOGIN, lease, clock.now() + 2000), null, 'answered without waiting');
+  assert.equal(await cache.rejected(LOGIN, lease, 2000), null, 'answered without waiting');
   assert.equal(clock.pending().length, 0, 'no poll scheduled');
   assert.ok(events.filter((event) => event.type === 'credential-rejected').every((event) => event.retry === 'none'));
 });
@@ -199,7 +199,7 @@ test('a secret that never worked (a typo, a role that does not exist) is not wai
   const { clock, provider, cache } = setup();
   const lease = await cache.get(LOGIN);
   await clock.advanceAsync(1000);
-  assert.equal(await cache.rejected(LOGIN, lease, clock.now() + 5000), null);
+  assert.equal(await cache.rejected(LOGIN, lease, 5000), null);
   assert.equal(provider.fetchedAt.length, 2, 'one forced fetch, no polling');
   assert.equal(clock.pending().length, 0);
 });
@@ -209,8 +209,8 @@ test('rejections sharing a wait each stop at their own deadline; the poll runs t
   const lease = await cache.get(LOGIN);
   cache.accepted(LOGIN, lease);
   await clock.advanceAsync(1000);
-  const probe = cache.rejected(LOGIN, lease, clock.now() + 1000); // a health probe's short timeout
-  const client = cache.rejected(LOGIN, lease, clock.now() + 5000);
+  const probe = cache.rejected(LOGIN, lease, 1000); // a health probe's short timeout
+  const client = cache.rejected(LOGIN, lease, 5000);
   await clock.advanceAsync(1000);
   assert.equal(await probe, null, 'the probe gave up at its deadline');
   provider.source = { password: 'two' };
@@ -246,7 +246,7 @@ test('a fixed password is fetched once more after a rejection, never waited for'
   const { clock, provider, cache } = setup({ rotates: false });
   const lease = await cache.get(LOGIN);
   await clock.advanceAsync(1000);
-  assert.equal(await cache.rejected(LOGIN, lease, clock.now() + 5000), null);
+  assert.equal(await cache.rejected(LOGIN, lease, 5000), null);
   assert.equal(provider.fetchedAt.length, 2);
   assert.equal(clock.pending().length, 0);
 });
