@@ -141,11 +141,13 @@ test("the image runs the Deployment's sidecar: probes, health checks, the app's 
   // Ready once the health loop has seen the primary and a login upstream worked.
   await eventually(async () => ((await requestProbe(sidecar, container.readinessProbe, deployment)) === 200 ? true : undefined), { timeoutMs: 20_000, what: '/readyz 200' });
 
-  const healthcheck = await run(image.healthcheck[0]!, image.healthcheck.slice(1), { cwd: image.dir, env: sidecar.env });
+  // The image's probes run on its node too (sidecar.env has no PATH of its own).
+  const probeEnv = { ...sidecar.env, PATH: ambassadorPath() };
+  const healthcheck = await run(image.healthcheck[0]!, image.healthcheck.slice(1), { cwd: image.dir, env: probeEnv });
   assert.match(healthcheck.stdout, /^200 \/livez/);
   const compose = YAML.parse(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: { ambassador: { healthcheck: { test: string[] } } } };
   const [, composeFile, ...composeArgs] = compose.services.ambassador.healthcheck.test.map(image.hostPath);
-  const ready = await run(composeFile!, composeArgs, { cwd: image.dir, env: sidecar.env });
+  const ready = await run(composeFile!, composeArgs, { cwd: image.dir, env: probeEnv });
   assert.match(ready.stdout, /^200 \/readyz/);
 
   const url = new URL(resolveEnv(containerNamed(podSpecOf(deployment), 'app'), objects).DATABASE_URL!);
