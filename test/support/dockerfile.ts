@@ -85,11 +85,16 @@ export function execForm(instruction: DockerInstruction): string[] | undefined {
   }
 }
 
+/** This project's Dockerfile, parsed. */
+function projectDockerfile(): ParsedDockerfile {
+  return readDockerfile(path.resolve(import.meta.dirname, '../../Dockerfile'));
+}
+
 /**
  * The options the image's ENTRYPOINT gives `node` ahead of the ambassador's script. Tests and the
  * bench start the ambassador with them too, so that on any Node they measure what the image runs.
  */
-export function imageNodeOptions(dockerfile = readDockerfile(path.resolve(import.meta.dirname, '../../Dockerfile'))): string[] {
+export function imageNodeOptions(dockerfile = projectDockerfile()): string[] {
   const runtime = dockerfile.stages.at(-1);
   const entrypoint = runtime && instructionsOf(runtime, 'ENTRYPOINT').at(-1);
   const command = (entrypoint && execForm(entrypoint)) ?? [];
@@ -100,7 +105,7 @@ export function imageNodeOptions(dockerfile = readDockerfile(path.resolve(import
 }
 
 /** The Node version of the image's runtime stage (`node:24.21.0-bookworm-slim` -> `24.21.0`); a tag without a full version throws. */
-export function imageNodeVersion(dockerfile = readDockerfile(path.resolve(import.meta.dirname, '../../Dockerfile'))): string {
+export function imageNodeVersion(dockerfile = projectDockerfile()): string {
   const image = dockerfile.stages.at(-1)?.image ?? '';
   const version = /^node:(\d+\.\d+\.\d+)(?:-|$)/.exec(image)?.[1];
   if (!version) throw new Error(`the Dockerfile's runtime stage is not an official node image with a full version: ${image || 'no FROM'}`);
